@@ -1,0 +1,84 @@
+# Developer and CI entry points. `make test` is what .ci/run calls.
+#
+#   make venv          .venv with torch (CPU) first, then the project with [dev]
+#   make system-deps   Debian packages the tests need (scripts/system-packages.txt)
+#   make lint          ruff check + mypy
+#   make test          system-deps, venv, lint, pytest on PostgreSQL, then pytest on SQLite
+#   make test-postgres only the pytest run on a throwaway PostgreSQL server
+#   make test-sqlite   only the non-e2e pytest run on SQLite
+#   make demo          run bank_node.demo (DEMO_ARGS are passed through)
+#   make clean         remove var/ and demo-output/ (the venv stays)
+#
+# Variables: PYTHON (interpreter for a new venv, default python3.11),
+# PYTEST_ARGS (extra pytest arguments, e.g. PYTEST_ARGS='-k rounds -x'),
+# DEMO_ARGS (arguments for the demo).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+VPY := $(VENV)/bin/python
+# Re-run the installs whenever pyproject.toml changes.
+STAMP := $(VENV)/.installed
+# The CPU build of torch lies on this disk; an unpinned torch (or one resolved
+# through another package's range) pulls a multi-GB CUDA build instead.
+TORCH_PIN := torch==2.13.0
+PIP := $(VPY) -m pip --disable-pip-version-check
+
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+# Every step prints its duration (and records it for .ci/run's summary).
+STEP := bash scripts/step.sh
+
+RUFF := $(STEP) ruff $(VENV)/bin/ruff check .
+MYPY := $(STEP) mypy $(VENV)/bin/mypy
+# The whole suite against a real PostgreSQL server...
+PYTEST_POSTGRES := $(STEP) pytest-postgres bash scripts/with-postgres.sh $(VPY) -m pytest $(PYTEST_ARGS)
+# ...then everything but the multi-process e2e tests on SQLite (the settings'
+# default without DATABASE_URL), so that both backends keep working.
+PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+.PHONY: help venv system-deps lint test test-postgres test-sqlite demo clean
+
+help:
+	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
+
+venv: $(STAMP)
+
+$(VPY):
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
+	$(STEP) venv-create $(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VPY)
+	$(STEP) pip-torch $(PIP) install --quiet $(TORCH_PIN)
+	$(STEP) pip-project $(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+system-deps:
+	$(STEP) system-deps bash scripts/install-system-deps.sh
+
+lint: venv
+	$(RUFF)
+	$(MYPY)
+
+# One recipe, so the steps run in this order even under `make -j`.
+test: system-deps venv
+	$(RUFF)
+	$(MYPY)
+	$(PYTEST_POSTGRES)
+	$(PYTEST_SQLITE)
+
+test-postgres: system-deps venv
+	$(PYTEST_POSTGRES)
+
+test-sqlite: venv
+	$(PYTEST_SQLITE)
+
+demo: venv
+	$(VPY) -m bank_node.demo $(DEMO_ARGS)
+
+clean:
+	rm -rf var/ demo-output/
