@@ -37,13 +37,16 @@ def secret_context_bytes(ctx: ts.Context) -> bytes:
 def public_context_bytes(ctx: ts.Context) -> bytes:
     """Serialize the public half of ``ctx``: parameters, public and evaluation keys only.
 
-    The result is deterministic for a given key set, so its SHA-256 is a stable
-    fingerprint for the key epoch.
+    Relinearisation and Galois keys are left out: the portal only adds, and SEAL writes
+    those keys with fresh randomness on every save, which would make the bytes (and so the
+    fingerprint) differ between two serialisations of one key set. Without them the
+    result is deterministic, so its SHA-256 is a stable fingerprint for the key epoch.
     """
     public = ctx.copy()
     if public.is_private():
         public.make_context_public()
-    return bytes(public.serialize())
+    return bytes(public.serialize(save_public_key=True, save_secret_key=False,
+                                  save_galois_keys=False, save_relin_keys=False))
 
 
 def fingerprint(public_bytes: bytes) -> str:

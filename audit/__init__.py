@@ -1,0 +1,1 @@
+"""The audit trail: hash-chained events, written only through ``audit.services``."""

@@ -1,0 +1,159 @@
+"""The node's round logic: join, train, encrypt, sign, upload; decrypt, evaluate, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bank_node.config import NodeConfig
+from bank_node.keys import Keyring
+from bank_node.portal_client import BankClient, PortalError
+from bank_node.training import LocalData, evaluate, local_data, model_from_vector, train_round
+from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update, unpack_aggregate
+from he.signing import sign, update_message
+
+log = logging.getLogger("bank_node")
+
+MAX_BANKS_PER_SUM = 256  # must not exceed the portal's CONSORTIUM_MAX_BANKS_PER_ROUND
+
+
+@dataclass
+class NodeState:
+    """What the node remembers across restarts (in ``state_dir/state.json``)."""
+
+    submitted: dict[str, str] = field(default_factory=dict)  # round -> digest
+    evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
+    skipped: dict[str, str] = field(default_factory=dict)  # round -> reason
+
+    @classmethod
+    def load(cls, path: Path) -> NodeState:
+        if not path.exists():
+            return cls()
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
+        tmp.replace(path)
+
+
+class Agent:
+    def __init__(self, config: NodeConfig, keys: Keyring, client: BankClient) -> None:
+        self.config = config
+        self.keys = keys
+        self.client = client
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = config.state_dir / "state.json"
+        self.state = NodeState.load(self.state_path)
+
+    @property
+    def data(self) -> LocalData:
+        return local_data(self.config.data_file)
+
+    # --- one poll ------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Do whatever is due now: join the open round, evaluate newly published ones."""
+        current = self.client.current_round()
+        if current is not None and current["state"] == "open":
+            self.participate(current)
+        for rnd in self.client.rounds(limit=5):
+            key = str(rnd["number"])
+            if rnd["state"] == "published" and key in self.state.submitted \
+                    and key not in self.state.evaluated:
+                self.evaluate_published(rnd)
+
+    def participate(self, rnd: dict[str, Any]) -> bool:
+        """Train on the round's base and upload; False when the node must sit this one out."""
+        key = str(rnd["number"])
+        if key in self.state.submitted or key in self.state.skipped:
+            return False
+        if rnd["key_epoch"] != self.keys.fingerprint:
+            reason = (f"round {key} uses key epoch {rnd['key_epoch'][:16]}..., this node holds "
+                      f"{self.keys.fingerprint[:16]}...; install the current consortium key")
+            log.error(reason)
+            self.state.skipped[key] = reason
+            self.state.save(self.state_path)
+            return False
+        policy = rnd["policy"]
+        base = self.base_weights(rnd)
+        started = time.monotonic()
+        weights, n = train_round(self.data, policy, base, seed=rnd["number"])
+        log.info("round %s: trained on %d rows in %.1fs", key, n, time.monotonic() - started)
+        digest, path = self.encrypt(rnd["number"], weights, n)
+        signature = sign(self.keys.signing_key, update_message(rnd["number"], self.config.bank,
+                                                               digest))
+        self.client.upload_update(rnd["number"], path, digest, signature)
+        path.unlink(missing_ok=True)
+        self.state.submitted[key] = digest
+        self.state.save(self.state_path)
+        log.info("round %s: uploaded %s", key, digest[:16])
+        return True
+
+    def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
+        values = pack_update(weights, n)
+        check_headroom(values, self.keys.params, MAX_BANKS_PER_SUM)
+        path = self.config.state_dir / f"update-round-{number}.ckks"
+        digest = encrypt_to_file(self.keys.secret_context, values, self.keys.params,
+                                 self.keys.fingerprint, path)
+        return digest, path
+
+    def base_weights(self, rnd: dict[str, Any]) -> np.ndarray | None:
+        """The round's starting point: None for initial weights, else the decrypted base."""
+        if rnd["base_round"] is None:
+            return None
+        weights, _ = self.global_weights(rnd["base_round"])
+        return weights
+
+    def global_weights(self, number: int) -> tuple[np.ndarray, float]:
+        """Download (once), decrypt and average a published aggregate."""
+        path = self.config.state_dir / f"aggregate-round-{number}.ckks"
+        if not path.exists():
+            self.client.download_aggregate(number, path)
+        with open(path, "rb") as stream:
+            summed = decrypt_vector(self.keys.secret_context, stream, self.keys.params)
+        return unpack_aggregate(summed)
+
+    def evaluate_published(self, rnd: dict[str, Any]) -> dict[str, Any]:
+        weights, _total = self.global_weights(rnd["number"])
+        policy = rnd["policy"]
+        model = model_from_vector(policy["model_spec"], policy["n_features"], weights)
+        metrics = evaluate(model, self.data)
+        np.save(self.config.state_dir / "global_model.npy", weights)
+        (self.config.state_dir / "global_model.json").write_text(json.dumps(
+            {"round": rnd["number"], "policy": policy}, indent=2))
+        try:
+            self.client.report_metrics(rnd["number"], metrics)
+        except PortalError as exc:
+            log.warning("round %s: metrics not reported: %s", rnd["number"], exc.message)
+        self.state.evaluated[str(rnd["number"])] = metrics
+        self.state.save(self.state_path)
+        log.info("round %s: global model AUPRC %.4f on local held-out data", rnd["number"],
+                 metrics["auprc"] or float("nan"))
+        return metrics
+
+    # --- loops ---------------------------------------------------------------------
+
+    def run(self, *, max_rounds: int = 0, idle_exit_seconds: float = 0) -> None:
+        """Poll until stopped, or until ``max_rounds`` rounds were evaluated."""
+        last_activity = time.monotonic()
+        while True:
+            before = (len(self.state.submitted), len(self.state.evaluated))
+            try:
+                self.step()
+            except PortalError as exc:
+                log.warning("portal: %s", exc)
+            if (len(self.state.submitted), len(self.state.evaluated)) != before:
+                last_activity = time.monotonic()
+            if max_rounds and len(self.state.evaluated) >= max_rounds:
+                return
+            if idle_exit_seconds and time.monotonic() - last_activity > idle_exit_seconds:
+                log.info("no activity for %.0fs; exiting", idle_exit_seconds)
+                return
+            time.sleep(self.config.poll_interval_seconds)

@@ -1,0 +1,180 @@
+"""`bank-node`: the command line of a bank's node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from bank_node.config import ConfigError, NodeConfig, load_config
+
+log = logging.getLogger("bank_node")
+
+
+def _config(args: argparse.Namespace) -> NodeConfig:
+    return load_config(Path(args.config))
+
+
+def _agent(config: NodeConfig) -> Any:
+    import torch
+
+    from bank_node.agent import Agent
+    from bank_node.keys import keyring_load
+    from bank_node.portal_client import BankClient
+
+    torch.set_num_threads(max(1, config.torch_threads))
+    keys = keyring_load(config.secret_context_file, config.ckks_params_file,
+                        config.signing_key_file)
+    client = BankClient(config.portal_url, config.credential,
+                        timeout=config.request_timeout_seconds, max_retries=config.max_retries)
+    return Agent(config, keys, client)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from bank_node.keys import ckks_keygen
+    from he.params import CkksParams
+
+    params = CkksParams(args.poly_modulus_degree, tuple(args.coeff_mod_bit_sizes),
+                        args.global_scale_bits)
+    fp = ckks_keygen(Path(args.out_dir), params)
+    print(json.dumps({"fingerprint": fp, "ckks_params": params.to_dict(),
+                      "secret_context": str(Path(args.out_dir) / "consortium.secret"),
+                      "public_context": str(Path(args.out_dir) / "consortium.pub")}, indent=2))
+    return 0
+
+
+def cmd_signing_keygen(args: argparse.Namespace) -> int:
+    from bank_node.keys import signing_keygen
+
+    print(json.dumps({"public_key": signing_keygen(Path(args.out_dir))}))
+    return 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from bank_node.keys import keyring_load
+    from bank_node.portal_client import BankClient
+    from he.signing import public_key_b64
+
+    config = _config(args)
+    keys = keyring_load(config.secret_context_file, config.ckks_params_file,
+                        config.signing_key_file)
+    client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
+    bank = client.register_signing_key(public_key_b64(keys.signing_key))
+    epoch = client.key_epoch()
+    matches = epoch["fingerprint"] == keys.fingerprint
+    print(json.dumps({"bank": bank["slug"], "status": bank["status"],
+                      "key_epoch": epoch["fingerprint"], "key_installed": matches}, indent=2))
+    if not matches:
+        print(f"error: the portal's key epoch {epoch['fingerprint'][:16]}... is not the "
+              f"consortium key in {config.secret_context_file}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    agent = _agent(_config(args))
+    agent.run(max_rounds=args.max_rounds, idle_exit_seconds=args.idle_exit_seconds)
+    return 0
+
+
+def cmd_train_once(args: argparse.Namespace) -> int:
+    agent = _agent(_config(args))
+    agent.run(max_rounds=len(agent.state.evaluated) + 1, idle_exit_seconds=args.timeout)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """Local-only reference: the same model trained on this bank's data alone."""
+    import torch
+
+    from bank_node.training import evaluate, local_data, model_from_vector
+    from models.training import train_local
+
+    config = _config(args)
+    torch.set_num_threads(max(1, config.torch_threads))
+    policy = json.loads(Path(args.policy).read_text())
+    data = local_data(config.data_file)
+    model = model_from_vector(policy["model_spec"], policy["n_features"], None,
+                              lr=policy["learning_rate"])
+    train_local(model, data.x_train, data.y_train, epochs=args.epochs,
+                batch_size=policy["batch_size"], lr=policy["learning_rate"], seed=0)
+    print(json.dumps(evaluate(model, data)))
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from bank_node.synth import generate_world
+
+    manifest = generate_world(Path(args.out), n_banks=args.banks, preset=args.preset,
+                              seed=args.seed)
+    print(json.dumps({k: manifest[k] for k in manifest if k != "parameters"}, indent=2,
+                     default=str)[:4000])
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bank-node", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("keygen", help="key ceremony: the consortium's CKKS secret/public contexts")
+    k.add_argument("--out-dir", required=True)
+    k.add_argument("--poly-modulus-degree", type=int, default=4096)
+    k.add_argument("--coeff-mod-bit-sizes", type=int, nargs="+", default=[60, 40])
+    k.add_argument("--global-scale-bits", type=int, default=28)
+    k.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("signing-keygen", help="this bank's Ed25519 signing key pair")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_signing_keygen)
+
+    for name, func, helptext in [
+        ("register", cmd_register, "register the signing key and check the key epoch"),
+        ("run", cmd_run, "poll the portal and take part in rounds"),
+        ("train-once", cmd_train_once, "take part in one round and evaluate its aggregate"),
+        ("baseline", cmd_baseline, "train and evaluate on local data only"),
+    ]:
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("--config", required=True, help="node configuration (TOML)")
+        c.set_defaults(func=func)
+        if name == "run":
+            c.add_argument("--max-rounds", type=int, default=0,
+                           help="exit after evaluating this many rounds (0: never)")
+            c.add_argument("--idle-exit-seconds", type=float, default=0)
+        if name == "train-once":
+            c.add_argument("--timeout", type=float, default=3600)
+        if name == "baseline":
+            c.add_argument("--policy", required=True, help="policy snapshot JSON")
+            c.add_argument("--epochs", type=int, required=True)
+
+    g = sub.add_parser("synth", help="generate a synthetic multi-bank world (IBM AML schema)")
+    g.add_argument("--out", required=True)
+    g.add_argument("--banks", type=int, default=4)
+    g.add_argument("--preset", default="tiny")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_synth)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from bank_node.data import DataError
+    from bank_node.portal_client import PortalError
+    from he.errors import HEError
+
+    try:
+        return int(args.func(args))
+    except (ConfigError, DataError, HEError, PortalError, FileExistsError, OSError) as exc:
+        print(f"bank-node {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

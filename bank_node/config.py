@@ -1,0 +1,86 @@
+"""The node's typed configuration, read from a TOML file and checked at start-up."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, malformed or points at unreadable files."""
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a bank node needs; paths are resolved relative to the config file."""
+
+    portal_url: str
+    bank: str
+    credential_file: Path
+    signing_key_file: Path
+    secret_context_file: Path
+    ckks_params_file: Path
+    data_file: Path
+    state_dir: Path
+    poll_interval_seconds: float = 2.0
+    request_timeout_seconds: float = 60.0
+    max_retries: int = 8
+    torch_threads: int = 1
+    metrics_port: int = 0
+
+    @property
+    def credential(self) -> str:
+        return _read_secret(self.credential_file, "credential_file")
+
+
+PATH_FIELDS = {"credential_file", "signing_key_file", "secret_context_file", "ckks_params_file",
+               "data_file", "state_dir"}
+
+
+def _read_secret(path: Path, name: str) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{name}: {path} is empty")
+    return value
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Parse and check ``path``; every problem names the file and the field."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    known = {f.name: f for f in fields(NodeConfig)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s): {', '.join(sorted(unknown))}")
+    missing = [n for n, f in known.items() if f.default is MISSING and n not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing field(s): {', '.join(missing)}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in PATH_FIELDS:
+            p = Path(str(value))
+            values[name] = p if p.is_absolute() else (path.parent / p).resolve()
+        elif name in {"poll_interval_seconds", "request_timeout_seconds"}:
+            values[name] = _number(path, name, value, float)
+        elif name in {"max_retries", "torch_threads", "metrics_port"}:
+            values[name] = _number(path, name, value, int)
+        else:
+            values[name] = str(value)
+    if not values["portal_url"].startswith(("http://", "https://")):
+        raise ConfigError(f"{path}: portal_url must start with http:// or https://")
+    return NodeConfig(**values)
+
+
+def _number(path: Path, name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{path}: {name} must be a non-negative number, not {value!r}")
+    return kind(value)

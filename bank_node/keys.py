@@ -1,0 +1,83 @@
+"""Key files on the bank's side: the consortium's CKKS contexts and the bank's signing key.
+
+Secret files are written 0600 and never logged; the secret context is read from a path
+(a Kubernetes Secret volume in production) and never leaves the node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import tenseal as ts
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from he.keys import (
+    fingerprint,
+    generate_secret_context,
+    load_secret_context,
+    public_context_bytes,
+    secret_context_bytes,
+)
+from he.params import CkksParams
+from he.signing import private_key_bytes, private_key_load, public_key_b64, signing_key_new
+
+SECRET_CONTEXT = "consortium.secret"
+PUBLIC_CONTEXT = "consortium.pub"
+PARAMS = "ckks_params.json"
+SIGNING_KEY = "signing.key"
+SIGNING_PUB = "signing.pub"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def ckks_keygen(out_dir: Path, params: CkksParams) -> str:
+    """The key ceremony: write secret (0600) and public contexts and the parameters."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / SECRET_CONTEXT).exists():
+        raise FileExistsError(f"{out_dir / SECRET_CONTEXT} exists; refusing to overwrite a key")
+    ctx = generate_secret_context(params)
+    public = public_context_bytes(ctx)
+    _write_private(out_dir / SECRET_CONTEXT, secret_context_bytes(ctx))
+    (out_dir / PUBLIC_CONTEXT).write_bytes(public)
+    (out_dir / PARAMS).write_text(json.dumps(params.to_dict(), indent=2) + "\n")
+    return fingerprint(public)
+
+
+def signing_keygen(out_dir: Path) -> str:
+    """Write this bank's Ed25519 key pair; return the public key (base64)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / SIGNING_KEY).exists():
+        raise FileExistsError(f"{out_dir / SIGNING_KEY} exists; refusing to overwrite a key")
+    key = signing_key_new()
+    _write_private(out_dir / SIGNING_KEY, private_key_bytes(key))
+    (out_dir / SIGNING_PUB).write_text(public_key_b64(key) + "\n")
+    return public_key_b64(key)
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """What a node holds in memory while it runs."""
+
+    secret_context: ts.Context
+    params: CkksParams
+    fingerprint: str
+    signing_key: Ed25519PrivateKey
+
+
+def keyring_load(secret_context_file: Path, params_file: Path, signing_key_file: Path) -> Keyring:
+    ctx = load_secret_context(secret_context_file.read_bytes())
+    params = CkksParams.from_dict(json.loads(params_file.read_text()))
+    return Keyring(
+        secret_context=ctx,
+        params=params,
+        fingerprint=fingerprint(public_context_bytes(ctx)),
+        signing_key=private_key_load(signing_key_file.read_bytes()),
+    )

@@ -1,0 +1,164 @@
+"""The only module of the node that speaks HTTP: a small client for the portal's REST API.
+
+Retries with exponential backoff on connection errors, 429 and 5xx (the portal answers 503
+while its database is away); 4xx answers are final and carry the portal's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+class PortalError(Exception):
+    """The portal refused a request (4xx) or stayed unreachable after all retries."""
+
+    def __init__(self, status: int | None, message: str, extra: dict[str, Any] | None = None):
+        super().__init__(f"{status or 'unreachable'}: {message}")
+        self.status = status
+        self.message = message
+        self.extra = extra or {}
+
+
+class _Base:
+    def __init__(self, base_url: str, *, timeout: float = 60.0, max_retries: int = 8) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.session = requests.Session()
+        self.retries_made = 0
+
+    def _request(self, method: str, path: str, *, body_file: Path | None = None,
+                 **kwargs: Any) -> requests.Response:
+        url = f"{self.base_url}/api/v1/{path.lstrip('/')}"
+        delay = 0.5
+        for attempt in range(self.max_retries + 1):
+            try:
+                if body_file is not None:
+                    # Re-open on every attempt: requests streams the file, it never sits in RAM.
+                    with open(body_file, "rb") as body:
+                        response = self.session.request(method, url, data=body,
+                                                        timeout=self.timeout, **kwargs)
+                else:
+                    response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.RequestException as exc:
+                failure: str = f"{exc.__class__.__name__}: {exc}"
+            else:
+                if response.status_code not in RETRY_STATUSES:
+                    return _checked(response)
+                failure = f"HTTP {response.status_code}: {_message(response)}"
+            if attempt == self.max_retries:
+                raise PortalError(None, f"{method} {url} failed after {attempt + 1} attempts: {failure}")
+            self.retries_made += 1
+            log.warning("%s %s: %s; retrying in %.1fs", method, path, failure, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return None if response.status_code == 204 else response.json()
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        return str(response.json().get("message", response.text[:200]))
+    except ValueError:
+        return response.text[:200]
+
+
+def _checked(response: requests.Response) -> requests.Response:
+    if response.status_code >= 400:
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"message": response.text[:300]}
+        raise PortalError(response.status_code, str(payload.get("message")), payload.get("extra"))
+    return response
+
+
+class BankClient(_Base):
+    """What a bank node does on the portal, authenticated by its API credential."""
+
+    def __init__(self, base_url: str, credential: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self.session.headers["Authorization"] = f"Bearer {credential}"
+
+    def me(self) -> dict[str, Any]:
+        return self._json("GET", "banks/me")
+
+    def register_signing_key(self, public_key_b64: str) -> dict[str, Any]:
+        return self._json("PUT", "banks/me/signing-key", json={"public_key": public_key_b64})
+
+    def key_epoch(self) -> dict[str, Any]:
+        return self._json("GET", "key-epochs/current")
+
+    def current_round(self) -> dict[str, Any] | None:
+        return self._json("GET", "rounds/current")
+
+    def round(self, number: int) -> dict[str, Any]:
+        return self._json("GET", f"rounds/{number}")
+
+    def rounds(self, limit: int = 20) -> list[dict[str, Any]]:
+        return self._json("GET", f"rounds/?limit={limit}")["results"]
+
+    def download_aggregate(self, number: int, dest: Path) -> str:
+        """Stream round ``number``'s aggregate to ``dest``; verify and return its digest."""
+        response = self._request("GET", f"rounds/{number}/aggregate", stream=True)
+        digest = hashlib.sha256()
+        tmp = dest.with_suffix(".part")
+        with open(tmp, "wb") as out:
+            for piece in response.iter_content(1024 * 1024):
+                digest.update(piece)
+                out.write(piece)
+        expected = response.headers.get("X-Aggregate-Digest", "")
+        if digest.hexdigest() != expected:
+            tmp.unlink(missing_ok=True)
+            raise PortalError(None, f"aggregate of round {number} arrived corrupted "
+                              f"(digest {digest.hexdigest()[:16]} != {expected[:16]})")
+        tmp.replace(dest)
+        return expected
+
+    def upload_update(self, number: int, path: Path, digest: str, signature: str) -> dict[str, Any]:
+        """PUT the encrypted update; a retry of the same digest is answered idempotently."""
+        return self._json(
+            "PUT", f"rounds/{number}/update", body_file=path,
+            headers={"Content-Type": "application/octet-stream", "X-Update-Digest": digest,
+                     "X-Update-Signature": signature},
+        )
+
+    def report_metrics(self, number: int, metrics: dict[str, float | None]) -> dict[str, Any]:
+        return self._json("POST", f"rounds/{number}/metrics", json={"metrics": metrics})
+
+
+class OperatorClient(_Base):
+    """Operator calls (HTTP basic auth over TLS in production), used by the demo and scripts."""
+
+    def __init__(self, base_url: str, username: str, password: str, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self.session.auth = (username, password)
+
+    def bank_create(self, slug: str, name: str = "") -> dict[str, Any]:
+        return self._json("POST", "banks/", json={"slug": slug, "name": name or slug})
+
+    def bank_action(self, slug: str, action: str) -> dict[str, Any]:
+        return self._json("POST", f"banks/{slug}/{action}", json={})
+
+    def key_epoch_register(self, public_context_b64: str, ckks_params: dict[str, Any]) -> Any:
+        return self._json("POST", "key-epochs/", json={
+            "public_context_b64": public_context_b64, "ckks_params": ckks_params})
+
+    def policy_create(self, **fields: Any) -> dict[str, Any]:
+        return self._json("POST", "policies/", json=fields)
+
+    def rounds(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._json("GET", f"rounds/?limit={limit}")["results"]

@@ -1,0 +1,1 @@
+"""The consortium portal: a Django project that coordinates rounds and adds ciphertexts."""

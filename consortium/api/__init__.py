@@ -1,0 +1,1 @@
+"""Shared REST plumbing: the one error shape, bank authentication, permissions."""

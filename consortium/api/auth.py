@@ -1,0 +1,100 @@
+"""Bank authentication by API credential, and the permission classes built on it.
+
+A credential looks like ``cbk_<prefix>_<secret>``. The portal stores the prefix (to find
+the row) and the SHA-256 of the whole credential; the credential is high-entropy, so a
+fast hash is right here, and the comparison runs in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Any
+
+from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
+
+CREDENTIAL_PREFIX = "cbk"
+
+
+def credential_new() -> tuple[str, str, str]:
+    """Return (credential, lookup prefix, hash). Show the credential once; store the rest."""
+    prefix = secrets.token_hex(6)
+    credential = f"{CREDENTIAL_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    return credential, prefix, credential_hash(credential)
+
+
+def credential_hash(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+class BankPrincipal:
+    """The authenticated caller when a bank node calls: wraps the Bank row."""
+
+    is_authenticated = True
+    is_staff = False
+
+    def __init__(self, bank: Any) -> None:
+        self.bank = bank
+
+    def __str__(self) -> str:
+        return f"bank:{self.bank.slug}"
+
+
+class BankCredentialAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer cbk_...`` identifies a bank node."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[BankPrincipal, None] | None:
+        from consortium.members.models import Bank, BankStatus
+
+        header = authentication.get_authorization_header(request).decode(errors="replace")
+        if not header.startswith(f"{self.keyword} "):
+            return None
+        credential = header[len(self.keyword) + 1 :].strip()
+        parts = credential.split("_", 2)
+        if len(parts) != 3 or parts[0] != CREDENTIAL_PREFIX:
+            raise exceptions.AuthenticationFailed("malformed bank credential")
+        bank = Bank.objects.filter(credential_prefix=parts[1]).first()
+        # Compare even when no row matched, so timing does not reveal valid prefixes.
+        stored = bank.credential_hash if bank else "0" * 64
+        if not hmac.compare_digest(stored, credential_hash(credential)) or bank is None:
+            raise exceptions.AuthenticationFailed("invalid bank credential")
+        if bank.status != BankStatus.ACTIVE:
+            raise exceptions.AuthenticationFailed(
+                f"bank {bank.slug} is {bank.status}; contact the consortium operator"
+            )
+        return BankPrincipal(bank), None
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class IsBank(permissions.BasePermission):
+    message = "this endpoint is for bank nodes (use a bank credential)"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return isinstance(request.user, BankPrincipal)
+
+
+class IsOperator(permissions.BasePermission):
+    message = "this endpoint is for consortium operators"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user is not None
+            and not isinstance(user, BankPrincipal)
+            and user.is_authenticated
+            and (user.is_superuser or user.groups.filter(name="operators").exists())
+        )
+
+
+def actor_of(request: Request) -> str:
+    """How the audit trail names whoever made this request."""
+    user = request.user
+    if isinstance(user, BankPrincipal):
+        return str(user)
+    return f"user:{getattr(user, 'username', 'anonymous')}"

@@ -1,0 +1,75 @@
+"""One error shape for the whole API: ``{"message": str, "extra": {...}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import DatabaseError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+log = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """A domain rule refused the request. Services raise it; the handler renders it."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str, *, status_code: int | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class Conflict(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class NotFound(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Forbidden(ApplicationError):
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+    if isinstance(detail, list):
+        return " ".join(_flatten(v) for v in detail)
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Render every error as ``{"message", "extra"}`` with a 4xx/503 status."""
+    if isinstance(exc, ApplicationError):
+        return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+    if isinstance(exc, ValidationError):
+        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DatabaseError):
+        log.warning("database error: %s", exc)
+        return Response(
+            {"message": "the portal's database is unavailable; retry shortly", "extra": {}},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    fields = detail if isinstance(detail, dict) and "detail" not in detail else {}
+    message = _flatten(detail.get("detail") if isinstance(detail, dict) and "detail" in detail else detail)
+    response.data = {"message": message, "extra": {"fields": fields} if fields else {}}
+    return response

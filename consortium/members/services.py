@@ -1,0 +1,121 @@
+"""Writes for member banks. Each is one transaction with its audit event."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from audit.services import audit_record
+from consortium.api.auth import credential_new
+from consortium.api.errors import ApplicationError, Conflict
+from consortium.members.models import Bank, BankStatus
+
+
+def _public_key_check(public_key_b64: str) -> str:
+    try:
+        raw = base64.b64decode(public_key_b64, validate=True)
+        Ed25519PublicKey.from_public_bytes(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise ApplicationError(
+            "signing_public_key must be a base64 raw 32-byte Ed25519 public key "
+            "(the .pub file `bank-node keygen` wrote)"
+        ) from exc
+    return base64.b64encode(raw).decode()
+
+
+@transaction.atomic
+def bank_create(*, slug: str, name: str, actor: str, signing_public_key: str = "") -> tuple[Bank, str]:
+    """Onboard a bank; return it and its API credential (shown once, stored hashed)."""
+    slug = slugify(slug)
+    if not slug:
+        raise ApplicationError("slug must contain letters or digits")
+    if Bank.objects.filter(slug=slug).exists():
+        raise Conflict(f"a bank with slug {slug!r} already exists")
+    credential, prefix, digest = credential_new()
+    bank = Bank.objects.create(
+        slug=slug,
+        name=name or slug,
+        credential_prefix=prefix,
+        credential_hash=digest,
+        signing_public_key=_public_key_check(signing_public_key) if signing_public_key else "",
+        signing_key_registered_at=timezone.now() if signing_public_key else None,
+    )
+    audit_record(
+        action="bank.created",
+        actor=actor,
+        target=bank,
+        data={"slug": bank.slug, "name": bank.name, "signing_public_key": bank.signing_public_key},
+    )
+    return bank, credential
+
+
+def _bank_locked(bank: Bank) -> Bank:
+    # Lock the row so a status change and a concurrent request see one order of events.
+    return Bank.objects.select_for_update().get(pk=bank.pk)
+
+
+@transaction.atomic
+def bank_set_status(*, bank: Bank, status: BankStatus, actor: str, reason: str = "") -> Bank:
+    """Suspend, reactivate or revoke a bank. Revocation is final."""
+    bank = _bank_locked(bank)
+    if bank.status == BankStatus.REVOKED:
+        raise Conflict(f"bank {bank.slug} is revoked; revocation cannot be undone")
+    if bank.status == status:
+        return bank
+    old = bank.status
+    bank.status = status
+    bank.status_changed_at = timezone.now()
+    bank.save(update_fields=["status", "status_changed_at"])
+    audit_record(
+        action=f"bank.{status.value}" if status != BankStatus.ACTIVE else "bank.reactivated",
+        actor=actor,
+        target=bank,
+        data={"from": old, "to": status.value, "reason": reason},
+    )
+    return bank
+
+
+@transaction.atomic
+def bank_rotate_credential(*, bank: Bank, actor: str) -> str:
+    """Issue a new API credential; the old one stops working at once."""
+    bank = _bank_locked(bank)
+    credential, prefix, digest = credential_new()
+    bank.credential_prefix, bank.credential_hash = prefix, digest
+    bank.save(update_fields=["credential_prefix", "credential_hash"])
+    audit_record(action="bank.credential_rotated", actor=actor, target=bank)
+    return credential
+
+
+@transaction.atomic
+def bank_register_signing_key(*, bank: Bank, public_key_b64: str, actor: str) -> Bank:
+    """Register the bank's Ed25519 public key.
+
+    A bank may set its first key itself (trust on first use, recorded in the audit
+    trail); replacing a registered key is an operator action.
+    """
+    bank = _bank_locked(bank)
+    key = _public_key_check(public_key_b64)
+    operator = actor.startswith("user:")
+    if bank.signing_public_key and not operator:
+        if bank.signing_public_key == key:
+            return bank
+        raise Conflict(
+            "a signing key is already registered; ask the operator to rotate it",
+            registered=bank.signing_public_key,
+        )
+    old = bank.signing_public_key
+    bank.signing_public_key = key
+    bank.signing_key_registered_at = timezone.now()
+    bank.save(update_fields=["signing_public_key", "signing_key_registered_at"])
+    audit_record(
+        action="bank.signing_key_registered" if not old else "bank.signing_key_rotated",
+        actor=actor,
+        target=bank,
+        data={"public_key": key, "previous": old},
+    )
+    return bank

@@ -1,0 +1,102 @@
+"""REST views for member banks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from consortium.api.auth import IsBank, IsOperator, actor_of
+from consortium.api.errors import NotFound
+from consortium.members import services
+from consortium.members.models import Bank, BankStatus
+from consortium.members.selectors import bank_get
+from consortium.members.serializers import (
+    BankCreateSerializer,
+    BankSerializer,
+    SigningKeySerializer,
+    StatusChangeSerializer,
+)
+
+
+class BankMeView(APIView):
+    """The calling bank's own record."""
+
+    permission_classes = [IsBank]
+
+    @extend_schema(responses=BankSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(BankSerializer(request.user.bank).data)
+
+
+class BankSigningKeyView(APIView):
+    """A bank registers its Ed25519 public key (first registration only)."""
+
+    permission_classes = [IsBank]
+
+    @extend_schema(request=SigningKeySerializer, responses=BankSerializer)
+    def put(self, request: Request) -> Response:
+        serializer = SigningKeySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        bank = services.bank_register_signing_key(
+            bank=request.user.bank, public_key_b64=serializer.validated_data["public_key"],
+            actor=actor_of(request),
+        )
+        return Response(BankSerializer(bank).data)
+
+
+class BankListCreateView(generics.ListAPIView):
+    """Operators list and onboard banks. The credential appears once, in the 201 answer."""
+
+    serializer_class = BankSerializer
+    queryset = Bank.objects.all()
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=BankCreateSerializer, responses={201: dict})
+    def post(self, request: Request) -> Response:
+        serializer = BankCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        bank, credential = services.bank_create(actor=actor_of(request), **serializer.validated_data)
+        data: dict[str, Any] = dict(BankSerializer(bank).data)
+        data["credential"] = credential
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+def _bank_or_404(slug: str) -> Bank:
+    bank = bank_get(slug)
+    if bank is None:
+        raise NotFound(f"bank {slug!r} does not exist")
+    return bank
+
+
+class BankStatusView(APIView):
+    """Operators suspend, reactivate or revoke a bank."""
+
+    permission_classes = [IsOperator]
+    action_to_status = {"suspend": BankStatus.SUSPENDED, "reactivate": BankStatus.ACTIVE,
+                        "revoke": BankStatus.REVOKED}
+
+    @extend_schema(request=StatusChangeSerializer, responses=BankSerializer)
+    def post(self, request: Request, slug: str, action: str) -> Response:
+        if action not in self.action_to_status:
+            raise NotFound(f"unknown action {action!r}; use suspend, reactivate or revoke")
+        serializer = StatusChangeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        bank = services.bank_set_status(
+            bank=_bank_or_404(slug), status=self.action_to_status[action],
+            actor=actor_of(request), reason=serializer.validated_data["reason"],
+        )
+        return Response(BankSerializer(bank).data)
+
+
+class BankRotateCredentialView(APIView):
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=None, responses=dict)
+    def post(self, request: Request, slug: str) -> Response:
+        credential = services.bank_rotate_credential(bank=_bank_or_404(slug), actor=actor_of(request))
+        return Response({"slug": slug, "credential": credential})

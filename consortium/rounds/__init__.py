@@ -1,0 +1,1 @@
+"""Round policies, key epochs, training rounds, encrypted submissions and aggregates."""

@@ -1,0 +1,151 @@
+"""Operator back office for policies, key epochs and rounds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from consortium.api.errors import ApplicationError
+from consortium.rounds import services
+from consortium.rounds.models import (
+    KeyEpoch,
+    MetricReport,
+    Round,
+    RoundPolicy,
+    Submission,
+    default_ckks_params,
+)
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+@admin.register(RoundPolicy)
+class RoundPolicyAdmin(admin.ModelAdmin):
+    list_display = ("name", "version", "active", "min_banks", "local_epochs", "max_rounds",
+                    "created_at")
+    list_filter = ("active", "name")
+    actions = ["activate", "new_version"]
+    readonly_fields = ("version", "n_features", "vector_length", "created_at", "created_by")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.in_use:
+            # Used by a round: frozen. Make a new version instead.
+            return [f.name for f in RoundPolicy._meta.concrete_fields if f.name != "active"]
+        return self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: RoundPolicy, form: Any, change: bool) -> None:
+        fields = {f: form.cleaned_data[f] for f in services.POLICY_FIELDS if f in form.cleaned_data}
+        try:
+            if change:
+                obj.save()
+                return
+            policy = services.policy_create(name=obj.name, actor=_actor(request),
+                                            activate=obj.active, **fields)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+            return
+        obj.pk, obj.version = policy.pk, policy.version
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Activate (the scheduler follows this version)")
+    def activate(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:
+        for policy in queryset[:1]:
+            services.policy_activate(policy=policy, actor=_actor(request))
+
+    @admin.action(description="Copy into a new version")
+    def new_version(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:
+        for policy in queryset:
+            new = services.policy_new_version(base=policy, actor=_actor(request))
+            messages.success(request, f"created {new}; edit it before activating")
+
+
+class KeyEpochForm(forms.ModelForm):
+    public_context_file = forms.FileField(help_text="the .pub context written by bank-node keygen")
+    ckks_params_json = forms.CharField(
+        widget=forms.Textarea, initial=json.dumps(default_ckks_params()),
+        help_text="the CKKS parameters printed by bank-node keygen",
+    )
+
+    class Meta:
+        model = KeyEpoch
+        fields: list[str] = []
+
+
+@admin.register(KeyEpoch)
+class KeyEpochAdmin(admin.ModelAdmin):
+    list_display = ("number", "fingerprint", "active", "created_at", "created_by")
+    readonly_fields = ("number", "fingerprint", "ckks_params", "active", "created_at", "created_by")
+    exclude = ("public_context",)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = KeyEpochForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return () if obj is None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: KeyEpoch, form: Any, change: bool) -> None:
+        try:
+            epoch = services.key_epoch_register(
+                public_context=form.cleaned_data["public_context_file"].read(),
+                ckks_params=json.loads(form.cleaned_data["ckks_params_json"]),
+                actor=_actor(request),
+            )
+        except (ApplicationError, ValueError) as exc:
+            messages.error(request, getattr(exc, "message", str(exc)))
+            return
+        obj.pk = epoch.pk
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SubmissionInline(admin.TabularInline):
+    model = Submission
+    fields = ("bank", "digest", "size_bytes", "received_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    list_display = ("number", "state", "policy", "opened_at", "deadline_at", "closed_at")
+    list_filter = ("state",)
+    inlines = [SubmissionInline]
+    actions = ["tick"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Run the scheduler now")
+    def tick(self, request: HttpRequest, queryset: QuerySet[Round]) -> None:
+        messages.info(request, "; ".join(services.scheduler_tick()) or "nothing was due")
+
+
+@admin.register(MetricReport)
+class MetricReportAdmin(admin.ModelAdmin):
+    list_display = ("round", "bank", "reported_at")
+    readonly_fields = ("round", "bank", "metrics", "reported_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

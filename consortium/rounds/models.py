@@ -1,0 +1,199 @@
+"""Policies, key epochs, rounds and what banks submit to them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from consortium.members.models import Bank
+
+
+def default_model_spec() -> dict[str, Any]:
+    return {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce"}
+
+
+def default_ckks_params() -> dict[str, Any]:
+    return {"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [60, 40], "global_scale_bits": 28}
+
+
+class RoundPolicy(models.Model):
+    """How rounds are run. Versioned: once a round has used a version it is frozen."""
+
+    name = models.SlugField(max_length=50)
+    version = models.PositiveIntegerField()
+    active = models.BooleanField(
+        default=False, help_text="The scheduler opens rounds under the newest active policy."
+    )
+    model_spec = models.JSONField(default=default_model_spec)
+    n_features = models.PositiveIntegerField(help_text="Feature count the model expects.")
+    vector_length = models.PositiveIntegerField(
+        help_text="Values in an update: model parameters plus the sample-count slot."
+    )
+    local_epochs = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    batch_size = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
+    learning_rate = models.FloatField(default=1e-3, validators=[MinValueValidator(1e-7)])
+    fedprox_mu = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    min_banks = models.PositiveIntegerField(default=3, validators=[MinValueValidator(2)])
+    deadline = models.DurationField(default=timedelta(minutes=30))
+    max_rounds = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
+    max_consecutive_failures = models.PositiveIntegerField(
+        default=3, help_text="Stop opening rounds after this many failed rounds in a row."
+    )
+    ckks_params = models.JSONField(default=default_ckks_params)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="policy_name_version_unique"),
+            models.CheckConstraint(condition=models.Q(min_banks__gte=2), name="policy_min_banks_2"),
+        ]
+        verbose_name_plural = "round policies"
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def in_use(self) -> bool:
+        return self.pk is not None and self.rounds.exists()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The frozen copy a round keeps of the policy it opened under."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "model_spec": self.model_spec,
+            "n_features": self.n_features,
+            "vector_length": self.vector_length,
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "fedprox_mu": self.fedprox_mu,
+            "min_banks": self.min_banks,
+            "deadline_seconds": int(self.deadline.total_seconds()),
+            "max_rounds": self.max_rounds,
+            "ckks_params": self.ckks_params,
+        }
+
+
+class KeyEpoch(models.Model):
+    """A consortium CKKS key: the portal keeps only its public context."""
+
+    number = models.PositiveIntegerField(unique=True)
+    fingerprint = models.CharField(max_length=64, unique=True)
+    ckks_params = models.JSONField()
+    public_context = models.BinaryField()
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"epoch {self.number} ({self.fingerprint[:12]})"
+
+
+class RoundState(models.TextChoices):
+    OPEN = "open", "Open"
+    AGGREGATING = "aggregating", "Aggregating"
+    PUBLISHED = "published", "Published"
+    FAILED = "failed", "Failed"
+
+
+class Round(models.Model):
+    """One federated round: open -> aggregating -> published, or failed."""
+
+    number = models.PositiveIntegerField(unique=True)
+    policy = models.ForeignKey(RoundPolicy, on_delete=models.PROTECT, related_name="rounds")
+    policy_snapshot = models.JSONField()
+    key_epoch = models.ForeignKey(KeyEpoch, on_delete=models.PROTECT, related_name="rounds")
+    base_round = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Whose aggregate this round starts from; empty means the initial weights.",
+    )
+    state = models.CharField(
+        max_length=20, choices=RoundState.choices, default=RoundState.OPEN, db_index=True
+    )
+    opened_at = models.DateTimeField()
+    deadline_at = models.DateTimeField()
+    aggregating_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True)
+    aggregate_digest = models.CharField(max_length=64, blank=True)
+    aggregate_size = models.PositiveBigIntegerField(null=True, blank=True)
+    aggregate_blob = models.CharField(max_length=300, blank=True)
+    manifest = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            # At most one round is in flight; the scheduler relies on it.
+            models.UniqueConstraint(
+                fields=["state"],
+                condition=models.Q(state__in=["open", "aggregating"]),
+                name="one_round_in_flight",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"round {self.number} ({self.state})"
+
+
+class Submission(models.Model):
+    """A bank's accepted, encrypted update to a round."""
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="submissions")
+    bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="submissions")
+    digest = models.CharField(max_length=64)
+    signature = models.CharField(max_length=100)
+    # The key that verified the signature, kept so it stays checkable after a rotation.
+    signing_public_key = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    blob = models.CharField(max_length=300)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "bank"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "bank"], name="one_submission_per_bank")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bank} -> round {self.round.number}"
+
+
+class MetricReport(models.Model):
+    """Metrics a bank chose to report after evaluating a published aggregate locally."""
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="metric_reports")
+    bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="metric_reports")
+    metrics = models.JSONField()
+    reported_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["round", "bank"], name="one_metric_report_per_bank")
+        ]
+
+
+def policy_frozen_check(policy: RoundPolicy) -> None:
+    """Raise if ``policy`` has been used by a round (only ``active`` may still change)."""
+    if policy.pk is None or not policy.in_use:
+        return
+    stored = RoundPolicy.objects.get(pk=policy.pk)
+    changed = [
+        f.name
+        for f in RoundPolicy._meta.concrete_fields
+        if f.name not in {"active"} and getattr(stored, f.attname) != getattr(policy, f.attname)
+    ]
+    if changed:
+        raise ValidationError(
+            f"policy {policy} has been used by a round and cannot be edited "
+            f"(changed: {', '.join(changed)}); create a new version instead"
+        )

@@ -1,0 +1,80 @@
+"""Shapes of round data on the wire. Serializers run no queries of their own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from rest_framework import serializers
+
+from consortium.rounds.models import KeyEpoch, Round, RoundPolicy
+
+
+class KeyEpochSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = KeyEpoch
+        fields = ["number", "fingerprint", "ckks_params", "active", "created_at"]
+
+
+class KeyEpochCreateSerializer(serializers.Serializer):
+    public_context_b64 = serializers.CharField(
+        help_text="base64 of the public context file that `bank-node keygen` wrote"
+    )
+    ckks_params = serializers.DictField()
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    policy = serializers.DictField(source="policy_snapshot", read_only=True)
+    key_epoch = serializers.CharField(source="key_epoch.fingerprint", read_only=True)
+    base_round = serializers.IntegerField(source="base_round.number", allow_null=True, read_only=True)
+    submissions = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Round
+        fields = [
+            "number", "state", "policy", "key_epoch", "base_round", "opened_at", "deadline_at",
+            "aggregating_at", "closed_at", "failure_reason", "aggregate_digest",
+            "aggregate_size", "manifest", "submissions",
+        ]
+
+    def get_submissions(self, obj: Round) -> int:
+        # Annotated by the view's queryset where it matters; falls back to a count.
+        count = getattr(obj, "submission_count", None)
+        return int(count) if count is not None else obj.submissions.count()
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    deadline_seconds = serializers.IntegerField(min_value=1, write_only=True, required=False)
+
+    class Meta:
+        model = RoundPolicy
+        fields = [
+            "id", "name", "version", "active", "model_spec", "n_features", "vector_length",
+            "local_epochs", "batch_size", "learning_rate", "fedprox_mu", "min_banks",
+            "deadline", "deadline_seconds", "max_rounds", "max_consecutive_failures",
+            "ckks_params", "created_at", "created_by",
+        ]
+        read_only_fields = ["id", "version", "n_features", "vector_length", "created_at",
+                            "created_by", "deadline"]
+
+    def validate_min_banks(self, value: int) -> int:
+        if value < 2:
+            raise serializers.ValidationError(
+                "min_banks must be at least 2: an aggregate of one bank would reveal its update"
+            )
+        return value
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        values = super().to_internal_value(data)
+        if "deadline_seconds" in values:
+            values["deadline"] = timedelta(seconds=values.pop("deadline_seconds"))
+        return values
+
+
+class MetricsSerializer(serializers.Serializer):
+    metrics = serializers.DictField(child=serializers.FloatField(allow_null=True))
+
+    def validate_metrics(self, value: dict[str, Any]) -> dict[str, Any]:
+        if not value or len(value) > 50:
+            raise serializers.ValidationError("send between 1 and 50 named metrics")
+        return value

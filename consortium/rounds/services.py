@@ -1,0 +1,427 @@
+"""Writes for policies, key epochs, rounds, submissions and metrics.
+
+Each function is one domain operation in one transaction, with its audit event. State
+transitions lock the round row first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.services import audit_record
+from consortium.api.errors import ApplicationError, Conflict
+from consortium.members.models import Bank
+from consortium.members.selectors import bank_list_active
+from consortium.rounds import storage
+from consortium.rounds.crypto import epoch_context, epoch_params
+from consortium.rounds.models import (
+    KeyEpoch,
+    MetricReport,
+    Round,
+    RoundPolicy,
+    RoundState,
+    Submission,
+)
+from he.aggregate import sum_vectors
+from he.errors import HEError, SecretKeyPresent, UpdateInvalid
+from he.keys import fingerprint as context_fingerprint
+from he.keys import load_public_context
+from he.params import CkksParams
+from he.signing import update_message, verify
+from he.validate import validate_vector
+from models.features import FEATURE_NAMES
+from models.nets import build_model
+from models.vector import vector_length
+
+log = logging.getLogger(__name__)
+
+POLICY_FIELDS = (
+    "model_spec", "local_epochs", "batch_size", "learning_rate", "fedprox_mu", "min_banks",
+    "deadline", "max_rounds", "max_consecutive_failures", "ckks_params",
+)
+
+
+# --- policies -------------------------------------------------------------------------
+
+
+def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
+    try:
+        return vector_length(build_model(spec, n_features)) + 1  # + the count slot
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApplicationError(f"model_spec is not a model we can build: {exc}") from exc
+
+
+@transaction.atomic
+def policy_create(*, name: str, actor: str, activate: bool = False, **fields: Any) -> RoundPolicy:
+    """Create the next version of policy ``name`` (version 1 if new)."""
+    unknown = set(fields) - set(POLICY_FIELDS)
+    if unknown:
+        raise ApplicationError(f"unknown policy fields: {', '.join(sorted(unknown))}")
+    try:
+        CkksParams.from_dict(fields.get("ckks_params") or RoundPolicy().ckks_params)
+    except HEError as exc:
+        raise ApplicationError(f"ckks_params: {exc}") from exc
+    latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
+    policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
+    policy.n_features = len(FEATURE_NAMES)
+    policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
+    try:
+        policy.full_clean()
+    except ValidationError as exc:
+        raise ApplicationError(
+            "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()),
+            fields=exc.message_dict,
+        ) from exc
+    policy.save()
+    audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
+    if activate:
+        policy_activate(policy=policy, actor=actor)
+    return policy
+
+
+@transaction.atomic
+def policy_new_version(*, base: RoundPolicy, actor: str, **changes: Any) -> RoundPolicy:
+    """Copy ``base`` with ``changes`` into a new version; ``base`` itself is never edited."""
+    fields = {f: getattr(base, f) for f in POLICY_FIELDS}
+    fields.update(changes)
+    return policy_create(name=base.name, actor=actor, activate=base.active, **fields)
+
+
+@transaction.atomic
+def policy_activate(*, policy: RoundPolicy, actor: str) -> RoundPolicy:
+    """Make ``policy`` the one the scheduler follows; every other version is deactivated."""
+    RoundPolicy.objects.exclude(pk=policy.pk).filter(active=True).update(active=False)
+    RoundPolicy.objects.filter(pk=policy.pk).update(active=True)
+    policy.active = True
+    audit_record(action="policy.activated", actor=actor, target=policy)
+    return policy
+
+
+# --- key epochs -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def key_epoch_register(*, public_context: bytes, ckks_params: dict[str, Any], actor: str) -> KeyEpoch:
+    """Store a new consortium public context; refuse anything carrying a secret key."""
+    try:
+        params = CkksParams.from_dict(ckks_params)
+        load_public_context(public_context, params)
+    except SecretKeyPresent as exc:
+        raise ApplicationError(str(exc)) from exc
+    except HEError as exc:
+        raise ApplicationError(f"public context refused: {exc}") from exc
+    fp = context_fingerprint(public_context)
+    if KeyEpoch.objects.filter(fingerprint=fp).exists():
+        raise Conflict(f"key epoch {fp[:16]}... is already registered")
+    last = KeyEpoch.objects.select_for_update().aggregate(n=Max("number"))["n"] or 0
+    KeyEpoch.objects.filter(active=True).update(active=False)
+    epoch = KeyEpoch.objects.create(
+        number=last + 1, fingerprint=fp, ckks_params=params.to_dict(),
+        public_context=public_context, created_by=actor,
+    )
+    audit_record(
+        action="key_epoch.registered", actor=actor, target=epoch,
+        data={"number": epoch.number, "fingerprint": fp, "ckks_params": epoch.ckks_params},
+    )
+    return epoch
+
+
+# --- submissions ----------------------------------------------------------------------
+
+
+def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> None:
+    """Record a refused upload in the trail, then raise; the round itself is untouched."""
+    with transaction.atomic():
+        audit_record(
+            action="update.rejected", actor=f"bank:{bank.slug}", target=bank,
+            data={"round": round_number, "reason": reason},
+        )
+    raise exc
+
+
+def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> Submission | None:
+    """Cheap checks before reading a body. Returns the existing submission on a retry."""
+    existing = Submission.objects.filter(round=rnd, bank=bank).first()
+    if existing is not None:
+        if existing.digest == digest:
+            return existing
+        _reject(bank, rnd.number, "second different upload", Conflict(
+            f"bank {bank.slug} already submitted {existing.digest[:16]}... to round "
+            f"{rnd.number}; a different update cannot replace it",
+        ))
+    _check_round_accepts(rnd, bank)
+    if not bank.signing_public_key:
+        _reject(bank, rnd.number, "no signing key", ApplicationError(
+            "register your Ed25519 signing key before uploading (bank-node register)"
+        ))
+    if len(digest) != 64 or not signature:
+        _reject(bank, rnd.number, "missing digest or signature", ApplicationError(
+            "send the SHA-256 of the body in X-Update-Digest and its Ed25519 signature in "
+            "X-Update-Signature"
+        ))
+    return None
+
+
+def _check_round_accepts(rnd: Round, bank: Bank) -> None:
+    if rnd.state != RoundState.OPEN:
+        _reject(bank, rnd.number, f"round {rnd.state}", Conflict(
+            f"round {rnd.number} is {rnd.state} and no longer accepts updates"
+        ))
+    if timezone.now() >= rnd.deadline_at:
+        _reject(bank, rnd.number, "after deadline", Conflict(
+            f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"
+        ))
+
+
+def update_submit(
+    *, rnd: Round, bank: Bank, body_path: Path, digest: str, signature: str
+) -> Submission:
+    """Validate an uploaded body (already on disk, in a temp file) and accept it.
+
+    Consumes ``body_path``: it is either moved into place or deleted.
+    """
+    try:
+        return _update_submit(rnd=rnd, bank=bank, body_path=body_path, digest=digest,
+                              signature=signature)
+    finally:
+        body_path.unlink(missing_ok=True)
+
+
+def _update_submit(
+    *, rnd: Round, bank: Bank, body_path: Path, digest: str, signature: str
+) -> Submission:
+    epoch = rnd.key_epoch
+    try:
+        with open(body_path, "rb") as body:
+            checked = validate_vector(
+                body, epoch_context(epoch), epoch_params(epoch),
+                fingerprint=epoch.fingerprint, expected_length=rnd.policy_snapshot["vector_length"],
+            )
+    except UpdateInvalid as exc:
+        _reject(bank, rnd.number, f"invalid ciphertext: {exc}",
+                ApplicationError(f"update refused: {exc}"))
+    if checked.digest != digest:
+        _reject(bank, rnd.number, "digest mismatch", ApplicationError(
+            "the body's SHA-256 does not match X-Update-Digest: it was altered or truncated "
+            "in transit; retry the upload",
+            computed=checked.digest,
+        ))
+    if not verify(bank.signing_public_key, update_message(rnd.number, bank.slug, digest), signature):
+        _reject(bank, rnd.number, "bad signature", ApplicationError(
+            f"signature does not verify with bank {bank.slug}'s registered key for round "
+            f"{rnd.number}; sign (round, bank, digest) with your current signing key",
+            status_code=403,
+        ))
+    return _update_store(rnd, bank, body_path, checked.digest, signature, checked.size_bytes)
+
+
+def _update_store(
+    rnd: Round, bank: Bank, body_path: Path, digest: str, signature: str, size: int
+) -> Submission:
+    relpath = storage.upload_relpath(rnd.number, bank.slug, digest)
+    with transaction.atomic():
+        # Lock the round so the scheduler cannot close it between our check and insert.
+        rnd = Round.objects.select_for_update().get(pk=rnd.pk)
+        existing = Submission.objects.filter(round=rnd, bank=bank).first()
+        if existing is not None and existing.digest == digest:
+            return existing
+        _check_round_accepts(rnd, bank)
+        storage.commit(body_path, relpath)
+        try:
+            with transaction.atomic():
+                sub = Submission.objects.create(
+                    round=rnd, bank=bank, digest=digest, signature=signature,
+                    signing_public_key=bank.signing_public_key, size_bytes=size, blob=relpath,
+                )
+        except IntegrityError:
+            raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}") from None
+        audit_record(
+            action="update.accepted", actor=f"bank:{bank.slug}", target=sub,
+            data={"round": rnd.number, "bank": bank.slug, "digest": digest,
+                  "signature": signature, "signing_public_key": bank.signing_public_key,
+                  "size_bytes": size},
+        )
+        return sub
+
+
+@transaction.atomic
+def metrics_report(*, rnd: Round, bank: Bank, metrics: dict[str, float]) -> MetricReport:
+    """Store the metrics a bank chose to report for a published round."""
+    if rnd.state != RoundState.PUBLISHED:
+        raise Conflict(f"round {rnd.number} is {rnd.state}; report metrics after it is published")
+    report, _ = MetricReport.objects.update_or_create(
+        round=rnd, bank=bank, defaults={"metrics": metrics}
+    )
+    audit_record(
+        action="metrics.reported", actor=f"bank:{bank.slug}", target=report,
+        data={"round": rnd.number, "metrics": metrics, "self_reported": True},
+    )
+    return report
+
+
+# --- the scheduler ----------------------------------------------------------------------
+
+
+def scheduler_tick(now: datetime | None = None) -> list[str]:
+    """Advance every round that is due. Safe to run from several processes at once."""
+    now = now or timezone.now()
+    done = round_close_due(now)
+    for number in Round.objects.filter(state=RoundState.AGGREGATING).values_list("number", flat=True):
+        done += round_aggregate(number)
+    done += round_open_next(now)
+    storage.sweep_temp()
+    return done
+
+
+@transaction.atomic
+def round_close_due(now: datetime) -> list[str]:
+    """Move the open round to aggregating, or fail it, when its rule says so."""
+    rnd = Round.objects.select_for_update(skip_locked=True).filter(state=RoundState.OPEN).first()
+    if rnd is None:
+        return []
+    submitted = set(rnd.submissions.values_list("bank_id", flat=True))
+    active = set(bank_list_active().values_list("id", flat=True))
+    min_banks = rnd.policy_snapshot["min_banks"]
+    everyone = bool(active) and active <= submitted
+    if len(submitted) >= min_banks and (everyone or now >= rnd.deadline_at):
+        rnd.state, rnd.aggregating_at = RoundState.AGGREGATING, now
+        rnd.save(update_fields=["state", "aggregating_at"])
+        audit_record(action="round.aggregating", actor="scheduler", target=rnd,
+                     data={"round": rnd.number, "submissions": len(submitted)})
+        return [f"round {rnd.number} aggregating"]
+    if now >= rnd.deadline_at:
+        rnd.state, rnd.closed_at = RoundState.FAILED, now
+        rnd.failure_reason = (
+            f"only {len(submitted)} of the {min_banks} required updates arrived by the deadline"
+        )
+        rnd.save(update_fields=["state", "closed_at", "failure_reason"])
+        audit_record(action="round.failed", actor="scheduler", target=rnd,
+                     data={"round": rnd.number, "reason": rnd.failure_reason})
+        return [f"round {rnd.number} failed"]
+    return []
+
+
+@transaction.atomic
+def round_aggregate(number: int) -> list[str]:
+    """Sum a round's ciphertexts and publish the result with its manifest.
+
+    The round row stays locked while we add; another scheduler skips it. A crash rolls
+    back to 'aggregating' and the next tick starts again; the blob is written to a temp
+    file and renamed, so no reader ever sees half an aggregate.
+    """
+    rnd = (
+        Round.objects.select_for_update(skip_locked=True)
+        .filter(number=number, state=RoundState.AGGREGATING)
+        .select_related("key_epoch")
+        .first()
+    )
+    if rnd is None:
+        return []
+    subs = list(rnd.submissions.select_related("bank").order_by("bank__slug"))
+    tmp = storage.temp_path()
+    try:
+        with open(tmp, "wb") as out:
+            digest = sum_vectors(
+                [storage.absolute(s.blob) for s in subs],
+                epoch_context(rnd.key_epoch), epoch_params(rnd.key_epoch), out,
+            )
+        relpath = storage.aggregate_relpath(rnd.number)
+        size = tmp.stat().st_size
+        storage.commit(tmp, relpath)
+    except (HEError, OSError) as exc:
+        log.error("aggregation of round %s failed: %s", rnd.number, exc)
+        rnd.state, rnd.closed_at = RoundState.FAILED, timezone.now()
+        rnd.failure_reason = f"aggregation failed: {exc}"
+        rnd.save(update_fields=["state", "closed_at", "failure_reason"])
+        audit_record(action="round.failed", actor="scheduler", target=rnd,
+                     data={"round": rnd.number, "reason": rnd.failure_reason})
+        return [f"round {rnd.number} failed in aggregation"]
+    finally:
+        tmp.unlink(missing_ok=True)
+    rnd.state, rnd.closed_at = RoundState.PUBLISHED, timezone.now()
+    rnd.aggregate_digest, rnd.aggregate_size, rnd.aggregate_blob = digest, size, relpath
+    rnd.manifest = {
+        "round": rnd.number,
+        "key_epoch": rnd.key_epoch.fingerprint,
+        "aggregate_digest": digest,
+        "inputs": [{"bank": s.bank.slug, "digest": s.digest} for s in subs],
+    }
+    rnd.save(update_fields=["state", "closed_at", "aggregate_digest", "aggregate_size",
+                            "aggregate_blob", "manifest"])
+    audit_record(action="round.published", actor="scheduler", target=rnd, data=rnd.manifest)
+    return [f"round {rnd.number} published ({len(subs)} updates)"]
+
+
+def _next_policy_and_epoch() -> tuple[RoundPolicy, KeyEpoch] | None:
+    policy = RoundPolicy.objects.filter(active=True).order_by("-created_at").first()
+    epoch = KeyEpoch.objects.filter(active=True).order_by("-number").first()
+    if policy is None or epoch is None:
+        return None
+    if CkksParams.from_dict(policy.ckks_params) != CkksParams.from_dict(epoch.ckks_params):
+        log.warning("active policy %s and key epoch %s disagree on CKKS parameters", policy, epoch)
+        return None
+    return policy, epoch
+
+
+def round_open_next(now: datetime) -> list[str]:
+    """Open the next round under the active policy, unless one is in flight or it is done."""
+    chosen = _next_policy_and_epoch()
+    if chosen is None:
+        return []
+    policy, epoch = chosen
+    with transaction.atomic():
+        # The policy row lock serialises openers; the partial unique index backs it up.
+        RoundPolicy.objects.select_for_update().get(pk=policy.pk)
+        if Round.objects.filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING]).exists():
+            return []
+        history = list(policy.rounds.order_by("-number").values_list("state", flat=True))
+        if history.count(RoundState.PUBLISHED) >= policy.max_rounds:
+            return []
+        failures = next((i for i, s in enumerate(history) if s != RoundState.FAILED), len(history))
+        if failures >= policy.max_consecutive_failures:
+            return []
+        try:
+            rnd = round_open(policy=policy, epoch=epoch, now=now)
+        except IntegrityError:
+            return []
+    return [f"round {rnd.number} opened"]
+
+
+def round_open(*, policy: RoundPolicy, epoch: KeyEpoch, now: datetime) -> Round:
+    """Open a round with a frozen snapshot of the policy and the newest usable base."""
+    with transaction.atomic():
+        number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
+        base = (
+            Round.objects.filter(state=RoundState.PUBLISHED, key_epoch=epoch,
+                                 policy__vector_length=policy.vector_length)
+            .order_by("-number").first()
+        )
+        rnd = Round.objects.create(
+            number=number, policy=policy, policy_snapshot=policy.snapshot(), key_epoch=epoch,
+            base_round=base, opened_at=now, deadline_at=now + policy.deadline,
+        )
+        audit_record(
+            action="round.opened", actor="scheduler", target=rnd,
+            data={"round": number, "policy": str(policy), "key_epoch": epoch.fingerprint,
+                  "base_round": base.number if base else None,
+                  "deadline_at": rnd.deadline_at.isoformat()},
+        )
+    return rnd
+
+
+def blob_open(relpath: str) -> Any:
+    """Open a stored blob for streaming; the caller closes it."""
+    path = storage.absolute(relpath)
+    if not os.path.exists(path):
+        raise ApplicationError("the stored blob is missing", status_code=410)
+    return open(path, "rb")  # noqa: SIM115 - closed by the streaming response
+

@@ -1,0 +1,16 @@
+"""Top-level routes: the REST API under /api/v1/, its schema, health checks, the admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from consortium.api import health
+
+urlpatterns = [
+    path("api/v1/", include("consortium.members.urls")),
+    path("api/v1/", include("consortium.rounds.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]
