@@ -1,0 +1,72 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "bankNode.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Resource-name prefix: <release>-<chart> unless the release already carries the name. */}}
+{{- define "bankNode.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels shared by every object. */}}
+{{- define "bankNode.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "bankNode.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: consortium
+app.kubernetes.io/component: bank-node
+{{- end }}
+
+{{/* Selector labels. */}}
+{{- define "bankNode.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bankNode.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Image reference: registry/repository:tag, or @digest when one is given. */}}
+{{- define "bankNode.image" -}}
+{{- $img := .Values.image }}
+{{- $repo := $img.repository }}
+{{- if $img.registry }}{{ $repo = printf "%s/%s" $img.registry $img.repository }}{{ end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the Secrets are mounted (one projected volume, one folder per Secret). */}}
+{{- define "bankNode.secretsDir" -}}/run/secrets/bank-node{{- end }}
+
+{{/* The node's config.toml (flat keys, as bank_node.config.NodeConfig expects). */}}
+{{- define "bankNode.configToml" -}}
+{{- $s := .Values.secrets }}
+{{- $dir := include "bankNode.secretsDir" . -}}
+# Rendered by the bank-node Helm chart; edit values.yaml, not this file.
+portal_url = {{ .Values.portal.url | toJson }}
+bank = {{ .Values.bank.id | toJson }}
+credential_file = {{ printf "%s/api/%s" $dir $s.apiCredential.key | toJson }}
+signing_key_file = {{ printf "%s/signing/%s" $dir $s.signingKey.key | toJson }}
+secret_context_file = {{ printf "%s/ckks/%s" $dir $s.ckksContext.key | toJson }}
+ckks_params_file = {{ printf "%s/ckks/%s" $dir $s.ckksContext.paramsKey | toJson }}
+data_file = {{ printf "%s/%s" .Values.data.mountPath .Values.data.file | toJson }}
+state_dir = {{ printf "%s/%s" .Values.data.mountPath .Values.data.stateDir | toJson }}
+poll_interval_seconds = {{ .Values.config.pollIntervalSeconds }}
+request_timeout_seconds = {{ .Values.config.requestTimeoutSeconds }}
+max_retries = {{ .Values.config.maxRetries }}
+torch_threads = {{ .Values.config.torchThreads }}
+metrics_port = {{ .Values.metrics.port }}
+{{- with .Values.config.extraToml }}
+{{ . }}
+{{- end }}
+{{- end }}

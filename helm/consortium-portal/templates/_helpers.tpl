@@ -1,0 +1,151 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "portal.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Resource-name prefix: <release>-<chart> unless the release already carries the name. */}}
+{{- define "portal.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels shared by every object. */}}
+{{- define "portal.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "portal.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: consortium
+{{- end }}
+
+{{/* Selector labels of the whole release (the NetworkPolicy uses these). */}}
+{{- define "portal.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "portal.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Image reference: registry/repository:tag, or @digest when one is given. */}}
+{{- define "portal.image" -}}
+{{- $img := .Values.image }}
+{{- $repo := $img.repository }}
+{{- if $img.registry }}{{ $repo = printf "%s/%s" $img.registry $img.repository }}{{ end }}
+{{- if $img.digest }}
+{{- printf "%s@%s" $repo $img.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the blob-storage claim: the existing one or the chart's own. */}}
+{{- define "portal.blobClaim" -}}
+{{- default (printf "%s-blobs" (include "portal.fullname" .)) .Values.blobStorage.existingClaim }}
+{{- end }}
+
+{{/* Pod-level security context: non-root, fixed IDs, default seccomp profile. */}}
+{{- define "portal.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security context: read-only root, no privileges at all. */}}
+{{- define "portal.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Environment shared by web, scheduler and migrations. Secrets only by reference. */}}
+{{- define "portal.env" -}}
+{{- $sec := .Values.secrets -}}
+- name: DJANGO_SETTINGS_MODULE
+  value: {{ .Values.django.settingsModule | quote }}
+- name: DJANGO_ALLOWED_HOSTS
+  value: {{ append .Values.django.allowedHosts .Values.probes.hostHeader | uniq | join "," | quote }}
+- name: DJANGO_CSRF_TRUSTED_ORIGINS
+  value: {{ .Values.django.csrfTrustedOrigins | join "," | quote }}
+- name: DJANGO_SECURE_COOKIES
+  value: {{ .Values.django.secureCookies | quote }}
+- name: DATABASE_CONN_MAX_AGE
+  value: {{ .Values.django.connMaxAge | quote }}
+- name: CONSORTIUM_LOG_LEVEL
+  value: {{ .Values.django.logLevel | quote }}
+{{- if $sec.mountAsFiles }}
+- name: DATABASE_URL_FILE
+  value: /run/secrets/consortium/{{ $sec.databaseUrlKey }}
+- name: DJANGO_SECRET_KEY_FILE
+  value: /run/secrets/consortium/{{ $sec.secretKeyKey }}
+{{- else }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sec.existingSecret }}
+      key: {{ $sec.databaseUrlKey }}
+- name: DJANGO_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $sec.existingSecret }}
+      key: {{ $sec.secretKeyKey }}
+{{- end }}
+- name: CONSORTIUM_BLOB_DIR
+  value: {{ .Values.blobStorage.mountPath | quote }}
+# The image's default var/ directory is on the read-only root filesystem.
+- name: CONSORTIUM_VAR_DIR
+  value: /tmp/consortium
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+- name: PYTHONUNBUFFERED
+  value: "1"
+{{- with .Values.django.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Volume mounts every container gets: /tmp, and the Secret when it is mounted as files. */}}
+{{- define "portal.baseMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if .Values.secrets.mountAsFiles }}
+- name: env-secret
+  mountPath: /run/secrets/consortium
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Volumes every pod gets: a writable /tmp on the read-only root filesystem, and the Secret as files. */}}
+{{- define "portal.baseVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmp.sizeLimit }}
+{{- if .Values.secrets.mountAsFiles }}
+- name: env-secret
+  secret:
+    secretName: {{ .Values.secrets.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.secrets.databaseUrlKey }}
+        path: {{ .Values.secrets.databaseUrlKey }}
+      - key: {{ .Values.secrets.secretKeyKey }}
+        path: {{ .Values.secrets.secretKeyKey }}
+{{- end }}
+{{- end }}
