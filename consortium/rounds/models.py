@@ -58,6 +58,10 @@ class RoundPolicy(models.Model):
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        policy_frozen_check(self)
+        super().save(*args, **kwargs)
+
     @property
     def in_use(self) -> bool:
         return self.pk is not None and self.rounds.exists()

@@ -38,9 +38,6 @@ from he.keys import load_public_context
 from he.params import CkksParams
 from he.signing import update_message, verify
 from he.validate import validate_vector
-from models.features import FEATURE_NAMES
-from models.nets import build_model
-from models.vector import vector_length
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +51,10 @@ POLICY_FIELDS = (
 
 
 def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
+    # Imported here: only policy creation needs torch, not every portal request.
+    from models.nets import build_model
+    from models.vector import vector_length
+
     try:
         return vector_length(build_model(spec, n_features)) + 1  # + the count slot
     except (KeyError, TypeError, ValueError) as exc:
@@ -72,6 +73,8 @@ def policy_create(*, name: str, actor: str, activate: bool = False, **fields: An
         raise ApplicationError(f"ckks_params: {exc}") from exc
     latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
     policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
+    from models.features import FEATURE_NAMES
+
     policy.n_features = len(FEATURE_NAMES)
     policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
     try:

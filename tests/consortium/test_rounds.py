@@ -1,0 +1,188 @@
+"""The round state machine, policies and key epochs."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import Client
+from django.utils import timezone
+
+from consortium.api.errors import ApplicationError
+from consortium.rounds.models import Round, RoundPolicy, RoundState
+from consortium.rounds.services import (
+    key_epoch_register,
+    policy_create,
+    policy_new_version,
+    scheduler_tick,
+)
+from he.codec import decrypt_vector, unpack_aggregate
+from he.keys import secret_context_bytes
+from tests.conftest import PARAMS, encrypted_update, upload_headers
+
+pytestmark = pytest.mark.django_db
+
+
+def _submit(client: Client, ckks: Any, rnd: Round, persona: Any, seed: int, n: int) -> np.ndarray:
+    body, plain = encrypted_update(ckks, rnd.policy_snapshot["vector_length"], seed=seed, n=n)
+    response = client.put(f"/api/v1/rounds/{rnd.number}/update", data=body,
+                          content_type="application/octet-stream",
+                          **upload_headers(persona, rnd.number, body))
+    assert response.status_code == 201, response.content
+    return plain
+
+
+def test_the_round_publishes_once_every_active_bank_has_submitted(
+    client, ckks, open_round, bank_alpha, bank_beta, bank_gamma
+):
+    plains = [_submit(client, ckks, open_round, p, seed=i, n=50 * (i + 1))
+              for i, p in enumerate([bank_alpha, bank_beta])]
+    scheduler_tick()
+    open_round.refresh_from_db()
+    assert open_round.state == RoundState.OPEN  # gamma is still missing, deadline not passed
+    plains.append(_submit(client, ckks, open_round, bank_gamma, seed=2, n=150))
+    scheduler_tick()
+    open_round.refresh_from_db()
+    assert open_round.state == RoundState.PUBLISHED
+    assert [i["bank"] for i in open_round.manifest["inputs"]] == ["alpha", "beta", "gamma"]
+
+    response = client.get(f"/api/v1/rounds/{open_round.number}/aggregate", **bank_alpha.auth())
+    assert response.status_code == 200
+    blob = b"".join(response.streaming_content)
+    summed = decrypt_vector(ckks.secret, io.BytesIO(blob), PARAMS)
+    avg, total = unpack_aggregate(summed)
+    expected = sum(plains)
+    assert total == 300
+    assert np.max(np.abs(avg - expected[:-1] / expected[-1])) < 1e-6
+
+
+def test_at_the_deadline_enough_submissions_are_aggregated_without_the_missing_bank(
+    client, ckks, open_round, bank_alpha, bank_beta
+):
+    _submit(client, ckks, open_round, bank_alpha, 0, 10)
+    _submit(client, ckks, open_round, bank_beta, 1, 10)
+    scheduler_tick(open_round.deadline_at + timedelta(seconds=1))
+    open_round.refresh_from_db()
+    assert open_round.state == RoundState.PUBLISHED
+    assert len(open_round.manifest["inputs"]) == 2
+
+
+def test_too_few_submissions_by_the_deadline_fail_the_round_and_the_next_one_opens(
+    client, ckks, open_round, bank_alpha
+):
+    _submit(client, ckks, open_round, bank_alpha, 0, 10)
+    scheduler_tick(open_round.deadline_at + timedelta(seconds=1))
+    open_round.refresh_from_db()
+    assert open_round.state == RoundState.FAILED
+    assert "only 1 of the 2" in open_round.failure_reason
+    following = Round.objects.get(number=open_round.number + 1)
+    assert following.state == RoundState.OPEN
+    assert following.base_round is None  # nothing was published yet
+
+
+def test_the_next_round_starts_from_the_last_published_aggregate(
+    client, ckks, open_round, bank_alpha, bank_beta, bank_gamma
+):
+    for i, persona in enumerate([bank_alpha, bank_beta, bank_gamma]):
+        _submit(client, ckks, open_round, persona, i, 10)
+    scheduler_tick()
+    following = Round.objects.get(number=open_round.number + 1)
+    assert following.base_round_id == open_round.pk
+
+
+def test_no_round_opens_beyond_the_policys_maximum(ckks, open_round, policy):
+    Round.objects.filter(pk=open_round.pk).update(state=RoundState.PUBLISHED)
+    for n in range(2, 4):
+        Round.objects.create(number=open_round.number + n - 1, policy=policy,
+                             policy_snapshot=policy.snapshot(), key_epoch=open_round.key_epoch,
+                             state=RoundState.PUBLISHED, opened_at=timezone.now(),
+                             deadline_at=timezone.now())
+    assert scheduler_tick() == []
+    assert not Round.objects.filter(state=RoundState.OPEN).exists()
+
+
+def test_an_individual_update_is_never_served_and_an_open_round_has_no_aggregate(
+    client, ckks, open_round, bank_alpha, operator
+):
+    _submit(client, ckks, open_round, bank_alpha, 0, 10)
+    response = client.get(f"/api/v1/rounds/{open_round.number}/aggregate", **bank_alpha.auth())
+    assert response.status_code == 409
+    client.force_login(operator)
+    assert client.get(f"/api/v1/rounds/{open_round.number}/aggregate").status_code == 409
+    # And no route exists that names a submission.
+    from django.urls import get_resolver
+
+    assert not any("submission" in str(p.pattern) for p in get_resolver().url_patterns)
+
+
+def test_a_policy_used_by_a_round_cannot_be_edited_in_place(open_round, policy):
+    policy.refresh_from_db()
+    policy.local_epochs = 99
+    with pytest.raises(ValidationError, match="new version"):
+        policy.save()
+    newer = policy_new_version(base=policy, actor="test", local_epochs=99)
+    assert newer.version == policy.version + 1
+    assert RoundPolicy.objects.get(pk=policy.pk).local_epochs != 99
+
+
+@pytest.mark.parametrize("min_banks", [0, 1])
+def test_min_banks_below_two_is_refused_with_a_reason(db, min_banks):
+    with pytest.raises(ApplicationError, match="min_banks"):
+        policy_create(name="bad", actor="test", min_banks=min_banks)
+
+
+def test_the_policy_api_explains_why_min_banks_below_two_is_refused(client, operator):
+    client.force_login(operator)
+    response = client.post("/api/v1/policies/", {"name": "p", "min_banks": 1},
+                           content_type="application/json")
+    assert response.status_code == 400
+    assert "would reveal its update" in response.json()["message"]
+
+
+def test_the_portal_refuses_a_context_that_carries_a_secret_key(db, ckks):
+    with pytest.raises(ApplicationError, match="secret key"):
+        key_epoch_register(public_context=secret_context_bytes(ckks.secret),
+                           ckks_params=PARAMS.to_dict(), actor="test")
+
+
+def test_the_key_epoch_api_refuses_a_secret_context_with_400(client, operator, ckks):
+    from tests.conftest import b64
+
+    client.force_login(operator)
+    response = client.post("/api/v1/key-epochs/", {
+        "public_context_b64": b64(secret_context_bytes(ckks.secret)),
+        "ckks_params": PARAMS.to_dict()}, content_type="application/json")
+    assert response.status_code == 400
+    assert "secret key" in response.json()["message"]
+    from consortium.rounds.models import KeyEpoch
+
+    assert KeyEpoch.objects.count() == 0
+
+
+def test_a_bank_cannot_use_operator_endpoints(client, bank_alpha):
+    response = client.post("/api/v1/banks/", {"slug": "evil"}, content_type="application/json",
+                           **bank_alpha.auth())
+    assert response.status_code == 403
+    assert "operators" in response.json()["message"]
+
+
+def test_metrics_are_accepted_only_for_published_rounds(client, ckks, open_round, bank_alpha):
+    url = f"/api/v1/rounds/{open_round.number}/metrics"
+    early = client.post(url, {"metrics": {"auprc": 0.5}}, content_type="application/json",
+                        **bank_alpha.auth())
+    assert early.status_code == 409
+    Round.objects.filter(pk=open_round.pk).update(state=RoundState.PUBLISHED)
+    ok = client.post(url, {"metrics": {"auprc": 0.5}}, content_type="application/json",
+                     **bank_alpha.auth())
+    assert ok.status_code == 200 and ok.json()["self_reported"] is True
+
+
+def test_the_openapi_schema_is_generated(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert "/api/v1/rounds/{number}/update" in paths
