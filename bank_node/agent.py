@@ -100,6 +100,8 @@ class Agent:
         values = pack_update(weights, n)
         check_headroom(values, self.keys.params, MAX_BANKS_PER_SUM)
         path = self.config.state_dir / f"update-round-{number}.ckks"
+        if self.config.keep_plaintext_updates:
+            np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
         digest = encrypt_to_file(self.keys.secret_context, values, self.keys.params,
                                  self.keys.fingerprint, path)
         return digest, path

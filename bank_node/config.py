@@ -29,6 +29,9 @@ class NodeConfig:
     max_retries: int = 8
     torch_threads: int = 1
     metrics_port: int = 0
+    # Keep each round's plaintext update beside the ciphertext in state_dir (local only),
+    # so a test or an auditor at the bank can check the decrypted aggregate against it.
+    keep_plaintext_updates: bool = False
 
     @property
     def credential(self) -> str:
@@ -73,6 +76,10 @@ def load_config(path: Path) -> NodeConfig:
             values[name] = _number(path, name, value, float)
         elif name in {"max_retries", "torch_threads", "metrics_port"}:
             values[name] = _number(path, name, value, int)
+        elif name == "keep_plaintext_updates":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: {name} must be true or false")
+            values[name] = value
         else:
             values[name] = str(value)
     if not values["portal_url"].startswith(("http://", "https://")):

@@ -1,0 +1,152 @@
+"""Several bank-node processes train together through a live portal over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
+from bank_node.portal_client import BankClient, OperatorClient
+from bank_node.synth import generate_world
+from he.codec import decrypt_vector, unpack_aggregate
+from he.keys import load_public_context, load_secret_context
+from he.params import CkksParams
+from tests.e2e.conftest import ROOT, LivePortal
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+ROUNDS = 2
+
+
+@pytest.fixture(scope="module")
+def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work = tmp_path_factory.mktemp("federation")
+    generate_world(work / "data", n_banks=3, preset="tiny", seed=11)
+    params = CkksParams()
+    ckks_keygen(work / "ceremony", params)
+    op = OperatorClient(live_portal.url, "operator", live_portal.operator_password)
+    op.key_epoch_register(base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes())
+                          .decode(), params.to_dict())
+    op.policy_create(name="e2e", active=True, min_banks=3, local_epochs=1, batch_size=512,
+                     learning_rate=3e-3, max_rounds=ROUNDS, deadline_seconds=600,
+                     ckks_params=params.to_dict())
+    banks = {}
+    procs = []
+    for csv in sorted((work / "data").glob("bank_*.csv")):
+        slug = csv.stem.replace("_", "-")
+        home = work / slug
+        home.mkdir()
+        for name in (SECRET_CONTEXT, PARAMS):
+            shutil.copy2(work / "ceremony" / name, home / name)
+        signing_keygen(home)
+        (home / "credential").write_text(op.bank_create(slug)["credential"])
+        config = home / "node.toml"
+        config.write_text(
+            f'portal_url = "{live_portal.url}"\nbank = "{slug}"\ncredential_file = "credential"\n'
+            f'signing_key_file = "signing.key"\nsecret_context_file = "{SECRET_CONTEXT}"\n'
+            f'ckks_params_file = "{PARAMS}"\ndata_file = "{csv}"\nstate_dir = "state"\n'
+            "poll_interval_seconds = 0.5\nkeep_plaintext_updates = true\n"
+        )
+        subprocess.run([sys.executable, "-m", "bank_node.cli", "register", "--config",
+                        str(config)], cwd=ROOT, check=True, capture_output=True)
+        banks[slug] = home
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "bank_node.cli", "run", "--config", str(config),
+             "--max-rounds", str(ROUNDS)], cwd=ROOT, stdout=open(home / "node.log", "wb"),
+            stderr=subprocess.STDOUT))
+    for proc in procs:
+        assert proc.wait(timeout=800) == 0, [(h / "node.log").read_text()[-3000:] for h in banks.values()]
+    return {"work": work, "banks": banks, "op": op, "portal": live_portal}
+
+
+def test_every_round_is_published_with_all_three_banks(federation):
+    rounds = sorted(federation["op"].rounds(), key=lambda r: r["number"])
+    published = [r for r in rounds if r["state"] == "published"]
+    assert len(published) == ROUNDS
+    for rnd in published:
+        assert sorted(i["bank"] for i in rnd["manifest"]["inputs"]) == sorted(federation["banks"])
+    assert published[1]["base_round"] == published[0]["number"]
+
+
+def test_the_decrypted_aggregate_equals_plaintext_fedavg_within_1e_6(federation):
+    work, banks = federation["work"], federation["banks"]
+    secret = load_secret_context((work / "ceremony" / SECRET_CONTEXT).read_bytes())
+    any_bank = next(iter(banks.values()))
+    client = BankClient(federation["portal"].url, (any_bank / "credential").read_text())
+    for number in range(1, ROUNDS + 1):
+        client.download_aggregate(number, work / f"agg-{number}.ckks")
+        with open(work / f"agg-{number}.ckks", "rb") as stream:
+            avg, total = unpack_aggregate(decrypt_vector(secret, stream, CkksParams()))
+        plains = [np.load(home / "state" / f"plain-round-{number}.npy") for home in banks.values()]
+        summed = np.sum(plains, axis=0)
+        expected = summed[:-1] / summed[-1]
+        assert total == summed[-1]
+        assert np.max(np.abs(avg - expected)) < 1e-6
+
+
+def test_every_bank_evaluated_the_global_model_and_reported_metrics(federation):
+    for home in federation["banks"].values():
+        state = json.loads((home / "state" / "state.json").read_text())
+        assert len(state["evaluated"]) == ROUNDS
+        last = state["evaluated"][str(ROUNDS)]
+        assert last["auprc"] is not None and last["auprc"] > last["base_rate"]
+
+
+def test_no_secret_key_material_reaches_the_portals_database_or_blobs(federation):
+    work, portal = federation["work"], federation["portal"]
+    secret_file = (work / "ceremony" / SECRET_CONTEXT).read_bytes()
+    public_file = (work / "ceremony" / PUBLIC_CONTEXT).read_bytes()
+    # Bytes that are in the secret context file but not in the public one: the secret key.
+    marker = _secret_only_window(secret_file, public_file)
+    stored = [p.read_bytes() for p in portal.var_dir.rglob("*") if p.is_file()]
+    stored += _database_bytes(portal)
+    assert stored, "nothing to scan"
+    assert not any(marker in blob for blob in stored)
+    for blob in _key_epoch_contexts(portal):
+        assert not load_public_context(blob).is_private()
+
+
+def _secret_only_window(secret: bytes, public: bytes, width: int = 48) -> bytes:
+    for start in range(len(secret) // 2, len(secret) - width, 97):
+        window = secret[start : start + width]
+        if window not in public:
+            return window
+    raise AssertionError("could not find secret-only bytes")
+
+
+def _key_epoch_contexts(portal: LivePortal) -> list[bytes]:
+    if portal.database_url:
+        import psycopg2
+
+        with psycopg2.connect(portal.database_url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT public_context FROM rounds_keyepoch")
+            return [bytes(row[0]) for row in cur.fetchall()]
+    import sqlite3
+
+    with sqlite3.connect(portal.var_dir / "portal.sqlite3") as conn:
+        return [bytes(r[0]) for r in conn.execute("SELECT public_context FROM rounds_keyepoch")]
+
+
+def _database_bytes(portal: LivePortal) -> list[bytes]:
+    if not portal.database_url:
+        return []  # the SQLite file is under var_dir and already scanned
+    import psycopg2
+
+    out: list[bytes] = []
+    with psycopg2.connect(portal.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema='public'")
+        for (table,) in cur.fetchall():
+            cur.execute(f'SELECT * FROM "{table}"')
+            for row in cur.fetchall():
+                for value in row:
+                    if isinstance(value, memoryview | bytes):
+                        out.append(bytes(value))
+                    elif value is not None:
+                        out.append(str(value).encode())
+    return out
