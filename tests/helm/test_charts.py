@@ -76,6 +76,7 @@ def test_default_values_render_valid_yaml_with_the_expected_kinds(chart: Path) -
     for obj in objs:
         assert obj["apiVersion"] and obj["metadata"]["name"].startswith("rel-")
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
+        assert obj["metadata"]["namespace"] == "consortium"
 
 
 @pytest.mark.parametrize("chart", CHARTS, ids=lambda c: c.name)
