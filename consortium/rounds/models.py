@@ -37,7 +37,11 @@ class RoundPolicy(models.Model):
     batch_size = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
     learning_rate = models.FloatField(default=1e-3, validators=[MinValueValidator(1e-7)])
     fedprox_mu = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
-    min_banks = models.PositiveIntegerField(default=3, validators=[MinValueValidator(2)])
+    min_banks = models.PositiveIntegerField(
+        default=3,
+        validators=[MinValueValidator(2, message="min_banks must be at least 2: an aggregate "
+                                      "of one bank would reveal its update")],
+    )
     deadline = models.DurationField(default=timedelta(minutes=30))
     max_rounds = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
     max_consecutive_failures = models.PositiveIntegerField(

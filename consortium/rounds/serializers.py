@@ -45,6 +45,8 @@ class RoundSerializer(serializers.ModelSerializer):
 
 class PolicySerializer(serializers.ModelSerializer):
     deadline_seconds = serializers.IntegerField(min_value=1, write_only=True, required=False)
+    # Declared here so the refusal below, with its reason, is the message people see.
+    min_banks = serializers.IntegerField(required=False, default=3)
 
     class Meta:
         model = RoundPolicy

@@ -229,7 +229,8 @@ def test_a_bank_without_a_registered_signing_key_is_told_to_register(client, ckk
 def test_rejections_are_recorded_in_the_audit_trail(client, ckks, open_round, bank_alpha):
     from audit.models import AuditEvent
 
-    _put(client, open_round.number, b"junk", upload_headers(bank_alpha, open_round.number, b"junk"))
+    junk = b"junk" * 100
+    _put(client, open_round.number, junk, upload_headers(bank_alpha, open_round.number, junk))
     event = AuditEvent.objects.filter(action="update.rejected").last()
     assert event is not None and event.actor == "bank:alpha"
     assert "CKKSVEC1" in event.data["reason"]
