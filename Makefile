@@ -8,10 +8,12 @@
 #   make test-sqlite   only the non-e2e pytest run on SQLite
 #   make demo          run bank_node.demo (DEMO_ARGS are passed through)
 #   make clean         remove var/ and demo-output/ (the venv stays)
+#   make images        build both container images (needs Docker with BuildKit)
 #
 # Variables: PYTHON (interpreter for a new venv, default python3.11),
 # PYTEST_ARGS (extra pytest arguments, e.g. PYTEST_ARGS='-k rounds -x'),
-# DEMO_ARGS (arguments for the demo).
+# DEMO_ARGS (arguments for the demo), IMAGE_REGISTRY and IMAGE_TAG (image names,
+# default registry.example.com and the version in pyproject.toml).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -29,6 +31,8 @@ PIP := $(VPY) -m pip --disable-pip-version-check
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
+IMAGE_REGISTRY ?= registry.example.com
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 
 # Every step prints its duration (and records it for .ci/run's summary).
 STEP := bash scripts/step.sh
@@ -41,7 +45,8 @@ PYTEST_POSTGRES := $(STEP) pytest-postgres bash scripts/with-postgres.sh $(VPY) 
 # default without DATABASE_URL), so that both backends keep working.
 PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-.PHONY: help venv system-deps lint test test-postgres test-sqlite demo clean
+.PHONY: help venv system-deps lint test test-postgres test-sqlite demo clean images \
+	image-portal image-bank-node
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -82,3 +87,10 @@ demo: venv
 
 clean:
 	rm -rf var/ demo-output/
+
+images: image-portal image-bank-node
+
+# Names match the charts' image.repository defaults (consortium/portal, consortium/bank-node).
+image-portal image-bank-node: image-%:
+	DOCKER_BUILDKIT=1 docker build -f docker/$*.Dockerfile \
+		-t $(IMAGE_REGISTRY)/consortium/$*:$(IMAGE_TAG) .

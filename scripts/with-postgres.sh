@@ -67,6 +67,7 @@ fi
 PGTMP=$(mktemp -d "$tmp_parent/consortium-pg.XXXXXX")
 started=0
 
+# shellcheck disable=SC2329  # invoked from the EXIT trap
 cleanup() {
     if ((started)); then
         "${as_pg[@]}" "$PGBIN/pg_ctl" -D "$PGTMP/data" -m immediate -w stop >/dev/null 2>&1 || true
