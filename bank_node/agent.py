@@ -65,8 +65,11 @@ class Agent:
             self.participate(current)
         for rnd in self.client.rounds(limit=5):
             key = str(rnd["number"])
-            if rnd["state"] == "published" and key in self.state.submitted \
-                    and key not in self.state.evaluated:
+            if (
+                rnd["state"] == "published"
+                and key in self.state.submitted
+                and key not in self.state.evaluated
+            ):
                 self.evaluate_published(rnd)
 
     def participate(self, rnd: dict[str, Any]) -> bool:
@@ -75,8 +78,10 @@ class Agent:
         if key in self.state.submitted or key in self.state.skipped:
             return False
         if rnd["key_epoch"] != self.keys.fingerprint:
-            reason = (f"round {key} uses key epoch {rnd['key_epoch'][:16]}..., this node holds "
-                      f"{self.keys.fingerprint[:16]}...; install the current consortium key")
+            reason = (
+                f"round {key} uses key epoch {rnd['key_epoch'][:16]}..., this node holds "
+                f"{self.keys.fingerprint[:16]}...; install the current consortium key"
+            )
             log.error(reason)
             self.state.skipped[key] = reason
             self.state.save(self.state_path)
@@ -87,8 +92,9 @@ class Agent:
         weights, n = train_round(self.data, policy, base, seed=rnd["number"])
         log.info("round %s: trained on %d rows in %.1fs", key, n, time.monotonic() - started)
         digest, path = self.encrypt(rnd["number"], weights, n)
-        signature = sign(self.keys.signing_key, update_message(rnd["number"], self.config.bank,
-                                                               digest))
+        signature = sign(
+            self.keys.signing_key, update_message(rnd["number"], self.config.bank, digest)
+        )
         self.client.upload_update(rnd["number"], path, digest, signature)
         path.unlink(missing_ok=True)
         self.state.submitted[key] = digest
@@ -102,8 +108,9 @@ class Agent:
         path = self.config.state_dir / f"update-round-{number}.ckks"
         if self.config.keep_plaintext_updates:
             np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
-        digest = encrypt_to_file(self.keys.secret_context, values, self.keys.params,
-                                 self.keys.fingerprint, path)
+        digest = encrypt_to_file(
+            self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
+        )
         return digest, path
 
     def base_weights(self, rnd: dict[str, Any]) -> np.ndarray | None:
@@ -128,16 +135,20 @@ class Agent:
         model = model_from_vector(policy["model_spec"], policy["n_features"], weights)
         metrics = evaluate(model, self.data)
         np.save(self.config.state_dir / "global_model.npy", weights)
-        (self.config.state_dir / "global_model.json").write_text(json.dumps(
-            {"round": rnd["number"], "policy": policy}, indent=2))
+        (self.config.state_dir / "global_model.json").write_text(
+            json.dumps({"round": rnd["number"], "policy": policy}, indent=2)
+        )
         try:
             self.client.report_metrics(rnd["number"], metrics)
         except PortalError as exc:
             log.warning("round %s: metrics not reported: %s", rnd["number"], exc.message)
         self.state.evaluated[str(rnd["number"])] = metrics
         self.state.save(self.state_path)
-        log.info("round %s: global model AUPRC %.4f on local held-out data", rnd["number"],
-                 metrics["auprc"] or float("nan"))
+        log.info(
+            "round %s: global model AUPRC %.4f on local held-out data",
+            rnd["number"],
+            metrics["auprc"] or float("nan"),
+        )
         return metrics
 
     # --- loops ---------------------------------------------------------------------

@@ -26,10 +26,15 @@ def _agent(config: NodeConfig) -> Any:
     from bank_node.portal_client import BankClient
 
     torch.set_num_threads(max(1, config.torch_threads))
-    keys = keyring_load(config.secret_context_file, config.ckks_params_file,
-                        config.signing_key_file)
-    client = BankClient(config.portal_url, config.credential,
-                        timeout=config.request_timeout_seconds, max_retries=config.max_retries)
+    keys = keyring_load(
+        config.secret_context_file, config.ckks_params_file, config.signing_key_file
+    )
+    client = BankClient(
+        config.portal_url,
+        config.credential,
+        timeout=config.request_timeout_seconds,
+        max_retries=config.max_retries,
+    )
     return Agent(config, keys, client)
 
 
@@ -37,12 +42,21 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from bank_node.keys import ckks_keygen
     from he.params import CkksParams
 
-    params = CkksParams(args.poly_modulus_degree, tuple(args.coeff_mod_bit_sizes),
-                        args.global_scale_bits)
+    params = CkksParams(
+        args.poly_modulus_degree, tuple(args.coeff_mod_bit_sizes), args.global_scale_bits
+    )
     fp = ckks_keygen(Path(args.out_dir), params)
-    print(json.dumps({"fingerprint": fp, "ckks_params": params.to_dict(),
-                      "secret_context": str(Path(args.out_dir) / "consortium.secret"),
-                      "public_context": str(Path(args.out_dir) / "consortium.pub")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "fingerprint": fp,
+                "ckks_params": params.to_dict(),
+                "secret_context": str(Path(args.out_dir) / "consortium.secret"),
+                "public_context": str(Path(args.out_dir) / "consortium.pub"),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -59,17 +73,30 @@ def cmd_register(args: argparse.Namespace) -> int:
     from he.signing import public_key_b64
 
     config = _config(args)
-    keys = keyring_load(config.secret_context_file, config.ckks_params_file,
-                        config.signing_key_file)
+    keys = keyring_load(
+        config.secret_context_file, config.ckks_params_file, config.signing_key_file
+    )
     client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
     bank = client.register_signing_key(public_key_b64(keys.signing_key))
     epoch = client.key_epoch()
     matches = epoch["fingerprint"] == keys.fingerprint
-    print(json.dumps({"bank": bank["slug"], "status": bank["status"],
-                      "key_epoch": epoch["fingerprint"], "key_installed": matches}, indent=2))
+    print(
+        json.dumps(
+            {
+                "bank": bank["slug"],
+                "status": bank["status"],
+                "key_epoch": epoch["fingerprint"],
+                "key_installed": matches,
+            },
+            indent=2,
+        )
+    )
     if not matches:
-        print(f"error: the portal's key epoch {epoch['fingerprint'][:16]}... is not the "
-              f"consortium key in {config.secret_context_file}", file=sys.stderr)
+        print(
+            f"error: the portal's key epoch {epoch['fingerprint'][:16]}... is not the "
+            f"consortium key in {config.secret_context_file}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -97,10 +124,18 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, config.torch_threads))
     policy = json.loads(Path(args.policy).read_text())
     data = local_data(config.data_file)
-    model = model_from_vector(policy["model_spec"], policy["n_features"], None,
-                              lr=policy["learning_rate"])
-    train_local(model, data.x_train, data.y_train, epochs=args.epochs,
-                batch_size=policy["batch_size"], lr=policy["learning_rate"], seed=0)
+    model = model_from_vector(
+        policy["model_spec"], policy["n_features"], None, lr=policy["learning_rate"]
+    )
+    train_local(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=args.epochs,
+        batch_size=policy["batch_size"],
+        lr=policy["learning_rate"],
+        seed=0,
+    )
     print(json.dumps(evaluate(model, data)))
     return 0
 
@@ -108,10 +143,14 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from bank_node.synth import generate_world
 
-    manifest = generate_world(Path(args.out), n_banks=args.banks, preset=args.preset,
-                              seed=args.seed)
-    print(json.dumps({k: manifest[k] for k in manifest if k != "parameters"}, indent=2,
-                     default=str)[:4000])
+    manifest = generate_world(
+        Path(args.out), n_banks=args.banks, preset=args.preset, seed=args.seed
+    )
+    print(
+        json.dumps({k: manifest[k] for k in manifest if k != "parameters"}, indent=2, default=str)[
+            :4000
+        ]
+    )
     return 0
 
 
@@ -141,8 +180,12 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--config", required=True, help="node configuration (TOML)")
         c.set_defaults(func=func)
         if name == "run":
-            c.add_argument("--max-rounds", type=int, default=0,
-                           help="exit after evaluating this many rounds (0: never)")
+            c.add_argument(
+                "--max-rounds",
+                type=int,
+                default=0,
+                help="exit after evaluating this many rounds (0: never)",
+            )
             c.add_argument("--idle-exit-seconds", type=float, default=0)
         if name == "train-once":
             c.add_argument("--timeout", type=float, default=3600)
@@ -161,8 +204,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     from bank_node.data import DataError
     from bank_node.portal_client import PortalError
     from he.errors import HEError

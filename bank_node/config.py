@@ -38,8 +38,14 @@ class NodeConfig:
         return _read_secret(self.credential_file, "credential_file")
 
 
-PATH_FIELDS = {"credential_file", "signing_key_file", "secret_context_file", "ckks_params_file",
-               "data_file", "state_dir"}
+PATH_FIELDS = {
+    "credential_file",
+    "signing_key_file",
+    "secret_context_file",
+    "ckks_params_file",
+    "data_file",
+    "state_dir",
+}
 
 
 def _read_secret(path: Path, name: str) -> str:

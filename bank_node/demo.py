@@ -41,8 +41,10 @@ class Processes:
     def __init__(self) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-        handle = open(log, "wb")  # noqa: SIM115 - owned by the child for its lifetime
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], log: Path
+    ) -> subprocess.Popen[bytes]:
+        handle = open(log, "wb")
         proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
         self.children.append((name, proc))
         return proc
@@ -61,8 +63,14 @@ class Processes:
 def portal_env(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DATABASE_URL", None)
-    env.update({"CONSORTIUM_VAR_DIR": str(work / "portal"), "DJANGO_SETTINGS_MODULE":
-                "consortium.settings", "CONSORTIUM_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "CONSORTIUM_VAR_DIR": str(work / "portal"),
+            "DJANGO_SETTINGS_MODULE": "consortium.settings",
+            "CONSORTIUM_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -83,18 +91,42 @@ def wait_http(url: str, timeout: float = 60) -> None:
 def start_portal(work: Path, procs: Processes, port: int, password: str) -> str:
     env = portal_env(work)
     (work / "portal").mkdir(parents=True, exist_ok=True)
-    subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT,
-                   check=True)
+    subprocess.run(
+        [PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True
+    )
     pw = work / "portal" / "operator.password"
     pw.write_text(password)
     pw.chmod(0o600)
-    subprocess.run([PY, "manage.py", "create_operator", "operator", "--password-file", str(pw)],
-                   env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    procs.start("portal", [PY, "-m", "gunicorn", "consortium.wsgi", "--bind",
-                           f"127.0.0.1:{port}", "--workers", "2", "--timeout", "300"],
-                env, work / "portal" / "gunicorn.log")
-    procs.start("scheduler", [PY, "manage.py", "run_scheduler", "--interval", "1"], env,
-                work / "portal" / "scheduler.log")
+    subprocess.run(
+        [PY, "manage.py", "create_operator", "operator", "--password-file", str(pw)],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    procs.start(
+        "portal",
+        [
+            PY,
+            "-m",
+            "gunicorn",
+            "consortium.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--timeout",
+            "300",
+        ],
+        env,
+        work / "portal" / "gunicorn.log",
+    )
+    procs.start(
+        "scheduler",
+        [PY, "manage.py", "run_scheduler", "--interval", "1"],
+        env,
+        work / "portal" / "scheduler.log",
+    )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/readyz")
     return url
@@ -133,17 +165,27 @@ def run(args: argparse.Namespace) -> int:
         url = start_portal(work, procs, port, password)
         print(f"[demo] portal on {url} (SQLite in {work / 'portal'}), scheduler running")
         op = OperatorClient(url, "operator", password)
-        op.key_epoch_register(base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes())
-                              .decode(), params.to_dict())
+        op.key_epoch_register(
+            base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes()).decode(),
+            params.to_dict(),
+        )
         policy = op.policy_create(
-            name="demo", active=True, min_banks=min(3, args.banks), local_epochs=args.local_epochs,
-            batch_size=256, learning_rate=3e-3, max_rounds=args.rounds,
-            deadline_seconds=args.deadline, ckks_params=params.to_dict(),
+            name="demo",
+            active=True,
+            min_banks=min(3, args.banks),
+            local_epochs=args.local_epochs,
+            batch_size=256,
+            learning_rate=3e-3,
+            max_rounds=args.rounds,
+            deadline_seconds=args.deadline,
+            ckks_params=params.to_dict(),
         )
         (work / "policy.json").write_text(json.dumps(policy, indent=2))
-        print(f"[demo] key epoch {fingerprint[:16]}... registered; policy demo v{policy['version']}"
-              f" ({args.rounds} rounds, {args.local_epochs} local epochs, min_banks "
-              f"{policy['min_banks']})")
+        print(
+            f"[demo] key epoch {fingerprint[:16]}... registered; policy demo v{policy['version']}"
+            f" ({args.rounds} rounds, {args.local_epochs} local epochs, min_banks "
+            f"{policy['min_banks']})"
+        )
 
         nodes = []
         for path in bank_files:
@@ -157,12 +199,33 @@ def run(args: argparse.Namespace) -> int:
             (bank_dir / "credential").write_text(created["credential"])
             (bank_dir / "credential").chmod(0o600)
             config = write_node_config(bank_dir, url, slug, path)
-            subprocess.run([PY, "-m", "bank_node.cli", "register", "--config", str(config)],
-                           cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-            nodes.append((slug, config, procs.start(
-                slug, [PY, "-m", "bank_node.cli", "run", "--config", str(config),
-                       "--max-rounds", str(args.rounds)],
-                dict(os.environ), bank_dir / "node.log")))
+            subprocess.run(
+                [PY, "-m", "bank_node.cli", "register", "--config", str(config)],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            nodes.append(
+                (
+                    slug,
+                    config,
+                    procs.start(
+                        slug,
+                        [
+                            PY,
+                            "-m",
+                            "bank_node.cli",
+                            "run",
+                            "--config",
+                            str(config),
+                            "--max-rounds",
+                            str(args.rounds),
+                        ],
+                        dict(os.environ),
+                        bank_dir / "node.log",
+                    ),
+                )
+            )
         print(f"[demo] {len(nodes)} bank nodes running; waiting for {args.rounds} rounds")
         _wait_nodes(nodes, op, args)
         rounds = op.rounds()
@@ -171,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
         procs.stop_all()
 
     _report(work, nodes, rounds, baselines, manifest)
-    print(f"[demo] finished in {time.monotonic() - started:.0f}s; portal database, blobs and "
-          f"logs kept in {work}")
+    print(
+        f"[demo] finished in {time.monotonic() - started:.0f}s; portal database, blobs and "
+        f"logs kept in {work}"
+    )
     return 0
 
 
@@ -186,8 +251,10 @@ def _wait_nodes(nodes: list[Any], op: OperatorClient, args: argparse.Namespace) 
             for rnd in sorted(op.rounds(), key=lambda r: r["number"]):
                 if (rnd["number"], rnd["state"]) not in seen:
                     seen.add((rnd["number"], rnd["state"]))
-                    print(f"[demo]   round {rnd['number']}: {rnd['state']} "
-                          f"({rnd['submissions']} encrypted updates)")
+                    print(
+                        f"[demo]   round {rnd['number']}: {rnd['state']} "
+                        f"({rnd['submissions']} encrypted updates)"
+                    )
         except PortalError:
             pass
         time.sleep(1)
@@ -204,10 +271,28 @@ def _baselines(work: Path, nodes: list[Any], args: argparse.Namespace) -> dict[s
     pending = list(nodes)
     while pending:
         batch, pending = pending[:2], pending[2:]  # two cores
-        running = [(slug, subprocess.Popen(
-            [PY, "-m", "bank_node.cli", "baseline", "--config", str(config), "--policy",
-             str(work / "policy.json"), "--epochs", epochs],
-            cwd=ROOT, stdout=subprocess.PIPE)) for slug, config, _ in batch]
+        running = [
+            (
+                slug,
+                subprocess.Popen(
+                    [
+                        PY,
+                        "-m",
+                        "bank_node.cli",
+                        "baseline",
+                        "--config",
+                        str(config),
+                        "--policy",
+                        str(work / "policy.json"),
+                        "--epochs",
+                        epochs,
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                ),
+            )
+            for slug, config, _ in batch
+        ]
         for slug, proc in running:
             out, _ = proc.communicate(timeout=600)
             results[slug] = json.loads(out.decode().strip().splitlines()[-1])
@@ -218,13 +303,20 @@ def _fmt(value: float | None) -> str:
     return "  n/a " if value is None else f"{value:6.3f}"
 
 
-def _report(work: Path, nodes: list[Any], rounds: list[dict[str, Any]],
-            baselines: dict[str, Any], manifest: dict[str, Any]) -> None:
+def _report(
+    work: Path,
+    nodes: list[Any],
+    rounds: list[dict[str, Any]],
+    baselines: dict[str, Any],
+    manifest: dict[str, Any],
+) -> None:
     print("\nRounds")
     print(f"{'round':>5}  {'state':<10} {'updates':>7}  {'aggregate bytes':>15}")
     for rnd in sorted(rounds, key=lambda r: r["number"]):
-        print(f"{rnd['number']:>5}  {rnd['state']:<10} {rnd['submissions']:>7}  "
-              f"{rnd['aggregate_size'] or 0:>15,}")
+        print(
+            f"{rnd['number']:>5}  {rnd['state']:<10} {rnd['submissions']:>7}  "
+            f"{rnd['aggregate_size'] or 0:>15,}"
+        )
     print("\nHeld-out AUPRC per bank (last 20% of each bank's timeline)")
     print(f"{'bank':<10} {'base rate':>9} {'local-only':>10} {'federated':>10} {'gain':>7}")
     fed_all, loc_all = [], []
@@ -241,8 +333,9 @@ def _report(work: Path, nodes: list[Any], rounds: list[dict[str, Any]],
     if fed_all:
         mean_f, mean_l = sum(fed_all) / len(fed_all), sum(loc_all) / len(loc_all)
         print(f"{'mean':<10} {'':>9} {mean_l:>10.3f} {mean_f:>10.3f} {mean_f / mean_l:>6.2f}x")
-    (work / "results.json").write_text(json.dumps(
-        {"rounds": rounds, "baselines": baselines}, indent=2, default=str))
+    (work / "results.json").write_text(
+        json.dumps({"rounds": rounds, "baselines": baselines}, indent=2, default=str)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

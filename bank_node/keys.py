@@ -24,7 +24,7 @@ from he.keys import (
 from he.params import CkksParams
 from he.signing import private_key_bytes, private_key_load, public_key_b64, signing_key_new
 
-SECRET_CONTEXT = "consortium.secret"
+SECRET_CONTEXT = "consortium.secret"  # noqa: S105 - a file name, not a secret
 PUBLIC_CONTEXT = "consortium.pub"
 PARAMS = "ckks_params.json"
 SIGNING_KEY = "signing.key"

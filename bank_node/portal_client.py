@@ -37,8 +37,9 @@ class _Base:
         self.session = requests.Session()
         self.retries_made = 0
 
-    def _request(self, method: str, path: str, *, body_file: Path | None = None,
-                 **kwargs: Any) -> requests.Response:
+    def _request(
+        self, method: str, path: str, *, body_file: Path | None = None, **kwargs: Any
+    ) -> requests.Response:
         url = f"{self.base_url}/api/v1/{path.lstrip('/')}"
         delay = 0.5
         for attempt in range(self.max_retries + 1):
@@ -46,8 +47,9 @@ class _Base:
                 if body_file is not None:
                     # Re-open on every attempt: requests streams the file, it never sits in RAM.
                     with open(body_file, "rb") as body:
-                        response = self.session.request(method, url, data=body,
-                                                        timeout=self.timeout, **kwargs)
+                        response = self.session.request(
+                            method, url, data=body, timeout=self.timeout, **kwargs
+                        )
                 else:
                     response = self.session.request(method, url, timeout=self.timeout, **kwargs)
             except requests.RequestException as exc:
@@ -57,7 +59,9 @@ class _Base:
                     return _checked(response)
                 failure = f"HTTP {response.status_code}: {_message(response)}"
             if attempt == self.max_retries:
-                raise PortalError(None, f"{method} {url} failed after {attempt + 1} attempts: {failure}")
+                raise PortalError(
+                    None, f"{method} {url} failed after {attempt + 1} attempts: {failure}"
+                )
             self.retries_made += 1
             log.warning("%s %s: %s; retrying in %.1fs", method, path, failure, delay)
             time.sleep(delay)
@@ -123,17 +127,25 @@ class BankClient(_Base):
         expected = response.headers.get("X-Aggregate-Digest", "")
         if digest.hexdigest() != expected:
             tmp.unlink(missing_ok=True)
-            raise PortalError(None, f"aggregate of round {number} arrived corrupted "
-                              f"(digest {digest.hexdigest()[:16]} != {expected[:16]})")
+            raise PortalError(
+                None,
+                f"aggregate of round {number} arrived corrupted "
+                f"(digest {digest.hexdigest()[:16]} != {expected[:16]})",
+            )
         tmp.replace(dest)
         return expected
 
     def upload_update(self, number: int, path: Path, digest: str, signature: str) -> dict[str, Any]:
         """PUT the encrypted update; a retry of the same digest is answered idempotently."""
         return self._json(
-            "PUT", f"rounds/{number}/update", body_file=path,
-            headers={"Content-Type": "application/octet-stream", "X-Update-Digest": digest,
-                     "X-Update-Signature": signature},
+            "PUT",
+            f"rounds/{number}/update",
+            body_file=path,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "X-Update-Digest": digest,
+                "X-Update-Signature": signature,
+            },
         )
 
     def report_metrics(self, number: int, metrics: dict[str, float | None]) -> dict[str, Any]:
@@ -154,8 +166,11 @@ class OperatorClient(_Base):
         return self._json("POST", f"banks/{slug}/{action}", json={})
 
     def key_epoch_register(self, public_context_b64: str, ckks_params: dict[str, Any]) -> Any:
-        return self._json("POST", "key-epochs/", json={
-            "public_context_b64": public_context_b64, "ckks_params": ckks_params})
+        return self._json(
+            "POST",
+            "key-epochs/",
+            json={"public_context_b64": public_context_b64, "ckks_params": ckks_params},
+        )
 
     def policy_create(self, **fields: Any) -> dict[str, Any]:
         return self._json("POST", "policies/", json=fields)

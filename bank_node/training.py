@@ -42,8 +42,13 @@ def local_data(path: Path) -> LocalData:
     return LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
 
 
-def model_from_vector(spec: dict[str, Any], n_features: int, weights: np.ndarray | None,
-                      lr: float = 1e-3, fedprox_mu: float = 0.0) -> FraudMLP:
+def model_from_vector(
+    spec: dict[str, Any],
+    n_features: int,
+    weights: np.ndarray | None,
+    lr: float = 1e-3,
+    fedprox_mu: float = 0.0,
+) -> FraudMLP:
     """The policy's model, at ``weights`` (or at the spec's deterministic initial weights)."""
     model = build_model({**spec, "lr": lr, "fedprox_mu": fedprox_mu}, n_features)
     if weights is not None:
@@ -51,15 +56,28 @@ def model_from_vector(spec: dict[str, Any], n_features: int, weights: np.ndarray
     return model
 
 
-def train_round(data: LocalData, policy: dict[str, Any], base: np.ndarray | None,
-                seed: int) -> tuple[np.ndarray, int]:
+def train_round(
+    data: LocalData, policy: dict[str, Any], base: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, int]:
     """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
-    model = model_from_vector(policy["model_spec"], policy["n_features"], base,
-                              lr=policy["learning_rate"], fedprox_mu=policy["fedprox_mu"])
+    model = model_from_vector(
+        policy["model_spec"],
+        policy["n_features"],
+        base,
+        lr=policy["learning_rate"],
+        fedprox_mu=policy["fedprox_mu"],
+    )
     if policy["fedprox_mu"] > 0:
         model.set_fedprox_reference(model_to_vector(model))
-    n = train_local(model, data.x_train, data.y_train, epochs=policy["local_epochs"],
-                    batch_size=policy["batch_size"], lr=policy["learning_rate"], seed=seed)
+    n = train_local(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=policy["local_epochs"],
+        batch_size=policy["batch_size"],
+        lr=policy["learning_rate"],
+        seed=seed,
+    )
     return model_to_vector(model), n
 
 

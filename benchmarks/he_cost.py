@@ -73,8 +73,10 @@ def main() -> None:
     ours = CkksParams()
     print(f"vector of {n:,} parameters, {args.banks} banks\n")
     print("wire size per parameter (float32 = 4 bytes)")
-    for label, params in [("consortium default N=4096 [60,40] 2^28", ours),
-                          ("NVIDIA FLARE default N=8192 [60,40,40] 2^40", FLARE_DEFAULT)]:
+    for label, params in [
+        ("consortium default N=4096 [60,40] 2^28", ours),
+        ("NVIDIA FLARE default N=8192 [60,40,40] 2^40", FLARE_DEFAULT),
+    ]:
         per, ratio = wire_ratio(params, n)
         print(f"  {label:<45} {per:6.2f} B/param  {ratio:5.2f}x float32")
 
@@ -90,31 +92,40 @@ def main() -> None:
         started = time.perf_counter()
         for k in range(args.banks):
             weights = plain[k % 2]
-            encrypt_to_file(secret, pack_update(weights, 100 + k), ours, fp,
-                            work / f"update-{k:03d}.ckks")
+            encrypt_to_file(
+                secret, pack_update(weights, 100 + k), ours, fp, work / f"update-{k:03d}.ckks"
+            )
         enc = (time.perf_counter() - started) / args.banks
         print(f"\nencrypt   {n / enc / 1e6:6.2f} M params/s  ({enc:.2f} s per bank update)")
 
         peaks = {}
         for count in (2, args.banks):
-            out = subprocess.run([sys.executable, __file__, "--child", tmp, str(count)],
-                                 capture_output=True, text=True, check=True).stdout.split()
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", tmp, str(count)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             peaks[count] = (int(out[0]) / 1024, float(out[1]))
         agg_rate = args.banks * n / peaks[args.banks][1]
-        print(f"aggregate {agg_rate / 1e6:6.2f} M params/s summed  "
-              f"({peaks[args.banks][1]:.2f} s for {args.banks} banks)")
+        print(
+            f"aggregate {agg_rate / 1e6:6.2f} M params/s summed  "
+            f"({peaks[args.banks][1]:.2f} s for {args.banks} banks)"
+        )
         started = time.perf_counter()
         with open(work / f"sum-{args.banks}.ckks", "rb") as stream:
             decrypt_vector(secret, stream, ours)
         dec = time.perf_counter() - started
         print(f"decrypt   {n / dec / 1e6:6.2f} M params/s  ({dec:.2f} s)")
         print("\naggregation peak RSS (child process, includes Python + TenSEAL)")
-        for count, (mib, secs) in peaks.items():
+        for count, (mib, _secs) in peaks.items():
             print(f"  {count:>3} banks: {mib:7.1f} MiB")
         upload_mib = (work / "update-000.ckks").stat().st_size / 2**20
-        print(f"  ratio {args.banks} banks / 2 banks: {peaks[args.banks][0] / peaks[2][0]:.2f} "
-              f"(one update is {upload_mib:.1f} MiB; {args.banks} would be "
-              f"{upload_mib * args.banks:.0f} MiB)")
+        print(
+            f"  ratio {args.banks} banks / 2 banks: {peaks[args.banks][0] / peaks[2][0]:.2f} "
+            f"(one update is {upload_mib:.1f} MiB; {args.banks} would be "
+            f"{upload_mib * args.banks:.0f} MiB)"
+        )
 
 
 if __name__ == "__main__":

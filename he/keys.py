@@ -45,8 +45,14 @@ def public_context_bytes(ctx: ts.Context) -> bytes:
     public = ctx.copy()
     if public.is_private():
         public.make_context_public()
-    return bytes(public.serialize(save_public_key=True, save_secret_key=False,
-                                  save_galois_keys=False, save_relin_keys=False))
+    return bytes(
+        public.serialize(
+            save_public_key=True,
+            save_secret_key=False,
+            save_galois_keys=False,
+            save_relin_keys=False,
+        )
+    )
 
 
 def fingerprint(public_bytes: bytes) -> str:

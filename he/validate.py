@@ -63,9 +63,7 @@ def validate_vector(
     return Validated(reader.hexdigest(), reader.bytes_read, header.length, header.chunks)
 
 
-def _check_chunk(
-    raw: bytes, index: int, want: int, ctx: ts.Context, params: CkksParams
-) -> None:
+def _check_chunk(raw: bytes, index: int, want: int, ctx: ts.Context, params: CkksParams) -> None:
     where = f"chunk {index}"
     if len(raw) < params.min_chunk_bytes:
         raise UpdateInvalid(f"{where} is {len(raw)} bytes, too small to be a ciphertext")
@@ -78,15 +76,15 @@ def _check_chunk(
         ) from exc
     if vec.size() != want:
         raise UpdateInvalid(f"{where} holds {vec.size()} values, expected {want}")
-    if _attr(ct, 'poly_modulus_degree') != params.poly_modulus_degree:
+    if _attr(ct, "poly_modulus_degree") != params.poly_modulus_degree:
         raise UpdateInvalid(f"{where} uses another polynomial modulus degree")
-    if _attr(ct, 'size') != 2 or _attr(ct, 'coeff_modulus_size') != params.data_primes:
+    if _attr(ct, "size") != 2 or _attr(ct, "coeff_modulus_size") != params.data_primes:
         raise UpdateInvalid(f"{where} is not a fresh two-component ciphertext")
-    if _attr(ct, 'scale') != float(2**params.global_scale_bits):
+    if _attr(ct, "scale") != float(2**params.global_scale_bits):
         raise UpdateInvalid(
             f"{where} is at scale {_attr(ct, 'scale'):.0f}, expected 2^{params.global_scale_bits}"
         )
-    if _attr(ct, 'is_transparent'):
+    if _attr(ct, "is_transparent"):
         raise UpdateInvalid(f"{where} is transparent (not encrypted)")
 
 

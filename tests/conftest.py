@@ -122,8 +122,8 @@ def open_round(epoch: Any, policy: Any, bank_alpha: Persona, bank_beta: Persona,
                bank_gamma: Persona) -> Any:
     from django.utils import timezone
 
-    from consortium.rounds.services import round_open_next
     from consortium.rounds.selectors import round_in_flight
+    from consortium.rounds.services import round_open_next
 
     round_open_next(timezone.now())
     rnd = round_in_flight()

@@ -53,7 +53,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ApplicationError):
         return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
     if isinstance(exc, ValidationError):
-        exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -70,6 +72,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return None
     detail = response.data
     fields = detail if isinstance(detail, dict) and "detail" not in detail else {}
-    message = _flatten(detail.get("detail") if isinstance(detail, dict) and "detail" in detail else detail)
+    message = _flatten(
+        detail.get("detail") if isinstance(detail, dict) and "detail" in detail else detail
+    )
     response.data = {"message": message, "extra": {"fields": fields} if fields else {}}
     return response

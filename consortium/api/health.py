@@ -31,5 +31,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except OSError as exc:
         checks["storage"] = f"not writable: {exc.strerror}"
     ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                        status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

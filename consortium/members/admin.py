@@ -30,8 +30,15 @@ class BankAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("slug", "name")
     actions = ["suspend", "reactivate", "revoke", "rotate_credential"]
-    readonly_fields = ("slug", "status", "credential_prefix", "signing_public_key",
-                       "signing_key_registered_at", "created_at", "status_changed_at")
+    readonly_fields = (
+        "slug",
+        "status",
+        "credential_prefix",
+        "signing_public_key",
+        "signing_key_registered_at",
+        "created_at",
+        "status_changed_at",
+    )
     exclude = ("credential_hash",)
 
     def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
@@ -50,7 +57,9 @@ class BankAdmin(admin.ModelAdmin):
             obj.save(update_fields=["name"])
             return
         bank, credential = services.bank_create(
-            slug=obj.slug, name=obj.name, signing_public_key=obj.signing_public_key,
+            slug=obj.slug,
+            name=obj.name,
+            signing_public_key=obj.signing_public_key,
             actor=_actor(request),
         )
         obj.pk = bank.pk

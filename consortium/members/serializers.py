@@ -8,8 +8,15 @@ from consortium.members.models import Bank
 class BankSerializer(serializers.ModelSerializer):
     class Meta:
         model = Bank
-        fields = ["slug", "name", "status", "signing_public_key", "signing_key_registered_at",
-                  "created_at", "status_changed_at"]
+        fields = [
+            "slug",
+            "name",
+            "status",
+            "signing_public_key",
+            "signing_key_registered_at",
+            "created_at",
+            "status_changed_at",
+        ]
 
 
 class BankCreateSerializer(serializers.Serializer):

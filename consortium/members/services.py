@@ -29,7 +29,9 @@ def _public_key_check(public_key_b64: str) -> str:
 
 
 @transaction.atomic
-def bank_create(*, slug: str, name: str, actor: str, signing_public_key: str = "") -> tuple[Bank, str]:
+def bank_create(
+    *, slug: str, name: str, actor: str, signing_public_key: str = ""
+) -> tuple[Bank, str]:
     """Onboard a bank; return it and its API credential (shown once, stored hashed)."""
     slug = slugify(slug)
     if not slug:

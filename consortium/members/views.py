@@ -43,7 +43,8 @@ class BankSigningKeyView(APIView):
         serializer = SigningKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         bank = services.bank_register_signing_key(
-            bank=request.user.bank, public_key_b64=serializer.validated_data["public_key"],
+            bank=request.user.bank,
+            public_key_b64=serializer.validated_data["public_key"],
             actor=actor_of(request),
         )
         return Response(BankSerializer(bank).data)
@@ -60,7 +61,9 @@ class BankListCreateView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         serializer = BankCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        bank, credential = services.bank_create(actor=actor_of(request), **serializer.validated_data)
+        bank, credential = services.bank_create(
+            actor=actor_of(request), **serializer.validated_data
+        )
         data: dict[str, Any] = dict(BankSerializer(bank).data)
         data["credential"] = credential
         return Response(data, status=status.HTTP_201_CREATED)
@@ -77,8 +80,11 @@ class BankStatusView(APIView):
     """Operators suspend, reactivate or revoke a bank."""
 
     permission_classes = [IsOperator]
-    action_to_status = {"suspend": BankStatus.SUSPENDED, "reactivate": BankStatus.ACTIVE,
-                        "revoke": BankStatus.REVOKED}
+    action_to_status = {
+        "suspend": BankStatus.SUSPENDED,
+        "reactivate": BankStatus.ACTIVE,
+        "revoke": BankStatus.REVOKED,
+    }
 
     @extend_schema(request=StatusChangeSerializer, responses=BankSerializer)
     def post(self, request: Request, slug: str, action: str) -> Response:
@@ -87,8 +93,10 @@ class BankStatusView(APIView):
         serializer = StatusChangeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         bank = services.bank_set_status(
-            bank=_bank_or_404(slug), status=self.action_to_status[action],
-            actor=actor_of(request), reason=serializer.validated_data["reason"],
+            bank=_bank_or_404(slug),
+            status=self.action_to_status[action],
+            actor=actor_of(request),
+            reason=serializer.validated_data["reason"],
         )
         return Response(BankSerializer(bank).data)
 
@@ -98,5 +106,7 @@ class BankRotateCredentialView(APIView):
 
     @extend_schema(request=None, responses=dict)
     def post(self, request: Request, slug: str) -> Response:
-        credential = services.bank_rotate_credential(bank=_bank_or_404(slug), actor=actor_of(request))
+        credential = services.bank_rotate_credential(
+            bank=_bank_or_404(slug), actor=actor_of(request)
+        )
         return Response({"slug": slug, "credential": credential})

@@ -28,8 +28,15 @@ def _actor(request: HttpRequest) -> str:
 
 @admin.register(RoundPolicy)
 class RoundPolicyAdmin(admin.ModelAdmin):
-    list_display = ("name", "version", "active", "min_banks", "local_epochs", "max_rounds",
-                    "created_at")
+    list_display = (
+        "name",
+        "version",
+        "active",
+        "min_banks",
+        "local_epochs",
+        "max_rounds",
+        "created_at",
+    )
     list_filter = ("active", "name")
     actions = ["activate", "new_version"]
     readonly_fields = ("version", "n_features", "vector_length", "created_at", "created_by")
@@ -46,8 +53,9 @@ class RoundPolicyAdmin(admin.ModelAdmin):
             if change:
                 obj.save()
                 return
-            policy = services.policy_create(name=obj.name, actor=_actor(request),
-                                            activate=obj.active, **fields)
+            policy = services.policy_create(
+                name=obj.name, actor=_actor(request), activate=obj.active, **fields
+            )
         except ApplicationError as exc:
             messages.error(request, exc.message)
             return
@@ -71,7 +79,8 @@ class RoundPolicyAdmin(admin.ModelAdmin):
 class KeyEpochForm(forms.ModelForm):
     public_context_file = forms.FileField(help_text="the .pub context written by bank-node keygen")
     ckks_params_json = forms.CharField(
-        widget=forms.Textarea, initial=json.dumps(default_ckks_params()),
+        widget=forms.Textarea,
+        initial=json.dumps(default_ckks_params()),
         help_text="the CKKS parameters printed by bank-node keygen",
     )
 

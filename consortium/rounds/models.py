@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
@@ -39,8 +39,13 @@ class RoundPolicy(models.Model):
     fedprox_mu = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
     min_banks = models.PositiveIntegerField(
         default=3,
-        validators=[MinValueValidator(2, message="min_banks must be at least 2: an aggregate "
-                                      "of one bank would reveal its update")],
+        validators=[
+            MinValueValidator(
+                2,
+                message="min_banks must be at least 2: an aggregate "
+                "of one bank would reveal its update",
+            )
+        ],
     )
     deadline = models.DurationField(default=timedelta(minutes=30))
     max_rounds = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
@@ -122,7 +127,11 @@ class Round(models.Model):
     policy_snapshot = models.JSONField()
     key_epoch = models.ForeignKey(KeyEpoch, on_delete=models.PROTECT, related_name="rounds")
     base_round = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="Whose aggregate this round starts from; empty means the initial weights.",
     )
     state = models.CharField(
@@ -188,6 +197,9 @@ class MetricReport(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["round", "bank"], name="one_metric_report_per_bank")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.bank} metrics for round {self.round_id}"
 
 
 def policy_frozen_check(policy: RoundPolicy) -> None:

@@ -26,15 +26,28 @@ class KeyEpochCreateSerializer(serializers.Serializer):
 class RoundSerializer(serializers.ModelSerializer):
     policy = serializers.DictField(source="policy_snapshot", read_only=True)
     key_epoch = serializers.CharField(source="key_epoch.fingerprint", read_only=True)
-    base_round = serializers.IntegerField(source="base_round.number", allow_null=True, read_only=True)
+    base_round = serializers.IntegerField(
+        source="base_round.number", allow_null=True, read_only=True
+    )
     submissions = serializers.SerializerMethodField()
 
     class Meta:
         model = Round
         fields = [
-            "number", "state", "policy", "key_epoch", "base_round", "opened_at", "deadline_at",
-            "aggregating_at", "closed_at", "failure_reason", "aggregate_digest",
-            "aggregate_size", "manifest", "submissions",
+            "number",
+            "state",
+            "policy",
+            "key_epoch",
+            "base_round",
+            "opened_at",
+            "deadline_at",
+            "aggregating_at",
+            "closed_at",
+            "failure_reason",
+            "aggregate_digest",
+            "aggregate_size",
+            "manifest",
+            "submissions",
         ]
 
     def get_submissions(self, obj: Round) -> int:
@@ -51,13 +64,35 @@ class PolicySerializer(serializers.ModelSerializer):
     class Meta:
         model = RoundPolicy
         fields = [
-            "id", "name", "version", "active", "model_spec", "n_features", "vector_length",
-            "local_epochs", "batch_size", "learning_rate", "fedprox_mu", "min_banks",
-            "deadline", "deadline_seconds", "max_rounds", "max_consecutive_failures",
-            "ckks_params", "created_at", "created_by",
+            "id",
+            "name",
+            "version",
+            "active",
+            "model_spec",
+            "n_features",
+            "vector_length",
+            "local_epochs",
+            "batch_size",
+            "learning_rate",
+            "fedprox_mu",
+            "min_banks",
+            "deadline",
+            "deadline_seconds",
+            "max_rounds",
+            "max_consecutive_failures",
+            "ckks_params",
+            "created_at",
+            "created_by",
         ]
-        read_only_fields = ["id", "version", "n_features", "vector_length", "created_at",
-                            "created_by", "deadline"]
+        read_only_fields = [
+            "id",
+            "version",
+            "n_features",
+            "vector_length",
+            "created_at",
+            "created_by",
+            "deadline",
+        ]
 
     def validate_min_banks(self, value: int) -> int:
         if value < 2:

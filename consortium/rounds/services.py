@@ -42,8 +42,16 @@ from he.validate import validate_vector
 log = logging.getLogger(__name__)
 
 POLICY_FIELDS = (
-    "model_spec", "local_epochs", "batch_size", "learning_rate", "fedprox_mu", "min_banks",
-    "deadline", "max_rounds", "max_consecutive_failures", "ckks_params",
+    "model_spec",
+    "local_epochs",
+    "batch_size",
+    "learning_rate",
+    "fedprox_mu",
+    "min_banks",
+    "deadline",
+    "max_rounds",
+    "max_consecutive_failures",
+    "ckks_params",
 )
 
 
@@ -113,7 +121,9 @@ def policy_activate(*, policy: RoundPolicy, actor: str) -> RoundPolicy:
 
 
 @transaction.atomic
-def key_epoch_register(*, public_context: bytes, ckks_params: dict[str, Any], actor: str) -> KeyEpoch:
+def key_epoch_register(
+    *, public_context: bytes, ckks_params: dict[str, Any], actor: str
+) -> KeyEpoch:
     """Store a new consortium public context; refuse anything carrying a secret key."""
     try:
         params = CkksParams.from_dict(ckks_params)
@@ -128,11 +138,16 @@ def key_epoch_register(*, public_context: bytes, ckks_params: dict[str, Any], ac
     last = KeyEpoch.objects.select_for_update().aggregate(n=Max("number"))["n"] or 0
     KeyEpoch.objects.filter(active=True).update(active=False)
     epoch = KeyEpoch.objects.create(
-        number=last + 1, fingerprint=fp, ckks_params=params.to_dict(),
-        public_context=public_context, created_by=actor,
+        number=last + 1,
+        fingerprint=fp,
+        ckks_params=params.to_dict(),
+        public_context=public_context,
+        created_by=actor,
     )
     audit_record(
-        action="key_epoch.registered", actor=actor, target=epoch,
+        action="key_epoch.registered",
+        actor=actor,
+        target=epoch,
         data={"number": epoch.number, "fingerprint": fp, "ckks_params": epoch.ckks_params},
     )
     return epoch
@@ -145,7 +160,9 @@ def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationE
     """Record a refused upload in the trail, then raise; the round itself is untouched."""
     with transaction.atomic():
         audit_record(
-            action="update.rejected", actor=f"bank:{bank.slug}", target=bank,
+            action="update.rejected",
+            actor=f"bank:{bank.slug}",
+            target=bank,
             data={"round": round_number, "reason": reason},
         )
     raise exc
@@ -157,32 +174,53 @@ def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> S
     if existing is not None:
         if existing.digest == digest:
             return existing
-        _reject(bank, rnd.number, "second different upload", Conflict(
-            f"bank {bank.slug} already submitted {existing.digest[:16]}... to round "
-            f"{rnd.number}; a different update cannot replace it",
-        ))
+        _reject(
+            bank,
+            rnd.number,
+            "second different upload",
+            Conflict(
+                f"bank {bank.slug} already submitted {existing.digest[:16]}... to round "
+                f"{rnd.number}; a different update cannot replace it",
+            ),
+        )
     _check_round_accepts(rnd, bank)
     if not bank.signing_public_key:
-        _reject(bank, rnd.number, "no signing key", ApplicationError(
-            "register your Ed25519 signing key before uploading (bank-node register)"
-        ))
+        _reject(
+            bank,
+            rnd.number,
+            "no signing key",
+            ApplicationError(
+                "register your Ed25519 signing key before uploading (bank-node register)"
+            ),
+        )
     if len(digest) != 64 or not signature:
-        _reject(bank, rnd.number, "missing digest or signature", ApplicationError(
-            "send the SHA-256 of the body in X-Update-Digest and its Ed25519 signature in "
-            "X-Update-Signature"
-        ))
+        _reject(
+            bank,
+            rnd.number,
+            "missing digest or signature",
+            ApplicationError(
+                "send the SHA-256 of the body in X-Update-Digest and its Ed25519 signature in "
+                "X-Update-Signature"
+            ),
+        )
     return None
 
 
 def _check_round_accepts(rnd: Round, bank: Bank) -> None:
     if rnd.state != RoundState.OPEN:
-        _reject(bank, rnd.number, f"round {rnd.state}", Conflict(
-            f"round {rnd.number} is {rnd.state} and no longer accepts updates"
-        ))
+        _reject(
+            bank,
+            rnd.number,
+            f"round {rnd.state}",
+            Conflict(f"round {rnd.number} is {rnd.state} and no longer accepts updates"),
+        )
     if timezone.now() >= rnd.deadline_at:
-        _reject(bank, rnd.number, "after deadline", Conflict(
-            f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"
-        ))
+        _reject(
+            bank,
+            rnd.number,
+            "after deadline",
+            Conflict(f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"),
+        )
 
 
 def update_submit(
@@ -193,8 +231,9 @@ def update_submit(
     Consumes ``body_path``: it is either moved into place or deleted.
     """
     try:
-        return _update_submit(rnd=rnd, bank=bank, body_path=body_path, digest=digest,
-                              signature=signature)
+        return _update_submit(
+            rnd=rnd, bank=bank, body_path=body_path, digest=digest, signature=signature
+        )
     finally:
         body_path.unlink(missing_ok=True)
 
@@ -206,24 +245,43 @@ def _update_submit(
     try:
         with open(body_path, "rb") as body:
             checked = validate_vector(
-                body, epoch_context(epoch), epoch_params(epoch),
-                fingerprint=epoch.fingerprint, expected_length=rnd.policy_snapshot["vector_length"],
+                body,
+                epoch_context(epoch),
+                epoch_params(epoch),
+                fingerprint=epoch.fingerprint,
+                expected_length=rnd.policy_snapshot["vector_length"],
             )
     except UpdateInvalid as exc:
-        _reject(bank, rnd.number, f"invalid ciphertext: {exc}",
-                ApplicationError(f"update refused: {exc}"))
+        _reject(
+            bank,
+            rnd.number,
+            f"invalid ciphertext: {exc}",
+            ApplicationError(f"update refused: {exc}"),
+        )
     if checked.digest != digest:
-        _reject(bank, rnd.number, "digest mismatch", ApplicationError(
-            "the body's SHA-256 does not match X-Update-Digest: it was altered or truncated "
-            "in transit; retry the upload",
-            computed=checked.digest,
-        ))
-    if not verify(bank.signing_public_key, update_message(rnd.number, bank.slug, digest), signature):
-        _reject(bank, rnd.number, "bad signature", ApplicationError(
-            f"signature does not verify with bank {bank.slug}'s registered key for round "
-            f"{rnd.number}; sign (round, bank, digest) with your current signing key",
-            status_code=403,
-        ))
+        _reject(
+            bank,
+            rnd.number,
+            "digest mismatch",
+            ApplicationError(
+                "the body's SHA-256 does not match X-Update-Digest: it was altered or truncated "
+                "in transit; retry the upload",
+                computed=checked.digest,
+            ),
+        )
+    if not verify(
+        bank.signing_public_key, update_message(rnd.number, bank.slug, digest), signature
+    ):
+        _reject(
+            bank,
+            rnd.number,
+            "bad signature",
+            ApplicationError(
+                f"signature does not verify with bank {bank.slug}'s registered key for round "
+                f"{rnd.number}; sign (round, bank, digest) with your current signing key",
+                status_code=403,
+            ),
+        )
     return _update_store(rnd, bank, body_path, checked.digest, signature, checked.size_bytes)
 
 
@@ -242,16 +300,28 @@ def _update_store(
         try:
             with transaction.atomic():
                 sub = Submission.objects.create(
-                    round=rnd, bank=bank, digest=digest, signature=signature,
-                    signing_public_key=bank.signing_public_key, size_bytes=size, blob=relpath,
+                    round=rnd,
+                    bank=bank,
+                    digest=digest,
+                    signature=signature,
+                    signing_public_key=bank.signing_public_key,
+                    size_bytes=size,
+                    blob=relpath,
                 )
         except IntegrityError:
             raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}") from None
         audit_record(
-            action="update.accepted", actor=f"bank:{bank.slug}", target=sub,
-            data={"round": rnd.number, "bank": bank.slug, "digest": digest,
-                  "signature": signature, "signing_public_key": bank.signing_public_key,
-                  "size_bytes": size},
+            action="update.accepted",
+            actor=f"bank:{bank.slug}",
+            target=sub,
+            data={
+                "round": rnd.number,
+                "bank": bank.slug,
+                "digest": digest,
+                "signature": signature,
+                "signing_public_key": bank.signing_public_key,
+                "size_bytes": size,
+            },
         )
         return sub
 
@@ -265,7 +335,9 @@ def metrics_report(*, rnd: Round, bank: Bank, metrics: dict[str, float]) -> Metr
         round=rnd, bank=bank, defaults={"metrics": metrics}
     )
     audit_record(
-        action="metrics.reported", actor=f"bank:{bank.slug}", target=report,
+        action="metrics.reported",
+        actor=f"bank:{bank.slug}",
+        target=report,
         data={"round": rnd.number, "metrics": metrics, "self_reported": True},
     )
     return report
@@ -278,7 +350,9 @@ def scheduler_tick(now: datetime | None = None) -> list[str]:
     """Advance every round that is due. Safe to run from several processes at once."""
     now = now or timezone.now()
     done = round_close_due(now)
-    for number in Round.objects.filter(state=RoundState.AGGREGATING).values_list("number", flat=True):
+    for number in Round.objects.filter(state=RoundState.AGGREGATING).values_list(
+        "number", flat=True
+    ):
         done += round_aggregate(number)
     done += round_open_next(now)
     storage.sweep_temp()
@@ -298,8 +372,12 @@ def round_close_due(now: datetime) -> list[str]:
     if len(submitted) >= min_banks and (everyone or now >= rnd.deadline_at):
         rnd.state, rnd.aggregating_at = RoundState.AGGREGATING, now
         rnd.save(update_fields=["state", "aggregating_at"])
-        audit_record(action="round.aggregating", actor="scheduler", target=rnd,
-                     data={"round": rnd.number, "submissions": len(submitted)})
+        audit_record(
+            action="round.aggregating",
+            actor="scheduler",
+            target=rnd,
+            data={"round": rnd.number, "submissions": len(submitted)},
+        )
         return [f"round {rnd.number} aggregating"]
     if now >= rnd.deadline_at:
         rnd.state, rnd.closed_at = RoundState.FAILED, now
@@ -307,8 +385,12 @@ def round_close_due(now: datetime) -> list[str]:
             f"only {len(submitted)} of the {min_banks} required updates arrived by the deadline"
         )
         rnd.save(update_fields=["state", "closed_at", "failure_reason"])
-        audit_record(action="round.failed", actor="scheduler", target=rnd,
-                     data={"round": rnd.number, "reason": rnd.failure_reason})
+        audit_record(
+            action="round.failed",
+            actor="scheduler",
+            target=rnd,
+            data={"round": rnd.number, "reason": rnd.failure_reason},
+        )
         return [f"round {rnd.number} failed"]
     return []
 
@@ -335,7 +417,9 @@ def round_aggregate(number: int) -> list[str]:
         with open(tmp, "wb") as out:
             digest = sum_vectors(
                 [storage.absolute(s.blob) for s in subs],
-                epoch_context(rnd.key_epoch), epoch_params(rnd.key_epoch), out,
+                epoch_context(rnd.key_epoch),
+                epoch_params(rnd.key_epoch),
+                out,
             )
         relpath = storage.aggregate_relpath(rnd.number)
         size = tmp.stat().st_size
@@ -345,8 +429,12 @@ def round_aggregate(number: int) -> list[str]:
         rnd.state, rnd.closed_at = RoundState.FAILED, timezone.now()
         rnd.failure_reason = f"aggregation failed: {exc}"
         rnd.save(update_fields=["state", "closed_at", "failure_reason"])
-        audit_record(action="round.failed", actor="scheduler", target=rnd,
-                     data={"round": rnd.number, "reason": rnd.failure_reason})
+        audit_record(
+            action="round.failed",
+            actor="scheduler",
+            target=rnd,
+            data={"round": rnd.number, "reason": rnd.failure_reason},
+        )
         return [f"round {rnd.number} failed in aggregation"]
     finally:
         tmp.unlink(missing_ok=True)
@@ -358,8 +446,16 @@ def round_aggregate(number: int) -> list[str]:
         "aggregate_digest": digest,
         "inputs": [{"bank": s.bank.slug, "digest": s.digest} for s in subs],
     }
-    rnd.save(update_fields=["state", "closed_at", "aggregate_digest", "aggregate_size",
-                            "aggregate_blob", "manifest"])
+    rnd.save(
+        update_fields=[
+            "state",
+            "closed_at",
+            "aggregate_digest",
+            "aggregate_size",
+            "aggregate_blob",
+            "manifest",
+        ]
+    )
     audit_record(action="round.published", actor="scheduler", target=rnd, data=rnd.manifest)
     return [f"round {rnd.number} published ({len(subs)} updates)"]
 
@@ -404,19 +500,34 @@ def round_open(*, policy: RoundPolicy, epoch: KeyEpoch, now: datetime) -> Round:
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         base = (
-            Round.objects.filter(state=RoundState.PUBLISHED, key_epoch=epoch,
-                                 policy__vector_length=policy.vector_length)
-            .order_by("-number").first()
+            Round.objects.filter(
+                state=RoundState.PUBLISHED,
+                key_epoch=epoch,
+                policy__vector_length=policy.vector_length,
+            )
+            .order_by("-number")
+            .first()
         )
         rnd = Round.objects.create(
-            number=number, policy=policy, policy_snapshot=policy.snapshot(), key_epoch=epoch,
-            base_round=base, opened_at=now, deadline_at=now + policy.deadline,
+            number=number,
+            policy=policy,
+            policy_snapshot=policy.snapshot(),
+            key_epoch=epoch,
+            base_round=base,
+            opened_at=now,
+            deadline_at=now + policy.deadline,
         )
         audit_record(
-            action="round.opened", actor="scheduler", target=rnd,
-            data={"round": number, "policy": str(policy), "key_epoch": epoch.fingerprint,
-                  "base_round": base.number if base else None,
-                  "deadline_at": rnd.deadline_at.isoformat()},
+            action="round.opened",
+            actor="scheduler",
+            target=rnd,
+            data={
+                "round": number,
+                "policy": str(policy),
+                "key_epoch": epoch.fingerprint,
+                "base_round": base.number if base else None,
+                "deadline_at": rnd.deadline_at.isoformat(),
+            },
         )
     return rnd
 
@@ -426,5 +537,4 @@ def blob_open(relpath: str) -> Any:
     path = storage.absolute(relpath)
     if not os.path.exists(path):
         raise ApplicationError("the stored blob is missing", status_code=410)
-    return open(path, "rb")  # noqa: SIM115 - closed by the streaming response
-
+    return open(path, "rb")

@@ -63,9 +63,12 @@ class RoundDetailView(APIView):
     def get(self, request: Request, number: int) -> Response:
         data: dict[str, Any] = dict(RoundSerializer(_round_or_404(number)).data)
         if isinstance(request.user, BankPrincipal):
-            data["submitted_by_you"] = _round_or_404(number).submissions.filter(
-                bank=request.user.bank
-            ).values_list("digest", flat=True).first()
+            data["submitted_by_you"] = (
+                _round_or_404(number)
+                .submissions.filter(bank=request.user.bank)
+                .values_list("digest", flat=True)
+                .first()
+            )
         return Response(data)
 
 
@@ -76,10 +79,12 @@ class RoundAggregateView(APIView):
     def get(self, request: Request, number: int) -> FileResponse:
         rnd = _round_or_404(number)
         if rnd.state != RoundState.PUBLISHED:
-            raise ApplicationError(f"round {number} is {rnd.state}; it has no aggregate",
-                                   status_code=409)
-        response = FileResponse(services.blob_open(rnd.aggregate_blob),
-                                content_type="application/octet-stream")
+            raise ApplicationError(
+                f"round {number} is {rnd.state}; it has no aggregate", status_code=409
+            )
+        response = FileResponse(
+            services.blob_open(rnd.aggregate_blob), content_type="application/octet-stream"
+        )
         response["X-Aggregate-Digest"] = rnd.aggregate_digest
         response["Content-Length"] = str(rnd.aggregate_size)
         return response
@@ -94,11 +99,21 @@ class RoundUpdateView(APIView):
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
         parameters=[
-            OpenApiParameter("X-Update-Digest", str, OpenApiParameter.HEADER, required=True,
-                             description="hex SHA-256 of the body"),
-            OpenApiParameter("X-Update-Signature", str, OpenApiParameter.HEADER, required=True,
-                             description="base64 Ed25519 signature of "
-                             "'consortium-update-v1\\n{round}\\n{bank}\\n{digest}'"),
+            OpenApiParameter(
+                "X-Update-Digest",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="hex SHA-256 of the body",
+            ),
+            OpenApiParameter(
+                "X-Update-Signature",
+                str,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="base64 Ed25519 signature of "
+                "'consortium-update-v1\\n{round}\\n{bank}\\n{digest}'",
+            ),
         ],
         responses={200: dict, 201: dict},
     )
@@ -111,14 +126,20 @@ class RoundUpdateView(APIView):
         if existing is not None:
             return Response(_accepted(existing), status=status.HTTP_200_OK)
         body = _body_to_temp(request)
-        sub = services.update_submit(rnd=rnd, bank=bank, body_path=body, digest=digest,
-                                     signature=signature)
+        sub = services.update_submit(
+            rnd=rnd, bank=bank, body_path=body, digest=digest, signature=signature
+        )
         return Response(_accepted(sub), status=status.HTTP_201_CREATED)
 
 
 def _accepted(sub: Any) -> dict[str, Any]:
-    return {"round": sub.round.number, "bank": sub.bank.slug, "digest": sub.digest,
-            "size_bytes": sub.size_bytes, "received_at": sub.received_at}
+    return {
+        "round": sub.round.number,
+        "bank": sub.bank.slug,
+        "digest": sub.digest,
+        "size_bytes": sub.size_bytes,
+        "received_at": sub.received_at,
+    }
 
 
 def _body_to_temp(request: Request) -> Any:
@@ -158,7 +179,8 @@ class RoundMetricsView(APIView):
         serializer = MetricsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         report = services.metrics_report(
-            rnd=_round_or_404(number), bank=request.user.bank,
+            rnd=_round_or_404(number),
+            bank=request.user.bank,
             metrics=serializer.validated_data["metrics"],
         )
         return Response({"round": number, "metrics": report.metrics, "self_reported": True})
@@ -187,7 +209,8 @@ class KeyEpochCreateView(APIView):
         except (binascii.Error, ValueError) as exc:
             raise ApplicationError("public_context_b64 is not valid base64") from exc
         epoch = services.key_epoch_register(
-            public_context=raw, ckks_params=serializer.validated_data["ckks_params"],
+            public_context=raw,
+            ckks_params=serializer.validated_data["ckks_params"],
             actor=actor_of(request),
         )
         return Response(KeyEpochSerializer(epoch).data, status=status.HTTP_201_CREATED)

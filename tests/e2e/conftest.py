@@ -67,7 +67,7 @@ def live_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePortal
     subprocess.run([py, "manage.py", "create_operator", "operator", "--password-file",
                     str(var_dir / "pw")], env=env, cwd=ROOT, check=True, capture_output=True)
     port = _free_port()
-    logs = [open(var_dir / name, "wb") for name in ("gunicorn.log", "scheduler.log")]  # noqa: SIM115
+    logs = [open(var_dir / name, "wb") for name in ("gunicorn.log", "scheduler.log")]
     procs = [
         subprocess.Popen([py, "-m", "gunicorn", "consortium.wsgi", "--bind", f"127.0.0.1:{port}",
                           "--workers", "2", "--timeout", "120"], env=env, cwd=ROOT,

@@ -13,8 +13,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("username")
-        parser.add_argument("--password-file", required=True,
-                            help="file holding the password (kept out of shell history)")
+        parser.add_argument(
+            "--password-file",
+            required=True,
+            help="file holding the password (kept out of shell history)",
+        )
 
     def handle(self, *args: Any, username: str, password_file: str, **options: Any) -> None:
         try:
@@ -32,7 +35,9 @@ class Command(BaseCommand):
         # Operators manage banks, policies, key epochs and rounds; they only read the trail.
         group.permissions.set(
             Permission.objects.filter(content_type__app_label__in=["members", "rounds"])
-            | Permission.objects.filter(content_type__app_label="audit", codename__startswith="view_")
+            | Permission.objects.filter(
+                content_type__app_label="audit", codename__startswith="view_"
+            )
         )
         user.groups.add(group)
         self.stdout.write(f"operator {username} ready")
