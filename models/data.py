@@ -1,0 +1,86 @@
+"""LightningDataModule over in-memory (features, labels) arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def as_training_arrays(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check shapes and values and return float32 copies-or-views of ``x`` and ``y``."""
+    features = np.ascontiguousarray(x, dtype=np.float32)
+    labels = np.ascontiguousarray(y, dtype=np.float32).ravel()
+    if features.ndim != 2:
+        raise ValueError(f"features must be a 2-D array, got shape {features.shape}")
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    if not np.isfinite(features).all():
+        raise ValueError("features contain NaN or infinite values")
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1")
+    return features, labels
+
+
+class FraudDataModule(pl.LightningDataModule):
+    """Train (and optionally validation) loaders with seeded, reproducible shuffling.
+
+    Validation data is either given (``x_val``/``y_val``) or the last ``val_fraction``
+    of the training rows, which callers pass in time order, so validation stays later
+    in time than training.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        val_fraction: float = 0.0,
+        batch_size: int = 256,
+        eval_batch_size: int = 4096,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if (x_val is None) != (y_val is None):
+            raise ValueError("give both x_val and y_val, or neither")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters(ignore=["x", "y", "x_val", "y_val"])
+        self._arrays = (x, y, x_val, y_val)
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        x, y, x_val, y_val = self._arrays
+        features, labels = as_training_arrays(x, y)
+        if x_val is not None and y_val is not None:
+            self.val_set = _dataset(*as_training_arrays(x_val, y_val))
+        elif self.hparams["val_fraction"] > 0:
+            cut = len(features) - round(len(features) * self.hparams["val_fraction"])
+            self.val_set = _dataset(features[cut:], labels[cut:])
+            features, labels = features[:cut], labels[:cut]
+        self.train_set = _dataset(features, labels)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        generator = torch.Generator().manual_seed(int(self.hparams["seed"]))
+        return DataLoader(
+            self.train_set, batch_size=self.hparams["batch_size"], shuffle=True, generator=generator
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []  # Lightning then skips validation
+        return DataLoader(self.val_set, batch_size=self.hparams["eval_batch_size"])
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether `setup` will produce validation data (known before `setup` runs)."""
+        return self._arrays[2] is not None or self.hparams["val_fraction"] > 0
+
+
+def _dataset(features: np.ndarray, labels: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))
