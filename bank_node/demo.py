@@ -174,8 +174,10 @@ def run(args: argparse.Namespace) -> int:
             active=True,
             min_banks=min(3, args.banks),
             local_epochs=args.local_epochs,
-            batch_size=256,
-            learning_rate=3e-3,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            fedprox_mu=args.fedprox_mu,
+            model_spec=json.loads(args.model_spec),
             max_rounds=args.rounds,
             deadline_seconds=args.deadline,
             ckks_params=params.to_dict(),
@@ -229,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[demo] {len(nodes)} bank nodes running; waiting for {args.rounds} rounds")
         _wait_nodes(nodes, op, args)
         rounds = op.rounds()
-        baselines = _baselines(work, nodes, args)
+        baselines = {} if args.skip_baselines else _baselines(work, nodes, args)
     finally:
         procs.stop_all()
 
@@ -320,10 +322,12 @@ def _report(
     print("\nHeld-out AUPRC per bank (last 20% of each bank's timeline)")
     print(f"{'bank':<10} {'base rate':>9} {'local-only':>10} {'federated':>10} {'gain':>7}")
     fed_all, loc_all = [], []
+    finals = {}
     for slug, _, _ in nodes:
         state = json.loads((work / "banks" / slug / "state" / "state.json").read_text())
         last = state["evaluated"][max(state["evaluated"], key=int)]
-        local = baselines[slug]
+        finals[slug] = last
+        local = baselines.get(slug, {"auprc": None})
         fed, loc = last["auprc"], local["auprc"]
         gain = f"{fed / loc:6.2f}x" if fed and loc else "   n/a"
         print(f"{slug:<10} {last['base_rate']:>9.4f} {_fmt(loc):>10} {_fmt(fed):>10} {gain:>7}")
@@ -334,7 +338,9 @@ def _report(
         mean_f, mean_l = sum(fed_all) / len(fed_all), sum(loc_all) / len(loc_all)
         print(f"{'mean':<10} {'':>9} {mean_l:>10.3f} {mean_f:>10.3f} {mean_f / mean_l:>6.2f}x")
     (work / "results.json").write_text(
-        json.dumps({"rounds": rounds, "baselines": baselines}, indent=2, default=str)
+        json.dumps(
+            {"rounds": rounds, "federated": finals, "baselines": baselines}, indent=2, default=str
+        )
     )
 
 
@@ -348,6 +354,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="demo")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=int, default=900)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--learning-rate", type=float, default=3e-3)
+    p.add_argument("--fedprox-mu", type=float, default=0.0)
+    p.add_argument(
+        "--model-spec",
+        default='{"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10}',
+        help="model spec JSON (see models.nets.build_model)",
+    )
+    p.add_argument(
+        "--skip-baselines",
+        action="store_true",
+        help="skip the local-only baselines (benchmarks compute their own)",
+    )
     return run(p.parse_args(argv))
 
 
