@@ -113,7 +113,7 @@ def policy(db: Any) -> Any:
     from consortium.rounds.services import policy_create
 
     return policy_create(name="default", actor="test", activate=True, min_banks=2,
-                         deadline=timedelta(minutes=10), max_rounds=3,
+                         deadline=timedelta(minutes=10), max_rounds=3, normalize_features=False,
                          model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"})
 
 

@@ -53,6 +53,11 @@ class RoundPolicy(models.Model):
         default=3, help_text="Stop opening rounds after this many failed rounds in a row."
     )
     ckks_params = models.JSONField(default=default_ckks_params)
+    normalize_features = models.BooleanField(
+        default=True,
+        help_text="Run a statistics round first: an encrypted sum of feature moments gives "
+        "every bank the same consortium-wide normalisation.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
 
@@ -91,7 +96,13 @@ class RoundPolicy(models.Model):
             "deadline_seconds": int(self.deadline.total_seconds()),
             "max_rounds": self.max_rounds,
             "ckks_params": self.ckks_params,
+            "normalize_features": self.normalize_features,
         }
+
+    @property
+    def stats_vector_length(self) -> int:
+        """A statistics update: ``[n, sum x_1..x_F, sum x_1^2..x_F^2]``."""
+        return 2 * self.n_features + 1
 
 
 class KeyEpoch(models.Model):
@@ -119,10 +130,25 @@ class RoundState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class RoundKind(models.TextChoices):
+    TRAINING = "training", "Training"
+    STATISTICS = "statistics", "Feature statistics"
+
+
 class Round(models.Model):
     """One federated round: open -> aggregating -> published, or failed."""
 
     number = models.PositiveIntegerField(unique=True)
+    kind = models.CharField(max_length=20, choices=RoundKind.choices, default=RoundKind.TRAINING)
+    vector_length = models.PositiveIntegerField(help_text="Values every update must carry.")
+    stats_round = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The statistics round whose aggregate normalises this round's features.",
+    )
     policy = models.ForeignKey(RoundPolicy, on_delete=models.PROTECT, related_name="rounds")
     policy_snapshot = models.JSONField()
     key_epoch = models.ForeignKey(KeyEpoch, on_delete=models.PROTECT, related_name="rounds")

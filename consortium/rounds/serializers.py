@@ -26,6 +26,9 @@ class KeyEpochCreateSerializer(serializers.Serializer):
 class RoundSerializer(serializers.ModelSerializer):
     policy = serializers.DictField(source="policy_snapshot", read_only=True)
     key_epoch = serializers.CharField(source="key_epoch.fingerprint", read_only=True)
+    stats_round = serializers.IntegerField(
+        source="stats_round.number", allow_null=True, read_only=True
+    )
     base_round = serializers.IntegerField(
         source="base_round.number", allow_null=True, read_only=True
     )
@@ -35,6 +38,9 @@ class RoundSerializer(serializers.ModelSerializer):
         model = Round
         fields = [
             "number",
+            "kind",
+            "vector_length",
+            "stats_round",
             "state",
             "policy",
             "key_epoch",
@@ -81,6 +87,7 @@ class PolicySerializer(serializers.ModelSerializer):
             "max_rounds",
             "max_consecutive_failures",
             "ckks_params",
+            "normalize_features",
             "created_at",
             "created_by",
         ]

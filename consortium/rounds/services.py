@@ -27,6 +27,7 @@ from consortium.rounds.models import (
     KeyEpoch,
     MetricReport,
     Round,
+    RoundKind,
     RoundPolicy,
     RoundState,
     Submission,
@@ -52,6 +53,7 @@ POLICY_FIELDS = (
     "max_rounds",
     "max_consecutive_failures",
     "ckks_params",
+    "normalize_features",
 )
 
 
@@ -249,7 +251,7 @@ def _update_submit(
                 epoch_context(epoch),
                 epoch_params(epoch),
                 fingerprint=epoch.fingerprint,
-                expected_length=rnd.policy_snapshot["vector_length"],
+                expected_length=rnd.vector_length,
             )
     except UpdateInvalid as exc:
         _reject(
@@ -482,34 +484,78 @@ def round_open_next(now: datetime) -> list[str]:
         RoundPolicy.objects.select_for_update().get(pk=policy.pk)
         if Round.objects.filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING]).exists():
             return []
-        history = list(policy.rounds.order_by("-number").values_list("state", flat=True))
-        if history.count(RoundState.PUBLISHED) >= policy.max_rounds:
+        history = list(policy.rounds.order_by("-number").values_list("state", "kind"))
+        trained = sum(
+            1 for s, k in history if s == RoundState.PUBLISHED and k == RoundKind.TRAINING
+        )
+        if trained >= policy.max_rounds:
             return []
-        failures = next((i for i, s in enumerate(history) if s != RoundState.FAILED), len(history))
+        failures = next(
+            (i for i, (s, _) in enumerate(history) if s != RoundState.FAILED), len(history)
+        )
         if failures >= policy.max_consecutive_failures:
             return []
+        stats = _stats_round_for(policy, epoch)
+        kind = (
+            RoundKind.STATISTICS
+            if policy.normalize_features and stats is None
+            else RoundKind.TRAINING
+        )
         try:
-            rnd = round_open(policy=policy, epoch=epoch, now=now)
+            rnd = round_open(policy=policy, epoch=epoch, now=now, kind=kind, stats_round=stats)
         except IntegrityError:
             return []
-    return [f"round {rnd.number} opened"]
+    return [f"{kind} round {rnd.number} opened"]
 
 
-def round_open(*, policy: RoundPolicy, epoch: KeyEpoch, now: datetime) -> Round:
-    """Open a round with a frozen snapshot of the policy and the newest usable base."""
+def _stats_round_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
+    """The newest published statistics round usable under this policy and key epoch."""
+    return (
+        Round.objects.filter(
+            kind=RoundKind.STATISTICS,
+            state=RoundState.PUBLISHED,
+            key_epoch=epoch,
+            vector_length=policy.stats_vector_length,
+        )
+        .order_by("-number")
+        .first()
+    )
+
+
+def _base_round_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
+    """The newest published training round whose model this policy can continue from."""
+    candidates = Round.objects.filter(
+        kind=RoundKind.TRAINING,
+        state=RoundState.PUBLISHED,
+        key_epoch=epoch,
+        vector_length=policy.vector_length,
+    ).order_by("-number")[:20]
+    return next(
+        (r for r in candidates if r.policy_snapshot.get("model_spec") == policy.model_spec), None
+    )
+
+
+def round_open(
+    *,
+    policy: RoundPolicy,
+    epoch: KeyEpoch,
+    now: datetime,
+    kind: str = RoundKind.TRAINING,
+    stats_round: Round | None = None,
+) -> Round:
+    """Open a round with a frozen snapshot of the policy and the newest usable base.
+
+    A statistics round carries feature moments instead of weights; it has no base.
+    """
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
-        base = (
-            Round.objects.filter(
-                state=RoundState.PUBLISHED,
-                key_epoch=epoch,
-                policy__vector_length=policy.vector_length,
-            )
-            .order_by("-number")
-            .first()
-        )
+        training = kind == RoundKind.TRAINING
+        base = _base_round_for(policy, epoch) if training else None
         rnd = Round.objects.create(
             number=number,
+            kind=kind,
+            vector_length=policy.vector_length if training else policy.stats_vector_length,
+            stats_round=stats_round if training else None,
             policy=policy,
             policy_snapshot=policy.snapshot(),
             key_epoch=epoch,
@@ -523,6 +569,8 @@ def round_open(*, policy: RoundPolicy, epoch: KeyEpoch, now: datetime) -> Round:
             target=rnd,
             data={
                 "round": number,
+                "kind": kind,
+                "stats_round": rnd.stats_round.number if rnd.stats_round else None,
                 "policy": str(policy),
                 "key_epoch": epoch.fingerprint,
                 "base_round": base.number if base else None,

@@ -44,8 +44,12 @@ def test_a_bank_registers_its_first_signing_key_but_cannot_replace_it(client):
     url = "/api/v1/banks/me/signing-key"
     ok = client.put(url, {"public_key": first}, content_type="application/json", **persona.auth())
     assert ok.status_code == 200 and ok.json()["signing_public_key"] == first
-    again = client.put(url, {"public_key": public_key_b64(signing_key_new())},
-                       content_type="application/json", **persona.auth())
+    again = client.put(
+        url,
+        {"public_key": public_key_b64(signing_key_new())},
+        content_type="application/json",
+        **persona.auth(),
+    )
     assert again.status_code == 409
     assert "operator" in again.json()["message"]
 
@@ -54,15 +58,22 @@ def test_a_malformed_signing_key_is_refused_with_a_message(client):
     from tests.conftest import make_bank
 
     persona = make_bank("eta", with_key=False)
-    response = client.put("/api/v1/banks/me/signing-key", {"public_key": "abc"},
-                          content_type="application/json", **persona.auth())
+    response = client.put(
+        "/api/v1/banks/me/signing-key",
+        {"public_key": "abc"},
+        content_type="application/json",
+        **persona.auth(),
+    )
     assert response.status_code == 400
     assert "Ed25519" in response.json()["message"]
 
 
 def test_revocation_cannot_be_undone(client, operator, bank_alpha):
     client.force_login(operator)
-    assert client.post("/api/v1/banks/alpha/revoke", {}, content_type="application/json").status_code == 200
+    assert (
+        client.post("/api/v1/banks/alpha/revoke", {}, content_type="application/json").status_code
+        == 200
+    )
     again = client.post("/api/v1/banks/alpha/reactivate", {}, content_type="application/json")
     assert again.status_code == 409
     assert "cannot be undone" in again.json()["message"]

@@ -23,7 +23,7 @@ from he.params import CkksParams
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CHILD = r'''
+CHILD = r"""
 import gc, json, sys
 from pathlib import Path
 import django
@@ -43,6 +43,7 @@ work = Path(sys.argv[1])
 epoch = key_epoch_register(public_context=(work / "public.ctx").read_bytes(),
                            ckks_params=CkksParams().to_dict(), actor="probe")
 policy = policy_create(name="probe", actor="probe", activate=True, min_banks=2,
+                       normalize_features=False,
                        model_spec={"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"})
 scheduler_tick()
 rnd = Round.objects.get(state="open")
@@ -63,7 +64,7 @@ secret_keys = [o for o in gc.get_objects() if isinstance(o, ts.enc_context.Secre
 print(json.dumps({"state": rnd.state, "length": length, "contexts": len(contexts),
                   "private": sum(c.is_private() or c.has_secret_key() for c in contexts),
                   "secret_key_objects": len(secret_keys)}))
-'''
+"""
 
 
 def test_a_portal_process_running_a_full_round_never_holds_a_secret_key(tmp_path):
@@ -76,19 +77,36 @@ def test_a_portal_process_running_a_full_round_never_holds_a_secret_key(tmp_path
     from models.nets import build_model
     from models.vector import vector_length
 
-    length = vector_length(build_model({"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"},
-                                       len(FEATURE_NAMES))) + 1
+    length = (
+        vector_length(
+            build_model(
+                {"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"}, len(FEATURE_NAMES)
+            )
+        )
+        + 1
+    )
     digests = {}
     for i, slug in enumerate(["alpha", "beta"]):
         values = pack_update(np.full(length - 1, 0.1 * (i + 1)), 10)
-        digests[slug] = encrypt_to_file(secret, values, params, fingerprint(public),
-                                        tmp_path / f"{slug}.ckks")
+        digests[slug] = encrypt_to_file(
+            secret, values, params, fingerprint(public), tmp_path / f"{slug}.ckks"
+        )
     (tmp_path / "meta.json").write_text(json.dumps({"digests": digests}))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"DJANGO_SETTINGS_MODULE": "consortium.settings",
-                "CONSORTIUM_VAR_DIR": str(tmp_path / "var")})
-    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path)], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "consortium.settings",
+            "CONSORTIUM_VAR_DIR": str(tmp_path / "var"),
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     probe = json.loads(result.stdout.strip().splitlines()[-1])
     assert probe["state"] == "published"

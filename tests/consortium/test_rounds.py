@@ -28,10 +28,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _submit(client: Client, ckks: Any, rnd: Round, persona: Any, seed: int, n: int) -> np.ndarray:
-    body, plain = encrypted_update(ckks, rnd.policy_snapshot["vector_length"], seed=seed, n=n)
-    response = client.put(f"/api/v1/rounds/{rnd.number}/update", data=body,
-                          content_type="application/octet-stream",
-                          **upload_headers(persona, rnd.number, body))
+    body, plain = encrypted_update(ckks, rnd.vector_length, seed=seed, n=n)
+    response = client.put(
+        f"/api/v1/rounds/{rnd.number}/update",
+        data=body,
+        content_type="application/octet-stream",
+        **upload_headers(persona, rnd.number, body),
+    )
     assert response.status_code == 201, response.content
     return plain
 
@@ -39,8 +42,10 @@ def _submit(client: Client, ckks: Any, rnd: Round, persona: Any, seed: int, n: i
 def test_the_round_publishes_once_every_active_bank_has_submitted(
     client, ckks, open_round, bank_alpha, bank_beta, bank_gamma
 ):
-    plains = [_submit(client, ckks, open_round, p, seed=i, n=50 * (i + 1))
-              for i, p in enumerate([bank_alpha, bank_beta])]
+    plains = [
+        _submit(client, ckks, open_round, p, seed=i, n=50 * (i + 1))
+        for i, p in enumerate([bank_alpha, bank_beta])
+    ]
     scheduler_tick()
     open_round.refresh_from_db()
     assert open_round.state == RoundState.OPEN  # gamma is still missing, deadline not passed
@@ -97,10 +102,16 @@ def test_the_next_round_starts_from_the_last_published_aggregate(
 def test_no_round_opens_beyond_the_policys_maximum(ckks, open_round, policy):
     Round.objects.filter(pk=open_round.pk).update(state=RoundState.PUBLISHED)
     for n in range(2, 4):
-        Round.objects.create(number=open_round.number + n - 1, policy=policy,
-                             policy_snapshot=policy.snapshot(), key_epoch=open_round.key_epoch,
-                             state=RoundState.PUBLISHED, opened_at=timezone.now(),
-                             deadline_at=timezone.now())
+        Round.objects.create(
+            number=open_round.number + n - 1,
+            policy=policy,
+            vector_length=policy.vector_length,
+            policy_snapshot=policy.snapshot(),
+            key_epoch=open_round.key_epoch,
+            state=RoundState.PUBLISHED,
+            opened_at=timezone.now(),
+            deadline_at=timezone.now(),
+        )
     assert scheduler_tick() == []
     assert not Round.objects.filter(state=RoundState.OPEN).exists()
 
@@ -137,25 +148,34 @@ def test_min_banks_below_two_is_refused_with_a_reason(db, min_banks):
 
 def test_the_policy_api_explains_why_min_banks_below_two_is_refused(client, operator):
     client.force_login(operator)
-    response = client.post("/api/v1/policies/", {"name": "p", "min_banks": 1},
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/policies/", {"name": "p", "min_banks": 1}, content_type="application/json"
+    )
     assert response.status_code == 400
     assert "would reveal its update" in response.json()["message"]
 
 
 def test_the_portal_refuses_a_context_that_carries_a_secret_key(db, ckks):
     with pytest.raises(ApplicationError, match="secret key"):
-        key_epoch_register(public_context=secret_context_bytes(ckks.secret),
-                           ckks_params=PARAMS.to_dict(), actor="test")
+        key_epoch_register(
+            public_context=secret_context_bytes(ckks.secret),
+            ckks_params=PARAMS.to_dict(),
+            actor="test",
+        )
 
 
 def test_the_key_epoch_api_refuses_a_secret_context_with_400(client, operator, ckks):
     from tests.conftest import b64
 
     client.force_login(operator)
-    response = client.post("/api/v1/key-epochs/", {
-        "public_context_b64": b64(secret_context_bytes(ckks.secret)),
-        "ckks_params": PARAMS.to_dict()}, content_type="application/json")
+    response = client.post(
+        "/api/v1/key-epochs/",
+        {
+            "public_context_b64": b64(secret_context_bytes(ckks.secret)),
+            "ckks_params": PARAMS.to_dict(),
+        },
+        content_type="application/json",
+    )
     assert response.status_code == 400
     assert "secret key" in response.json()["message"]
     from consortium.rounds.models import KeyEpoch
@@ -164,20 +184,23 @@ def test_the_key_epoch_api_refuses_a_secret_context_with_400(client, operator, c
 
 
 def test_a_bank_cannot_use_operator_endpoints(client, bank_alpha):
-    response = client.post("/api/v1/banks/", {"slug": "evil"}, content_type="application/json",
-                           **bank_alpha.auth())
+    response = client.post(
+        "/api/v1/banks/", {"slug": "evil"}, content_type="application/json", **bank_alpha.auth()
+    )
     assert response.status_code == 403
     assert "operators" in response.json()["message"]
 
 
 def test_metrics_are_accepted_only_for_published_rounds(client, ckks, open_round, bank_alpha):
     url = f"/api/v1/rounds/{open_round.number}/metrics"
-    early = client.post(url, {"metrics": {"auprc": 0.5}}, content_type="application/json",
-                        **bank_alpha.auth())
+    early = client.post(
+        url, {"metrics": {"auprc": 0.5}}, content_type="application/json", **bank_alpha.auth()
+    )
     assert early.status_code == 409
     Round.objects.filter(pk=open_round.pk).update(state=RoundState.PUBLISHED)
-    ok = client.post(url, {"metrics": {"auprc": 0.5}}, content_type="application/json",
-                     **bank_alpha.auth())
+    ok = client.post(
+        url, {"metrics": {"auprc": 0.5}}, content_type="application/json", **bank_alpha.auth()
+    )
     assert ok.status_code == 200 and ok.json()["self_reported"] is True
 
 
@@ -186,3 +209,33 @@ def test_the_openapi_schema_is_generated(client):
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert "/api/v1/rounds/{number}/update" in paths
+
+
+def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggregate(
+    client, ckks, epoch, bank_alpha, bank_beta
+):
+    from consortium.rounds.models import RoundKind
+
+    policy = policy_create(
+        name="normalised",
+        actor="test",
+        activate=True,
+        min_banks=2,
+        model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+    )
+    scheduler_tick()
+    stats = Round.objects.get(state=RoundState.OPEN)
+    assert stats.kind == RoundKind.STATISTICS
+    assert stats.vector_length == 2 * policy.n_features + 1
+    assert stats.base_round is None
+    for i, persona in enumerate([bank_alpha, bank_beta]):
+        _submit(client, ckks, stats, persona, i, 10)
+    scheduler_tick()
+    stats.refresh_from_db()
+    assert stats.state == RoundState.PUBLISHED
+    training = Round.objects.get(state=RoundState.OPEN)
+    assert training.kind == RoundKind.TRAINING
+    assert training.stats_round_id == stats.pk
+    assert training.vector_length == policy.vector_length
+    detail = client.get(f"/api/v1/rounds/{training.number}", **bank_alpha.auth()).json()
+    assert detail["stats_round"] == stats.number and detail["kind"] == "training"

@@ -18,22 +18,32 @@ pytestmark = pytest.mark.django_db
 
 
 def _put(client: Client, number: int, body: bytes, headers: dict[str, str]) -> Any:
-    return client.put(f"/api/v1/rounds/{number}/update", data=body,
-                      content_type="application/octet-stream", **headers)
+    return client.put(
+        f"/api/v1/rounds/{number}/update",
+        data=body,
+        content_type="application/octet-stream",
+        **headers,
+    )
 
 
 def _state(rnd: Round) -> tuple[str, int, list[str]]:
     rnd.refresh_from_db()
-    return rnd.state, rnd.submissions.count(), sorted(rnd.submissions.values_list("digest", flat=True))
+    return (
+        rnd.state,
+        rnd.submissions.count(),
+        sorted(rnd.submissions.values_list("digest", flat=True)),
+    )
 
 
 def _length(rnd: Round) -> int:
-    return int(rnd.policy_snapshot["vector_length"])
+    return int(rnd.vector_length)
 
 
 def test_a_valid_signed_update_is_accepted_and_stored(client, ckks, open_round, bank_alpha):
     body, _ = encrypted_update(ckks, _length(open_round))
-    response = _put(client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body))
+    response = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
     assert response.status_code == 201, response.json()
     sub = Submission.objects.get(round=open_round, bank=bank_alpha.bank)
     assert sub.digest == hashlib.sha256(body).hexdigest()
@@ -50,7 +60,9 @@ def test_retrying_the_same_upload_is_idempotent_and_a_different_one_is_refused(
     assert again.status_code == 200
     assert again.json()["digest"] == hashlib.sha256(body).hexdigest()
     other, _ = encrypted_update(ckks, _length(open_round), seed=2)
-    refused = _put(client, open_round.number, other, upload_headers(bank_alpha, open_round.number, other))
+    refused = _put(
+        client, open_round.number, other, upload_headers(bank_alpha, open_round.number, other)
+    )
     assert refused.status_code == 409
     assert "already submitted" in refused.json()["message"]
     assert Submission.objects.filter(round=open_round).count() == 1
@@ -85,8 +97,9 @@ def _other_context_same_fingerprint(ckks, rnd):
 
     other = generate_secret_context(CkksParams(8192, (60, 40, 60), 28))
     buf = io.BytesIO()
-    encrypt_vector(other, np.zeros(_length(rnd)), CkksParams(8192, (60, 40, 60), 28),
-                   ckks.fingerprint, buf)
+    encrypt_vector(
+        other, np.zeros(_length(rnd)), CkksParams(8192, (60, 40, 60), 28), ckks.fingerprint, buf
+    )
     return buf.getvalue()
 
 
@@ -107,7 +120,9 @@ def test_malformed_bodies_are_refused_and_the_round_is_unchanged(
 ):
     before = _state(open_round)
     body = make_body(ckks, open_round)
-    response = _put(client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body))
+    response = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
     assert response.status_code == status, response.content
     assert message in response.json()["message"]
     assert _state(open_round) == before
@@ -116,7 +131,9 @@ def test_malformed_bodies_are_refused_and_the_round_is_unchanged(
 def test_an_oversized_body_is_refused_with_413(client, ckks, open_round, bank_alpha, settings):
     settings.MAX_UPLOAD_BYTES = 10_000
     body, _ = encrypted_update(ckks, _length(open_round))
-    response = _put(client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body))
+    response = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
     assert response.status_code == 413
     assert "limit" in response.json()["message"]
     assert open_round.submissions.count() == 0
@@ -145,8 +162,12 @@ def test_a_missing_or_bad_signature_is_refused(client, ckks, open_round, bank_al
 
 def test_a_signature_by_another_bank_is_refused(client, ckks, open_round, bank_alpha, bank_beta):
     body, _ = encrypted_update(ckks, _length(open_round))
-    response = _put(client, open_round.number, body,
-                    upload_headers(bank_alpha, open_round.number, body, signer=bank_beta))
+    response = _put(
+        client,
+        open_round.number,
+        body,
+        upload_headers(bank_alpha, open_round.number, body, signer=bank_beta),
+    )
     assert response.status_code == 403
     assert open_round.submissions.count() == 0
 
@@ -164,7 +185,9 @@ def test_an_upload_replayed_into_a_later_round_is_refused(client, ckks, open_rou
 def test_an_upload_to_a_closed_round_is_refused(client, ckks, open_round, bank_alpha, state):
     Round.objects.filter(pk=open_round.pk).update(state=state)
     body, _ = encrypted_update(ckks, _length(open_round))
-    response = _put(client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body))
+    response = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
     assert response.status_code == 409
     assert state in response.json()["message"]
 
@@ -174,7 +197,9 @@ def test_an_upload_after_the_deadline_is_refused(client, ckks, open_round, bank_
 
     Round.objects.filter(pk=open_round.pk).update(deadline_at=timezone.now())
     body, _ = encrypted_update(ckks, _length(open_round))
-    response = _put(client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body))
+    response = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
     assert response.status_code == 409
     assert "deadline" in response.json()["message"]
 
@@ -194,7 +219,9 @@ def test_a_suspended_or_revoked_bank_can_do_nothing(client, ckks, open_round, ba
     status = BankStatus.SUSPENDED if action == "suspend" else BankStatus.REVOKED
     bank_set_status(bank=bank_alpha.bank, status=status, actor="test")
     body, _ = encrypted_update(ckks, _length(open_round))
-    upload = _put(client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body))
+    upload = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
     assert upload.status_code == 401
     assert status.value in upload.json()["message"]
     for path in ["/api/v1/rounds/current", "/api/v1/banks/me", "/api/v1/key-epochs/current"]:
@@ -203,7 +230,9 @@ def test_a_suspended_or_revoked_bank_can_do_nothing(client, ckks, open_round, ba
 
 
 @pytest.mark.parametrize("credential", [None, "cbk_nope_nope", "garbage", "cbk_x"])
-def test_a_missing_or_invalid_credential_is_refused(client, ckks, open_round, bank_alpha, credential):
+def test_a_missing_or_invalid_credential_is_refused(
+    client, ckks, open_round, bank_alpha, credential
+):
     body, _ = encrypted_update(ckks, _length(open_round))
     headers = upload_headers(bank_alpha, open_round.number, body)
     if credential is None:
@@ -221,7 +250,9 @@ def test_a_bank_without_a_registered_signing_key_is_told_to_register(client, ckk
 
     keyless: Persona = make_bank("delta", with_key=False)
     body, _ = encrypted_update(ckks, _length(open_round))
-    response = _put(client, open_round.number, body, upload_headers(keyless, open_round.number, body))
+    response = _put(
+        client, open_round.number, body, upload_headers(keyless, open_round.number, body)
+    )
     assert response.status_code == 400
     assert "register" in response.json()["message"]
 
