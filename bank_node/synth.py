@@ -17,7 +17,10 @@ IBM_HEADER = [
 ]  # fmt: skip
 EXTRA_HEADER = ["Attempt ID", "Typology", "Kind"]
 FORMATS = ["Cheque", "Credit Card", "ACH", "Cash", "Reinvestment", "Wire", "Bitcoin"]
-TYPOLOGIES = ["fan_out", "fan_in", "cycle", "structuring", "pass_through", "scatter_gather"]
+TYPOLOGIES = [
+    "fan_out", "fan_in", "cycle", "structuring", "pass_through", "scatter_gather",
+    "gather_scatter", "account_takeover",
+]  # fmt: skip
 BENIGN_KINDS = [
     "card", "salary", "savings_sweep", "bill", "cash", "merchant_cash", "b2b",
     "reinvestment", "crypto", "payout", "escrow",
@@ -38,10 +41,11 @@ MANIFEST_FORMAT = "consortium-synth/1"
 FIRST_EXTERNAL_BANK = 101
 
 _TINY: dict[str, Any] = {
+    "banks": 4,  # member banks when generate_world is not told n_banks
     "start": "2022-09-01",
     "days": 56,
     "persons_largest_bank": 1100,  # the other members shrink by (rank ** -size_skew)
-    "size_skew": 0.45,
+    "size_skew": 0.45,  # Zipf exponent of bank sizes: 0 = equal banks
     "business_share": 0.08,  # businesses per person (doubled at corporate banks)
     "external_banks": 6,  # non-member banks: counterparties nobody in the consortium sees
     "external_share": 0.3,  # their accounts, relative to all members' accounts
@@ -58,14 +62,43 @@ _TINY: dict[str, Any] = {
     "merchant_cash_rate": 0.25,  # cash deposits per merchant per weekday
     "crypto_rate": 0.03,  # crypto purchases per person per day at crypto-friendly banks
     "attempts_per_day": 2.4,  # laundering attempts per day, whole world
-    "cross_bank_share": 0.55,  # chance a scheme's counterparty banks elsewhere
+    "cross_bank_share": 0.55,  # chance a scheme's counterparty banks elsewhere (all schemes
+    # scale their cross-bank chance with it; 0.55 is the reference level)
     "fresh_mule_share": 0.3,  # chance an involved account is a new account
     "train_fraction": 0.6,
-    "train_typologies_per_bank": 2,
+    "train_typologies_per_bank": 2,  # typologies a bank meets while training; 0 = all
+    "typology_alpha": 0.0,  # Dirichlet alpha of each bank's training typology mix; 0 = even
+    "base_rate_spread": 0.0,  # sigma of a log-normal factor on each bank's laundering rate
+    "holdout": {},  # typology -> member bank ids that alone meet it in the training period
+}
+_SMALL: dict[str, Any] = {
+    **_TINY,
+    "banks": 20,
+    "days": 91,
+    "persons_largest_bank": 11500,
+    "size_skew": 0.8,
+    "external_banks": 12,
+    "attempts_per_day": 12.0,
+    "train_typologies_per_bank": 0,
+    "typology_alpha": 0.3,
+    "base_rate_spread": 0.5,
+    "holdout": {"cycle": ["2"], "account_takeover": ["3", "6"]},
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _TINY,
     "demo": {**_TINY, "days": 70, "persons_largest_bank": 1200},
+    # About 20 banks and 2M transactions, with two holdout typologies.
+    "small": _SMALL,
+    # Near IBM's HI-Small (about 5M transactions, 30 banks).
+    "hi-small": {
+        **_SMALL,
+        "banks": 30,
+        "days": 120,
+        "persons_largest_bank": 14000,
+        "external_banks": 16,
+        "attempts_per_day": 16.0,
+        "holdout": {"cycle": ["2"], "account_takeover": ["3", "6"], "gather_scatter": ["4"]},
+    },
 }
 
 _MERCHANT, _COMPANY, _UTILITY = range(3)  # roles of business accounts
@@ -74,6 +107,7 @@ _HOUR_W = {  # relative activity by hour of day
     "office": [0, 0, 0, 0, 0, 0, 0, 1, 5, 9, 10, 10, 8, 9, 10, 10, 9, 6, 2, 0, 0, 0, 0, 0],
     "bills": [2, 6, 8, 4, 1, 1, 1, 2, 3, 4, 4, 4, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2],
     "launder": [2, 2, 2, 2, 2, 2, 3, 4, 7, 9, 10, 10, 9, 9, 10, 10, 9, 7, 5, 4, 3, 3, 2, 2],
+    "night": [9, 10, 10, 9, 8, 6, 4, 3, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 4, 5, 6, 8],
 }
 _LAUNDER_FORMAT_P = {"ACH": 0.45, "Wire": 0.3, "Cheque": 0.08, "Credit Card": 0.05, "Bitcoin": 0.12}
 
@@ -163,6 +197,11 @@ class _World:
             + [CURRENCIES.index(c) for c in rng.choice(HOME_CURRENCIES, self.n_banks - m)]
         )
         self.allowed = _train_assignment(rng, m, int(self.p["train_typologies_per_bank"]))
+        for name, banks in self.p["holdout"].items():
+            self.allowed[:, TYPOLOGIES.index(name)] = np.isin(np.arange(1, m + 1), _ints(banks))
+        self.mix = _typology_mix(rng, self.allowed, self.p)
+        spread = float(self.p["base_rate_spread"])
+        self.rate_factor = np.exp(spread * rng.standard_normal(m)) if spread > 0 else np.ones(m)
 
     def _populate(self) -> None:
         rng, p, m = self.rng, self.p, self.n_members
@@ -222,9 +261,12 @@ def _train_assignment(rng: np.random.Generator, n_members: int, per_bank: int) -
     """Boolean (bank x typology) matrix of the typologies each bank meets while training.
 
     Banks take consecutive windows of a seeded typology order, wide enough that every
-    typology is met by some bank; with 4 banks and 6 typologies each bank misses four.
+    typology is met by some bank; with 4 banks and 8 typologies each bank misses six.
+    ``per_bank = 0`` allows every typology everywhere (the Dirichlet mix then decides).
     """
     n_typ = len(TYPOLOGIES)
+    if per_bank <= 0:
+        return np.ones((n_members, n_typ), bool)
     width = min(n_typ, max(per_bank, math.ceil(n_typ / n_members)))
     order = rng.permutation(n_typ)
     allowed = np.zeros((n_members, n_typ), bool)
@@ -232,6 +274,35 @@ def _train_assignment(rng: np.random.Generator, n_members: int, per_bank: int) -
         first = (bank * n_typ) // n_members
         allowed[bank, order[(first + np.arange(width)) % n_typ]] = True
     return allowed
+
+
+def _typology_mix(rng: np.random.Generator, allowed: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Each bank's probabilities over typologies for its training-period attempts.
+
+    Drawn from Dirichlet(``typology_alpha``) (small alpha: each bank meets few typologies)
+    or even when alpha is 0, then restricted to the allowed typologies. A holdout bank
+    gets at least an even share of its holdout typology, so it really learns it.
+    """
+    n_members, n_typ = allowed.shape
+    alpha = float(p["typology_alpha"])
+    mix = rng.dirichlet(np.full(n_typ, alpha), n_members) if alpha > 0 else np.ones(allowed.shape)
+    for name in p["holdout"]:
+        k = TYPOLOGIES.index(name)
+        mix[:, k] = np.where(allowed[:, k], np.maximum(mix[:, k], 1 / n_typ), 0)
+    mix = np.where(allowed, mix + 1e-12, 0.0)  # +eps: an allowed typology is never impossible
+    total = mix.sum(axis=1, keepdims=True)
+    return np.divide(mix, total, out=np.zeros_like(mix), where=total > 0)
+
+
+def _ints(bank_ids: Any) -> list[int]:
+    return [int(b) for b in bank_ids]
+
+
+def _categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One draw per row of a (rows x categories) probability matrix."""
+    cum = np.cumsum(probs, axis=1)
+    return np.minimum((cum < rng.random(len(probs))[:, None] * cum[:, -1:]).sum(axis=1),
+                      probs.shape[1] - 1)  # fmt: skip
 
 
 # --- benign flows -------------------------------------------------------------------------
@@ -441,17 +512,24 @@ class _Attempts:
 
 
 def _draw_attempts(w: _World) -> list[_Attempts]:
+    """Attempts' home banks (by size and rate factor) and typologies.
+
+    Training-period attempts follow the home bank's typology mix; held-out-period ones
+    are even over all typologies, so every bank meets every typology when evaluated.
+    """
     rng, m = w.rng, w.n_members
     rate = float(w.p["attempts_per_day"])
     n_train = rng.poisson(rate * w.days * float(w.p["train_fraction"]))
     n_test = rng.poisson(rate * w.days * (1 - float(w.p["train_fraction"])))
-    home = rng.choice(m, n_train + n_test, p=w.size_weight / w.size_weight.sum())
+    weight = w.size_weight * w.rate_factor
+    train_weight = weight * (w.mix.sum(axis=1) > 0)  # a bank allowed nothing launders nothing
+    home = np.concatenate([
+        rng.choice(m, n_train, p=train_weight / train_weight.sum()),
+        rng.choice(m, n_test, p=weight / weight.sum()),
+    ])  # fmt: skip
     train = np.arange(n_train + n_test) < n_train
     typ = rng.integers(0, len(TYPOLOGIES), n_train + n_test)
-    allowed_idx = np.argsort(~w.allowed, axis=1, kind="stable")  # allowed typologies first
-    width = int(w.allowed[0].sum())
-    pick = allowed_idx[home, rng.integers(0, width, n_train + n_test)]
-    typ = np.where(train, pick, typ)
+    typ[:n_train] = _categorical(rng, w.mix[home[:n_train]])
     ids = np.arange(n_train + n_test)
     return [
         _Attempts(ids[typ == k], home[typ == k], train[typ == k], k) for k in range(len(TYPOLOGIES))
@@ -486,6 +564,12 @@ def _mule_or_customer(w: _World, bank: np.ndarray) -> np.ndarray:
     return out
 
 
+def _cross(w: _World, typical: float | None = None) -> float:
+    """A scheme's chance per counterparty of banking elsewhere, scaled by the world's knob."""
+    share = float(w.p["cross_bank_share"])
+    return share if typical is None else min(1.0, typical * share / 0.55)
+
+
 def _rows_for(
     att: _Attempts, per: np.ndarray, src: Any, dst: Any, offset: Any, usd: Any, fmt: Any
 ) -> _Rows:
@@ -515,7 +599,7 @@ def _fan(w: _World, att: _Attempts, inward: bool) -> _Rows:
     rng, n = w.rng, len(att.ids)
     per = rng.integers(5, 11, n)
     hub = _mule_or_customer(w, att.home)
-    others = _counterparties(w, att, per, float(w.p["cross_bank_share"]))
+    others = _counterparties(w, att, per, _cross(w))
     span = rng.integers(60, 36 * 60, n)
     offset = np.repeat(_start_of_day(w, n), per) + (
         rng.random(per.sum()) * np.repeat(span, per)
@@ -531,7 +615,7 @@ def _cycle(w: _World, att: _Attempts) -> _Rows:
     rng, n = w.rng, len(att.ids)
     per = rng.integers(3, 7, n)
     first = np.concatenate([[0], np.cumsum(per)[:-1]])
-    ring = _counterparties(w, att, per, 0.85)
+    ring = _counterparties(w, att, per, _cross(w, 0.85))
     ring[first] = _mule_or_customer(w, att.home)
     pos = np.arange(per.sum()) - np.repeat(first, per)
     nxt = np.where(pos + 1 < np.repeat(per, per), np.arange(per.sum()) + 1, np.repeat(first, per))
@@ -554,7 +638,7 @@ def _structuring(w: _World, att: _Attempts) -> _Rows:
     per = rng.integers(3, 9, n)
     who = np.repeat(_mule_or_customer(w, att.home), per)
     cash = np.repeat(rng.random(n) < 0.5, per)
-    payee = _counterparties(w, att, per, float(w.p["cross_bank_share"]))
+    payee = _counterparties(w, att, per, _cross(w))
     day = rng.integers(0, 5, per.sum())
     offset = day * 1440 + w.hours(per.sum(), "office") * 60 + rng.integers(0, 60, per.sum())
     local = np.round(
@@ -573,7 +657,7 @@ def _pass_through(w: _World, att: _Attempts) -> _Rows:
     per = outs + 1
     first = np.concatenate([[0], np.cumsum(per)[:-1]])
     mule = np.repeat(_mule_or_customer(w, att.home), per)
-    others = _counterparties(w, att, per, 0.8)
+    others = _counterparties(w, att, per, _cross(w, 0.8))
     is_in = np.zeros(per.sum(), bool)
     is_in[first] = True
     amount = np.repeat(w.lognormal(9000, 0.7, n), per)
@@ -597,8 +681,8 @@ def _scatter_gather(w: _World, att: _Attempts) -> _Rows:
     rng, n = w.rng, len(att.ids)
     k = rng.integers(3, 7, n)
     source = np.repeat(_mule_or_customer(w, att.home), k)
-    sink = np.repeat(_counterparties(w, att, np.ones(n, np.int64), 0.7), k)
-    mules = _counterparties(w, att, k, float(w.p["cross_bank_share"]))
+    sink = np.repeat(_counterparties(w, att, np.ones(n, np.int64), _cross(w, 0.7)), k)
+    mules = _counterparties(w, att, k, _cross(w))
     t1 = np.repeat(_start_of_day(w, n), k) + rng.integers(0, 12 * 60, k.sum())
     t2 = t1 + rng.integers(60, 24 * 60, k.sum())
     leg = np.repeat(w.lognormal(12000, 0.6, n) / k, k) * rng.uniform(0.85, 1.15, k.sum())
@@ -606,6 +690,57 @@ def _scatter_gather(w: _World, att: _Attempts) -> _Rows:
     first = _rows_for(att, k, source, mules, t1, leg, fmt)
     second = _rows_for(att, k, mules, sink, t2, leg * rng.uniform(0.95, 0.99, k.sum()), fmt)
     return _Rows.concat([first, second])
+
+
+def _gather_scatter(w: _World, att: _Attempts) -> _Rows:
+    """Several accounts pay one hub, which soon pays (nearly) the sum on to several others."""
+    rng, n = w.rng, len(att.ids)
+    k_in, k_out = rng.integers(3, 7, n), rng.integers(3, 7, n)
+    hub = _mule_or_customer(w, att.home)
+    sources = _counterparties(w, att, k_in, _cross(w))
+    sinks = _counterparties(w, att, k_out, _cross(w))
+    t_in = np.repeat(_start_of_day(w, n), k_in) + rng.integers(0, 12 * 60, k_in.sum())
+    gathered = np.maximum.reduceat(t_in, np.concatenate([[0], np.cumsum(k_in)[:-1]]))
+    t_out = np.repeat(gathered, k_out) + rng.integers(30, 12 * 60, k_out.sum())
+    total = w.lognormal(15000, 0.6, n)
+    leg_in = np.repeat(total / k_in, k_in) * rng.uniform(0.85, 1.15, k_in.sum())
+    kept = rng.uniform(0.9, 0.98, n)
+    leg_out = np.repeat(total * kept / k_out, k_out) * rng.uniform(0.85, 1.15, k_out.sum())
+    fmt = _launder_format(w, n)
+    gather = _rows_for(att, k_in, sources, np.repeat(hub, k_in), t_in, leg_in,
+                       np.repeat(fmt, k_in))  # fmt: skip
+    scatter = _rows_for(att, k_out, np.repeat(hub, k_out), sinks, t_out, leg_out,
+                        np.repeat(fmt, k_out))  # fmt: skip
+    return _Rows.concat([gather, scatter])
+
+
+def _account_takeover(w: _World, att: _Attempts) -> _Rows:
+    """PaySim's fraud: a taken-over customer account TRANSFERs most of its money to a mule,
+    who CASHes it OUT within hours (cash withdrawals, or bitcoin bought at an exchange)."""
+    rng, n = w.rng, len(att.ids)
+    outs = rng.integers(1, 4, n)
+    per = outs + 1
+    first = np.concatenate([[0], np.cumsum(per)[:-1]])
+    is_transfer = np.zeros(per.sum(), bool)
+    is_transfer[first] = True
+    victim = np.repeat(w.existing_person(att.home), per)  # established customers, never new
+    mule = np.repeat(_counterparties(w, att, np.ones(n, np.int64), _cross(w, 0.7)), per)
+    amount = np.repeat(w.lognormal(7000, 0.8, n), per) * w.person_wealth[victim - w.persons[0]]
+    share = rng.uniform(0.5, 1.0, per.sum())
+    share_sum = np.repeat(np.add.reduceat(np.where(is_transfer, 0, share), first), per)
+    usd = np.where(is_transfer, amount, amount * rng.uniform(0.95, 1.0, per.sum()) * share
+                   / share_sum)  # fmt: skip
+    delay = _cumsum_within(np.where(is_transfer, 0, rng.integers(5, 180, per.sum())), first, per)
+    start = w.hours(n, "night") * 60 + rng.integers(0, 60, n)
+    crypto = rng.random(per.sum()) < 0.3
+    exchange = rng.choice(w.exchange, per.sum())
+    cash_dst = np.where(crypto, exchange, mule)
+    cash_fmt = np.where(crypto, FORMATS.index("Bitcoin"), FORMATS.index("Cash"))
+    wire = rng.choice([FORMATS.index("Wire"), FORMATS.index("ACH")], per.sum(), p=[0.6, 0.4])
+    return _rows_for(
+        att, per, np.where(is_transfer, victim, mule), np.where(is_transfer, mule, cash_dst),
+        np.repeat(start, per) + delay, usd, np.where(is_transfer, wire, cash_fmt),
+    )  # fmt: skip
 
 
 def _place_in_time(w: _World, rows: _Rows, att: _Attempts) -> _Rows:
@@ -632,7 +767,8 @@ def _laundering(w: _World) -> _Rows:
             rows = _fan(w, att, inward=name == "fan_in")
         else:
             rows = {"cycle": _cycle, "structuring": _structuring, "pass_through": _pass_through,
-                    "scatter_gather": _scatter_gather}[name](w, att)  # fmt: skip
+                    "scatter_gather": _scatter_gather, "gather_scatter": _gather_scatter,
+                    "account_takeover": _account_takeover}[name](w, att)  # fmt: skip
         parts.append(_place_in_time(w, rows, att))
     return _Rows.concat(parts)
 
@@ -723,7 +859,23 @@ def _resolve_params(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         params[key] = value
     if params["days"] < 7 or params["external_banks"] < 1 or not 0 < params["train_fraction"] < 1:
         raise ValueError("need days >= 7, external_banks >= 1 and 0 < train_fraction < 1")
+    if params["typology_alpha"] < 0 or params["base_rate_spread"] < 0:
+        raise ValueError("typology_alpha and base_rate_spread must not be negative")
     return params
+
+
+def _check_holdout(holdout: dict[str, Any], n_banks: int) -> dict[str, list[str]]:
+    """Validate ``{typology: [member bank ids]}`` and return it with string ids, sorted."""
+    out = {}
+    for name, banks in holdout.items():
+        if name not in TYPOLOGIES:
+            raise ValueError(f"holdout typology {name!r} unknown; choose from {TYPOLOGIES}")
+        ids = [str(b) for b in ([banks] if isinstance(banks, str | int) else banks)]
+        bad = [b for b in ids if not (b.isdigit() and 1 <= int(b) <= n_banks)]
+        if bad:
+            raise ValueError(f"holdout {name!r}: {bad} are not member banks 1..{n_banks}")
+        out[name] = sorted(set(ids), key=int)
+    return dict(sorted(out.items()))
 
 
 def _bank_summary(w: _World, rows: _Rows, mine: np.ndarray, index: int) -> dict[str, Any]:
@@ -738,6 +890,8 @@ def _bank_summary(w: _World, rows: _Rows, mine: np.ndarray, index: int) -> dict[
         "laundering_rows": int((typology >= 0).sum()),
         "segment": w.segment[index],
         "currency": CURRENCIES[w.currency[index]],
+        "rate_factor": round(float(w.rate_factor[index]), 6),
+        "train_mix": {t: round(float(w.mix[index, k]), 6) for k, t in enumerate(TYPOLOGIES)},
         "train_typologies": [t for k, t in enumerate(TYPOLOGIES) if w.allowed[index, k]],
         "typology_rows": count(np.ones_like(in_train)),
         "typology_rows_train": count(in_train),
@@ -751,7 +905,12 @@ def _stamp(w: _World, minute: int) -> str:
 
 
 def generate_world(
-    out_dir: Path, *, n_banks: int = 4, preset: str = "tiny", seed: int = 0, **overrides: Any
+    out_dir: Path | str,
+    *,
+    n_banks: int | None = None,
+    preset: str = "tiny",
+    seed: int = 0,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Write one IBM-format CSV per member bank plus ``manifest.json``; return the manifest.
 
@@ -763,12 +922,20 @@ def generate_world(
     Parameters
     ----------
     out_dir : created if missing; existing ``bank_*.csv`` files of the same ids are replaced.
-    n_banks : number of member banks (ids ``"1"`` .. ``str(n_banks)``, ``"1"`` the largest).
-    preset : a key of `PRESETS`; ``overrides`` replace single preset values.
+    n_banks : number of member banks (ids ``"1"`` .. ``str(n_banks)``, ``"1"`` the largest);
+        default the preset's ``banks``.
+    preset : a key of `PRESETS`; ``overrides`` replace single preset values, e.g.
+        ``holdout={"cycle": ["1"], "account_takeover": ["2"]}`` (those typologies occur in
+        the training period only at the named banks), ``typology_alpha=0.3`` (each bank's
+        training typology mix ~ Dirichlet(0.3)), ``size_skew`` (Zipf exponent of bank
+        sizes), ``base_rate_spread``, ``cross_bank_share``.
     """
+    params = _resolve_params(preset, overrides)
+    n_banks = int(params["banks"]) if n_banks is None else n_banks
     if n_banks < 1:
         raise ValueError("n_banks must be at least 1")
-    params = _resolve_params(preset, overrides)
+    params["banks"] = n_banks
+    params["holdout"] = _check_holdout(params["holdout"], n_banks)
     world = _World(n_banks, params, seed)
     rows = _all_rows(world)
     table = _table(world, rows)
@@ -795,6 +962,9 @@ def _manifest(
     attempts = {
         t: len(np.unique(rows.attempt[rows.typology == k])) for k, t in enumerate(TYPOLOGIES)
     }
+    train_banks = {
+        t: [b for b, info in banks.items() if info["typology_rows_train"][t]] for t in TYPOLOGIES
+    }
     return {
         "format": MANIFEST_FORMAT,
         "seed": seed,
@@ -805,6 +975,8 @@ def _manifest(
         "end": _stamp(w, w.minutes),
         "train_end": _stamp(w, w.train_end),
         "typologies": list(TYPOLOGIES),
+        "holdout": params["holdout"],
+        "train_banks": train_banks,  # which member banks saw each typology while training
         "reporting_threshold": REPORTING_THRESHOLD,
         "banks": banks,
         "totals": {
