@@ -14,7 +14,15 @@ import numpy as np
 from bank_node.config import NodeConfig
 from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient, PortalError
-from bank_node.training import LocalData, evaluate, local_data, model_from_vector, train_round
+from bank_node.training import (
+    LocalData,
+    Normalizer,
+    evaluate,
+    feature_moments,
+    local_data,
+    model_from_vector,
+    train_round,
+)
 from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update, unpack_aggregate
 from he.signing import sign, update_message
 
@@ -67,6 +75,7 @@ class Agent:
             key = str(rnd["number"])
             if (
                 rnd["state"] == "published"
+                and rnd.get("kind", "training") == "training"
                 and key in self.state.submitted
                 and key not in self.state.evaluated
             ):
@@ -86,11 +95,16 @@ class Agent:
             self.state.skipped[key] = reason
             self.state.save(self.state_path)
             return False
-        policy = rnd["policy"]
-        base = self.base_weights(rnd)
         started = time.monotonic()
-        weights, n = train_round(self.data, policy, base, seed=rnd["number"])
-        log.info("round %s: trained on %d rows in %.1fs", key, n, time.monotonic() - started)
+        if rnd.get("kind") == "statistics":
+            weights, n = feature_moments(self.data)
+            log.info("round %s: feature moments over %d rows", key, n)
+        else:
+            data = self.data.normalized(self.normalizer(rnd.get("stats_round")))
+            weights, n = train_round(
+                data, rnd["policy"], self.base_weights(rnd), seed=rnd["number"]
+            )
+            log.info("round %s: trained on %d rows in %.1fs", key, n, time.monotonic() - started)
         digest, path = self.encrypt(rnd["number"], weights, n)
         signature = sign(
             self.keys.signing_key, update_message(rnd["number"], self.config.bank, digest)
@@ -113,6 +127,18 @@ class Agent:
         )
         return digest, path
 
+    def normalizer(self, stats_round: int | None) -> Normalizer | None:
+        """The consortium-wide normalisation of a published statistics round (cached)."""
+        if stats_round is None:
+            return None
+        path = self.config.state_dir / f"normalization-round-{stats_round}.json"
+        if path.exists():
+            return Normalizer.from_json(path.read_text())
+        moments, _total = self.global_weights(stats_round)
+        norm = Normalizer.from_moments(moments, stats_round)
+        path.write_text(norm.to_json())
+        return norm
+
     def base_weights(self, rnd: dict[str, Any]) -> np.ndarray | None:
         """The round's starting point: None for initial weights, else the decrypted base."""
         if rnd["base_round"] is None:
@@ -133,10 +159,20 @@ class Agent:
         weights, _total = self.global_weights(rnd["number"])
         policy = rnd["policy"]
         model = model_from_vector(policy["model_spec"], policy["n_features"], weights)
-        metrics = evaluate(model, self.data)
+        stats_round = rnd.get("stats_round")
+        metrics = evaluate(model, self.data.normalized(self.normalizer(stats_round)))
+        threshold = metrics.pop("threshold", None)
         np.save(self.config.state_dir / "global_model.npy", weights)
         (self.config.state_dir / "global_model.json").write_text(
-            json.dumps({"round": rnd["number"], "policy": policy}, indent=2)
+            json.dumps(
+                {
+                    "round": rnd["number"],
+                    "policy": policy,
+                    "stats_round": stats_round,
+                    "threshold": threshold,
+                },
+                indent=2,
+            )
         )
         try:
             self.client.report_metrics(rnd["number"], metrics)

@@ -117,13 +117,23 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     """Local-only reference: the same model trained on this bank's data alone."""
     import torch
 
-    from bank_node.training import evaluate, local_data, model_from_vector
+    from bank_node.training import (
+        Normalizer,
+        evaluate,
+        feature_moments,
+        local_data,
+        model_from_vector,
+    )
     from models.training import train_local
 
     config = _config(args)
     torch.set_num_threads(max(1, config.torch_threads))
     policy = json.loads(Path(args.policy).read_text())
     data = local_data(config.data_file)
+    if policy.get("normalize_features", True):
+        # Alone, a bank can only normalise with its own statistics.
+        moments, _ = feature_moments(data)
+        data = data.normalized(Normalizer.from_moments(moments, 0))
     model = model_from_vector(
         policy["model_spec"], policy["n_features"], None, lr=policy["learning_rate"]
     )
@@ -137,6 +147,58 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         seed=0,
     )
     print(json.dumps(evaluate(model, data)))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score a CSV of transactions with the newest global model this node evaluated."""
+    import csv
+
+    import numpy as np
+
+    from bank_node.data import load_ibm_csv
+    from bank_node.training import Normalizer, model_from_vector
+    from models.features import compute_features
+    from models.training import predict_scores
+
+    config = _config(args)
+    state = config.state_dir
+    meta_path = state / "global_model.json"
+    if not meta_path.exists():
+        raise ConfigError(
+            f"{meta_path} does not exist: this node has not evaluated a published global model "
+            "yet (run `bank-node run` or `train-once` first)"
+        )
+    meta = json.loads(meta_path.read_text())
+    policy = meta["policy"]
+    model = model_from_vector(
+        policy["model_spec"], policy["n_features"], np.load(state / "global_model.npy")
+    )
+    frame = load_ibm_csv(Path(args.input))
+    x = compute_features(frame)
+    if meta.get("stats_round") is not None:
+        norm_path = state / f"normalization-round-{meta['stats_round']}.json"
+        x = Normalizer.from_json(norm_path.read_text()).apply(x)
+    scores = predict_scores(model, x)
+    threshold = meta.get("threshold")
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["line", "score", "alert"])
+        for line, score in zip(frame.index + 2, scores, strict=True):
+            alert = int(threshold is not None and score >= threshold)
+            writer.writerow([int(line), f"{score:.6f}", alert])
+    alerts = int(np.sum(scores >= threshold)) if threshold is not None else 0
+    print(
+        json.dumps(
+            {
+                "rows": int(scores.size),
+                "alerts": alerts,
+                "threshold": threshold,
+                "global_model_round": meta["round"],
+                "out": args.out,
+            }
+        )
+    )
     return 0
 
 
@@ -192,6 +254,12 @@ def parser() -> argparse.ArgumentParser:
         if name == "baseline":
             c.add_argument("--policy", required=True, help="policy snapshot JSON")
             c.add_argument("--epochs", type=int, required=True)
+
+    sc = sub.add_parser("score", help="score transactions with the current global model")
+    sc.add_argument("--config", required=True, help="node configuration (TOML)")
+    sc.add_argument("--input", required=True, help="transactions CSV (IBM AML schema)")
+    sc.add_argument("--out", required=True, help="where to write line,score,alert")
+    sc.set_defaults(func=cmd_score)
 
     g = sub.add_parser("synth", help="generate a synthetic multi-bank world (IBM AML schema)")
     g.add_argument("--out", required=True)

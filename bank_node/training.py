@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,61 @@ class LocalData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+    def normalized(self, norm: Normalizer | None) -> LocalData:
+        """The same splits with consortium-wide normalisation applied (or unchanged)."""
+        if norm is None:
+            return self
+        return dataclasses.replace(
+            self,
+            x_train=norm.apply(self.x_train),
+            x_val=norm.apply(self.x_val),
+            x_test=norm.apply(self.x_test),
+        )
+
+
+# A feature that barely varies anywhere is left near zero rather than blown up.
+MIN_STD = 1e-3
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Consortium-wide feature standardisation from a statistics round."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    round_number: int
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    @classmethod
+    def from_moments(cls, moments: np.ndarray, round_number: int) -> Normalizer:
+        """From the decrypted, count-averaged ``[E[x], E[x^2]]`` of all banks."""
+        n_features = moments.size // 2
+        mean, second = moments[:n_features], moments[n_features:]
+        std = np.sqrt(np.maximum(second - mean**2, 0.0))
+        return cls(mean, np.maximum(std, MIN_STD), round_number)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"round": self.round_number, "mean": self.mean.tolist(), "std": self.std.tolist()}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Normalizer:
+        raw = json.loads(text)
+        return cls(np.asarray(raw["mean"]), np.asarray(raw["std"]), int(raw["round"]))
+
+
+def feature_moments(data: LocalData) -> tuple[np.ndarray, int]:
+    """Per-feature ``[E[x], E[x^2]]`` over the training split, and its row count.
+
+    Sent as ``[n * E[x], n * E[x^2], n]`` like any update, so the portal's sum gives the
+    pooled moments and no bank's own statistics or size are ever visible.
+    """
+    x = data.x_train.astype(np.float64)
+    return np.concatenate([x.mean(axis=0), (x**2).mean(axis=0)]), int(x.shape[0])
 
 
 @functools.lru_cache(maxsize=2)
@@ -91,6 +148,7 @@ def evaluate(model: FraudMLP, data: LocalData) -> dict[str, float | None]:
         "recall_at_0.5pct": _finite(recall_at_budget(data.y_test, scores, 0.005)),
         "f1": _finite(f1_at(data.y_test, scores, threshold)),
         "base_rate": float(np.mean(data.y_test)) if data.y_test.size else None,
+        "threshold": _finite(threshold),
         "test_rows": float(data.y_test.size),
     }
 

@@ -30,11 +30,21 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
     params = CkksParams()
     ckks_keygen(work / "ceremony", params)
     op = OperatorClient(live_portal.url, "operator", live_portal.operator_password)
-    op.key_epoch_register(base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes())
-                          .decode(), params.to_dict())
-    op.policy_create(name="e2e", active=True, min_banks=3, local_epochs=1, batch_size=512,
-                     learning_rate=3e-3, max_rounds=ROUNDS, deadline_seconds=600,
-                     ckks_params=params.to_dict())
+    op.key_epoch_register(
+        base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes()).decode(),
+        params.to_dict(),
+    )
+    op.policy_create(
+        name="e2e",
+        active=True,
+        min_banks=3,
+        local_epochs=1,
+        batch_size=512,
+        learning_rate=3e-3,
+        max_rounds=ROUNDS,
+        deadline_seconds=600,
+        ckks_params=params.to_dict(),
+    )
     banks = {}
     procs = []
     for csv in sorted((work / "data").glob("bank_*.csv")):
@@ -52,25 +62,106 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
             f'ckks_params_file = "{PARAMS}"\ndata_file = "{csv}"\nstate_dir = "state"\n'
             "poll_interval_seconds = 0.5\nkeep_plaintext_updates = true\n"
         )
-        subprocess.run([sys.executable, "-m", "bank_node.cli", "register", "--config",
-                        str(config)], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "bank_node.cli", "register", "--config", str(config)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         banks[slug] = home
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bank_node.cli", "run", "--config", str(config),
-             "--max-rounds", str(ROUNDS)], cwd=ROOT, stdout=open(home / "node.log", "wb"),
-            stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bank_node.cli",
+                    "run",
+                    "--config",
+                    str(config),
+                    "--max-rounds",
+                    str(ROUNDS),
+                ],
+                cwd=ROOT,
+                stdout=open(home / "node.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
     for proc in procs:
-        assert proc.wait(timeout=800) == 0, [(h / "node.log").read_text()[-3000:] for h in banks.values()]
+        assert proc.wait(timeout=800) == 0, [
+            (h / "node.log").read_text()[-3000:] for h in banks.values()
+        ]
     return {"work": work, "banks": banks, "op": op, "portal": live_portal}
 
 
-def test_every_round_is_published_with_all_three_banks(federation):
+def test_a_statistics_round_then_every_training_round_is_published_with_all_three_banks(
+    federation,
+):
     rounds = sorted(federation["op"].rounds(), key=lambda r: r["number"])
     published = [r for r in rounds if r["state"] == "published"]
-    assert len(published) == ROUNDS
+    assert [r["kind"] for r in published] == ["statistics"] + ["training"] * ROUNDS
     for rnd in published:
         assert sorted(i["bank"] for i in rnd["manifest"]["inputs"]) == sorted(federation["banks"])
-    assert published[1]["base_round"] == published[0]["number"]
+    stats, first, second = published[0], published[1], published[2]
+    assert first["base_round"] is None and second["base_round"] == first["number"]
+    assert first["stats_round"] == second["stats_round"] == stats["number"]
+
+
+def test_the_statistics_round_gives_every_bank_the_same_pooled_normalisation(federation):
+    from bank_node.training import Normalizer, feature_moments, local_data
+
+    banks = federation["banks"]
+    norms = [
+        Normalizer.from_json(next((h / "state").glob("normalization-round-*.json")).read_text())
+        for h in banks.values()
+    ]
+    for norm in norms[1:]:
+        assert np.array_equal(norm.mean, norms[0].mean) and np.array_equal(norm.std, norms[0].std)
+    # The pooled moments, computed here from every bank's raw data (which no party of the
+    # protocol ever sees), match what the encrypted sum gave each bank.
+    work = federation["work"]
+    parts = [feature_moments(local_data(csv)) for csv in sorted((work / "data").glob("bank_*.csv"))]
+    total = sum(n for _, n in parts)
+    pooled = sum(m * n for m, n in parts) / total
+    expected = Normalizer.from_moments(pooled, norms[0].round_number)
+    assert np.max(np.abs(norms[0].mean - expected.mean)) < 1e-6
+    assert np.max(np.abs(norms[0].std - expected.std)) < 1e-5
+
+
+def test_the_portal_holds_only_ciphertexts_of_updates_and_aggregates(federation):
+    blobs = [p for p in federation["portal"].var_dir.rglob("*.ckks")]
+    assert len(blobs) >= 3 * (ROUNDS + 1)
+    for path in blobs:
+        with open(path, "rb") as handle:
+            assert handle.read(8) == b"CKKSVEC1"
+
+
+def test_a_bank_scores_a_csv_with_the_global_model(federation):
+    home = next(iter(federation["banks"].values()))
+    csv = sorted((federation["work"] / "data").glob("bank_*.csv"))[0]
+    out = federation["work"] / "scores.csv"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bank_node.cli",
+            "score",
+            "--config",
+            str(home / "node.toml"),
+            "--input",
+            str(csv),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "line,score,alert"
+    assert len(lines) - 1 == len(csv.read_text().splitlines()) - 1
+    scores = [float(line.split(",")[1]) for line in lines[1:]]
+    assert all(0.0 <= v <= 1.0 for v in scores) and len(set(scores)) > 10
 
 
 def test_the_decrypted_aggregate_equals_plaintext_fedavg_within_1e_6(federation):
@@ -78,7 +169,7 @@ def test_the_decrypted_aggregate_equals_plaintext_fedavg_within_1e_6(federation)
     secret = load_secret_context((work / "ceremony" / SECRET_CONTEXT).read_bytes())
     any_bank = next(iter(banks.values()))
     client = BankClient(federation["portal"].url, (any_bank / "credential").read_text())
-    for number in range(1, ROUNDS + 1):
+    for number in range(1, ROUNDS + 2):  # the statistics round and every training round
         client.download_aggregate(number, work / f"agg-{number}.ckks")
         with open(work / f"agg-{number}.ckks", "rb") as stream:
             avg, total = unpack_aggregate(decrypt_vector(secret, stream, CkksParams()))
