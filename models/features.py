@@ -236,3 +236,33 @@ def _amount_zscore(ev: _Events) -> np.ndarray:
     # turning any different amount into an extreme score.
     z = np.where(n > 0, (current - mean) / np.sqrt(var + 0.25), 0.0)
     return np.clip(z, -6, 6) / 3
+
+
+# --- card data without account ids (ULB creditcard) -----------------------------------------
+
+CARD_COMPONENTS = [f"v{i}" for i in range(1, 29)]
+CARD_FEATURE_NAMES: list[str] = [
+    *CARD_COMPONENTS, "log_amount", "hour_sin", "hour_cos",
+]  # fmt: skip
+
+
+def compute_card_features(df: pd.DataFrame) -> np.ndarray:
+    """Features for card data that has no account ids (ULB's ``creditcard.csv``).
+
+    ULB publishes only 28 PCA components ``v1``..``v28``, the amount and seconds since the
+    first transaction; its rows share no account, so `compute_features`' history features
+    would all read "first time seen". This pipeline uses what the data has instead: the
+    components (already centred; divided by 4 and clipped to keep them roughly unit-scale
+    without per-bank statistics), the log amount and the time of day. Its width differs
+    from `FEATURE_NAMES`, so a consortium on card data needs a policy whose ``n_features``
+    is ``len(CARD_FEATURE_NAMES)``.
+    """
+    missing = [c for c in [*CARD_COMPONENTS, "timestamp", "amount_paid"] if c not in df.columns]
+    if missing:
+        raise ValueError(f"compute_card_features needs columns {missing} (see load_ulb_csv)")
+    components = np.clip(df[CARD_COMPONENTS].to_numpy(dtype=np.float64) / 4, -5, 5)
+    hour = (_seconds(df) % 86_400) / 3_600
+    angle = 2 * np.pi * hour / 24
+    log_amount = np.log1p(df["amount_paid"].to_numpy(dtype=np.float64)) / 10
+    matrix = np.column_stack([components, log_amount, np.sin(angle), np.cos(angle)])
+    return matrix.astype(np.float32).reshape(len(df), len(CARD_FEATURE_NAMES))
