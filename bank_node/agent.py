@@ -24,6 +24,7 @@ from bank_node.training import (
     train_round,
 )
 from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update, unpack_aggregate
+from he.errors import HEError
 from he.signing import sign, update_message
 
 log = logging.getLogger("bank_node")
@@ -96,15 +97,15 @@ class Agent:
             self.state.save(self.state_path)
             return False
         started = time.monotonic()
-        if rnd.get("kind") == "statistics":
-            weights, n = feature_moments(self.data)
-            log.info("round %s: feature moments over %d rows", key, n)
-        else:
-            data = self.data.normalized(self.normalizer(rnd.get("stats_round")))
-            weights, n = train_round(
-                data, rnd["policy"], self.base_weights(rnd), seed=rnd["number"]
-            )
-            log.info("round %s: trained on %d rows in %.1fs", key, n, time.monotonic() - started)
+        try:
+            weights, n = self.local_update(rnd)
+        except HEError as exc:
+            # e.g. the base aggregate is under a key epoch this node never held
+            log.error("round %s: sitting out: %s", key, exc)
+            self.state.skipped[key] = str(exc)
+            self.state.save(self.state_path)
+            return False
+        log.info("round %s: update over %d rows in %.1fs", key, n, time.monotonic() - started)
         digest, path = self.encrypt(rnd["number"], weights, n)
         signature = sign(
             self.keys.signing_key, update_message(rnd["number"], self.config.bank, digest)
@@ -115,6 +116,13 @@ class Agent:
         self.state.save(self.state_path)
         log.info("round %s: uploaded %s", key, digest[:16])
         return True
+
+    def local_update(self, rnd: dict[str, Any]) -> tuple[np.ndarray, int]:
+        """Feature moments for a statistics round; trained weights for a training round."""
+        if rnd.get("kind") == "statistics":
+            return feature_moments(self.data)
+        data = self.data.normalized(self.normalizer(rnd.get("stats_round")))
+        return train_round(data, rnd["policy"], self.base_weights(rnd), seed=rnd["number"])
 
     def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
         values = pack_update(weights, n)
@@ -134,7 +142,7 @@ class Agent:
         path = self.config.state_dir / f"normalization-round-{stats_round}.json"
         if path.exists():
             return Normalizer.from_json(path.read_text())
-        moments, _total = self.global_weights(stats_round)
+        moments, _total = self.global_weights(stats_round, self.keys.fingerprint)
         norm = Normalizer.from_moments(moments, stats_round)
         path.write_text(norm.to_json())
         return norm
@@ -143,20 +151,21 @@ class Agent:
         """The round's starting point: None for initial weights, else the decrypted base."""
         if rnd["base_round"] is None:
             return None
-        weights, _ = self.global_weights(rnd["base_round"])
+        weights, _ = self.global_weights(rnd["base_round"], rnd.get("base_key_epoch") or "")
         return weights
 
-    def global_weights(self, number: int) -> tuple[np.ndarray, float]:
+    def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
         """Download (once), decrypt and average a published aggregate."""
         path = self.config.state_dir / f"aggregate-round-{number}.ckks"
         if not path.exists():
             self.client.download_aggregate(number, path)
         with open(path, "rb") as stream:
-            summed = decrypt_vector(self.keys.secret_context, stream, self.keys.params)
+            ctx, params = self.keys.for_epoch(epoch)
+            summed = decrypt_vector(ctx, stream, params)
         return unpack_aggregate(summed)
 
     def evaluate_published(self, rnd: dict[str, Any]) -> dict[str, Any]:
-        weights, _total = self.global_weights(rnd["number"])
+        weights, _total = self.global_weights(rnd["number"], rnd["key_epoch"])
         policy = rnd["policy"]
         model = model_from_vector(policy["model_spec"], policy["n_features"], weights)
         stats_round = rnd.get("stats_round")

@@ -27,7 +27,10 @@ def _agent(config: NodeConfig) -> Any:
 
     torch.set_num_threads(max(1, config.torch_threads))
     keys = keyring_load(
-        config.secret_context_file, config.ckks_params_file, config.signing_key_file
+        config.secret_context_file,
+        config.ckks_params_file,
+        config.signing_key_file,
+        config.previous_key_dirs,
     )
     client = BankClient(
         config.portal_url,
@@ -74,7 +77,10 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     config = _config(args)
     keys = keyring_load(
-        config.secret_context_file, config.ckks_params_file, config.signing_key_file
+        config.secret_context_file,
+        config.ckks_params_file,
+        config.signing_key_file,
+        config.previous_key_dirs,
     )
     client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
     bank = client.register_signing_key(public_key_b64(keys.signing_key))

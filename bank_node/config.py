@@ -32,6 +32,8 @@ class NodeConfig:
     # Keep each round's plaintext update beside the ciphertext in state_dir (local only),
     # so a test or an auditor at the bank can check the decrypted aggregate against it.
     keep_plaintext_updates: bool = False
+    # Key directories (consortium.secret + ckks_params.json) of earlier key epochs.
+    previous_key_dirs: tuple[Path, ...] = ()
 
     @property
     def credential(self) -> str:
@@ -82,6 +84,12 @@ def load_config(path: Path) -> NodeConfig:
             values[name] = _number(path, name, value, float)
         elif name in {"max_retries", "torch_threads", "metrics_port"}:
             values[name] = _number(path, name, value, int)
+        elif name == "previous_key_dirs":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{path}: {name} must be a list of directory paths")
+            values[name] = tuple(
+                Path(v) if Path(v).is_absolute() else (path.parent / v).resolve() for v in value
+            )
         elif name == "keep_plaintext_updates":
             if not isinstance(value, bool):
                 raise ConfigError(f"{path}: {name} must be true or false")

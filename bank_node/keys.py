@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from he.errors import HEError
 from he.keys import (
     fingerprint,
     generate_secret_context,
@@ -70,14 +71,42 @@ class Keyring:
     params: CkksParams
     fingerprint: str
     signing_key: Ed25519PrivateKey
+    # Keys of earlier epochs, by fingerprint: they still open aggregates made under them.
+    previous: dict[str, tuple[ts.Context, CkksParams]] = field(default_factory=dict)
+
+    def for_epoch(self, epoch_fingerprint: str) -> tuple[ts.Context, CkksParams]:
+        """The secret context (and parameters) that decrypts data of ``epoch_fingerprint``."""
+        if epoch_fingerprint == self.fingerprint:
+            return self.secret_context, self.params
+        if epoch_fingerprint in self.previous:
+            return self.previous[epoch_fingerprint]
+        raise HEError(
+            f"this node holds no key for epoch {epoch_fingerprint[:16]}...; add that epoch's "
+            "key directory to previous_key_dirs to read data encrypted under it"
+        )
 
 
-def keyring_load(secret_context_file: Path, params_file: Path, signing_key_file: Path) -> Keyring:
-    ctx = load_secret_context(secret_context_file.read_bytes())
+def _load_key_dir(secret_file: Path, params_file: Path) -> tuple[ts.Context, CkksParams, str]:
+    ctx = load_secret_context(secret_file.read_bytes())
     params = CkksParams.from_dict(json.loads(params_file.read_text()))
+    return ctx, params, fingerprint(public_context_bytes(ctx))
+
+
+def keyring_load(
+    secret_context_file: Path,
+    params_file: Path,
+    signing_key_file: Path,
+    previous_key_dirs: tuple[Path, ...] = (),
+) -> Keyring:
+    ctx, params, fp = _load_key_dir(secret_context_file, params_file)
+    previous = {}
+    for directory in previous_key_dirs:
+        old_ctx, old_params, old_fp = _load_key_dir(directory / SECRET_CONTEXT, directory / PARAMS)
+        previous[old_fp] = (old_ctx, old_params)
     return Keyring(
         secret_context=ctx,
         params=params,
-        fingerprint=fingerprint(public_context_bytes(ctx)),
+        fingerprint=fp,
         signing_key=private_key_load(signing_key_file.read_bytes()),
+        previous=previous,
     )

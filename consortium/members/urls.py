@@ -13,5 +13,10 @@ urlpatterns = [
         views.BankRotateCredentialView.as_view(),
         name="bank-rotate-credential",
     ),
+    path(
+        "banks/<slug:slug>/signing-key",
+        views.BankSigningKeyRotateView.as_view(),
+        name="bank-signing-key-rotate",
+    ),
     path("banks/<slug:slug>/<str:action>", views.BankStatusView.as_view(), name="bank-status"),
 ]

@@ -101,6 +101,24 @@ class BankStatusView(APIView):
         return Response(BankSerializer(bank).data)
 
 
+class BankSigningKeyRotateView(APIView):
+    """Operators replace a bank's signing key (old signatures stay checkable: each
+    submission keeps the key that verified it)."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(request=SigningKeySerializer, responses=BankSerializer)
+    def put(self, request: Request, slug: str) -> Response:
+        serializer = SigningKeySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        bank = services.bank_register_signing_key(
+            bank=_bank_or_404(slug),
+            public_key_b64=serializer.validated_data["public_key"],
+            actor=actor_of(request),
+        )
+        return Response(BankSerializer(bank).data)
+
+
 class BankRotateCredentialView(APIView):
     permission_classes = [IsOperator]
 

@@ -8,7 +8,9 @@ from consortium.rounds.models import KeyEpoch, Round, RoundState
 
 
 def round_list() -> QuerySet[Round]:
-    return Round.objects.select_related("key_epoch", "policy", "base_round")
+    return Round.objects.select_related(
+        "key_epoch", "policy", "base_round__key_epoch", "stats_round"
+    )
 
 
 def round_in_flight() -> Round | None:

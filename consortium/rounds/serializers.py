@@ -29,6 +29,12 @@ class RoundSerializer(serializers.ModelSerializer):
     stats_round = serializers.IntegerField(
         source="stats_round.number", allow_null=True, read_only=True
     )
+    base_key_epoch = serializers.CharField(
+        source="base_round.key_epoch.fingerprint",
+        allow_null=True,
+        read_only=True,
+        help_text="The key epoch the base aggregate was encrypted under.",
+    )
     base_round = serializers.IntegerField(
         source="base_round.number", allow_null=True, read_only=True
     )
@@ -45,6 +51,7 @@ class RoundSerializer(serializers.ModelSerializer):
             "policy",
             "key_epoch",
             "base_round",
+            "base_key_epoch",
             "opened_at",
             "deadline_at",
             "aggregating_at",

@@ -522,12 +522,13 @@ def _stats_round_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
     )
 
 
-def _base_round_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
+def _base_round_for(policy: RoundPolicy) -> Round | None:
     """The newest published training round whose model this policy can continue from."""
+    # Any key epoch: after a key rotation, members holding the previous key decrypt the
+    # last aggregate made under it, and training continues instead of starting over.
     candidates = Round.objects.filter(
         kind=RoundKind.TRAINING,
         state=RoundState.PUBLISHED,
-        key_epoch=epoch,
         vector_length=policy.vector_length,
     ).order_by("-number")[:20]
     return next(
@@ -550,7 +551,7 @@ def round_open(
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         training = kind == RoundKind.TRAINING
-        base = _base_round_for(policy, epoch) if training else None
+        base = _base_round_for(policy) if training else None
         rnd = Round.objects.create(
             number=number,
             kind=kind,

@@ -77,3 +77,49 @@ def test_revocation_cannot_be_undone(client, operator, bank_alpha):
     again = client.post("/api/v1/banks/alpha/reactivate", {}, content_type="application/json")
     assert again.status_code == 409
     assert "cannot be undone" in again.json()["message"]
+
+
+def test_an_operator_rotates_a_signing_key_and_old_signatures_stay_verifiable(
+    client, ckks, open_round, bank_alpha, operator
+):
+    import hashlib
+
+    from consortium.rounds.models import Submission
+    from he.signing import update_message, verify
+    from tests.conftest import encrypted_update, upload_headers
+
+    body, _ = encrypted_update(ckks, open_round.vector_length)
+    headers = upload_headers(bank_alpha, open_round.number, body)
+    assert (
+        client.put(
+            f"/api/v1/rounds/{open_round.number}/update",
+            data=body,
+            content_type="application/octet-stream",
+            **headers,
+        ).status_code
+        == 201
+    )
+    client.force_login(operator)
+    new_key = signing_key_new()
+    rotated = client.put(
+        "/api/v1/banks/alpha/signing-key",
+        {"public_key": public_key_b64(new_key)},
+        content_type="application/json",
+    )
+    assert rotated.status_code == 200
+    assert rotated.json()["signing_public_key"] == public_key_b64(new_key)
+    sub = Submission.objects.get(round=open_round, bank=bank_alpha.bank)
+    digest = hashlib.sha256(body).hexdigest()
+    message = update_message(open_round.number, "alpha", digest)
+    assert verify(sub.signing_public_key, message, sub.signature)
+    assert not verify(public_key_b64(new_key), message, sub.signature)
+
+
+def test_a_bank_cannot_rotate_its_key_through_the_operator_endpoint(client, bank_alpha):
+    response = client.put(
+        "/api/v1/banks/alpha/signing-key",
+        {"public_key": public_key_b64(signing_key_new())},
+        content_type="application/json",
+        **bank_alpha.auth(),
+    )
+    assert response.status_code == 403

@@ -239,3 +239,30 @@ def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggrega
     assert training.vector_length == policy.vector_length
     detail = client.get(f"/api/v1/rounds/{training.number}", **bank_alpha.auth()).json()
     assert detail["stats_round"] == stats.number and detail["kind"] == "training"
+
+
+def test_after_a_key_rotation_rounds_use_the_new_epoch_and_continue_from_the_old_aggregate(
+    client, ckks, open_round, bank_alpha, bank_beta, bank_gamma
+):
+    from he.keys import fingerprint, generate_secret_context, public_context_bytes
+
+    for i, persona in enumerate([bank_alpha, bank_beta, bank_gamma]):
+        _submit(client, ckks, open_round, persona, i, 10)
+    # Rotate before the scheduler opens the next round.
+    from consortium.rounds.services import round_aggregate, round_close_due
+
+    round_close_due(timezone.now())
+    round_aggregate(open_round.number)
+    new_public = public_context_bytes(generate_secret_context(PARAMS))
+    new_epoch = key_epoch_register(
+        public_context=new_public, ckks_params=PARAMS.to_dict(), actor="test"
+    )
+    scheduler_tick()
+    following = Round.objects.get(number=open_round.number + 1)
+    assert following.key_epoch_id == new_epoch.pk
+    assert following.base_round_id == open_round.pk
+    detail = client.get(f"/api/v1/rounds/{following.number}", **bank_alpha.auth()).json()
+    assert detail["key_epoch"] == fingerprint(new_public)
+    assert detail["base_key_epoch"] == ckks.fingerprint
+    epoch_now = client.get("/api/v1/key-epochs/current", **bank_alpha.auth()).json()
+    assert epoch_now["fingerprint"] == fingerprint(new_public)
