@@ -6,6 +6,7 @@ Every knob comes from the environment. Secrets may instead come from ``<NAME>_FI
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -51,6 +52,15 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def env_networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of CIDRs, e.g. ``10.0.0.0/8,::1/128``."""
+    raw = env(name, default) or ""
+    try:
+        return [ipaddress.ip_network(cidr.strip()) for cidr in raw.split(",") if cidr.strip()]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+
+
 VAR_DIR = Path(env("CONSORTIUM_VAR_DIR", str(BASE_DIR / "var")) or "var")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
@@ -94,6 +104,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that it counts every response, including other middleware's 400s and 503s.
+    "consortium.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -146,6 +158,16 @@ MAX_UPLOAD_BYTES = env_int("CONSORTIUM_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, min
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)
 # Upper bound on banks in one sum; the node checks CKKS headroom against it.
 MAX_BANKS_PER_ROUND = env_int("CONSORTIUM_MAX_BANKS_PER_ROUND", 256, minimum=2)
+# Prometheus (consortium/metrics.py). /metrics is outside the API: with a token set, a
+# scrape must send it as "Authorization: Bearer <token>"; without one, only clients in
+# these networks may scrape (default: loopback only).
+METRICS_TOKEN = env("CONSORTIUM_METRICS_TOKEN") or ""
+METRICS_ALLOWED_NETWORKS = env_networks("CONSORTIUM_METRICS_ALLOWED_CIDRS", "127.0.0.1/32,::1/128")
+# The scheduler serves its own /metrics, /healthz and /readyz on this port (0: not at all).
+SCHEDULER_METRICS_PORT = env_int("CONSORTIUM_SCHEDULER_METRICS_PORT", 0)
+SCHEDULER_METRICS_ADDR = env("CONSORTIUM_SCHEDULER_METRICS_ADDR", "0.0.0.0") or "0.0.0.0"  # noqa: S104
+# Seconds between the scheduler's full walks of the audit chain (0: never).
+AUDIT_VERIFY_INTERVAL_SECONDS = env_int("CONSORTIUM_AUDIT_VERIFY_INTERVAL", 600)
 # Non-upload JSON bodies stay small.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

@@ -12,6 +12,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from consortium import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, DatabaseError):
         log.warning("database error: %s", exc)
+        metrics.DB_ERRORS.labels("web").inc()
         return Response(
             {"message": "the portal's database is unavailable; retry shortly", "extra": {}},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from consortium import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -21,6 +23,7 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, DatabaseError):
             log.warning("database error on %s: %s", request.path, exception)
+            metrics.DB_ERRORS.labels("web").inc()
             response = JsonResponse(
                 {"message": "the portal's database is unavailable; retry shortly", "extra": {}},
                 status=503,

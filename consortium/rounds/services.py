@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit.services import audit_record
+from consortium import metrics
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.members.models import Bank
 from consortium.members.selectors import bank_list_active
@@ -167,6 +169,7 @@ def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationE
             target=bank,
             data={"round": round_number, "reason": reason},
         )
+    metrics.update_rejected(reason)
     raise exc
 
 
@@ -325,6 +328,7 @@ def _update_store(
                 "size_bytes": size,
             },
         )
+        metrics.UPDATES_ACCEPTED.inc()
         return sub
 
 
@@ -415,6 +419,7 @@ def round_aggregate(number: int) -> list[str]:
         return []
     subs = list(rnd.submissions.select_related("bank").order_by("bank__slug"))
     tmp = storage.temp_path()
+    started = time.monotonic()
     try:
         with open(tmp, "wb") as out:
             digest = sum_vectors(
@@ -428,6 +433,7 @@ def round_aggregate(number: int) -> list[str]:
         storage.commit(tmp, relpath)
     except (HEError, OSError) as exc:
         log.error("aggregation of round %s failed: %s", rnd.number, exc)
+        metrics.AGGREGATION_ERRORS.inc()
         rnd.state, rnd.closed_at = RoundState.FAILED, timezone.now()
         rnd.failure_reason = f"aggregation failed: {exc}"
         rnd.save(update_fields=["state", "closed_at", "failure_reason"])
@@ -459,6 +465,7 @@ def round_aggregate(number: int) -> list[str]:
         ]
     )
     audit_record(action="round.published", actor="scheduler", target=rnd, data=rnd.manifest)
+    metrics.round_published(rnd.opened_at, rnd.closed_at, time.monotonic() - started)
     return [f"round {rnd.number} published ({len(subs)} updates)"]
 
 

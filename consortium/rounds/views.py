@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from consortium import metrics
 from consortium.api.auth import BankPrincipal, IsBank, IsOperator, actor_of
 from consortium.api.errors import ApplicationError, NotFound
 from consortium.rounds import selectors, services, storage
@@ -150,6 +151,7 @@ def _body_to_temp(request: Request) -> Any:
         f"upload larger than the {limit}-byte limit", status_code=413, limit=limit
     )
     if declared and declared.isdigit() and int(declared) > limit:
+        metrics.update_rejected("too_large")
         raise too_big
     path = storage.temp_path()
     written = 0
@@ -158,12 +160,15 @@ def _body_to_temp(request: Request) -> Any:
             while piece := request._request.read(CHUNK):
                 written += len(piece)
                 if written > limit:
+                    metrics.update_rejected("too_large")
                     raise too_big
                 out.write(piece)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    metrics.UPLOAD_BYTES.inc(written)
     if written == 0:
+        metrics.update_rejected("empty")
         path.unlink(missing_ok=True)
         raise ApplicationError("the upload body is empty; send the encrypted update")
     return path
