@@ -1,21 +1,69 @@
-"""Read-only admin for the audit trail."""
+"""Read-only admin for the audit trail; user and group admins that name who changed access."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import admin
+from django.contrib.auth.models import Group, User
+from django.http import HttpRequest, HttpResponse
 
-from audit.models import AuditEvent
+from audit.context import acting_as
+from audit.models import AuditEvent, Checkpoint
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Everyone, superusers included, may only look: the database refuses edits anyway."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("seq", "created_at", "actor", "action", "object_type", "object_id")
     list_filter = ("action",)
     search_fields = ("actor", "object_id", "hash")
 
-    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
-        return False
 
-    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
+@admin.register(Checkpoint)
+class CheckpointAdmin(ReadOnlyAdmin):
+    list_display = ("seq", "signed_at", "reason", "head_hash")
 
-    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
-        return False
+
+def _acting(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    """``admin_class`` with every view that can change access run as the signed-in user.
+
+    Group and permission changes reach the trail through ``m2m_changed``, which does
+    not know who is acting; these views tell it.
+    """
+
+    class Acting(admin_class):  # type: ignore[valid-type,misc]
+        def _as(self, request: HttpRequest, view: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+            with acting_as(f"user:{request.user.get_username()}"):
+                return view(request, *args, **kwargs)
+
+        def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            return self._as(request, super().changeform_view, *args, **kwargs)
+
+        def changelist_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            return self._as(request, super().changelist_view, *args, **kwargs)
+
+        def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            return self._as(request, super().delete_view, *args, **kwargs)
+
+    Acting.__name__ = Acting.__qualname__ = f"Audited{admin_class.__name__}"
+    return Acting
+
+
+for _model in (User, Group):
+    if admin.site.is_registered(_model):
+        _current = type(admin.site.get_model_admin(_model))
+        admin.site.unregister(_model)
+        admin.site.register(_model, _acting(_current))

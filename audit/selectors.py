@@ -1,40 +1,121 @@
-"""Reads of the audit trail, and the chain check."""
+"""Reads of the audit trail, and the check of the whole chain in the database."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
 
-from audit.chain import GENESIS, event_hash
-from audit.models import AuditEvent
+from django.db.models import QuerySet
+
+from audit.chain import BODY_FIELDS, GENESIS, ChainResult, checkpoint_problem, verify_events
+from audit.models import AuditEvent, AuditHead, Checkpoint
+from audit.portal_key import portal_public_key
 
 
 @dataclass(frozen=True)
 class ChainCheck:
+    """The verdict on the trail: ``first_bad_seq`` names the first event that fails."""
+
     ok: bool
     events: int
     first_bad_seq: int | None
     reason: str
+    problem: str = ""
+    head_seq: int = 0
+    head_hash: str = GENESIS
+    checkpoints: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _event_rows() -> Iterator[dict[str, Any]]:
+    rows = AuditEvent.objects.order_by("seq").values(*BODY_FIELDS, "prev_hash", "hash")
+    for row in rows.iterator(chunk_size=2000):
+        row["created_at"] = row["created_at"].isoformat()
+        yield row
+
+
+def _head_problem(walk: ChainResult, head: AuditHead) -> tuple[int, str, str] | None:
+    """Compare the end of the walk with the head row that every append updates."""
+    last = walk.last_seq or 0
+    if last > head.seq:
+        return head.seq + 1, "inserted", f"event #{head.seq + 1} lies past the head: inserted"
+    if last < head.seq:
+        gap = f"#{last + 1}" if head.seq == last + 1 else f"#{last + 1} to #{head.seq}"
+        return last + 1, "deleted", f"event {gap} is missing: deleted"
+    if walk.last_hash != head.hash:
+        return last, "modified", f"event #{last} is not the one the head recorded: replaced"
+    return None
 
 
 def audit_chain_verify() -> ChainCheck:
-    """Walk the chain in order; name the first event whose link or hash does not hold."""
-    prev, count = GENESIS, 0
-    expected_seq = 1
-    for event in AuditEvent.objects.order_by("seq").iterator():
-        body = {
-            "seq": event.seq,
-            "created_at": event.created_at.isoformat(),
-            "actor": event.actor,
-            "action": event.action,
-            "object_type": event.object_type,
-            "object_id": event.object_id,
-            "data": event.data,
-        }
-        if event.seq != expected_seq:
-            return ChainCheck(False, count, expected_seq, "event missing (sequence gap)")
-        if event.prev_hash != prev:
-            return ChainCheck(False, count, event.seq, "link to the previous event broken")
-        if event_hash(prev, body) != event.hash:
-            return ChainCheck(False, count, event.seq, "event content was modified")
-        prev, count, expected_seq = event.hash, count + 1, expected_seq + 1
-    return ChainCheck(True, count, None, "chain intact")
+    """Walk the chain in order; name the first event modified, deleted or inserted.
+
+    Then compare the last event with the head row, and every checkpoint with the
+    portal's key and the event it signed.
+    """
+    walk = verify_events(_event_rows())
+    head = AuditHead.objects.filter(id=1).first() or AuditHead(seq=0, hash=GENESIS)
+
+    def verdict(
+        ok: bool, at: int | None, problem: str, reason: str, checked: int = 0
+    ) -> ChainCheck:
+        return ChainCheck(ok, walk.events, at, reason, problem, head.seq, head.hash, checked)
+
+    if not walk.ok:
+        return verdict(False, walk.first_bad_seq, walk.problem, walk.reason)
+    at_head = _head_problem(walk, head)
+    if at_head is not None:
+        return verdict(False, *at_head)
+    checkpoints = list(Checkpoint.objects.order_by("seq", "id"))
+    hashes = dict(
+        AuditEvent.objects.filter(seq__in={c.seq for c in checkpoints}).values_list("seq", "hash")
+    )
+    hashes[0] = GENESIS
+    trusted = {portal_public_key()} if checkpoints else set()
+    for checkpoint in checkpoints:
+        problem = checkpoint_problem(
+            checkpoint.as_record(), trusted_keys=trusted, hash_at_seq=hashes.get(checkpoint.seq)
+        )
+        if problem is None and checkpoint.seq not in hashes:
+            problem = f"names event #{checkpoint.seq}, which is missing: deleted"
+        if problem is not None:
+            signed = f"{checkpoint.signed_at:%Y-%m-%d %H:%M}"
+            reason = f"checkpoint of #{checkpoint.seq} signed {signed} {problem}"
+            return verdict(False, checkpoint.seq, "checkpoint", reason)
+    return verdict(True, None, "", "chain intact", len(checkpoints))
+
+
+def audit_event_list(
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    round_number: int | None = None,
+) -> QuerySet[AuditEvent]:
+    """Events, oldest first, narrowed by whichever filters are given."""
+    events = AuditEvent.objects.order_by("seq")
+    if action:
+        events = events.filter(action=action)
+    if actor:
+        events = events.filter(actor=actor)
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    if until is not None:
+        events = events.filter(created_at__lt=until)
+    if round_number is not None:
+        # Every event about a round (opened, uploads, rejections, close, metrics) names it.
+        events = events.filter(data__round=round_number)
+    return events
+
+
+def audit_checkpoint_list() -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.order_by("seq", "id")
+
+
+def audit_head() -> AuditHead:
+    return AuditHead.objects.filter(id=1).first() or AuditHead(seq=0, hash=GENESIS)

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.db import models, transaction
 from django.utils import timezone
 
-from audit.chain import event_hash
-from audit.models import AuditEvent, AuditHead
+from audit.chain import canonical, checkpoint_message, event_hash
+from audit.models import AuditEvent, AuditHead, Checkpoint
+from audit.portal_key import portal_signing_key
+from he.signing import public_key_b64, sign
+
+if TYPE_CHECKING:
+    from audit.report import Selection
+
+
+def _locked_head() -> AuditHead:
+    # get_or_create: after a TRUNCATE (Django's flush) the row is gone. Two writers racing
+    # to create it collide on the primary key; the loser re-reads it, locked.
+    head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+    return head
 
 
 def audit_record(
@@ -23,8 +37,11 @@ def audit_record(
     The head row is locked for the rest of the caller's transaction, which serialises
     appends: two writers can never link to the same predecessor.
     """
+    # Hash exactly what the database will give back: JSON turns tuples into lists and
+    # integer keys into strings (which would also change their sort order).
+    payload = json.loads(canonical(data or {}))
     with transaction.atomic():
-        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+        head = _locked_head()
         now = timezone.now()
         body = {
             "seq": head.seq + 1,
@@ -33,7 +50,7 @@ def audit_record(
             "action": action,
             "object_type": target._meta.label_lower if target is not None else "",
             "object_id": str(target.pk) if target is not None else "",
-            "data": data or {},
+            "data": payload,
         }
         digest = event_hash(head.hash, body)
         event = AuditEvent.objects.create(
@@ -43,10 +60,65 @@ def audit_record(
             action=action,
             object_type=body["object_type"],
             object_id=body["object_id"],
-            data=body["data"],
+            data=payload,
             prev_hash=head.hash,
             hash=digest,
         )
         head.seq, head.hash = event.seq, digest
         head.save(update_fields=["seq", "hash"])
         return event
+
+
+def audit_checkpoint_create(*, reason: str) -> Checkpoint:
+    """Sign the current chain head with the portal's key and keep the signature.
+
+    Called when a round closes (inside that transaction, so the checkpoint covers the
+    close event) and on demand. The head stays locked until the caller commits, so no
+    event can slip in between the head we read and the one we sign.
+    """
+    with transaction.atomic():
+        head = _locked_head()
+        key = portal_signing_key()
+        signed_at = timezone.now()
+        reason = " ".join(reason.split())[:200]
+        message = checkpoint_message(head.seq, head.hash, signed_at.isoformat(), reason)
+        return Checkpoint.objects.create(
+            seq=head.seq,
+            head_hash=head.hash,
+            signed_at=signed_at,
+            reason=reason,
+            public_key=public_key_b64(key),
+            signature=sign(key, message),
+        )
+
+
+@dataclass(frozen=True)
+class Export:
+    content: bytes
+    content_type: str
+    filename: str
+    report: dict[str, Any]
+
+
+def audit_report_export(*, selection: Selection, fmt: str, actor: str) -> Export:
+    """Record the export, sign the head, then build and render the report.
+
+    The event and the checkpoint commit first, in a short transaction: building a PDF
+    must not hold the head lock that every upload waits for. Events never change, so
+    reading them afterwards gives the same report.
+    """
+    from audit import render
+    from audit.report import report_build
+
+    render.check_format(fmt)
+    with transaction.atomic():
+        event = audit_record(
+            action="audit.report_exported",
+            actor=actor,
+            data={"format": fmt, **selection.as_dict()},
+        )
+        head = audit_checkpoint_create(reason=f"report export (event #{event.seq})")
+    report = report_build(selection=selection, generated_by=actor, head=head)
+    content, content_type = render.render(report, fmt)
+    stamp = head.signed_at.strftime("%Y%m%dT%H%M%SZ")
+    return Export(content, content_type, f"audit-report-{stamp}.{fmt}", report)

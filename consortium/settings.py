@@ -158,6 +158,12 @@ MAX_UPLOAD_BYTES = env_int("CONSORTIUM_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, min
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)
 # Upper bound on banks in one sum; the node checks CKKS headroom against it.
 MAX_BANKS_PER_ROUND = env_int("CONSORTIUM_MAX_BANKS_PER_ROUND", 256, minimum=2)
+# The portal's Ed25519 key (PEM, PKCS#8) signing audit checkpoints and reports; in
+# Kubernetes a mounted Secret, which must then exist. The embedded default keeps one
+# under VAR_DIR, created 0600 on first use. Public half: GET /api/v1/audit/public-key.
+_PORTAL_KEY_FILE = os.environ.get("CONSORTIUM_PORTAL_SIGNING_KEY_FILE")
+PORTAL_SIGNING_KEY_FILE = Path(_PORTAL_KEY_FILE or VAR_DIR / "portal_signing_key.pem")
+PORTAL_SIGNING_KEY_GENERATE = not _PORTAL_KEY_FILE
 # Prometheus (consortium/metrics.py). /metrics is outside the API: with a token set, a
 # scrape must send it as "Authorization: Bearer <token>"; without one, only clients in
 # these networks may scrape (default: loopback only).

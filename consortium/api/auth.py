@@ -92,6 +92,31 @@ class IsOperator(permissions.BasePermission):
         )
 
 
+class IsAuditor(permissions.BasePermission):
+    """Auditors read the whole trail and export it; every write is refused to them."""
+
+    message = "this endpoint is for auditors"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        return bool(
+            user is not None
+            and not isinstance(user, BankPrincipal)
+            and user.is_authenticated
+            and request.method in permissions.SAFE_METHODS
+            and user.groups.filter(name="auditors").exists()
+        )
+
+
+class IsOperatorOrAuditor(permissions.BasePermission):
+    message = "this endpoint is for consortium operators and auditors"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return IsOperator().has_permission(request, view) or IsAuditor().has_permission(
+            request, view
+        )
+
+
 def actor_of(request: Request) -> str:
     """How the audit trail names whoever made this request."""
     user = request.user

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from audit.services import audit_record
+from audit.services import audit_checkpoint_create, audit_record
 from consortium import metrics
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.members.models import Bank
@@ -397,6 +397,7 @@ def round_close_due(now: datetime) -> list[str]:
             target=rnd,
             data={"round": rnd.number, "reason": rnd.failure_reason},
         )
+        audit_checkpoint_create(reason=f"round {rnd.number} failed")
         return [f"round {rnd.number} failed"]
     return []
 
@@ -443,6 +444,7 @@ def round_aggregate(number: int) -> list[str]:
             target=rnd,
             data={"round": rnd.number, "reason": rnd.failure_reason},
         )
+        audit_checkpoint_create(reason=f"round {rnd.number} failed")
         return [f"round {rnd.number} failed in aggregation"]
     finally:
         tmp.unlink(missing_ok=True)
@@ -465,6 +467,7 @@ def round_aggregate(number: int) -> list[str]:
         ]
     )
     audit_record(action="round.published", actor="scheduler", target=rnd, data=rnd.manifest)
+    audit_checkpoint_create(reason=f"round {rnd.number} published")
     metrics.round_published(rnd.opened_at, rnd.closed_at, time.monotonic() - started)
     return [f"round {rnd.number} published ({len(subs)} updates)"]
 

@@ -1,0 +1,296 @@
+"""The audit report as a PDF for people, laid out with reportlab's platypus."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.platypus import (
+    KeepTogether,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
+from reportlab.platypus.flowables import Flowable
+
+_STYLES = getSampleStyleSheet()
+BODY = ParagraphStyle("body", parent=_STYLES["BodyText"], fontSize=8.5, leading=10.5)
+SMALL = ParagraphStyle("small", parent=BODY, fontSize=7.5, leading=9)
+MONO = ParagraphStyle("mono", parent=BODY, fontName="Courier", fontSize=6.5, leading=8)
+H1 = _STYLES["Title"]
+H2 = _STYLES["Heading2"]
+H3 = ParagraphStyle("h3", parent=_STYLES["Heading3"], fontSize=10.5, spaceBefore=8)
+GRID = TableStyle(
+    [
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8ecf2")),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), 3),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+    ]
+)
+FACTS = TableStyle(
+    [
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), 2),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+        ("TOPPADDING", (0, 0), (-1, -1), 1),
+    ]
+)
+
+
+def _p(text: Any, style: ParagraphStyle = BODY) -> Paragraph:
+    return Paragraph(escape("" if text is None else str(text)), style)
+
+
+def _mono(text: Any) -> Paragraph:
+    return _p(text, MONO)
+
+
+def _when(iso: str | None) -> str:
+    """``2026-11-27T09:02:00.123456+00:00`` -> ``2026-11-27 09:02:00 UTC``."""
+    if not iso:
+        return "-"
+    return iso[:19].replace("T", " ") + " UTC"
+
+
+def _facts(rows: list[tuple[str, Any]]) -> Table:
+    cells = [
+        [_p(label, SMALL), value if isinstance(value, Flowable) else _p(value)]
+        for label, value in rows
+    ]
+    table = Table(cells, colWidths=[38 * mm, 132 * mm], hAlign="LEFT")
+    table.setStyle(FACTS)
+    return table
+
+
+def _grid(header: list[str], rows: list[list[Any]], widths: list[float]) -> Table:
+    cells = [[_p(h, SMALL) for h in header]]
+    cells += [[c if isinstance(c, Flowable) else _p(c, SMALL) for c in row] for row in rows]
+    table = Table(cells, colWidths=widths, repeatRows=1, hAlign="LEFT")
+    table.setStyle(GRID)
+    return table
+
+
+def _verification(report: dict[str, Any]) -> list[Flowable]:
+    check, head = report["verification"], report["signed_head"]
+    if check["ok"]:
+        verdict = (
+            f"Chain intact: {check['events']} events and {check['checkpoints']} signed "
+            "checkpoints verified in the portal's database at export time."
+        )
+    else:
+        verdict = (
+            f"CHAIN VERIFICATION FAILED at event #{check['first_bad_seq']} "
+            f"({check['problem']}): {check['reason']}"
+        )
+    return [
+        Paragraph("Verification", H2),
+        _p(verdict),
+        Spacer(1, 2 * mm),
+        _facts(
+            [
+                ("Signed head", f"event #{head['seq']}, signed {_when(head['signed_at'])}"),
+                ("Head hash", _mono(head["head_hash"])),
+                ("Head signature", _mono(head["signature"])),
+                ("Portal public key", _mono(report["portal_public_key"])),
+                ("Report SHA-256", _mono(report["signature"]["body_sha256"])),
+                ("Report signature", _mono(report["signature"]["value"])),
+            ]
+        ),
+        Spacer(1, 2 * mm),
+        _p(
+            "Anyone can re-check the JSON form of this report without the portal: "
+            "python -m audit.verify report.json --public-key portal.pub",
+            SMALL,
+        ),
+    ]
+
+
+def _round_summary(report: dict[str, Any]) -> list[Flowable]:
+    rows = [
+        [
+            str(r["number"]),
+            r["kind"],
+            r["state"],
+            f"{r['policy']['name']} v{r['policy']['version']}",
+            str(len(r["participants"])),
+            f"{sum(s['signature_valid'] for s in r['submissions'])} of {len(r['submissions'])}",
+            str(len(r["rejections"])),
+            r["privacy"]["differential_privacy"],
+        ]
+        for r in report["rounds"]
+    ]
+    header = ["Round", "Kind", "State", "Policy", "Banks", "Valid signatures", "Rejected", "DP"]
+    widths = [w * mm for w in (13, 20, 20, 30, 13, 27, 17, 12)]
+    return [Paragraph("Rounds", H2), _grid(header, rows, widths)]
+
+
+def _privacy_text(privacy: dict[str, Any]) -> str:
+    text = f"differential privacy {privacy['differential_privacy']}"
+    if privacy["dp_settings"]:
+        text += "; " + ", ".join(f"{k} = {v}" for k, v in privacy["dp_settings"].items())
+    return text
+
+
+def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
+    privacy = rnd["privacy"]
+    facts = [
+        ("State", rnd["state"] + (f": {rnd['failure_reason']}" if rnd["failure_reason"] else "")),
+        ("Opened / closed", f"{_when(rnd['opened_at'])} / {_when(rnd['closed_at'])}"),
+        ("Policy", f"{rnd['policy']['name']} version {rnd['policy']['version']}"),
+        ("Key epoch", _mono(f"{rnd['key_epoch']['number']}: {rnd['key_epoch']['fingerprint']}")),
+        ("Base round", rnd["base_round"] or "initial weights"),
+        ("Minimum banks", privacy["min_banks"]),
+        ("CKKS parameters", json.dumps(privacy["ckks_params"], sort_keys=True)),
+        ("Privacy", _privacy_text(privacy)),
+        ("Participants", ", ".join(rnd["participants"]) or "none"),
+    ]
+    if privacy["epsilon_spent"]:
+        spent = ", ".join(f"{b}: {e}" for b, e in privacy["epsilon_spent"].items())
+        facts.append(("Epsilon spent", spent))
+    if rnd["aggregate_digest"]:
+        facts.append(("Aggregate digest", _mono(rnd["aggregate_digest"])))
+    parts: list[Flowable] = [Paragraph(f"Round {rnd['number']}", H3), _facts(facts)]
+    if rnd["submissions"]:
+        rows = [
+            [
+                s["bank"],
+                _mono(s["digest"]),
+                "valid" if s["signature_valid"] else "INVALID",
+                "yes" if s["in_manifest"] else "no",
+            ]
+            for s in rnd["submissions"]
+        ]
+        header = ["Bank", "Submission digest (SHA-256)", "Signature", "In aggregate"]
+        parts += [
+            Spacer(1, 2 * mm),
+            _grid(header, rows, [w * mm for w in (28, 94, 20, 22)]),
+        ]
+    if rnd["rejections"]:
+        rows = [[str(j["seq"]), j["bank"], _when(j["at"]), j["reason"]] for j in rnd["rejections"]]
+        parts += [
+            Spacer(1, 2 * mm),
+            _p("Rejected submissions", SMALL),
+            _grid(["Event", "Bank", "At", "Reason"], rows, [w * mm for w in (14, 26, 36, 88)]),
+        ]
+    if rnd["metrics"]:
+        rows = [[m["bank"], json.dumps(m["metrics"], sort_keys=True)] for m in rnd["metrics"]]
+        parts += [
+            Spacer(1, 2 * mm),
+            _p("Metrics the banks reported (self-reported)", SMALL),
+            _grid(["Bank", "Metrics"], rows, [28 * mm, 136 * mm]),
+        ]
+    return parts
+
+
+def _tables(report: dict[str, Any]) -> list[Flowable]:
+    parts: list[Flowable] = []
+    if report["key_epochs"]:
+        rows = [
+            [str(e["number"]), _mono(e["fingerprint"]), _when(e["created_at"]), e["created_by"]]
+            for e in report["key_epochs"]
+        ]
+        header = ["Epoch", "Public context fingerprint", "Registered", "By"]
+        parts += [
+            Paragraph("Key epochs", H2),
+            _grid(header, rows, [w * mm for w in (14, 94, 36, 26)]),
+        ]
+    if report["banks"]:
+        rows = [[b["slug"], b["name"], b["status"]] for b in report["banks"]]
+        parts += [
+            Paragraph("Banks", H2),
+            _grid(["Bank", "Name", "Status now"], rows, [w * mm for w in (40, 90, 30)]),
+        ]
+    rows = [
+        [str(c["seq"]), _when(c["signed_at"]), c["reason"], _mono(c["head_hash"])]
+        for c in report["checkpoints"]
+    ]
+    parts += [
+        Paragraph("Signed checkpoints", H2),
+        _grid(["Head", "Signed", "Why", "Head hash"], rows, [w * mm for w in (14, 34, 34, 90)]),
+    ]
+    rows = [
+        [str(e["seq"]), _when(e["created_at"]), e["actor"], e["action"], _mono(e["hash"][:16])]
+        for e in report["events"]
+    ]
+    chain = report["chain"]
+    span = (
+        f"Events #{chain['first_seq']} to #{chain['last_seq']} ({chain['events']}); "
+        "full data and hashes are in the JSON report."
+        if report["events"]
+        else "No events in this range."
+    )
+    parts += [
+        Paragraph("Events", H2),
+        _p(span, SMALL),
+        _grid(
+            ["#", "At", "Actor", "Action", "Hash (start)"],
+            rows,
+            [w * mm for w in (14, 36, 40, 48, 32)],
+        ),
+    ]
+    return parts
+
+
+def build_pdf(report: dict[str, Any]) -> bytes:
+    """Lay the report out on A4 pages; every page names the report's SHA-256."""
+    selection = report["selection"]
+    if selection["rounds"] is not None:
+        chosen = "rounds " + ", ".join(map(str, selection["rounds"]))
+    elif selection["since"] or selection["until"]:
+        chosen = f"from {_when(selection['since'])} until {_when(selection['until'])}"
+    else:
+        chosen = "the whole trail"
+    story: list[Flowable] = [
+        Paragraph(f"Audit report: {escape(report['consortium'])}", H1),
+        _facts(
+            [
+                ("Consortium", report["consortium"]),
+                (
+                    "Period",
+                    f"{_when(report['period']['from'])} to {_when(report['period']['to'])}",
+                ),
+                ("Selection", chosen),
+                ("Generated", f"{_when(report['generated_at'])} by {report['generated_by']}"),
+            ]
+        ),
+        *_verification(report),
+        *_round_summary(report),
+    ]
+    for rnd in report["rounds"]:
+        parts = _round_detail(rnd)
+        story += [KeepTogether(parts[:2]), *parts[2:]]
+    story += _tables(report)
+    footer = f"Consortium audit report, SHA-256 {report['signature']['body_sha256'][:16]}..."
+
+    def page(canvas: Any, doc: Any) -> None:
+        canvas.saveState()
+        canvas.setFont("Helvetica", 7)
+        canvas.drawString(18 * mm, 10 * mm, footer)
+        canvas.drawRightString(A4[0] - 18 * mm, 10 * mm, f"page {doc.page}")
+        canvas.restoreState()
+
+    out = io.BytesIO()
+    doc = SimpleDocTemplate(
+        out,
+        pagesize=A4,
+        leftMargin=18 * mm,
+        rightMargin=18 * mm,
+        topMargin=16 * mm,
+        bottomMargin=18 * mm,
+        title=f"Audit report: {report['consortium']}",
+        author="Consortium portal",
+        invariant=True,
+    )
+    doc.build(story, onFirstPage=page, onLaterPages=page)
+    return out.getvalue()

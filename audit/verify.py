@@ -1,0 +1,343 @@
+"""Check an exported audit report offline: no database, no Django, no portal.
+
+    python -m audit.verify report.json --public-key portal.pub
+
+Re-computes every event hash and link, checks every checkpoint signature (and, where
+the report holds the event a checkpoint names, that the two agree), re-verifies every
+submission signature, cross-checks manifests and submissions against the events, checks
+the portal's signature over the whole report and finally that the file's bytes are
+exactly the signed encoding, so that changing any byte of the file is noticed.
+
+Exit status: 0 valid; 1 invalid (the first failure is named); 2 the report or the key
+cannot be read or is not a report at all.
+
+Only the portal's public key given here (``--public-key``, the ``public_key`` of
+``GET /api/v1/audit/public-key``) is trusted; the key printed inside the report is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.chain import (
+    GENESIS,
+    checkpoint_problem,
+    encode_report,
+    report_body_sha256,
+    report_message,
+    verify_events,
+)
+from he.signing import update_message, verify
+
+REPORT_FORMAT = "consortium-audit-report-v1"
+
+
+class Malformed(Exception):
+    """The file is unreadable or is not a report; the message says what is wrong."""
+
+
+class Invalid(Exception):
+    """The report is a report, but something in it does not verify."""
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    failure: str = ""
+    summary: list[str] = field(default_factory=list)
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def _key_from_text(text: str, path: str) -> str:
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            text = str(json.loads(text)["public_key"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Malformed(f"{path}: JSON without a public_key member") from exc
+    if text.startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        try:
+            key = serialization.load_pem_public_key(text.encode())
+        except ValueError as exc:
+            raise Malformed(f"{path}: not a PEM public key ({exc})") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise Malformed(f"{path}: the PEM key is not an Ed25519 key")
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return base64.b64encode(raw).decode()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Malformed(f"{path}: not base64 ({exc})") from exc
+    if len(raw) != 32:
+        raise Malformed(f"{path}: an Ed25519 public key has 32 bytes, this one {len(raw)}")
+    return base64.b64encode(raw).decode()
+
+
+def load_public_key(path: str) -> str:
+    """A public key file: base64 of the raw 32 bytes, a PEM key, or the API's JSON."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Malformed(f"{path}: cannot read the public key ({exc})") from exc
+    return _key_from_text(text, path)
+
+
+def load_report(path: str) -> tuple[dict[str, Any], bytes]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise Malformed(f"{path}: cannot read the report ({exc.strerror or exc})") from exc
+    try:
+        report = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise Malformed(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise Malformed(
+            f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from exc
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+        raise Malformed(f"{path}: not a consortium audit report (format {REPORT_FORMAT})")
+    _check_shape(report)
+    return report, raw
+
+
+# --- shape --------------------------------------------------------------------------------
+
+EVENT_FIELDS = {
+    "seq": int,
+    "created_at": str,
+    "actor": str,
+    "action": str,
+    "object_type": str,
+    "object_id": str,
+    "prev_hash": str,
+    "hash": str,
+}
+CHECKPOINT_FIELDS = {
+    "seq": int,
+    "head_hash": str,
+    "signed_at": str,
+    "reason": str,
+    "public_key": str,
+    "signature": str,
+}
+SUBMISSION_FIELDS = {
+    "bank": str,
+    "digest": str,
+    "signature": str,
+    "signing_public_key": str,
+    "signature_valid": bool,
+    "in_manifest": bool,
+}
+
+
+def _need(obj: Any, fields: Mapping[str, type], where: str) -> None:
+    if not isinstance(obj, dict):
+        raise Malformed(f"{where}: expected an object")
+    for name, kind in fields.items():
+        value = obj.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise Malformed(f"{where}: {name} is missing or not a {kind.__name__}")
+
+
+def _list(obj: Mapping[str, Any], name: str, where: str) -> list[Any]:
+    value = obj.get(name)
+    if not isinstance(value, list):
+        raise Malformed(f"{where}: {name} is missing or not a list")
+    return value
+
+
+def _check_shape(report: dict[str, Any]) -> None:
+    for i, event in enumerate(_list(report, "events", "report")):
+        _need(event, EVENT_FIELDS, f"events[{i}]")
+        if "data" not in event:
+            raise Malformed(f"events[{i}]: data is missing")
+    for i, cp in enumerate(_list(report, "checkpoints", "report")):
+        _need(cp, CHECKPOINT_FIELDS, f"checkpoints[{i}]")
+    _need(report.get("signed_head"), CHECKPOINT_FIELDS, "signed_head")
+    for i, rnd in enumerate(_list(report, "rounds", "report")):
+        _need(rnd, {"number": int, "state": str}, f"rounds[{i}]")
+        for j, sub in enumerate(_list(rnd, "submissions", f"rounds[{i}]")):
+            _need(sub, SUBMISSION_FIELDS, f"rounds[{i}].submissions[{j}]")
+        manifest = rnd.get("manifest")
+        if manifest is not None and not isinstance(manifest, dict):
+            raise Malformed(f"rounds[{i}]: manifest is not an object")
+    _need(report.get("chain"), {"first_prev_hash": str}, "chain")
+    _need(report.get("verification"), {"ok": bool, "reason": str}, "verification")
+    _need(
+        report.get("signature"),
+        {"public_key": str, "body_sha256": str, "value": str},
+        "signature",
+    )
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def _check_events(report: dict[str, Any]) -> str:
+    events, chain = report["events"], report["chain"]
+    if not events:
+        return "no events in the report's range"
+    first = events[0]["seq"]
+    if first == 1 and chain["first_prev_hash"] != GENESIS:
+        raise Invalid("event #1 must link to the genesis hash")
+    if events[0]["prev_hash"] != chain["first_prev_hash"]:
+        raise Invalid(f"event #{first} does not link to the chain's recorded predecessor")
+    walk = verify_events(events, prev_hash=chain["first_prev_hash"], first_seq=first)
+    if not walk.ok:
+        raise Invalid(walk.reason)
+    if (chain.get("first_seq"), chain.get("last_seq"), chain.get("events")) != (
+        first,
+        walk.last_seq,
+        walk.events,
+    ):
+        raise Invalid("the chain summary does not match the events the report holds")
+    return f"events #{first} to #{walk.last_seq} ({walk.events}): every hash and link holds"
+
+
+def _check_checkpoints(report: dict[str, Any], trusted: set[str]) -> str:
+    hashes = {e["seq"]: e["hash"] for e in report["events"]}
+    hashes[0] = GENESIS
+    checkpoints = report["checkpoints"]
+    if report["signed_head"] not in checkpoints:
+        checkpoints = [*checkpoints, report["signed_head"]]
+    linked = 0
+    for cp in checkpoints:
+        problem = checkpoint_problem(cp, trusted_keys=trusted, hash_at_seq=hashes.get(cp["seq"]))
+        if problem is not None:
+            raise Invalid(f"checkpoint of event #{cp['seq']} ({cp['reason']}) {problem}")
+        linked += cp["seq"] in hashes
+    return f"checkpoints: {len(checkpoints)} signatures valid, {linked} matched to events here"
+
+
+def _accepted_events(report: dict[str, Any]) -> dict[tuple[Any, Any], dict[str, Any]]:
+    found = {}
+    for event in report["events"]:
+        data = event["data"]
+        if event["action"] == "update.accepted" and isinstance(data, dict):
+            found[(data.get("round"), data.get("bank"))] = data
+    return found
+
+
+def _published_events(report: dict[str, Any]) -> dict[Any, Any]:
+    return {
+        e["data"].get("round"): e["data"]
+        for e in report["events"]
+        if e["action"] == "round.published" and isinstance(e["data"], dict)
+    }
+
+
+def _check_round(rnd: dict[str, Any], accepted: dict[Any, Any], published: dict[Any, Any]) -> int:
+    number, manifest = rnd["number"], rnd.get("manifest") or {}
+    inputs = {i.get("digest") for i in manifest.get("inputs", []) if isinstance(i, dict)}
+    for sub in rnd["submissions"]:
+        where = f"round {number}, submission of bank {sub['bank']}"
+        message = update_message(number, sub["bank"], sub["digest"])
+        if not verify(sub["signing_public_key"], message, sub["signature"]):
+            raise Invalid(f"{where}: the bank's signature over its digest does not verify")
+        if not sub["signature_valid"]:
+            raise Invalid(f"{where}: marked invalid although the signature verifies")
+        if sub["in_manifest"] != (sub["digest"] in inputs):
+            raise Invalid(f"{where}: in_manifest disagrees with the round's manifest")
+        event = accepted.get((number, sub["bank"]))
+        if event is not None and (event.get("digest"), event.get("signature")) != (
+            sub["digest"],
+            sub["signature"],
+        ):
+            raise Invalid(f"{where}: differs from the update.accepted event in the trail")
+    digests = {s["digest"] for s in rnd["submissions"]}
+    if not inputs <= digests:
+        raise Invalid(f"round {number}: the manifest names a digest no submission has")
+    if number in published and published[number] != rnd.get("manifest"):
+        raise Invalid(f"round {number}: the manifest differs from its round.published event")
+    return len(rnd["submissions"])
+
+
+def _check_signature(report: dict[str, Any], raw: bytes | None, trusted: set[str]) -> str:
+    signature = report["signature"]
+    if signature["public_key"] not in trusted:
+        raise Invalid("the report is signed by a key that is not the portal's trusted key")
+    if report_body_sha256(report) != signature["body_sha256"]:
+        raise Invalid("the report's content was changed after the portal signed it")
+    if not verify(
+        signature["public_key"], report_message(signature["body_sha256"]), signature["value"]
+    ):
+        raise Invalid("the portal's signature over the report does not verify")
+    if raw is not None and raw != encode_report(report):
+        raise Invalid("the file's bytes are not the exact encoding the portal signed")
+    return "report signature: valid"
+
+
+def verify_report(report: dict[str, Any], raw: bytes | None, trusted: Sequence[str]) -> Verdict:
+    """Run every check in order and stop at the first failure."""
+    keys = set(trusted)
+    lines: list[str] = []
+    try:
+        lines.append(_check_events(report))
+        lines.append(_check_checkpoints(report, keys))
+        accepted, published = _accepted_events(report), _published_events(report)
+        subs = sum(_check_round(r, accepted, published) for r in report["rounds"])
+        lines.append(f"rounds: {len(report['rounds'])}; submission signatures valid: {subs}")
+        lines.append(_check_signature(report, raw, keys))
+        check = report["verification"]
+        if not check["ok"]:
+            raise Invalid(f"the portal's own check of its database failed: {check['reason']}")
+    except Invalid as exc:
+        return Verdict(False, str(exc), lines)
+    return Verdict(True, "", lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m audit.verify", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("report", help="the JSON report exported from the portal")
+    parser.add_argument(
+        "--public-key",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="the portal's public key (portal.pub); repeat to trust a retired key too",
+    )
+    args = parser.parse_args(argv)
+    try:
+        trusted = [load_public_key(path) for path in args.public_key]
+        report, raw = load_report(args.report)
+    except Malformed as exc:
+        print(f"audit.verify: {exc}", file=sys.stderr)
+        return 2
+    try:
+        verdict = verify_report(report, raw, trusted)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        # The shape check lets through only what the checks can read; this is the net
+        # under it, so that no file, however odd, ends in a traceback.
+        print(f"audit.verify: {args.report}: unexpected structure ({exc!r})", file=sys.stderr)
+        return 2
+    for line in verdict.summary:
+        print(f"  ok  {line}")
+    if not verdict.ok:
+        print(f"{args.report}: INVALID: {verdict.failure}")
+        return 1
+    period = report.get("period") or {}
+    print(
+        f"{args.report}: VALID - {report.get('consortium')}, "
+        f"{period.get('from')} to {period.get('to')}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
