@@ -101,12 +101,14 @@ INSTALLED_APPS = [
     "audit",
     "consortium.members",
     "consortium.rounds",
+    "consortium.portal",
 ]
 
 MIDDLEWARE = [
     # First, so that it counts every response, including other middleware's 400s and 503s.
     "consortium.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -150,6 +152,16 @@ TIME_ZONE = "UTC"
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# WhiteNoise serves static files from the portal process itself. It also looks in the
+# apps' static/ folders (Django's finders), so neither the tests, the demo nor the image
+# (read-only root filesystem, STATIC_ROOT under /tmp) need a `collectstatic` step; files
+# that `collectstatic` did put in STATIC_ROOT are served as well.
+WHITENOISE_USE_FINDERS = True
+
+# The web portal's sign-in (Django auth, session cookie).
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:overview"
+LOGOUT_REDIRECT_URL = "portal:login"
 
 # Ciphertext blobs (uploads and aggregates) live on a filesystem path; in Kubernetes a PVC.
 BLOB_DIR = Path(env("CONSORTIUM_BLOB_DIR", str(VAR_DIR / "blobs")) or "blobs")

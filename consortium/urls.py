@@ -1,4 +1,5 @@
-"""Top-level routes: the REST API under /api/v1/, its schema, health checks, the admin."""
+"""Top-level routes: the REST API under /api/v1/, its schema, health checks, the admin,
+and the web portal (with its sign-in) at the root."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -17,4 +18,5 @@ urlpatterns = [
     # Prometheus scrapes: outside the API and its credentials, guarded by token or address.
     path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("", include("consortium.portal.urls")),
 ]

@@ -1,0 +1,1 @@
+"""The web portal: pages for operators, auditors and bank representatives."""

@@ -1,0 +1,181 @@
+"""Forms of the portal. They check types and shapes; the domain rules live in the services,
+whose refusals (``ApplicationError``) are attached to the form so the person sees why."""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.utils import timezone
+
+from consortium.api.errors import ApplicationError
+from consortium.rounds.models import RoundPolicy
+from consortium.rounds.services import POLICY_FIELDS
+
+
+class ServiceErrorsMixin:
+    """Attach a service's refusal to the fields it names, or to the whole form."""
+
+    field_aliases: dict[str, str] = {}
+
+    def add_service_error(self, exc: ApplicationError) -> None:
+        form: Any = self
+        named = exc.extra.get("fields") or {}
+        placed = False
+        for key, messages in named.items():
+            name = self.field_aliases.get(key, key)
+            if name in form.fields:
+                form.add_error(name, messages)
+                placed = True
+        if not placed:
+            form.add_error(None, exc.message)
+
+
+class BankOnboardForm(ServiceErrorsMixin, forms.Form):
+    slug = forms.SlugField(
+        max_length=50,
+        help_text="Short identifier the bank's node uses, e.g. northbank. Letters, digits, "
+        "hyphens.",
+    )
+    name = forms.CharField(max_length=200, help_text="The bank's full name.")
+    signing_public_key = forms.CharField(
+        max_length=64,
+        required=False,
+        label="Signing public key (optional)",
+        help_text="The base64 Ed25519 public key from `bank-node signing-keygen` (the .pub "
+        "file). Leave empty to let the bank register it itself.",
+    )
+
+
+class BankStatusForm(ServiceErrorsMixin, forms.Form):
+    action = forms.ChoiceField(
+        choices=[
+            ("suspend", "Suspend (the node is refused until reactivated)"),
+            ("reactivate", "Reactivate"),
+            ("revoke", "Revoke (final)"),
+        ]
+    )
+    reason = forms.CharField(max_length=500, required=False, help_text="Kept in the audit trail.")
+    confirm_revoke = forms.BooleanField(
+        required=False, label="I understand that a revocation cannot be undone"
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("action") == "revoke" and not data.get("confirm_revoke"):
+            self.add_error("confirm_revoke", "Tick this box to revoke: it cannot be undone.")
+        return data
+
+
+class SigningKeyForm(ServiceErrorsMixin, forms.Form):
+    public_key = forms.CharField(
+        max_length=64,
+        label="New signing public key",
+        help_text="Base64 raw Ed25519 public key (the .pub file `bank-node signing-keygen` "
+        "wrote). Updates signed with the old key are refused from now on.",
+    )
+
+
+class RepresentativeForm(ServiceErrorsMixin, forms.Form):
+    username = forms.CharField(
+        max_length=150,
+        help_text="An existing account (create it in the back office). It will see this "
+        "bank's page and nothing else.",
+    )
+
+
+# Labels and explanations a person understands, for the policy fields the model names tersely.
+POLICY_LABELS: dict[str, tuple[str, str]] = {
+    "model_spec": ("Model specification (JSON)", "kind, hidden layer sizes, seed and loss."),
+    "local_epochs": ("Local epochs", "Passes over its own data each bank makes per round."),
+    "batch_size": ("Batch size", ""),
+    "learning_rate": ("Learning rate", ""),
+    "fedprox_mu": ("FedProx μ", "0 is plain FedAvg; larger keeps banks near the global model."),
+    "min_banks": (
+        "Minimum banks per aggregate",
+        "At least 2: an aggregate of one bank would reveal that bank's update.",
+    ),
+    "max_rounds": ("Maximum rounds", "Training stops after this many published rounds."),
+    "max_consecutive_failures": (
+        "Stop after failed rounds in a row",
+        "No new round opens after this many consecutive failures.",
+    ),
+    "ckks_params": ("CKKS parameters (JSON)", "Must match the registered key epoch."),
+}
+
+
+class PolicyForm(ServiceErrorsMixin, forms.Form):
+    """Every policy field, pre-filled from ``base``; the deadline is asked in minutes."""
+
+    field_aliases = {"deadline": "deadline_minutes", "name": "name"}
+
+    def __init__(self, *args: Any, base: RoundPolicy | None = None, **kwargs: Any) -> None:
+        initial = dict(kwargs.pop("initial", None) or {})
+        if base is not None:
+            initial.update({f: getattr(base, f) for f in POLICY_FIELDS if f != "deadline"})
+            initial["deadline_minutes"] = int(base.deadline.total_seconds() // 60)
+        super().__init__(*args, initial=initial, **kwargs)
+        if base is None:
+            self.fields["name"] = forms.SlugField(
+                max_length=50, help_text="A new policy's name; its first version is 1."
+            )
+        model_fields = forms.fields_for_model(
+            RoundPolicy, fields=[f for f in POLICY_FIELDS if f != "deadline"]
+        )
+        for name, form_field in model_fields.items():
+            form_field.show_hidden_initial = False
+            label, help_text = POLICY_LABELS.get(name, (None, None))
+            if label:
+                form_field.label = label
+            if help_text:
+                form_field.help_text = help_text
+            self.fields[name] = form_field
+            if name == "max_rounds":
+                self.fields["deadline_minutes"] = forms.IntegerField(
+                    min_value=1,
+                    label="Deadline (minutes)",
+                    help_text="How long a round waits for updates.",
+                )
+        self.fields.setdefault(
+            "deadline_minutes", forms.IntegerField(min_value=1, label="Deadline (minutes)")
+        )
+        self.fields["activate"] = forms.BooleanField(
+            required=False,
+            initial=bool(base and base.active),
+            label="Make this version the active policy",
+            help_text="The scheduler opens the next round under the active policy.",
+        )
+
+    def policy_fields(self) -> dict[str, Any]:
+        data = {f: self.cleaned_data[f] for f in POLICY_FIELDS if f in self.cleaned_data}
+        data["deadline"] = timedelta(minutes=self.cleaned_data["deadline_minutes"])
+        return data
+
+
+class AuditFilterForm(forms.Form):
+    action = forms.ChoiceField(required=False)
+    actor = forms.CharField(required=False, max_length=200, help_text="e.g. bank:alpha")
+    object_type = forms.ChoiceField(required=False, label="Object")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(
+        required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="inclusive"
+    )
+
+    def __init__(self, *args: Any, actions: list[str], object_types: list[str], **kw: Any):
+        super().__init__(*args, **kw)
+        self.fields["action"].choices = [("", "any action")] + [(a, a) for a in actions]
+        self.fields["object_type"].choices = [("", "any object")] + [(o, o) for o in object_types]
+
+    def filters(self) -> dict[str, Any]:
+        """Selector arguments; an invalid form filters nothing rather than failing."""
+        data = self.cleaned_data if self.is_valid() else {}
+        tz = timezone.get_current_timezone()
+        since, until = data.get("since"), data.get("until")
+        return {
+            "action": data.get("action", ""),
+            "actor": data.get("actor", ""),
+            "object_type": data.get("object_type", ""),
+            "since": datetime.combine(since, time.min, tz) if since else None,
+            "until": datetime.combine(until + timedelta(days=1), time.min, tz) if until else None,
+        }

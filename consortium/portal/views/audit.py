@@ -1,0 +1,40 @@
+"""The auditor's view of the trail: browse, filter, check the chain, export."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from audit.selectors import audit_chain_verify
+from consortium.portal import selectors
+from consortium.portal.access import STAFF, Viewer, portal_view
+from consortium.portal.forms import AuditFilterForm
+from consortium.portal.views.common import paginate, render_page
+
+# The REST export (operators and auditors; the session cookie authenticates).
+EXPORT_FORMATS = (("pdf", "PDF report"), ("csv", "CSV"), ("json", "JSON"))
+EXPORT_URL = "/api/v1/audit/report"
+VERIFY_URL = "/api/v1/audit/verify"
+
+
+@portal_view(roles=STAFF)
+def audit_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    form = AuditFilterForm(
+        request.GET or None,
+        actions=selectors.audit_actions(),
+        object_types=selectors.audit_object_types(),
+    )
+    filters = form.filters() if request.GET else {}
+    context = {
+        "form": form,
+        "page": paginate(request, selectors.audit_events(**filters)),
+        "exports": [(f"{EXPORT_URL}?format={fmt}", label) for fmt, label in EXPORT_FORMATS],
+        "verify_url": VERIFY_URL,
+    }
+    return render_page(request, viewer, "portal/audit_list.html", context)
+
+
+@portal_view(roles=STAFF)
+def audit_verification(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    """Walk the whole chain (the page loads this panel after itself: it reads every event)."""
+    context = {"check": audit_chain_verify()}
+    return render_page(request, viewer, "portal/partials/verification.html", context)

@@ -1,0 +1,190 @@
+"""Member banks: the list, onboarding, and a bank's page with the operator's actions on it.
+
+Every change goes through ``consortium.members.services`` (or ``portal.services``, which
+wraps them); a refusal is shown on the page with the service's own message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_POST
+
+from consortium.api.errors import ApplicationError
+from consortium.members import services as member_services
+from consortium.members.models import Bank, BankStatus
+from consortium.portal import selectors, services
+from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
+from consortium.portal.forms import (
+    BankOnboardForm,
+    BankStatusForm,
+    RepresentativeForm,
+    SigningKeyForm,
+)
+from consortium.portal.models import BankRepresentative
+from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
+
+OPERATOR = frozenset({Role.OPERATOR})
+STATUS_OF_ACTION = {
+    "suspend": BankStatus.SUSPENDED,
+    "reactivate": BankStatus.ACTIVE,
+    "revoke": BankStatus.REVOKED,
+}
+
+
+@portal_view(roles=STAFF)
+def bank_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    banks = selectors.bank_table()
+    status, query = request.GET.get("status", ""), request.GET.get("q", "").strip()
+    if status in BankStatus.values:
+        banks = banks.filter(status=status)
+    if query:
+        banks = banks.filter(Q(slug__icontains=query) | Q(name__icontains=query))
+    context = {
+        "page": paginate(request, banks),
+        "statuses": BankStatus.choices,
+        "status": status,
+        "q": query,
+    }
+    return render_page(request, viewer, "portal/bank_list.html", context)
+
+
+@portal_view(roles=OPERATOR, post_roles=OPERATOR)
+def bank_onboard(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    form = BankOnboardForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            bank, credential = services.bank_onboard(actor=viewer.actor, **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_service_error(exc)
+        else:
+            return _credential_page(request, viewer, bank, credential, onboarding=True)
+    status = 400 if form.errors else 200
+    return render_page(request, viewer, "portal/bank_onboard.html", {"form": form}, status)
+
+
+def _credential_page(
+    request: HttpRequest, viewer: Viewer, bank: Bank, credential: str, *, onboarding: bool
+) -> HttpResponse:
+    """Show a credential once. Rendered straight from the POST: it is kept nowhere else."""
+    context = {"bank": bank, "credential": credential, "onboarding": onboarding}
+    return render_page(request, viewer, "portal/credential.html", context)
+
+
+def _bank_or_404(viewer: Viewer, slug: str) -> Bank:
+    bank = selectors.bank_by_slug(slug)
+    # Another bank's page does not exist for a representative: not even its slug leaks.
+    if bank is None or not viewer.can_see_bank(bank):
+        raise Http404("no such bank")
+    return bank
+
+
+@portal_view(roles=ANY_ROLE)
+def bank_detail(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
+    return _bank_page(request, viewer, _bank_or_404(viewer, slug))
+
+
+def _bank_page(
+    request: HttpRequest, viewer: Viewer, bank: Bank, status: int = 200, **forms: Any
+) -> HttpResponse:
+    staff = viewer.role in STAFF
+    page = paginate(request, selectors.bank_participation(bank), per_page=25)
+    conv = selectors.convergence(bank=bank, with_consortium=staff)
+    context: dict[str, Any] = {
+        "bank": bank,
+        "summary": selectors.bank_summary(bank),
+        "page": page,
+        "rows": selectors.participation_rows(bank, list(page)),
+        "events": selectors.bank_events(bank) if staff else [],
+        "auprc_chart": auprc_chart(conv),
+        "epsilon_chart": epsilon_chart(conv),
+    }
+    if viewer.is_operator:
+        context.update(
+            status_form=forms.get("status_form") or BankStatusForm(),
+            key_form=forms.get("key_form") or SigningKeyForm(),
+            rep_form=forms.get("rep_form") or RepresentativeForm(),
+        )
+    return render_page(request, viewer, "portal/bank_detail.html", context, status)
+
+
+@require_POST
+@portal_view(post_roles=OPERATOR)
+def bank_status(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
+    bank = _bank_or_404(viewer, slug)
+    form = BankStatusForm(request.POST)
+    if form.is_valid():
+        action = form.cleaned_data["action"]
+        try:
+            member_services.bank_set_status(
+                bank=bank,
+                status=STATUS_OF_ACTION[action],
+                actor=viewer.actor,
+                reason=form.cleaned_data["reason"],
+            )
+        except ApplicationError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"{bank.slug}: {action} done.")
+            return redirect("portal:bank-detail", slug=bank.slug)
+    return _bank_page(request, viewer, bank, 400, status_form=form)
+
+
+@require_POST
+@portal_view(post_roles=OPERATOR)
+def bank_rotate_credential(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
+    bank = _bank_or_404(viewer, slug)
+    credential = services.bank_credential_reissue(bank=bank, actor=viewer.actor)
+    return _credential_page(request, viewer, bank, credential, onboarding=False)
+
+
+@require_POST
+@portal_view(post_roles=OPERATOR)
+def bank_signing_key(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
+    bank = _bank_or_404(viewer, slug)
+    form = SigningKeyForm(request.POST)
+    if form.is_valid():
+        try:
+            member_services.bank_register_signing_key(
+                bank=bank, public_key_b64=form.cleaned_data["public_key"], actor=viewer.actor
+            )
+        except ApplicationError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"{bank.slug}: new signing key registered.")
+            return redirect("portal:bank-detail", slug=bank.slug)
+    return _bank_page(request, viewer, bank, 400, key_form=form)
+
+
+@require_POST
+@portal_view(post_roles=OPERATOR)
+def bank_representative_add(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
+    bank = _bank_or_404(viewer, slug)
+    form = RepresentativeForm(request.POST)
+    if form.is_valid():
+        try:
+            services.representative_link(
+                bank=bank, username=form.cleaned_data["username"], actor=viewer.actor
+            )
+        except ApplicationError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"{form.cleaned_data['username']} now represents {bank}.")
+            return redirect("portal:bank-detail", slug=bank.slug)
+    return _bank_page(request, viewer, bank, 400, rep_form=form)
+
+
+@require_POST
+@portal_view(post_roles=OPERATOR)
+def bank_representative_remove(
+    request: HttpRequest, viewer: Viewer, slug: str, pk: int
+) -> HttpResponse:
+    bank = _bank_or_404(viewer, slug)
+    link = get_object_or_404(BankRepresentative.objects.select_related("user"), pk=pk, bank=bank)
+    services.representative_unlink(link=link, actor=viewer.actor)
+    messages.success(request, f"{link.user.get_username()} no longer represents {bank}.")
+    return redirect("portal:bank-detail", slug=bank.slug)

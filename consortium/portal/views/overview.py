@@ -1,0 +1,42 @@
+"""The operator's consortium overview and the live progress of the round in flight."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+
+from consortium.portal import selectors
+from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
+from consortium.portal.views.common import auprc_chart, paginate, render_page
+from consortium.rounds.selectors import key_epoch_current
+
+
+@portal_view(roles=ANY_ROLE)
+def overview(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    """Members, the round in flight, recent failures. A representative lands on their bank."""
+    if viewer.role == Role.BANK_REP and viewer.bank is not None:
+        return redirect("portal:bank-detail", slug=viewer.bank.slug)
+    context = {
+        "counts": selectors.bank_status_counts(),
+        "banks": paginate(request, selectors.bank_table()),
+        "key_epoch": key_epoch_current(),
+        "failed_rounds": selectors.rounds_failed_recent(),
+        "rejected": selectors.uploads_rejected_recent(),
+        "auprc_chart": auprc_chart(selectors.convergence()),
+        **_progress_context(),
+    }
+    return render_page(request, viewer, "portal/overview.html", context)
+
+
+@portal_view(roles=STAFF)
+def progress(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    """The progress panel alone; the overview and round pages poll it every few seconds."""
+    return render_page(request, viewer, "portal/partials/progress.html", _progress_context())
+
+
+def _progress_context() -> dict[str, object]:
+    rnd = selectors.round_in_flight()
+    return {
+        "progress": selectors.round_progress(rnd) if rnd is not None else None,
+        "last_closed": selectors.round_last_closed(),
+    }

@@ -1,0 +1,93 @@
+"""Round policies: versions side by side, a new version from an existing one, activation."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from consortium.api.errors import ApplicationError
+from consortium.portal import selectors
+from consortium.portal.access import ANY_ROLE, Role, Viewer, portal_view
+from consortium.portal.forms import PolicyForm
+from consortium.portal.views.common import paginate, render_page
+from consortium.rounds import services
+from consortium.rounds.models import RoundPolicy
+
+OPERATOR = frozenset({Role.OPERATOR})
+
+
+def _policy_or_404(pk: int) -> RoundPolicy:
+    policy = selectors.policy_by_pk(pk)
+    if policy is None:
+        raise Http404(f"policy {pk} does not exist")
+    return policy
+
+
+@portal_view(roles=ANY_ROLE)
+def policy_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    context = {"page": paginate(request, selectors.policy_table())}
+    return render_page(request, viewer, "portal/policy_list.html", context)
+
+
+@portal_view(roles=ANY_ROLE)
+def policy_detail(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse:
+    policy = _policy_or_404(pk)
+    context = {"policy": policy, "versions": selectors.policy_versions(policy)}
+    return render_page(request, viewer, "portal/policy_detail.html", context)
+
+
+@portal_view(roles=OPERATOR, post_roles=OPERATOR)
+def policy_new(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    """A policy under a new name (version 1)."""
+    form = PolicyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            policy = services.policy_create(
+                name=form.cleaned_data["name"],
+                actor=viewer.actor,
+                activate=form.cleaned_data["activate"],
+                **form.policy_fields(),
+            )
+        except ApplicationError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"Policy {policy} created.")
+            return redirect("portal:policy-detail", pk=policy.pk)
+    context = {"form": form, "base": None}
+    return render_page(
+        request, viewer, "portal/policy_form.html", context, 400 if form.errors else 200
+    )
+
+
+@portal_view(roles=OPERATOR, post_roles=OPERATOR)
+def policy_new_version(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse:
+    """The next version of a policy, pre-filled from ``pk``; the base is never edited."""
+    base = _policy_or_404(pk)
+    form = PolicyForm(request.POST or None, base=base)
+    if request.method == "POST" and form.is_valid():
+        try:
+            policy = services.policy_new_version(
+                base=base, actor=viewer.actor, **form.policy_fields()
+            )
+            if form.cleaned_data["activate"] and not policy.active:
+                services.policy_activate(policy=policy, actor=viewer.actor)
+        except ApplicationError as exc:
+            form.add_service_error(exc)
+        else:
+            messages.success(request, f"Policy {policy} created from {base}.")
+            return redirect("portal:policy-detail", pk=policy.pk)
+    context = {"form": form, "base": base}
+    return render_page(
+        request, viewer, "portal/policy_form.html", context, 400 if form.errors else 200
+    )
+
+
+@require_POST
+@portal_view(post_roles=OPERATOR)
+def policy_activate(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse:
+    policy = _policy_or_404(pk)
+    services.policy_activate(policy=policy, actor=viewer.actor)
+    messages.success(request, f"{policy} is now the active policy.")
+    return redirect("portal:policy-detail", pk=policy.pk)

@@ -1,0 +1,74 @@
+"""Rounds: the history with its convergence plot, and one round in detail."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.http import Http404, HttpRequest, HttpResponse
+
+from consortium.portal import selectors
+from consortium.portal.access import STAFF, Viewer, portal_view
+from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
+from consortium.rounds.models import Round, RoundState
+
+
+@portal_view(roles=STAFF)
+def round_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
+    state = request.GET.get("state", "")
+    rounds = selectors.round_table()
+    if state in RoundState.values:
+        rounds = rounds.filter(state=state)
+    page = paginate(request, rounds)
+    conv = selectors.convergence()
+    context = {
+        "page": page,
+        "means": selectors.auprc_means(r.pk for r in page),
+        "states": RoundState.choices,
+        "state": state,
+        "convergence": conv,
+        "auprc_chart": auprc_chart(conv),
+        "epsilon_chart": epsilon_chart(conv),
+    }
+    return render_page(request, viewer, "portal/round_list.html", context)
+
+
+@portal_view(roles=STAFF)
+def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpResponse:
+    rnd = selectors.round_by_number(number)
+    if rnd is None:
+        raise Http404(f"round {number} does not exist")
+    rows = selectors.submission_rows(rnd)
+    in_flight = rnd.state in {RoundState.OPEN, RoundState.AGGREGATING}
+    conv = selectors.convergence(up_to=rnd.number)
+    context = {
+        "round": rnd,
+        "rows": rows,
+        "upload_bytes": sum(r.submission.size_bytes for r in rows),
+        "all_signatures_ok": all(r.signature_ok for r in rows),
+        "reports": selectors.round_reports(rnd),
+        "progress": selectors.round_progress(rnd) if in_flight else None,
+        "timings": _timings(rnd),
+        "convergence": conv,
+        "auprc_chart": auprc_chart(conv, marker=rnd.number),
+        "epsilon_chart": epsilon_chart(conv, marker=rnd.number),
+    }
+    return render_page(request, viewer, "portal/round_detail.html", context)
+
+
+def _timings(rnd: Round) -> list[tuple[str, datetime | None, timedelta | None]]:
+    """Each milestone of the round, and how long the phase that ends there took."""
+    collected_until = rnd.aggregating_at or rnd.closed_at
+    return [
+        ("Opened", rnd.opened_at, None),
+        ("Deadline", rnd.deadline_at, rnd.deadline_at - rnd.opened_at),
+        (
+            "Aggregation started",
+            rnd.aggregating_at,
+            collected_until - rnd.opened_at if rnd.aggregating_at and collected_until else None,
+        ),
+        (
+            "Closed",
+            rnd.closed_at,
+            rnd.closed_at - (rnd.aggregating_at or rnd.opened_at) if rnd.closed_at else None,
+        ),
+    ]

@@ -1,0 +1,122 @@
+"""Portal personas (one per role) and a consortium with history to look at."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+REP_PASSWORD = "representative-password-1"
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # The default hasher takes ~0.4 s per user by design; these tests make many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def bank_rep(db: Any, bank_alpha: Any) -> Any:
+    """Ravi represents bank alpha and nobody else."""
+    from django.contrib.auth.models import User
+
+    from consortium.portal.models import BankRepresentative
+
+    user = User.objects.create_user("ravi", password=REP_PASSWORD)
+    BankRepresentative.objects.create(user=user, bank=bank_alpha.bank, created_by="test")
+    return user
+
+
+@pytest.fixture
+def roleless(db: Any) -> Any:
+    """Nora has an account but no portal role."""
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("nora", password="no-role-password-1")
+
+
+@pytest.fixture
+def client_for(db: Any) -> Any:
+    """``client_for(user)``: a test client signed in as ``user`` (or anonymous for None)."""
+
+    def make(user: Any | None) -> Client:
+        client = Client()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+def seed_history(
+    *, banks: int, rounds: int, per_round: int, policy: Any, epoch: Any, epsilon: bool = False
+) -> tuple[list[Any], list[Any]]:
+    """Bulk-insert banks and a history of rounds (no ciphertexts, no audit events).
+
+    Every 10th round failed; the others were published with ``per_round`` submissions and
+    as many metric reports, rotating through the banks. Nothing here goes through the
+    services: it is only rows for pages to read, not a history the domain produced.
+    """
+    from consortium.members.models import Bank
+    from consortium.rounds.models import MetricReport, Round, RoundState, Submission
+
+    Bank.objects.bulk_create(
+        Bank(
+            slug=f"bank-{i:03d}",
+            name=f"Bank {i:03d}",
+            credential_prefix=f"p{i:011d}",
+            credential_hash="0" * 64,
+            signing_public_key="A" * 43 + "=",
+        )
+        for i in range(banks)
+    )
+    all_banks = list(Bank.objects.order_by("slug"))
+    start = timezone.now() - timedelta(days=rounds)
+    Round.objects.bulk_create(
+        Round(
+            number=n,
+            policy=policy,
+            policy_snapshot=policy.snapshot(),
+            key_epoch=epoch,
+            vector_length=policy.vector_length,
+            state=RoundState.FAILED if n % 10 == 0 else RoundState.PUBLISHED,
+            failure_reason="only 1 of the 2 required updates arrived by the deadline"
+            if n % 10 == 0
+            else "",
+            opened_at=start + timedelta(days=n),
+            deadline_at=start + timedelta(days=n, minutes=30),
+            aggregating_at=start + timedelta(days=n, minutes=20),
+            closed_at=start + timedelta(days=n, minutes=21),
+            aggregate_size=123_456,
+            aggregate_digest="a" * 64,
+            manifest={"round": n, "inputs": []},
+        )
+        for n in range(1, rounds + 1)
+    )
+    all_rounds = list(Round.objects.order_by("number"))
+    subs, reports = [], []
+    for rnd in all_rounds:
+        for k in range(per_round):
+            bank = all_banks[(rnd.number * per_round + k) % len(all_banks)]
+            subs.append(
+                Submission(
+                    round=rnd,
+                    bank=bank,
+                    digest=f"{rnd.number:032d}{k:032d}",
+                    signature="c2ln",
+                    signing_public_key=bank.signing_public_key,
+                    size_bytes=65_600,
+                    blob=f"r{rnd.number}/{bank.slug}",
+                )
+            )
+            if rnd.state == RoundState.PUBLISHED:
+                metrics = {"auprc": 0.2 + 0.5 * (1 - 1 / (1 + rnd.number / 50)) + 0.01 * k}
+                if epsilon:
+                    metrics["epsilon"] = 0.1 * rnd.number
+                reports.append(MetricReport(round=rnd, bank=bank, metrics=metrics))
+    Submission.objects.bulk_create(subs, batch_size=2000)
+    MetricReport.objects.bulk_create(reports, batch_size=2000)
+    return all_banks, all_rounds
