@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -61,6 +62,15 @@ def env_networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddr
         raise ImproperlyConfigured(f"{name}: {exc}") from exc
 
 
+def env_rate(name: str, default: str) -> str:
+    """A DRF throttle rate such as ``60/min`` (period: s, min, h or day)."""
+    raw = env(name, default) or default
+    count, _, period = raw.partition("/")
+    if not count.isdigit() or int(count) < 1 or period[:1] not in {"s", "m", "h", "d"}:
+        raise ImproperlyConfigured(f"{name} must look like 60/min, not {raw!r}")
+    return raw
+
+
 VAR_DIR = Path(env("CONSORTIUM_VAR_DIR", str(BASE_DIR / "var")) or "var")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
@@ -98,6 +108,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Sign-in rate limit (failed logins per username and address) and the throttle cache table.
+    "axes",
+    "consortium.api",
     "audit",
     "consortium.members",
     "consortium.rounds",
@@ -116,6 +129,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "consortium.api.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes asks: it answers 429 to a locked-out sign-in.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "consortium.urls"
@@ -186,8 +201,39 @@ SCHEDULER_METRICS_PORT = env_int("CONSORTIUM_SCHEDULER_METRICS_PORT", 0)
 SCHEDULER_METRICS_ADDR = env("CONSORTIUM_SCHEDULER_METRICS_ADDR", "0.0.0.0") or "0.0.0.0"  # noqa: S104
 # Seconds between the scheduler's full walks of the audit chain (0: never).
 AUDIT_VERIFY_INTERVAL_SECONDS = env_int("CONSORTIUM_AUDIT_VERIFY_INTERVAL", 600)
+# TEST-ONLY fault injection (tests/faults): the scheduler pauses this many seconds between
+# writing a round's aggregate and committing its publication. Never set it in production.
+FAULT_SLEEP_IN_AGGREGATION_SECONDS = env_int("CONSORTIUM_FAULT_SLEEP_IN_AGGREGATION", 0)
 # Non-upload JSON bodies stay small.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# Rate limits. Their counters must be shared by every gunicorn worker and every replica,
+# so they live in the database (a per-process LocMemCache would multiply each limit by
+# the number of workers). The counters are approximate under races: a limit, not a quota.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "consortium_throttle_cache",
+        "OPTIONS": {"MAX_ENTRIES": 10000},
+    },
+}
+# Uploads per bank (every PUT, retries and refusals included); nodes back off on 429.
+UPLOAD_RATE = env_rate("CONSORTIUM_UPLOAD_RATE", "60/min")
+# Sign-in (web portal, /admin/, HTTP basic auth on the API): django-axes locks a username
+# from one address out after this many failures, for this long; every failure during
+# the lock-out restarts it. Answer: 429.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("CONSORTIUM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CONSORTIUM_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Operators use basic auth on every API call: no access-log row per request.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -201,6 +247,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    # Only views that name a throttle class are throttled (the upload view).
+    "DEFAULT_THROTTLE_RATES": {"upload": UPLOAD_RATE},
 }
 
 SPECTACULAR_SETTINGS = {

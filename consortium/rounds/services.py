@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -300,36 +301,55 @@ def _update_store(
         existing = Submission.objects.filter(round=rnd, bank=bank).first()
         if existing is not None and existing.digest == digest:
             return existing
+        if existing is not None:
+            # A different update won a race with this one (two uploads in flight at once):
+            # refuse before its blob is put in place, or it would be left behind unreferenced.
+            raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}")
         _check_round_accepts(rnd, bank)
+        # The blob goes in place before the row that names it commits: a crash in between
+        # leaves an unreferenced file (the same bytes a retry writes again), never a row
+        # without its blob. A failure seen before the commit removes the file again (not
+        # one *at* commit: the commit may have happened, and then the row needs the file).
         storage.commit(body_path, relpath)
         try:
-            with transaction.atomic():
-                sub = Submission.objects.create(
-                    round=rnd,
-                    bank=bank,
-                    digest=digest,
-                    signature=signature,
-                    signing_public_key=bank.signing_public_key,
-                    size_bytes=size,
-                    blob=relpath,
-                )
-        except IntegrityError:
-            raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}") from None
-        audit_record(
-            action="update.accepted",
-            actor=f"bank:{bank.slug}",
-            target=sub,
-            data={
-                "round": rnd.number,
-                "bank": bank.slug,
-                "digest": digest,
-                "signature": signature,
-                "signing_public_key": bank.signing_public_key,
-                "size_bytes": size,
-            },
-        )
+            sub = _submission_record(rnd, bank, digest, signature, size, relpath)
+        except BaseException:
+            storage.absolute(relpath).unlink(missing_ok=True)
+            raise
         metrics.UPDATES_ACCEPTED.inc()
         return sub
+
+
+def _submission_record(
+    rnd: Round, bank: Bank, digest: str, signature: str, size: int, relpath: str
+) -> Submission:
+    try:
+        with transaction.atomic():
+            sub = Submission.objects.create(
+                round=rnd,
+                bank=bank,
+                digest=digest,
+                signature=signature,
+                signing_public_key=bank.signing_public_key,
+                size_bytes=size,
+                blob=relpath,
+            )
+    except IntegrityError:
+        raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}") from None
+    audit_record(
+        action="update.accepted",
+        actor=f"bank:{bank.slug}",
+        target=sub,
+        data={
+            "round": rnd.number,
+            "bank": bank.slug,
+            "digest": digest,
+            "signature": signature,
+            "signing_public_key": bank.signing_public_key,
+            "size_bytes": size,
+        },
+    )
+    return sub
 
 
 @transaction.atomic
@@ -448,6 +468,7 @@ def round_aggregate(number: int) -> list[str]:
         return [f"round {rnd.number} failed in aggregation"]
     finally:
         tmp.unlink(missing_ok=True)
+    _fault_pause_before_publish(rnd.number)
     rnd.state, rnd.closed_at = RoundState.PUBLISHED, timezone.now()
     rnd.aggregate_digest, rnd.aggregate_size, rnd.aggregate_blob = digest, size, relpath
     rnd.manifest = {
@@ -470,6 +491,20 @@ def round_aggregate(number: int) -> list[str]:
     audit_checkpoint_create(reason=f"round {rnd.number} published")
     metrics.round_published(rnd.opened_at, rnd.closed_at, time.monotonic() - started)
     return [f"round {rnd.number} published ({len(subs)} updates)"]
+
+
+def _fault_pause_before_publish(number: int) -> None:
+    """TEST-ONLY fault injection: hold here, aggregate blob in place, publish not committed.
+
+    Off unless CONSORTIUM_FAULT_SLEEP_IN_AGGREGATION is set (tests/faults kills the
+    scheduler during this pause to show that a crash publishes nothing, half or twice).
+    """
+    seconds = settings.FAULT_SLEEP_IN_AGGREGATION_SECONDS
+    if seconds:
+        log.warning(
+            "fault injection: round %s aggregated, pausing %ss before publishing", number, seconds
+        )
+        time.sleep(seconds)
 
 
 def _next_policy_and_epoch() -> tuple[RoundPolicy, KeyEpoch] | None:

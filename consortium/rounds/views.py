@@ -11,7 +11,7 @@ from django.db.models import Count
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from consortium import metrics
 from consortium.api.auth import BankPrincipal, IsBank, IsOperator, actor_of
 from consortium.api.errors import ApplicationError, NotFound
+from consortium.api.throttles import BankUploadThrottle
 from consortium.rounds import selectors, services, storage
 from consortium.rounds.models import Round, RoundPolicy, RoundState
 from consortium.rounds.serializers import (
@@ -96,6 +97,7 @@ class RoundUpdateView(APIView):
 
     permission_classes = [IsBank]
     parser_classes: list[Any] = []
+    throttle_classes = [BankUploadThrottle]
 
     @extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
@@ -132,6 +134,12 @@ class RoundUpdateView(APIView):
         )
         return Response(_accepted(sub), status=status.HTTP_201_CREATED)
 
+    def throttled(self, request: Request, wait: float | None) -> None:
+        rate = BankUploadThrottle().rate
+        raise exceptions.Throttled(
+            wait, detail=f"too many uploads from this bank (limit {rate}); retry later"
+        )
+
 
 def _accepted(sub: Any) -> dict[str, Any]:
     return {
@@ -167,6 +175,14 @@ def _body_to_temp(request: Request) -> Any:
         path.unlink(missing_ok=True)
         raise
     metrics.UPLOAD_BYTES.inc(written)
+    if declared and declared.isdigit() and written < int(declared):
+        # The client went away mid-body (a killed node, a dropped connection): nothing of
+        # it is kept, and the node's retry starts afresh.
+        metrics.update_rejected("incomplete")
+        path.unlink(missing_ok=True)
+        raise ApplicationError(
+            f"the upload ended after {written} of the {declared} declared bytes; retry it"
+        )
     if written == 0:
         metrics.update_rejected("empty")
         path.unlink(missing_ok=True)
