@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from bank_node import metrics as node_metrics
 from bank_node.config import NodeConfig
 from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient, PortalError
@@ -71,9 +72,13 @@ class Agent:
         """Do whatever is due now: join the open round, evaluate newly published ones."""
         current = self.client.current_round()
         if current is not None and current["state"] == "open":
+            node_metrics.round_seen_open(current)
             self.participate(current)
         for rnd in self.client.rounds(limit=5):
             key = str(rnd["number"])
+            node_metrics.round_listed(
+                rnd, submitted=key in self.state.submitted, skipped=key in self.state.skipped
+            )
             if (
                 rnd["state"] == "published"
                 and rnd.get("kind", "training") == "training"
@@ -106,11 +111,13 @@ class Agent:
             self.state.save(self.state_path)
             return False
         log.info("round %s: update over %d rows in %.1fs", key, n, time.monotonic() - started)
+        node_metrics.local_update_done(rnd, time.monotonic() - started)
         digest, path = self.encrypt(rnd["number"], weights, n)
         signature = sign(
             self.keys.signing_key, update_message(rnd["number"], self.config.bank, digest)
         )
         self.client.upload_update(rnd["number"], path, digest, signature)
+        node_metrics.uploaded(path)
         path.unlink(missing_ok=True)
         self.state.submitted[key] = digest
         self.state.save(self.state_path)
@@ -130,9 +137,10 @@ class Agent:
         path = self.config.state_dir / f"update-round-{number}.ckks"
         if self.config.keep_plaintext_updates:
             np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
-        digest = encrypt_to_file(
-            self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
-        )
+        with node_metrics.ENCRYPT_SECONDS.time():
+            digest = encrypt_to_file(
+                self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
+            )
         return digest, path
 
     def normalizer(self, stats_round: int | None) -> Normalizer | None:
@@ -159,7 +167,7 @@ class Agent:
         path = self.config.state_dir / f"aggregate-round-{number}.ckks"
         if not path.exists():
             self.client.download_aggregate(number, path)
-        with open(path, "rb") as stream:
+        with open(path, "rb") as stream, node_metrics.DECRYPT_SECONDS.time():
             ctx, params = self.keys.for_epoch(epoch)
             summed = decrypt_vector(ctx, stream, params)
         return unpack_aggregate(summed)
@@ -189,6 +197,7 @@ class Agent:
             log.warning("round %s: metrics not reported: %s", rnd["number"], exc.message)
         self.state.evaluated[str(rnd["number"])] = metrics
         self.state.save(self.state_path)
+        node_metrics.global_model_evaluated(rnd["number"], metrics)
         log.info(
             "round %s: global model AUPRC %.4f on local held-out data",
             rnd["number"],
@@ -206,6 +215,7 @@ class Agent:
             try:
                 self.step()
             except PortalError as exc:
+                node_metrics.POLL_ERRORS.inc()
                 log.warning("portal: %s", exc)
             if (len(self.state.submitted), len(self.state.evaluated)) != before:
                 last_activity = time.monotonic()

@@ -108,7 +108,17 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    agent = _agent(_config(args))
+    config = _config(args)
+    agent = _agent(config)
+    if config.metrics_port:
+        from bank_node.metrics import start_metrics_server
+
+        start_metrics_server(
+            config.metrics_port,
+            bank=config.bank,
+            state_dir=config.state_dir,
+            data_file=config.data_file,
+        )
     agent.run(max_rounds=args.max_rounds, idle_exit_seconds=args.idle_exit_seconds)
     return 0
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import requests
 
+from bank_node import metrics as node_metrics
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
@@ -63,6 +65,7 @@ class _Base:
                     None, f"{method} {url} failed after {attempt + 1} attempts: {failure}"
                 )
             self.retries_made += 1
+            node_metrics.PORTAL_RETRIES.inc()
             log.warning("%s %s: %s; retrying in %.1fs", method, path, failure, delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
