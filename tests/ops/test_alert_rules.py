@@ -1,0 +1,172 @@
+"""Alert rules pass promtool's checks and unit tests; rules and dashboards use only
+metric names the portal and the node actually export."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+import bank_node.metrics
+import consortium.metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+OPS = ROOT / "ops"
+RULES = {
+    "portal": ROOT / "helm" / "consortium-portal" / "files" / "prometheus-rules.yml",
+    "bank-node": ROOT / "helm" / "bank-node" / "files" / "prometheus-rules.yml",
+}
+DASHBOARDS = [OPS / "grafana" / "portal.json", OPS / "grafana" / "bank-node.json"]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("promtool is missing on CI; the prometheus package must be installed")
+    pytest.skip("no promtool (apt-get install prometheus, or make system-deps)")
+
+
+def alert_rules() -> list[dict]:
+    return [
+        rule
+        for path in RULES.values()
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+    ]
+
+
+def test_promtool_accepts_both_rule_files(promtool):
+    result = subprocess.run(
+        [promtool, "check", "rules", *map(str, RULES.values())], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_of_the_alerts_pass(promtool):
+    result = subprocess.run(
+        [promtool, "test", "rules", str(OPS / "prometheus" / "alerts_test.yml")],
+        capture_output=True,
+        text=True,
+        cwd=OPS / "prometheus",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not():
+    cases = yaml.safe_load((OPS / "prometheus" / "alerts_test.yml").read_text())["tests"]
+    fires, quiet = set(), set()
+    for case in cases:
+        for check in case["alert_rule_test"]:
+            (fires if check["exp_alerts"] else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names - fires == set()
+    assert names - quiet == set()
+
+
+def test_every_alert_has_a_severity_a_summary_and_a_description():
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_the_ops_rule_files_are_links_to_the_charts_copies():
+    links = {
+        "portal": OPS / "prometheus" / "portal-alerts.yml",
+        "bank-node": OPS / "prometheus" / "bank-node-alerts.yml",
+    }
+    for name, link in links.items():
+        assert link.is_symlink() and link.resolve() == RULES[name].resolve()
+
+
+# --- metric names ------------------------------------------------------------------------
+
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
+KEYWORDS |= {"unless", "bool", "offset", "inf", "nan"}
+
+
+def metric_names(promql: str) -> set[str]:
+    """Metric names in a PromQL expression: what remains after strings, label matchers,
+    ranges, grouping clauses, functions and keywords are taken out."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", promql)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    # Not after a digit ("5m"), a dot ("1.5e3") or "$" (a Grafana variable).
+    for match in re.finditer(r"(?<![A-Za-z0-9_:$.])[A-Za-z_:][A-Za-z0-9_:]*", text):
+        rest = text[match.end() :].lstrip()
+        token = match.group()
+        if not rest.startswith("(") and token.lower() not in KEYWORDS:
+            names.add(token)
+    return names
+
+
+def used_in_rules() -> set[str]:
+    return {name for rule in alert_rules() for name in metric_names(rule["expr"])}
+
+
+def used_in_dashboards() -> set[str]:
+    names = set()
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                names |= metric_names(target["expr"])
+    return names
+
+
+@pytest.fixture
+def exported(open_round, client) -> set[str]:
+    """Every sample name the portal (web, database collector, scheduler) and the node
+    export, with a round in flight and a request served so that labelled series exist."""
+    assert bank_node.metrics  # defines the node's metrics on import
+    assert client.get("/healthz").status_code == 200
+    families = [*REGISTRY.collect(), *consortium.metrics.DatabaseCollector().collect()]
+    return {sample.name for family in families for sample in family.samples} | {
+        family.name for family in families
+    }
+
+
+def test_the_metric_name_extractor_finds_names_and_skips_the_rest():
+    expr = (
+        'sum by (le, view) (rate(a_total{view=~"x|y"}[$__rate_interval])) / '
+        "max without (pod) (b_seconds) > 0.5 and on (namespace) c offset 5m"
+    )
+    assert metric_names(expr) == {"a_total", "b_seconds", "c"}
+
+
+def test_alert_rules_use_only_exported_metric_names(exported):
+    assert used_in_rules() - exported == set()
+
+
+def test_dashboards_use_only_exported_metric_names(exported):
+    used = used_in_dashboards()
+    assert {"consortium_http_requests_total", "bank_node_global_model_auprc"} <= used
+    assert used - exported == set()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboards_are_importable_grafana_json(path):
+    board = json.loads(path.read_text())
+    assert board["uid"] and board["title"] and board["schemaVersion"] >= 36
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert "datasource" in variables
+    for panel in board["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}"
+        for target in panel["targets"]:
+            for var in re.findall(r"\$(\w+)", target["expr"]):
+                assert var in variables or var.startswith("__"), (panel["title"], var)

@@ -1,0 +1,147 @@
+"""Under gunicorn with several workers, /metrics adds up every worker's counts."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+WORKERS = 3
+
+
+@dataclass
+class Gunicorn:
+    url: str
+    token: str
+    multiproc_dir: Path
+    master: subprocess.Popen[bytes]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
+    """The portal under gunicorn with three workers, on a fresh SQLite database."""
+    var = tmp_path_factory.mktemp("multiproc")
+    multiproc = var / "prometheus"
+    multiproc.mkdir()
+    (multiproc / "counter_999999.db").write_bytes(b"stale")  # a previous run's leftovers
+    token = secrets.token_urlsafe(16)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        CONSORTIUM_VAR_DIR=str(var),
+        DJANGO_SETTINGS_MODULE="consortium.settings",
+        PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+        CONSORTIUM_METRICS_TOKEN=token,
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    port = _free_port()
+    log = open(var / "gunicorn.log", "wb")
+    master = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gunicorn", "-c", "consortium/gunicorn.conf.py"),
+            *("consortium.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS)),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, (var / "gunicorn.log").read_text()
+        time.sleep(0.2)
+    try:
+        yield Gunicorn(url, token, multiproc, master)
+    finally:
+        master.send_signal(signal.SIGTERM)
+        master.wait(timeout=30)
+        log.close()
+
+
+def _counter(server: Gunicorn, view: str) -> float:
+    response = requests.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.token}"}, timeout=5
+    )
+    assert response.status_code == 200
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "consortium_http_requests":
+            return sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels["view"] == view
+            )
+    return 0.0
+
+
+def _workers_that_served(server: Gunicorn, view: str) -> set[str]:
+    """Worker pids whose counter files hold a series for ``view``."""
+    marker = f'"{view}"'.encode()
+    return {
+        path.stem.rsplit("_", 1)[1]
+        for path in server.multiproc_dir.glob("counter_*.db")
+        if marker in path.read_bytes()
+    }
+
+
+def test_gunicorn_starts_from_an_empty_metrics_directory(gunicorn):
+    assert not (gunicorn.multiproc_dir / "counter_999999.db").exists()
+
+
+def test_n_requests_over_three_workers_are_counted_n_times_not_n_over_three(gunicorn):
+    n = 60
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: requests.get(f"{gunicorn.url}/healthz", timeout=10).status_code, range(n)
+            )
+        )
+    assert statuses == [200] * n
+    assert len(_workers_that_served(gunicorn, "healthz")) >= 2  # the sum is really across workers
+    assert _counter(gunicorn, "healthz") == n
+
+
+def test_a_dead_workers_counts_stay_in_the_sum(gunicorn):
+    before = _counter(gunicorn, "healthz")
+    served = _workers_that_served(gunicorn, "healthz")
+    os.kill(int(next(iter(served))), signal.SIGKILL)  # gunicorn replaces it
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            total = _counter(gunicorn, "healthz")
+            break
+        except requests.RequestException:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert total == before
