@@ -72,6 +72,27 @@ class BankCredentialAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
+class LockoutAwareBasicAuthentication(authentication.BasicAuthentication):
+    """HTTP basic auth (operators, auditors); a username locked out by django-axes gets 429.
+
+    axes refuses the attempt inside ``authenticate()`` and flags the request; without this
+    the API would answer a plain 401 and a locked-out operator could not tell why.
+    """
+
+    def authenticate_credentials(
+        self, userid: str, password: str, request: Request | None = None
+    ) -> tuple[Any, None]:
+        try:
+            return super().authenticate_credentials(userid, password, request)
+        except exceptions.AuthenticationFailed:
+            if request is not None and getattr(request, "axes_locked_out", False):
+                raise exceptions.Throttled(
+                    detail="too many failed sign-ins for this username from this address; "
+                    "try again later"
+                ) from None
+            raise
+
+
 class IsBank(permissions.BasePermission):
     message = "this endpoint is for bank nodes (use a bank credential)"
 

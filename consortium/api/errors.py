@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.db import DatabaseError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -54,6 +55,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Render every error as ``{"message", "extra"}`` with a 4xx/503 status."""
     if isinstance(exc, ApplicationError):
         return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {
+                "message": f"request body larger than the {limit}-byte limit",
+                "extra": {"limit": limit},
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, ValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else exc.messages

@@ -1,0 +1,150 @@
+"""Rate limits: uploads per bank (DRF throttle, database cache) and sign-in (django-axes)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
+from django.test import Client
+
+from consortium.api.throttles import BankUploadThrottle
+from tests.conftest import encrypted_update, upload_headers
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def upload_rate(settings: Any) -> str:
+    rate = "3/min"
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"upload": rate},
+    }
+    return rate
+
+
+def _put(client: Client, number: int, body: bytes, headers: dict[str, str]) -> Any:
+    return client.put(
+        f"/api/v1/rounds/{number}/update",
+        data=body,
+        content_type="application/octet-stream",
+        **headers,
+    )
+
+
+def test_uploads_are_limited_per_bank_with_a_429_that_says_when_to_retry(
+    client, ckks, open_round, bank_alpha, bank_beta, upload_rate
+):
+    body, _ = encrypted_update(ckks, open_round.vector_length)
+    headers = upload_headers(bank_alpha, open_round.number, body)
+    statuses = [_put(client, open_round.number, body, headers).status_code for _ in range(4)]
+    # The first is stored, the retries are answered idempotently, the fourth is throttled.
+    assert statuses == [201, 200, 200, 429]
+    refused = _put(client, open_round.number, body, headers)
+    assert refused.status_code == 429
+    assert "too many uploads from this bank" in refused.json()["message"]
+    assert int(refused["Retry-After"]) > 0
+    # Another bank has its own allowance.
+    other, _ = encrypted_update(ckks, open_round.vector_length, seed=3)
+    assert (
+        _put(client, open_round.number, other, upload_headers(bank_beta, open_round.number, other))
+    ).status_code == 201
+
+
+def test_the_upload_counters_live_in_a_cache_every_worker_shares():
+    # A per-process cache (LocMemCache) would give each gunicorn worker its own allowance.
+    assert isinstance(caches["throttle"], DatabaseCache)
+    assert BankUploadThrottle().cache is caches["throttle"]
+
+
+def test_status_polls_are_not_throttled(client, open_round, bank_alpha, upload_rate):
+    for _ in range(10):
+        assert client.get("/api/v1/rounds/current", **bank_alpha.auth()).status_code == 200
+
+
+def test_the_upload_rate_comes_from_the_environment(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from consortium.settings import env_rate
+
+    monkeypatch.setenv("CONSORTIUM_UPLOAD_RATE", "10/h")
+    assert env_rate("CONSORTIUM_UPLOAD_RATE", "60/min") == "10/h"
+    for bad in ("lots", "0/min", "10/fortnight", "-1/s"):
+        monkeypatch.setenv("CONSORTIUM_UPLOAD_RATE", bad)
+        with pytest.raises(ImproperlyConfigured, match="60/min"):
+            env_rate("CONSORTIUM_UPLOAD_RATE", "60/min")
+
+
+# --- sign-in --------------------------------------------------------------------------
+
+
+def _basic(password: str, username: str = "olivia") -> dict[str, str]:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"HTTP_AUTHORIZATION": f"Basic {token}"}
+
+
+@pytest.fixture
+def failure_limit(settings: Any) -> int:
+    return int(settings.AXES_FAILURE_LIMIT)
+
+
+def _portal_login(client: Client, password: str, **extra: Any) -> Any:
+    return client.post("/login/", {"username": "olivia", "password": password}, **extra)
+
+
+def _admin_login(client: Client, password: str, **extra: Any) -> Any:
+    return client.post("/admin/login/", {"username": "olivia", "password": password}, **extra)
+
+
+@pytest.mark.parametrize("login", [_portal_login, _admin_login], ids=["portal", "admin"])
+def test_repeated_failed_sign_ins_lock_the_username_out_even_with_the_right_password(
+    client, operator, failure_limit, login
+):
+    for _ in range(failure_limit - 1):
+        assert login(client, "wrong-password").status_code == 200  # the form again
+    assert login(client, "wrong-password").status_code == 429  # the failure that locks
+    locked = login(client, "operator-password-1")
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("login", [_portal_login, _admin_login], ids=["portal", "admin"])
+def test_a_right_password_before_the_limit_signs_in(client, operator, failure_limit, login):
+    operator.is_staff = True  # the admin site admits staff only
+    operator.save()
+    for _ in range(failure_limit - 1):
+        login(client, "wrong-password")
+    response = login(client, "operator-password-1")
+    assert response.status_code == 302
+    assert "_auth_user_id" in client.session
+
+
+def test_api_basic_auth_shares_the_lock_out_and_says_so_with_429(client, operator, failure_limit):
+    for _ in range(failure_limit - 1):
+        assert client.get("/api/v1/banks/", **_basic("wrong")).status_code == 401
+    assert client.get("/api/v1/banks/", **_basic("wrong")).status_code == 429
+    locked = client.get("/api/v1/banks/", **_basic("operator-password-1"))
+    assert locked.status_code == 429
+    assert "too many failed sign-ins" in locked.json()["message"]
+    # The web sign-in is locked too: one counter per username and address.
+    assert _portal_login(client, "operator-password-1").status_code == 429
+
+
+def test_the_lock_out_is_per_username_and_address(client, operator, failure_limit):
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("oscar", password="other-password-1")
+    for _ in range(failure_limit):
+        client.get("/api/v1/banks/", **_basic("wrong"))
+    assert client.get("/api/v1/banks/", **_basic("operator-password-1")).status_code == 429
+    # Another user from the same address, and the same user from elsewhere, are not locked
+    # (so one attacker cannot lock every operator out from one address).
+    other_user = client.get("/api/v1/rounds/", **_basic("other-password-1", "oscar"))
+    assert other_user.status_code == 200
+    elsewhere = client.get(
+        "/api/v1/banks/", REMOTE_ADDR="10.1.2.3", **_basic("operator-password-1")
+    )
+    assert elsewhere.status_code == 200
