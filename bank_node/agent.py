@@ -23,10 +23,12 @@ from bank_node.training import (
     local_data,
     model_from_vector,
     train_round,
+    train_round_private,
 )
 from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update, unpack_aggregate
 from he.errors import HEError
 from he.signing import sign, update_message
+from models.privacy import DPConfig, PrivacyBudgetExceeded, epsilon_after, would_exceed
 
 log = logging.getLogger("bank_node")
 
@@ -40,6 +42,9 @@ class NodeState:
     submitted: dict[str, str] = field(default_factory=dict)  # round -> digest
     evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
     skipped: dict[str, str] = field(default_factory=dict)  # round -> reason
+    # Differential privacy: Opacus's RDP history across rounds, and the epsilon it implies.
+    dp_accountant: dict[str, Any] | None = None
+    epsilon: float | None = None
 
     @classmethod
     def load(cls, path: Path) -> NodeState:
@@ -103,8 +108,8 @@ class Agent:
             return False
         started = time.monotonic()
         try:
-            weights, n = self.local_update(rnd)
-        except HEError as exc:
+            weights, n, privacy = self.local_update(rnd)
+        except (HEError, PrivacyBudgetExceeded) as exc:
             # e.g. the base aggregate is under a key epoch this node never held
             log.error("round %s: sitting out: %s", key, exc)
             self.state.skipped[key] = str(exc)
@@ -116,7 +121,7 @@ class Agent:
         signature = sign(
             self.keys.signing_key, update_message(rnd["number"], self.config.bank, digest)
         )
-        self.client.upload_update(rnd["number"], path, digest, signature)
+        self.client.upload_update(rnd["number"], path, digest, signature, privacy=privacy)
         node_metrics.uploaded(path)
         path.unlink(missing_ok=True)
         self.state.submitted[key] = digest
@@ -124,12 +129,38 @@ class Agent:
         log.info("round %s: uploaded %s", key, digest[:16])
         return True
 
-    def local_update(self, rnd: dict[str, Any]) -> tuple[np.ndarray, int]:
-        """Feature moments for a statistics round; trained weights for a training round."""
+    def local_update(self, rnd: dict[str, Any]) -> tuple[np.ndarray, int, dict[str, Any] | None]:
+        """Feature moments for a statistics round; trained weights for a training round.
+
+        The third value is the privacy claim sent with the upload (None without DP).
+        """
         if rnd.get("kind") == "statistics":
-            return feature_moments(self.data)
+            moments, n = feature_moments(self.data)
+            return moments, n, None
+        policy = rnd["policy"]
         data = self.data.normalized(self.normalizer(rnd.get("stats_round")))
-        return train_round(data, rnd["policy"], self.base_weights(rnd), seed=rnd["number"])
+        base = self.base_weights(rnd)
+        dp = DPConfig.from_policy(policy)
+        if not dp.enabled:
+            weights, n = train_round(data, policy, base, seed=rnd["number"])
+            return weights, n, None
+        rows = int(data.y_train.size)
+        if would_exceed(self.state.dp_accountant, dp, n_samples=rows):
+            spent = epsilon_after(self.state.dp_accountant, dp.delta)
+            raise PrivacyBudgetExceeded(
+                f"privacy budget: another round would take epsilon from {spent:.3f} past the "
+                f"policy's {dp.target_epsilon:g}; this bank stops contributing"
+            )
+        weights, n, epsilon, accountant = train_round_private(
+            data, policy, base, self.state.dp_accountant
+        )
+        # Saved before the upload: a crash then a retrain counts the spend twice, which is
+        # the safe direction.
+        self.state.dp_accountant, self.state.epsilon = accountant, epsilon
+        self.state.save(self.state_path)
+        node_metrics.set_privacy_spent(epsilon)
+        budget_left = not would_exceed(accountant, dp, n_samples=rows)
+        return weights, n, {"epsilon": epsilon, "budget_left": budget_left}
 
     def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
         values = pack_update(weights, n)
@@ -179,6 +210,8 @@ class Agent:
         stats_round = rnd.get("stats_round")
         metrics = evaluate(model, self.data.normalized(self.normalizer(stats_round)))
         threshold = metrics.pop("threshold", None)
+        if self.state.epsilon is not None:
+            metrics["epsilon"] = self.state.epsilon
         np.save(self.config.state_dir / "global_model.npy", weights)
         (self.config.state_dir / "global_model.json").write_text(
             json.dumps(

@@ -83,7 +83,7 @@ def _check_paysim_type(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return stripped, ~stripped.isin(list(PAYSIM_FORMATS)).to_numpy()
 
 
-_EXPECT = {
+_EXPECT: dict[_Check, str] = {
     _check_timestamp: f"a timestamp like 2022/09/01 14:05 ({TIMESTAMP_FORMAT})",
     _check_amount: "a non-negative number",
     _check_number: "a number",

@@ -138,18 +138,28 @@ class BankClient(_Base):
         tmp.replace(dest)
         return expected
 
-    def upload_update(self, number: int, path: Path, digest: str, signature: str) -> dict[str, Any]:
-        """PUT the encrypted update; a retry of the same digest is answered idempotently."""
-        return self._json(
-            "PUT",
-            f"rounds/{number}/update",
-            body_file=path,
-            headers={
-                "Content-Type": "application/octet-stream",
-                "X-Update-Digest": digest,
-                "X-Update-Signature": signature,
-            },
-        )
+    def upload_update(
+        self,
+        number: int,
+        path: Path,
+        digest: str,
+        signature: str,
+        *,
+        privacy: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """PUT the encrypted update; a retry of the same digest is answered idempotently.
+
+        ``privacy`` ({"epsilon", "budget_left"}) is reported under a DP policy.
+        """
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Update-Digest": digest,
+            "X-Update-Signature": signature,
+        }
+        if privacy is not None:
+            headers["X-Privacy-Epsilon"] = repr(float(privacy["epsilon"]))
+            headers["X-Privacy-Budget-Left"] = "true" if privacy["budget_left"] else "false"
+        return self._json("PUT", f"rounds/{number}/update", body_file=path, headers=headers)
 
     def report_metrics(self, number: int, metrics: dict[str, float | None]) -> dict[str, Any]:
         return self._json("POST", f"rounds/{number}/metrics", json={"metrics": metrics})

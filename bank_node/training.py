@@ -138,6 +138,44 @@ def train_round(
     return model_to_vector(model), n
 
 
+def train_round_private(
+    data: LocalData,
+    policy: dict[str, Any],
+    base: np.ndarray | None,
+    accountant: dict[str, Any] | None,
+) -> tuple[np.ndarray, int, float, dict[str, Any]]:
+    """DP-SGD (Opacus) for the policy's local epochs, continuing the bank's accountant.
+
+    Returns (weights, samples, cumulative epsilon, new accountant state). Raises
+    PrivacyBudgetExceeded, before touching the model, when this round would overspend.
+    The noise is seeded from the operating system, never from anything another party knows.
+    """
+    from models.privacy import DPConfig, train_local_dp
+
+    dp = DPConfig.from_policy(policy)
+    model = model_from_vector(
+        policy["model_spec"],
+        policy["n_features"],
+        base,
+        lr=policy["learning_rate"],
+        fedprox_mu=policy["fedprox_mu"],
+    )
+    if policy["fedprox_mu"] > 0:
+        model.set_fedprox_reference(model_to_vector(model))
+    n, epsilon, state = train_local_dp(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=policy["local_epochs"],
+        batch_size=policy["batch_size"],
+        lr=policy["learning_rate"],
+        seed=None,
+        dp=dp,
+        accountant_state=accountant,
+    )
+    return model_to_vector(model), n, epsilon, state
+
+
 def evaluate(model: FraudMLP, data: LocalData) -> dict[str, float | None]:
     """Held-out metrics; the threshold for F1 is chosen on the validation split."""
     val_scores = predict_scores(model, data.x_val)

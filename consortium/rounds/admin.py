@@ -124,7 +124,7 @@ class KeyEpochAdmin(admin.ModelAdmin):
 
 class SubmissionInline(admin.TabularInline):
     model = Submission
-    fields = ("bank", "digest", "size_bytes", "received_at")
+    fields = ("bank", "digest", "size_bytes", "epsilon_spent", "budget_left", "received_at")
     readonly_fields = fields
     extra = 0
     can_delete = False

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
@@ -53,6 +53,31 @@ class RoundPolicy(models.Model):
         default=3, help_text="Stop opening rounds after this many failed rounds in a row."
     )
     ckks_params = models.JSONField(default=default_ckks_params)
+    # Record-level differential privacy (DP-SGD with Opacus at each bank). No target and no
+    # noise multiplier: DP is off. A target with no multiplier: each bank derives the
+    # multiplier that spends exactly the target over max_rounds rounds.
+    dp_target_epsilon = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.01)],
+        help_text="Privacy budget (epsilon) per bank over the whole training; empty = no DP.",
+    )
+    dp_delta = models.FloatField(
+        default=1e-5,
+        validators=[MinValueValidator(1e-12), MaxValueValidator(1e-3)],
+        help_text="DP delta; must also be below 1/n at every bank.",
+    )
+    dp_max_grad_norm = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(1e-4)],
+        help_text="Per-example gradient clipping norm.",
+    )
+    dp_noise_multiplier = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0)],
+        help_text="Fixed noise multiplier; empty = derived from the target.",
+    )
     normalize_features = models.BooleanField(
         default=True,
         help_text="Run a statistics round first: an encrypted sum of feature moments gives "
@@ -97,7 +122,15 @@ class RoundPolicy(models.Model):
             "max_rounds": self.max_rounds,
             "ckks_params": self.ckks_params,
             "normalize_features": self.normalize_features,
+            "dp_target_epsilon": self.dp_target_epsilon,
+            "dp_delta": self.dp_delta,
+            "dp_max_grad_norm": self.dp_max_grad_norm,
+            "dp_noise_multiplier": self.dp_noise_multiplier,
         }
+
+    @property
+    def dp_enabled(self) -> bool:
+        return self.dp_target_epsilon is not None or self.dp_noise_multiplier is not None
 
     @property
     def stats_vector_length(self) -> int:
@@ -200,6 +233,10 @@ class Submission(models.Model):
     size_bytes = models.PositiveBigIntegerField()
     blob = models.CharField(max_length=300)
     received_at = models.DateTimeField(auto_now_add=True)
+    # Reported by the bank with the upload: cumulative epsilon after this round (DP on),
+    # and whether another round would still fit in its budget.
+    epsilon_spent = models.FloatField(null=True, blank=True)
+    budget_left = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["round", "bank"]

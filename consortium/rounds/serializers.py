@@ -95,6 +95,10 @@ class PolicySerializer(serializers.ModelSerializer):
             "max_consecutive_failures",
             "ckks_params",
             "normalize_features",
+            "dp_target_epsilon",
+            "dp_delta",
+            "dp_max_grad_norm",
+            "dp_noise_multiplier",
             "created_at",
             "created_by",
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ POLICY_FIELDS = (
     "max_consecutive_failures",
     "ckks_params",
     "normalize_features",
+    "dp_target_epsilon",
+    "dp_delta",
+    "dp_max_grad_norm",
+    "dp_noise_multiplier",
 )
 
 
@@ -229,8 +234,54 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PrivacyClaim:
+    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
+
+    epsilon: float | None = None
+    budget_left: bool | None = None
+
+
+def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
+    """Under a DP policy a training update must state its cumulative epsilon, within budget."""
+    snapshot = rnd.policy_snapshot
+    dp_on = snapshot.get("dp_target_epsilon") is not None or (
+        snapshot.get("dp_noise_multiplier") is not None
+    )
+    if not dp_on or rnd.kind != RoundKind.TRAINING:
+        return
+    if claim.epsilon is None:
+        _reject(
+            bank,
+            rnd.number,
+            "no epsilon reported",
+            ApplicationError(
+                "this round's policy requires differential privacy: train with DP-SGD and send the "
+                "cumulative epsilon in X-Privacy-Epsilon"
+            ),
+        )
+    target = snapshot.get("dp_target_epsilon")
+    if target is not None and claim.epsilon is not None and claim.epsilon > target * (1 + 1e-6):
+        _reject(
+            bank,
+            rnd.number,
+            "privacy budget exceeded",
+            ApplicationError(
+                f"reported epsilon {claim.epsilon:.3f} exceeds the policy's budget of {target:g}; "
+                "this bank must stop contributing under this policy",
+                status_code=403,
+            ),
+        )
+
+
 def update_submit(
-    *, rnd: Round, bank: Bank, body_path: Path, digest: str, signature: str
+    *,
+    rnd: Round,
+    bank: Bank,
+    body_path: Path,
+    digest: str,
+    signature: str,
+    privacy: PrivacyClaim | None = None,
 ) -> Submission:
     """Validate an uploaded body (already on disk, in a temp file) and accept it.
 
@@ -238,15 +289,27 @@ def update_submit(
     """
     try:
         return _update_submit(
-            rnd=rnd, bank=bank, body_path=body_path, digest=digest, signature=signature
+            rnd=rnd,
+            bank=bank,
+            body_path=body_path,
+            digest=digest,
+            signature=signature,
+            privacy=privacy or PrivacyClaim(),
         )
     finally:
         body_path.unlink(missing_ok=True)
 
 
 def _update_submit(
-    *, rnd: Round, bank: Bank, body_path: Path, digest: str, signature: str
+    *,
+    rnd: Round,
+    bank: Bank,
+    body_path: Path,
+    digest: str,
+    signature: str,
+    privacy: PrivacyClaim,
 ) -> Submission:
+    _privacy_check(rnd, bank, privacy)
     epoch = rnd.key_epoch
     try:
         with open(body_path, "rb") as body:
@@ -288,11 +351,19 @@ def _update_submit(
                 status_code=403,
             ),
         )
-    return _update_store(rnd, bank, body_path, checked.digest, signature, checked.size_bytes)
+    return _update_store(
+        rnd, bank, body_path, checked.digest, signature, checked.size_bytes, privacy
+    )
 
 
 def _update_store(
-    rnd: Round, bank: Bank, body_path: Path, digest: str, signature: str, size: int
+    rnd: Round,
+    bank: Bank,
+    body_path: Path,
+    digest: str,
+    signature: str,
+    size: int,
+    privacy: PrivacyClaim,
 ) -> Submission:
     relpath = storage.upload_relpath(rnd.number, bank.slug, digest)
     with transaction.atomic():
@@ -312,7 +383,7 @@ def _update_store(
         # one *at* commit: the commit may have happened, and then the row needs the file).
         storage.commit(body_path, relpath)
         try:
-            sub = _submission_record(rnd, bank, digest, signature, size, relpath)
+            sub = _submission_record(rnd, bank, digest, signature, size, relpath, privacy)
         except BaseException:
             storage.absolute(relpath).unlink(missing_ok=True)
             raise
@@ -321,7 +392,13 @@ def _update_store(
 
 
 def _submission_record(
-    rnd: Round, bank: Bank, digest: str, signature: str, size: int, relpath: str
+    rnd: Round,
+    bank: Bank,
+    digest: str,
+    signature: str,
+    size: int,
+    relpath: str,
+    privacy: PrivacyClaim,
 ) -> Submission:
     try:
         with transaction.atomic():
@@ -333,6 +410,8 @@ def _submission_record(
                 signing_public_key=bank.signing_public_key,
                 size_bytes=size,
                 blob=relpath,
+                epsilon_spent=privacy.epsilon,
+                budget_left=privacy.budget_left,
             )
     except IntegrityError:
         raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}") from None
@@ -347,6 +426,8 @@ def _submission_record(
             "signature": signature,
             "signing_public_key": bank.signing_public_key,
             "size_bytes": size,
+            "epsilon_spent": privacy.epsilon,
+            "budget_left": privacy.budget_left,
         },
     )
     return sub
@@ -540,6 +621,8 @@ def round_open_next(now: datetime) -> list[str]:
         )
         if failures >= policy.max_consecutive_failures:
             return []
+        if _privacy_budget_spent(policy):
+            return []
         stats = _stats_round_for(policy, epoch)
         kind = (
             RoundKind.STATISTICS
@@ -551,6 +634,22 @@ def round_open_next(now: datetime) -> list[str]:
         except IntegrityError:
             return []
     return [f"{kind} round {rnd.number} opened"]
+
+
+def _privacy_budget_spent(policy: RoundPolicy) -> bool:
+    """The consortium's budget is spent when, in the last published training round, fewer
+    than ``min_banks`` banks said another round would still fit in their own DP budget."""
+    if not policy.dp_enabled or policy.dp_target_epsilon is None:
+        return False
+    last = (
+        policy.rounds.filter(kind=RoundKind.TRAINING, state=RoundState.PUBLISHED)
+        .order_by("-number")
+        .first()
+    )
+    if last is None:
+        return False
+    able = last.submissions.filter(budget_left=True).count()
+    return able < policy.min_banks
 
 
 def _stats_round_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:

@@ -63,14 +63,18 @@ class RoundCurrentView(APIView):
 class RoundDetailView(APIView):
     @extend_schema(responses=RoundSerializer)
     def get(self, request: Request, number: int) -> Response:
-        data: dict[str, Any] = dict(RoundSerializer(_round_or_404(number)).data)
+        rnd = _round_or_404(number)
+        data: dict[str, Any] = dict(RoundSerializer(rnd).data)
+        submissions = rnd.submissions.select_related("bank").order_by("bank__slug")
         if isinstance(request.user, BankPrincipal):
-            data["submitted_by_you"] = (
-                _round_or_404(number)
-                .submissions.filter(bank=request.user.bank)
-                .values_list("digest", flat=True)
-                .first()
-            )
+            # A bank sees its own submission and its own privacy spend, nobody else's.
+            submissions = submissions.filter(bank=request.user.bank)
+            data["submitted_by_you"] = next((s.digest for s in submissions), None)
+        data["privacy"] = [
+            {"bank": s.bank.slug, "epsilon_spent": s.epsilon_spent, "budget_left": s.budget_left}
+            for s in submissions
+            if s.epsilon_spent is not None
+        ]
         return Response(data)
 
 
@@ -117,6 +121,21 @@ class RoundUpdateView(APIView):
                 description="base64 Ed25519 signature of "
                 "'consortium-update-v1\\n{round}\\n{bank}\\n{digest}'",
             ),
+            OpenApiParameter(
+                "X-Privacy-Epsilon",
+                float,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="cumulative DP epsilon after this round (required under a DP policy)",
+            ),
+            OpenApiParameter(
+                "X-Privacy-Budget-Left",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                enum=["true", "false"],
+                description="whether one more round would still fit in this bank's budget",
+            ),
         ],
         responses={200: dict, 201: dict},
     )
@@ -129,8 +148,14 @@ class RoundUpdateView(APIView):
         if existing is not None:
             return Response(_accepted(existing), status=status.HTTP_200_OK)
         body = _body_to_temp(request)
+        privacy = _privacy_claim(request)
         sub = services.update_submit(
-            rnd=rnd, bank=bank, body_path=body, digest=digest, signature=signature
+            rnd=rnd,
+            bank=bank,
+            body_path=body,
+            digest=digest,
+            signature=signature,
+            privacy=privacy,
         )
         return Response(_accepted(sub), status=status.HTTP_201_CREATED)
 
@@ -139,6 +164,22 @@ class RoundUpdateView(APIView):
         raise exceptions.Throttled(
             wait, detail=f"too many uploads from this bank (limit {rate}); retry later"
         )
+
+
+def _privacy_claim(request: Request) -> services.PrivacyClaim:
+    """Parse the optional ``X-Privacy-Epsilon`` / ``X-Privacy-Budget-Left`` headers."""
+    raw_eps = request.headers.get("X-Privacy-Epsilon")
+    raw_left = request.headers.get("X-Privacy-Budget-Left")
+    try:
+        epsilon = float(raw_eps) if raw_eps is not None else None
+    except ValueError:
+        epsilon = -1.0
+    if epsilon is not None and not (0 <= epsilon < float("inf")):
+        raise ApplicationError("X-Privacy-Epsilon must be a non-negative number")
+    if raw_left is not None and raw_left.lower() not in {"true", "false"}:
+        raise ApplicationError("X-Privacy-Budget-Left must be true or false")
+    left = None if raw_left is None else raw_left.lower() == "true"
+    return services.PrivacyClaim(epsilon=epsilon, budget_left=left)
 
 
 def _accepted(sub: Any) -> dict[str, Any]:
