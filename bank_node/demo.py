@@ -177,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             fedprox_mu=args.fedprox_mu,
+            dp_target_epsilon=args.dp_epsilon,
             model_spec=json.loads(args.model_spec),
             max_rounds=args.rounds,
             deadline_seconds=args.deadline,
@@ -361,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         "--model-spec",
         default='{"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10}',
         help="model spec JSON (see models.nets.build_model)",
+    )
+    p.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        help="train with DP-SGD to this epsilon per bank (default: no DP)",
     )
     p.add_argument(
         "--skip-baselines",
