@@ -2,18 +2,27 @@
 
 Run ``gunicorn -c consortium/gunicorn.conf.py consortium.wsgi ...`` (the image copies
 this file to /app/gunicorn.conf.py). Command-line flags still set binds, workers and
-timeouts; this file only adds the hooks below, and they do nothing unless
-``PROMETHEUS_MULTIPROC_DIR`` is set.
+timeouts; this file only adds the hooks below.
 
-Each worker writes its counters and histograms to files in that directory and
-``/metrics`` adds them up (see consortium/metrics.py).
+Each worker writes its counters and histograms to files in ``PROMETHEUS_MULTIPROC_DIR``
+and ``/metrics`` adds them up (see consortium/metrics.py). When the variable is not set,
+a fresh temporary directory is used (and removed at exit): several workers never count
+separately by accident. The Helm chart sets it to a memory-backed emptyDir.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
+
+# Set here, in the master, before any worker imports prometheus_client.
+_OWN_DIR = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _OWN_DIR = tempfile.mkdtemp(prefix="prometheus-multiproc-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_DIR
 
 
 def on_starting(server: Any) -> None:
@@ -23,10 +32,7 @@ def on_starting(server: Any) -> None:
     previous master's workers would otherwise be added to the new ones forever. Emptying
     it is a plain counter reset, which Prometheus's rate() and increase() expect.
     """
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        return
-    directory = Path(path)
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
@@ -34,7 +40,11 @@ def on_starting(server: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges; its counters stay and keep counting in the sum."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+    from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    if _OWN_DIR:
+        shutil.rmtree(_OWN_DIR, ignore_errors=True)

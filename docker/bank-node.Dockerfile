@@ -49,6 +49,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN python -c "import bank_node.cli, he, models, tenseal, torch" && bank-node --help >/dev/null
 WORKDIR /var/lib/bank-node
 USER 10001:10001
+# /metrics, /healthz and /readyz when the config sets metrics_port (the chart: 9100).
 EXPOSE 9100
 ENTRYPOINT ["bank-node"]
 CMD ["run", "--config", "/etc/bank-node/config.toml"]

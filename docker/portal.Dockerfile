@@ -45,6 +45,9 @@ RUN groupadd --system --gid 10001 consortium \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY manage.py ./
+# gunicorn hooks for Prometheus's multiprocess mode (see the file); the chart passes
+# --config=/app/gunicorn.conf.py, and gunicorn also reads ./gunicorn.conf.py by itself.
+COPY consortium/gunicorn.conf.py /app/gunicorn.conf.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -55,5 +58,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN python -c "import consortium, audit, he, models, gunicorn, psycopg2, tenseal, torch"
 USER 10001:10001
 EXPOSE 8000
-CMD ["gunicorn", "consortium.wsgi", "--bind=0.0.0.0:8000", "--workers=3", \
-     "--worker-tmp-dir=/tmp", "--access-logfile=-", "--error-logfile=-"]
+CMD ["gunicorn", "consortium.wsgi", "--config=/app/gunicorn.conf.py", "--bind=0.0.0.0:8000", \
+     "--workers=3", "--worker-tmp-dir=/tmp", "--access-logfile=-", "--error-logfile=-"]

@@ -18,6 +18,7 @@ PORTAL = HELM_DIR / "consortium-portal"
 BANK_NODE = HELM_DIR / "bank-node"
 CHARTS = [PORTAL, BANK_NODE]
 
+# Kinds with the default values; ServiceMonitor, PrometheusRule and Ingress are opt-in.
 EXPECTED_KINDS = {
     PORTAL: {
         "Deployment",
@@ -154,7 +155,7 @@ def test_portal_web_serves_gunicorn_on_8000_with_health_and_readiness_probes() -
 
 def test_portal_service_targets_the_web_pods_only() -> None:
     objs = objects(PORTAL)
-    service = the(objs, "Service")
+    service = the(objs, "Service", "-portal")
     web = the(objs, "Deployment", "-web")
     assert service["spec"]["selector"] == web["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
@@ -203,12 +204,12 @@ def test_an_existing_blob_claim_is_used_instead_of_creating_one() -> None:
 
 SECRET_CASES = [
     (PORTAL, None),
-    (PORTAL, {"secrets": {"mountAsFiles": True}}),
+    (PORTAL, {"secrets": {"mountAsFiles": False}}),
     (BANK_NODE, None),
 ]
 
 
-@pytest.mark.parametrize(("chart", "values"), SECRET_CASES, ids=["portal", "portal-files", "bank"])
+@pytest.mark.parametrize(("chart", "values"), SECRET_CASES, ids=["portal", "portal-env", "bank"])
 def test_no_secret_object_and_no_inline_secret_value_is_rendered(
     chart: Path, values: dict[str, Any] | None
 ) -> None:
@@ -221,8 +222,10 @@ def test_no_secret_object_and_no_inline_secret_value_is_rendered(
                 assert not (var["name"] in secret_names and "value" in var), (name, var["name"])
 
 
-def test_portal_env_takes_the_database_url_and_secret_key_from_the_named_secret() -> None:
-    objs = objects(PORTAL, {"secrets": {"existingSecret": "prod-portal-env"}})
+def test_portal_env_can_take_the_database_url_and_secret_key_from_the_named_secret() -> None:
+    objs = objects(
+        PORTAL, {"secrets": {"existingSecret": "prod-portal-env", "mountAsFiles": False}}
+    )
     for name, spec in pod_specs(objs):
         env = env_of(spec["containers"][0])
         for var in ("DATABASE_URL", "DJANGO_SECRET_KEY"):
@@ -230,14 +233,15 @@ def test_portal_env_takes_the_database_url_and_secret_key_from_the_named_secret(
             assert ref == {"name": "prod-portal-env", "key": var}, name
 
 
-def test_portal_can_read_the_named_secret_as_files_instead() -> None:
-    values = {"secrets": {"existingSecret": "prod-portal-env", "mountAsFiles": True}}
+def test_portal_reads_the_named_secret_as_files_by_default() -> None:
+    values = {"secrets": {"existingSecret": "prod-portal-env"}}
     for name, spec in pod_specs(objects(PORTAL, values)):
         (container,) = spec["containers"]
         env = env_of(container)
         assert "DATABASE_URL" not in env and "DJANGO_SECRET_KEY" not in env
-        volume = next(v for v in spec["volumes"] if "secret" in v)
-        assert volume["secret"]["secretName"] == "prod-portal-env", name
+        volume = next(
+            v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "prod-portal-env"
+        )
         mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
         assert mount["readOnly"] is True
         assert env["DATABASE_URL_FILE"]["value"] == f"{mount['mountPath']}/DATABASE_URL"
@@ -248,7 +252,15 @@ def test_portal_network_policy_denies_by_default_and_allows_dns_and_the_database
     policy = the(objects(PORTAL, {"networkPolicy": {"databasePort": 6432}}), "NetworkPolicy")
     spec = policy["spec"]
     assert spec["policyTypes"] == ["Ingress", "Egress"]
-    assert [p["port"] for rule in spec["ingress"] for p in rule["ports"]] == [8000]
+    from_ingress, from_prometheus = spec["ingress"]
+    assert from_ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    assert [p["port"] for p in from_ingress["ports"]] == [8000]
+    assert from_prometheus["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    assert [p["port"] for p in from_prometheus["ports"]] == [8000, 9101]
     egress_ports = sorted((p["port"], p["protocol"]) for r in spec["egress"] for p in r["ports"])
     assert egress_ports == [(53, "TCP"), (53, "UDP"), (6432, "TCP")]
     assert all(rule.get("to") for rule in spec["egress"])
