@@ -217,7 +217,7 @@ def _tables(report: dict[str, Any]) -> list[Flowable]:
     ]
     parts += [
         Paragraph("Signed checkpoints", H2),
-        _grid(["Head", "Signed", "Why", "Head hash"], rows, [w * mm for w in (14, 34, 34, 90)]),
+        _grid(["Head", "Signed", "Why", "Head hash"], rows, [w * mm for w in (12, 33, 33, 94)]),
     ]
     rows = [
         [str(e["seq"]), _when(e["created_at"]), e["actor"], e["action"], _mono(e["hash"][:16])]

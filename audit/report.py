@@ -54,8 +54,9 @@ def _moment(raw: str, name: str, *, end: bool) -> datetime:
     """A date (whole day; ``until`` includes it) or an ISO datetime, naive meaning UTC."""
     raw = raw.strip()
     try:
-        moment = parse_datetime(raw)
-        day = None if moment else parse_date(raw)
+        # A date first: parse_datetime would also take "2026-11-27", as its midnight.
+        day = parse_date(raw)
+        moment = None if day else parse_datetime(raw)
     except ValueError as exc:
         raise SelectionError(f"{name}={raw!r} is not a valid date or datetime: {exc}") from exc
     if moment is None and day is None:

@@ -110,7 +110,10 @@ def load_report(path: str) -> tuple[dict[str, Any], bytes]:
         ) from exc
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         raise Malformed(f"{path}: not a consortium audit report (format {REPORT_FORMAT})")
-    _check_shape(report)
+    try:
+        _check_shape(report)
+    except Malformed as exc:
+        raise Malformed(f"{path}: {exc}") from None
     return report, raw
 
 

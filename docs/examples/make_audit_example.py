@@ -1,0 +1,158 @@
+"""Regenerate the example audit reports in this folder from a short, real portal history.
+
+    .venv/bin/python docs/examples/make_audit_example.py
+
+A throwaway portal (SQLite and keys in a temporary directory) runs: a key epoch, a
+policy, three banks with Ed25519 keys, one refused upload, round 1 published from three
+real CKKS updates, metrics reported, round 2 failed at its deadline, an auditor account
+and a sign-in. Then it exports the trail as JSON, CSV and PDF and writes the portal's
+public key beside them, so that
+
+    python -m audit.verify docs/examples/audit-report.json --public-key docs/examples/portal.pub
+
+checks the committed example offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def _setup(work: Path) -> None:
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.pop("CONSORTIUM_PORTAL_SIGNING_KEY_FILE", None)
+    os.environ["CONSORTIUM_VAR_DIR"] = str(work)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "consortium.settings"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _upload(rnd, bank, key, secret, params, fp, seed):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from consortium.rounds import storage
+    from consortium.rounds.services import update_precheck, update_submit
+    from he.codec import encrypt_vector, pack_update
+    from he.signing import sign, update_message
+
+    weights = np.random.default_rng(seed).normal(0, 0.3, rnd.vector_length - 1)
+    buf = io.BytesIO()
+    encrypt_vector(secret, pack_update(weights, 100 + seed), params, fp, buf)
+    body = buf.getvalue()
+    digest = hashlib.sha256(body).hexdigest()
+    signature = sign(key, update_message(rnd.number, bank.slug, digest))
+    update_precheck(rnd=rnd, bank=bank, digest=digest, signature=signature)
+    path = storage.temp_path()
+    path.write_bytes(body)
+    update_submit(rnd=rnd, bank=bank, body_path=path, digest=digest, signature=signature)
+
+
+def _history() -> None:
+    from django.contrib.auth.models import Group, User
+    from django.test import Client
+
+    from audit.context import acting_as
+    from consortium.api.errors import ApplicationError
+    from consortium.members.services import bank_create
+    from consortium.rounds.selectors import round_in_flight
+    from consortium.rounds.services import (
+        key_epoch_register,
+        metrics_report,
+        policy_create,
+        scheduler_tick,
+    )
+    from he.keys import fingerprint, generate_secret_context, public_context_bytes
+    from he.params import CkksParams
+    from he.signing import public_key_b64, signing_key_new
+
+    params = CkksParams()
+    secret = generate_secret_context(params)
+    public = public_context_bytes(secret)
+    with acting_as("cli:setup"):
+        operator = User.objects.create_user("olivia", password="an-operator-password")
+        operator.groups.add(Group.objects.get_or_create(name="operators")[0])
+    key_epoch_register(public_context=public, ckks_params=params.to_dict(), actor="user:olivia")
+    policy_create(
+        name="fraud-mlp",
+        actor="user:olivia",
+        activate=True,
+        min_banks=2,
+        deadline=timedelta(minutes=30),
+        max_rounds=3,
+        normalize_features=False,
+        model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+    )
+    banks = {}
+    for slug in ("alpha", "beta", "gamma"):
+        key = signing_key_new()
+        bank, _ = bank_create(
+            slug=slug,
+            name=f"{slug.title()} Bank",
+            actor="user:olivia",
+            signing_public_key=public_key_b64(key),
+        )
+        banks[slug] = (bank, key)
+    scheduler_tick()
+    first = round_in_flight()
+    assert first is not None
+    try:  # signed with a key the bank never registered: refused, and recorded
+        bank, key = banks["beta"]
+        _upload(first, bank, signing_key_new(), secret, params, fingerprint(public), 9)
+    except ApplicationError:
+        pass
+    for seed, (bank, key) in enumerate(banks.values()):
+        _upload(first, bank, key, secret, params, fingerprint(public), seed)
+    scheduler_tick()
+    first.refresh_from_db()
+    metrics_report(
+        rnd=first, bank=banks["alpha"][0], metrics={"auprc": 0.41, "recall_at_1pct": 0.62}
+    )
+    second = round_in_flight()
+    assert second is not None
+    _upload(second, *banks["gamma"], secret, params, fingerprint(public), 7)
+    scheduler_tick(second.deadline_at + timedelta(seconds=1))
+    with acting_as("cli:setup"):
+        auditor = User.objects.create_user("audrey", password="an-auditor-password", is_staff=True)
+        auditor.groups.add(Group.objects.get(name="auditors"))
+    browser = Client(HTTP_HOST="127.0.0.1")
+    for password in ("not her password", "an-auditor-password"):
+        browser.post("/admin/login/", {"username": "audrey", "password": password})
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="audit-example-"))
+    try:
+        _setup(work)
+        _history()
+        from audit import render
+        from audit.report import Selection
+        from audit.services import audit_report_export
+
+        # One export, three renderings: the PDF and CSV show exactly the signed JSON.
+        export = audit_report_export(selection=Selection(), fmt="json", actor="cli:example")
+        for fmt in ("json", "csv", "pdf"):
+            (HERE / f"audit-report.{fmt}").write_bytes(render.render(export.report, fmt)[0])
+        from audit.portal_key import portal_public_key
+
+        (HERE / "portal.pub").write_text(portal_public_key() + "\n")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
