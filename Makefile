@@ -2,8 +2,9 @@
 #
 #   make venv          .venv with torch (CPU) first, then the project with [dev]
 #   make system-deps   Debian packages the tests need (scripts/system-packages.txt)
+#   make checkov-venv  .venv-checkov: checkov, apart from .venv (its dependencies clash)
 #   make lint          ruff check + mypy
-#   make test          system-deps, venv, lint, pytest on PostgreSQL, then pytest on SQLite
+#   make test          system-deps, venv, checkov-venv, lint, pytest on PostgreSQL, then on SQLite
 #   make test-postgres only the pytest run on a throwaway PostgreSQL server
 #   make test-sqlite   only the non-e2e pytest run on SQLite
 #   make demo          run bank_node.demo (DEMO_ARGS are passed through)
@@ -28,6 +29,10 @@ STAMP := $(VENV)/.installed
 # through another package's range) pulls a multi-GB CUDA build instead.
 TORCH_PIN := torch==2.13.0
 PIP := $(VPY) -m pip --disable-pip-version-check
+# checkov scans the rendered charts (tests/helm/test_chart_validation.py).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_REQUIREMENTS := scripts/checkov-requirements.txt
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
@@ -45,8 +50,8 @@ PYTEST_POSTGRES := $(STEP) pytest-postgres bash scripts/with-postgres.sh $(VPY) 
 # default without DATABASE_URL), so that both backends keep working.
 PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
-.PHONY: help venv system-deps lint test test-postgres test-sqlite demo clean images \
-	image-portal image-bank-node
+.PHONY: help venv checkov-venv system-deps lint test test-postgres test-sqlite demo clean \
+	images image-portal image-bank-node
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -62,6 +67,15 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(STEP) pip-project $(PIP) install --quiet -e '.[dev]'
 	@touch $@
 
+checkov-venv: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP): $(CHECKOV_REQUIREMENTS)
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }
+	$(STEP) checkov-venv $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(STEP) pip-checkov $(CHECKOV_VENV)/bin/python -m pip --disable-pip-version-check \
+		install --quiet -r $(CHECKOV_REQUIREMENTS)
+	@touch $@
+
 system-deps:
 	$(STEP) system-deps bash scripts/install-system-deps.sh
 
@@ -70,16 +84,16 @@ lint: venv
 	$(MYPY)
 
 # One recipe, so the steps run in this order even under `make -j`.
-test: system-deps venv
+test: system-deps venv checkov-venv
 	$(RUFF)
 	$(MYPY)
 	$(PYTEST_POSTGRES)
 	$(PYTEST_SQLITE)
 
-test-postgres: system-deps venv
+test-postgres: system-deps venv checkov-venv
 	$(PYTEST_POSTGRES)
 
-test-sqlite: venv
+test-sqlite: venv checkov-venv
 	$(PYTEST_SQLITE)
 
 demo: venv
