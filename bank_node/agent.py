@@ -66,6 +66,7 @@ class Agent:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = config.state_dir / "state.json"
         self.state = NodeState.load(self.state_path)
+        node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
 
     @property
     def data(self) -> LocalData:

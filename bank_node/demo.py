@@ -110,6 +110,8 @@ def start_portal(work: Path, procs: Processes, port: int, password: str) -> str:
             PY,
             "-m",
             "gunicorn",
+            "-c",
+            "consortium/gunicorn.conf.py",
             "consortium.wsgi",
             "--bind",
             f"127.0.0.1:{port}",
@@ -118,7 +120,9 @@ def start_portal(work: Path, procs: Processes, port: int, password: str) -> str:
             "--timeout",
             "300",
         ],
-        env,
+        # The workers add up their Prometheus metrics through files here (the scheduler,
+        # a process of its own, keeps its own).
+        {**env, "PROMETHEUS_MULTIPROC_DIR": str(work / "portal" / "prometheus")},
         work / "portal" / "gunicorn.log",
     )
     procs.start(

@@ -106,8 +106,9 @@ LAST_SUCCESSFUL_ROUND = Gauge(
 )
 PRIVACY_EPSILON_SPENT = Gauge(
     "bank_node_privacy_epsilon_spent",
-    "Differential-privacy budget (epsilon) this bank has spent across rounds. Reads 0 "
-    "until DP-SGD training lands (then set by set_privacy_spent).",
+    "Differential-privacy budget (epsilon) this bank has spent across rounds with DP-SGD, "
+    "as Opacus's accountant computes it (kept in state.json across restarts); 0 while "
+    "the policy asks for no DP.",
 )
 
 for _reason in ("skipped", "not_submitted"):
@@ -152,7 +153,7 @@ def global_model_evaluated(number: int, metrics: dict[str, Any]) -> None:
 
 
 def set_privacy_spent(epsilon: float) -> None:
-    """For the DP-SGD accountant: the total epsilon this bank has spent so far."""
+    """The total epsilon this bank has spent so far (from the DP-SGD accountant)."""
     PRIVACY_EPSILON_SPENT.set(epsilon)
 
 
