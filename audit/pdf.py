@@ -136,10 +136,15 @@ def _round_summary(report: dict[str, Any]) -> list[Flowable]:
 
 
 def _privacy_text(privacy: dict[str, Any]) -> str:
-    text = f"differential privacy {privacy['differential_privacy']}"
-    if privacy["dp_settings"]:
-        text += "; " + ", ".join(f"{k} = {v}" for k, v in privacy["dp_settings"].items())
-    return text
+    settings = privacy["dp_settings"]
+    if privacy["differential_privacy"] == "off":
+        return "differential privacy off (no target epsilon, no noise multiplier)"
+    parts = [f"{k.removeprefix('dp_').replace('_', ' ')} = {v}" for k, v in settings.items()]
+    return "differential privacy ON (DP-SGD at each bank): " + ", ".join(parts)
+
+
+def _epsilon(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
@@ -156,8 +161,8 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
         ("Participants", ", ".join(rnd["participants"]) or "none"),
     ]
     if privacy["epsilon_spent"]:
-        spent = ", ".join(f"{b}: {e}" for b, e in privacy["epsilon_spent"].items())
-        facts.append(("Epsilon spent", spent))
+        spent = ", ".join(f"{b}: {_epsilon(e)}" for b, e in privacy["epsilon_spent"].items())
+        facts.append(("Epsilon spent (cumulative, as each bank reported)", spent))
     if rnd["aggregate_digest"]:
         facts.append(("Aggregate digest", _mono(rnd["aggregate_digest"])))
     parts: list[Flowable] = [Paragraph(f"Round {rnd['number']}", H3), _facts(facts)]
@@ -168,13 +173,14 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
                 _mono(s["digest"]),
                 "valid" if s["signature_valid"] else "INVALID",
                 "yes" if s["in_manifest"] else "no",
+                _epsilon(s.get("epsilon_spent")),
             ]
             for s in rnd["submissions"]
         ]
-        header = ["Bank", "Submission digest (SHA-256)", "Signature", "In aggregate"]
+        header = ["Bank", "Submission digest (SHA-256)", "Signature", "In aggregate", "Epsilon"]
         parts += [
             Spacer(1, 2 * mm),
-            _grid(header, rows, [w * mm for w in (28, 94, 20, 22)]),
+            _grid(header, rows, [w * mm for w in (24, 94, 16, 18, 16)]),
         ]
     if rnd["rejections"]:
         rows = [[str(j["seq"]), j["bank"], _when(j["at"]), j["reason"]] for j in rnd["rejections"]]

@@ -153,7 +153,10 @@ def _round_rows(rnd: dict[str, Any]) -> list[dict[str, Any]]:
                 "digest": sub["digest"],
                 "status": "signature valid" if sub["signature_valid"] else "SIGNATURE INVALID",
                 "in_manifest": "yes" if sub["in_manifest"] else "no",
-                "detail": f"{sub['size_bytes']} bytes; in trail: {sub['recorded_in_trail']}",
+                "detail": (
+                    f"{sub['size_bytes']} bytes; in trail: {sub['recorded_in_trail']}; "
+                    f"epsilon spent: {sub.get('epsilon_spent')}"
+                ),
             }
         )
     for rej in rnd["rejections"]:

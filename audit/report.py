@@ -27,7 +27,7 @@ from he.signing import public_key_b64, sign, update_message, verify
 
 REPORT_FORMAT = "consortium-audit-report-v1"
 # Policy fields that say how much the aggregate can reveal, besides min_banks and CKKS.
-_PRIVACY_FIELD = re.compile(r"(^dp_|_dp$|^dp$|epsilon|delta|noise|clip|privacy)")
+_PRIVACY_FIELD = re.compile(r"(^dp_|epsilon|delta|noise|clip|privacy)")
 
 
 class SelectionError(ValueError):
@@ -125,26 +125,26 @@ def _round_numbers(events: Iterable[dict[str, Any]]) -> set[int]:
     return numbers
 
 
-def _privacy(snapshot: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    dp_fields = {k: v for k, v in sorted(snapshot.items()) if _PRIVACY_FIELD.search(k)}
-    enabled = bool(
-        snapshot.get("dp_enabled")
-        or snapshot.get("dp")
-        or (snapshot.get("noise_multiplier") or 0) > 0
-        or (snapshot.get("dp_noise_multiplier") or 0) > 0
+def _privacy(snapshot: dict[str, Any], subs: list[Any]) -> dict[str, Any]:
+    """The settings that bound what the aggregate reveals, and the epsilon banks spent.
+
+    DP is on when the policy sets a target epsilon or a noise multiplier (the rule the
+    rounds app enforces); each bank reports its cumulative epsilon with its upload.
+    """
+    enabled = (
+        snapshot.get("dp_target_epsilon") is not None
+        or snapshot.get("dp_noise_multiplier") is not None
     )
-    spent = {
-        m["bank"]: value
-        for m in metrics
-        for key, value in sorted(m["metrics"].items())
-        if "epsilon" in key and value is not None
-    }
     return {
         "min_banks": snapshot.get("min_banks"),
         "ckks_params": snapshot.get("ckks_params"),
         "differential_privacy": "on" if enabled else "off",
-        "dp_settings": dp_fields,
-        "epsilon_spent": spent,
+        "dp_settings": {k: v for k, v in sorted(snapshot.items()) if _PRIVACY_FIELD.search(k)},
+        "epsilon_spent": {
+            s.bank.slug: s.epsilon_spent
+            for s in subs
+            if getattr(s, "epsilon_spent", None) is not None
+        },
     }
 
 
@@ -185,6 +185,8 @@ def _submission(sub: Any, number: int, manifest: set[str], trail: set[Any]) -> d
         "signature_valid": verify(sub.signing_public_key, message, sub.signature),
         "in_manifest": sub.digest in manifest,
         "recorded_in_trail": (number, sub.bank.slug, sub.digest, sub.signature) in trail,
+        "epsilon_spent": getattr(sub, "epsilon_spent", None),
+        "budget_left": getattr(sub, "budget_left", None),
     }
 
 
@@ -219,7 +221,7 @@ def _rounds(numbers: list[int]) -> list[dict[str, Any]]:
                 "closed_at": rnd.closed_at.isoformat() if rnd.closed_at else None,
                 "policy": {"name": rnd.policy.name, "version": rnd.policy.version},
                 "policy_snapshot": rnd.policy_snapshot,
-                "privacy": _privacy(rnd.policy_snapshot, round_metrics),
+                "privacy": _privacy(rnd.policy_snapshot, subs),
                 "key_epoch": {
                     "number": rnd.key_epoch.number,
                     "fingerprint": rnd.key_epoch.fingerprint,

@@ -256,10 +256,11 @@ def _check_round(rnd: dict[str, Any], accepted: dict[Any, Any], published: dict[
         if sub["in_manifest"] != (sub["digest"] in inputs):
             raise Invalid(f"{where}: in_manifest disagrees with the round's manifest")
         event = accepted.get((number, sub["bank"]))
-        if event is not None and (event.get("digest"), event.get("signature")) != (
-            sub["digest"],
-            sub["signature"],
-        ):
+        if event is not None and (
+            event.get("digest"),
+            event.get("signature"),
+            event.get("epsilon_spent"),
+        ) != (sub["digest"], sub["signature"], sub.get("epsilon_spent")):
             raise Invalid(f"{where}: differs from the update.accepted event in the trail")
     digests = {s["digest"] for s in rnd["submissions"]}
     if not inputs <= digests:

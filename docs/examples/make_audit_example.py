@@ -3,10 +3,11 @@
     .venv/bin/python docs/examples/make_audit_example.py
 
 A throwaway portal (SQLite and keys in a temporary directory) runs: a key epoch, a
-policy, three banks with Ed25519 keys, one refused upload, round 1 published from three
-real CKKS updates, metrics reported, round 2 failed at its deadline, an auditor account
-and a sign-in. Then it exports the trail as JSON, CSV and PDF and writes the portal's
-public key beside them, so that
+policy with differential privacy (target epsilon 8 per bank), three banks with Ed25519
+keys, one refused upload, round 1 published from three real CKKS updates, metrics
+reported, round 2 failed at its deadline, an auditor account and two sign-in attempts.
+Then it exports the trail once and renders it as JSON, CSV and PDF, and writes the
+portal's public key beside them, so that
 
     python -m audit.verify docs/examples/audit-report.json --public-key docs/examples/portal.pub
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -42,11 +44,11 @@ def _setup(work: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def _upload(rnd, bank, key, secret, params, fp, seed):  # type: ignore[no-untyped-def]
+def _upload(rnd, bank, key, secret, params, fp, seed, epsilon=None):  # type: ignore[no-untyped-def]
     import numpy as np
 
     from consortium.rounds import storage
-    from consortium.rounds.services import update_precheck, update_submit
+    from consortium.rounds.services import PrivacyClaim, update_precheck, update_submit
     from he.codec import encrypt_vector, pack_update
     from he.signing import sign, update_message
 
@@ -59,7 +61,14 @@ def _upload(rnd, bank, key, secret, params, fp, seed):  # type: ignore[no-untype
     update_precheck(rnd=rnd, bank=bank, digest=digest, signature=signature)
     path = storage.temp_path()
     path.write_bytes(body)
-    update_submit(rnd=rnd, bank=bank, body_path=path, digest=digest, signature=signature)
+    update_submit(
+        rnd=rnd,
+        bank=bank,
+        body_path=path,
+        digest=digest,
+        signature=signature,
+        privacy=PrivacyClaim(epsilon=epsilon, budget_left=True),
+    )
 
 
 def _history() -> None:
@@ -84,7 +93,7 @@ def _history() -> None:
     secret = generate_secret_context(params)
     public = public_context_bytes(secret)
     with acting_as("cli:setup"):
-        operator = User.objects.create_user("olivia", password="an-operator-password")
+        operator = User.objects.create_user("olivia", password=secrets.token_urlsafe(16))
         operator.groups.add(Group.objects.get_or_create(name="operators")[0])
     key_epoch_register(public_context=public, ckks_params=params.to_dict(), actor="user:olivia")
     policy_create(
@@ -95,6 +104,8 @@ def _history() -> None:
         deadline=timedelta(minutes=30),
         max_rounds=3,
         normalize_features=False,
+        dp_target_epsilon=8.0,
+        dp_delta=1e-5,
         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
     )
     banks = {}
@@ -112,11 +123,11 @@ def _history() -> None:
     assert first is not None
     try:  # signed with a key the bank never registered: refused, and recorded
         bank, key = banks["beta"]
-        _upload(first, bank, signing_key_new(), secret, params, fingerprint(public), 9)
+        _upload(first, bank, signing_key_new(), secret, params, fingerprint(public), 9, 2.0)
     except ApplicationError:
         pass
     for seed, (bank, key) in enumerate(banks.values()):
-        _upload(first, bank, key, secret, params, fingerprint(public), seed)
+        _upload(first, bank, key, secret, params, fingerprint(public), seed, 2.0 + seed / 4)
     scheduler_tick()
     first.refresh_from_db()
     metrics_report(
@@ -124,14 +135,15 @@ def _history() -> None:
     )
     second = round_in_flight()
     assert second is not None
-    _upload(second, *banks["gamma"], secret, params, fingerprint(public), 7)
+    _upload(second, *banks["gamma"], secret, params, fingerprint(public), 7, 3.9)
     scheduler_tick(second.deadline_at + timedelta(seconds=1))
     with acting_as("cli:setup"):
-        auditor = User.objects.create_user("audrey", password="an-auditor-password", is_staff=True)
+        password = secrets.token_urlsafe(16)
+        auditor = User.objects.create_user("audrey", password=password, is_staff=True)
         auditor.groups.add(Group.objects.get(name="auditors"))
     browser = Client(HTTP_HOST="127.0.0.1")
-    for password in ("not her password", "an-auditor-password"):
-        browser.post("/admin/login/", {"username": "audrey", "password": password})
+    for attempt in ("not her password", password):
+        browser.post("/admin/login/", {"username": "audrey", "password": attempt})
 
 
 def main() -> None:

@@ -184,3 +184,50 @@ def test_the_export_command_explains_a_bad_round(round_history, tmp_path):
     with pytest.raises(CommandError, match="no such round: 7"):
         call_command("audit_export", "--out", str(tmp_path / "r.json"), "--rounds", "7")
     assert not AuditEvent.objects.filter(action="audit.report_exported").exists()
+
+
+def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
+    client, ckks, epoch, bank_alpha, bank_beta, tmp_path
+):
+    from django.utils import timezone as tz
+
+    from consortium.rounds.selectors import round_in_flight
+    from consortium.rounds.services import policy_create, round_open_next, scheduler_tick
+    from tests.conftest import encrypted_update, upload_headers
+
+    policy_create(
+        name="private",
+        actor="test",
+        activate=True,
+        min_banks=2,
+        max_rounds=2,
+        deadline=timedelta(minutes=10),
+        normalize_features=False,
+        dp_target_epsilon=4.0,
+        dp_delta=1e-5,
+        model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+    )
+    round_open_next(tz.now())
+    rnd = round_in_flight()
+    for seed, (persona, eps) in enumerate([(bank_alpha, "1.25"), (bank_beta, "2.5")]):
+        body, _ = encrypted_update(ckks, rnd.vector_length, seed=seed)
+        headers = upload_headers(persona, rnd.number, body)
+        response = client.put(
+            f"/api/v1/rounds/{rnd.number}/update",
+            data=body,
+            content_type="application/octet-stream",
+            HTTP_X_PRIVACY_EPSILON=eps,
+            HTTP_X_PRIVACY_BUDGET_LEFT="true",
+            **headers,
+        )
+        assert response.status_code == 201, response.content
+    scheduler_tick()
+    content, report = _export("pdf", rounds=(rnd.number,))
+    privacy = report["rounds"][0]["privacy"]
+    assert privacy["differential_privacy"] == "on"
+    assert privacy["dp_settings"]["dp_target_epsilon"] == 4.0
+    assert privacy["epsilon_spent"] == {"alpha": 1.25, "beta": 2.5}
+    text = " ".join(_pdf_text(content, tmp_path).split())
+    assert "differential privacy ON (DP-SGD at each bank): " in text
+    assert "target epsilon = 4.0" in text
+    assert "alpha: 1.250, beta: 2.500" in text
