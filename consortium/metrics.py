@@ -69,8 +69,8 @@ ROUND_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400
 
 HTTP_REQUESTS = Counter(
     "consortium_http_requests",
-    "HTTP requests answered by the portal, by resolved view name ('unresolved' when no "
-    "route matched), method and status code.",
+    "HTTP requests answered by the portal, by resolved view name ('static' for static "
+    "files, 'unresolved' when no route matched), method and status code.",
     ["view", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
@@ -380,10 +380,15 @@ def exposition() -> bytes:
 # --- the web tier: request middleware and the protected /metrics view ----------------
 
 
+_STATIC_PREFIX = "/" + str(settings.STATIC_URL or "static/").lstrip("/")
+
+
 class RequestMetricsMiddleware:
     """Count every response by resolved view and status, and time it.
 
-    First in MIDDLEWARE, so it also sees the 400s and 503s other middleware produce.
+    First in MIDDLEWARE, so it also sees the 400s and 503s other middleware produce. The
+    view label is the route name ("round-current", "admin:index", ...), "static" for
+    static files, "unresolved" when no route matched: a small, fixed set.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -393,7 +398,12 @@ class RequestMetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
-        view = match.view_name if match is not None and match.view_name else "unresolved"
+        if match is not None and match.view_name:
+            view = match.view_name
+        elif request.path.startswith(_STATIC_PREFIX):
+            view = "static"  # answered by WhiteNoise before any URL is resolved
+        else:
+            view = "unresolved"
         HTTP_REQUESTS.labels(view, request.method or "", str(response.status_code)).inc()
         HTTP_LATENCY.labels(view).observe(time.perf_counter() - started)
         return response

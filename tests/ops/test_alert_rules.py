@@ -170,3 +170,17 @@ def test_dashboards_are_importable_grafana_json(path):
         for target in panel["targets"]:
             for var in re.findall(r"\$(\w+)", target["expr"]):
                 assert var in variables or var.startswith("__"), (panel["title"], var)
+
+
+def test_every_exported_metric_and_every_alert_is_documented_in_the_ops_readme(exported):
+    readme = (OPS / "README.md").read_text()
+    ours = {
+        name
+        for name in exported
+        if name.startswith(("consortium_", "bank_node_"))
+        and not name.endswith(("_bucket", "_count", "_sum"))
+    }
+    # A counter's family name ("x") is exported as samples named "x_total".
+    undocumented = {n for n in ours if f"`{n}`" not in readme and f"`{n}_total`" not in readme}
+    assert ours and undocumented == set()
+    assert {r["alert"] for r in alert_rules() if f"| {r['alert']} |" not in readme} == set()

@@ -116,6 +116,16 @@ def test_requests_are_counted_by_resolved_view_method_and_status(client):
     assert value("consortium_http_request_duration_seconds_count", view="healthz") >= 3
 
 
+def test_static_files_are_labelled_static_not_unresolved(client, settings):
+    path = f"/{settings.STATIC_URL.strip('/')}/admin/css/base.css"
+    before = value("consortium_http_requests_total", view="static", method="GET", status="200")
+    assert client.get(path).status_code == 200
+    assert (
+        value("consortium_http_requests_total", view="static", method="GET", status="200")
+        == before + 1
+    )
+
+
 def test_api_views_are_labelled_with_their_route_name(client, bank_alpha):
     before = value(
         "consortium_http_requests_total", view="round-current", method="GET", status="204"
