@@ -94,7 +94,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_SMALL,
         "banks": 30,
         "days": 120,
-        "persons_largest_bank": 14000,
+        "persons_largest_bank": 19500,
         "external_banks": 16,
         "attempts_per_day": 16.0,
         "holdout": {"cycle": ["2"], "account_takeover": ["3", "6"], "gather_scatter": ["4"]},

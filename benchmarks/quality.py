@@ -1,0 +1,381 @@
+"""What federation is worth: local-only, centralised, plaintext FedAvg and encrypted FedAvg.
+
+Run: ``.venv/bin/python benchmarks/quality.py [--preset small|tiny] [--seed 0]``.
+
+1. The encrypted column runs the real thing: ``python -m bank_node.demo`` as a subprocess
+   (live portal, one ``bank-node run`` process per bank, CKKS over HTTP) with the
+   hyperparameters in `HYPER`. It leaves each bank's final global weights and the policy
+   in its output directory, and its generated world in ``<out>/demo/data``.
+2. On that same world this script trains, in process and with the same hyperparameters:
+   local-only (each bank alone for rounds x local epochs), centralised (one model on all
+   banks' training rows pooled, same epoch budget) and plaintext FedAvg (the node's own
+   `bank_node.training.train_round`, averaged by sample counts as ``[n_k w_k, n_k]``).
+3. All four columns are scored by one function on each bank's held-out last 20% of time:
+   AUPRC, recall at a 0.5% alert budget, F1 at the validation-chosen threshold, and per
+   holdout typology the recall at the alert budget at the banks that never saw it while
+   training. Targets are printed with pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bank_node.data import chronological_split, load_ibm_csv  # noqa: E402
+from bank_node.training import (  # noqa: E402
+    LocalData,
+    Normalizer,
+    feature_moments,
+    model_from_vector,
+    train_round,
+)
+from models.features import FEATURE_NAMES, compute_features  # noqa: E402
+from models.federation import fedavg, run_fedavg  # noqa: E402
+from models.metrics import auprc, f1_at, f1_best_threshold  # noqa: E402
+from models.nets import FraudMLP, build_model  # noqa: E402
+from models.training import predict_scores, train_local  # noqa: E402
+from models.vector import vector_to_model  # noqa: E402
+
+# The one place the hyperparameters live: the in-process columns use them directly and
+# the encrypted run gets them through the demo's command-line flags.
+HYPER: dict[str, Any] = {
+    "rounds": 4,
+    "local_epochs": 2,
+    "batch_size": 256,
+    "learning_rate": 3e-3,
+    "fedprox_mu": 0.0,
+    "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10.0},
+}
+BUDGET = 0.005  # alert budget: the top 0.5% of a bank's held-out transactions
+COLUMNS = ["local", "central", "fed_plain", "fed_enc"]
+TITLES = {"local": "local-only", "central": "centralised", "fed_plain": "fed plain",
+          "fed_enc": "fed CKKS"}  # fmt: skip
+
+
+@dataclass
+class Bank:
+    """One member bank's data as its node sees it, plus the held-out rows' typologies."""
+
+    bank_id: str
+    data: LocalData
+    test_typology: np.ndarray
+
+
+def load_bank(bank_id: str, path: Path) -> Bank:
+    """Same steps as `bank_node.training.local_data`, keeping the test rows' typology."""
+    frame = load_ibm_csv(path)
+    parts = chronological_split(frame)
+    features = compute_features(frame)
+    labels = frame["label"].to_numpy(dtype=np.float32)
+    tr, va, te = (frame.index.get_indexer(p.index) for p in parts)
+    typology = pd.read_csv(path, usecols=["Typology"], dtype=str, keep_default_na=False)
+    data = LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
+    return Bank(bank_id, data, typology["Typology"].to_numpy()[te])
+
+
+def policy_of(hyper: dict[str, Any]) -> dict[str, Any]:
+    """The round-policy fields `train_round` reads, as the portal would snapshot them."""
+    keys = ("model_spec", "local_epochs", "batch_size", "learning_rate", "fedprox_mu")
+    return {**{k: hyper[k] for k in keys}, "n_features": len(FEATURE_NAMES)}
+
+
+def evaluate(
+    model: torch.nn.Module, bank: Bank, norm: Normalizer | None, typologies: list[str]
+) -> dict[str, Any]:
+    """The one scoring function every column goes through (on its own normalisation)."""
+    data = bank.data.normalized(norm)
+    threshold, _ = f1_best_threshold(data.y_val, predict_scores(model, data.x_val))
+    scores = predict_scores(model, data.x_test)
+    k = max(1, int(np.ceil(round(BUDGET * len(scores), 9))))
+    alerted = np.zeros(len(scores), bool)
+    alerted[np.argsort(-scores, kind="stable")[:k]] = True
+    y = data.y_test.astype(bool)
+    per_typ = {
+        t: [int((alerted & (bank.test_typology == t)).sum()), int((bank.test_typology == t).sum())]
+        for t in typologies
+    }
+    return {
+        "auprc": auprc(data.y_test, scores),
+        "recall": float((alerted & y).sum() / y.sum()) if y.any() else float("nan"),
+        "f1": f1_at(data.y_test, scores, threshold) if np.isfinite(threshold) else float("nan"),
+        "typology_hits": per_typ,  # [positives in the alert list, positives in the test period]
+    }
+
+
+def fresh_model(hyper: dict[str, Any]) -> FraudMLP:
+    spec = {**hyper["model_spec"], "lr": hyper["learning_rate"]}
+    return build_model(spec, len(FEATURE_NAMES))
+
+
+def local_norm(bank: Bank) -> Normalizer:
+    """Alone, a bank can only normalise with its own statistics (as ``bank-node baseline``)."""
+    return Normalizer.from_moments(feature_moments(bank.data)[0], 0)
+
+
+def consortium_norm(banks: list[Bank], stats_round: int) -> Normalizer:
+    """What a statistics round gives every bank: the count-weighted pooled moments."""
+    return Normalizer.from_moments(fedavg([feature_moments(b.data) for b in banks]), stats_round)
+
+
+def local_only(
+    banks: list[Bank], norms: list[Normalizer | None], hyper: dict[str, Any]
+) -> list[FraudMLP]:
+    """Each bank alone, for as many epochs as the federation ran (as ``bank-node baseline``)."""
+    epochs = hyper["rounds"] * hyper["local_epochs"]
+    models = []
+    for bank, norm in zip(banks, norms, strict=True):
+        model = fresh_model(hyper)
+        data = bank.data.normalized(norm)
+        train_local(
+            model, data.x_train, data.y_train, epochs=epochs,
+            batch_size=hyper["batch_size"], lr=hyper["learning_rate"], seed=0,
+        )  # fmt: skip
+        models.append(model)
+    return models
+
+
+def centralised(banks: list[Bank], norm: Normalizer | None, hyper: dict[str, Any]) -> FraudMLP:
+    """One model on every bank's training rows pooled (a row two members share counts twice,
+    once in each bank's view, as it would if the banks pooled their files)."""
+    x = np.concatenate([b.data.normalized(norm).x_train for b in banks])
+    y = np.concatenate([b.data.y_train for b in banks])
+    model = fresh_model(hyper)
+    train_local(
+        model, x, y, epochs=hyper["rounds"] * hyper["local_epochs"],
+        batch_size=hyper["batch_size"], lr=hyper["learning_rate"], seed=0,
+    )  # fmt: skip
+    return model
+
+
+def federated_plaintext(
+    banks: list[Bank], norm: Normalizer | None, hyper: dict[str, Any], first_round: int
+) -> np.ndarray:
+    """In-process FedAvg with the node's own training step; returns the final weights."""
+    policy = policy_of(hyper)
+    views = [b.data.normalized(norm) for b in banks]
+
+    def train(party: int, base: np.ndarray | None, number: int) -> tuple[np.ndarray, int]:
+        return train_round(views[party], policy, base, seed=number)
+
+    return run_fedavg(train, len(banks), hyper["rounds"], first_round=first_round)[-1]
+
+
+def run_demo(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> float:
+    """The encrypted column: the demo's portal and node processes; returns seconds taken."""
+    argv = [
+        sys.executable, "-m", "bank_node.demo", "--preset", args.preset,
+        "--banks", str(args.banks), "--rounds", str(hyper["rounds"]),
+        "--local-epochs", str(hyper["local_epochs"]), "--seed", str(args.seed),
+        "--out", str(out), "--skip-baselines", "--batch-size", str(hyper["batch_size"]),
+        "--learning-rate", repr(hyper["learning_rate"]),
+        "--fedprox-mu", repr(hyper["fedprox_mu"]),
+        "--model-spec", json.dumps(hyper["model_spec"]),
+        "--deadline", str(args.deadline), "--timeout", str(args.timeout),
+    ]  # fmt: skip
+    print("[quality] encrypted run: " + " ".join(argv[1:]), flush=True)
+    started = time.monotonic()
+    with open(out.parent / "demo.log", "wb") as log:
+        subprocess.run(argv, cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return time.monotonic() - started
+
+
+def encrypted_models(
+    out: Path, banks: list[Bank], rounds: int
+) -> tuple[list[FraudMLP], list[Normalizer | None]]:
+    """Each bank's final decrypted global model, and the normalisation that bank decrypted."""
+    policy = json.loads((out / "policy.json").read_text())
+    models, norms = [], []
+    for bank in banks:
+        state = out / "banks" / f"bank-{bank.bank_id}" / "state"
+        meta = json.loads((state / "global_model.json").read_text())
+        evaluated = json.loads((state / "state.json").read_text())["evaluated"]
+        if len(evaluated) != rounds:
+            raise RuntimeError(f"bank {bank.bank_id} evaluated rounds {list(evaluated)}, "
+                               f"expected {rounds} training rounds")  # fmt: skip
+        model = build_model(policy["model_spec"], policy["n_features"])
+        vector_to_model(model, np.load(state / "global_model.npy"))
+        models.append(model)
+        stats = meta.get("stats_round")
+        path = state / f"normalization-round-{stats}.json"
+        norms.append(Normalizer.from_json(path.read_text()) if stats is not None else None)
+    return models, norms
+
+
+def stats_round_of(out: Path) -> int | None:
+    """The statistics round the demo's training rounds normalised with (None: no such round)."""
+    policy = json.loads((out / "policy.json").read_text())
+    return 1 if policy.get("normalize_features", False) else None
+
+
+def holdout_typologies(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """Holdout typology -> member banks that never saw it while training.
+
+    The preset's declared holdout typologies; a world without any (``tiny`` assigns each
+    bank a few typologies instead) uses every typology some bank never saw.
+    """
+    declared = list(manifest.get("holdout") or {})
+    names = declared or manifest["typologies"]
+    unseen = {t: [b for b in manifest["banks"] if b not in manifest["train_banks"][t]]
+              for t in names}  # fmt: skip
+    return {t: banks for t, banks in unseen.items() if banks}
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def report(
+    results: dict[str, dict[str, dict[str, Any]]], manifest: dict[str, Any], banks: list[Bank]
+) -> tuple[list[str], dict[str, Any]]:
+    """The per-bank table, the holdout table and the targets, as printable lines."""
+    lines = []
+    head = " ".join(f"{TITLES[c]:>11}" for c in COLUMNS)
+    for metric, title in (("auprc", "AUPRC"), ("recall", f"recall at {BUDGET:.1%} alert budget"),
+                          ("f1", "F1 at the validation-chosen threshold")):  # fmt: skip
+        lines += ["", f"{title} on each bank's held-out period", f"{'bank':>5} {'test':>8} "
+                  f"{'pos':>5} {head}"]  # fmt: skip
+        for bank in banks:
+            row = " ".join(f"{results[c][bank.bank_id][metric]:>11.3f}" for c in COLUMNS)
+            n, pos = len(bank.data.y_test), int(bank.data.y_test.sum())
+            lines.append(f"{bank.bank_id:>5} {n:>8} {pos:>5} {row}")
+        means = {c: _mean([results[c][b.bank_id][metric] for b in banks]) for c in COLUMNS}
+        lines.append(
+            f"{'mean':>5} {'':>8} {'':>5} " + " ".join(f"{means[c]:>11.3f}" for c in COLUMNS)
+        )
+    holdout = holdout_typologies(manifest)
+    recall_by_typ: dict[str, dict[str, float]] = {}
+    lines += ["", "Holdout typologies: recall at the alert budget at banks that never saw them "
+              "in training (pooled over those banks)", f"{'typology':<18} {'banks':<22} "
+              f"{'test rows':>9} {head}"]  # fmt: skip
+    for typ, unseen in holdout.items():
+        positives = sum(results["local"][b]["typology_hits"][typ][1] for b in unseen)
+        recall_by_typ[typ] = {
+            c: sum(results[c][b]["typology_hits"][typ][0] for b in unseen) / positives
+            if positives else float("nan") for c in COLUMNS
+        }  # fmt: skip
+        where = ",".join(unseen) if len(unseen) <= 6 else f"{len(unseen)} banks"
+        row = " ".join(f"{recall_by_typ[typ][c]:>11.3f}" for c in COLUMNS)
+        lines.append(f"{typ:<18} {where:<22} {positives:>9} {row}")
+    mean = {c: _mean([results[c][b.bank_id]["auprc"] for b in banks]) for c in COLUMNS}
+    targets = _targets(mean, recall_by_typ, bool(manifest.get("holdout")))
+    lines += ["", "Targets"] + [f"  [{'PASS' if ok else 'FAIL'}] {text}" for text, ok in targets]
+    summary = {"mean_auprc": mean, "holdout_recall": recall_by_typ,
+               "targets": [{"target": t, "pass": ok} for t, ok in targets]}  # fmt: skip
+    return lines, summary
+
+
+def _targets(
+    mean: dict[str, float], recall_by_typ: dict[str, dict[str, float]], declared: bool
+) -> list[tuple[str, bool]]:
+    enc, plain, central, local = (mean[c] for c in ("fed_enc", "fed_plain", "central", "local"))
+    out = [
+        (f"federated (CKKS) mean AUPRC {enc:.3f} >= 0.9 x centralised {central:.3f} "
+         f"= {0.9 * central:.3f}", enc >= 0.9 * central),
+        (f"federated (CKKS) mean AUPRC {enc:.3f} >= 1.3 x local-only {local:.3f} "
+         f"= {1.3 * local:.3f}", enc >= 1.3 * local),
+        (f"|CKKS - plaintext| mean AUPRC = {abs(enc - plain):.5f} <= 0.002",
+         abs(enc - plain) <= 0.002),
+    ]  # fmt: skip
+    kind = "holdout typology" if declared else "typology unseen at some banks"
+    for typ, r in recall_by_typ.items():
+        if not np.isfinite(r["local"]):
+            continue  # no test rows of it at the banks that never saw it: nothing to judge
+        out.append((f"{kind} {typ}: federated (CKKS) recall {r['fed_enc']:.3f} >= 2 x "
+                    f"local-only {r['local']:.3f} = {2 * r['local']:.3f}",
+                    r["fed_enc"] >= 2 * r["local"] and r["fed_enc"] > 0))  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="small")
+    p.add_argument("--banks", type=int, default=None, help="default: the preset's bank count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="work directory (default benchmarks/out/quality-P)")
+    p.add_argument(
+        "--reuse-demo",
+        action="store_true",
+        help="use the encrypted run already in --out instead of running the demo",
+    )
+    p.add_argument("--deadline", type=int, default=3600, help="round deadline (s) for the demo")
+    p.add_argument("--timeout", type=int, default=14_400, help="demo timeout (s)")
+    for key in ("rounds", "local_epochs", "batch_size"):
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=HYPER[key])
+    for key in ("learning_rate", "fedprox_mu"):
+        p.add_argument("--" + key.replace("_", "-"), type=float, default=HYPER[key])
+    p.add_argument("--model-spec", default=json.dumps(HYPER["model_spec"]))
+    args = p.parse_args(argv)
+    from bank_node.synth import PRESETS
+
+    args.banks = args.banks or int(PRESETS[args.preset]["banks"])
+    hyper = {k: getattr(args, k) for k in HYPER if k != "model_spec"}
+    hyper["model_spec"] = json.loads(args.model_spec)
+    work = Path(args.out or ROOT / "benchmarks" / "out" / f"quality-{args.preset}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    demo = work / "demo"
+    torch.set_num_threads(1)  # as the nodes run (torch_threads = 1), so FedAvg runs match
+    print(f"[quality] preset {args.preset}, {args.banks} banks, seed {args.seed}, {hyper}")
+    timings: dict[str, float] = {}
+    if not args.reuse_demo:
+        timings["fed_enc"] = run_demo(args, hyper, demo)
+    manifest = json.loads((demo / "data" / "manifest.json").read_text())
+    started = time.monotonic()
+    banks = [load_bank(b, demo / "data" / info["file"]) for b, info in manifest["banks"].items()]
+    timings["load_and_features"] = time.monotonic() - started
+    typologies = list(manifest["typologies"])
+    stats_round = stats_round_of(demo)
+    shared = consortium_norm(banks, stats_round) if stats_round is not None else None
+    norms: dict[str, list[Normalizer | None]] = {
+        "local": [local_norm(b) if stats_round is not None else None for b in banks],
+        "central": [shared] * len(banks),
+        "fed_plain": [shared] * len(banks),
+    }
+    models: dict[str, list[FraudMLP]] = {}
+    first_round = 1 if stats_round is None else stats_round + 1
+    for column, build in (
+        ("local", lambda: local_only(banks, norms["local"], hyper)),
+        ("central", lambda: [centralised(banks, shared, hyper)] * len(banks)),
+        ("fed_plain", lambda: [model_from_vector(hyper["model_spec"], len(FEATURE_NAMES), w)
+                               for w in [federated_plaintext(banks, shared, hyper, first_round)]
+                               * len(banks)]),
+    ):  # fmt: skip
+        started = time.monotonic()
+        models[column] = build()
+        timings.setdefault(column, time.monotonic() - started)
+        print(f"[quality] {TITLES[column]} ready in {timings[column]:.0f}s", flush=True)
+    models["fed_enc"], norms["fed_enc"] = encrypted_models(demo, banks, hyper["rounds"])
+    results = {
+        c: {b.bank_id: evaluate(m, b, n, typologies)
+            for b, m, n in zip(banks, models[c], norms[c], strict=True)}
+        for c in COLUMNS
+    }  # fmt: skip
+    lines, summary = report(results, manifest, banks)
+    rows = manifest["totals"]["rows"]
+    lines.insert(0, f"preset {args.preset}, {args.banks} banks, seed {args.seed}; {rows:,} "
+                 f"transactions; hyperparameters {json.dumps(hyper)}")  # fmt: skip
+    lines.append("")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    print("\n".join(lines))
+    (work / "quality.json").write_text(json.dumps(
+        {"args": vars(args), "hyper": hyper, "results": results, "summary": summary,
+         "timings": timings}, indent=2, default=float))  # fmt: skip
+    (work / "quality.txt").write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
