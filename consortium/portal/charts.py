@@ -19,6 +19,7 @@ PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#8
 EMPHASIS_COLOUR = "#1f2933"
 FAINT_COLOUR = "#9aa5b1"
 MARKERS_UP_TO = 40  # points per series; beyond that, circles only clutter the line
+LEGEND_WIDTH = 240  # pixels right of the plot
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,10 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(count, 1)
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value < high + step * 0.5:
-        ticks.append(round(value, 10))
-        value += step
+    ticks = [round(math.floor(low / step) * step, 10)]
+    # Until the last tick reaches ``high``: a point above the top tick would leave the frame.
+    while ticks[-1] < high - step * 1e-9 or len(ticks) < 2:
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -110,7 +109,7 @@ def line_chart(
     y_label: str,
     x_label: str = "round",
     marker_x: float | None = None,
-    width: int = 760,
+    width: int = 820,
     height: int = 300,
     legend_limit: int = 7,
 ) -> str:
@@ -134,7 +133,7 @@ def line_chart(
     x_ticks = _x_ticks(min(xs), max(xs))
     y_ticks = nice_ticks(min(0.0, min(ys)), max(ys) if max(ys) > 0 else 1.0)
     frame = _Frame(
-        58, 16, width - 58 - 190, height - 16 - 46,
+        58, 16, width - 58 - LEGEND_WIDTH, height - 16 - 46,
         x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1],
     )  # fmt: skip
     parts = [head, _axes(frame, x_ticks, y_ticks, x_label, y_label)]
@@ -151,7 +150,7 @@ def line_chart(
         for i, s in enumerate(ordinary)
     ] + [(s, EMPHASIS_COLOUR, 3.2) for s in series if s.emphasis]
     parts += [_line(frame, s, colour, stroke) for s, colour, stroke in styled]
-    parts.append(_legend(width - 180, frame.top, styled, faint, len(ordinary)))
+    parts.append(_legend(width - LEGEND_WIDTH + 12, frame.top, styled, faint, len(ordinary)))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -228,7 +227,7 @@ def _legend(
         out.append(
             f'<line x1="{left}" y1="{y}" x2="{left + 22}" y2="{y}" stroke="{colour}" '
             f'stroke-width="{stroke}"/><text x="{left + 30}" y="{y + 4}" font-size="12" '
-            f'fill="#323f4b">{escape(_shorten(name, 24))}</text>'
+            f'fill="#323f4b">{escape(_shorten(name, 32))}</text>'
         )
     return "".join(out)
 

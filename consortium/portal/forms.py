@@ -14,6 +14,14 @@ from consortium.rounds.models import RoundPolicy
 from consortium.rounds.services import POLICY_FIELDS
 
 
+class PortalForm(forms.Form):
+    """Labels without Django's trailing colon: the layout already sets them apart."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
 class ServiceErrorsMixin:
     """Attach a service's refusal to the fields it names, or to the whole form."""
 
@@ -32,7 +40,7 @@ class ServiceErrorsMixin:
             form.add_error(None, exc.message)
 
 
-class BankOnboardForm(ServiceErrorsMixin, forms.Form):
+class BankOnboardForm(ServiceErrorsMixin, PortalForm):
     slug = forms.SlugField(
         max_length=50,
         help_text="Short identifier the bank's node uses, e.g. northbank. Letters, digits, "
@@ -48,7 +56,7 @@ class BankOnboardForm(ServiceErrorsMixin, forms.Form):
     )
 
 
-class BankStatusForm(ServiceErrorsMixin, forms.Form):
+class BankStatusForm(ServiceErrorsMixin, PortalForm):
     action = forms.ChoiceField(
         choices=[
             ("suspend", "Suspend (the node is refused until reactivated)"),
@@ -68,7 +76,7 @@ class BankStatusForm(ServiceErrorsMixin, forms.Form):
         return data
 
 
-class SigningKeyForm(ServiceErrorsMixin, forms.Form):
+class SigningKeyForm(ServiceErrorsMixin, PortalForm):
     public_key = forms.CharField(
         max_length=64,
         label="New signing public key",
@@ -77,7 +85,7 @@ class SigningKeyForm(ServiceErrorsMixin, forms.Form):
     )
 
 
-class RepresentativeForm(ServiceErrorsMixin, forms.Form):
+class RepresentativeForm(ServiceErrorsMixin, PortalForm):
     username = forms.CharField(
         max_length=150,
         help_text="An existing account (create it in the back office). It will see this "
@@ -102,10 +110,15 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
         "No new round opens after this many consecutive failures.",
     ),
     "ckks_params": ("CKKS parameters (JSON)", "Must match the registered key epoch."),
+    "normalize_features": ("Feature statistics round first", ""),
+    "dp_target_epsilon": ("Privacy budget ε (DP-SGD)", ""),
+    "dp_delta": ("DP δ", ""),
+    "dp_max_grad_norm": ("Gradient clipping norm", ""),
+    "dp_noise_multiplier": ("Noise multiplier", ""),
 }
 
 
-class PolicyForm(ServiceErrorsMixin, forms.Form):
+class PolicyForm(ServiceErrorsMixin, PortalForm):
     """Every policy field, pre-filled from ``base``; the deadline is asked in minutes."""
 
     field_aliases = {"deadline": "deadline_minutes", "name": "name"}
@@ -125,6 +138,8 @@ class PolicyForm(ServiceErrorsMixin, forms.Form):
         )
         for name, form_field in model_fields.items():
             form_field.show_hidden_initial = False
+            if isinstance(form_field, forms.JSONField):
+                form_field.widget.attrs.update(rows=2, spellcheck="false")
             label, help_text = POLICY_LABELS.get(name, (None, None))
             if label:
                 form_field.label = label
@@ -140,12 +155,13 @@ class PolicyForm(ServiceErrorsMixin, forms.Form):
         self.fields.setdefault(
             "deadline_minutes", forms.IntegerField(min_value=1, label="Deadline (minutes)")
         )
-        self.fields["activate"] = forms.BooleanField(
-            required=False,
-            initial=bool(base and base.active),
-            label="Make this version the active policy",
-            help_text="The scheduler opens the next round under the active policy.",
-        )
+        if base is None or not base.active:
+            # A new version of the active policy is active at once (policy_new_version).
+            self.fields["activate"] = forms.BooleanField(
+                required=False,
+                label="Make this version the active policy",
+                help_text="The scheduler opens the next round under the active policy.",
+            )
 
     def policy_fields(self) -> dict[str, Any]:
         data = {f: self.cleaned_data[f] for f in POLICY_FIELDS if f in self.cleaned_data}
@@ -153,7 +169,7 @@ class PolicyForm(ServiceErrorsMixin, forms.Form):
         return data
 
 
-class AuditFilterForm(forms.Form):
+class AuditFilterForm(PortalForm):
     action = forms.ChoiceField(required=False)
     actor = forms.CharField(required=False, max_length=200, help_text="e.g. bank:alpha")
     object_type = forms.ChoiceField(required=False, label="Object")

@@ -9,13 +9,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from consortium.members.models import Bank, BankStatus
 from consortium.portal.charts import Series, metric_series
 from consortium.portal.models import BankRepresentative
-from consortium.rounds.models import MetricReport, Round, RoundPolicy, RoundState, Submission
+from consortium.rounds.models import (
+    KeyEpoch,
+    MetricReport,
+    Round,
+    RoundPolicy,
+    RoundState,
+    Submission,
+)
 from he.signing import update_message, verify
 
 CHART_WINDOW = 50  # rounds a convergence plot shows, up to the round in view
@@ -123,10 +131,18 @@ def bank_events(bank: Bank, limit: int = 10) -> list[AuditEvent]:
 
 
 def round_table() -> QuerySet[Round]:
+    """Rounds with their update count and bytes uploaded, newest first.
+
+    Counted in subqueries rather than with GROUP BY: grouping would sort every round row
+    with its JSON snapshot, which is slow over a long history.
+    """
+    per_round = Submission.objects.filter(round=OuterRef("pk")).order_by().values("round")
     return (
-        Round.objects.select_related("policy", "key_epoch")
+        Round.objects.select_related("policy")
+        .defer("policy_snapshot", "manifest")
         .annotate(
-            submission_count=Count("submissions"), upload_bytes=Sum("submissions__size_bytes")
+            submission_count=Coalesce(Subquery(per_round.annotate(n=Count("id")).values("n")), 0),
+            upload_bytes=Subquery(per_round.annotate(b=Sum("size_bytes")).values("b")),
         )
         .order_by("-number")
     )
@@ -135,6 +151,7 @@ def round_table() -> QuerySet[Round]:
 def round_by_number(number: int) -> Round | None:
     return (
         Round.objects.select_related("policy", "key_epoch", "base_round")
+        .defer("key_epoch__public_context")
         .filter(number=number)
         .first()
     )
@@ -142,7 +159,7 @@ def round_by_number(number: int) -> Round | None:
 
 def round_in_flight() -> Round | None:
     return (
-        Round.objects.select_related("policy", "key_epoch")
+        Round.objects.select_related("policy")
         .filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING])
         .first()
     )
@@ -154,6 +171,11 @@ def round_last_closed() -> Round | None:
         .order_by("-number")
         .first()
     )
+
+
+def key_epoch_current() -> KeyEpoch | None:
+    # The public context is large and no page shows it.
+    return KeyEpoch.objects.filter(active=True).defer("public_context").order_by("-number").first()
 
 
 def rounds_failed_recent(limit: int = 5) -> list[Round]:

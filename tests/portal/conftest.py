@@ -120,3 +120,26 @@ def seed_history(
     Submission.objects.bulk_create(subs, batch_size=2000)
     MetricReport.objects.bulk_create(reports, batch_size=2000)
     return all_banks, all_rounds
+
+
+def submit(ckks: Any, rnd: Any, persona: Any, *, seed: int = 0, signer: Any = None) -> Any:
+    """Upload a real encrypted update through the REST API, as the bank's node would."""
+    from tests.conftest import encrypted_update, upload_headers
+
+    body, _ = encrypted_update(ckks, rnd.vector_length, seed=seed)
+    return Client().put(
+        f"/api/v1/rounds/{rnd.number}/update",
+        data=body,
+        content_type="application/octet-stream",
+        **upload_headers(persona, rnd.number, body, signer=signer),
+    )
+
+
+def report(rnd: Any, persona: Any, metrics: dict[str, float]) -> Any:
+    """Report metrics for a published round through the REST API."""
+    return Client().post(
+        f"/api/v1/rounds/{rnd.number}/metrics",
+        data={"metrics": metrics},
+        content_type="application/json",
+        **persona.auth(),
+    )

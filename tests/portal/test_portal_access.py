@@ -85,19 +85,22 @@ def test_each_page_answers_each_role_as_the_matrix_says(page, role, people, worl
         assert "default-src 'self'" in response["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("role", ["auditor", "bank_rep", "roleless", "anonymous"])
 @pytest.mark.parametrize("action", list(ACTIONS))
 def test_nobody_but_an_operator_can_post_an_action_and_a_refusal_changes_nothing(
-    action, role, people, world, client_for
+    action, people, world, client_for, subtests
 ):
-    client = client_for(people[role])  # signing in is itself an audit event: count after it
-    events, banks = AuditEvent.objects.count(), list(Bank.objects.values_list("slug", "status"))
-    policies = RoundPolicy.objects.count()
-    response = client.post(action.format(**world), ACTIONS[action][0])
-    _check(response, LOGIN if role == "anonymous" else FORBIDDEN, action)
-    assert AuditEvent.objects.count() == events
-    assert list(Bank.objects.values_list("slug", "status")) == banks
-    assert RoundPolicy.objects.count() == policies
+    url, data = action.format(**world), ACTIONS[action][0]
+    for role in ["auditor", "bank_rep", "roleless", "anonymous"]:
+        with subtests.test(role=role):
+            client = client_for(people[role])  # signing in is itself an audit event
+            events = AuditEvent.objects.count()
+            banks = list(Bank.objects.values_list("slug", "status", "credential_hash"))
+            policies = list(RoundPolicy.objects.values_list("pk", "active"))
+            response = client.post(url, data)
+            _check(response, LOGIN if role == "anonymous" else FORBIDDEN, url)
+            assert AuditEvent.objects.count() == events
+            assert list(Bank.objects.values_list("slug", "status", "credential_hash")) == banks
+            assert list(RoundPolicy.objects.values_list("pk", "active")) == policies
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))

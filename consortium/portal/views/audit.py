@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.http import HttpRequest, HttpResponse
 
 from audit.selectors import audit_chain_verify
@@ -11,7 +13,7 @@ from consortium.portal.forms import AuditFilterForm
 from consortium.portal.views.common import paginate, render_page
 
 # The REST export (operators and auditors; the session cookie authenticates).
-EXPORT_FORMATS = (("pdf", "PDF report"), ("csv", "CSV"), ("json", "JSON"))
+EXPORT_FORMATS = (("pdf", "PDF report"), ("csv", "CSV"), ("json", "JSON (signed)"))
 EXPORT_URL = "/api/v1/audit/report"
 VERIFY_URL = "/api/v1/audit/verify"
 
@@ -27,10 +29,23 @@ def audit_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     context = {
         "form": form,
         "page": paginate(request, selectors.audit_events(**filters)),
-        "exports": [(f"{EXPORT_URL}?format={fmt}", label) for fmt, label in EXPORT_FORMATS],
+        "exports": _export_links(form if request.GET else None),
         "verify_url": VERIFY_URL,
     }
     return render_page(request, viewer, "portal/audit_list.html", context)
+
+
+def _export_links(form: AuditFilterForm | None) -> list[tuple[str, str]]:
+    """Export buttons; a period chosen in the filter carries over to the report."""
+    period = {}
+    if form is not None and form.is_valid():
+        period = {
+            k: form.cleaned_data[k].isoformat() for k in ("since", "until") if form.cleaned_data[k]
+        }
+    return [
+        (f"{EXPORT_URL}?{urlencode({'format': fmt, **period})}", label)
+        for fmt, label in EXPORT_FORMATS
+    ]
 
 
 @portal_view(roles=STAFF)

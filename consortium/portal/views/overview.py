@@ -8,7 +8,6 @@ from django.shortcuts import redirect
 from consortium.portal import selectors
 from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, paginate, render_page
-from consortium.rounds.selectors import key_epoch_current
 
 
 @portal_view(roles=ANY_ROLE)
@@ -19,7 +18,7 @@ def overview(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     context = {
         "counts": selectors.bank_status_counts(),
         "banks": paginate(request, selectors.bank_table()),
-        "key_epoch": key_epoch_current(),
+        "key_epoch": selectors.key_epoch_current(),
         "failed_rounds": selectors.rounds_failed_recent(),
         "rejected": selectors.uploads_rejected_recent(),
         "auprc_chart": auprc_chart(selectors.convergence()),

@@ -47,7 +47,7 @@ def policy_new(request: HttpRequest, viewer: Viewer) -> HttpResponse:
             policy = services.policy_create(
                 name=form.cleaned_data["name"],
                 actor=viewer.actor,
-                activate=form.cleaned_data["activate"],
+                activate=form.cleaned_data.get("activate", False),
                 **form.policy_fields(),
             )
         except ApplicationError as exc:
@@ -71,7 +71,7 @@ def policy_new_version(request: HttpRequest, viewer: Viewer, pk: int) -> HttpRes
             policy = services.policy_new_version(
                 base=base, actor=viewer.actor, **form.policy_fields()
             )
-            if form.cleaned_data["activate"] and not policy.active:
+            if form.cleaned_data.get("activate") and not policy.active:
                 services.policy_activate(policy=policy, actor=viewer.actor)
         except ApplicationError as exc:
             form.add_service_error(exc)

@@ -42,6 +42,7 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
     conv = selectors.convergence(up_to=rnd.number)
     context = {
         "round": rnd,
+        "has_newer": Round.objects.filter(number__gt=rnd.number).exists(),
         "rows": rows,
         "upload_bytes": sum(r.submission.size_bytes for r in rows),
         "all_signatures_ok": all(r.signature_ok for r in rows),
@@ -57,18 +58,21 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
 
 def _timings(rnd: Round) -> list[tuple[str, datetime | None, timedelta | None]]:
     """Each milestone of the round, and how long the phase that ends there took."""
-    collected_until = rnd.aggregating_at or rnd.closed_at
+    collected = rnd.aggregating_at
+    closed_label = {RoundState.PUBLISHED: "Published", RoundState.FAILED: "Failed"}.get(
+        RoundState(rnd.state), "Closed"
+    )
     return [
         ("Opened", rnd.opened_at, None),
-        ("Deadline", rnd.deadline_at, rnd.deadline_at - rnd.opened_at),
+        ("Deadline (time allowed)", rnd.deadline_at, rnd.deadline_at - rnd.opened_at),
         (
-            "Aggregation started",
-            rnd.aggregating_at,
-            collected_until - rnd.opened_at if rnd.aggregating_at and collected_until else None,
+            "All updates in (collecting took)",
+            collected,
+            collected - rnd.opened_at if collected else None,
         ),
         (
-            "Closed",
+            f"{closed_label} (aggregation took)" if collected else closed_label,
             rnd.closed_at,
-            rnd.closed_at - (rnd.aggregating_at or rnd.opened_at) if rnd.closed_at else None,
+            rnd.closed_at - (collected or rnd.opened_at) if rnd.closed_at else None,
         ),
     ]

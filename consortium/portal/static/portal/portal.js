@@ -24,22 +24,26 @@
     });
   }
 
+  // The interval is read again before every wait, so it can be changed on a live page.
+  function every(panel) {
+    return parseInt(panel.dataset.refresh || "0", 10);
+  }
+
   function start(panel) {
-    var every = parseInt(panel.dataset.refresh || "0", 10);
     function tick() {
       var work = document.hidden ? Promise.resolve() : load(panel);
       work.catch(function () {
         panel.dataset.refreshError = "1";
       }).then(function () {
-        if (every > 0) {
-          window.setTimeout(tick, every);
+        if (every(panel) > 0) {
+          window.setTimeout(tick, every(panel));
         }
       });
     }
     if (panel.hasAttribute("data-load-now")) {
       tick();
-    } else if (every > 0) {
-      window.setTimeout(tick, every);
+    } else if (every(panel) > 0) {
+      window.setTimeout(tick, every(panel));
     }
   }
 

@@ -1,0 +1,78 @@
+"""Pages stay fast with 200 banks and 1,000 rounds of history: a fixed number of queries each.
+
+The query count of a page must not grow with the rows it lists (no N+1). Each bound below
+is the page's count on this history plus a little slack; a loop over rows would add
+hundreds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from tests.portal.conftest import seed_history
+
+pytestmark = pytest.mark.django_db
+
+BANKS, ROUNDS, PER_ROUND = 200, 1000, 5
+
+# url -> (most queries allowed, a text the page must show)
+PAGES: dict[str, tuple[int, str]] = {
+    "/": (15, "bank-000"),
+    "/?page=4": (15, "bank-199"),
+    "/rounds/": (10, "1000"),
+    "/rounds/?page=20": (10, "Failed"),
+    "/rounds/?state=failed": (10, "Failed"),
+    "/rounds/1000/": (10, "Round 1000"),
+    "/rounds/500/": (10, "Round 500"),
+    "/rounds/progress": (7, "No round is in flight"),
+    "/banks/": (7, "bank-049"),
+    "/banks/?page=4": (7, "bank-199"),
+    "/banks/?q=bank-1&status=active": (7, "bank-149"),
+    "/banks/bank-007/": (17, "Participation history"),
+    "/banks/bank-007/?page=3": (17, "Participation history"),
+    "/policies/": (7, "default"),
+    "/audit/": (9, "Audit trail"),
+    "/audit/?action=bank.created&page=2": (9, "Audit trail"),
+}
+
+
+@pytest.fixture
+def history(policy: Any, epoch: Any) -> None:
+    seed_history(
+        banks=BANKS, rounds=ROUNDS, per_round=PER_ROUND, policy=policy, epoch=epoch, epsilon=True
+    )
+
+
+def test_every_page_of_a_large_consortium_needs_a_fixed_number_of_queries(
+    history, operator, client_for, django_assert_max_num_queries, subtests
+):
+    # One test seeds the history once (a few seconds); each page is its own subtest.
+    client = client_for(operator)
+    for url, (limit, expected) in PAGES.items():
+        with subtests.test(url=url):
+            started = time.perf_counter()
+            with django_assert_max_num_queries(limit):
+                response = client.get(url)
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 200
+            assert expected in response.content.decode()
+            # Generous: a page that loops over the history takes far longer.
+            assert elapsed < 3, f"{url} took {elapsed:.2f} s"
+
+
+def test_a_representatives_page_needs_a_fixed_number_of_queries(
+    history, client_for, django_assert_max_num_queries, django_user_model
+):
+    from consortium.members.models import Bank
+    from consortium.portal.models import BankRepresentative
+
+    user = django_user_model.objects.create_user("rep", password="x")
+    BankRepresentative.objects.create(user=user, bank=Bank.objects.get(slug="bank-010"))
+    client = client_for(user)
+    with django_assert_max_num_queries(16):
+        response = client.get("/banks/bank-010/?page=2")
+    assert response.status_code == 200
+    assert "bank-011" not in response.content.decode()
