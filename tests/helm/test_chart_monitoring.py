@@ -69,8 +69,8 @@ def test_the_image_puts_the_gunicorn_config_where_the_chart_points():
 
 
 def test_without_a_token_only_the_allowed_networks_may_scrape():
-    web = container(objects(PORTAL), "Deployment", "-web")
-    env = env_of(web)
+    objs = objects(PORTAL)
+    env = env_of(container(objs, "Deployment", "-web"), objs)
     assert "CONSORTIUM_METRICS_TOKEN_FILE" not in env
     assert env["CONSORTIUM_METRICS_ALLOWED_CIDRS"]["value"] == "127.0.0.1/32,::1/128"
 
@@ -100,10 +100,12 @@ def test_the_pod_ip_is_an_allowed_host_so_prometheus_can_scrape_a_pod_by_address
 
 def test_every_portal_pod_reads_the_signing_key_from_the_named_secret():
     values = {"secrets": {"portalSigningKey": {"existingSecret": "prod-key", "key": "k.pem"}}}
-    specs = dict(pod_specs(objects(PORTAL, values)))
+    objs = objects(PORTAL, values)
+    specs = dict(pod_specs(objs))
     assert len(specs) == 3
     for name, spec in specs.items():
-        path = env_of(spec["containers"][0])["CONSORTIUM_PORTAL_SIGNING_KEY_FILE"]["value"]
+        env = env_of(spec["containers"][0], objs)
+        path = env["CONSORTIUM_PORTAL_SIGNING_KEY_FILE"]["value"]
         secret, key, mount = mounted_file(spec, path)
         assert (secret, key, mount["readOnly"]) == ("prod-key", "k.pem", True), name
 
@@ -122,7 +124,7 @@ def test_the_scheduler_serves_metrics_and_is_probed_on_its_health_endpoints():
     objs = objects(PORTAL, {"scheduler": {"metricsPort": 9911}})
     scheduler = container(objs, "Deployment", "-scheduler")
     assert scheduler["ports"] == [{"name": "metrics", "containerPort": 9911, "protocol": "TCP"}]
-    assert env_of(scheduler)["CONSORTIUM_SCHEDULER_METRICS_PORT"]["value"] == "9911"
+    assert env_of(scheduler, objs)["CONSORTIUM_SCHEDULER_METRICS_PORT"]["value"] == "9911"
     assert scheduler["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert scheduler["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     service = the(objs, "Service", "-scheduler-metrics")
@@ -274,3 +276,32 @@ def test_the_ingress_routes_its_hosts_to_the_web_service_with_tls():
 def test_the_portal_schema_rejects_bad_monitoring_and_ingress_values(values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
         objects(PORTAL, copy.deepcopy(values))
+
+
+# --- the settings ConfigMap ------------------------------------------------------------------
+
+
+def test_plain_settings_live_in_a_config_map_and_the_migration_job_gets_them_inline():
+    objs = objects(PORTAL, {"django": {"logLevel": "WARNING"}})
+    config = the(objs, "ConfigMap")
+    assert config["data"]["CONSORTIUM_LOG_LEVEL"] == "WARNING"
+    assert not {"DATABASE_URL", "DJANGO_SECRET_KEY"} & set(config["data"])
+    for suffix in ("-web", "-scheduler"):
+        box = container(objs, "Deployment", suffix)
+        assert box["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
+    # The hook Job runs before the ConfigMap exists on a first install.
+    job_env = env_of(container(objs, "Job"))
+    assert {k: v["value"] for k, v in job_env.items() if k in config["data"]} == config["data"]
+
+
+def test_changing_a_setting_rolls_the_web_and_scheduler_pods():
+    def checksums(values: dict[str, Any] | None) -> list[str]:
+        objs = objects(PORTAL, values)
+        return [
+            the(objs, "Deployment", s)["spec"]["template"]["metadata"]["annotations"][
+                "checksum/settings"
+            ]
+            for s in ("-web", "-scheduler")
+        ]
+
+    assert checksums(None) != checksums({"django": {"connMaxAge": 0}})

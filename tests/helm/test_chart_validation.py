@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,10 @@ def test_the_combinations_render_the_optional_kinds():
 
 
 def _kubernetes_validate() -> str:
-    found = shutil.which("kubernetes-validate") or str(
-        ROOT / ".venv" / "bin" / "kubernetes-validate"
-    )
-    assert Path(found).exists(), "kubernetes-validate is a dev dependency: pip install -e '.[dev]'"
+    # The dev extras install it beside this interpreter, whether or not PATH has it.
+    beside = Path(sys.executable).parent / "kubernetes-validate"
+    found = str(beside) if beside.exists() else shutil.which("kubernetes-validate")
+    assert found, "kubernetes-validate is a dev dependency: pip install -e '.[dev]'"
     return found
 
 

@@ -21,6 +21,7 @@ CHARTS = [PORTAL, BANK_NODE]
 # Kinds with the default values; ServiceMonitor, PrometheusRule and Ingress are opt-in.
 EXPECTED_KINDS = {
     PORTAL: {
+        "ConfigMap",
         "Deployment",
         "Job",
         "Service",
@@ -59,8 +60,18 @@ def pod_specs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]
             yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
 
 
-def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in container.get("env", [])}
+def env_of(
+    container: dict[str, Any], objs: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The container's environment by name; with ``objs``, its ConfigMaps' (envFrom) too."""
+    merged: dict[str, dict[str, Any]] = {}
+    for source in container.get("envFrom", []) if objs is not None else []:
+        name = source["configMapRef"]["name"]
+        (data,) = [
+            o["data"] for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name
+        ]
+        merged.update({key: {"name": key, "value": value} for key, value in data.items()})
+    return merged | {e["name"]: e for e in container.get("env", [])}
 
 
 @pytest.mark.parametrize("chart", CHARTS, ids=lambda c: c.name)
@@ -184,7 +195,7 @@ def test_web_and_scheduler_share_the_blob_volume_at_consortium_blob_dir() -> Non
     for suffix in ("-web", "-scheduler"):
         spec = the(objs, "Deployment", suffix)["spec"]["template"]["spec"]
         (container,) = spec["containers"]
-        assert env_of(container)["CONSORTIUM_BLOB_DIR"]["value"] == "/srv/blobs"
+        assert env_of(container, objs)["CONSORTIUM_BLOB_DIR"]["value"] == "/srv/blobs"
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/srv/blobs")
         volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
         assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
@@ -234,10 +245,10 @@ def test_portal_env_can_take_the_database_url_and_secret_key_from_the_named_secr
 
 
 def test_portal_reads_the_named_secret_as_files_by_default() -> None:
-    values = {"secrets": {"existingSecret": "prod-portal-env"}}
-    for name, spec in pod_specs(objects(PORTAL, values)):
+    objs = objects(PORTAL, {"secrets": {"existingSecret": "prod-portal-env"}})
+    for name, spec in pod_specs(objs):
         (container,) = spec["containers"]
-        env = env_of(container)
+        env = env_of(container, objs)
         assert "DATABASE_URL" not in env and "DJANGO_SECRET_KEY" not in env
         volume = next(
             v for v in spec["volumes"] if v.get("secret", {}).get("secretName") == "prod-portal-env"

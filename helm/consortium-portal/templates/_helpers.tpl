@@ -75,11 +75,49 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* Environment shared by web, scheduler and migrations. Secrets only by reference. */}}
+{{/*
+Plain settings (no secrets, nothing pod-specific) of web, scheduler and migrations, as a
+map: the ConfigMap's data, which web and scheduler load with envFrom. The migration Job
+is a pre-install hook that runs before the ConfigMap exists, so it gets them inline.
+*/}}
+{{- define "portal.settings" -}}
+{{- $sec := .Values.secrets -}}
+DJANGO_SETTINGS_MODULE: {{ .Values.django.settingsModule | quote }}
+DJANGO_CSRF_TRUSTED_ORIGINS: {{ .Values.django.csrfTrustedOrigins | join "," | quote }}
+DJANGO_SECURE_COOKIES: {{ .Values.django.secureCookies | quote }}
+DATABASE_CONN_MAX_AGE: {{ .Values.django.connMaxAge | quote }}
+CONSORTIUM_LOG_LEVEL: {{ .Values.django.logLevel | quote }}
+CONSORTIUM_BLOB_DIR: {{ .Values.blobStorage.mountPath | quote }}
+# The image's default var/ directory is on the read-only root filesystem.
+CONSORTIUM_VAR_DIR: /tmp/consortium
+CONSORTIUM_PORTAL_SIGNING_KEY_FILE: {{ printf "/run/secrets/portal-signing-key/%s" $sec.portalSigningKey.key | quote }}
+{{- if $sec.mountAsFiles }}
+DATABASE_URL_FILE: {{ printf "/run/secrets/consortium/%s" $sec.databaseUrlKey | quote }}
+DJANGO_SECRET_KEY_FILE: {{ printf "/run/secrets/consortium/%s" $sec.secretKeyKey | quote }}
+{{- end }}
+CONSORTIUM_METRICS_ALLOWED_CIDRS: {{ .Values.metrics.allowedCidrs | join "," | quote }}
+CONSORTIUM_SCHEDULER_METRICS_PORT: {{ .Values.scheduler.metricsPort | quote }}
+CONSORTIUM_AUDIT_VERIFY_INTERVAL: {{ .Values.scheduler.auditVerifyIntervalSeconds | quote }}
+PYTHONDONTWRITEBYTECODE: "1"
+PYTHONUNBUFFERED: "1"
+{{- end }}
+
+{{/* Name of the settings ConfigMap. */}}
+{{- define "portal.settingsName" -}}
+{{- printf "%s-settings" (include "portal.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The settings as env entries (for the migration Job). */}}
+{{- define "portal.settingsEnv" -}}
+{{- range $name, $value := include "portal.settings" . | fromYaml }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-specific and secret environment of every container; the rest is in the ConfigMap. */}}
 {{- define "portal.env" -}}
 {{- $sec := .Values.secrets -}}
-- name: DJANGO_SETTINGS_MODULE
-  value: {{ .Values.django.settingsModule | quote }}
 # Prometheus scrapes a pod by its IP, which then arrives as the Host header.
 - name: POD_IP
   valueFrom:
@@ -87,20 +125,7 @@ seccompProfile:
       fieldPath: status.podIP
 - name: DJANGO_ALLOWED_HOSTS
   value: {{ append .Values.django.allowedHosts .Values.probes.hostHeader | uniq | join "," | printf "%s,$(POD_IP)" | quote }}
-- name: DJANGO_CSRF_TRUSTED_ORIGINS
-  value: {{ .Values.django.csrfTrustedOrigins | join "," | quote }}
-- name: DJANGO_SECURE_COOKIES
-  value: {{ .Values.django.secureCookies | quote }}
-- name: DATABASE_CONN_MAX_AGE
-  value: {{ .Values.django.connMaxAge | quote }}
-- name: CONSORTIUM_LOG_LEVEL
-  value: {{ .Values.django.logLevel | quote }}
-{{- if $sec.mountAsFiles }}
-- name: DATABASE_URL_FILE
-  value: /run/secrets/consortium/{{ $sec.databaseUrlKey }}
-- name: DJANGO_SECRET_KEY_FILE
-  value: /run/secrets/consortium/{{ $sec.secretKeyKey }}
-{{- else }}
+{{- if not $sec.mountAsFiles }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
@@ -112,17 +137,6 @@ seccompProfile:
       name: {{ $sec.existingSecret }}
       key: {{ $sec.secretKeyKey }}
 {{- end }}
-- name: CONSORTIUM_BLOB_DIR
-  value: {{ .Values.blobStorage.mountPath | quote }}
-- name: CONSORTIUM_PORTAL_SIGNING_KEY_FILE
-  value: /run/secrets/portal-signing-key/{{ $sec.portalSigningKey.key }}
-# The image's default var/ directory is on the read-only root filesystem.
-- name: CONSORTIUM_VAR_DIR
-  value: /tmp/consortium
-- name: PYTHONDONTWRITEBYTECODE
-  value: "1"
-- name: PYTHONUNBUFFERED
-  value: "1"
 {{- with .Values.django.extraEnv }}
 {{ toYaml . }}
 {{- end }}
