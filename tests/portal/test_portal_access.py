@@ -151,3 +151,18 @@ def test_signing_out_needs_a_post_and_ends_the_session(operator, client_for):
     client = client_for(operator)
     assert client.post("/logout/").status_code == 302
     assert client.get("/")["Location"].startswith("/login/")
+
+
+def test_with_secure_cookies_on_the_session_and_csrf_cookies_are_secure(operator, client, settings):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = True
+    client.get("/login/")
+    response = client.post("/login/", {"username": "olivia", "password": "operator-password-1"})
+    session = response.cookies[settings.SESSION_COOKIE_NAME]
+    assert session["secure"] and session["httponly"]
+    assert client.cookies[settings.CSRF_COOKIE_NAME]["secure"]
+
+
+def test_the_login_page_carries_the_portal_headers(client):
+    response = client.get("/login/")
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
+    assert response["X-Frame-Options"] == "DENY"

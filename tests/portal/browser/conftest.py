@@ -9,6 +9,7 @@ the representative ones are also written there, e.g. to ``docs/screenshots``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,32 @@ def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]
     return {**browser_context_args, "viewport": {"width": 1440, "height": 900}}
 
 
+@pytest.fixture(autouse=True)
+def _no_browser_errors(page: Any) -> Any:
+    """Fail a test whose pages log an error: a script error, a refused resource, a CSP block."""
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield
+    # A refused form (400), a forbidden page (403) or a missing one (404) is answered on
+    # purpose, and Chromium logs its status; nothing else may appear.
+    expected = re.compile(r"Failed to load resource: .* status of 40[034]")
+    unexpected = [e for e in errors if not expected.match(e)]
+    assert not unexpected, unexpected
+
+
 @pytest.fixture
 def shot(page: Any) -> Any:
     """``shot(name)``: save a full-page screenshot under test-artifacts/portal/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     extra = os.environ.get("PORTAL_SCREENSHOTS_DIR")
 
-    def take(name: str, *, publish: bool = False) -> Path:
+    def take(name: str, *, publish: bool = False, full_page: bool = True) -> Path:
         path = ARTIFACTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), full_page=full_page)
         if publish and extra:
             Path(extra).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(extra) / f"{name}.png"), full_page=True)
+            page.screenshot(path=str(Path(extra) / f"{name}.png"), full_page=full_page)
         return path
 
     return take

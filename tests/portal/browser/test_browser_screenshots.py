@@ -144,7 +144,7 @@ def test_the_main_pages_of_a_consortium_with_history(
     page.get_by_role("link", name="Audit", exact=True).click()
     expect(page.get_by_test_id("verification")).to_contain_text("intact", timeout=10_000)
     expect(page.get_by_test_id("events")).to_contain_text("update.accepted")
-    shot("audit", publish=True)
+    shot("audit", publish=True, full_page=False)  # the first screenful
     page.get_by_label("Action").select_option("update.rejected")
     page.get_by_role("button", name="Filter").click()
     expect(page.get_by_test_id("events").locator("tbody tr")).to_have_count(1)
