@@ -66,6 +66,8 @@ def live_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePortal
             "PYTHONUNBUFFERED": "1",
             "CONSORTIUM_METRICS_TOKEN": secrets.token_urlsafe(16),
             "CONSORTIUM_SCHEDULER_METRICS_ADDR": "127.0.0.1",
+            # Walk the audit chain every few seconds, so that tests see fresh results.
+            "CONSORTIUM_AUDIT_VERIFY_INTERVAL": "5",
         }
     )
     if database_url:

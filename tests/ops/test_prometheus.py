@@ -357,13 +357,14 @@ def test_the_node_reports_its_round_and_the_auprc_it_measured(prometheus, federa
     assert federation.started_at < last <= time.time()
 
 
-def test_the_scheduler_verified_the_audit_chain_and_the_portal_counts_it(prometheus, evaluated):
+def test_the_scheduler_verifies_the_whole_audit_chain_the_portal_counts(prometheus, evaluated):
     assert prometheus.eventually("consortium_audit_chain_verified", 1) == 1
-    assert prometheus.scalar("consortium_audit_chain_verified_events") > 0
+    # Every few seconds (CONSORTIUM_AUDIT_VERIFY_INTERVAL=5 in the live portal) the walk
+    # catches up with the chain's head, which the web tier reads from the database.
     length = prometheus.scalar("consortium_audit_chain_length")
-    assert length is not None and length >= prometheus.scalar(
-        "consortium_audit_chain_verified_events"
-    )
+    assert length is not None and length > 10  # banks, keys, policy, round, updates...
+    behind = "consortium_audit_chain_length - on() consortium_audit_chain_verified_events"
+    assert prometheus.eventually(behind, 0) == 0
 
 
 def test_every_alert_rule_evaluates_against_the_live_series_and_none_fires(prometheus, evaluated):
