@@ -87,8 +87,8 @@ UPDATES_ACCEPTED = Counter(
 UPDATES_REJECTED = Counter(
     "consortium_updates_rejected",
     "Uploads refused with a 4xx, by reason (a fixed set: duplicate, round_closed, "
-    "deadline, no_signing_key, missing_headers, invalid_ciphertext, digest_mismatch, "
-    "bad_signature, too_large, empty, other).",
+    "deadline, no_signing_key, missing_headers, privacy_unreported, privacy_budget, "
+    "invalid_ciphertext, digest_mismatch, bad_signature, too_large, empty, other).",
     ["reason"],
 )
 UPLOAD_BYTES = Counter(
@@ -111,6 +111,8 @@ REJECT_REASONS = {
     "after deadline": "deadline",
     "no signing key": "no_signing_key",
     "missing digest": "missing_headers",
+    "no epsilon reported": "privacy_unreported",
+    "privacy budget exceeded": "privacy_budget",
     "invalid ciphertext": "invalid_ciphertext",
     "digest mismatch": "digest_mismatch",
     "bad signature": "bad_signature",

@@ -237,6 +237,8 @@ def test_an_upload_over_the_size_limit_is_counted_as_too_large(
         ("after deadline", "deadline"),
         ("no signing key", "no_signing_key"),
         ("missing digest or signature", "missing_headers"),
+        ("no epsilon reported", "privacy_unreported"),
+        ("privacy budget exceeded", "privacy_budget"),
         ("invalid ciphertext: chunk 3 is 12 bytes, outside [100, 200]", "invalid_ciphertext"),
         ("digest mismatch", "digest_mismatch"),
         ("bad signature", "bad_signature"),
@@ -326,3 +328,20 @@ def test_the_scheduler_serves_metrics_health_and_readiness_on_its_own_port(db):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_every_rejection_reason_the_services_use_has_its_own_label():
+    """A new reason in services.py must be bucketed here, not silently become 'other'."""
+    import inspect
+    import re
+
+    from consortium.rounds import services
+
+    source = inspect.getsource(services)
+    calls = re.findall(r"_reject\(\s*\w+,\s*[\w.]+,\s*f?\"([^\"{]+)", source)
+    assert len(calls) >= 8
+    assert {
+        reason: metrics.reject_label(reason)
+        for reason in calls
+        if metrics.reject_label(reason) == "other"
+    } == {}
