@@ -109,8 +109,12 @@ def read_header(reader: HashingReader) -> Header:
             chunks=int(raw["chunks"]),
             slots=int(raw["slots"]),
         )
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        # OverflowError: a length of 1e999 is JSON's infinity, which int() refuses.
         raise UpdateInvalid(f"header is not valid JSON with the required fields: {exc}") from exc
+    except RecursionError:
+        # A header of 4 KB can nest deeper than the JSON decoder recurses: not a header.
+        raise UpdateInvalid("header is not valid JSON: nested too deeply") from None
     if header.length <= 0 or header.chunks <= 0 or header.slots <= 0:
         raise UpdateInvalid("header declares an empty vector")
     return header
