@@ -92,7 +92,7 @@ def viewer_of(request: HttpRequest) -> Viewer:
             link = BankRepresentative.objects.select_related("bank").filter(user=user).first()
             if link is not None:
                 viewer = Viewer(user.get_username(), Role.BANK_REP, link.bank)
-    request._portal_viewer = viewer  # type: ignore[attr-defined]
+    request._portal_viewer = viewer  # type: ignore[attr-defined,unused-ignore]
     return viewer
 
 

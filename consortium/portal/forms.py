@@ -155,6 +155,9 @@ class PolicyForm(ServiceErrorsMixin, PortalForm):
         self.fields.setdefault(
             "deadline_minutes", forms.IntegerField(min_value=1, label="Deadline (minutes)")
         )
+        if base is None:
+            default = RoundPolicy._meta.get_field("deadline").get_default()
+            self.fields["deadline_minutes"].initial = int(default.total_seconds() // 60)
         if base is None or not base.active:
             # A new version of the active policy is active at once (policy_new_version).
             self.fields["activate"] = forms.BooleanField(

@@ -48,7 +48,7 @@ def bank_table() -> QuerySet[Bank]:
 
 def bank_status_counts() -> dict[str, int]:
     counts = dict(Bank.objects.values_list("status").annotate(n=Count("id")).order_by())
-    return {status.value: counts.get(status.value, 0) for status in BankStatus}
+    return {value: counts.get(value, 0) for value in BankStatus.values}
 
 
 def bank_by_slug(slug: str) -> Bank | None:
