@@ -44,7 +44,7 @@ def _acting(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
     not know who is acting; these views tell it.
     """
 
-    class Acting(admin_class):  # type: ignore[valid-type,misc]
+    class Acting(admin_class):
         def _as(self, request: HttpRequest, view: Any, *args: Any, **kwargs: Any) -> HttpResponse:
             with acting_as(f"user:{request.user.get_username()}"):
                 return view(request, *args, **kwargs)

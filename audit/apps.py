@@ -8,6 +8,10 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from audit import signals
+        from audit.checks import portal_key_check
 
         signals.connect()
+        checks.register(portal_key_check)

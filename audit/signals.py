@@ -59,7 +59,7 @@ def _flags_before(sender: Any, instance: User, update_fields: Any = None, **kwar
         update_fields is not None and not set(update_fields) & set(USER_FLAGS)
     ):
         return
-    instance._audit_flags_before = User.objects.filter(pk=instance.pk).values(*USER_FLAGS).first()  # type: ignore[attr-defined]
+    instance._audit_flags_before = User.objects.filter(pk=instance.pk).values(*USER_FLAGS).first()
 
 
 def _user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> None:
@@ -75,7 +75,7 @@ def _user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> No
         )
         return
     before = getattr(instance, "_audit_flags_before", None)
-    instance._audit_flags_before = None  # type: ignore[attr-defined]
+    instance._audit_flags_before = None
     if not before:
         return
     changed = {

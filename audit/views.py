@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -41,7 +42,7 @@ class AuditEventListView(generics.ListAPIView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Any]:
         filters = EventFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         given = filters.validated_data
@@ -70,7 +71,7 @@ class CheckpointListView(generics.ListAPIView):
     serializer_class = CheckpointSerializer
     permission_classes = [IsOperatorOrAuditor]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Any]:
         return selectors.audit_checkpoint_list()
 
 

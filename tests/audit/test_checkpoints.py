@@ -115,3 +115,14 @@ def test_a_key_file_that_is_not_a_key_is_an_error(settings, tmp_path):
     settings.PORTAL_SIGNING_KEY_FILE = path
     with pytest.raises(ImproperlyConfigured, match="portal signing key"):
         portal_signing_key()
+
+
+def test_the_system_check_names_a_missing_configured_key(settings, tmp_path):
+    from django.core.checks import run_checks
+
+    settings.PORTAL_SIGNING_KEY_FILE = tmp_path / "mounted" / "portal.pem"
+    settings.PORTAL_SIGNING_KEY_GENERATE = False
+    errors = [e for e in run_checks() if e.id == "audit.E001"]
+    assert len(errors) == 1 and "does not exist" in errors[0].msg
+    settings.PORTAL_SIGNING_KEY_GENERATE = True
+    assert not [e for e in run_checks() if e.id == "audit.E001"]

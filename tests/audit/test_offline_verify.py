@@ -258,3 +258,21 @@ def test_the_committed_example_report_verifies():
     done = _run(str(EXAMPLES / "audit-report.json"), "--public-key", str(EXAMPLES / "portal.pub"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert (EXAMPLES / "audit-report.pdf").read_bytes().startswith(b"%PDF-")
+
+
+def test_a_report_of_a_trail_the_portal_found_broken_does_not_verify(
+    round_history, tamper, tmp_path
+):
+    from audit.models import AuditEvent
+
+    # Outside the exported rounds' events, so only the portal's own check can see it.
+    victim = AuditEvent.objects.get(seq=1)
+    tamper.sql("UPDATE audit_auditevent SET actor = 'mallory' WHERE seq = 1")
+    export = audit_report_export(selection=Selection(rounds=(2,)), fmt="json", actor="test")
+    assert export.report["events"][0]["seq"] > victim.seq
+    path, key = tmp_path / "r.json", tmp_path / "portal.pub"
+    path.write_bytes(export.content)
+    key.write_text(export.report["portal_public_key"])
+    done = _run(str(path), "--public-key", str(key))
+    assert done.returncode == 1
+    assert "the portal's own check of its database failed: event #1 was modified" in done.stdout
