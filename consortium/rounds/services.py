@@ -6,6 +6,7 @@ transitions lock the round row first.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -68,14 +69,37 @@ POLICY_FIELDS = (
 # --- policies -------------------------------------------------------------------------
 
 
+# An encrypted value costs at least 32 bytes on the wire (2 x 8-byte coefficients per
+# slot and data prime); a model whose update cannot fit the upload limit is refused before
+# it is built (a hostile spec of huge layers would otherwise exhaust the worker's memory).
+CIPHERTEXT_BYTES_PER_VALUE = 32
+
+
 def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
     # Imported here: only policy creation needs torch, not every portal request.
     from models.nets import build_model
     from models.vector import vector_length
 
+    if not isinstance(spec, dict):
+        raise ApplicationError(
+            'model_spec must be an object, e.g. {"kind": "mlp", "hidden": [32, 16], "seed": 1}'
+        )
+    hidden = spec.get("hidden", [])
+    if not isinstance(hidden, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+    ):
+        raise ApplicationError("model_spec.hidden must be a list of positive layer widths")
+    widths = [n_features, *hidden, 1]
+    rough = sum(a * b + b for a, b in itertools.pairwise(widths))
+    limit = settings.MAX_UPLOAD_BYTES // CIPHERTEXT_BYTES_PER_VALUE
+    if rough > limit:
+        raise ApplicationError(
+            f"model_spec has about {rough} parameters; an encrypted update of more than "
+            f"{limit} does not fit the {settings.MAX_UPLOAD_BYTES}-byte upload limit"
+        )
     try:
         return vector_length(build_model(spec, n_features)) + 1  # + the count slot
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ApplicationError(f"model_spec is not a model we can build: {exc}") from exc
 
 
