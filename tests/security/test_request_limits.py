@@ -68,3 +68,27 @@ def test_an_upload_declaring_more_than_the_limit_is_refused_before_anything_is_w
     tmp = settings.BLOB_DIR / "tmp"
     assert not tmp.exists() or not any(tmp.iterdir())
     assert not (settings.BLOB_DIR / "uploads").exists()
+
+
+@pytest.mark.parametrize(
+    "model_spec, message",
+    [
+        (None, "model_spec"),
+        ([8, 8], "model_spec must be an object"),
+        ({"kind": "mlp", "hidden": [True]}, "positive layer widths"),
+        ({"kind": "mlp", "hidden": "wide"}, "positive layer widths"),
+        ({"kind": "mlp", "hidden": [-1]}, "positive layer widths"),
+        # Would need terabytes to build: refused from its shape alone.
+        ({"kind": "mlp", "hidden": [10**6, 10**6]}, "does not fit the"),
+    ],
+    ids=["null", "list", "bool-width", "string", "negative", "huge"],
+)
+def test_a_hostile_model_spec_is_a_400_with_a_reason(client: Client, operator, model_spec, message):
+    response = client.post(
+        "/api/v1/policies/",
+        {"name": "hostile", "model_spec": model_spec},
+        content_type="application/json",
+        **_basic(),
+    )
+    assert response.status_code == 400, response.content
+    assert message in response.json()["message"]
