@@ -100,17 +100,21 @@ class IsBank(permissions.BasePermission):
         return isinstance(request.user, BankPrincipal)
 
 
+def user_is_operator(user: Any) -> bool:
+    """A signed-in person (not a bank) in the operators group, or a superuser."""
+    return bool(
+        user is not None
+        and not isinstance(user, BankPrincipal)
+        and user.is_authenticated
+        and (user.is_superuser or user.groups.filter(name="operators").exists())
+    )
+
+
 class IsOperator(permissions.BasePermission):
     message = "this endpoint is for consortium operators"
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        return bool(
-            user is not None
-            and not isinstance(user, BankPrincipal)
-            and user.is_authenticated
-            and (user.is_superuser or user.groups.filter(name="operators").exists())
-        )
+        return user_is_operator(request.user)
 
 
 class IsAuditor(permissions.BasePermission):

@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from consortium.api.auth import user_is_operator
 from consortium.api.errors import ApplicationError
 from consortium.members import services
 from consortium.members.models import Bank, BankStatus
@@ -26,6 +27,10 @@ def _actor(request: HttpRequest) -> str:
 
 @admin.register(Bank)
 class BankAdmin(admin.ModelAdmin):
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        # Admin actions change state: operators only, whatever view rights others hold.
+        return user_is_operator(request.user)
+
     list_display = ("slug", "name", "status", "signing_key_registered_at", "created_at")
     list_filter = ("status",)
     search_fields = ("slug", "name")
@@ -75,19 +80,19 @@ class BankAdmin(admin.ModelAdmin):
             except ApplicationError as exc:
                 messages.error(request, exc.message)
 
-    @admin.action(description="Suspend selected banks")
+    @admin.action(description="Suspend selected banks", permissions=["operate"])
     def suspend(self, request: HttpRequest, queryset: QuerySet[Bank]) -> None:
         self._set(request, queryset, BankStatus.SUSPENDED)
 
-    @admin.action(description="Reactivate selected banks")
+    @admin.action(description="Reactivate selected banks", permissions=["operate"])
     def reactivate(self, request: HttpRequest, queryset: QuerySet[Bank]) -> None:
         self._set(request, queryset, BankStatus.ACTIVE)
 
-    @admin.action(description="Revoke selected banks (final)")
+    @admin.action(description="Revoke selected banks (final)", permissions=["operate"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Bank]) -> None:
         self._set(request, queryset, BankStatus.REVOKED)
 
-    @admin.action(description="Rotate API credential (shown once)")
+    @admin.action(description="Rotate API credential (shown once)", permissions=["operate"])
     def rotate_credential(self, request: HttpRequest, queryset: QuerySet[Bank]) -> None:
         for bank in queryset:
             credential = services.bank_rotate_credential(bank=bank, actor=_actor(request))

@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from consortium.api.auth import user_is_operator
 from consortium.api.errors import ApplicationError
 from consortium.rounds import services
 from consortium.rounds.models import (
@@ -28,6 +29,10 @@ def _actor(request: HttpRequest) -> str:
 
 @admin.register(RoundPolicy)
 class RoundPolicyAdmin(admin.ModelAdmin):
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        # Admin actions change state: operators only, whatever view rights others hold.
+        return user_is_operator(request.user)
+
     list_display = (
         "name",
         "version",
@@ -64,12 +69,14 @@ class RoundPolicyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Activate (the scheduler follows this version)")
+    @admin.action(
+        description="Activate (the scheduler follows this version)", permissions=["operate"]
+    )
     def activate(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:
         for policy in queryset[:1]:
             services.policy_activate(policy=policy, actor=_actor(request))
 
-    @admin.action(description="Copy into a new version")
+    @admin.action(description="Copy into a new version", permissions=["operate"])
     def new_version(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:
         for policy in queryset:
             new = services.policy_new_version(base=policy, actor=_actor(request))
@@ -132,6 +139,10 @@ class SubmissionInline(admin.TabularInline):
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        # Admin actions change state: operators only, whatever view rights others hold.
+        return user_is_operator(request.user)
+
     list_display = ("number", "state", "policy", "opened_at", "deadline_at", "closed_at")
     list_filter = ("state",)
     inlines = [SubmissionInline]
@@ -146,7 +157,7 @@ class RoundAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Run the scheduler now")
+    @admin.action(description="Run the scheduler now", permissions=["operate"])
     def tick(self, request: HttpRequest, queryset: QuerySet[Round]) -> None:
         messages.info(request, "; ".join(services.scheduler_tick()) or "nothing was due")
 

@@ -123,3 +123,17 @@ def test_a_bank_cannot_rotate_its_key_through_the_operator_endpoint(client, bank
         **bank_alpha.auth(),
     )
     assert response.status_code == 403
+
+
+def test_operators_keep_the_admin_actions_that_auditors_are_refused(operator, auditor):
+    from django.contrib import admin
+    from django.contrib.auth.models import User
+    from django.test import RequestFactory
+
+    bank_admin = admin.site._registry[Bank]
+    for user, expected in [(operator, True), (auditor, False)]:
+        user.is_staff = True
+        user.save()
+        request = RequestFactory().get("/admin/")
+        request.user = User.objects.get(pk=user.pk)
+        assert ("suspend" in bank_admin.get_actions(request)) is expected
