@@ -796,11 +796,21 @@ def _bank_ids(w: _World) -> np.ndarray:
     return np.concatenate([members, outside]).astype(str)
 
 
-def _table(w: _World, rows: _Rows) -> pd.DataFrame:
-    """Format the rows as the CSV's text columns (IBM order, then the extras)."""
+def _account_names(w: _World) -> np.ndarray:
+    """IBM-style account ids: "8", the bank id padded to 3 digits, then the index in hex."""
+    ids = _bank_ids(w)
+    bank = w.accounts.bank
+    return np.char.add("8", np.char.add(np.char.zfill(ids[bank], 3), _hex(np.arange(len(bank)))))
+
+
+def _table(w: _World, rows: _Rows, account: np.ndarray) -> pd.DataFrame:
+    """Format the rows as the CSV's text columns (IBM order, then the extras).
+
+    Called once per bank file: text columns take far more memory than the numeric rows,
+    so only one bank's worth of them exists at a time.
+    """
     bank = w.accounts.bank
     ids = _bank_ids(w)
-    account = np.char.add("8", np.char.add(np.char.zfill(ids[bank], 3), _hex(np.arange(len(bank)))))
     btc = rows.fmt == FORMATS.index("Bitcoin")
     per_usd = np.array([UNITS_PER_USD[c] for c in CURRENCIES])
     pay_cur = np.where(btc, CURRENCIES.index("Bitcoin"), w.currency[bank[rows.src]])
@@ -938,7 +948,7 @@ def generate_world(
     params["holdout"] = _check_holdout(params["holdout"], n_banks)
     world = _World(n_banks, params, seed)
     rows = _all_rows(world)
-    table = _table(world, rows)
+    account = _account_names(world)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bank = world.accounts.bank
@@ -947,9 +957,11 @@ def generate_world(
         mine = (bank[rows.src] == index) | (bank[rows.dst] == index)
         banks[bank_id] = _bank_summary(world, rows, mine, index)
         header = IBM_HEADER + EXTRA_HEADER
-        table[mine].to_csv(
+        table = _table(world, rows.take(np.flatnonzero(mine)), account)
+        table.to_csv(
             out_dir / banks[bank_id]["file"], index=False, header=header, lineterminator="\n"
         )
+        del table
     manifest = _manifest(world, rows, preset, seed, params, banks)
     text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     (out_dir / "manifest.json").write_text(text, encoding="utf-8")
