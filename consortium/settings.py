@@ -182,6 +182,9 @@ LOGOUT_REDIRECT_URL = "portal:login"
 BLOB_DIR = Path(env("CONSORTIUM_BLOB_DIR", str(VAR_DIR / "blobs")) or "blobs")
 # Largest accepted upload body. 1M parameters at 8x float32 is about 33 MB.
 MAX_UPLOAD_BYTES = env_int("CONSORTIUM_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1024)
+# Uploads one worker process takes at once; more get 429 + Retry-After and the node
+# retries. With threaded workers (gthread) this keeps threads free for status polls.
+MAX_CONCURRENT_UPLOADS = env_int("CONSORTIUM_MAX_CONCURRENT_UPLOADS", 4, minimum=1)
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)
 # Upper bound on banks in one sum; the node checks CKKS headroom against it.
 MAX_BANKS_PER_ROUND = env_int("CONSORTIUM_MAX_BANKS_PER_ROUND", 256, minimum=2)

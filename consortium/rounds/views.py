@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +32,8 @@ from consortium.rounds.serializers import (
 )
 
 CHUNK = 1024 * 1024
+# Admission control for uploads in this worker process (settings.MAX_CONCURRENT_UPLOADS).
+_upload_slots = threading.BoundedSemaphore(settings.MAX_CONCURRENT_UPLOADS)
 
 
 def _round_or_404(number: int) -> Round:
@@ -147,16 +150,23 @@ class RoundUpdateView(APIView):
         existing = services.update_precheck(rnd=rnd, bank=bank, digest=digest, signature=signature)
         if existing is not None:
             return Response(_accepted(existing), status=status.HTTP_200_OK)
-        body = _body_to_temp(request)
-        privacy = _privacy_claim(request)
-        sub = services.update_submit(
-            rnd=rnd,
-            bank=bank,
-            body_path=body,
-            digest=digest,
-            signature=signature,
-            privacy=privacy,
-        )
+        if not _upload_slots.acquire(blocking=False):
+            raise exceptions.Throttled(
+                2, detail="the portal is busy with other uploads; retry in a few seconds"
+            )
+        try:
+            privacy = _privacy_claim(request)  # before the body: a refusal leaves no temp file
+            body = _body_to_temp(request)
+            sub = services.update_submit(
+                rnd=rnd,
+                bank=bank,
+                body_path=body,
+                digest=digest,
+                signature=signature,
+                privacy=privacy,
+            )
+        finally:
+            _upload_slots.release()
         return Response(_accepted(sub), status=status.HTTP_201_CREATED)
 
     def throttled(self, request: Request, wait: float | None) -> None:

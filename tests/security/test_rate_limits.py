@@ -148,3 +148,25 @@ def test_the_lock_out_is_per_username_and_address(client, operator, failure_limi
         "/api/v1/banks/", REMOTE_ADDR="10.1.2.3", **_basic("operator-password-1")
     )
     assert elsewhere.status_code == 200
+
+
+def test_a_worker_busy_with_uploads_answers_429_and_keeps_nothing(
+    client, ckks, open_round, bank_alpha, monkeypatch, settings
+):
+    import threading
+
+    from consortium.rounds import views
+
+    monkeypatch.setattr(views, "_upload_slots", threading.BoundedSemaphore(1))
+    views._upload_slots.acquire()  # another upload holds this worker's only slot
+    body, _ = encrypted_update(ckks, open_round.vector_length)
+    headers = upload_headers(bank_alpha, open_round.number, body)
+    busy = _put(client, open_round.number, body, headers)
+    assert busy.status_code == 429
+    assert "busy with other uploads" in busy.json()["message"]
+    assert busy["Retry-After"] == "2"
+    assert open_round.submissions.count() == 0
+    tmp = settings.BLOB_DIR / "tmp"
+    assert not tmp.exists() or not any(tmp.iterdir())
+    views._upload_slots.release()
+    assert _put(client, open_round.number, body, headers).status_code == 201
