@@ -42,9 +42,9 @@ from bank_node.training import (  # noqa: E402
     model_from_vector,
     train_round,
 )
+from models.comparison import TITLES, BankInfo, comparison_report, score_bank  # noqa: E402
 from models.features import FEATURE_NAMES, compute_features  # noqa: E402
 from models.federation import fedavg, run_fedavg  # noqa: E402
-from models.metrics import auprc, f1_at, f1_best_threshold  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import vector_to_model  # noqa: E402
@@ -59,10 +59,7 @@ HYPER: dict[str, Any] = {
     "fedprox_mu": 0.0,
     "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10.0},
 }
-BUDGET = 0.005  # alert budget: the top 0.5% of a bank's held-out transactions
 COLUMNS = ["local", "central", "fed_plain", "fed_enc"]
-TITLES = {"local": "local-only", "central": "centralised", "fed_plain": "fed plain",
-          "fed_enc": "fed CKKS"}  # fmt: skip
 
 
 @dataclass
@@ -97,22 +94,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """The one scoring function every column goes through (on its own normalisation)."""
     data = bank.data.normalized(norm)
-    threshold, _ = f1_best_threshold(data.y_val, predict_scores(model, data.x_val))
-    scores = predict_scores(model, data.x_test)
-    k = max(1, int(np.ceil(round(BUDGET * len(scores), 9))))
-    alerted = np.zeros(len(scores), bool)
-    alerted[np.argsort(-scores, kind="stable")[:k]] = True
-    y = data.y_test.astype(bool)
-    per_typ = {
-        t: [int((alerted & (bank.test_typology == t)).sum()), int((bank.test_typology == t).sum())]
-        for t in typologies
-    }
-    return {
-        "auprc": auprc(data.y_test, scores),
-        "recall": float((alerted & y).sum() / y.sum()) if y.any() else float("nan"),
-        "f1": f1_at(data.y_test, scores, threshold) if np.isfinite(threshold) else float("nan"),
-        "typology_hits": per_typ,  # [positives in the alert list, positives in the test period]
-    }
+    val_scores, test_scores = predict_scores(model, data.x_val), predict_scores(model, data.x_test)
+    return score_bank(data.y_val, val_scores, data.y_test, test_scores, bank.test_typology,
+                      typologies)  # fmt: skip
 
 
 def fresh_model(hyper: dict[str, Any]) -> FraudMLP:
@@ -220,86 +204,6 @@ def stats_round_of(out: Path) -> int | None:
     return 1 if policy.get("normalize_features", False) else None
 
 
-def holdout_typologies(manifest: dict[str, Any]) -> dict[str, list[str]]:
-    """Holdout typology -> member banks that never saw it while training.
-
-    The preset's declared holdout typologies; a world without any (``tiny`` assigns each
-    bank a few typologies instead) uses every typology some bank never saw.
-    """
-    declared = list(manifest.get("holdout") or {})
-    names = declared or manifest["typologies"]
-    unseen = {t: [b for b in manifest["banks"] if b not in manifest["train_banks"][t]]
-              for t in names}  # fmt: skip
-    return {t: banks for t, banks in unseen.items() if banks}
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def report(
-    results: dict[str, dict[str, dict[str, Any]]], manifest: dict[str, Any], banks: list[Bank]
-) -> tuple[list[str], dict[str, Any]]:
-    """The per-bank table, the holdout table and the targets, as printable lines."""
-    lines = []
-    head = " ".join(f"{TITLES[c]:>11}" for c in COLUMNS)
-    for metric, title in (("auprc", "AUPRC"), ("recall", f"recall at {BUDGET:.1%} alert budget"),
-                          ("f1", "F1 at the validation-chosen threshold")):  # fmt: skip
-        lines += ["", f"{title} on each bank's held-out period", f"{'bank':>5} {'test':>8} "
-                  f"{'pos':>5} {head}"]  # fmt: skip
-        for bank in banks:
-            row = " ".join(f"{results[c][bank.bank_id][metric]:>11.3f}" for c in COLUMNS)
-            n, pos = len(bank.data.y_test), int(bank.data.y_test.sum())
-            lines.append(f"{bank.bank_id:>5} {n:>8} {pos:>5} {row}")
-        means = {c: _mean([results[c][b.bank_id][metric] for b in banks]) for c in COLUMNS}
-        lines.append(
-            f"{'mean':>5} {'':>8} {'':>5} " + " ".join(f"{means[c]:>11.3f}" for c in COLUMNS)
-        )
-    holdout = holdout_typologies(manifest)
-    recall_by_typ: dict[str, dict[str, float]] = {}
-    lines += ["", "Holdout typologies: recall at the alert budget at banks that never saw them "
-              "in training (pooled over those banks)", f"{'typology':<18} {'banks':<22} "
-              f"{'test rows':>9} {head}"]  # fmt: skip
-    for typ, unseen in holdout.items():
-        positives = sum(results["local"][b]["typology_hits"][typ][1] for b in unseen)
-        recall_by_typ[typ] = {
-            c: sum(results[c][b]["typology_hits"][typ][0] for b in unseen) / positives
-            if positives else float("nan") for c in COLUMNS
-        }  # fmt: skip
-        where = ",".join(unseen) if len(unseen) <= 6 else f"{len(unseen)} banks"
-        row = " ".join(f"{recall_by_typ[typ][c]:>11.3f}" for c in COLUMNS)
-        lines.append(f"{typ:<18} {where:<22} {positives:>9} {row}")
-    mean = {c: _mean([results[c][b.bank_id]["auprc"] for b in banks]) for c in COLUMNS}
-    targets = _targets(mean, recall_by_typ, bool(manifest.get("holdout")))
-    lines += ["", "Targets"] + [f"  [{'PASS' if ok else 'FAIL'}] {text}" for text, ok in targets]
-    summary = {"mean_auprc": mean, "holdout_recall": recall_by_typ,
-               "targets": [{"target": t, "pass": ok} for t, ok in targets]}  # fmt: skip
-    return lines, summary
-
-
-def _targets(
-    mean: dict[str, float], recall_by_typ: dict[str, dict[str, float]], declared: bool
-) -> list[tuple[str, bool]]:
-    enc, plain, central, local = (mean[c] for c in ("fed_enc", "fed_plain", "central", "local"))
-    out = [
-        (f"federated (CKKS) mean AUPRC {enc:.3f} >= 0.9 x centralised {central:.3f} "
-         f"= {0.9 * central:.3f}", enc >= 0.9 * central),
-        (f"federated (CKKS) mean AUPRC {enc:.3f} >= 1.3 x local-only {local:.3f} "
-         f"= {1.3 * local:.3f}", enc >= 1.3 * local),
-        (f"|CKKS - plaintext| mean AUPRC = {abs(enc - plain):.5f} <= 0.002",
-         abs(enc - plain) <= 0.002),
-    ]  # fmt: skip
-    kind = "holdout typology" if declared else "typology unseen at some banks"
-    for typ, r in recall_by_typ.items():
-        if not np.isfinite(r["local"]):
-            continue  # no test rows of it at the banks that never saw it: nothing to judge
-        out.append((f"{kind} {typ}: federated (CKKS) recall {r['fed_enc']:.3f} >= 2 x "
-                    f"local-only {r['local']:.3f} = {2 * r['local']:.3f}",
-                    r["fed_enc"] >= 2 * r["local"] and r["fed_enc"] > 0))  # fmt: skip
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
@@ -363,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             for b, m, n in zip(banks, models[c], norms[c], strict=True)}
         for c in COLUMNS
     }  # fmt: skip
-    lines, summary = report(results, manifest, banks)
+    info = [BankInfo(b.bank_id, len(b.data.y_test), int(b.data.y_test.sum())) for b in banks]
+    lines, summary = comparison_report(results, info, manifest)
     rows = manifest["totals"]["rows"]
     lines.insert(0, f"preset {args.preset}, {args.banks} banks, seed {args.seed}; {rows:,} "
                  f"transactions; hyperparameters {json.dumps(hyper)}")  # fmt: skip

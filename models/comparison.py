@@ -1,0 +1,157 @@
+"""Side-by-side quality of several models per bank: the tables the benchmark and demo print.
+
+Pure functions on scores and labels. A *column* is one way of training (``local``,
+``central``, ``fed_plain``, ``fed_enc``); every column is scored by `score_bank`, so the
+numbers differ only by how the model was trained.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.metrics import auprc, f1_at, f1_best_threshold
+
+BUDGET = 0.005  # alert budget: the top 0.5% of a bank's held-out transactions
+TITLES = {"local": "local-only", "central": "centralised", "fed_plain": "fed plain",
+          "fed_enc": "fed CKKS"}  # fmt: skip
+
+# column -> bank id -> metrics from `score_bank`
+Results = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class BankInfo:
+    """What the tables show about a bank besides its metrics."""
+
+    bank_id: str
+    test_rows: int
+    test_positives: int
+
+
+def score_bank(
+    y_val: np.ndarray,
+    val_scores: np.ndarray,
+    y_test: np.ndarray,
+    test_scores: np.ndarray,
+    test_typology: np.ndarray,
+    typologies: Sequence[str],
+    budget: float = BUDGET,
+) -> dict[str, Any]:
+    """AUPRC, recall at the alert budget, F1 at the validation-chosen threshold, and per
+    typology ``[positives in the alert list, positives in the test period]``."""
+    threshold, _ = f1_best_threshold(y_val, val_scores)
+    k = max(1, math.ceil(round(budget * len(test_scores), 9)))
+    alerted = np.zeros(len(test_scores), bool)
+    alerted[np.argsort(-np.asarray(test_scores), kind="stable")[:k]] = True
+    y = np.asarray(y_test).astype(bool)
+    return {
+        "auprc": auprc(y_test, test_scores),
+        "recall": float((alerted & y).sum() / y.sum()) if y.any() else float("nan"),
+        "f1": f1_at(y_test, test_scores, threshold) if np.isfinite(threshold) else float("nan"),
+        "typology_hits": {
+            t: [int((alerted & (test_typology == t)).sum()), int((test_typology == t).sum())]
+            for t in typologies
+        },
+    }
+
+
+def holdout_typologies(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Holdout typology -> member banks that never saw it while training.
+
+    The world's declared holdout typologies; a world without any (``tiny`` gives each
+    bank a few typologies instead) uses every typology that some bank never saw.
+    """
+    names = list(manifest.get("holdout") or {}) or list(manifest["typologies"])
+    unseen = {t: [b for b in manifest["banks"] if b not in manifest["train_banks"][t]]
+              for t in names}  # fmt: skip
+    return {t: banks for t, banks in unseen.items() if banks}
+
+
+def mean_finite(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def comparison_report(
+    results: Results, banks: Sequence[BankInfo], manifest: Mapping[str, Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """Per-bank tables (AUPRC, recall, F1), the holdout-typology table and the targets.
+
+    Works for any subset of the columns; a target is judged only when its columns exist.
+    """
+    columns = [c for c in TITLES if c in results]
+    head = " ".join(f"{TITLES[c]:>11}" for c in columns)
+    lines: list[str] = []
+    for metric, title in (("auprc", "AUPRC"), ("recall", f"recall at {BUDGET:.1%} alert budget"),
+                          ("f1", "F1 at the validation-chosen threshold")):  # fmt: skip
+        lines += ["", f"{title} on each bank's held-out period",
+                  f"{'bank':>5} {'test':>8} {'pos':>5} {head}"]  # fmt: skip
+        for bank in banks:
+            row = " ".join(f"{results[c][bank.bank_id][metric]:>11.3f}" for c in columns)
+            lines.append(f"{bank.bank_id:>5} {bank.test_rows:>8} {bank.test_positives:>5} {row}")
+        means = [mean_finite([results[c][b.bank_id][metric] for b in banks]) for c in columns]
+        lines.append(f"{'mean':>5} {'':>8} {'':>5} " + " ".join(f"{m:>11.3f}" for m in means))
+    recall_by_typ = _holdout_recall(results, columns, manifest)
+    lines += ["", "Holdout typologies: recall at the alert budget at banks that never saw them "
+              "in training (pooled over those banks)",
+              f"{'typology':<18} {'banks':<22} {'test rows':>9} {head}"]  # fmt: skip
+    for typ, (unseen, positives, recall) in recall_by_typ.items():
+        where = ",".join(unseen) if len(unseen) <= 6 else f"{len(unseen)} banks"
+        row = " ".join(f"{recall[c]:>11.3f}" for c in columns)
+        lines.append(f"{typ:<18} {where:<22} {positives:>9} {row}")
+    mean = {c: mean_finite([results[c][b.bank_id]["auprc"] for b in banks]) for c in columns}
+    recalls = {t: r for t, (_, _, r) in recall_by_typ.items()}
+    targets = _targets(mean, recalls, bool(manifest.get("holdout")))
+    lines += ["", "Targets"] + [f"  [{'PASS' if ok else 'FAIL'}] {text}" for text, ok in targets]
+    summary = {"mean_auprc": mean, "holdout_recall": recalls,
+               "targets": [{"target": t, "pass": ok} for t, ok in targets]}  # fmt: skip
+    return lines, summary
+
+
+def _holdout_recall(
+    results: Results, columns: list[str], manifest: Mapping[str, Any]
+) -> dict[str, tuple[list[str], int, dict[str, float]]]:
+    out = {}
+    for typ, unseen in holdout_typologies(manifest).items():
+        positives = sum(results[columns[0]][b]["typology_hits"][typ][1] for b in unseen)
+        recall = {
+            c: sum(results[c][b]["typology_hits"][typ][0] for b in unseen) / positives
+            if positives else float("nan") for c in columns
+        }  # fmt: skip
+        out[typ] = (unseen, positives, recall)
+    return out
+
+
+def _targets(
+    mean: Mapping[str, float], recall_by_typ: Mapping[str, Mapping[str, float]], declared: bool
+) -> list[tuple[str, bool]]:
+    """Issue 3's targets, for the columns present (federated = the CKKS column, else plain)."""
+    fed = "fed_enc" if "fed_enc" in mean else "fed_plain"
+    if fed not in mean:
+        return []
+    name = TITLES[fed]
+    out = []
+    if "central" in mean:
+        out.append((f"{name} mean AUPRC {mean[fed]:.3f} >= 0.9 x centralised "
+                    f"{mean['central']:.3f} = {0.9 * mean['central']:.3f}",
+                    mean[fed] >= 0.9 * mean["central"]))  # fmt: skip
+    if "local" in mean:
+        out.append((f"{name} mean AUPRC {mean[fed]:.3f} >= 1.3 x local-only "
+                    f"{mean['local']:.3f} = {1.3 * mean['local']:.3f}",
+                    mean[fed] >= 1.3 * mean["local"]))  # fmt: skip
+    if "fed_enc" in mean and "fed_plain" in mean:
+        gap = abs(mean["fed_enc"] - mean["fed_plain"])
+        out.append((f"|CKKS - plaintext| mean AUPRC = {gap:.5f} <= 0.002", gap <= 0.002))
+    kind = "holdout typology" if declared else "typology unseen at some banks"
+    for typ, r in recall_by_typ.items():
+        if "local" not in r or not np.isfinite(r["local"]):
+            continue  # no test rows of it at the banks that never saw it: nothing to judge
+        out.append((f"{kind} {typ}: {name} recall {r[fed]:.3f} >= 2 x local-only "
+                    f"{r['local']:.3f} = {2 * r['local']:.3f}",
+                    r[fed] >= 2 * r["local"] and r[fed] > 0))  # fmt: skip
+    return out
