@@ -80,9 +80,11 @@ _SMALL: dict[str, Any] = {
     "external_banks": 12,
     "attempts_per_day": 12.0,
     "train_typologies_per_bank": 0,
-    "typology_alpha": 0.3,
+    "typology_alpha": 0.2,
     "base_rate_spread": 0.5,
-    "holdout": {"cycle": ["2"], "account_takeover": ["3", "6"]},
+    # Structuring and scatter-gather look unlike the other schemes, so a bank that never
+    # met them cannot guess them; cycles share the generic signs (fresh mules, large sums).
+    "holdout": {"structuring": ["2"], "scatter_gather": ["3", "6"], "cycle": ["4"]},
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _TINY,
@@ -97,7 +99,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "persons_largest_bank": 19500,
         "external_banks": 16,
         "attempts_per_day": 16.0,
-        "holdout": {"cycle": ["2"], "account_takeover": ["3", "6"], "gather_scatter": ["4"]},
+        "holdout": {
+            "structuring": ["2"],
+            "scatter_gather": ["3", "6"],
+            "cycle": ["4"],
+            "account_takeover": ["5"],
+        },
     },
 }
 
