@@ -22,6 +22,7 @@ import multiprocessing
 import multiprocessing.queues
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -263,6 +264,9 @@ def main() -> None:
         results = run(portal, args, work)
     finally:
         portal.close()
+        # Hundreds of MB of ciphertexts: keep nothing.
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(portal.var, ignore_errors=True)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
