@@ -9,6 +9,7 @@ which must name the file and, where it can, the line and column.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +22,10 @@ sys.path.insert(0, str(HERE.parents[1]))
 with atheris.instrument_imports(include=["bank_node.data"]):
     from bank_node.data import DataError, load_transactions
 
-PATH = Path(tempfile.mkdtemp(prefix="fuzz-loaders-")) / "transactions.csv"
+PATH = (
+    Path(tempfile.mkdtemp(prefix="fuzz-loaders-", dir=os.environ.get("FUZZ_WORK_DIR")))
+    / "transactions.csv"
+)
 
 
 def one(data: bytes) -> None:

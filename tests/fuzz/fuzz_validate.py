@@ -54,7 +54,7 @@ def validate_target() -> Callable[[bytes], None]:
 
 
 def upload_target() -> Callable[[bytes], None]:
-    var = tempfile.mkdtemp(prefix="fuzz-upload-")
+    var = tempfile.mkdtemp(prefix="fuzz-upload-", dir=os.environ.get("FUZZ_WORK_DIR"))
     os.environ.update(
         DATABASE_URL=f"sqlite:///{var}/portal.sqlite3",
         CONSORTIUM_VAR_DIR=var,

@@ -49,7 +49,7 @@ def test_the_fuzzer_finds_no_crash_hang_or_server_error(tmp_path, harness, targe
             f"-artifact_prefix={tmp_path}/",
             str(corpus),
         ],
-        env={**os.environ, "FUZZ_TARGET": target},
+        env={**os.environ, "FUZZ_TARGET": target, "FUZZ_WORK_DIR": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=SECONDS + 240,
