@@ -82,3 +82,13 @@ def test_a_node_reports_cumulative_epsilon_and_refuses_a_round_past_its_budget(t
     assert reloaded.dp_accountant == agent.state.dp_accountant
     with pytest.raises(PrivacyBudgetExceeded, match="stops contributing"):
         agent.local_update(_round(2))
+
+
+def test_a_node_holding_another_key_sits_the_round_out_and_says_why(tmp_path, world):
+    agent = _agent(tmp_path, world / "bank_1.csv")
+    rnd = {**_round(7), "key_epoch": "e" * 64}
+    assert agent.participate(rnd) is False  # returns before any training or HTTP
+    reason = agent.state.skipped["7"]
+    assert "install the current consortium key" in reason and "eeeeeeeeeeeeeeee" in reason
+    assert "7" not in agent.state.submitted
+    assert type(agent.state).load(agent.state_path).skipped["7"] == reason
