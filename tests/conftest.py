@@ -37,6 +37,8 @@ def ckks() -> Ckks:
 @pytest.fixture(autouse=True)
 def _blob_dir(settings: Any, tmp_path: Any) -> None:
     settings.BLOB_DIR = tmp_path / "blobs"
+    # In-process tests change rounds and read them back at once: no status caching.
+    settings.STATUS_CACHE_SECONDS = 0
 
 
 @dataclass

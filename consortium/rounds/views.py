@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -57,10 +58,29 @@ class RoundCurrentView(APIView):
 
     @extend_schema(responses={200: RoundSerializer, 204: None})
     def get(self, request: Request) -> Response:
-        rnd = selectors.round_in_flight()
-        if rnd is None:
+        data = _current_round_payload()
+        if data is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(RoundSerializer(rnd).data)
+        return Response(data)
+
+
+# Every bank polls this and every bank gets the same answer, so a worker keeps it for
+# CONSORTIUM_STATUS_CACHE_SECONDS (default 1 s): at hundreds of polls a second the database
+# sees about one query per worker per second instead of one per poll. A poller may see a
+# state change up to that long after it happened; uploads and transitions never use it.
+_current_cache: tuple[float, dict[str, Any] | None] | None = None
+
+
+def _current_round_payload() -> dict[str, Any] | None:
+    global _current_cache
+    ttl = settings.STATUS_CACHE_SECONDS
+    now = time.monotonic()
+    if ttl > 0 and _current_cache is not None and now - _current_cache[0] < ttl:
+        return _current_cache[1]
+    rnd = selectors.round_in_flight()
+    data = None if rnd is None else dict(RoundSerializer(rnd).data)
+    _current_cache = (now, data)
+    return data
 
 
 class RoundDetailView(APIView):
