@@ -279,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("synth", help="generate a synthetic multi-bank world (IBM AML schema)")
     g.add_argument("--out", required=True)
-    g.add_argument("--banks", type=int, default=4)
+    g.add_argument("--banks", type=int, default=None, help="default: the preset's bank count")
     g.add_argument("--preset", default="tiny")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_synth)

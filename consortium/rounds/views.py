@@ -50,7 +50,12 @@ class RoundListView(generics.ListAPIView):
     serializer_class = RoundSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        return selectors.round_list().annotate(submission_count=Count("submissions"))
+        # An aggregate annotation drops Meta.ordering: order explicitly, newest first.
+        return (
+            selectors.round_list()
+            .annotate(submission_count=Count("submissions"))
+            .order_by("-number")
+        )
 
 
 class RoundCurrentView(APIView):

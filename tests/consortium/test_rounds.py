@@ -266,3 +266,15 @@ def test_after_a_key_rotation_rounds_use_the_new_epoch_and_continue_from_the_old
     assert detail["base_key_epoch"] == ckks.fingerprint
     epoch_now = client.get("/api/v1/key-epochs/current", **bank_alpha.auth()).json()
     assert epoch_now["fingerprint"] == fingerprint(new_public)
+
+
+def test_the_round_list_is_newest_first(
+    client, ckks, open_round, bank_alpha, bank_beta, bank_gamma
+):
+    for i, persona in enumerate([bank_alpha, bank_beta, bank_gamma]):
+        _submit(client, ckks, open_round, persona, i, 10)
+    scheduler_tick()  # publishes round 1 and opens round 2
+    numbers = [
+        r["number"] for r in client.get("/api/v1/rounds/", **bank_alpha.auth()).json()["results"]
+    ]
+    assert numbers == sorted(numbers, reverse=True) and len(numbers) == 2
