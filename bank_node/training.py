@@ -113,10 +113,8 @@ def model_from_vector(
     return model
 
 
-def train_round(
-    data: LocalData, policy: dict[str, Any], base: np.ndarray | None, seed: int
-) -> tuple[np.ndarray, int]:
-    """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
+def _round_start(policy: dict[str, Any], base: np.ndarray | None) -> FraudMLP:
+    """The policy's model at the round's base, with FedProx anchored there when asked."""
     model = model_from_vector(
         policy["model_spec"],
         policy["n_features"],
@@ -126,6 +124,14 @@ def train_round(
     )
     if policy["fedprox_mu"] > 0:
         model.set_fedprox_reference(model_to_vector(model))
+    return model
+
+
+def train_round(
+    data: LocalData, policy: dict[str, Any], base: np.ndarray | None, seed: int
+) -> tuple[np.ndarray, int]:
+    """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
+    model = _round_start(policy, base)
     n = train_local(
         model,
         data.x_train,
@@ -153,15 +159,7 @@ def train_round_private(
     from models.privacy import DPConfig, train_local_dp
 
     dp = DPConfig.from_policy(policy)
-    model = model_from_vector(
-        policy["model_spec"],
-        policy["n_features"],
-        base,
-        lr=policy["learning_rate"],
-        fedprox_mu=policy["fedprox_mu"],
-    )
-    if policy["fedprox_mu"] > 0:
-        model.set_fedprox_reference(model_to_vector(model))
+    model = _round_start(policy, base)
     n, epsilon, state = train_local_dp(
         model,
         data.x_train,
