@@ -160,6 +160,10 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, scheduler) share the file: wait for the lock, don't fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Tests on SQLite use a file, not Django's shared in-memory database: with live-server
+    # tests a second thread writes while the first reads, and the in-memory shared cache
+    # answers "table is locked" at once where a file waits for the lock (timeout above).
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LANGUAGE_CODE = "en-us"
