@@ -511,20 +511,26 @@ def round_close_due(now: datetime) -> list[str]:
         )
         return [f"round {rnd.number} aggregating"]
     if now >= rnd.deadline_at:
-        rnd.state, rnd.closed_at = RoundState.FAILED, now
-        rnd.failure_reason = (
-            f"only {len(submitted)} of the {min_banks} required updates arrived by the deadline"
+        _round_fail(
+            rnd,
+            now,
+            f"only {len(submitted)} of the {min_banks} required updates arrived by the deadline",
         )
-        rnd.save(update_fields=["state", "closed_at", "failure_reason"])
-        audit_record(
-            action="round.failed",
-            actor="scheduler",
-            target=rnd,
-            data={"round": rnd.number, "reason": rnd.failure_reason},
-        )
-        audit_checkpoint_create(reason=f"round {rnd.number} failed")
         return [f"round {rnd.number} failed"]
     return []
+
+
+def _round_fail(rnd: Round, now: datetime, reason: str) -> None:
+    """Close a locked round as failed, with its audit event and a signed checkpoint."""
+    rnd.state, rnd.closed_at, rnd.failure_reason = RoundState.FAILED, now, reason
+    rnd.save(update_fields=["state", "closed_at", "failure_reason"])
+    audit_record(
+        action="round.failed",
+        actor="scheduler",
+        target=rnd,
+        data={"round": rnd.number, "reason": reason},
+    )
+    audit_checkpoint_create(reason=f"round {rnd.number} failed")
 
 
 @transaction.atomic
@@ -560,16 +566,7 @@ def round_aggregate(number: int) -> list[str]:
     except (HEError, OSError) as exc:
         log.error("aggregation of round %s failed: %s", rnd.number, exc)
         metrics.AGGREGATION_ERRORS.inc()
-        rnd.state, rnd.closed_at = RoundState.FAILED, timezone.now()
-        rnd.failure_reason = f"aggregation failed: {exc}"
-        rnd.save(update_fields=["state", "closed_at", "failure_reason"])
-        audit_record(
-            action="round.failed",
-            actor="scheduler",
-            target=rnd,
-            data={"round": rnd.number, "reason": rnd.failure_reason},
-        )
-        audit_checkpoint_create(reason=f"round {rnd.number} failed")
+        _round_fail(rnd, timezone.now(), f"aggregation failed: {exc}")
         return [f"round {rnd.number} failed in aggregation"]
     finally:
         tmp.unlink(missing_ok=True)
