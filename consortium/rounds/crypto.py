@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
+
+import tenseal as ts
 
 from he.keys import load_public_context
 from he.params import CkksParams
 
 if TYPE_CHECKING:
-    import tenseal as ts
-
     from consortium.rounds.models import KeyEpoch
 
 
-@functools.lru_cache(maxsize=8)
-def _context(fingerprint: str, data: bytes, params: CkksParams) -> ts.Context:
-    # load_public_context refuses any context carrying a secret key, so the portal
-    # process can never hold one, whatever is in its database.
-    return load_public_context(data, params)
+_CACHE_SIZE = 8
+_contexts: dict[str, ts.Context] = {}
 
 
 def epoch_params(epoch: KeyEpoch) -> CkksParams:
@@ -26,4 +22,17 @@ def epoch_params(epoch: KeyEpoch) -> CkksParams:
 
 
 def epoch_context(epoch: KeyEpoch) -> ts.Context:
-    return _context(epoch.fingerprint, bytes(epoch.public_context), epoch_params(epoch))
+    """The epoch's public context, parsed once per process.
+
+    Keyed by fingerprint (the SHA-256 of the stored bytes, unique per epoch), so a cached
+    context costs no read of the ~230 KB column: round queries leave it deferred.
+    """
+    ctx = _contexts.get(epoch.fingerprint)
+    if ctx is None:
+        # load_public_context refuses any context carrying a secret key, so the portal
+        # process can never hold one, whatever is in its database.
+        ctx = load_public_context(bytes(epoch.public_context), epoch_params(epoch))
+        if len(_contexts) >= _CACHE_SIZE:
+            _contexts.pop(next(iter(_contexts)))
+        _contexts[epoch.fingerprint] = ctx
+    return ctx
