@@ -3,7 +3,7 @@
 #   make venv          .venv with torch (CPU) first, then the project with [dev]
 #   make system-deps   Debian packages the tests need (scripts/system-packages.txt)
 #   make checkov-venv  .venv-checkov: checkov, apart from .venv (its dependencies clash)
-#   make lint          ruff check + mypy
+#   make lint          ruff check, ruff format --check, mypy
 #   make test          system-deps, venv, checkov-venv, lint, pytest on PostgreSQL, then on SQLite
 #   make test-postgres only the pytest run on a throwaway PostgreSQL server
 #   make test-sqlite   only the non-e2e pytest run on SQLite
@@ -43,6 +43,7 @@ IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 STEP := bash scripts/step.sh
 
 RUFF := $(STEP) ruff $(VENV)/bin/ruff check .
+RUFF_FORMAT := $(STEP) ruff-format $(VENV)/bin/ruff format --check .
 MYPY := $(STEP) mypy $(VENV)/bin/mypy
 # The whole suite against a real PostgreSQL server...
 PYTEST_POSTGRES := $(STEP) pytest-postgres bash scripts/with-postgres.sh $(VPY) -m pytest $(PYTEST_ARGS)
@@ -81,11 +82,13 @@ system-deps:
 
 lint: venv
 	$(RUFF)
+	$(RUFF_FORMAT)
 	$(MYPY)
 
 # One recipe, so the steps run in this order even under `make -j`.
 test: system-deps venv checkov-venv
 	$(RUFF)
+	$(RUFF_FORMAT)
 	$(MYPY)
 	$(PYTEST_POSTGRES)
 	$(PYTEST_SQLITE)

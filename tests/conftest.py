@@ -62,7 +62,10 @@ def make_bank(slug: str, *, with_key: bool = True) -> Persona:
 
     key = Ed25519PrivateKey.generate()
     bank, credential = bank_create(
-        slug=slug, name=slug.title(), actor="test", signing_public_key=public_key_b64(key) if with_key else ""
+        slug=slug,
+        name=slug.title(),
+        actor="test",
+        signing_public_key=public_key_b64(key) if with_key else "",
     )
     return Persona(bank, credential, key)
 
@@ -104,8 +107,9 @@ def auditor(db: Any) -> Any:
 def epoch(db: Any, ckks: Ckks) -> Any:
     from consortium.rounds.services import key_epoch_register
 
-    return key_epoch_register(public_context=ckks.public_bytes, ckks_params=PARAMS.to_dict(),
-                              actor="test")
+    return key_epoch_register(
+        public_context=ckks.public_bytes, ckks_params=PARAMS.to_dict(), actor="test"
+    )
 
 
 @pytest.fixture
@@ -114,14 +118,22 @@ def policy(db: Any) -> Any:
 
     from consortium.rounds.services import policy_create
 
-    return policy_create(name="default", actor="test", activate=True, min_banks=2,
-                         deadline=timedelta(minutes=10), max_rounds=3, normalize_features=False,
-                         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"})
+    return policy_create(
+        name="default",
+        actor="test",
+        activate=True,
+        min_banks=2,
+        deadline=timedelta(minutes=10),
+        max_rounds=3,
+        normalize_features=False,
+        model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+    )
 
 
 @pytest.fixture
-def open_round(epoch: Any, policy: Any, bank_alpha: Persona, bank_beta: Persona,
-               bank_gamma: Persona) -> Any:
+def open_round(
+    epoch: Any, policy: Any, bank_alpha: Persona, bank_beta: Persona, bank_gamma: Persona
+) -> Any:
     from django.utils import timezone
 
     from consortium.rounds.selectors import round_in_flight
@@ -133,8 +145,15 @@ def open_round(epoch: Any, policy: Any, bank_alpha: Persona, bank_beta: Persona,
     return rnd
 
 
-def encrypted_update(ckks: Ckks, length: int, *, seed: int = 0, n: int = 100,
-                     fp: str | None = None, secret: ts.Context | None = None) -> tuple[bytes, np.ndarray]:
+def encrypted_update(
+    ckks: Ckks,
+    length: int,
+    *,
+    seed: int = 0,
+    n: int = 100,
+    fp: str | None = None,
+    secret: ts.Context | None = None,
+) -> tuple[bytes, np.ndarray]:
     """A real encrypted ``[n*w, n]`` of total ``length`` values, and its plaintext."""
     weights = np.random.default_rng(seed).normal(0, 0.3, length - 1)
     values = pack_update(weights, n)
@@ -143,8 +162,9 @@ def encrypted_update(ckks: Ckks, length: int, *, seed: int = 0, n: int = 100,
     return buf.getvalue(), values
 
 
-def upload_headers(persona: Persona, round_number: int, body: bytes, *,
-                   signer: Persona | None = None) -> dict[str, str]:
+def upload_headers(
+    persona: Persona, round_number: int, body: bytes, *, signer: Persona | None = None
+) -> dict[str, str]:
     import hashlib
 
     digest = hashlib.sha256(body).hexdigest()

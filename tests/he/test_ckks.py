@@ -93,13 +93,16 @@ def test_the_fingerprint_is_stable_across_serialisations(secret_ctx, public_byte
     assert fingerprint(public_context_bytes(secret_ctx)) == fingerprint(public_bytes)
 
 
-def test_a_valid_update_passes_and_reports_the_digest_of_its_bytes(secret_ctx, public_ctx, public_bytes):
+def test_a_valid_update_passes_and_reports_the_digest_of_its_bytes(
+    secret_ctx, public_ctx, public_bytes
+):
     import hashlib
 
     fp = fingerprint(public_bytes)
     blob = _encrypt(secret_ctx, np.arange(3000, dtype=float), fp)
-    result = validate_vector(io.BytesIO(blob), public_ctx, PARAMS, fingerprint=fp,
-                             expected_length=3000)
+    result = validate_vector(
+        io.BytesIO(blob), public_ctx, PARAMS, fingerprint=fp, expected_length=3000
+    )
     assert result.digest == hashlib.sha256(blob).hexdigest()
     assert result.chunks == 2
 
@@ -122,7 +125,9 @@ def _other_params_blob() -> bytes:
     ],
     ids=["empty", "zeros", "half", "one-byte-short", "trailing", "random"],
 )
-def test_malformed_bodies_are_refused_with_a_reason(secret_ctx, public_ctx, public_bytes, mutate, message):
+def test_malformed_bodies_are_refused_with_a_reason(
+    secret_ctx, public_ctx, public_bytes, mutate, message
+):
     fp = fingerprint(public_bytes)
     blob = _encrypt(secret_ctx, np.ones(100), fp)
     with pytest.raises(UpdateInvalid, match=message):
@@ -179,8 +184,9 @@ def test_a_flipped_bit_changes_the_digest_so_the_signature_check_catches_it(
     original = hashlib.sha256(blob).hexdigest()
     blob[len(blob) // 2] ^= 0x01
     try:
-        result = validate_vector(io.BytesIO(bytes(blob)), public_ctx, PARAMS, fingerprint=fp,
-                                 expected_length=100)
+        result = validate_vector(
+            io.BytesIO(bytes(blob)), public_ctx, PARAMS, fingerprint=fp, expected_length=100
+        )
     except UpdateInvalid:
         return  # refused structurally: also fine
     assert result.digest != original
