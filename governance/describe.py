@@ -91,7 +91,7 @@ def describe(change: Change, state: RosterState | None) -> str:
     if isinstance(change, AdmitBank) or (
         isinstance(change, RotateBankKeys) and change.signing_key is not None
     ):
-        text += f", plus {subject!r}'s own signature under its new signing key"
+        text += f", plus a signature from bank {subject!r} under its new signing key"
     elif isinstance(change, RotateBankKeys):
-        text += f", plus {subject!r}'s own signature"
+        text += f", plus a signature from bank {subject!r} itself"
     return text

@@ -36,7 +36,7 @@ def test_min_banks_below_three_is_refused_in_a_charter(ceremony: Ceremony) -> No
 
 
 def test_min_banks_below_three_is_refused_as_a_change() -> None:
-    with pytest.raises(RosterError, match="change_min_banks.min_banks must be at least 3"):
+    with pytest.raises(RosterError, match=r"change_min_banks\.min_banks must be at least 3"):
         ChangeMinBanks(2)
 
 
@@ -135,7 +135,7 @@ def test_every_change_survives_a_round_trip_through_its_dict(change: object) -> 
 
 
 def test_an_unknown_change_kind_is_refused_listing_the_known_ones() -> None:
-    with pytest.raises(RosterError, match="change.kind 'make_operator_god' is unknown; known: "):
+    with pytest.raises(RosterError, match=r"change\.kind 'make_operator_god' is unknown; known: "):
         change_from_dict({"kind": "make_operator_god"})
 
 
