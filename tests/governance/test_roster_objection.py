@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 from roster_helpers import NOW, Ceremony
@@ -27,7 +28,7 @@ def test_a_signed_objection_verifies_under_the_banks_key(ceremony: Ceremony) -> 
     "change", [{"round_number": 8}, {"reason_code": "policy_unapproved"}, {"message": "all fine"}]
 )
 def test_an_objection_changed_after_signing_no_longer_verifies(
-    ceremony: Ceremony, change: dict[str, object]
+    ceremony: Ceremony, change: dict[str, Any]
 ) -> None:
     signature = sign_objection(objection(), ceremony["alpha"].key)
 
