@@ -129,6 +129,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "consortium.api.middleware.DatabaseUnavailableMiddleware",
+    "consortium.api.middleware.DeepJSONMiddleware",
     # Last, as django-axes asks: it answers 429 to a locked-out sign-in.
     "axes.middleware.AxesMiddleware",
 ]
@@ -253,6 +254,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "consortium.api.errors.exception_handler",
+    # JSON with a nesting-depth and element bound (a deep body is a 400, not a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "consortium.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
