@@ -145,6 +145,8 @@ MIDDLEWARE = [
     "consortium.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before any view hashes a password: a source that failed too often is refused unread.
+    "consortium.api.middleware.SignInThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -275,6 +277,11 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Before any of that, per source address alone: this many failed sign-ins in a minute
+# (any usernames) and further attempts from there are refused before a password is checked.
+SIGN_IN_FAILURES_PER_MINUTE = env_int("CONSORTIUM_SIGNIN_FAILURES_PER_MINUTE", 20, minimum=1)
+# Failed sign-ins are kept in a bounded security log (not the audit chain): its newest rows.
+SECURITY_LOG_MAX_ROWS = env_int("CONSORTIUM_SECURITY_LOG_MAX_ROWS", 10000, minimum=10)
 AXES_FAILURE_LIMIT = env_int("CONSORTIUM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("CONSORTIUM_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

@@ -39,11 +39,12 @@ class Command(BaseCommand):
         user.set_password(password)
         user.save()
         group, _ = Group.objects.get_or_create(name="operators")
-        # Operators manage banks, policies, key epochs and rounds; they only read the trail.
+        # Operators manage banks, policies, key epochs and rounds; they only read the trail
+        # and the security log (failed sign-ins).
         group.permissions.set(
             Permission.objects.filter(content_type__app_label__in=["members", "rounds"])
             | Permission.objects.filter(
-                content_type__app_label="audit", codename__startswith="view_"
+                content_type__app_label__in=["audit", "api"], codename__startswith="view_"
             )
         )
         user.groups.add(group)
