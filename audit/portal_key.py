@@ -16,7 +16,8 @@ from he.signing import private_key_bytes, private_key_load, public_key_b64, sign
 
 def _generate(path: Path) -> None:
     """Write a new key to ``path`` (0600) unless a concurrent process got there first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes the file 0600 from the start; the directory holds it, so 0700.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".portal-key-")
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -2,7 +2,9 @@
 
 They come from the auth app rather than from our services, so the receivers live here;
 who made a change comes from :func:`audit.context.acting_as` (set by the admin and our
-commands), since ``m2m_changed`` does not know.
+commands), since ``m2m_changed`` does not know. Failed sign-ins are not here: anyone can
+cause them, so they go to the bounded security log (``consortium.api.signals``) instead
+of the hash chain.
 """
 
 from __future__ import annotations
@@ -40,18 +42,6 @@ def signed_in(sender: Any, request: Any, user: User, **kwargs: Any) -> None:
 def signed_out(sender: Any, request: Any, user: User | None, **kwargs: Any) -> None:
     if user is not None:
         audit_record(action="auth.signed_out", actor=f"user:{user.get_username()}", target=user)
-
-
-def sign_in_failed(
-    sender: Any, credentials: dict[str, Any], request: Any = None, **kw: Any
-) -> None:
-    # Django has already masked the password in ``credentials``; we keep only the name.
-    username = str(credentials.get("username", ""))[:150]
-    audit_record(
-        action="auth.sign_in_failed",
-        actor="anonymous",
-        data={"username": username, "ip": _ip(request), "path": getattr(request, "path", None)},
-    )
 
 
 def _flags_before(sender: Any, instance: User, update_fields: Any = None, **kwargs: Any) -> None:
@@ -176,7 +166,6 @@ def _after_migrate(sender: Any, **kwargs: Any) -> None:
 def connect() -> None:
     auth_signals.user_logged_in.connect(signed_in, dispatch_uid="audit.signed_in")
     auth_signals.user_logged_out.connect(signed_out, dispatch_uid="audit.signed_out")
-    auth_signals.user_login_failed.connect(sign_in_failed, dispatch_uid="audit.sign_in_failed")
     pre_save.connect(_flags_before, sender=User, dispatch_uid="audit.flags_before")
     post_save.connect(_user_saved, sender=User, dispatch_uid="audit.user_saved")
     post_delete.connect(_user_deleted, sender=User, dispatch_uid="audit.user_deleted")

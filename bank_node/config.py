@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -96,9 +98,34 @@ def load_config(path: Path) -> NodeConfig:
             values[name] = value
         else:
             values[name] = str(value)
-    if not values["portal_url"].startswith(("http://", "https://")):
-        raise ConfigError(f"{path}: portal_url must start with http:// or https://")
+    _check_portal_url(path, values["portal_url"])
     return NodeConfig(**values)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_portal_url(path: Path, url: str) -> None:
+    """https anywhere; plain http only to this machine (the demo and the tests).
+
+    Over plain http to another host, anyone on the path reads the bank's credential and
+    can answer in the portal's name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{path}: portal_url must look like https://portal.example, not {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{path}: portal_url {url!r} uses plain http to another host, which would send "
+            "the bank's credential in the clear; use https:// (plain http is accepted only "
+            "for 127.0.0.1, localhost and [::1])"
+        )
 
 
 def _number(path: Path, name: str, value: Any, kind: type) -> Any:

@@ -75,16 +75,29 @@ VAR_DIR = Path(env("CONSORTIUM_VAR_DIR", str(BASE_DIR / "var")) or "var")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 
 
+def private_file(path: Path, content: bytes = b"") -> None:
+    """Create ``path`` readable by its owner only (and its directory 0700), if missing.
+
+    The mode is given to ``open`` itself: a file written first and chmod-ed afterwards is
+    readable by everyone in between. An existing directory keeps its mode (it may be a
+    mounted volume); only one we create here is 0700.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process (web, scheduler) created it first; theirs stands
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+
+
 def _secret_key() -> str:
     key = env("DJANGO_SECRET_KEY")
     if key:
         return key
     # Embedded default only: a random key kept beside the SQLite file, never a constant.
     path = VAR_DIR / "secret_key"
-    if not path.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+    private_file(path, secrets.token_urlsafe(50).encode())
     return path.read_text().strip()
 
 
@@ -93,8 +106,18 @@ ALLOWED_HOSTS = [
     h for h in (env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost") or "").split(",") if h
 ]
 CSRF_TRUSTED_ORIGINS = [o for o in (env("DJANGO_CSRF_TRUSTED_ORIGINS", "") or "").split(",") if o]
+# Production: the portal is served over https (TLS ends at the ingress). The embedded
+# demo leaves it off and runs over plain http on loopback.
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+if SESSION_COOKIE_SECURE:
+    # Browsers that saw the portal once refuse plain http to it for a year.
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preload lists are hard to leave: opt in only.
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+    # The ingress terminates TLS and sets this header; it must overwrite a client's own.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -122,6 +145,8 @@ MIDDLEWARE = [
     "consortium.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before any view hashes a password: a source that failed too often is refused unread.
+    "consortium.api.middleware.SignInThrottleMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -129,6 +154,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "consortium.api.middleware.DatabaseUnavailableMiddleware",
+    "consortium.api.middleware.DeepJSONMiddleware",
     # Last, as django-axes asks: it answers 429 to a locked-out sign-in.
     "axes.middleware.AxesMiddleware",
 ]
@@ -158,6 +184,10 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite creates its file with the process umask (often 0644): create it 0600 first
+    # (an empty file is an empty database); its journal files take the same mode.
+    if str(DATABASES["default"]["NAME"]) not in {"", ":memory:"}:
+        private_file(Path(DATABASES["default"]["NAME"]))
     # Several processes (web, scheduler) share the file: wait for the lock, don't fail.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
     # Tests on SQLite use a file, not Django's shared in-memory database: with live-server
@@ -176,6 +206,17 @@ STATIC_ROOT = VAR_DIR / "static"
 # (read-only root filesystem, STATIC_ROOT under /tmp) need a `collectstatic` step; files
 # that `collectstatic` did put in STATIC_ROOT are served as well.
 WHITENOISE_USE_FINDERS = True
+
+# Passwords set through Django's forms (the back office) and our create_* commands.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # The web portal's sign-in (Django auth, session cookie).
 LOGIN_URL = "portal:login"
@@ -236,6 +277,11 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
+# Before any of that, per source address alone: this many failed sign-ins in a minute
+# (any usernames) and further attempts from there are refused before a password is checked.
+SIGN_IN_FAILURES_PER_MINUTE = env_int("CONSORTIUM_SIGNIN_FAILURES_PER_MINUTE", 20, minimum=1)
+# Failed sign-ins are kept in a bounded security log (not the audit chain): its newest rows.
+SECURITY_LOG_MAX_ROWS = env_int("CONSORTIUM_SECURITY_LOG_MAX_ROWS", 10000, minimum=10)
 AXES_FAILURE_LIMIT = env_int("CONSORTIUM_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("CONSORTIUM_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -253,6 +299,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "consortium.api.errors.exception_handler",
+    # JSON with a nesting-depth and element bound (a deep body is a 400, not a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "consortium.api.parsers.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,

@@ -1,4 +1,4 @@
-"""django-axes' admin, with its clean-up action kept for operators (auditors only read)."""
+"""Back office: django-axes' attempts (clean-up for operators only) and the security log."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from consortium.api.auth import user_is_operator
+from consortium.api.models import SignInFailure
 
 
 class OperatorActionsAccessAttemptAdmin(AccessAttemptAdmin):
@@ -22,3 +23,22 @@ class OperatorActionsAccessAttemptAdmin(AccessAttemptAdmin):
 if admin.site.is_registered(AccessAttempt):
     admin.site.unregister(AccessAttempt)
 admin.site.register(AccessAttempt, OperatorActionsAccessAttemptAdmin)
+
+
+@admin.register(SignInFailure)
+class SignInFailureAdmin(admin.ModelAdmin):
+    """The security log, read-only for everyone: rows come only from failed sign-ins."""
+
+    list_display = ("minute", "source", "username", "count", "last_at", "last_path")
+    list_filter = ("minute",)
+    search_fields = ("source", "username")
+    date_hierarchy = "minute"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

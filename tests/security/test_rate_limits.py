@@ -170,3 +170,91 @@ def test_a_worker_busy_with_uploads_answers_429_and_keeps_nothing(
     assert not tmp.exists() or not any(tmp.iterdir())
     views._upload_slots.release()
     assert _put(client, open_round.number, body, headers).status_code == 201
+
+
+def test_failures_for_the_operator_from_elsewhere_do_not_lock_the_operator_out(
+    client, operator, failure_limit
+):
+    for _ in range(failure_limit + 2):
+        client.get("/api/v1/banks/", REMOTE_ADDR="10.0.0.9", **_basic("wrong"))
+    assert (
+        client.get("/api/v1/banks/", REMOTE_ADDR="10.0.0.9", **_basic("operator-password-1"))
+    ).status_code == 429
+    # The operator's own address: both the API and the web sign-in still let them in.
+    ok = client.get("/api/v1/banks/", REMOTE_ADDR="127.0.0.1", **_basic("operator-password-1"))
+    assert ok.status_code == 200
+    assert _portal_login(client, "operator-password-1", REMOTE_ADDR="127.0.0.1").status_code == 302
+
+
+@pytest.fixture
+def source_limit(settings: Any) -> int:
+    settings.SIGN_IN_FAILURES_PER_MINUTE = 4
+    return 4
+
+
+@pytest.fixture
+def password_checks(monkeypatch) -> list[str]:
+    """Usernames whose password Django's backend checked (hashed), in order."""
+    from django.contrib.auth.backends import ModelBackend
+
+    checked: list[str] = []
+    original = ModelBackend.authenticate
+
+    def counting(self: Any, request: Any, username: Any = None, **kwargs: Any) -> Any:
+        checked.append(str(username))
+        return original(self, request, username=username, **kwargs)
+
+    monkeypatch.setattr(ModelBackend, "authenticate", counting)
+    return checked
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+def test_a_source_failing_with_many_usernames_is_refused_before_any_password_is_checked(
+    client, operator, source_limit, password_checks, path
+):
+    # A different username each time: axes' per-username lock-out never trips.
+    for i in range(source_limit):
+        assert client.post(path, {"username": f"guess{i}", "password": "x"}).status_code == 200
+    assert len(password_checks) == source_limit
+    refused = client.post(path, {"username": "olivia", "password": "operator-password-1"})
+    assert refused.status_code == 429
+    assert "too many failed sign-ins from this address" in refused.content.decode()
+    assert refused["Retry-After"] == "60"
+    assert len(password_checks) == source_limit  # refused unread: no password hashed
+    assert "_auth_user_id" not in client.session
+
+
+def test_api_basic_auth_from_a_failing_source_gets_a_429_in_the_error_shape(
+    client, operator, source_limit, password_checks
+):
+    for i in range(source_limit):
+        client.get("/api/v1/banks/", **_basic("wrong", f"guess{i}"))
+    refused = client.get("/api/v1/banks/", **_basic("operator-password-1"))
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "message": "too many failed sign-ins from this address (limit 4 a minute); "
+        "try again in a minute",
+        "extra": {"limit": 4},
+    }
+    assert len(password_checks) == source_limit
+    # Another address is not affected.
+    other = client.get("/api/v1/banks/", REMOTE_ADDR="10.1.2.3", **_basic("operator-password-1"))
+    assert other.status_code == 200
+
+
+def test_failed_sign_ins_land_in_a_bounded_security_log_and_not_the_chain(
+    client, operator, settings
+):
+    from audit.models import AuditEvent
+    from consortium.api.models import SignInFailure
+
+    settings.SECURITY_LOG_MAX_ROWS = 10
+    before = AuditEvent.objects.count()
+    for i in range(15):
+        client.get("/api/v1/banks/", REMOTE_ADDR=f"10.0.1.{i}", **_basic("wrong", f"user{i}"))
+    client.get("/api/v1/banks/", REMOTE_ADDR="10.0.1.14", **_basic("wrong", "user14"))
+    assert AuditEvent.objects.count() == before
+    rows = list(SignInFailure.objects.order_by("pk"))
+    assert len(rows) == 10  # the newest ten; older ones were pruned on write
+    assert [r.username for r in rows] == [f"user{i}" for i in range(5, 15)]
+    assert rows[-1].count == 2  # the same source, username and minute: one row, counted

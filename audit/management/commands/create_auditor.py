@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -34,6 +36,11 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read {password_file}: {exc.strerror}") from exc
         if len(password) < 12:
             raise CommandError(f"{password_file}: the password must have at least 12 characters")
+        try:
+            # The settings' validators, as the back office applies them to a changed password.
+            validate_password(password, User(username=username))
+        except ValidationError as exc:
+            raise CommandError(f"{password_file}: {' '.join(exc.messages)}") from exc
         with acting_as("cli:create_auditor"), transaction.atomic():
             user, _ = User.objects.get_or_create(username=username)
             if user.is_superuser or user.groups.filter(name="operators").exists():
