@@ -14,12 +14,11 @@ from django.utils import timezone
 from audit.services import audit_checkpoint_create, audit_record
 from consortium import metrics
 from consortium.members.selectors import bank_list_active
-from consortium.rounds import storage
+from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import KeyEpoch, Round, RoundKind, RoundPolicy, RoundState
 from he.aggregate import sum_vectors
 from he.errors import HEError
-from he.params import CkksParams
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +27,7 @@ def scheduler_tick(now: datetime | None = None) -> list[str]:
     """Advance every round that is due. Safe to run from several processes at once."""
     now = now or timezone.now()
     done = round_close_due(now)
-    for number in Round.objects.filter(state=RoundState.AGGREGATING).values_list(
-        "number", flat=True
-    ):
+    for number in selectors.round_numbers_aggregating():
         done += round_aggregate(number)
     done += round_open_next(now)
     storage.sweep_temp()
@@ -43,7 +40,7 @@ def round_close_due(now: datetime) -> list[str]:
     rnd = Round.objects.select_for_update(skip_locked=True).filter(state=RoundState.OPEN).first()
     if rnd is None:
         return []
-    submitted = set(rnd.submissions.values_list("bank_id", flat=True))
+    submitted = selectors.submission_bank_ids(rnd)
     active = set(bank_list_active().values_list("id", flat=True))
     min_banks = rnd.policy_snapshot["min_banks"]
     everyone = bool(active) and active <= submitted
@@ -96,7 +93,7 @@ def round_aggregate(number: int) -> list[str]:
     )
     if rnd is None:
         return []
-    subs = list(rnd.submissions.select_related("bank").order_by("bank__slug"))
+    subs = selectors.submission_list_for_round(rnd)
     tmp = storage.temp_path()
     started = time.monotonic()
     try:
@@ -156,20 +153,9 @@ def _fault_pause_before_publish(number: int) -> None:
         time.sleep(seconds)
 
 
-def _next_policy_and_epoch() -> tuple[RoundPolicy, KeyEpoch] | None:
-    policy = RoundPolicy.objects.filter(active=True).order_by("-created_at").first()
-    epoch = KeyEpoch.objects.filter(active=True).order_by("-number").first()
-    if policy is None or epoch is None:
-        return None
-    if CkksParams.from_dict(policy.ckks_params) != CkksParams.from_dict(epoch.ckks_params):
-        log.warning("active policy %s and key epoch %s disagree on CKKS parameters", policy, epoch)
-        return None
-    return policy, epoch
-
-
 def round_open_next(now: datetime) -> list[str]:
     """Open the next round under the active policy, unless one is in flight or it is done."""
-    chosen = _next_policy_and_epoch()
+    chosen = selectors.policy_and_epoch_next()
     if chosen is None:
         return []
     policy, epoch = chosen
@@ -189,9 +175,9 @@ def round_open_next(now: datetime) -> list[str]:
         )
         if failures >= policy.max_consecutive_failures:
             return []
-        if _privacy_budget_spent(policy):
+        if selectors.policy_privacy_budget_spent(policy):
             return []
-        stats = _stats_round_for(policy, epoch)
+        stats = selectors.round_stats_for(policy, epoch)
         kind = (
             RoundKind.STATISTICS
             if policy.normalize_features and stats is None
@@ -202,50 +188,6 @@ def round_open_next(now: datetime) -> list[str]:
         except IntegrityError:
             return []
     return [f"{kind} round {rnd.number} opened"]
-
-
-def _privacy_budget_spent(policy: RoundPolicy) -> bool:
-    """The consortium's budget is spent when, in the last published training round, fewer
-    than ``min_banks`` banks said another round would still fit in their own DP budget."""
-    if not policy.dp_enabled or policy.dp_target_epsilon is None:
-        return False
-    last = (
-        policy.rounds.filter(kind=RoundKind.TRAINING, state=RoundState.PUBLISHED)
-        .order_by("-number")
-        .first()
-    )
-    if last is None:
-        return False
-    able = last.submissions.filter(budget_left=True).count()
-    return able < policy.min_banks
-
-
-def _stats_round_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
-    """The newest published statistics round usable under this policy and key epoch."""
-    return (
-        Round.objects.filter(
-            kind=RoundKind.STATISTICS,
-            state=RoundState.PUBLISHED,
-            key_epoch=epoch,
-            vector_length=policy.stats_vector_length,
-        )
-        .order_by("-number")
-        .first()
-    )
-
-
-def _base_round_for(policy: RoundPolicy) -> Round | None:
-    """The newest published training round whose model this policy can continue from."""
-    # Any key epoch: after a key rotation, members holding the previous key decrypt the
-    # last aggregate made under it, and training continues instead of starting over.
-    candidates = Round.objects.filter(
-        kind=RoundKind.TRAINING,
-        state=RoundState.PUBLISHED,
-        vector_length=policy.vector_length,
-    ).order_by("-number")[:20]
-    return next(
-        (r for r in candidates if r.policy_snapshot.get("model_spec") == policy.model_spec), None
-    )
 
 
 def round_open(
@@ -263,7 +205,7 @@ def round_open(
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         training = kind == RoundKind.TRAINING
-        base = _base_round_for(policy) if training else None
+        base = selectors.round_base_for(policy) if training else None
         rnd = Round.objects.create(
             number=number,
             kind=kind,

@@ -15,7 +15,7 @@ from audit.services import audit_record
 from consortium import metrics
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.members.models import Bank
-from consortium.rounds import storage
+from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
 from he.errors import UpdateInvalid
@@ -38,7 +38,7 @@ def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationE
 
 def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> Submission | None:
     """Cheap checks before reading a body. Returns the existing submission on a retry."""
-    existing = Submission.objects.filter(round=rnd, bank=bank).first()
+    existing = selectors.submission_get(rnd, bank)
     if existing is not None:
         if existing.digest == digest:
             return existing
@@ -226,7 +226,7 @@ def _update_store(
     with transaction.atomic():
         # Lock the round so the scheduler cannot close it between our check and insert.
         rnd = Round.objects.select_for_update().get(pk=rnd.pk)
-        existing = Submission.objects.filter(round=rnd, bank=bank).first()
+        existing = selectors.submission_get(rnd, bank)
         if existing is not None and existing.digest == digest:
             return existing
         if existing is not None:
