@@ -42,6 +42,11 @@ def round_list() -> QuerySet[Round]:
     )
 
 
+def round_list_with_counts() -> QuerySet[Round]:
+    # An aggregate annotation drops Meta.ordering: order explicitly, newest first.
+    return round_list().annotate(submission_count=Count("submissions")).order_by("-number")
+
+
 def round_in_flight() -> Round | None:
     return round_list().filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING]).first()
 
@@ -226,8 +231,14 @@ def submission_bank_ids(rnd: Round) -> set[int]:
     return set(rnd.submissions.values_list("bank_id", flat=True))
 
 
-def submission_list_for_round(rnd: Round, *, order_by: str = "bank__slug") -> list[Submission]:
-    return list(rnd.submissions.select_related("bank").order_by(order_by))
+def submission_list_for_round(
+    rnd: Round, *, bank: Bank | None = None, order_by: str = "bank__slug"
+) -> list[Submission]:
+    """A round's submissions with their banks, or only ``bank``'s when given."""
+    submissions = rnd.submissions.select_related("bank").order_by(order_by)
+    if bank is not None:
+        submissions = submissions.filter(bank=bank)
+    return list(submissions)
 
 
 def submission_list_for_bank(bank: Bank, round_ids: Iterable[int]) -> dict[int, Submission]:

@@ -24,6 +24,7 @@ from consortium.rounds.services.scheduler import (
 )
 from consortium.rounds.services.submissions import (
     PrivacyClaim,
+    submission_create,
     update_precheck,
     update_submit,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "round_open",
     "round_open_next",
     "scheduler_tick",
+    "submission_create",
     "update_precheck",
     "update_submit",
 ]

@@ -5,8 +5,10 @@ Each refusal is recorded in the audit trail before it is raised; the round is un
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import NoReturn
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -18,12 +20,13 @@ from consortium.members.models import Bank
 from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
+from consortium.rounds.uploads import PrivacyClaim, Upload, body_to_temp
 from he.errors import UpdateInvalid
 from he.signing import update_message, verify
 from he.validate import validate_vector
 
 
-def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> None:
+def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> NoReturn:
     """Record a refused upload in the trail, then raise; the round itself is untouched."""
     with transaction.atomic():
         audit_record(
@@ -34,6 +37,35 @@ def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationE
         )
     metrics.update_rejected(reason)
     raise exc
+
+
+def submission_create(
+    *,
+    rnd: Round,
+    bank: Bank,
+    upload: Upload,
+    admit: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> tuple[Submission, bool]:
+    """Accept ``upload`` into ``rnd``: returns the submission and whether it is new.
+
+    A retry of an accepted digest answers with the stored submission before anything is
+    read. Otherwise the body is read inside ``admit()`` (the caller's admission control),
+    streamed to a temp file, validated, stored and recorded.
+    """
+    existing = update_precheck(rnd=rnd, bank=bank, digest=upload.digest, signature=upload.signature)
+    if existing is not None:
+        return existing, False
+    with admit():
+        body_path = body_to_temp(upload)
+        sub = update_submit(
+            rnd=rnd,
+            bank=bank,
+            body_path=body_path,
+            digest=upload.digest,
+            signature=upload.signature,
+            privacy=upload.privacy,
+        )
+    return sub, True
 
 
 def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> Submission | None:
@@ -89,14 +121,6 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
             "after deadline",
             Conflict(f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"),
         )
-
-
-@dataclass(frozen=True)
-class PrivacyClaim:
-    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
-
-    epsilon: float | None = None
-    budget_left: bool | None = None
 
 
 def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
