@@ -6,8 +6,10 @@ from datetime import timedelta
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.request import Request
 
-from consortium.rounds.models import KeyEpoch, Round, RoundPolicy
+from consortium.rounds.models import KeyEpoch, Round, RoundPolicy, Submission
+from consortium.rounds.uploads import PrivacyClaim, Readable, Upload
 
 
 class KeyEpochSerializer(serializers.ModelSerializer):
@@ -133,3 +135,82 @@ class MetricsSerializer(serializers.Serializer):
         if not value or len(value) > 50:
             raise serializers.ValidationError("send between 1 and 50 named metrics")
         return value
+
+
+class UploadHeadersSerializer(serializers.Serializer):
+    """The headers of ``PUT /rounds/{n}/update``; the body itself is streamed, never parsed.
+
+    The digest and signature are only normalised here: a missing one is refused by the
+    submission service, after the round checks, so that the refusal is audited.
+    """
+
+    digest = serializers.CharField(required=False, default="", allow_blank=True)
+    signature = serializers.CharField(required=False, default="", allow_blank=True)
+    epsilon = serializers.CharField(
+        required=False, default=None, allow_blank=True, trim_whitespace=False
+    )
+    budget_left = serializers.CharField(
+        required=False, default=None, allow_blank=True, trim_whitespace=False
+    )
+    content_length = serializers.CharField(
+        required=False, default=None, allow_blank=True, trim_whitespace=False
+    )
+
+    HEADERS = {
+        "digest": "X-Update-Digest",
+        "signature": "X-Update-Signature",
+        "epsilon": "X-Privacy-Epsilon",
+        "budget_left": "X-Privacy-Budget-Left",
+        "content_length": "Content-Length",
+    }
+
+    @classmethod
+    def from_request(cls, request: Request) -> UploadHeadersSerializer:
+        headers = request.headers
+        return cls(data={k: headers[h] for k, h in cls.HEADERS.items() if h in headers})
+
+    def validate_digest(self, value: str) -> str:
+        return value.lower()
+
+    def validate_epsilon(self, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            epsilon = float(value)
+        except ValueError:
+            epsilon = -1.0
+        if not (0 <= epsilon < float("inf")):
+            raise serializers.ValidationError("X-Privacy-Epsilon must be a non-negative number")
+        return epsilon
+
+    def validate_budget_left(self, value: str | None) -> bool | None:
+        if value is None:
+            return None
+        if value.lower() not in {"true", "false"}:
+            raise serializers.ValidationError("X-Privacy-Budget-Left must be true or false")
+        return value.lower() == "true"
+
+    def validate_content_length(self, value: str | None) -> int | None:
+        # Anything but a plain number is left to the body's own length, as before.
+        return int(value) if value and value.isdigit() else None
+
+    def upload(self, body: Readable) -> Upload:
+        data = self.validated_data
+        return Upload(
+            digest=data["digest"],
+            signature=data["signature"],
+            body=body,
+            content_length=data["content_length"],
+            privacy=PrivacyClaim(epsilon=data["epsilon"], budget_left=data["budget_left"]),
+        )
+
+
+class SubmissionAcceptedSerializer(serializers.ModelSerializer):
+    """The answer to an accepted upload (the same for an idempotent retry)."""
+
+    round = serializers.IntegerField(source="round.number", read_only=True)
+    bank = serializers.CharField(source="bank.slug", read_only=True)
+
+    class Meta:
+        model = Submission
+        fields = ["round", "bank", "digest", "size_bytes", "received_at"]

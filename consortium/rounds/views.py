@@ -6,10 +6,11 @@ import base64
 import binascii
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from django.conf import settings
-from django.db.models import Count
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -18,21 +19,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consortium import metrics
 from consortium.api.auth import BankPrincipal, IsBank, IsOperator, actor_of
 from consortium.api.errors import ApplicationError, NotFound
 from consortium.api.throttles import BankUploadThrottle
-from consortium.rounds import selectors, services, storage
-from consortium.rounds.models import Round, RoundPolicy, RoundState
+from consortium.rounds import selectors, services
+from consortium.rounds.models import Round, RoundState
 from consortium.rounds.serializers import (
     KeyEpochCreateSerializer,
     KeyEpochSerializer,
     MetricsSerializer,
     PolicySerializer,
     RoundSerializer,
+    SubmissionAcceptedSerializer,
+    UploadHeadersSerializer,
 )
 
-CHUNK = 1024 * 1024
 # Admission control for uploads in this worker process (settings.MAX_CONCURRENT_UPLOADS).
 _upload_slots = threading.BoundedSemaphore(settings.MAX_CONCURRENT_UPLOADS)
 
@@ -50,12 +51,7 @@ class RoundListView(generics.ListAPIView):
     serializer_class = RoundSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        # An aggregate annotation drops Meta.ordering: order explicitly, newest first.
-        return (
-            selectors.round_list()
-            .annotate(submission_count=Count("submissions"))
-            .order_by("-number")
-        )
+        return selectors.round_list_with_counts()
 
 
 class RoundCurrentView(APIView):
@@ -93,10 +89,11 @@ class RoundDetailView(APIView):
     def get(self, request: Request, number: int) -> Response:
         rnd = _round_or_404(number)
         data: dict[str, Any] = dict(RoundSerializer(rnd).data)
-        submissions = rnd.submissions.select_related("bank").order_by("bank__slug")
-        if isinstance(request.user, BankPrincipal):
-            # A bank sees its own submission and its own privacy spend, nobody else's.
-            submissions = submissions.filter(bank=request.user.bank)
+        # A bank sees its own submission and its own privacy spend, nobody else's.
+        user = request.user
+        bank = user.bank if isinstance(user, BankPrincipal) else None
+        submissions = selectors.submission_list_for_round(rnd, bank=bank)
+        if bank is not None:
             data["submitted_by_you"] = next((s.digest for s in submissions), None)
         data["privacy"] = [
             {"bank": s.bank.slug, "epsilon_spent": s.epsilon_spent, "budget_left": s.budget_left}
@@ -165,105 +162,41 @@ class RoundUpdateView(APIView):
                 description="whether one more round would still fit in this bank's budget",
             ),
         ],
-        responses={200: dict, 201: dict},
+        responses={200: SubmissionAcceptedSerializer, 201: SubmissionAcceptedSerializer},
     )
     def put(self, request: Request, number: int) -> Response:
-        bank = request.user.bank
         rnd = _round_or_404(number)
-        digest = request.headers.get("X-Update-Digest", "").strip().lower()
-        signature = request.headers.get("X-Update-Signature", "").strip()
-        existing = services.update_precheck(rnd=rnd, bank=bank, digest=digest, signature=signature)
-        if existing is not None:
-            return Response(_accepted(existing), status=status.HTTP_200_OK)
-        if not _upload_slots.acquire(blocking=False):
-            raise exceptions.Throttled(
-                2, detail="the portal is busy with other uploads; retry in a few seconds"
-            )
-        try:
-            privacy = _privacy_claim(request)  # before the body: a refusal leaves no temp file
-            body = _body_to_temp(request)
-            sub = services.update_submit(
-                rnd=rnd,
-                bank=bank,
-                body_path=body,
-                digest=digest,
-                signature=signature,
-                privacy=privacy,
-            )
-        finally:
-            _upload_slots.release()
-        return Response(_accepted(sub), status=status.HTTP_201_CREATED)
+        headers = UploadHeadersSerializer.from_request(request)
+        headers.is_valid(raise_exception=True)
+        sub, created = services.submission_create(
+            rnd=rnd,
+            bank=request.user.bank,
+            upload=headers.upload(body=request._request),
+            admit=_upload_slot,
+        )
+        return Response(
+            SubmissionAcceptedSerializer(sub).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
-    def throttled(self, request: Request, wait: float | None) -> None:
+    def throttled(self, request: Request, wait: float | None) -> NoReturn:
         rate = BankUploadThrottle().rate
         raise exceptions.Throttled(
             wait, detail=f"too many uploads from this bank (limit {rate}); retry later"
         )
 
 
-def _privacy_claim(request: Request) -> services.PrivacyClaim:
-    """Parse the optional ``X-Privacy-Epsilon`` / ``X-Privacy-Budget-Left`` headers."""
-    raw_eps = request.headers.get("X-Privacy-Epsilon")
-    raw_left = request.headers.get("X-Privacy-Budget-Left")
-    try:
-        epsilon = float(raw_eps) if raw_eps is not None else None
-    except ValueError:
-        epsilon = -1.0
-    if epsilon is not None and not (0 <= epsilon < float("inf")):
-        raise ApplicationError("X-Privacy-Epsilon must be a non-negative number")
-    if raw_left is not None and raw_left.lower() not in {"true", "false"}:
-        raise ApplicationError("X-Privacy-Budget-Left must be true or false")
-    left = None if raw_left is None else raw_left.lower() == "true"
-    return services.PrivacyClaim(epsilon=epsilon, budget_left=left)
-
-
-def _accepted(sub: Any) -> dict[str, Any]:
-    return {
-        "round": sub.round.number,
-        "bank": sub.bank.slug,
-        "digest": sub.digest,
-        "size_bytes": sub.size_bytes,
-        "received_at": sub.received_at,
-    }
-
-
-def _body_to_temp(request: Request) -> Any:
-    """Copy the request body to a temp file in bounded memory, enforcing the size limit."""
-    limit = settings.MAX_UPLOAD_BYTES
-    declared = request.headers.get("Content-Length")
-    too_big = ApplicationError(
-        f"upload larger than the {limit}-byte limit", status_code=413, limit=limit
-    )
-    if declared and declared.isdigit() and int(declared) > limit:
-        metrics.update_rejected("too_large")
-        raise too_big
-    path = storage.temp_path()
-    written = 0
-    try:
-        with open(path, "wb") as out:
-            while piece := request._request.read(CHUNK):
-                written += len(piece)
-                if written > limit:
-                    metrics.update_rejected("too_large")
-                    raise too_big
-                out.write(piece)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    metrics.UPLOAD_BYTES.inc(written)
-    if declared and declared.isdigit() and written < int(declared):
-        # The client went away mid-body (a killed node, a dropped connection): nothing of
-        # it is kept, and the node's retry starts afresh.
-        metrics.update_rejected("incomplete")
-        path.unlink(missing_ok=True)
-        raise ApplicationError(
-            f"the upload ended after {written} of the {declared} declared bytes; retry it"
+@contextmanager
+def _upload_slot() -> Iterator[None]:
+    """Hold one of this worker's upload slots while a body is read and checked, or 429."""
+    if not _upload_slots.acquire(blocking=False):
+        raise exceptions.Throttled(
+            2, detail="the portal is busy with other uploads; retry in a few seconds"
         )
-    if written == 0:
-        metrics.update_rejected("empty")
-        path.unlink(missing_ok=True)
-        raise ApplicationError("the upload body is empty; send the encrypted update")
-    return path
+    try:
+        yield
+    finally:
+        _upload_slots.release()
 
 
 class RoundMetricsView(APIView):
@@ -317,7 +250,9 @@ class PolicyListCreateView(generics.ListCreateAPIView):
     """Operators list policies and create new ones (or new versions of existing names)."""
 
     serializer_class = PolicySerializer
-    queryset = RoundPolicy.objects.all()
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.policy_list()
 
     def get_permissions(self):  # type: ignore[no-untyped-def]
         return [IsOperator()] if self.request.method == "POST" else super().get_permissions()
@@ -336,7 +271,7 @@ class PolicyActivateView(APIView):
 
     @extend_schema(request=None, responses=PolicySerializer)
     def post(self, request: Request, pk: int) -> Response:
-        policy = RoundPolicy.objects.filter(pk=pk).first()
+        policy = selectors.policy_get(pk)
         if policy is None:
             raise NotFound(f"policy {pk} does not exist")
         services.policy_activate(policy=policy, actor=actor_of(request))

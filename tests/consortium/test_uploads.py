@@ -265,3 +265,43 @@ def test_rejections_are_recorded_in_the_audit_trail(client, ckks, open_round, ba
     event = AuditEvent.objects.filter(action="update.rejected").last()
     assert event is not None and event.actor == "bank:alpha"
     assert "CKKSVEC1" in event.data["reason"]
+
+
+@pytest.mark.parametrize(
+    "header, value, message",
+    [
+        ("HTTP_X_PRIVACY_EPSILON", "lots", "X-Privacy-Epsilon must be a non-negative number"),
+        ("HTTP_X_PRIVACY_EPSILON", "-0.5", "X-Privacy-Epsilon must be a non-negative number"),
+        ("HTTP_X_PRIVACY_EPSILON", "inf", "X-Privacy-Epsilon must be a non-negative number"),
+        ("HTTP_X_PRIVACY_BUDGET_LEFT", "maybe", "X-Privacy-Budget-Left must be true or false"),
+    ],
+    ids=["word", "negative", "infinite", "not-a-boolean"],
+)
+def test_a_malformed_privacy_header_is_refused_and_nothing_is_kept(
+    client, ckks, open_round, bank_alpha, settings, header, value, message
+):
+    body, _ = encrypted_update(ckks, _length(open_round))
+    headers = {**upload_headers(bank_alpha, open_round.number, body), header: value}
+    response = _put(client, open_round.number, body, headers)
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+    assert _state(open_round) == (RoundState.OPEN, 0, [])
+    tmp = settings.BLOB_DIR / "tmp"
+    assert not tmp.exists() or not any(tmp.iterdir())
+
+
+def test_the_answer_to_an_upload_names_the_round_bank_digest_and_size(
+    client, ckks, open_round, bank_alpha
+):
+    body, _ = encrypted_update(ckks, _length(open_round), seed=3)
+    headers = upload_headers(bank_alpha, open_round.number, body)
+    first = _put(client, open_round.number, body, headers).json()
+    retry = _put(client, open_round.number, body, headers).json()
+    assert first == retry
+    assert {k: first[k] for k in ("round", "bank", "digest", "size_bytes")} == {
+        "round": open_round.number,
+        "bank": "alpha",
+        "digest": hashlib.sha256(body).hexdigest(),
+        "size_bytes": len(body),
+    }
+    assert first["received_at"]

@@ -331,13 +331,13 @@ def test_the_scheduler_serves_metrics_health_and_readiness_on_its_own_port(db):
 
 
 def test_every_rejection_reason_the_services_use_has_its_own_label():
-    """A new reason in services.py must be bucketed here, not silently become 'other'."""
+    """A new reason in services/submissions.py must be bucketed here, not silently become 'other'."""
     import inspect
     import re
 
-    from consortium.rounds import services
+    from consortium.rounds.services import submissions
 
-    source = inspect.getsource(services)
+    source = inspect.getsource(submissions)
     calls = re.findall(r"_reject\(\s*\w+,\s*[\w.]+,\s*f?\"([^\"{]+)", source)
     assert len(calls) >= 8
     assert {

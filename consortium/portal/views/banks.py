@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
 from consortium.api.errors import ApplicationError
+from consortium.members import selectors as members_selectors
 from consortium.members import services as member_services
 from consortium.members.models import Bank, BankStatus
 from consortium.portal import selectors, services
@@ -27,6 +28,7 @@ from consortium.portal.forms import (
 )
 from consortium.portal.models import BankRepresentative
 from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
+from consortium.rounds import selectors as rounds_selectors
 
 OPERATOR = frozenset({Role.OPERATOR})
 STATUS_OF_ACTION = {
@@ -38,7 +40,7 @@ STATUS_OF_ACTION = {
 
 @portal_view(roles=STAFF)
 def bank_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    banks = selectors.bank_table()
+    banks = rounds_selectors.bank_table()
     status, query = request.GET.get("status", ""), request.GET.get("q", "").strip()
     if status in BankStatus.values:
         banks = banks.filter(status=status)
@@ -76,7 +78,7 @@ def _credential_page(
 
 
 def _bank_or_404(viewer: Viewer, slug: str) -> Bank:
-    bank = selectors.bank_by_slug(slug)
+    bank = members_selectors.bank_get(slug)
     # Another bank's page does not exist for a representative: not even its slug leaks.
     if bank is None or not viewer.can_see_bank(bank):
         raise Http404("no such bank")
@@ -92,7 +94,7 @@ def _bank_page(
     request: HttpRequest, viewer: Viewer, bank: Bank, status: int = 200, **forms: Any
 ) -> HttpResponse:
     staff = viewer.role in STAFF
-    page = paginate(request, selectors.bank_participation(bank), per_page=25)
+    page = paginate(request, rounds_selectors.round_list_for_bank(bank), per_page=25)
     conv = selectors.convergence(bank=bank, with_consortium=staff)
     context: dict[str, Any] = {
         "bank": bank,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 
+from consortium.members import selectors as members_selectors
 from consortium.portal import selectors
 from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, paginate, render_page
+from consortium.rounds import selectors as rounds_selectors
 
 
 @portal_view(roles=ANY_ROLE)
@@ -16,10 +18,10 @@ def overview(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     if viewer.role == Role.BANK_REP and viewer.bank is not None:
         return redirect("portal:bank-detail", slug=viewer.bank.slug)
     context = {
-        "counts": selectors.bank_status_counts(),
-        "banks": paginate(request, selectors.bank_table()),
-        "key_epoch": selectors.key_epoch_current(),
-        "failed_rounds": selectors.rounds_failed_recent(),
+        "counts": members_selectors.bank_status_counts(),
+        "banks": paginate(request, rounds_selectors.bank_table()),
+        "key_epoch": rounds_selectors.key_epoch_current_without_context(),
+        "failed_rounds": rounds_selectors.round_list_failed_recent(),
         "rejected": selectors.uploads_rejected_recent(),
         "auprc_chart": auprc_chart(selectors.convergence()),
         **_progress_context(),
@@ -34,8 +36,8 @@ def progress(request: HttpRequest, viewer: Viewer) -> HttpResponse:
 
 
 def _progress_context() -> dict[str, object]:
-    rnd = selectors.round_in_flight()
+    rnd = rounds_selectors.round_in_flight_with_policy()
     return {
         "progress": selectors.round_progress(rnd) if rnd is not None else None,
-        "last_closed": selectors.round_last_closed(),
+        "last_closed": rounds_selectors.round_last_closed(),
     }

@@ -8,10 +8,10 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from consortium.api.errors import ApplicationError
-from consortium.portal import selectors
 from consortium.portal.access import ANY_ROLE, Role, Viewer, portal_view
 from consortium.portal.forms import PolicyForm
 from consortium.portal.views.common import paginate, render_page
+from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds import services
 from consortium.rounds.models import RoundPolicy
 
@@ -19,7 +19,7 @@ OPERATOR = frozenset({Role.OPERATOR})
 
 
 def _policy_or_404(pk: int) -> RoundPolicy:
-    policy = selectors.policy_by_pk(pk)
+    policy = rounds_selectors.policy_by_pk(pk)
     if policy is None:
         raise Http404(f"policy {pk} does not exist")
     return policy
@@ -27,14 +27,14 @@ def _policy_or_404(pk: int) -> RoundPolicy:
 
 @portal_view(roles=ANY_ROLE)
 def policy_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
-    context = {"page": paginate(request, selectors.policy_table())}
+    context = {"page": paginate(request, rounds_selectors.policy_table())}
     return render_page(request, viewer, "portal/policy_list.html", context)
 
 
 @portal_view(roles=ANY_ROLE)
 def policy_detail(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse:
     policy = _policy_or_404(pk)
-    context = {"policy": policy, "versions": selectors.policy_versions(policy)}
+    context = {"policy": policy, "versions": rounds_selectors.policy_versions(policy)}
     return render_page(request, viewer, "portal/policy_detail.html", context)
 
 

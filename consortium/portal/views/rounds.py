@@ -9,13 +9,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from consortium.portal import selectors
 from consortium.portal.access import STAFF, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
+from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import Round, RoundState
 
 
 @portal_view(roles=STAFF)
 def round_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     state = request.GET.get("state", "")
-    rounds = selectors.round_table()
+    rounds = rounds_selectors.round_table()
     if state in RoundState.values:
         rounds = rounds.filter(state=state)
     page = paginate(request, rounds)
@@ -34,7 +35,7 @@ def round_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
 
 @portal_view(roles=STAFF)
 def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpResponse:
-    rnd = selectors.round_by_number(number)
+    rnd = rounds_selectors.round_detail(number)
     if rnd is None:
         raise Http404(f"round {number} does not exist")
     rows = selectors.submission_rows(rnd)
@@ -46,7 +47,7 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
         "rows": rows,
         "upload_bytes": sum(r.submission.size_bytes for r in rows),
         "all_signatures_ok": all(r.signature_ok for r in rows),
-        "reports": selectors.round_reports(rnd),
+        "reports": rounds_selectors.metric_report_list_for_round(rnd),
         "progress": selectors.round_progress(rnd) if in_flight else None,
         "timings": _timings(rnd),
         "convergence": conv,

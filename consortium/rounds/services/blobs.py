@@ -1,0 +1,17 @@
+"""Reading stored ciphertext blobs (uploads and aggregates) back for streaming."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from consortium.api.errors import ApplicationError
+from consortium.rounds import storage
+
+
+def blob_open(relpath: str) -> Any:
+    """Open a stored blob for streaming; the caller closes it."""
+    path = storage.absolute(relpath)
+    if not os.path.exists(path):
+        raise ApplicationError("the stored blob is missing", status_code=410)
+    return open(path, "rb")

@@ -1,0 +1,116 @@
+"""Writes for round policies: create a version, copy it into a new one, activate it."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+
+from audit.services import audit_record
+from consortium.api.errors import ApplicationError
+from consortium.rounds.models import RoundPolicy
+from he.errors import HEError
+from he.params import CkksParams
+
+POLICY_FIELDS = (
+    "model_spec",
+    "local_epochs",
+    "batch_size",
+    "learning_rate",
+    "fedprox_mu",
+    "min_banks",
+    "deadline",
+    "max_rounds",
+    "max_consecutive_failures",
+    "ckks_params",
+    "normalize_features",
+    "dp_target_epsilon",
+    "dp_delta",
+    "dp_max_grad_norm",
+    "dp_noise_multiplier",
+)
+
+# An encrypted value costs at least 32 bytes on the wire (2 x 8-byte coefficients per
+# slot and data prime); a model whose update cannot fit the upload limit is refused before
+# it is built (a hostile spec of huge layers would otherwise exhaust the worker's memory).
+CIPHERTEXT_BYTES_PER_VALUE = 32
+
+
+def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
+    # Imported here: only policy creation needs torch, not every portal request.
+    from models.nets import build_model
+    from models.vector import vector_length
+
+    if not isinstance(spec, dict):
+        raise ApplicationError(
+            'model_spec must be an object, e.g. {"kind": "mlp", "hidden": [32, 16], "seed": 1}'
+        )
+    hidden = spec.get("hidden", [])
+    if not isinstance(hidden, list) or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
+    ):
+        raise ApplicationError("model_spec.hidden must be a list of positive layer widths")
+    widths = [n_features, *hidden, 1]
+    rough = sum(a * b + b for a, b in itertools.pairwise(widths))
+    limit = settings.MAX_UPLOAD_BYTES // CIPHERTEXT_BYTES_PER_VALUE
+    if rough > limit:
+        raise ApplicationError(
+            f"model_spec has about {rough} parameters; an encrypted update of more than "
+            f"{limit} does not fit the {settings.MAX_UPLOAD_BYTES}-byte upload limit"
+        )
+    try:
+        return vector_length(build_model(spec, n_features)) + 1  # + the count slot
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ApplicationError(f"model_spec is not a model we can build: {exc}") from exc
+
+
+@transaction.atomic
+def policy_create(*, name: str, actor: str, activate: bool = False, **fields: Any) -> RoundPolicy:
+    """Create the next version of policy ``name`` (version 1 if new)."""
+    unknown = set(fields) - set(POLICY_FIELDS)
+    if unknown:
+        raise ApplicationError(f"unknown policy fields: {', '.join(sorted(unknown))}")
+    try:
+        CkksParams.from_dict(fields.get("ckks_params") or RoundPolicy().ckks_params)
+    except HEError as exc:
+        raise ApplicationError(f"ckks_params: {exc}") from exc
+    latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
+    policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
+    from models.features import FEATURE_NAMES
+
+    policy.n_features = len(FEATURE_NAMES)
+    policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
+    try:
+        policy.full_clean()
+    except ValidationError as exc:
+        raise ApplicationError(
+            "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()),
+            fields=exc.message_dict,
+        ) from exc
+    policy.save()
+    audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
+    if activate:
+        policy_activate(policy=policy, actor=actor)
+    return policy
+
+
+@transaction.atomic
+def policy_new_version(*, base: RoundPolicy, actor: str, **changes: Any) -> RoundPolicy:
+    """Copy ``base`` with ``changes`` into a new version; ``base`` itself is never edited."""
+    fields = {f: getattr(base, f) for f in POLICY_FIELDS}
+    fields.update(changes)
+    return policy_create(name=base.name, actor=actor, activate=base.active, **fields)
+
+
+@transaction.atomic
+def policy_activate(*, policy: RoundPolicy, actor: str) -> RoundPolicy:
+    """Make ``policy`` the one the scheduler follows; every other version is deactivated."""
+    RoundPolicy.objects.exclude(pk=policy.pk).filter(active=True).update(active=False)
+    RoundPolicy.objects.filter(pk=policy.pk).update(active=True)
+    policy.active = True
+    audit_record(action="policy.activated", actor=actor, target=policy)
+    return policy

@@ -1,0 +1,235 @@
+"""The scheduler's writes: close due rounds, aggregate, publish or fail, open the next."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.services import audit_checkpoint_create, audit_record
+from consortium import metrics
+from consortium.members.selectors import bank_list_active
+from consortium.rounds import selectors, storage
+from consortium.rounds.crypto import epoch_context, epoch_params
+from consortium.rounds.models import KeyEpoch, Round, RoundKind, RoundPolicy, RoundState
+from he.aggregate import sum_vectors
+from he.errors import HEError
+
+log = logging.getLogger(__name__)
+
+
+def scheduler_tick(now: datetime | None = None) -> list[str]:
+    """Advance every round that is due. Safe to run from several processes at once."""
+    now = now or timezone.now()
+    done = round_close_due(now)
+    for number in selectors.round_numbers_aggregating():
+        done += round_aggregate(number)
+    done += round_open_next(now)
+    storage.sweep_temp()
+    return done
+
+
+@transaction.atomic
+def round_close_due(now: datetime) -> list[str]:
+    """Move the open round to aggregating, or fail it, when its rule says so."""
+    rnd = Round.objects.select_for_update(skip_locked=True).filter(state=RoundState.OPEN).first()
+    if rnd is None:
+        return []
+    submitted = selectors.submission_bank_ids(rnd)
+    active = set(bank_list_active().values_list("id", flat=True))
+    min_banks = rnd.policy_snapshot["min_banks"]
+    everyone = bool(active) and active <= submitted
+    if len(submitted) >= min_banks and (everyone or now >= rnd.deadline_at):
+        rnd.state, rnd.aggregating_at = RoundState.AGGREGATING, now
+        rnd.save(update_fields=["state", "aggregating_at"])
+        audit_record(
+            action="round.aggregating",
+            actor="scheduler",
+            target=rnd,
+            data={"round": rnd.number, "submissions": len(submitted)},
+        )
+        return [f"round {rnd.number} aggregating"]
+    if now >= rnd.deadline_at:
+        _round_fail(
+            rnd,
+            now,
+            f"only {len(submitted)} of the {min_banks} required updates arrived by the deadline",
+        )
+        return [f"round {rnd.number} failed"]
+    return []
+
+
+def _round_fail(rnd: Round, now: datetime, reason: str) -> None:
+    """Close a locked round as failed, with its audit event and a signed checkpoint."""
+    rnd.state, rnd.closed_at, rnd.failure_reason = RoundState.FAILED, now, reason
+    rnd.save(update_fields=["state", "closed_at", "failure_reason"])
+    audit_record(
+        action="round.failed",
+        actor="scheduler",
+        target=rnd,
+        data={"round": rnd.number, "reason": reason},
+    )
+    audit_checkpoint_create(reason=f"round {rnd.number} failed")
+
+
+@transaction.atomic
+def round_aggregate(number: int) -> list[str]:
+    """Sum a round's ciphertexts and publish the result with its manifest.
+
+    The round row stays locked while we add; another scheduler skips it. A crash rolls
+    back to 'aggregating' and the next tick starts again; the blob is written to a temp
+    file and renamed, so no reader ever sees half an aggregate.
+    """
+    rnd = (
+        Round.objects.select_for_update(skip_locked=True)
+        .filter(number=number, state=RoundState.AGGREGATING)
+        .select_related("key_epoch")
+        .first()
+    )
+    if rnd is None:
+        return []
+    subs = selectors.submission_list_for_round(rnd)
+    tmp = storage.temp_path()
+    started = time.monotonic()
+    try:
+        with open(tmp, "wb") as out:
+            digest = sum_vectors(
+                [storage.absolute(s.blob) for s in subs],
+                epoch_context(rnd.key_epoch),
+                epoch_params(rnd.key_epoch),
+                out,
+            )
+        relpath = storage.aggregate_relpath(rnd.number)
+        size = tmp.stat().st_size
+        storage.commit(tmp, relpath)
+    except (HEError, OSError) as exc:
+        log.error("aggregation of round %s failed: %s", rnd.number, exc)
+        metrics.AGGREGATION_ERRORS.inc()
+        _round_fail(rnd, timezone.now(), f"aggregation failed: {exc}")
+        return [f"round {rnd.number} failed in aggregation"]
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fault_pause_before_publish(rnd.number)
+    rnd.state, rnd.closed_at = RoundState.PUBLISHED, timezone.now()
+    rnd.aggregate_digest, rnd.aggregate_size, rnd.aggregate_blob = digest, size, relpath
+    rnd.manifest = {
+        "round": rnd.number,
+        "key_epoch": rnd.key_epoch.fingerprint,
+        "aggregate_digest": digest,
+        "inputs": [{"bank": s.bank.slug, "digest": s.digest} for s in subs],
+    }
+    rnd.save(
+        update_fields=[
+            "state",
+            "closed_at",
+            "aggregate_digest",
+            "aggregate_size",
+            "aggregate_blob",
+            "manifest",
+        ]
+    )
+    audit_record(action="round.published", actor="scheduler", target=rnd, data=rnd.manifest)
+    audit_checkpoint_create(reason=f"round {rnd.number} published")
+    metrics.round_published(rnd.opened_at, rnd.closed_at, time.monotonic() - started)
+    return [f"round {rnd.number} published ({len(subs)} updates)"]
+
+
+def _fault_pause_before_publish(number: int) -> None:
+    """TEST-ONLY fault injection: hold here, aggregate blob in place, publish not committed.
+
+    Off unless CONSORTIUM_FAULT_SLEEP_IN_AGGREGATION is set (tests/faults kills the
+    scheduler during this pause to show that a crash publishes nothing, half or twice).
+    """
+    seconds = settings.FAULT_SLEEP_IN_AGGREGATION_SECONDS
+    if seconds:
+        log.warning(
+            "fault injection: round %s aggregated, pausing %ss before publishing", number, seconds
+        )
+        time.sleep(seconds)
+
+
+def round_open_next(now: datetime) -> list[str]:
+    """Open the next round under the active policy, unless one is in flight or it is done."""
+    chosen = selectors.policy_and_epoch_next()
+    if chosen is None:
+        return []
+    policy, epoch = chosen
+    with transaction.atomic():
+        # The policy row lock serialises openers; the partial unique index backs it up.
+        RoundPolicy.objects.select_for_update().get(pk=policy.pk)
+        if Round.objects.filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING]).exists():
+            return []
+        history = list(policy.rounds.order_by("-number").values_list("state", "kind"))
+        trained = sum(
+            1 for s, k in history if s == RoundState.PUBLISHED and k == RoundKind.TRAINING
+        )
+        if trained >= policy.max_rounds:
+            return []
+        failures = next(
+            (i for i, (s, _) in enumerate(history) if s != RoundState.FAILED), len(history)
+        )
+        if failures >= policy.max_consecutive_failures:
+            return []
+        if selectors.policy_privacy_budget_spent(policy):
+            return []
+        stats = selectors.round_stats_for(policy, epoch)
+        kind = (
+            RoundKind.STATISTICS
+            if policy.normalize_features and stats is None
+            else RoundKind.TRAINING
+        )
+        try:
+            rnd = round_open(policy=policy, epoch=epoch, now=now, kind=kind, stats_round=stats)
+        except IntegrityError:
+            return []
+    return [f"{kind} round {rnd.number} opened"]
+
+
+def round_open(
+    *,
+    policy: RoundPolicy,
+    epoch: KeyEpoch,
+    now: datetime,
+    kind: str = RoundKind.TRAINING,
+    stats_round: Round | None = None,
+) -> Round:
+    """Open a round with a frozen snapshot of the policy and the newest usable base.
+
+    A statistics round carries feature moments instead of weights; it has no base.
+    """
+    with transaction.atomic():
+        number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
+        training = kind == RoundKind.TRAINING
+        base = selectors.round_base_for(policy) if training else None
+        rnd = Round.objects.create(
+            number=number,
+            kind=kind,
+            vector_length=policy.vector_length if training else policy.stats_vector_length,
+            stats_round=stats_round if training else None,
+            policy=policy,
+            policy_snapshot=policy.snapshot(),
+            key_epoch=epoch,
+            base_round=base,
+            opened_at=now,
+            deadline_at=now + policy.deadline,
+        )
+        audit_record(
+            action="round.opened",
+            actor="scheduler",
+            target=rnd,
+            data={
+                "round": number,
+                "kind": kind,
+                "stats_round": rnd.stats_round.number if rnd.stats_round else None,
+                "policy": str(policy),
+                "key_epoch": epoch.fingerprint,
+                "base_round": base.number if base else None,
+                "deadline_at": rnd.deadline_at.isoformat(),
+            },
+        )
+    return rnd

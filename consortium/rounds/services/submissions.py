@@ -1,0 +1,314 @@
+"""Writes for submissions: the upload precheck, validation, storage and its record.
+
+Each refusal is recorded in the audit trail before it is raised; the round is untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import NoReturn
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from consortium import metrics
+from consortium.api.errors import ApplicationError, Conflict
+from consortium.members.models import Bank
+from consortium.rounds import selectors, storage
+from consortium.rounds.crypto import epoch_context, epoch_params
+from consortium.rounds.models import Round, RoundKind, RoundState, Submission
+from consortium.rounds.uploads import PrivacyClaim, Upload, body_to_temp
+from he.errors import UpdateInvalid
+from he.signing import update_message, verify
+from he.validate import validate_vector
+
+
+def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> NoReturn:
+    """Record a refused upload in the trail, then raise; the round itself is untouched."""
+    with transaction.atomic():
+        audit_record(
+            action="update.rejected",
+            actor=f"bank:{bank.slug}",
+            target=bank,
+            data={"round": round_number, "reason": reason},
+        )
+    metrics.update_rejected(reason)
+    raise exc
+
+
+def submission_create(
+    *,
+    rnd: Round,
+    bank: Bank,
+    upload: Upload,
+    admit: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> tuple[Submission, bool]:
+    """Accept ``upload`` into ``rnd``: returns the submission and whether it is new.
+
+    A retry of an accepted digest answers with the stored submission before anything is
+    read. Otherwise the body is read inside ``admit()`` (the caller's admission control),
+    streamed to a temp file, validated, stored and recorded.
+    """
+    existing = update_precheck(rnd=rnd, bank=bank, digest=upload.digest, signature=upload.signature)
+    if existing is not None:
+        return existing, False
+    with admit():
+        body_path = body_to_temp(upload)
+        sub = update_submit(
+            rnd=rnd,
+            bank=bank,
+            body_path=body_path,
+            digest=upload.digest,
+            signature=upload.signature,
+            privacy=upload.privacy,
+        )
+    return sub, True
+
+
+def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> Submission | None:
+    """Cheap checks before reading a body. Returns the existing submission on a retry."""
+    existing = selectors.submission_get(rnd, bank)
+    if existing is not None:
+        if existing.digest == digest:
+            return existing
+        _reject(
+            bank,
+            rnd.number,
+            "second different upload",
+            Conflict(
+                f"bank {bank.slug} already submitted {existing.digest[:16]}... to round "
+                f"{rnd.number}; a different update cannot replace it",
+            ),
+        )
+    _check_round_accepts(rnd, bank)
+    if not bank.signing_public_key:
+        _reject(
+            bank,
+            rnd.number,
+            "no signing key",
+            ApplicationError(
+                "register your Ed25519 signing key before uploading (bank-node register)"
+            ),
+        )
+    if len(digest) != 64 or not signature:
+        _reject(
+            bank,
+            rnd.number,
+            "missing digest or signature",
+            ApplicationError(
+                "send the SHA-256 of the body in X-Update-Digest and its Ed25519 signature in "
+                "X-Update-Signature"
+            ),
+        )
+    return None
+
+
+def _check_round_accepts(rnd: Round, bank: Bank) -> None:
+    if rnd.state != RoundState.OPEN:
+        _reject(
+            bank,
+            rnd.number,
+            f"round {rnd.state}",
+            Conflict(f"round {rnd.number} is {rnd.state} and no longer accepts updates"),
+        )
+    if timezone.now() >= rnd.deadline_at:
+        _reject(
+            bank,
+            rnd.number,
+            "after deadline",
+            Conflict(f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"),
+        )
+
+
+def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
+    """Under a DP policy a training update must state its cumulative epsilon, within budget."""
+    snapshot = rnd.policy_snapshot
+    dp_on = snapshot.get("dp_target_epsilon") is not None or (
+        snapshot.get("dp_noise_multiplier") is not None
+    )
+    if not dp_on or rnd.kind != RoundKind.TRAINING:
+        return
+    if claim.epsilon is None:
+        _reject(
+            bank,
+            rnd.number,
+            "no epsilon reported",
+            ApplicationError(
+                "this round's policy requires differential privacy: train with DP-SGD and send the "
+                "cumulative epsilon in X-Privacy-Epsilon"
+            ),
+        )
+    target = snapshot.get("dp_target_epsilon")
+    if target is not None and claim.epsilon is not None and claim.epsilon > target * (1 + 1e-6):
+        _reject(
+            bank,
+            rnd.number,
+            "privacy budget exceeded",
+            ApplicationError(
+                f"reported epsilon {claim.epsilon:.3f} exceeds the policy's budget of {target:g}; "
+                "this bank must stop contributing under this policy",
+                status_code=403,
+            ),
+        )
+
+
+def update_submit(
+    *,
+    rnd: Round,
+    bank: Bank,
+    body_path: Path,
+    digest: str,
+    signature: str,
+    privacy: PrivacyClaim | None = None,
+) -> Submission:
+    """Validate an uploaded body (already on disk, in a temp file) and accept it.
+
+    Consumes ``body_path``: it is either moved into place or deleted.
+    """
+    try:
+        return _update_submit(
+            rnd=rnd,
+            bank=bank,
+            body_path=body_path,
+            digest=digest,
+            signature=signature,
+            privacy=privacy or PrivacyClaim(),
+        )
+    finally:
+        body_path.unlink(missing_ok=True)
+
+
+def _update_submit(
+    *,
+    rnd: Round,
+    bank: Bank,
+    body_path: Path,
+    digest: str,
+    signature: str,
+    privacy: PrivacyClaim,
+) -> Submission:
+    _privacy_check(rnd, bank, privacy)
+    epoch = rnd.key_epoch
+    try:
+        with open(body_path, "rb") as body:
+            checked = validate_vector(
+                body,
+                epoch_context(epoch),
+                epoch_params(epoch),
+                fingerprint=epoch.fingerprint,
+                expected_length=rnd.vector_length,
+            )
+    except UpdateInvalid as exc:
+        _reject(
+            bank,
+            rnd.number,
+            f"invalid ciphertext: {exc}",
+            ApplicationError(f"update refused: {exc}"),
+        )
+    if checked.digest != digest:
+        _reject(
+            bank,
+            rnd.number,
+            "digest mismatch",
+            ApplicationError(
+                "the body's SHA-256 does not match X-Update-Digest: it was altered or truncated "
+                "in transit; retry the upload",
+                computed=checked.digest,
+            ),
+        )
+    if not verify(
+        bank.signing_public_key, update_message(rnd.number, bank.slug, digest), signature
+    ):
+        _reject(
+            bank,
+            rnd.number,
+            "bad signature",
+            ApplicationError(
+                f"signature does not verify with bank {bank.slug}'s registered key for round "
+                f"{rnd.number}; sign (round, bank, digest) with your current signing key",
+                status_code=403,
+            ),
+        )
+    return _update_store(
+        rnd, bank, body_path, checked.digest, signature, checked.size_bytes, privacy
+    )
+
+
+def _update_store(
+    rnd: Round,
+    bank: Bank,
+    body_path: Path,
+    digest: str,
+    signature: str,
+    size: int,
+    privacy: PrivacyClaim,
+) -> Submission:
+    relpath = storage.upload_relpath(rnd.number, bank.slug, digest)
+    with transaction.atomic():
+        # Lock the round so the scheduler cannot close it between our check and insert.
+        rnd = Round.objects.select_for_update().get(pk=rnd.pk)
+        existing = selectors.submission_get(rnd, bank)
+        if existing is not None and existing.digest == digest:
+            return existing
+        if existing is not None:
+            # A different update won a race with this one (two uploads in flight at once):
+            # refuse before its blob is put in place, or it would be left behind unreferenced.
+            raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}")
+        _check_round_accepts(rnd, bank)
+        # The blob goes in place before the row that names it commits: a crash in between
+        # leaves an unreferenced file (the same bytes a retry writes again), never a row
+        # without its blob. A failure seen before the commit removes the file again (not
+        # one *at* commit: the commit may have happened, and then the row needs the file).
+        storage.commit(body_path, relpath)
+        try:
+            sub = _submission_record(rnd, bank, digest, signature, size, relpath, privacy)
+        except BaseException:
+            storage.absolute(relpath).unlink(missing_ok=True)
+            raise
+        metrics.UPDATES_ACCEPTED.inc()
+        return sub
+
+
+def _submission_record(
+    rnd: Round,
+    bank: Bank,
+    digest: str,
+    signature: str,
+    size: int,
+    relpath: str,
+    privacy: PrivacyClaim,
+) -> Submission:
+    try:
+        with transaction.atomic():
+            sub = Submission.objects.create(
+                round=rnd,
+                bank=bank,
+                digest=digest,
+                signature=signature,
+                signing_public_key=bank.signing_public_key,
+                size_bytes=size,
+                blob=relpath,
+                epsilon_spent=privacy.epsilon,
+                budget_left=privacy.budget_left,
+            )
+    except IntegrityError:
+        raise Conflict(f"bank {bank.slug} already submitted to round {rnd.number}") from None
+    audit_record(
+        action="update.accepted",
+        actor=f"bank:{bank.slug}",
+        target=sub,
+        data={
+            "round": rnd.number,
+            "bank": bank.slug,
+            "digest": digest,
+            "signature": signature,
+            "signing_public_key": bank.signing_public_key,
+            "size_bytes": size,
+            "epsilon_spent": privacy.epsilon,
+            "budget_left": privacy.budget_left,
+        },
+    )
+    return sub

@@ -1,0 +1,88 @@
+"""An upload as the services take it: its checked headers, and its body streamed to disk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from django.conf import settings
+
+from consortium import metrics
+from consortium.api.errors import ApplicationError
+from consortium.rounds import storage
+
+CHUNK = 1024 * 1024
+
+
+class Readable(Protocol):
+    """What an upload body is read from: the WSGI request, or a file in tests and tools."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class PrivacyClaim:
+    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
+
+    epsilon: float | None = None
+    budget_left: bool | None = None
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload whose headers passed the input serializer; the body is not read yet."""
+
+    digest: str
+    signature: str
+    body: Readable
+    content_length: int | None = None
+    privacy: PrivacyClaim = PrivacyClaim()
+
+
+def _too_big(limit: int) -> ApplicationError:
+    return ApplicationError(
+        f"upload larger than the {limit}-byte limit", status_code=413, limit=limit
+    )
+
+
+def body_to_temp(upload: Upload) -> Path:
+    """Copy the request body to a temp file in bounded memory, enforcing the size limit."""
+    limit = settings.MAX_UPLOAD_BYTES
+    declared = upload.content_length
+    if declared is not None and declared > limit:
+        metrics.update_rejected("too_large")
+        raise _too_big(limit)
+    path = storage.temp_path()
+    try:
+        written = _copy_bounded(upload.body, path, limit)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    metrics.UPLOAD_BYTES.inc(written)
+    if declared is not None and written < declared:
+        # The client went away mid-body (a killed node, a dropped connection): nothing of
+        # it is kept, and the node's retry starts afresh.
+        metrics.update_rejected("incomplete")
+        path.unlink(missing_ok=True)
+        raise ApplicationError(
+            f"the upload ended after {written} of the {declared} declared bytes; retry it"
+        )
+    if written == 0:
+        metrics.update_rejected("empty")
+        path.unlink(missing_ok=True)
+        raise ApplicationError("the upload body is empty; send the encrypted update")
+    return path
+
+
+def _copy_bounded(body: Readable, path: Path, limit: int) -> int:
+    """Write ``body`` to ``path`` chunk by chunk; refuse it (413) once it passes ``limit``."""
+    written = 0
+    with open(path, "wb") as out:
+        while piece := body.read(CHUNK):
+            written += len(piece)
+            if written > limit:
+                metrics.update_rejected("too_large")
+                raise _too_big(limit)
+            out.write(piece)
+    return written
