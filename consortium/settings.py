@@ -112,6 +112,8 @@ INSTALLED_APPS = [
     "axes",
     "consortium.api",
     "audit",
+    # The audit trail's REST API and report export: reads both audit and the rounds.
+    "consortium.audit_api",
     "consortium.members",
     "consortium.rounds",
     "consortium.portal",
