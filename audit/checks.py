@@ -13,12 +13,12 @@ from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+from audit.portal_key import portal_signing_key
+
 
 def portal_key_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     if getattr(settings, "PORTAL_SIGNING_KEY_GENERATE", False):
         return []  # the embedded default creates its key on first use
-    from audit.portal_key import portal_signing_key
-
     try:
         portal_signing_key()
     except ImproperlyConfigured as exc:

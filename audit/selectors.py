@@ -119,3 +119,29 @@ def audit_checkpoint_list() -> QuerySet[Checkpoint]:
 
 def audit_head() -> AuditHead:
     return AuditHead.objects.filter(id=1).first() or AuditHead(seq=0, hash=GENESIS)
+
+
+def audit_accepted_updates(*, rounds: list[int]) -> set[tuple[int, str, str, str]]:
+    """(round, bank, digest, signature) of every update.accepted event of these rounds."""
+    found = set()
+    for data in AuditEvent.objects.filter(
+        action="update.accepted", data__round__in=rounds
+    ).values_list("data", flat=True):
+        found.add((data.get("round"), data.get("bank"), data.get("digest"), data.get("signature")))
+    return found
+
+
+def audit_rejections(*, rounds: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The update.rejected events of these rounds, by round number, oldest first."""
+    by_round: dict[int, list[dict[str, Any]]] = {n: [] for n in rounds}
+    rows = AuditEvent.objects.filter(action="update.rejected", data__round__in=rounds)
+    for event in rows.order_by("seq"):
+        by_round[event.data["round"]].append(
+            {
+                "seq": event.seq,
+                "at": event.created_at.isoformat(),
+                "bank": event.actor.removeprefix("bank:"),
+                "reason": event.data.get("reason", ""),
+            }
+        )
+    return by_round

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import models, transaction
 from django.utils import timezone
 
+from audit import render
 from audit.chain import canonical, checkpoint_message, event_hash
 from audit.models import AuditEvent, AuditHead, Checkpoint
 from audit.portal_key import portal_signing_key
+from audit.report import ReportSource, Selection, report_build
 from he.signing import public_key_b64, sign
-
-if TYPE_CHECKING:
-    from audit.report import Selection
 
 
 def _locked_head() -> AuditHead:
@@ -100,16 +99,16 @@ class Export:
     report: dict[str, Any]
 
 
-def audit_report_export(*, selection: Selection, fmt: str, actor: str) -> Export:
+def audit_report_export(
+    *, selection: Selection, fmt: str, actor: str, source: ReportSource
+) -> Export:
     """Record the export, sign the head, then build and render the report.
 
     The event and the checkpoint commit first, in a short transaction: building a PDF
     must not hold the head lock that every upload waits for. Events never change, so
-    reading them afterwards gives the same report.
+    reading them afterwards gives the same report. ``source`` supplies the rounds, key
+    epochs and banks (the portal's: ``consortium.audit_api.services``).
     """
-    from audit import render
-    from audit.report import report_build
-
     render.check_format(fmt)
     with transaction.atomic():
         event = audit_record(
@@ -118,7 +117,7 @@ def audit_report_export(*, selection: Selection, fmt: str, actor: str) -> Export
             data={"format": fmt, **selection.as_dict()},
         )
         head = audit_checkpoint_create(reason=f"report export (event #{event.seq})")
-    report = report_build(selection=selection, generated_by=actor, head=head)
+    report = report_build(selection=selection, generated_by=actor, head=head, source=source)
     content, content_type = render.render(report, fmt)
     stamp = head.signed_at.strftime("%Y%m%dT%H%M%SZ")
     return Export(content, content_type, f"audit-report-{stamp}.{fmt}", report)

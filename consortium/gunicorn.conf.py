@@ -5,7 +5,7 @@ this file to /app/gunicorn.conf.py). Command-line flags still set binds, workers
 timeouts; this file only adds the hooks below.
 
 Each worker writes its counters and histograms to files in ``PROMETHEUS_MULTIPROC_DIR``
-and ``/metrics`` adds them up (see consortium/metrics.py). When the variable is not set,
+and ``/metrics`` adds them up (see consortium/metrics/). When the variable is not set,
 a fresh temporary directory is used (and removed at exit): several workers never count
 separately by accident. The Helm chart sets it to a memory-backed emptyDir.
 """

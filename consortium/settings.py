@@ -135,6 +135,8 @@ INSTALLED_APPS = [
     "axes",
     "consortium.api",
     "audit",
+    # The audit trail's REST API and report export: reads both audit and the rounds.
+    "consortium.audit_api",
     "consortium.members",
     "consortium.rounds",
     "consortium.portal",
@@ -142,7 +144,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so that it counts every response, including other middleware's 400s and 503s.
-    "consortium.metrics.RequestMetricsMiddleware",
+    "consortium.metrics.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before any view hashes a password: a source that failed too often is refused unread.
@@ -241,7 +243,7 @@ MAX_BANKS_PER_ROUND = env_int("CONSORTIUM_MAX_BANKS_PER_ROUND", 256, minimum=2)
 _PORTAL_KEY_FILE = os.environ.get("CONSORTIUM_PORTAL_SIGNING_KEY_FILE")
 PORTAL_SIGNING_KEY_FILE = Path(_PORTAL_KEY_FILE or VAR_DIR / "portal_signing_key.pem")
 PORTAL_SIGNING_KEY_GENERATE = not _PORTAL_KEY_FILE
-# Prometheus (consortium/metrics.py). /metrics is outside the API: with a token set, a
+# Prometheus (consortium/metrics/). /metrics is outside the API: with a token set, a
 # scrape must send it as "Authorization: Bearer <token>"; without one, only clients in
 # these networks may scrape (default: loopback only).
 METRICS_TOKEN = env("CONSORTIUM_METRICS_TOKEN") or ""

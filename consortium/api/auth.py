@@ -15,6 +15,8 @@ from typing import Any
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from consortium.members.models import Bank, BankStatus
+
 CREDENTIAL_PREFIX = "cbk"
 
 
@@ -48,8 +50,6 @@ class BankCredentialAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[BankPrincipal, None] | None:
-        from consortium.members.models import Bank, BankStatus
-
         header = authentication.get_authorization_header(request).decode(errors="replace")
         if not header.startswith(f"{self.keyword} "):
             return None

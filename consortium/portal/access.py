@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 from consortium.members.models import Bank
+from consortium.portal.models import BankRepresentative
 
 OPERATORS_GROUP = "operators"
 AUDITORS_GROUP = "auditors"
@@ -87,8 +88,6 @@ def viewer_of(request: HttpRequest) -> Viewer:
         elif AUDITORS_GROUP in groups:
             viewer = Viewer(user.get_username(), Role.AUDITOR)
         else:
-            from consortium.portal.models import BankRepresentative
-
             link = BankRepresentative.objects.select_related("bank").filter(user=user).first()
             if link is not None:
                 viewer = Viewer(user.get_username(), Role.BANK_REP, link.bank)

@@ -153,7 +153,7 @@ def main() -> None:
         _history()
         from audit import render
         from audit.report import Selection
-        from audit.services import audit_report_export
+        from consortium.audit_api.services import audit_report_export
 
         # One export, three renderings: the PDF and CSV show exactly the signed JSON.
         export = audit_report_export(selection=Selection(), fmt="json", actor="cli:example")

@@ -14,7 +14,7 @@ import pytest
 from audit import verify
 from audit.chain import encode_report, event_body, event_hash
 from audit.report import Selection
-from audit.services import audit_report_export
+from consortium.audit_api.services import audit_report_export
 from he.signing import public_key_b64, signing_key_new
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,9 @@ from django.core.management.base import CommandError
 
 from audit.chain import report_body_sha256
 from audit.models import AuditEvent, Checkpoint
-from audit.report import Selection, SelectionError, selection_parse
-from audit.services import audit_report_export
+from audit.report import Selection, SelectionError
+from consortium.audit_api.selectors import selection_parse
+from consortium.audit_api.services import audit_report_export
 from consortium.rounds.models import Round, Submission
 
 pytestmark = pytest.mark.django_db

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consortium import metrics
 from consortium.members.models import BankStatus
 from consortium.members.services import bank_set_status
+from consortium.metrics import audit_check
 from consortium.rounds.models import Round, RoundState
 from consortium.rounds.services import scheduler_tick
 from tests.conftest import encrypted_update, make_bank, upload_headers
@@ -114,6 +115,27 @@ def test_requests_are_counted_by_resolved_view_method_and_status(client):
         == missing + 1
     )
     assert value("consortium_http_request_duration_seconds_count", view="healthz") >= 3
+
+
+@pytest.mark.parametrize("method", ["FOO", "PROPFIND"])
+def test_a_request_with_an_unknown_method_is_counted_under_other(client, method):
+    before = {
+        status: value(
+            "consortium_http_requests_total", view="healthz", method="other", status=status
+        )
+        for status in ("200", "405")
+    }
+    response = client.generic(method, "/healthz")
+    status = str(response.status_code)
+    assert (
+        value("consortium_http_requests_total", view="healthz", method="other", status=status)
+        == before.get(status, 0.0) + 1
+    )
+    assert not any(
+        sample.labels.get("method") == method
+        for family in REGISTRY.collect()
+        for sample in family.samples
+    )
 
 
 def test_static_files_are_labelled_static_not_unresolved(client, settings):
@@ -304,7 +326,7 @@ def test_a_bank_that_sent_nothing_to_the_last_closed_rounds_is_reported(
 def test_audit_verification_reports_an_intact_chain(open_round):
     from audit.models import AuditEvent
 
-    metrics._last_verification = -float("inf")
+    audit_check._last_verification = -float("inf")
     metrics.audit_verify_if_due(600)
     assert value("consortium_audit_chain_verified") == 1
     assert value("consortium_audit_chain_verified_events") == AuditEvent.objects.count()

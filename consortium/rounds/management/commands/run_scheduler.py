@@ -3,7 +3,7 @@
 Every CONSORTIUM_AUDIT_VERIFY_INTERVAL seconds it also walks the whole audit chain (an
 error is logged if it is broken). With a metrics port (``--metrics-port`` or
 CONSORTIUM_SCHEDULER_METRICS_PORT) it serves /metrics, /healthz and /readyz there; see
-consortium/metrics.py.
+consortium/metrics/.
 """
 
 from __future__ import annotations

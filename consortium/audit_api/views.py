@@ -17,8 +17,11 @@ from rest_framework.views import APIView
 
 from audit import selectors
 from audit.portal_key import portal_signing_key
-from audit.report import SelectionError, selection_parse
-from audit.serializers import (
+from audit.report import SelectionError
+from consortium.api.auth import IsOperatorOrAuditor, actor_of
+from consortium.api.errors import ApplicationError
+from consortium.audit_api.selectors import selection_parse
+from consortium.audit_api.serializers import (
     AuditEventSerializer,
     ChainCheckSerializer,
     CheckpointSerializer,
@@ -26,9 +29,7 @@ from audit.serializers import (
     PublicKeySerializer,
     ReportQuerySerializer,
 )
-from audit.services import audit_report_export
-from consortium.api.auth import IsOperatorOrAuditor, actor_of
-from consortium.api.errors import ApplicationError
+from consortium.audit_api.services import audit_report_export
 from he.signing import public_key_b64
 
 

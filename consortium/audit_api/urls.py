@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit import views
+from consortium.audit_api import views
 
 urlpatterns = [
     path("audit/events", views.AuditEventListView.as_view(), name="audit-events"),

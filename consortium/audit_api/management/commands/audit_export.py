@@ -11,8 +11,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.render import FORMATS
-from audit.report import SelectionError, selection_parse
-from audit.services import audit_report_export
+from audit.report import SelectionError
+from consortium.audit_api.selectors import selection_parse
+from consortium.audit_api.services import audit_report_export
 
 
 class Command(BaseCommand):

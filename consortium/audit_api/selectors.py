@@ -1,0 +1,180 @@
+"""What an audit report summarises from the portal's tables: rounds, key epochs, banks.
+
+The audit app renders and signs a report but owns only the audit tables; this module
+reads the rest (``PortalReportSource``) and checks that requested rounds exist.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db.models import Q
+
+from audit.report import Selection, SelectionError, selection_read
+from audit.selectors import audit_accepted_updates, audit_rejections
+from consortium.members.models import Bank
+from consortium.rounds.models import KeyEpoch, MetricReport, Round
+from he.signing import update_message, verify
+
+# Policy fields that say how much the aggregate can reveal, besides min_banks and CKKS.
+_PRIVACY_FIELD = re.compile(r"(^dp_|epsilon|delta|noise|clip|privacy)")
+
+
+def selection_parse(
+    *, rounds: str | None = None, since: str | None = None, until: str | None = None
+) -> Selection:
+    """Parse ``rounds=1,2`` or ``since``/``until``; raise SelectionError with a reason."""
+    selection = selection_read(rounds=rounds, since=since, until=until)
+    if selection.rounds is None:
+        return selection
+    numbers = selection.rounds
+    found = set(Round.objects.filter(number__in=numbers).values_list("number", flat=True))
+    missing = [n for n in numbers if n not in found]
+    if missing:
+        raise SelectionError(f"no such round: {', '.join(map(str, missing))}")
+    return selection
+
+
+def _privacy(snapshot: dict[str, Any], subs: list[Any]) -> dict[str, Any]:
+    """The settings that bound what the aggregate reveals, and the epsilon banks spent.
+
+    DP is on when the policy sets a target epsilon or a noise multiplier (the rule the
+    rounds app enforces); each bank reports its cumulative epsilon with its upload.
+    """
+    enabled = (
+        snapshot.get("dp_target_epsilon") is not None
+        or snapshot.get("dp_noise_multiplier") is not None
+    )
+    return {
+        "min_banks": snapshot.get("min_banks"),
+        "ckks_params": snapshot.get("ckks_params"),
+        "differential_privacy": "on" if enabled else "off",
+        "dp_settings": {k: v for k, v in sorted(snapshot.items()) if _PRIVACY_FIELD.search(k)},
+        "epsilon_spent": {
+            s.bank.slug: s.epsilon_spent
+            for s in subs
+            if getattr(s, "epsilon_spent", None) is not None
+        },
+    }
+
+
+def _submission(sub: Any, number: int, manifest: set[str], trail: set[Any]) -> dict[str, Any]:
+    message = update_message(number, sub.bank.slug, sub.digest)
+    return {
+        "bank": sub.bank.slug,
+        "digest": sub.digest,
+        "size_bytes": sub.size_bytes,
+        "received_at": sub.received_at.isoformat(),
+        "signature": sub.signature,
+        "signing_public_key": sub.signing_public_key,
+        "signature_valid": verify(sub.signing_public_key, message, sub.signature),
+        "in_manifest": sub.digest in manifest,
+        "recorded_in_trail": (number, sub.bank.slug, sub.digest, sub.signature) in trail,
+        "epsilon_spent": getattr(sub, "epsilon_spent", None),
+        "budget_left": getattr(sub, "budget_left", None),
+    }
+
+
+def report_rounds(numbers: list[int]) -> list[dict[str, Any]]:
+    """One summary per round: policy, privacy, submissions re-verified, metrics."""
+    rounds = list(
+        Round.objects.filter(number__in=numbers)
+        .select_related("policy", "key_epoch", "base_round")
+        .prefetch_related("submissions__bank")
+        .order_by("number")
+    )
+    trail = audit_accepted_updates(rounds=numbers)
+    rejections = audit_rejections(rounds=numbers)
+    metrics: dict[int, list[dict[str, Any]]] = {n: [] for n in numbers}
+    for report in MetricReport.objects.filter(round__in=rounds).select_related("round", "bank"):
+        metrics[report.round.number].append(
+            {"bank": report.bank.slug, "metrics": report.metrics, "self_reported": True}
+        )
+    out = []
+    for rnd in rounds:
+        manifest = {i.get("digest") for i in (rnd.manifest or {}).get("inputs", [])}
+        subs = sorted(rnd.submissions.all(), key=lambda s: s.bank.slug)
+        round_metrics = sorted(metrics[rnd.number], key=lambda m: m["bank"])
+        out.append(
+            {
+                "number": rnd.number,
+                "kind": getattr(rnd, "kind", "training"),
+                "state": rnd.state,
+                "opened_at": rnd.opened_at.isoformat(),
+                "deadline_at": rnd.deadline_at.isoformat(),
+                "closed_at": rnd.closed_at.isoformat() if rnd.closed_at else None,
+                "policy": {"name": rnd.policy.name, "version": rnd.policy.version},
+                "policy_snapshot": rnd.policy_snapshot,
+                "privacy": _privacy(rnd.policy_snapshot, subs),
+                "key_epoch": {
+                    "number": rnd.key_epoch.number,
+                    "fingerprint": rnd.key_epoch.fingerprint,
+                },
+                "base_round": rnd.base_round.number if rnd.base_round else None,
+                "participants": [s.bank.slug for s in subs],
+                "submissions": [_submission(s, rnd.number, manifest, trail) for s in subs],
+                "aggregate_digest": rnd.aggregate_digest or None,
+                "manifest": rnd.manifest or None,
+                "rejections": rejections[rnd.number],
+                "failure_reason": rnd.failure_reason or None,
+                "metrics": round_metrics,
+            }
+        )
+    return out
+
+
+def report_key_epochs(
+    rounds: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The key epochs the rounds used or the events registered."""
+    numbers = {r["key_epoch"]["number"] for r in rounds}
+    registered = {e["object_id"] for e in events if e["action"] == "key_epoch.registered"}
+    epochs = KeyEpoch.objects.filter(Q(number__in=numbers) | Q(pk__in=registered))
+    return [
+        {
+            "number": e.number,
+            "fingerprint": e.fingerprint,
+            "ckks_params": e.ckks_params,
+            "active": e.active,
+            "created_at": e.created_at.isoformat(),
+            "created_by": e.created_by,
+        }
+        for e in epochs.order_by("number")
+    ]
+
+
+def report_banks(
+    rounds: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The banks that took part in or were refused by the rounds, or the events name."""
+    slugs = {s for r in rounds for s in r["participants"]}
+    slugs |= {j["bank"] for r in rounds for j in r["rejections"]}
+    pks = {e["object_id"] for e in events if e["object_type"] == "members.bank"}
+    banks = Bank.objects.filter(Q(slug__in=slugs) | Q(pk__in=pks)).order_by("slug")
+    return [
+        {
+            "slug": b.slug,
+            "name": b.name,
+            "status": b.status,
+            "signing_public_key": b.signing_public_key,
+        }
+        for b in banks
+    ]
+
+
+class PortalReportSource:
+    """The portal's rounds, key epochs and banks, as ``audit.report.ReportSource``."""
+
+    def rounds(self, numbers: list[int]) -> list[dict[str, Any]]:
+        return report_rounds(numbers)
+
+    def key_epochs(
+        self, rounds: list[dict[str, Any]], events: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return report_key_epochs(rounds, events)
+
+    def banks(
+        self, rounds: list[dict[str, Any]], events: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return report_banks(rounds, events)
