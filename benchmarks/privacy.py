@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bank_node.data import chronological_split, load_ibm_csv
-from bank_node.synth import generate_world
+from simulation.world import generate_world
 from models.features import compute_features
 from models.metrics import auprc
 from models.nets import build_model

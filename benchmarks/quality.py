@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--" + key.replace("_", "-"), type=float, default=HYPER[key])
     p.add_argument("--model-spec", default=json.dumps(HYPER["model_spec"]))
     args = p.parse_args(argv)
-    from bank_node.synth import PRESETS
+    from simulation.world import PRESETS
 
     args.banks = args.banks or int(PRESETS[args.preset]["banks"])
     hyper = {k: getattr(args, k) for k in HYPER if k != "model_spec"}
