@@ -7,7 +7,7 @@
 #   make test          system-deps, venv, checkov-venv, lint, pytest on PostgreSQL, then on SQLite
 #   make test-postgres only the pytest run on a throwaway PostgreSQL server
 #   make test-sqlite   only the non-e2e pytest run on SQLite
-#   make demo          run bank_node.demo (DEMO_ARGS are passed through)
+#   make demo          run simulation.demo (DEMO_ARGS are passed through)
 #   make clean         remove var/ and demo-output/ (the venv stays)
 #   make images        build both container images (needs Docker with BuildKit)
 #
@@ -100,7 +100,7 @@ test-sqlite: venv checkov-venv
 	$(PYTEST_SQLITE)
 
 demo: venv
-	$(VPY) -m bank_node.demo $(DEMO_ARGS)
+	$(VPY) -m simulation.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf var/ demo-output/

@@ -218,20 +218,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_synth(args: argparse.Namespace) -> int:
-    from bank_node.synth import generate_world
-
-    manifest = generate_world(
-        Path(args.out), n_banks=args.banks, preset=args.preset, seed=args.seed
-    )
-    print(
-        json.dumps({k: manifest[k] for k in manifest if k != "parameters"}, indent=2, default=str)[
-            :4000
-        ]
-    )
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bank-node", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -277,12 +263,6 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", required=True, help="where to write line,score,alert")
     sc.set_defaults(func=cmd_score)
 
-    g = sub.add_parser("synth", help="generate a synthetic multi-bank world (IBM AML schema)")
-    g.add_argument("--out", required=True)
-    g.add_argument("--banks", type=int, default=None, help="default: the preset's bank count")
-    g.add_argument("--preset", default="tiny")
-    g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(func=cmd_synth)
     return p
 
 

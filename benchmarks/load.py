@@ -23,9 +23,6 @@ import multiprocessing.queues
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,19 +42,20 @@ from he.codec import encrypt_to_file  # noqa: E402
 from he.keys import fingerprint, generate_secret_context, public_context_bytes  # noqa: E402
 from he.params import CkksParams  # noqa: E402
 from he.signing import public_key_b64, sign, update_message  # noqa: E402
+from simulation.processes import (  # noqa: E402
+    PortalOptions,
+    Processes,
+    free_port,
+    portal_env,
+    prepare_database,
+    start_portal,
+)
 
-PY = sys.executable
 # n_features = 44: 44*1024+1024 + 1024*84+84 + 84+1 (+1 count slot) = 132,266 values,
 # 65 ciphertexts of 2048 slots: 4.27 MB per update.
 MODEL_4MB = {"kind": "mlp", "hidden": [1024, 84], "seed": 1, "loss": "bce"}
 # About 975,000 values, 477 ciphertexts: 31 MB per update (for the memory comparison).
 MODEL_31MB = {"kind": "mlp", "hidden": [4096, 192], "seed": 1, "loss": "bce"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fresh_database(base_url: str) -> str:
@@ -79,44 +76,30 @@ class Portal:
     def __init__(self, database_url: str, workers: int, threads: int) -> None:
         self.var = Path(tempfile.mkdtemp(prefix="consortium-load-"))
         self.password = secrets.token_urlsafe(16)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        self.env.update(
-            DATABASE_URL=database_url,
-            CONSORTIUM_VAR_DIR=str(self.var),
-            DJANGO_SETTINGS_MODULE="consortium.settings",
+        self.env = portal_env(
+            self.var,
+            database_url=database_url,
             CONSORTIUM_LOG_LEVEL="WARNING",
             DATABASE_CONN_MAX_AGE="60",
         )
-        self._manage("migrate", "--noinput", "-v", "0")
-        (self.var / "pw").write_text(self.password)
-        self._manage("create_operator", "operator", "--password-file", str(self.var / "pw"))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        argv = [PY, "-m", "gunicorn", "consortium.wsgi", "--bind", f"127.0.0.1:{self.port}",
-                "--workers", str(workers), "--timeout", "300", "--backlog", "2048"]  # fmt: skip
+        prepare_database(self.env, self.password)
+        extra = ["--backlog", "2048"]
         if threads > 1:
-            argv += ["--worker-class", "gthread", "--threads", str(threads)]
-        log = open(self.var / "gunicorn.log", "wb")
-        self.web = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=log,
-                                    start_new_session=True)  # fmt: skip
-        self.scheduler = subprocess.Popen(
-            [PY, "manage.py", "run_scheduler", "--interval", "1"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit((self.var / "gunicorn.log").read_text()[-3000:])
-            time.sleep(0.3)
-
-    def _manage(self, *args: str) -> None:
-        subprocess.run([PY, "manage.py", *args], env=self.env, cwd=ROOT, check=True,
-                       capture_output=True)  # fmt: skip
+            extra += ["--worker-class", "gthread", "--threads", str(threads)]
+        options = PortalOptions(
+            workers=workers,
+            timeout=300,
+            web_extra=tuple(extra),
+            multiproc_dir=self.var / "prometheus",
+            new_session=True,
+        )
+        self.procs = Processes(stop_timeout=30)
+        try:
+            running = start_portal(self.procs, self.env, free_port(), options)
+        except RuntimeError as exc:
+            self.procs.stop_all()
+            raise SystemExit(str(exc)) from exc
+        self.url, self.web = running.url, running.web
 
     def worker_pids(self) -> list[int]:
         children = Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children").read_text()
@@ -132,12 +115,7 @@ class Portal:
         return out
 
     def close(self) -> None:
-        for proc in (self.web, self.scheduler):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.stop_all()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,11 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bank_node.data import chronological_split, load_ibm_csv
-from bank_node.synth import TYPOLOGIES, generate_world
 from models.features import compute_features
 from models.metrics import auprc, recall_at_budget
 from models.nets import build_model
 from models.training import predict_scores, train_local
+from simulation.world import TYPOLOGIES, generate_world
 
 SPEC = {"kind": "mlp", "hidden": [32, 16], "seed": 7, "pos_weight": 10.0, "lr": 3e-3}
 

@@ -32,13 +32,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bank_node.data import chronological_split, load_ibm_csv
-from bank_node.synth import generate_world
 from models.features import compute_features
 from models.metrics import auprc
 from models.nets import build_model
 from models.privacy import DPConfig, plan_round, train_local_dp
 from models.training import predict_scores, train_local
 from models.vector import model_to_vector, vector_to_model
+from simulation.world import generate_world
 
 SPEC = {"kind": "mlp", "hidden": [32, 16], "seed": 7, "pos_weight": 10.0}
 DELTA = 1e-5

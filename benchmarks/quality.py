@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/quality.py [--preset small|tiny] [--seed 0]``.
 
-1. The encrypted column runs the real thing: ``python -m bank_node.demo`` as a subprocess
+1. The encrypted column runs the real thing: ``python -m simulation.demo`` as a subprocess
    (live portal, one ``bank-node run`` process per bank, CKKS over HTTP) with the
    hyperparameters in `HYPER`. It leaves each bank's final global weights and the policy
    in its output directory, and its generated world in ``<out>/demo/data``.
@@ -48,6 +48,7 @@ from models.federation import fedavg, run_fedavg  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import vector_to_model  # noqa: E402
+from simulation.world import PRESETS  # noqa: E402
 
 # The one place the hyperparameters live: the in-process columns use them directly and
 # the encrypted run gets them through the demo's command-line flags.
@@ -160,7 +161,7 @@ def federated_plaintext(
 def run_demo(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> float:
     """The encrypted column: the demo's portal and node processes; returns seconds taken."""
     argv = [
-        sys.executable, "-m", "bank_node.demo", "--preset", args.preset,
+        sys.executable, "-m", "simulation.demo", "--preset", args.preset,
         "--banks", str(args.banks), "--rounds", str(hyper["rounds"]),
         "--local-epochs", str(hyper["local_epochs"]), "--seed", str(args.seed),
         "--out", str(out), "--skip-baselines", "--batch-size", str(hyper["batch_size"]),
@@ -223,8 +224,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--" + key.replace("_", "-"), type=float, default=HYPER[key])
     p.add_argument("--model-spec", default=json.dumps(HYPER["model_spec"]))
     args = p.parse_args(argv)
-    from bank_node.synth import PRESETS
-
     args.banks = args.banks or int(PRESETS[args.preset]["banks"])
     hyper = {k: getattr(args, k) for k in HYPER if k != "model_spec"}
     hyper["model_spec"] = json.loads(args.model_spec)

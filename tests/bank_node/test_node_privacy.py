@@ -16,10 +16,10 @@ from bank_node.keys import (
     keyring_load,
     signing_keygen,
 )
-from bank_node.synth import generate_world
 from he.params import CkksParams
 from models.features import FEATURE_NAMES
 from models.privacy import PrivacyBudgetExceeded
+from simulation.world import generate_world
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
+
+from simulation.processes import PortalOptions, free_port, portal_env, running_portal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,12 +26,6 @@ class LivePortal:
     # its own /metrics (no token) at this URL.
     metrics_token: str = ""
     scheduler_metrics_url: str = ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fresh_database(base_url: str | None) -> tuple[str | None, str | None]:
@@ -58,88 +48,22 @@ def _fresh_database(base_url: str | None) -> tuple[str | None, str | None]:
 def live_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePortal]:
     var_dir = tmp_path_factory.mktemp("portal")
     database_url, _ = _fresh_database(os.environ.get("DATABASE_URL"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(
-        {
-            "CONSORTIUM_VAR_DIR": str(var_dir),
-            "DJANGO_SETTINGS_MODULE": "consortium.settings",
-            "PYTHONUNBUFFERED": "1",
-            "CONSORTIUM_METRICS_TOKEN": secrets.token_urlsafe(16),
-            "CONSORTIUM_SCHEDULER_METRICS_ADDR": "127.0.0.1",
-            # Walk the audit chain every few seconds, so that tests see fresh results.
-            "CONSORTIUM_AUDIT_VERIFY_INTERVAL": "5",
-        }
-    )
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    py = sys.executable
-    subprocess.run(
-        [py, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True
+    env = portal_env(
+        var_dir,
+        database_url=database_url,
+        CONSORTIUM_METRICS_TOKEN=secrets.token_urlsafe(16),
+        CONSORTIUM_SCHEDULER_METRICS_ADDR="127.0.0.1",
+        # Walk the audit chain every few seconds, so that tests see fresh results.
+        CONSORTIUM_AUDIT_VERIFY_INTERVAL="5",
     )
     password = secrets.token_urlsafe(16)
-    (var_dir / "pw").write_text(password)
-    subprocess.run(
-        [py, "manage.py", "create_operator", "operator", "--password-file", str(var_dir / "pw")],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
+    scheduler_port = free_port()
+    options = PortalOptions(
+        scheduler_metrics_port=scheduler_port, multiproc_dir=var_dir / "prometheus"
     )
-    port, scheduler_port = _free_port(), _free_port()
-    # gunicorn's workers add up their metrics through files here (the scheduler keeps its own).
-    web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(var_dir / "prometheus")}
-    logs = [open(var_dir / name, "wb") for name in ("gunicorn.log", "scheduler.log")]
-    procs = [
-        subprocess.Popen(
-            [
-                py,
-                "-m",
-                "gunicorn",
-                "-c",
-                "consortium/gunicorn.conf.py",
-                "consortium.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-                "--timeout",
-                "120",
-            ],
-            env=web_env,
-            cwd=ROOT,
-            stdout=logs[0],
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [
-                py,
-                "manage.py",
-                "run_scheduler",
-                "--interval",
-                "1",
-                "--metrics-port",
-                str(scheduler_port),
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=logs[1],
-            stderr=subprocess.STDOUT,
-        ),
-    ]
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError((var_dir / "gunicorn.log").read_text())
-        time.sleep(0.3)
-    try:
+    with running_portal(env, password, options) as portal:
         yield LivePortal(
-            url,
+            portal.url,
             env,
             var_dir,
             password,
@@ -147,13 +71,3 @@ def live_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePortal
             metrics_token=env["CONSORTIUM_METRICS_TOKEN"],
             scheduler_metrics_url=f"http://127.0.0.1:{scheduler_port}/metrics",
         )
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for handle in logs:
-            handle.close()

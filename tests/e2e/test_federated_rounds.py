@@ -13,10 +13,10 @@ import pytest
 
 from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
 from bank_node.portal_client import BankClient, OperatorClient
-from bank_node.synth import generate_world
 from he.codec import decrypt_vector, unpack_aggregate
 from he.keys import load_public_context, load_secret_context
 from he.params import CkksParams
+from simulation.world import generate_world
 from tests.e2e.conftest import ROOT, LivePortal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -15,9 +15,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,18 +29,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bank_node.portal_client import BankClient, OperatorClient
 from he.signing import public_key_b64, sign, update_message
+from simulation.processes import (
+    PY,
+    ROOT,
+    free_port,
+    portal_env,
+    prepare_database,
+    scheduler_argv,
+    wait_ready,
+    web_argv,
+)
 from tests.conftest import PARAMS, Ckks, encrypted_update
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
 # A one-hidden-layer model: one ciphertext chunk (~65 KB) per update keeps tests quick.
 SMALL_MODEL = {"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: float = 0.2) -> Any:
@@ -186,21 +186,15 @@ class Portal:
 
     def start_web(self, name: str = "web", workers: int = 2, **extra_env: str) -> str:
         port = self.ports.setdefault(name, free_port())
-        argv = [PY, "-m", "gunicorn", "consortium.wsgi", "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--timeout", "120", "--graceful-timeout", "5"]  # fmt: skip
-        self._spawn(name, argv, extra_env)
-        wait_for(f"{name} to be ready", lambda: self._ready(name), timeout=60)
+        argv = web_argv(port, workers=workers, extra=("--graceful-timeout", "5"))
+        # Each replica's own metrics directory: a SIGKILLed master cannot remove a temporary one.
+        multiproc = {"PROMETHEUS_MULTIPROC_DIR": str(self.var_dir / f"prometheus-{name}")}
+        self._spawn(name, argv, {**multiproc, **extra_env})
+        wait_ready(self.url(name), proc=self.procs[name], log=self.var_dir / f"{name}.log")
         return self.url(name)
 
-    def _ready(self, name: str) -> bool:
-        proc = self.procs[name]
-        if proc.poll() is not None:
-            raise AssertionError(f"{name} exited: {self.log(name)[-3000:]}")
-        return requests.get(f"{self.url(name)}/readyz", timeout=2).status_code == 200
-
     def start_scheduler(self, name: str = "scheduler", interval: float = 0.5, **extra_env: str):
-        argv = [PY, "manage.py", "run_scheduler", "--interval", str(interval)]
-        self._spawn(name, argv, extra_env)
+        self._spawn(name, scheduler_argv(interval), extra_env)
 
     def kill(self, name: str) -> None:
         """SIGKILL the process group: no clean-up handler, no graceful shutdown."""
@@ -285,27 +279,12 @@ def portal_factory(
     def make(server: PgServer | None = None, **settings_env: str) -> Portal:
         var_dir = tmp_path_factory.mktemp("portal")
         database_url = (server or pg_server).create_database()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "DATABASE_URL"))}
-        env.update(
-            {
-                "DATABASE_URL": database_url,
-                "CONSORTIUM_VAR_DIR": str(var_dir),
-                "DJANGO_SETTINGS_MODULE": "consortium.settings",
-                "PYTHONUNBUFFERED": "1",
-                "CONSORTIUM_LOG_LEVEL": "INFO",
-                **settings_env,
-            }
+        env = portal_env(
+            var_dir, database_url=database_url, CONSORTIUM_LOG_LEVEL="INFO", **settings_env
         )
         password = secrets.token_urlsafe(16)
         portal = Portal(database_url, var_dir, env, password)
-        for args in (("migrate", "--noinput", "-v", "0"),):
-            result = portal.manage(*args)
-            assert result.returncode == 0, result.stderr
-        (var_dir / "pw").write_text(password)
-        result = portal.manage(
-            "create_operator", "operator", "--password-file", str(var_dir / "pw")
-        )
-        assert result.returncode == 0, result.stderr
+        prepare_database(env, password)
         made.append(portal)
         return portal
 

@@ -40,7 +40,9 @@ def test_a_node_killed_mid_upload_leaves_no_row_or_blob_and_its_retry_completes_
     wait_for("the partial upload's temp file to go", lambda: not portal.temp_files(), timeout=15)
     assert portal.submitted(number) == {}
     assert portal.blobs("uploads", number) == []
-    assert f"Bad Request: /api/v1/rounds/{number}/update" in portal.log("web")
+    # Django logs the 400 after the response, which may be after the temp file went.
+    refused = f"Bad Request: /api/v1/rounds/{number}/update"
+    wait_for("the refusal in the web log", lambda: refused in portal.log("web"), timeout=10)
 
     # The node comes back and retries; the others upload as usual.
     for slug, (path, digest, signature, _) in updates.items():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bank_node.data import load_ibm_csv
-from bank_node.synth import generate_world
+from simulation.world import generate_world
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import ROOT
+from simulation.processes import ROOT, free_port, wait_ready, web_argv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -31,12 +29,6 @@ class Gunicorn:
     token: str
     multiproc_dir: Path
     master: subprocess.Popen[bytes]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -58,28 +50,13 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
         PROMETHEUS_MULTIPROC_DIR=str(multiproc),
         CONSORTIUM_METRICS_TOKEN=token,
     )
-    port = _free_port()
+    port = free_port()
     log = open(var / "gunicorn.log", "wb")
     master = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "gunicorn", "-c", "consortium/gunicorn.conf.py"),
-            *("consortium.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS)),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        web_argv(port, workers=WORKERS), env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, (var / "gunicorn.log").read_text()
-        time.sleep(0.2)
+    wait_ready(url, proc=master, log=var / "gunicorn.log")
     try:
         yield Gunicorn(url, token, multiproc, master)
     finally:

@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
 from bank_node.portal_client import BankClient, OperatorClient, PortalError
-from bank_node.synth import generate_world
 from he.codec import encrypt_to_file, pack_update
 from he.keys import fingerprint, load_secret_context
 from he.params import CkksParams
 from he.signing import public_key_b64, sign, update_message
+from simulation.world import generate_world
 from tests.e2e.conftest import ROOT, LivePortal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

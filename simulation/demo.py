@@ -1,6 +1,6 @@
 """The multi-bank demo: a live portal, one node process per bank, real HTTP, CKKS rounds.
 
-Run with ``make demo`` (or ``python -m bank_node.demo``). Everything it makes stays in
+Run with ``make demo`` (or ``python -m simulation.demo``). Everything it makes stays in
 ``demo-output/`` for inspection: the portal's SQLite database and blobs, every bank's
 keys, data, state and logs.
 """
@@ -12,8 +12,6 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,118 +20,27 @@ from typing import Any
 
 from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
 from bank_node.portal_client import OperatorClient, PortalError
-from bank_node.synth import generate_world
 from he.params import CkksParams
-
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    """Children we started; all are stopped on exit, whatever happens."""
-
-    def __init__(self) -> None:
-        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(
-        self, name: str, argv: list[str], env: dict[str, str], log: Path
-    ) -> subprocess.Popen[bytes]:
-        handle = open(log, "wb")
-        proc = subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-        self.children.append((name, proc))
-        return proc
-
-    def stop_all(self) -> None:
-        for _, proc in self.children:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in self.children:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+from simulation.processes import (
+    PY,
+    ROOT,
+    PortalOptions,
+    Processes,
+    free_port,
+    portal_env,
+    prepare_database,
+    start_portal,
+)
+from simulation.world import generate_world
 
 
-def portal_env(work: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("DATABASE_URL", None)
-    env.update(
-        {
-            "CONSORTIUM_VAR_DIR": str(work / "portal"),
-            "DJANGO_SETTINGS_MODULE": "consortium.settings",
-            "CONSORTIUM_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not come up within {timeout:.0f}s")
-
-
-def start_portal(work: Path, procs: Processes, port: int, password: str) -> str:
-    env = portal_env(work)
+def start_demo_portal(work: Path, procs: Processes, port: int, password: str) -> str:
+    """The portal on SQLite in ``work/portal``, two workers; its URL once it is ready."""
+    env = portal_env(work / "portal", CONSORTIUM_LOG_LEVEL="INFO")
     (work / "portal").mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True
-    )
-    pw = work / "portal" / "operator.password"
-    pw.write_text(password)
-    pw.chmod(0o600)
-    subprocess.run(
-        [PY, "manage.py", "create_operator", "operator", "--password-file", str(pw)],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    procs.start(
-        "portal",
-        [
-            PY,
-            "-m",
-            "gunicorn",
-            "-c",
-            "consortium/gunicorn.conf.py",
-            "consortium.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--timeout",
-            "300",
-        ],
-        # The workers add up their Prometheus metrics through files here (the scheduler,
-        # a process of its own, keeps its own).
-        {**env, "PROMETHEUS_MULTIPROC_DIR": str(work / "portal" / "prometheus")},
-        work / "portal" / "gunicorn.log",
-    )
-    procs.start(
-        "scheduler",
-        [PY, "manage.py", "run_scheduler", "--interval", "1"],
-        env,
-        work / "portal" / "scheduler.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz")
-    return url
+    prepare_database(env, password)
+    options = PortalOptions(timeout=300, multiproc_dir=work / "portal" / "prometheus")
+    return start_portal(procs, env, port, options).url
 
 
 def write_node_config(bank_dir: Path, url: str, slug: str, data_file: Path) -> Path:
@@ -166,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         port = free_port()
         password = base64.urlsafe_b64encode(os.urandom(18)).decode()
-        url = start_portal(work, procs, port, password)
+        url = start_demo_portal(work, procs, port, password)
         print(f"[demo] portal on {url} (SQLite in {work / 'portal'}), scheduler running")
         op = OperatorClient(url, "operator", password)
         op.key_epoch_register(

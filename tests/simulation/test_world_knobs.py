@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bank_node.synth import TYPOLOGIES, generate_world
+from simulation.world import TYPOLOGIES, generate_world
 
 HOLDOUT = {"cycle": ["1"], "account_takeover": ["2"]}
 # Every typology allowed everywhere except the holdouts; more attempts than tiny so that
@@ -175,7 +175,7 @@ def test_a_holdout_naming_an_unknown_typology_or_bank_is_refused(
 
 
 def test_presets_name_their_bank_count_and_small_holds_out_two_typologies() -> None:
-    from bank_node.synth import PRESETS
+    from simulation.world import PRESETS
 
     assert PRESETS["tiny"]["banks"] == 4 and PRESETS["small"]["banks"] == 20
     assert len(PRESETS["small"]["holdout"]) >= 2 and PRESETS["hi-small"]["banks"] >= 20
