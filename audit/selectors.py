@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Max, Q, QuerySet
 
 from audit.chain import BODY_FIELDS, GENESIS, ChainResult, checkpoint_problem, verify_events
 from audit.models import AuditEvent, AuditHead, Checkpoint
@@ -93,16 +93,27 @@ def audit_event_list(
     *,
     action: str | None = None,
     actor: str | None = None,
+    actor_contains: str | None = None,
+    object_type: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     round_number: int | None = None,
+    newest_first: bool = False,
 ) -> QuerySet[AuditEvent]:
-    """Events, oldest first, narrowed by whichever filters are given."""
-    events = AuditEvent.objects.order_by("seq")
+    """Events narrowed by whichever filters are given, oldest first unless asked otherwise.
+
+    ``actor`` matches exactly (the API's filter); ``actor_contains`` is the web portal's
+    search box ("bank:" finds every bank's events).
+    """
+    events = AuditEvent.objects.order_by("-seq" if newest_first else "seq")
     if action:
         events = events.filter(action=action)
     if actor:
         events = events.filter(actor=actor)
+    if actor_contains:
+        events = events.filter(actor__icontains=actor_contains)
+    if object_type:
+        events = events.filter(object_type=object_type)
     if since is not None:
         events = events.filter(created_at__gte=since)
     if until is not None:
@@ -111,6 +122,44 @@ def audit_event_list(
         # Every event about a round (opened, uploads, rejections, close, metrics) names it.
         events = events.filter(data__round=round_number)
     return events
+
+
+def audit_events_about(
+    *, object_type: str, object_id: str, actor: str | None = None, limit: int = 10
+) -> list[AuditEvent]:
+    """The newest events about one object, or (with ``actor``) made by that actor."""
+    about = Q(object_type=object_type, object_id=object_id)
+    if actor:
+        about |= Q(actor=actor)
+    return list(AuditEvent.objects.filter(about).order_by("-seq")[:limit])
+
+
+def audit_last_time(*, action: str, object_type: str, object_id: str) -> datetime | None:
+    """When ``action`` last happened to the object, or None."""
+    return (
+        AuditEvent.objects.filter(action=action, object_type=object_type, object_id=object_id)
+        .order_by("-seq")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+
+
+def audit_action_names() -> list[str]:
+    return list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct())
+
+
+def audit_object_types() -> list[str]:
+    return list(
+        AuditEvent.objects.exclude(object_type="")
+        .order_by("object_type")
+        .values_list("object_type", flat=True)
+        .distinct()
+    )
+
+
+def audit_chain_length() -> int:
+    """Events in the chain: the sequence number of its newest event."""
+    return int(AuditEvent.objects.aggregate(n=Max("seq"))["n"] or 0)
 
 
 def audit_checkpoint_list() -> QuerySet[Checkpoint]:

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import DatabaseError
-from django.db.models import Count, Max
+from django.db.models import Count
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from audit.models import AuditEvent
+from audit.selectors import audit_chain_length
 from consortium.members.models import Bank, BankStatus
 from consortium.metrics.definitions import DB_ERRORS, SCHEDULER_ONLY
 from consortium.rounds.models import Round, RoundState, Submission
@@ -65,7 +65,7 @@ class DatabaseCollector:
             banks.add_metric([status], counts.get(status, 0))
         yield banks
 
-        length = AuditEvent.objects.aggregate(n=Max("seq"))["n"] or 0
+        length = audit_chain_length()
         yield GaugeMetricFamily(
             "consortium_audit_chain_length",
             "Events in the audit chain (the sequence number of its head).",

@@ -11,18 +11,20 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from audit.models import AuditEvent
+from audit import selectors as audit_selectors
 from consortium.members.models import Bank
 from consortium.portal.charts import Series, metric_series
 from consortium.portal.models import BankRepresentative
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import Round, Submission
 from he.signing import update_message, verify
+
+if TYPE_CHECKING:  # annotations only: reads of the trail go through audit.selectors
+    from audit.models import AuditEvent
 
 CHART_WINDOW = 50  # rounds a convergence plot shows, up to the round in view
 MEAN_LABEL = "consortium mean (self-reported)"
@@ -46,13 +48,8 @@ class BankSummary:
 def bank_summary(bank: Bank) -> BankSummary:
     subs = rounds_selectors.submission_totals_for_bank(bank)
     reports = rounds_selectors.metric_report_count_for_bank(bank)
-    rotated = (
-        AuditEvent.objects.filter(
-            action="bank.credential_rotated", object_type="members.bank", object_id=str(bank.pk)
-        )
-        .order_by("-seq")
-        .values_list("created_at", flat=True)
-        .first()
+    rotated = audit_selectors.audit_last_time(
+        action="bank.credential_rotated", object_type="members.bank", object_id=str(bank.pk)
     )
     reps = list(BankRepresentative.objects.filter(bank=bank).select_related("user"))
     return BankSummary(
@@ -82,10 +79,8 @@ def participation_rows(bank: Bank, rounds: Sequence[Round]) -> list[Participatio
 
 def bank_events(bank: Bank, limit: int = 10) -> list[AuditEvent]:
     """The newest audit events about this bank or made by its node."""
-    return list(
-        AuditEvent.objects.filter(
-            Q(object_type="members.bank", object_id=str(bank.pk)) | Q(actor=f"bank:{bank.slug}")
-        ).order_by("-seq")[:limit]
+    return audit_selectors.audit_events_about(
+        object_type="members.bank", object_id=str(bank.pk), actor=f"bank:{bank.slug}", limit=limit
     )
 
 
@@ -93,7 +88,9 @@ def bank_events(bank: Bank, limit: int = 10) -> list[AuditEvent]:
 
 
 def uploads_rejected_recent(limit: int = 10) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(action="update.rejected").order_by("-seq")[:limit])
+    return list(
+        audit_selectors.audit_event_list(action="update.rejected", newest_first=True)[:limit]
+    )
 
 
 @dataclass(frozen=True)
@@ -200,41 +197,3 @@ def convergence(
         auprc = [s for s in auprc if s.name in keep]
         epsilon = [s for s in epsilon if s.name in keep]
     return Convergence(auprc, epsilon, min(numbers), max(numbers))
-
-
-# --- audit ---------------------------------------------------------------------------------
-
-
-def audit_events(
-    *,
-    action: str = "",
-    actor: str = "",
-    object_type: str = "",
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> QuerySet[AuditEvent]:
-    events = AuditEvent.objects.order_by("-seq")
-    if action:
-        events = events.filter(action=action)
-    if actor:
-        events = events.filter(actor__icontains=actor)
-    if object_type:
-        events = events.filter(object_type=object_type)
-    if since is not None:
-        events = events.filter(created_at__gte=since)
-    if until is not None:
-        events = events.filter(created_at__lt=until)
-    return events
-
-
-def audit_actions() -> list[str]:
-    return list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct())
-
-
-def audit_object_types() -> list[str]:
-    return list(
-        AuditEvent.objects.exclude(object_type="")
-        .order_by("object_type")
-        .values_list("object_type", flat=True)
-        .distinct()
-    )

@@ -6,8 +6,12 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 
-from audit.selectors import audit_chain_verify
-from consortium.portal import selectors
+from audit.selectors import (
+    audit_action_names,
+    audit_chain_verify,
+    audit_event_list,
+    audit_object_types,
+)
 from consortium.portal.access import STAFF, Viewer, portal_view
 from consortium.portal.forms import AuditFilterForm
 from consortium.portal.views.common import paginate, render_page
@@ -22,13 +26,15 @@ VERIFY_URL = "/api/v1/audit/verify"
 def audit_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     form = AuditFilterForm(
         request.GET or None,
-        actions=selectors.audit_actions(),
-        object_types=selectors.audit_object_types(),
+        actions=audit_action_names(),
+        object_types=audit_object_types(),
     )
     filters = form.filters() if request.GET else {}
+    # The search box finds an actor by any part of its name ("bank:" lists every bank).
+    filters["actor_contains"] = filters.pop("actor", "")
     context = {
         "form": form,
-        "page": paginate(request, selectors.audit_events(**filters)),
+        "page": paginate(request, audit_event_list(newest_first=True, **filters)),
         "exports": _export_links(form if request.GET else None),
         "verify_url": VERIFY_URL,
     }
