@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -77,29 +78,34 @@ def load_config(path: Path) -> NodeConfig:
     missing = [n for n, f in known.items() if f.default is MISSING and n not in raw]
     if missing:
         raise ConfigError(f"{path}: missing field(s): {', '.join(missing)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name in PATH_FIELDS:
-            p = Path(str(value))
-            values[name] = p if p.is_absolute() else (path.parent / p).resolve()
-        elif name in {"poll_interval_seconds", "request_timeout_seconds"}:
-            values[name] = _number(path, name, value, float)
-        elif name in {"max_retries", "torch_threads", "metrics_port"}:
-            values[name] = _number(path, name, value, int)
-        elif name == "previous_key_dirs":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{path}: {name} must be a list of directory paths")
-            values[name] = tuple(
-                Path(v) if Path(v).is_absolute() else (path.parent / v).resolve() for v in value
-            )
-        elif name == "keep_plaintext_updates":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{path}: {name} must be true or false")
-            values[name] = value
-        else:
-            values[name] = str(value)
+    values = {name: _read_field(path, name, value) for name, value in raw.items()}
     _check_portal_url(path, values["portal_url"])
     return NodeConfig(**values)
+
+
+def _path(path: Path, name: str, value: Any) -> Path:
+    p = Path(str(value))
+    return p if p.is_absolute() else (path.parent / p).resolve()
+
+
+def _paths(path: Path, name: str, value: Any) -> tuple[Path, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: {name} must be a list of directory paths")
+    return tuple(_path(path, name, v) for v in value)
+
+
+def _flag(path: Path, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {name} must be true or false")
+    return value
+
+
+def _read_field(path: Path, name: str, value: Any) -> Any:
+    """One field's value, checked and converted; anything not listed is a string."""
+    if name in PATH_FIELDS:
+        return _path(path, name, value)
+    reader = FIELD_READERS.get(name)
+    return reader(path, name, value) if reader is not None else str(value)
 
 
 def _is_loopback(host: str) -> bool:
@@ -128,7 +134,22 @@ def _check_portal_url(path: Path, url: str) -> None:
         )
 
 
-def _number(path: Path, name: str, value: Any, kind: type) -> Any:
+def _number(path: Path, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{path}: {name} must be a non-negative number, not {value!r}")
-    return kind(value)
+    return float(value)
+
+
+def _integer(path: Path, name: str, value: Any) -> int:
+    return int(_number(path, name, value))
+
+
+FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "poll_interval_seconds": _number,
+    "request_timeout_seconds": _number,
+    "max_retries": _integer,
+    "torch_threads": _integer,
+    "metrics_port": _integer,
+    "previous_key_dirs": _paths,
+    "keep_plaintext_updates": _flag,
+}

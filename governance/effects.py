@@ -110,11 +110,9 @@ def _unchanged(old: object, new: object, what: str) -> None:
         raise _refuse(f"{what} is already {new}; the change would do nothing")
 
 
-def change_effect(charter: Charter, change: Change) -> Charter:
-    """The charter after ``change``; RosterError (code ``bad_change``) when it does not apply."""
+def _membership_effect(charter: Charter, change: Change) -> Charter | None:
+    """The effect of a change about one bank, or None when ``change`` is about something else."""
     active, suspended = MemberStatus.ACTIVE, MemberStatus.SUSPENDED
-    if isinstance(change, Genesis):
-        raise _refuse("a genesis charter can only be version 0")
     if isinstance(change, AdmitBank):
         return _admit(charter, change)
     if isinstance(change, SuspendBank):
@@ -125,6 +123,11 @@ def change_effect(charter: Charter, change: Change) -> Charter:
         return _set_status(charter, change.bank_id, {active, suspended}, MemberStatus.REVOKED)
     if isinstance(change, RotateBankKeys):
         return _rotate(charter, change)
+    return None
+
+
+def _settings_effect(charter: Charter, change: Change) -> Charter:
+    """The effect of a change to the charter's rule, floors, key epochs or policies."""
     if isinstance(change, RegisterKeyEpoch | RetireKeyEpoch):
         return _epochs(charter, change.fingerprint, add=isinstance(change, RegisterKeyEpoch))
     if isinstance(change, ChangeRule):
@@ -136,4 +139,14 @@ def change_effect(charter: Charter, change: Change) -> Charter:
     if isinstance(change, ChangePrivacyFloor):
         _unchanged(charter.privacy, change.privacy, "the privacy floor")
         return dataclasses.replace(charter, privacy=change.privacy)
-    return _approve_policy(charter, change)
+    if isinstance(change, ApprovePolicy):
+        return _approve_policy(charter, change)
+    raise _refuse(f"a {type(change).__name__} cannot follow the genesis")
+
+
+def change_effect(charter: Charter, change: Change) -> Charter:
+    """The charter after ``change``; RosterError (code ``bad_change``) when it does not apply."""
+    if isinstance(change, Genesis):
+        raise _refuse("a genesis charter can only be version 0")
+    after = _membership_effect(charter, change)
+    return after if after is not None else _settings_effect(charter, change)

@@ -9,9 +9,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from rest_framework.exceptions import ParseError
 
 from consortium.api.auth import user_is_operator
 from consortium.api.errors import ApplicationError
+from consortium.api.parsers import bounded_json_loads
 from consortium.rounds import services
 from consortium.rounds.models import (
     KeyEpoch,
@@ -114,10 +116,10 @@ class KeyEpochAdmin(admin.ModelAdmin):
         try:
             epoch = services.key_epoch_register(
                 public_context=form.cleaned_data["public_context_file"].read(),
-                ckks_params=json.loads(form.cleaned_data["ckks_params_json"]),
+                ckks_params=bounded_json_loads(form.cleaned_data["ckks_params_json"]),
                 actor=_actor(request),
             )
-        except (ApplicationError, ValueError) as exc:
+        except (ApplicationError, ValueError, ParseError) as exc:
             messages.error(request, getattr(exc, "message", str(exc)))
             return
         obj.pk = epoch.pk
