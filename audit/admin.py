@@ -13,7 +13,8 @@ from audit.models import AuditEvent, Checkpoint
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Everyone, superusers included, may only look: the database refuses edits anyway."""
+    """Everyone, superusers included, may only look: these rows change only through services
+    (which audit the change) or, for the trail itself, never."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -9,6 +9,7 @@ from axes.models import AccessAttempt
 from django.contrib import admin
 from django.http import HttpRequest
 
+from audit.admin import ReadOnlyAdmin
 from consortium.api.auth import user_is_operator
 from consortium.api.models import SignInFailure
 
@@ -26,19 +27,10 @@ admin.site.register(AccessAttempt, OperatorActionsAccessAttemptAdmin)
 
 
 @admin.register(SignInFailure)
-class SignInFailureAdmin(admin.ModelAdmin):
+class SignInFailureAdmin(ReadOnlyAdmin):
     """The security log, read-only for everyone: rows come only from failed sign-ins."""
 
     list_display = ("minute", "source", "username", "count", "last_at", "last_path")
     list_filter = ("minute",)
     search_fields = ("source", "username")
     date_hierarchy = "minute"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
