@@ -23,7 +23,8 @@ from django.utils import timezone
 
 from audit.services import audit_checkpoint_create, audit_record
 from consortium import metrics
-from consortium.api.errors import ApplicationError, Conflict
+from consortium.api.errors import ApplicationError, Conflict, Forbidden
+from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.members.selectors import bank_list_active
 from consortium.rounds import storage
@@ -144,6 +145,8 @@ def policy_new_version(*, base: RoundPolicy, actor: str, **changes: Any) -> Roun
 @transaction.atomic
 def policy_activate(*, policy: RoundPolicy, actor: str) -> RoundPolicy:
     """Make ``policy`` the one the scheduler follows; every other version is deactivated."""
+    if refusal := roster.policy_refusal(policy):  # roster: only a policy the banks approved
+        raise Conflict(refusal)
     RoundPolicy.objects.exclude(pk=policy.pk).filter(active=True).update(active=False)
     RoundPolicy.objects.filter(pk=policy.pk).update(active=True)
     policy.active = True
@@ -167,6 +170,8 @@ def key_epoch_register(
     except HEError as exc:
         raise ApplicationError(f"public context refused: {exc}") from exc
     fp = context_fingerprint(public_context)
+    if refusal := roster.key_epoch_refusal(fp):  # roster: only an epoch the banks put in force
+        raise Conflict(refusal)
     if KeyEpoch.objects.filter(fingerprint=fp).exists():
         raise Conflict(f"key epoch {fp[:16]}... is already registered")
     last = KeyEpoch.objects.select_for_update().aggregate(n=Max("number"))["n"] or 0
@@ -219,6 +224,8 @@ def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> S
             ),
         )
     _check_round_accepts(rnd, bank)
+    if refusal := roster.upload_refusal(bank.slug):  # roster: active members only
+        _reject(bank, rnd.number, "not a roster member", Forbidden(refusal))
     if not bank.signing_public_key:
         _reject(
             bank,
@@ -362,8 +369,9 @@ def _update_submit(
                 computed=checked.digest,
             ),
         )
+    # roster: the key the banks approved, not the operator-editable Bank row
     if not verify(
-        bank.signing_public_key, update_message(rnd.number, bank.slug, digest), signature
+        roster.upload_verify_key(bank), update_message(rnd.number, bank.slug, digest), signature
     ):
         _reject(
             bank,
@@ -431,7 +439,7 @@ def _submission_record(
                 bank=bank,
                 digest=digest,
                 signature=signature,
-                signing_public_key=bank.signing_public_key,
+                signing_public_key=roster.upload_verify_key(bank),  # roster: the key that verified
                 size_bytes=size,
                 blob=relpath,
                 epsilon_spent=privacy.epsilon,
@@ -448,7 +456,7 @@ def _submission_record(
             "bank": bank.slug,
             "digest": digest,
             "signature": signature,
-            "signing_public_key": bank.signing_public_key,
+            "signing_public_key": roster.upload_verify_key(bank),  # roster
             "size_bytes": size,
             "epsilon_spent": privacy.epsilon,
             "budget_left": privacy.budget_left,
@@ -497,8 +505,8 @@ def round_close_due(now: datetime) -> list[str]:
     if rnd is None:
         return []
     submitted = set(rnd.submissions.values_list("bank_id", flat=True))
-    active = set(bank_list_active().values_list("id", flat=True))
-    min_banks = rnd.policy_snapshot["min_banks"]
+    active = set(roster.roster_filter_active(bank_list_active()).values_list("id", flat=True))
+    min_banks = max(rnd.policy_snapshot["min_banks"], roster.roster_min_banks())  # roster floor
     everyone = bool(active) and active <= submitted
     if len(submitted) >= min_banks and (everyone or now >= rnd.deadline_at):
         rnd.state, rnd.aggregating_at = RoundState.AGGREGATING, now
@@ -613,6 +621,9 @@ def _next_policy_and_epoch() -> tuple[RoundPolicy, KeyEpoch] | None:
     policy = RoundPolicy.objects.filter(active=True).order_by("-created_at").first()
     epoch = KeyEpoch.objects.filter(active=True).order_by("-number").first()
     if policy is None or epoch is None:
+        return None
+    if refusal := roster.policy_refusal(policy) or roster.key_epoch_refusal(epoch.fingerprint):
+        log.warning("no round opened: %s", refusal)  # roster: approved policy and epoch only
         return None
     if CkksParams.from_dict(policy.ckks_params) != CkksParams.from_dict(epoch.ckks_params):
         log.warning("active policy %s and key epoch %s disagree on CKKS parameters", policy, epoch)
