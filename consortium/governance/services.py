@@ -41,6 +41,8 @@ from governance import Objection as SignedObjection
 from governance import RosterVersion as SignedVersion
 
 T = TypeVar("T")
+# The largest value every database's positive integer column holds.
+MAX_ROUND_NUMBER = 2**31 - 1
 
 
 def _refused(action: str, actor: str, data: dict[str, Any], work: Callable[[], T]) -> T:
@@ -303,6 +305,8 @@ def _objection_key(state: RosterState | None, objection: SignedObjection, bank: 
 @transaction.atomic
 def _objection_record(bank: Bank, objection_json: Any, signature: str, actor: str) -> Objection:
     objection = SignedObjection.from_dict(objection_json)
+    if objection.round_number > MAX_ROUND_NUMBER:
+        raise ApplicationError(f"objection.round_number must be at most {MAX_ROUND_NUMBER}")
     key = _objection_key(selectors.roster_state(), objection, bank)
     if not verify_objection(objection, signature, key):
         raise Forbidden(f"the objection's signature does not verify under {bank.slug}'s roster key")

@@ -139,7 +139,9 @@ def policy_new_version(*, base: RoundPolicy, actor: str, **changes: Any) -> Roun
     """Copy ``base`` with ``changes`` into a new version; ``base`` itself is never edited."""
     fields = {f: getattr(base, f) for f in POLICY_FIELDS}
     fields.update(changes)
-    return policy_create(name=base.name, actor=actor, activate=base.active, **fields)
+    # roster: a new version needs the banks' approval first, so it starts inactive
+    activate = base.active and roster.roster_state() is None
+    return policy_create(name=base.name, actor=actor, activate=activate, **fields)
 
 
 @transaction.atomic

@@ -19,6 +19,7 @@ from consortium.rounds.selectors import round_in_flight
 from consortium.rounds.services import (
     key_epoch_register,
     policy_create,
+    policy_new_version,
     round_close_due,
     round_open_next,
 )
@@ -175,3 +176,20 @@ def test_every_roster_member_submitting_closes_the_round_early(
         headers = upload_headers(founder.persona, 1, body)
         assert _put(client, governed_round, body, headers).status_code == 201
     assert round_close_due(timezone.now()) == [f"round {governed_round.number} aggregating"]
+
+
+def test_the_portal_page_shows_why_an_unapproved_policy_is_not_activated(
+    client, governed, policy, operator
+):
+    rogue = policy_create(name="rogue", actor="test", min_banks=3, model_spec=policy.model_spec)
+    client.force_login(operator)
+    response = client.post(f"/policies/{rogue.pk}/activate", follow=True)
+    assert response.status_code == 200
+    assert b"not approved" in response.content
+    assert RoundPolicy.objects.get(active=True).pk == policy.pk
+
+
+def test_a_new_version_of_the_active_policy_starts_inactive_under_the_roster(governed, policy):
+    new = policy_new_version(base=policy, actor="test", learning_rate=0.01)
+    assert new.active is False
+    assert RoundPolicy.objects.get(active=True).pk == policy.pk

@@ -92,6 +92,18 @@ def test_a_bank_cannot_object_in_another_banks_name(client, founded):
     assert not ObjectionRow.objects.exists()
 
 
+def test_an_objection_for_an_impossible_round_number_is_a_400(client, founded):
+    alpha = founded["alpha"]
+    objection = Objection("acme", 2**40, "alpha", "unknown_bank", "no", NOW)
+    body = {
+        "objection": objection.to_dict(),
+        "signature": sign_objection(objection, alpha.keys.key),
+    }
+    response = post(client, "/api/v1/objections", body, alpha.auth())
+    assert response.status_code == 400
+    assert "round_number" in response.json()["message"]
+
+
 def test_an_objection_before_any_genesis_is_refused(client, founders):
     alpha = founders["alpha"]
     response = post(client, "/api/v1/objections", _objection(alpha), alpha.auth())
