@@ -201,3 +201,34 @@ def test_roster_after_n_lists_only_newer_versions(client, founded):
     assert [v["number"] for v in newer["versions"]] == [1]
     bad = client.get("/api/v1/roster?after=soon", **founded["alpha"].auth())
     assert bad.status_code == 400
+
+
+def test_a_fully_signed_genesis_relayed_by_the_operator_takes_effect_without_creating_banks(
+    client, operator
+):
+    keys = {bank_id: new_bank(bank_id) for bank_id in ("alpha", "beta", "gamma", "delta")}
+    founders = {k: Founder(v, None) for k, v in keys.items()}  # type: ignore[arg-type]
+    draft = genesis_version(charter(founders), NOW)
+    for bank in keys.values():
+        draft = bank.sign(draft)
+    assert propose(client, {"genesis": draft.to_dict()}).status_code == 201
+    state = roster_state()
+    assert state is not None and state.version == 0
+    assert not Bank.objects.exists()  # the roster decides membership, the operator onboards
+    # Onboarded afterwards with some other key: the row takes the key the banks signed.
+    row = onboard("alpha").persona.bank
+    assert row.signing_public_key == keys["alpha"].public
+
+
+def test_a_genesis_relaying_a_forged_founder_signature_is_refused_and_nothing_is_stored(
+    client, founders, operator
+):
+    draft = genesis_version(charter(founders), NOW)
+    draft = founders["alpha"].keys.sign(draft)
+    forged = sign_version(draft, "beta", new_bank("beta").key)
+    draft = draft.with_signature("beta", forged)
+    response = propose(client, {"genesis": draft.to_dict()})
+    assert response.status_code == 403
+    assert "beta" in response.json()["message"]
+    assert not RosterVersion.objects.exists() and not RosterSignature.objects.exists()
+    assert AuditEvent.objects.filter(action="roster.proposal_refused").count() == 1
