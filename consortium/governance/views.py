@@ -6,8 +6,10 @@ NaN and deep nesting refused with a 400), so what is stored is exactly what was 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from django.db.models import QuerySet
 from django.http.request import RawPostDataException
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
@@ -15,9 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consortium.api.auth import IsBank, IsOperator, IsOperatorOrAuditor, actor_of
+from consortium.api.auth import BankPrincipal, IsBank, IsOperator, IsOperatorOrAuditor, actor_of
 from consortium.api.errors import ApplicationError
 from consortium.governance import selectors, services
+from consortium.governance.models import Objection
 from consortium.governance.serializers import (
     ObjectionCreateSerializer,
     ObjectionSerializer,
@@ -27,6 +30,7 @@ from consortium.governance.serializers import (
     SignatureSerializer,
     pending_payload,
 )
+from consortium.members.models import Bank
 from governance import RosterError
 from governance.encoding import strict_json_loads
 
@@ -59,6 +63,14 @@ def _strict_body(request: Request, fields: set[str]) -> dict[str, Any]:
     if not isinstance(data, dict) or not set(data) <= fields:
         raise ApplicationError(f"send a JSON object with field(s) {', '.join(sorted(fields))}")
     return data
+
+
+def _bank_of(request: Request) -> Bank:
+    """The calling bank; the views using it admit only bank credentials (IsBank)."""
+    principal = request.user
+    assert isinstance(principal, BankPrincipal)
+    bank: Bank = principal.bank
+    return bank
 
 
 class RosterView(APIView):
@@ -117,7 +129,7 @@ class RosterSignatureView(APIView):
         serializer.is_valid(raise_exception=True)
         services.roster_version_sign(
             number=number,
-            bank_slug=request.user.bank.slug,
+            bank_slug=_bank_of(request).slug,
             signature=serializer.validated_data["signature"],
         )
         return Response(RosterVersionSerializer(selectors.roster_version_get(number)).data)
@@ -140,10 +152,10 @@ class ObjectionListCreateView(generics.ListAPIView):
     serializer_class = ObjectionSerializer
     permission_classes = [IsMemberOrStaff]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Objection]:
         return selectors.objection_list()
 
-    def get_permissions(self):  # type: ignore[no-untyped-def]
+    def get_permissions(self) -> Sequence[Any]:
         return [IsBank()] if self.request.method == "POST" else super().get_permissions()
 
     @extend_schema(request=ObjectionCreateSerializer, responses={201: ObjectionSerializer})
@@ -153,7 +165,7 @@ class ObjectionListCreateView(generics.ListAPIView):
         )
         serializer.is_valid(raise_exception=True)
         row = services.objection_record(
-            bank=request.user.bank,
+            bank=_bank_of(request),
             objection_json=serializer.validated_data["objection"],
             signature=serializer.validated_data["signature"],
         )
