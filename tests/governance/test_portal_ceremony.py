@@ -232,3 +232,23 @@ def test_a_genesis_relaying_a_forged_founder_signature_is_refused_and_nothing_is
     assert "beta" in response.json()["message"]
     assert not RosterVersion.objects.exists() and not RosterSignature.objects.exists()
     assert AuditEvent.objects.filter(action="roster.proposal_refused").count() == 1
+
+
+@pytest.mark.parametrize("number", [7, 10**30])
+def test_signing_or_withdrawing_a_version_that_does_not_exist_is_a_404(client, founded, number):
+    path = f"/api/v1/roster/versions/{number}"
+    signed = post(client, f"{path}/signatures", {"signature": "AAAA"}, founded["alpha"].auth())
+    assert signed.status_code == 404
+    assert post(client, f"{path}/withdraw", {}, OPERATOR).status_code == 404
+
+
+def test_a_version_in_force_can_be_neither_signed_again_nor_withdrawn(client, founded):
+    assert post(client, "/api/v1/roster/versions/0/withdraw", {}, OPERATOR).status_code == 409
+    response = post(
+        client,
+        "/api/v1/roster/versions/0/signatures",
+        {"signature": "AAAA"},
+        founded["alpha"].auth(),
+    )
+    assert response.status_code == 409
+    assert "in_force" in response.json()["message"]
