@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "consortium.members",
     "consortium.rounds",
     "consortium.portal",
+    "consortium.governance",
 ]
 
 MIDDLEWARE = [

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", include("consortium.members.urls")),
     path("api/v1/", include("consortium.rounds.urls")),
     path("api/v1/", include("consortium.audit_api.urls")),
+    path("api/v1/", include("consortium.governance.urls")),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

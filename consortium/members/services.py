@@ -13,6 +13,7 @@ from django.utils.text import slugify
 from audit.services import audit_record
 from consortium.api.auth import credential_new
 from consortium.api.errors import ApplicationError, Conflict
+from consortium.governance import selectors as roster
 from consortium.members.models import Bank, BankStatus
 
 
@@ -38,6 +39,8 @@ def bank_create(
         raise ApplicationError("slug must contain letters or digits")
     if Bank.objects.filter(slug=slug).exists():
         raise Conflict(f"a bank with slug {slug!r} already exists")
+    # roster: a bank the banks already admitted gets the key they approved
+    signing_public_key = roster.roster_signing_key(slug) or signing_public_key
     credential, prefix, digest = credential_new()
     bank = Bank.objects.create(
         slug=slug,
@@ -69,6 +72,8 @@ def bank_set_status(*, bank: Bank, status: BankStatus, actor: str, reason: str =
         raise Conflict(f"bank {bank.slug} is revoked; revocation cannot be undone")
     if bank.status == status:
         return bank
+    if refusal := roster.bank_change_refusal(bank.slug, "status"):  # roster owns membership
+        raise Conflict(refusal)
     old = bank.status
     bank.status = status
     bank.status_changed_at = timezone.now()
@@ -102,6 +107,10 @@ def bank_register_signing_key(*, bank: Bank, public_key_b64: str, actor: str) ->
     """
     bank = _bank_locked(bank)
     key = _public_key_check(public_key_b64)
+    if refusal := roster.bank_change_refusal(bank.slug, "signing key"):  # roster owns keys
+        if key == bank.signing_public_key:
+            return bank
+        raise Conflict(refusal)
     operator = actor.startswith("user:")
     if bank.signing_public_key and not operator:
         if bank.signing_public_key == key:

@@ -36,7 +36,7 @@ UPDATES_ACCEPTED = Counter(
 UPDATES_REJECTED = Counter(
     "consortium_updates_rejected",
     "Uploads refused with a 4xx, by reason (a fixed set: duplicate, round_closed, "
-    "deadline, no_signing_key, missing_headers, privacy_unreported, privacy_budget, "
+    "deadline, no_signing_key, not_member, missing_headers, privacy_unreported, privacy_budget, "
     "invalid_ciphertext, digest_mismatch, bad_signature, too_large, empty, other).",
     ["reason"],
 )
@@ -59,6 +59,7 @@ REJECT_REASONS = {
     "round ": "round_closed",
     "after deadline": "deadline",
     "no signing key": "no_signing_key",
+    "not a roster member": "not_member",
     "missing digest": "missing_headers",
     "no epsilon reported": "privacy_unreported",
     "privacy budget exceeded": "privacy_budget",

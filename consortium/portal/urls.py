@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from consortium.portal.access import with_secure_headers
-from consortium.portal.views import audit, banks, overview, policies, rounds
+from consortium.portal.views import audit, banks, overview, policies, roster, rounds
 
 app_name = "portal"
 
@@ -48,6 +48,7 @@ urlpatterns = [
     path("policies/<int:pk>/", policies.policy_detail, name="policy-detail"),
     path("policies/<int:pk>/new-version", policies.policy_new_version, name="policy-new-version"),
     path("policies/<int:pk>/activate", policies.policy_activate, name="policy-activate"),
+    path("roster/", roster.roster_page, name="roster"),
     path("audit/", audit.audit_list, name="audit"),
     path("audit/verification", audit.audit_verification, name="audit-verification"),
 ]

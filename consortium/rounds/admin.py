@@ -76,7 +76,10 @@ class RoundPolicyAdmin(admin.ModelAdmin):
     )
     def activate(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:
         for policy in queryset[:1]:
-            services.policy_activate(policy=policy, actor=_actor(request))
+            try:
+                services.policy_activate(policy=policy, actor=_actor(request))
+            except ApplicationError as exc:  # e.g. the banks' roster has not approved it
+                messages.error(request, exc.message)
 
     @admin.action(description="Copy into a new version", permissions=["operate"])
     def new_version(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:

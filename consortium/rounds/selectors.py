@@ -9,6 +9,7 @@ from typing import Any
 from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
+from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.members.selectors import bank_list_active
 from consortium.rounds.models import (
@@ -197,6 +198,9 @@ def policy_and_epoch_next() -> tuple[RoundPolicy, KeyEpoch] | None:
     policy = RoundPolicy.objects.filter(active=True).order_by("-created_at").first()
     epoch = KeyEpoch.objects.filter(active=True).order_by("-number").first()
     if policy is None or epoch is None:
+        return None
+    if refusal := roster.policy_refusal(policy) or roster.key_epoch_refusal(epoch.fingerprint):
+        log.warning("no round opened: %s", refusal)  # roster: approved policy and epoch only
         return None
     if CkksParams.from_dict(policy.ckks_params) != CkksParams.from_dict(epoch.ckks_params):
         log.warning("active policy %s and key epoch %s disagree on CKKS parameters", policy, epoch)

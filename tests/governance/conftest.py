@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from portal_helpers import founded, founders  # noqa: F401  (portal fixtures, for test_portal_*)
 from roster_helpers import Ceremony, found
 
 

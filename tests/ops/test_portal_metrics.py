@@ -258,6 +258,7 @@ def test_an_upload_over_the_size_limit_is_counted_as_too_large(
         ("round failed", "round_closed"),
         ("after deadline", "deadline"),
         ("no signing key", "no_signing_key"),
+        ("not a roster member", "not_member"),
         ("missing digest or signature", "missing_headers"),
         ("no epsilon reported", "privacy_unreported"),
         ("privacy budget exceeded", "privacy_budget"),

@@ -50,6 +50,12 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("audit-verify", "GET", STAFF),
     ("audit-checkpoints", "GET", STAFF),
     ("audit-report", "GET", STAFF),
+    ("roster", "GET", AUTHENTICATED),
+    ("roster-proposals", "POST", {OPERATOR}),
+    ("roster-signatures", "POST", {BANK}),
+    ("roster-withdraw", "POST", {OPERATOR}),
+    ("objections", "GET", AUTHENTICATED),
+    ("objections", "POST", {BANK}),
     # Public by design: the key that verifies signed audit reports offline.
     ("audit-public-key", "GET", {ANON, *AUTHENTICATED}),
 ]
@@ -102,6 +108,8 @@ def _path(name: str, rnd: Any) -> str:
         "bank-signing-key-rotate": {"slug": "gamma"},
         "bank-status": {"slug": "gamma", "action": "suspend"},
         "policy-activate": {"pk": rnd.policy_id},
+        "roster-signatures": {"number": 1},
+        "roster-withdraw": {"number": 1},
     }.get(name, {})
     return reverse(name, kwargs=kwargs)
 

@@ -88,6 +88,10 @@ def policy_new_version(request: HttpRequest, viewer: Viewer, pk: int) -> HttpRes
 @portal_view(post_roles=OPERATOR)
 def policy_activate(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse:
     policy = _policy_or_404(pk)
-    services.policy_activate(policy=policy, actor=viewer.actor)
-    messages.success(request, f"{policy} is now the active policy.")
+    try:
+        services.policy_activate(policy=policy, actor=viewer.actor)
+    except ApplicationError as exc:  # e.g. the banks' roster has not approved it
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{policy} is now the active policy.")
     return redirect("portal:policy-detail", pk=policy.pk)

@@ -9,6 +9,7 @@ from django.db.models import Max
 
 from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
+from consortium.governance import selectors as roster
 from consortium.rounds.models import KeyEpoch
 from he.errors import HEError, SecretKeyPresent
 from he.keys import fingerprint as context_fingerprint
@@ -29,6 +30,8 @@ def key_epoch_register(
     except HEError as exc:
         raise ApplicationError(f"public context refused: {exc}") from exc
     fp = context_fingerprint(public_context)
+    if refusal := roster.key_epoch_refusal(fp):  # roster: only an epoch the banks put in force
+        raise Conflict(refusal)
     if KeyEpoch.objects.filter(fingerprint=fp).exists():
         raise Conflict(f"key epoch {fp[:16]}... is already registered")
     last = KeyEpoch.objects.select_for_update().aggregate(n=Max("number"))["n"] or 0

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.db.models import Max
 
 from audit.services import audit_record
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, Conflict
+from consortium.governance import selectors as roster
 from consortium.rounds.models import RoundPolicy
 from he.errors import HEError
 from he.params import CkksParams
@@ -103,12 +104,16 @@ def policy_new_version(*, base: RoundPolicy, actor: str, **changes: Any) -> Roun
     """Copy ``base`` with ``changes`` into a new version; ``base`` itself is never edited."""
     fields = {f: getattr(base, f) for f in POLICY_FIELDS}
     fields.update(changes)
-    return policy_create(name=base.name, actor=actor, activate=base.active, **fields)
+    # roster: a new version needs the banks' approval first, so it starts inactive
+    activate = base.active and roster.roster_state() is None
+    return policy_create(name=base.name, actor=actor, activate=activate, **fields)
 
 
 @transaction.atomic
 def policy_activate(*, policy: RoundPolicy, actor: str) -> RoundPolicy:
     """Make ``policy`` the one the scheduler follows; every other version is deactivated."""
+    if refusal := roster.policy_refusal(policy):  # roster: only a policy the banks approved
+        raise Conflict(refusal)
     RoundPolicy.objects.exclude(pk=policy.pk).filter(active=True).update(active=False)
     RoundPolicy.objects.filter(pk=policy.pk).update(active=True)
     policy.active = True

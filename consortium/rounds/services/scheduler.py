@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from audit.services import audit_checkpoint_create, audit_record
 from consortium import metrics
+from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list_active
 from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
@@ -41,8 +42,8 @@ def round_close_due(now: datetime) -> list[str]:
     if rnd is None:
         return []
     submitted = selectors.submission_bank_ids(rnd)
-    active = set(bank_list_active().values_list("id", flat=True))
-    min_banks = rnd.policy_snapshot["min_banks"]
+    active = set(roster.roster_filter_active(bank_list_active()).values_list("id", flat=True))
+    min_banks = max(rnd.policy_snapshot["min_banks"], roster.roster_min_banks())  # roster floor
     everyone = bool(active) and active <= submitted
     if len(submitted) >= min_banks and (everyone or now >= rnd.deadline_at):
         rnd.state, rnd.aggregating_at = RoundState.AGGREGATING, now

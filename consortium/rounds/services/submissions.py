@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from consortium import metrics
-from consortium.api.errors import ApplicationError, Conflict
+from consortium.api.errors import ApplicationError, Conflict, Forbidden
+from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
@@ -84,6 +85,8 @@ def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> S
             ),
         )
     _check_round_accepts(rnd, bank)
+    if refusal := roster.upload_refusal(bank.slug):  # roster: active members only
+        _reject(bank, rnd.number, "not a roster member", Forbidden(refusal))
     if not bank.signing_public_key:
         _reject(
             bank,
@@ -220,7 +223,7 @@ def _update_submit(
             ),
         )
     if not verify(
-        bank.signing_public_key, update_message(rnd.number, bank.slug, digest), signature
+        roster.upload_verify_key(bank), update_message(rnd.number, bank.slug, digest), signature
     ):
         _reject(
             bank,
@@ -288,7 +291,7 @@ def _submission_record(
                 bank=bank,
                 digest=digest,
                 signature=signature,
-                signing_public_key=bank.signing_public_key,
+                signing_public_key=roster.upload_verify_key(bank),  # roster: the key that verified
                 size_bytes=size,
                 blob=relpath,
                 epsilon_spent=privacy.epsilon,
@@ -305,7 +308,7 @@ def _submission_record(
             "bank": bank.slug,
             "digest": digest,
             "signature": signature,
-            "signing_public_key": bank.signing_public_key,
+            "signing_public_key": roster.upload_verify_key(bank),  # roster
             "size_bytes": size,
             "epsilon_spent": privacy.epsilon,
             "budget_left": privacy.budget_left,

@@ -1,0 +1,21 @@
+"""Routes of the roster API (under /api/v1/)."""
+
+from django.urls import path
+
+from consortium.governance import views
+
+urlpatterns = [
+    path("roster", views.RosterView.as_view(), name="roster"),
+    path("roster/proposals", views.RosterProposalView.as_view(), name="roster-proposals"),
+    path(
+        "roster/versions/<int:number>/signatures",
+        views.RosterSignatureView.as_view(),
+        name="roster-signatures",
+    ),
+    path(
+        "roster/versions/<int:number>/withdraw",
+        views.RosterWithdrawView.as_view(),
+        name="roster-withdraw",
+    ),
+    path("objections", views.ObjectionListCreateView.as_view(), name="objections"),
+]
