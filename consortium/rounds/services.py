@@ -29,6 +29,7 @@ from consortium.members.selectors import bank_list_active
 from consortium.rounds import storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import (
+    POLICY_FIELDS,
     KeyEpoch,
     MetricReport,
     Round,
@@ -44,26 +45,9 @@ from he.keys import load_public_context
 from he.params import CkksParams
 from he.signing import update_message, verify
 from he.validate import validate_vector
+from protocol import Manifest, ManifestInput, PolicySnapshot
 
 log = logging.getLogger(__name__)
-
-POLICY_FIELDS = (
-    "model_spec",
-    "local_epochs",
-    "batch_size",
-    "learning_rate",
-    "fedprox_mu",
-    "min_banks",
-    "deadline",
-    "max_rounds",
-    "max_consecutive_failures",
-    "ckks_params",
-    "normalize_features",
-    "dp_target_epsilon",
-    "dp_delta",
-    "dp_max_grad_norm",
-    "dp_noise_multiplier",
-)
 
 
 # --- policies -------------------------------------------------------------------------
@@ -268,11 +252,8 @@ class PrivacyClaim:
 
 def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
     """Under a DP policy a training update must state its cumulative epsilon, within budget."""
-    snapshot = rnd.policy_snapshot
-    dp_on = snapshot.get("dp_target_epsilon") is not None or (
-        snapshot.get("dp_noise_multiplier") is not None
-    )
-    if not dp_on or rnd.kind != RoundKind.TRAINING:
+    snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
+    if not snapshot.dp_enabled or rnd.kind != RoundKind.TRAINING:
         return
     if claim.epsilon is None:
         _reject(
@@ -284,7 +265,7 @@ def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
                 "cumulative epsilon in X-Privacy-Epsilon"
             ),
         )
-    target = snapshot.get("dp_target_epsilon")
+    target = snapshot.dp_target_epsilon
     if target is not None and claim.epsilon is not None and claim.epsilon > target * (1 + 1e-6):
         _reject(
             bank,
@@ -573,12 +554,12 @@ def round_aggregate(number: int) -> list[str]:
     _fault_pause_before_publish(rnd.number)
     rnd.state, rnd.closed_at = RoundState.PUBLISHED, timezone.now()
     rnd.aggregate_digest, rnd.aggregate_size, rnd.aggregate_blob = digest, size, relpath
-    rnd.manifest = {
-        "round": rnd.number,
-        "key_epoch": rnd.key_epoch.fingerprint,
-        "aggregate_digest": digest,
-        "inputs": [{"bank": s.bank.slug, "digest": s.digest} for s in subs],
-    }
+    rnd.manifest = Manifest(
+        round=rnd.number,
+        key_epoch=rnd.key_epoch.fingerprint,
+        aggregate_digest=digest,
+        inputs=tuple(ManifestInput(bank=s.bank.slug, digest=s.digest) for s in subs),
+    ).to_dict()
     rnd.save(
         update_fields=[
             "state",

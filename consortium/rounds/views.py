@@ -31,6 +31,7 @@ from consortium.rounds.serializers import (
     PolicySerializer,
     RoundSerializer,
 )
+from protocol import MetricsReceipt, UpdateReceipt
 
 CHUNK = 1024 * 1024
 # Admission control for uploads in this worker process (settings.MAX_CONCURRENT_UPLOADS).
@@ -218,13 +219,13 @@ def _privacy_claim(request: Request) -> services.PrivacyClaim:
 
 
 def _accepted(sub: Any) -> dict[str, Any]:
-    return {
-        "round": sub.round.number,
-        "bank": sub.bank.slug,
-        "digest": sub.digest,
-        "size_bytes": sub.size_bytes,
-        "received_at": sub.received_at,
-    }
+    return UpdateReceipt(
+        round=sub.round.number,
+        bank=sub.bank.slug,
+        digest=sub.digest,
+        size_bytes=sub.size_bytes,
+        received_at=sub.received_at,
+    ).to_dict()
 
 
 def _body_to_temp(request: Request) -> Any:
@@ -280,7 +281,8 @@ class RoundMetricsView(APIView):
             bank=request.user.bank,
             metrics=serializer.validated_data["metrics"],
         )
-        return Response({"round": number, "metrics": report.metrics, "self_reported": True})
+        receipt = MetricsReceipt(round=number, metrics=report.metrics, self_reported=True)
+        return Response(receipt.to_dict())
 
 
 class KeyEpochCurrentView(APIView):
