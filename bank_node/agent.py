@@ -29,7 +29,7 @@ from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_updat
 from he.errors import HEError
 from he.signing import sign, update_message
 from models.privacy import DPConfig, PrivacyBudgetExceeded, epsilon_after, would_exceed
-from protocol import PolicySnapshot, RoundInfo
+from protocol import PolicySnapshot, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
@@ -147,7 +147,7 @@ class Agent:
         log.info("round %s: uploaded %s", key, digest[:16])
         return True
 
-    def local_update(self, rnd: RoundInfo) -> tuple[np.ndarray, int, dict[str, Any] | None]:
+    def local_update(self, rnd: RoundInfo) -> tuple[np.ndarray, int, PrivacyClaim | None]:
         """Feature moments for a statistics round; trained weights for a training round.
 
         The third value is the privacy claim sent with the upload (None without DP).
@@ -178,7 +178,7 @@ class Agent:
         self.state.save(self.state_path)
         node_metrics.set_privacy_spent(epsilon)
         budget_left = not would_exceed(accountant, dp, n_samples=rows)
-        return weights, n, {"epsilon": epsilon, "budget_left": budget_left}
+        return weights, n, PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
 
     def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
         values = pack_update(weights, n)

@@ -22,6 +22,7 @@ from protocol import (
     BankInfo,
     KeyEpochInfo,
     MetricsReceipt,
+    PrivacyClaim,
     ProtocolError,
     RoundInfo,
     RoundPage,
@@ -186,11 +187,11 @@ class BankClient(_Base):
         digest: str,
         signature: str,
         *,
-        privacy: dict[str, Any] | None = None,
+        privacy: PrivacyClaim | None = None,
     ) -> UpdateReceipt:
         """PUT the encrypted update; a retry of the same digest is answered idempotently.
 
-        ``privacy`` ({"epsilon", "budget_left"}) is reported under a DP policy.
+        ``privacy`` (cumulative epsilon, budget left) is reported under a DP policy.
         """
         headers = {
             "Content-Type": "application/octet-stream",
@@ -198,8 +199,7 @@ class BankClient(_Base):
             "X-Update-Signature": signature,
         }
         if privacy is not None:
-            headers["X-Privacy-Epsilon"] = repr(float(privacy["epsilon"]))
-            headers["X-Privacy-Budget-Left"] = "true" if privacy["budget_left"] else "false"
+            headers.update(privacy.headers())
         return self._parsed(
             UpdateReceipt.from_dict,
             "PUT",

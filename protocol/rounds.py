@@ -108,6 +108,23 @@ class RoundInfo:
 
 
 @dataclass(frozen=True)
+class PrivacyClaim:
+    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
+
+    epsilon: float | None = None
+    budget_left: bool | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The upload headers that carry this claim (none for an empty claim)."""
+        out: dict[str, str] = {}
+        if self.epsilon is not None:
+            out["X-Privacy-Epsilon"] = repr(float(self.epsilon))
+        if self.budget_left is not None:
+            out["X-Privacy-Budget-Left"] = "true" if self.budget_left else "false"
+        return out
+
+
+@dataclass(frozen=True)
 class UpdateReceipt:
     """The portal's answer to an accepted upload (the same for an idempotent retry)."""
 

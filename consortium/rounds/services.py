@@ -10,7 +10,6 @@ import itertools
 import logging
 import os
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from he.keys import load_public_context
 from he.params import CkksParams
 from he.signing import update_message, verify
 from he.validate import validate_vector
-from protocol import Manifest, ManifestInput, PolicySnapshot
+from protocol import Manifest, ManifestInput, PolicySnapshot, PrivacyClaim
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +239,6 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
             "after deadline",
             Conflict(f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"),
         )
-
-
-@dataclass(frozen=True)
-class PrivacyClaim:
-    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
-
-    epsilon: float | None = None
-    budget_left: bool | None = None
 
 
 def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:

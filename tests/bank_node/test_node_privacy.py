@@ -74,9 +74,10 @@ def test_a_node_reports_cumulative_epsilon_and_refuses_a_round_past_its_budget(t
     agent = _agent(tmp_path, world / "bank_1.csv")
     weights, n, privacy = agent.local_update(_round(1))
     assert n > 0 and weights.size > 0
-    assert 0 < privacy["epsilon"] <= 3.0 + 1e-6
-    assert privacy["budget_left"] is False  # the plan was one round
-    assert agent.state.epsilon == privacy["epsilon"] and agent.state.dp_accountant
+    assert privacy is not None and privacy.epsilon is not None
+    assert 0 < privacy.epsilon <= 3.0 + 1e-6
+    assert privacy.budget_left is False  # the plan was one round
+    assert agent.state.epsilon == privacy.epsilon and agent.state.dp_accountant
     reloaded = type(agent.state).load(agent.state_path)
     assert reloaded.dp_accountant == agent.state.dp_accountant
     with pytest.raises(PrivacyBudgetExceeded, match="stops contributing"):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from protocol import Manifest, ProtocolError, RoundInfo, RoundPage, UpdateReceipt
+from protocol import Manifest, PrivacyClaim, ProtocolError, RoundInfo, RoundPage, UpdateReceipt
 from tests.protocol.messages import manifest_dict, policy_dict, round_dict
 
 
@@ -108,3 +108,21 @@ def test_an_update_receipt_writes_times_as_the_api_does():
     )
     assert receipt.to_dict()["received_at"] == "2026-12-01T15:00:01Z"
     assert UpdateReceipt.from_dict(receipt.to_dict()) == receipt
+
+
+@pytest.mark.parametrize(
+    ("claim", "headers"),
+    [
+        (PrivacyClaim(), {}),
+        (
+            PrivacyClaim(epsilon=1.25, budget_left=False),
+            {"X-Privacy-Epsilon": "1.25", "X-Privacy-Budget-Left": "false"},
+        ),
+        (
+            PrivacyClaim(epsilon=3, budget_left=True),
+            {"X-Privacy-Epsilon": "3.0", "X-Privacy-Budget-Left": "true"},
+        ),
+    ],
+)
+def test_a_privacy_claim_travels_as_the_upload_headers(claim, headers):
+    assert claim.headers() == headers
