@@ -29,6 +29,7 @@ from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_updat
 from he.errors import HEError
 from he.signing import sign, update_message
 from models.privacy import DPConfig, PrivacyBudgetExceeded, epsilon_after, would_exceed
+from protocol import PolicySnapshot, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
@@ -58,6 +59,19 @@ class NodeState:
         tmp.replace(path)
 
 
+def dp_config(policy: PolicySnapshot) -> DPConfig:
+    """The DP-SGD settings of a policy, its budget planned over ``max_rounds`` rounds."""
+    return DPConfig(
+        target_epsilon=policy.dp_target_epsilon,
+        delta=policy.dp_delta,
+        max_grad_norm=policy.dp_max_grad_norm,
+        noise_multiplier=policy.dp_noise_multiplier,
+        planned_rounds=policy.max_rounds,
+        local_epochs=policy.local_epochs,
+        batch_size=policy.batch_size,
+    )
+
+
 class Agent:
     def __init__(self, config: NodeConfig, keys: Keyring, client: BankClient) -> None:
         self.config = config
@@ -77,30 +91,33 @@ class Agent:
     def step(self) -> None:
         """Do whatever is due now: join the open round, evaluate newly published ones."""
         current = self.client.current_round()
-        if current is not None and current["state"] == "open":
-            node_metrics.round_seen_open(current)
+        if current is not None and current.state == "open":
+            node_metrics.round_seen_open(current.number)
             self.participate(current)
         for rnd in self.client.rounds(limit=5):
-            key = str(rnd["number"])
+            key = str(rnd.number)
             node_metrics.round_listed(
-                rnd, submitted=key in self.state.submitted, skipped=key in self.state.skipped
+                rnd.number,
+                rnd.state,
+                submitted=key in self.state.submitted,
+                skipped=key in self.state.skipped,
             )
             if (
-                rnd["state"] == "published"
-                and rnd.get("kind", "training") == "training"
+                rnd.state == "published"
+                and rnd.is_training
                 and key in self.state.submitted
                 and key not in self.state.evaluated
             ):
                 self.evaluate_published(rnd)
 
-    def participate(self, rnd: dict[str, Any]) -> bool:
+    def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
-        key = str(rnd["number"])
+        key = str(rnd.number)
         if key in self.state.submitted or key in self.state.skipped:
             return False
-        if rnd["key_epoch"] != self.keys.fingerprint:
+        if rnd.key_epoch != self.keys.fingerprint:
             reason = (
-                f"round {key} uses key epoch {rnd['key_epoch'][:16]}..., this node holds "
+                f"round {key} uses key epoch {rnd.key_epoch[:16]}..., this node holds "
                 f"{self.keys.fingerprint[:16]}...; install the current consortium key"
             )
             log.error(reason)
@@ -117,12 +134,12 @@ class Agent:
             self.state.save(self.state_path)
             return False
         log.info("round %s: update over %d rows in %.1fs", key, n, time.monotonic() - started)
-        node_metrics.local_update_done(rnd, time.monotonic() - started)
-        digest, path = self.encrypt(rnd["number"], weights, n)
+        node_metrics.local_update_done(rnd.kind, time.monotonic() - started)
+        digest, path = self.encrypt(rnd.number, weights, n)
         signature = sign(
-            self.keys.signing_key, update_message(rnd["number"], self.config.bank, digest)
+            self.keys.signing_key, update_message(rnd.number, self.config.bank, digest)
         )
-        self.client.upload_update(rnd["number"], path, digest, signature, privacy=privacy)
+        self.client.upload_update(rnd.number, path, digest, signature, privacy=privacy)
         node_metrics.uploaded(path)
         path.unlink(missing_ok=True)
         self.state.submitted[key] = digest
@@ -130,21 +147,21 @@ class Agent:
         log.info("round %s: uploaded %s", key, digest[:16])
         return True
 
-    def local_update(self, rnd: dict[str, Any]) -> tuple[np.ndarray, int, dict[str, Any] | None]:
+    def local_update(self, rnd: RoundInfo) -> tuple[np.ndarray, int, PrivacyClaim | None]:
         """Feature moments for a statistics round; trained weights for a training round.
 
         The third value is the privacy claim sent with the upload (None without DP).
         """
-        if rnd.get("kind") == "statistics":
+        if not rnd.is_training:
             moments, n = feature_moments(self.data)
             return moments, n, None
-        policy = rnd["policy"]
-        data = self.data.normalized(self.normalizer(rnd.get("stats_round")))
+        policy = rnd.policy
+        data = self.data.normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
-        dp = DPConfig.from_policy(policy)
-        if not dp.enabled:
-            weights, n = train_round(data, policy, base, seed=rnd["number"])
+        if not policy.dp_enabled:
+            weights, n = train_round(data, policy, base, seed=rnd.number)
             return weights, n, None
+        dp = dp_config(policy)
         rows = int(data.y_train.size)
         if would_exceed(self.state.dp_accountant, dp, n_samples=rows):
             spent = epsilon_after(self.state.dp_accountant, dp.delta)
@@ -153,7 +170,7 @@ class Agent:
                 f"policy's {dp.target_epsilon:g}; this bank stops contributing"
             )
         weights, n, epsilon, accountant = train_round_private(
-            data, policy, base, self.state.dp_accountant
+            data, policy, base, self.state.dp_accountant, dp
         )
         # Saved before the upload: a crash then a retrain counts the spend twice, which is
         # the safe direction.
@@ -161,7 +178,7 @@ class Agent:
         self.state.save(self.state_path)
         node_metrics.set_privacy_spent(epsilon)
         budget_left = not would_exceed(accountant, dp, n_samples=rows)
-        return weights, n, {"epsilon": epsilon, "budget_left": budget_left}
+        return weights, n, PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
 
     def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
         values = pack_update(weights, n)
@@ -187,11 +204,11 @@ class Agent:
         path.write_text(norm.to_json())
         return norm
 
-    def base_weights(self, rnd: dict[str, Any]) -> np.ndarray | None:
+    def base_weights(self, rnd: RoundInfo) -> np.ndarray | None:
         """The round's starting point: None for initial weights, else the decrypted base."""
-        if rnd["base_round"] is None:
+        if rnd.base_round is None:
             return None
-        weights, _ = self.global_weights(rnd["base_round"], rnd.get("base_key_epoch") or "")
+        weights, _ = self.global_weights(rnd.base_round, rnd.base_key_epoch or "")
         return weights
 
     def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
@@ -204,11 +221,11 @@ class Agent:
             summed = decrypt_vector(ctx, stream, params)
         return unpack_aggregate(summed)
 
-    def evaluate_published(self, rnd: dict[str, Any]) -> dict[str, Any]:
-        weights, _total = self.global_weights(rnd["number"], rnd["key_epoch"])
-        policy = rnd["policy"]
-        model = model_from_vector(policy["model_spec"], policy["n_features"], weights)
-        stats_round = rnd.get("stats_round")
+    def evaluate_published(self, rnd: RoundInfo) -> dict[str, Any]:
+        weights, _total = self.global_weights(rnd.number, rnd.key_epoch)
+        policy = rnd.policy
+        model = model_from_vector(policy.model_spec, policy.n_features, weights)
+        stats_round = rnd.stats_round
         metrics = evaluate(model, self.data.normalized(self.normalizer(stats_round)))
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
@@ -217,8 +234,8 @@ class Agent:
         (self.config.state_dir / "global_model.json").write_text(
             json.dumps(
                 {
-                    "round": rnd["number"],
-                    "policy": policy,
+                    "round": rnd.number,
+                    "policy": policy.to_dict(),
                     "stats_round": stats_round,
                     "threshold": threshold,
                 },
@@ -226,15 +243,15 @@ class Agent:
             )
         )
         try:
-            self.client.report_metrics(rnd["number"], metrics)
+            self.client.report_metrics(rnd.number, metrics)
         except PortalError as exc:
-            log.warning("round %s: metrics not reported: %s", rnd["number"], exc.message)
-        self.state.evaluated[str(rnd["number"])] = metrics
+            log.warning("round %s: metrics not reported: %s", rnd.number, exc.message)
+        self.state.evaluated[str(rnd.number)] = metrics
         self.state.save(self.state_path)
-        node_metrics.global_model_evaluated(rnd["number"], metrics)
+        node_metrics.global_model_evaluated(rnd.number, metrics)
         log.info(
             "round %s: global model AUPRC %.4f on local held-out data",
-            rnd["number"],
+            rnd.number,
             metrics["auprc"] or float("nan"),
         )
         return metrics

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bank_node.config import ConfigError, NodeConfig, load_config
+from protocol import DEFAULT_CKKS_PARAMS, PolicySnapshot, ProtocolError
 
 log = logging.getLogger("bank_node")
 
@@ -85,13 +86,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
     bank = client.register_signing_key(public_key_b64(keys.signing_key))
     epoch = client.key_epoch()
-    matches = epoch["fingerprint"] == keys.fingerprint
+    matches = epoch.fingerprint == keys.fingerprint
     print(
         json.dumps(
             {
-                "bank": bank["slug"],
-                "status": bank["status"],
-                "key_epoch": epoch["fingerprint"],
+                "bank": bank.slug,
+                "status": bank.status,
+                "key_epoch": epoch.fingerprint,
                 "key_installed": matches,
             },
             indent=2,
@@ -99,7 +100,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     )
     if not matches:
         print(
-            f"error: the portal's key epoch {epoch['fingerprint'][:16]}... is not the "
+            f"error: the portal's key epoch {epoch.fingerprint[:16]}... is not the "
             f"consortium key in {config.secret_context_file}",
             file=sys.stderr,
         )
@@ -144,26 +145,40 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
     config = _config(args)
     torch.set_num_threads(max(1, config.torch_threads))
-    policy = json.loads(Path(args.policy).read_text())
+    policy = _policy_file(Path(args.policy))
     data = local_data(config.data_file)
-    if policy.get("normalize_features", True):
+    if policy.normalize_features:
         # Alone, a bank can only normalise with its own statistics.
         moments, _ = feature_moments(data)
         data = data.normalized(Normalizer.from_moments(moments, 0))
-    model = model_from_vector(
-        policy["model_spec"], policy["n_features"], None, lr=policy["learning_rate"]
-    )
+    model = model_from_vector(policy.model_spec, policy.n_features, None, lr=policy.learning_rate)
     train_local(
         model,
         data.x_train,
         data.y_train,
         epochs=args.epochs,
-        batch_size=policy["batch_size"],
-        lr=policy["learning_rate"],
+        batch_size=policy.batch_size,
+        lr=policy.learning_rate,
         seed=0,
     )
     print(json.dumps(evaluate(model, data)))
     return 0
+
+
+def _policy_file(path: Path) -> PolicySnapshot:
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not JSON: {exc}") from exc
+    return _policy(raw, path)
+
+
+def _policy(raw: object, source: Path) -> PolicySnapshot:
+    """A policy snapshot read from a local file, or a ConfigError naming the bad field."""
+    try:
+        return PolicySnapshot.from_dict(raw)
+    except ProtocolError as exc:
+        raise ConfigError(f"{source}: not a policy snapshot: {exc}") from exc
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -186,9 +201,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             "yet (run `bank-node run` or `train-once` first)"
         )
     meta = json.loads(meta_path.read_text())
-    policy = meta["policy"]
+    policy = _policy(meta.get("policy"), meta_path)
     model = model_from_vector(
-        policy["model_spec"], policy["n_features"], np.load(state / "global_model.npy")
+        policy.model_spec, policy.n_features, np.load(state / "global_model.npy")
     )
     frame = load_ibm_csv(Path(args.input))
     x = compute_features(frame)
@@ -225,9 +240,12 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("keygen", help="key ceremony: the consortium's CKKS secret/public contexts")
     k.add_argument("--out-dir", required=True)
-    k.add_argument("--poly-modulus-degree", type=int, default=4096)
-    k.add_argument("--coeff-mod-bit-sizes", type=int, nargs="+", default=[60, 40])
-    k.add_argument("--global-scale-bits", type=int, default=28)
+    ckks = DEFAULT_CKKS_PARAMS
+    k.add_argument("--poly-modulus-degree", type=int, default=ckks["poly_modulus_degree"])
+    k.add_argument(
+        "--coeff-mod-bit-sizes", type=int, nargs="+", default=list(ckks["coeff_mod_bit_sizes"])
+    )
+    k.add_argument("--global-scale-bits", type=int, default=ckks["global_scale_bits"])
     k.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("signing-keygen", help="this bank's Ed25519 signing key pair")

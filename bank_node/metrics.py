@@ -122,22 +122,21 @@ _seen_open: set[int] = set()
 _missed: set[int] = set()
 
 
-def round_seen_open(rnd: dict[str, Any]) -> None:
-    _seen_open.add(int(rnd["number"]))
+def round_seen_open(number: int) -> None:
+    _seen_open.add(number)
 
 
-def round_listed(rnd: dict[str, Any], *, submitted: bool, skipped: bool) -> None:
+def round_listed(number: int, state: str, *, submitted: bool, skipped: bool) -> None:
     """Count a round as missed, once, when it closed without this node's update."""
-    number = int(rnd["number"])
-    closed = rnd["state"] in ("published", "failed")
+    closed = state in ("published", "failed")
     if not closed or submitted or number not in _seen_open or number in _missed:
         return
     _missed.add(number)
     ROUNDS_MISSED.labels("skipped" if skipped else "not_submitted").inc()
 
 
-def local_update_done(rnd: dict[str, Any], seconds: float) -> None:
-    LOCAL_UPDATE_SECONDS.labels(str(rnd.get("kind") or "training")).observe(seconds)
+def local_update_done(kind: str, seconds: float) -> None:
+    LOCAL_UPDATE_SECONDS.labels(kind).observe(seconds)
 
 
 def uploaded(path: Path) -> None:

@@ -1,7 +1,9 @@
 """The only module of the node that speaks HTTP: a small client for the portal's REST API.
 
 Retries with exponential backoff on connection errors, 429 and 5xx (the portal answers 503
-while its database is away); 4xx answers are final and carry the portal's message.
+while its database is away); 4xx answers are final and carry the portal's message. Every
+answer the node acts on is parsed into its ``protocol`` dataclass; one that does not have
+its declared shape raises ``PortalError`` naming the field, never a ``KeyError``.
 """
 
 from __future__ import annotations
@@ -9,16 +11,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
 from bank_node import metrics as node_metrics
+from protocol import (
+    BankInfo,
+    KeyEpochInfo,
+    MetricsReceipt,
+    PrivacyClaim,
+    ProtocolError,
+    RoundInfo,
+    RoundPage,
+    UpdateReceipt,
+)
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+M = TypeVar("M")
 
 
 class PortalError(Exception):
@@ -73,7 +88,31 @@ class _Base:
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self._request(method, path, **kwargs)
-        return None if response.status_code == 204 else response.json()
+        if response.status_code == 204:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PortalError(
+                response.status_code, f"{method} {path}: the answer is not JSON: {exc}"
+            ) from exc
+
+    def _parsed(self, parse: Callable[[object], M], method: str, path: str, **kwargs: Any) -> M:
+        """The answer as its declared message; a malformed one is a ``PortalError``."""
+        return _parse(parse, self._json(method, path, **kwargs), f"{method} {path}")
+
+    def _rounds(self, limit: int) -> list[RoundInfo]:
+        page = self._parsed(RoundPage.from_dict, "GET", f"rounds/?limit={limit}")
+        return list(page.results)
+
+
+def _parse(parse: Callable[[object], M], data: object, what: str) -> M:
+    try:
+        return parse(data)
+    except ProtocolError as exc:
+        raise PortalError(
+            None, f"{what}: malformed answer from the portal: {exc}", {"field": exc.field}
+        ) from exc
 
 
 def _message(response: requests.Response) -> str:
@@ -100,23 +139,26 @@ class BankClient(_Base):
         super().__init__(base_url, **kwargs)
         self.session.headers["Authorization"] = f"Bearer {credential}"
 
-    def me(self) -> dict[str, Any]:
-        return self._json("GET", "banks/me")
+    def me(self) -> BankInfo:
+        return self._parsed(BankInfo.from_dict, "GET", "banks/me")
 
-    def register_signing_key(self, public_key_b64: str) -> dict[str, Any]:
-        return self._json("PUT", "banks/me/signing-key", json={"public_key": public_key_b64})
+    def register_signing_key(self, public_key_b64: str) -> BankInfo:
+        body = {"public_key": public_key_b64}
+        return self._parsed(BankInfo.from_dict, "PUT", "banks/me/signing-key", json=body)
 
-    def key_epoch(self) -> dict[str, Any]:
-        return self._json("GET", "key-epochs/current")
+    def key_epoch(self) -> KeyEpochInfo:
+        return self._parsed(KeyEpochInfo.from_dict, "GET", "key-epochs/current")
 
-    def current_round(self) -> dict[str, Any] | None:
-        return self._json("GET", "rounds/current")
+    def current_round(self) -> RoundInfo | None:
+        """The round in flight, or None when there is none (the portal answers 204)."""
+        data = self._json("GET", "rounds/current")
+        return None if data is None else _parse(RoundInfo.from_dict, data, "GET rounds/current")
 
-    def round(self, number: int) -> dict[str, Any]:
-        return self._json("GET", f"rounds/{number}")
+    def round(self, number: int) -> RoundInfo:
+        return self._parsed(RoundInfo.from_dict, "GET", f"rounds/{number}")
 
-    def rounds(self, limit: int = 20) -> list[dict[str, Any]]:
-        return self._json("GET", f"rounds/?limit={limit}")["results"]
+    def rounds(self, limit: int = 20) -> list[RoundInfo]:
+        return self._rounds(limit)
 
     def download_aggregate(self, number: int, dest: Path) -> str:
         """Stream round ``number``'s aggregate to ``dest``; verify and return its digest."""
@@ -145,11 +187,11 @@ class BankClient(_Base):
         digest: str,
         signature: str,
         *,
-        privacy: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        privacy: PrivacyClaim | None = None,
+    ) -> UpdateReceipt:
         """PUT the encrypted update; a retry of the same digest is answered idempotently.
 
-        ``privacy`` ({"epsilon", "budget_left"}) is reported under a DP policy.
+        ``privacy`` (cumulative epsilon, budget left) is reported under a DP policy.
         """
         headers = {
             "Content-Type": "application/octet-stream",
@@ -157,12 +199,18 @@ class BankClient(_Base):
             "X-Update-Signature": signature,
         }
         if privacy is not None:
-            headers["X-Privacy-Epsilon"] = repr(float(privacy["epsilon"]))
-            headers["X-Privacy-Budget-Left"] = "true" if privacy["budget_left"] else "false"
-        return self._json("PUT", f"rounds/{number}/update", body_file=path, headers=headers)
+            headers.update(privacy.headers())
+        return self._parsed(
+            UpdateReceipt.from_dict,
+            "PUT",
+            f"rounds/{number}/update",
+            body_file=path,
+            headers=headers,
+        )
 
-    def report_metrics(self, number: int, metrics: dict[str, float | None]) -> dict[str, Any]:
-        return self._json("POST", f"rounds/{number}/metrics", json={"metrics": metrics})
+    def report_metrics(self, number: int, metrics: dict[str, float | None]) -> MetricsReceipt:
+        body = {"metrics": metrics}
+        return self._parsed(MetricsReceipt.from_dict, "POST", f"rounds/{number}/metrics", json=body)
 
 
 class OperatorClient(_Base):
@@ -178,15 +226,14 @@ class OperatorClient(_Base):
     def bank_action(self, slug: str, action: str) -> dict[str, Any]:
         return self._json("POST", f"banks/{slug}/{action}", json={})
 
-    def key_epoch_register(self, public_context_b64: str, ckks_params: dict[str, Any]) -> Any:
-        return self._json(
-            "POST",
-            "key-epochs/",
-            json={"public_context_b64": public_context_b64, "ckks_params": ckks_params},
-        )
+    def key_epoch_register(
+        self, public_context_b64: str, ckks_params: dict[str, Any]
+    ) -> KeyEpochInfo:
+        body = {"public_context_b64": public_context_b64, "ckks_params": ckks_params}
+        return self._parsed(KeyEpochInfo.from_dict, "POST", "key-epochs/", json=body)
 
     def policy_create(self, **fields: Any) -> dict[str, Any]:
         return self._json("POST", "policies/", json=fields)
 
-    def rounds(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self._json("GET", f"rounds/?limit={limit}")["results"]
+    def rounds(self, limit: int = 100) -> list[RoundInfo]:
+        return self._rounds(limit)

@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,10 @@ from models.metrics import auprc, f1_at, f1_best_threshold, recall_at_budget
 from models.nets import FraudMLP, build_model
 from models.training import predict_scores, train_local
 from models.vector import model_to_vector, vector_to_model
+from protocol import PolicySnapshot
+
+if TYPE_CHECKING:
+    from models.privacy import DPConfig
 
 
 @dataclass(frozen=True)
@@ -113,22 +117,22 @@ def model_from_vector(
     return model
 
 
-def _round_start(policy: dict[str, Any], base: np.ndarray | None) -> FraudMLP:
+def _round_start(policy: PolicySnapshot, base: np.ndarray | None) -> FraudMLP:
     """The policy's model at the round's base, with FedProx anchored there when asked."""
     model = model_from_vector(
-        policy["model_spec"],
-        policy["n_features"],
+        policy.model_spec,
+        policy.n_features,
         base,
-        lr=policy["learning_rate"],
-        fedprox_mu=policy["fedprox_mu"],
+        lr=policy.learning_rate,
+        fedprox_mu=policy.fedprox_mu,
     )
-    if policy["fedprox_mu"] > 0:
+    if policy.fedprox_mu > 0:
         model.set_fedprox_reference(model_to_vector(model))
     return model
 
 
 def train_round(
-    data: LocalData, policy: dict[str, Any], base: np.ndarray | None, seed: int
+    data: LocalData, policy: PolicySnapshot, base: np.ndarray | None, seed: int
 ) -> tuple[np.ndarray, int]:
     """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
     model = _round_start(policy, base)
@@ -136,9 +140,9 @@ def train_round(
         model,
         data.x_train,
         data.y_train,
-        epochs=policy["local_epochs"],
-        batch_size=policy["batch_size"],
-        lr=policy["learning_rate"],
+        epochs=policy.local_epochs,
+        batch_size=policy.batch_size,
+        lr=policy.learning_rate,
         seed=seed,
     )
     return model_to_vector(model), n
@@ -146,9 +150,10 @@ def train_round(
 
 def train_round_private(
     data: LocalData,
-    policy: dict[str, Any],
+    policy: PolicySnapshot,
     base: np.ndarray | None,
     accountant: dict[str, Any] | None,
+    dp: DPConfig,
 ) -> tuple[np.ndarray, int, float, dict[str, Any]]:
     """DP-SGD (Opacus) for the policy's local epochs, continuing the bank's accountant.
 
@@ -156,17 +161,17 @@ def train_round_private(
     PrivacyBudgetExceeded, before touching the model, when this round would overspend.
     The noise is seeded from the operating system, never from anything another party knows.
     """
-    from models.privacy import DPConfig, train_local_dp
+    # Imported here, not at the top: Opacus is heavy and only a DP round needs it.
+    from models.privacy import train_local_dp
 
-    dp = DPConfig.from_policy(policy)
     model = _round_start(policy, base)
     n, epsilon, state = train_local_dp(
         model,
         data.x_train,
         data.y_train,
-        epochs=policy["local_epochs"],
-        batch_size=policy["batch_size"],
-        lr=policy["learning_rate"],
+        epochs=policy.local_epochs,
+        batch_size=policy.batch_size,
+        lr=policy.learning_rate,
         seed=None,
         dp=dp,
         accountant_state=accountant,

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from he.codec import encrypt_to_file  # noqa: E402
 from he.keys import fingerprint, generate_secret_context, public_context_bytes  # noqa: E402
 from he.params import CkksParams  # noqa: E402
 from he.signing import public_key_b64, sign, update_message  # noqa: E402
+from protocol import RoundInfo, UpdateReceipt  # noqa: E402
 from simulation.processes import (  # noqa: E402
     PortalOptions,
     Processes,
@@ -122,11 +124,11 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def wait_round(op: OperatorClient, state: str, after: int = 0, timeout: float = 600) -> dict:
+def wait_round(op: OperatorClient, state: str, after: int = 0, timeout: float = 600) -> RoundInfo:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for rnd in op.rounds(limit=5):
-            if rnd["number"] > after and rnd["state"] == state:
+            if rnd.number > after and rnd.state == state:
                 return rnd
         time.sleep(0.5)
     raise SystemExit(f"no round reached {state!r} in {timeout}s")
@@ -274,7 +276,7 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                      **common)  # fmt: skip
     rnd = wait_round(op, "open")
     t0 = time.perf_counter()
-    updates = make_updates(secret, fp, rnd["number"], rnd["vector_length"], banks, work)
+    updates = make_updates(secret, fp, rnd.number, rnd.vector_length, banks, work)
     encrypt_s = time.perf_counter() - t0
     size = next(iter(updates.values()))[0].stat().st_size
     baseline = portal.peak_rss_mb()
@@ -283,7 +285,7 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     poller.start()
     time.sleep(5)  # polling alone first
     t0 = time.monotonic()
-    uploads = upload_all(portal.url, banks, rnd["number"], updates)
+    uploads = upload_all(portal.url, banks, rnd.number, updates)
     upload_wall = time.monotonic() - t0
     time.sleep(5)  # and polling alone after
     poller.finish()
@@ -292,14 +294,14 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     # The memory comparison: two banks upload ~31 MB each to a round of the bigger model.
     op._json("POST", f"policies/{big['id']}/activate")
-    rnd2 = wait_round(op, "open", after=rnd["number"])
+    rnd2 = wait_round(op, "open", after=rnd.number)
     two = dict(list(banks.items())[:2])
-    big_updates = make_updates(secret, fp, rnd2["number"], rnd2["vector_length"], two, work)
+    big_updates = make_updates(secret, fp, rnd2.number, rnd2.vector_length, two, work)
     big_size = next(iter(big_updates.values()))[0].stat().st_size
-    big_uploads = upload_all(portal.url, two, rnd2["number"], big_updates)
+    big_uploads = upload_all(portal.url, two, rnd2.number, big_updates)
     after_31mb = portal.peak_rss_mb()
 
-    ok = [u for u in uploads if isinstance(u[2], dict)]
+    ok = [u for u in uploads if isinstance(u[2], UpdateReceipt)]
     polls = poller.samples
     poll_ok = [lat for _, _, lat, status in polls if status in (200, 204)]
     duration = poller.ended - poller.started
@@ -316,7 +318,7 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "accepted": len(ok),
             "errors": len(uploads) - len(ok),
             "busy_answers_retried": sum(u[3] for u in uploads),
-            "error_samples": [str(u[2])[:200] for u in uploads if not isinstance(u[2], dict)][:3],
+            "error_samples": [str(u[2])[:200] for u in uploads if u not in ok][:3],
             "wall_seconds": round(upload_wall, 2),
             "throughput_MB_s": round(len(ok) * size / upload_wall / 1e6, 1),
             "p50_s": round(percentile([u[1] for u in ok], 50), 2),
@@ -336,14 +338,14 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "during_uploads_p50_ms": round(percentile(during, 50) * 1000, 1),
             "during_uploads_p99_ms": round(percentile(during, 99) * 1000, 1),
         },
-        "aggregation_seconds": _seconds(published["aggregating_at"], published["closed_at"]),
-        "published_inputs": len(published["manifest"]["inputs"]),
+        "aggregation_seconds": _seconds(published.aggregating_at, published.closed_at),
+        "published_inputs": len(published.manifest.inputs) if published.manifest else 0,
         "worker_peak_rss_mb": {
             "after_start_and_setup": _rounded(baseline),
             "after_4MB_uploads": _rounded(after_4mb),
             "after_31MB_uploads": _rounded(after_31mb),
             "big_update_bytes": big_size,
-            "big_uploads_accepted": sum(isinstance(u[2], dict) for u in big_uploads),
+            "big_uploads_accepted": sum(isinstance(u[2], UpdateReceipt) for u in big_uploads),
         },
     }
 
@@ -352,10 +354,10 @@ def _rounded(rss: dict[int, float]) -> list[float]:
     return [round(v, 1) for _, v in sorted(rss.items())]
 
 
-def _seconds(start: str, end: str) -> float:
-    from datetime import datetime
-
-    return round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 2)
+def _seconds(start: datetime | None, end: datetime | None) -> float:
+    if start is None or end is None:
+        return float("nan")
+    return round((end - start).total_seconds(), 2)
 
 
 if __name__ == "__main__":

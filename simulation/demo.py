@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
             )
         print(f"[demo] {len(nodes)} bank nodes running; waiting for {args.rounds} rounds")
         _wait_nodes(nodes, op, args)
-        rounds = op.rounds()
+        rounds = [r.to_dict() for r in op.rounds()]
+        (work / "policy-snapshot.json").write_text(json.dumps(rounds[0]["policy"], indent=2))
         baselines = {} if args.skip_baselines else _baselines(work, nodes, args)
     finally:
         procs.stop_all()
@@ -162,7 +163,7 @@ def _wait_nodes(nodes: list[Any], op: OperatorClient, args: argparse.Namespace) 
         if time.monotonic() > deadline:
             raise RuntimeError(f"rounds did not finish within {args.timeout}s; see the logs")
         try:
-            for rnd in sorted(op.rounds(), key=lambda r: r["number"]):
+            for rnd in sorted((r.to_dict() for r in op.rounds()), key=lambda r: r["number"]):
                 if (rnd["number"], rnd["state"]) not in seen:
                     seen.add((rnd["number"], rnd["state"]))
                     print(
@@ -197,7 +198,7 @@ def _baselines(work: Path, nodes: list[Any], args: argparse.Namespace) -> dict[s
                         "--config",
                         str(config),
                         "--policy",
-                        str(work / "policy.json"),
+                        str(work / "policy-snapshot.json"),
                         "--epochs",
                         epochs,
                     ],

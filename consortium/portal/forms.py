@@ -10,8 +10,7 @@ from django import forms
 from django.utils import timezone
 
 from consortium.api.errors import ApplicationError
-from consortium.rounds.models import RoundPolicy
-from consortium.rounds.services import POLICY_FIELDS
+from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 
 
 class PortalForm(forms.Form):

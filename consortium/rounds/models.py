@@ -10,14 +10,35 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
+from protocol import (
+    DERIVED_POLICY_FIELDS,
+    PolicySnapshot,
+    default_ckks_params,
+    default_model_spec,
+    dp_enabled,
+)
+from protocol import POLICY_FIELDS as SNAPSHOT_FIELDS
+
+# default_model_spec and default_ckks_params are imported here because the migrations name
+# them as ``consortium.rounds.models.default_*``; they are defined in protocol.
 
 
-def default_model_spec() -> dict[str, Any]:
-    return {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce"}
+def _operator_policy_fields() -> tuple[str, ...]:
+    """What an operator chooses: the snapshot's fields, less ``name`` and those the portal
+    derives, with the deadline as a duration, plus the scheduler's own knob (which never
+    travels to a bank)."""
+    chosen: list[str] = []
+    for name in SNAPSHOT_FIELDS:
+        if name == "name" or name in DERIVED_POLICY_FIELDS:
+            continue
+        chosen.append("deadline" if name == "deadline_seconds" else name)
+        if name == "max_rounds":
+            chosen.append("max_consecutive_failures")
+    return tuple(chosen)
 
 
-def default_ckks_params() -> dict[str, Any]:
-    return {"poly_modulus_degree": 4096, "coeff_mod_bit_sizes": [60, 40], "global_scale_bits": 28}
+# The policy fields an operator may set, in the order the portal shows them.
+POLICY_FIELDS: tuple[str, ...] = _operator_policy_fields()
 
 
 class RoundPolicy(models.Model):
@@ -105,32 +126,22 @@ class RoundPolicy(models.Model):
     def in_use(self) -> bool:
         return self.pk is not None and self.rounds.exists()
 
-    def snapshot(self) -> dict[str, Any]:
-        """The frozen copy a round keeps of the policy it opened under."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "model_spec": self.model_spec,
-            "n_features": self.n_features,
-            "vector_length": self.vector_length,
-            "local_epochs": self.local_epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "fedprox_mu": self.fedprox_mu,
-            "min_banks": self.min_banks,
-            "deadline_seconds": int(self.deadline.total_seconds()),
-            "max_rounds": self.max_rounds,
-            "ckks_params": self.ckks_params,
-            "normalize_features": self.normalize_features,
-            "dp_target_epsilon": self.dp_target_epsilon,
-            "dp_delta": self.dp_delta,
-            "dp_max_grad_norm": self.dp_max_grad_norm,
-            "dp_noise_multiplier": self.dp_noise_multiplier,
+    def as_snapshot(self) -> PolicySnapshot:
+        """This version as the declared wire shape (``protocol.PolicySnapshot``)."""
+        values = {
+            name: getattr(self, name) for name in SNAPSHOT_FIELDS if name != "deadline_seconds"
         }
+        return PolicySnapshot.from_dict(
+            {**values, "deadline_seconds": int(self.deadline.total_seconds())}
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The frozen copy a round keeps of the policy it opened under (JSON-ready)."""
+        return self.as_snapshot().to_dict()
 
     @property
     def dp_enabled(self) -> bool:
-        return self.dp_target_epsilon is not None or self.dp_noise_multiplier is not None
+        return dp_enabled(self.dp_target_epsilon, self.dp_noise_multiplier)
 
     @property
     def stats_vector_length(self) -> int:

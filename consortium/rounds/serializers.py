@@ -9,7 +9,9 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from consortium.rounds.models import KeyEpoch, Round, RoundPolicy, Submission
-from consortium.rounds.uploads import PrivacyClaim, Readable, Upload
+from consortium.rounds.uploads import Readable, Upload
+from protocol import DERIVED_POLICY_FIELDS, PrivacyClaim
+from protocol import POLICY_FIELDS as SNAPSHOT_FIELDS
 
 
 class KeyEpochSerializer(serializers.ModelSerializer):
@@ -74,7 +76,9 @@ class RoundSerializer(serializers.ModelSerializer):
 class PolicySerializer(serializers.ModelSerializer):
     deadline_seconds = serializers.IntegerField(min_value=1, write_only=True, required=False)
     # Declared here so the refusal below, with its reason, is the message people see.
-    min_banks = serializers.IntegerField(required=False, default=3)
+    min_banks = serializers.IntegerField(
+        required=False, default=RoundPolicy._meta.get_field("min_banks").get_default()
+    )
 
     class Meta:
         model = RoundPolicy
@@ -83,32 +87,16 @@ class PolicySerializer(serializers.ModelSerializer):
             "name",
             "version",
             "active",
-            "model_spec",
-            "n_features",
-            "vector_length",
-            "local_epochs",
-            "batch_size",
-            "learning_rate",
-            "fedprox_mu",
-            "min_banks",
+            *(f for f in SNAPSHOT_FIELDS if f not in {"name", "version", "deadline_seconds"}),
             "deadline",
             "deadline_seconds",
-            "max_rounds",
             "max_consecutive_failures",
-            "ckks_params",
-            "normalize_features",
-            "dp_target_epsilon",
-            "dp_delta",
-            "dp_max_grad_norm",
-            "dp_noise_multiplier",
             "created_at",
             "created_by",
         ]
         read_only_fields = [
             "id",
-            "version",
-            "n_features",
-            "vector_length",
+            *sorted(DERIVED_POLICY_FIELDS),
             "created_at",
             "created_by",
             "deadline",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -11,6 +11,7 @@ from django.conf import settings
 from consortium import metrics
 from consortium.api.errors import ApplicationError
 from consortium.rounds import storage
+from protocol import PrivacyClaim
 
 CHUNK = 1024 * 1024
 
@@ -22,14 +23,6 @@ class Readable(Protocol):
 
 
 @dataclass(frozen=True)
-class PrivacyClaim:
-    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
-
-    epsilon: float | None = None
-    budget_left: bool | None = None
-
-
-@dataclass(frozen=True)
 class Upload:
     """An upload whose headers passed the input serializer; the body is not read yet."""
 
@@ -37,7 +30,7 @@ class Upload:
     signature: str
     body: Readable
     content_length: int | None = None
-    privacy: PrivacyClaim = PrivacyClaim()
+    privacy: PrivacyClaim = field(default_factory=PrivacyClaim)
 
 
 def _too_big(limit: int) -> ApplicationError:

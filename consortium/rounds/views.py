@@ -33,6 +33,7 @@ from consortium.rounds.serializers import (
     SubmissionAcceptedSerializer,
     UploadHeadersSerializer,
 )
+from protocol import MetricsReceipt
 
 # Admission control for uploads in this worker process (settings.MAX_CONCURRENT_UPLOADS).
 _upload_slots = threading.BoundedSemaphore(settings.MAX_CONCURRENT_UPLOADS)
@@ -213,7 +214,8 @@ class RoundMetricsView(APIView):
             bank=request.user.bank,
             metrics=serializer.validated_data["metrics"],
         )
-        return Response({"round": number, "metrics": report.metrics, "self_reported": True})
+        receipt = MetricsReceipt(round=number, metrics=report.metrics, self_reported=True)
+        return Response(receipt.to_dict())
 
 
 class KeyEpochCurrentView(APIView):

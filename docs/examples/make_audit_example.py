@@ -48,9 +48,10 @@ def _upload(rnd, bank, key, secret, params, fp, seed, epsilon=None):  # type: ig
     import numpy as np
 
     from consortium.rounds import storage
-    from consortium.rounds.services import PrivacyClaim, update_precheck, update_submit
+    from consortium.rounds.services import update_precheck, update_submit
     from he.codec import encrypt_vector, pack_update
     from he.signing import sign, update_message
+    from protocol import PrivacyClaim
 
     weights = np.random.default_rng(seed).normal(0, 0.3, rnd.vector_length - 1)
     buf = io.BytesIO()

@@ -96,14 +96,15 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
 def test_a_statistics_round_then_every_training_round_is_published_with_all_three_banks(
     federation,
 ):
-    rounds = sorted(federation["op"].rounds(), key=lambda r: r["number"])
-    published = [r for r in rounds if r["state"] == "published"]
-    assert [r["kind"] for r in published] == ["statistics"] + ["training"] * ROUNDS
+    rounds = sorted(federation["op"].rounds(), key=lambda r: r.number)
+    published = [r for r in rounds if r.state == "published"]
+    assert [r.kind for r in published] == ["statistics"] + ["training"] * ROUNDS
     for rnd in published:
-        assert sorted(i["bank"] for i in rnd["manifest"]["inputs"]) == sorted(federation["banks"])
+        assert rnd.manifest is not None
+        assert sorted(rnd.manifest.banks) == sorted(federation["banks"])
     stats, first, second = published[0], published[1], published[2]
-    assert first["base_round"] is None and second["base_round"] == first["number"]
-    assert first["stats_round"] == second["stats_round"] == stats["number"]
+    assert first.base_round is None and second.base_round == first.number
+    assert first.stats_round == second.stats_round == stats.number
 
 
 def test_the_statistics_round_gives_every_bank_the_same_pooled_normalisation(federation):

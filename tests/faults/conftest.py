@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bank_node.portal_client import BankClient, OperatorClient
 from he.signing import public_key_b64, sign, update_message
+from protocol import RoundInfo
 from simulation.processes import (
     PY,
     ROOT,
@@ -351,27 +352,27 @@ def consortium(
 _used_rounds: set[int] = set()
 
 
-def next_round(portal: Portal, member: Member) -> dict[str, Any]:
+def next_round(portal: Portal, member: Member) -> RoundInfo:
     """Wait for an open round that no earlier test has used, and claim it."""
     client = member.client(portal.url(), max_retries=0)
 
     def fresh() -> Any:
         rnd = client.current_round()
-        ok = rnd and rnd["state"] == "open" and rnd["number"] not in _used_rounds
+        ok = rnd and rnd.state == "open" and rnd.number not in _used_rounds
         return rnd if ok else None
 
     rnd = wait_for("a fresh round to open", fresh, timeout=60)
-    _used_rounds.add(rnd["number"])
+    _used_rounds.add(rnd.number)
     return rnd
 
 
-def open_round(portal: Portal, member: Member, number: int | None = None) -> dict[str, Any]:
+def open_round(portal: Portal, member: Member, number: int | None = None) -> RoundInfo:
     """Wait until the scheduler has a round open (round ``number`` if given)."""
     client = member.client(portal.url(), max_retries=0)
 
     def ready() -> Any:
         rnd = client.current_round()
-        if rnd and rnd["state"] == "open" and (number is None or rnd["number"] == number):
+        if rnd and rnd.state == "open" and (number is None or rnd.number == number):
             return rnd
         return None
 
@@ -379,13 +380,13 @@ def open_round(portal: Portal, member: Member, number: int | None = None) -> dic
 
 
 def write_update(
-    ckks: Ckks, rnd: dict[str, Any], member: Member, out_dir: Path, seed: int
+    ckks: Ckks, rnd: RoundInfo, member: Member, out_dir: Path, seed: int
 ) -> tuple[Path, str, str, Any]:
     """Encrypt and sign a fresh update for ``member``; returns path, digest, signature, plain."""
-    body, plain = encrypted_update(ckks, rnd["vector_length"], seed=seed)
-    path = out_dir / f"{member.slug}-{rnd['number']}-{seed}.ckks"
+    body, plain = encrypted_update(ckks, rnd.vector_length, seed=seed)
+    path = out_dir / f"{member.slug}-{rnd.number}-{seed}.ckks"
     path.write_bytes(body)
-    digest, signature = member.signed(rnd["number"], body)
+    digest, signature = member.signed(rnd.number, body)
     return path, digest, signature, plain
 
 

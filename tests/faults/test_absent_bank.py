@@ -32,14 +32,14 @@ def test_a_bank_that_never_shows_up_does_not_stop_the_round_at_its_deadline(
     )
     for i, (slug, member) in enumerate(members.items()):
         path, digest, signature, _ = write_update(ckks, rnd, member, tmp_path, seed=i)
-        member.client(url).upload_update(rnd["number"], path, digest, signature)
+        member.client(url).upload_update(rnd.number, path, digest, signature)
     rnd = next_round(portal, members["alpha"])
-    assert rnd["policy"]["min_banks"] == 2
+    assert rnd.policy.min_banks == 2
     # Back to the usual policy for the rounds after this one (and the tests after this one).
     op._json("POST", f"policies/{usual['id']}/activate")
     assert short["id"] != usual["id"]
 
-    number = rnd["number"]
+    number = rnd.number
     for i, slug in enumerate(["alpha", "beta"]):  # gamma's node never starts
         path, digest, signature, _ = write_update(ckks, rnd, members[slug], tmp_path, seed=i)
         members[slug].client(url).upload_update(number, path, digest, signature)

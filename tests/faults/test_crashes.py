@@ -26,7 +26,7 @@ def test_a_node_killed_mid_upload_leaves_no_row_or_blob_and_its_retry_completes_
     portal, members = consortium
     url = portal.url()
     rnd = next_round(portal, members["alpha"])
-    number = rnd["number"]
+    number = rnd.number
     updates = {s: write_update(ckks, rnd, m, tmp_path, seed=i) for i, (s, m) in
                enumerate(members.items())}  # fmt: skip
 
@@ -47,7 +47,7 @@ def test_a_node_killed_mid_upload_leaves_no_row_or_blob_and_its_retry_completes_
     # The node comes back and retries; the others upload as usual.
     for slug, (path, digest, signature, _) in updates.items():
         answer = members[slug].client(url).upload_update(number, path, digest, signature)
-        assert answer["digest"] == digest
+        assert answer.digest == digest
     wait_for("publication", lambda: portal.round_row(number)["state"] == "published")
     row = portal.round_row(number)
     assert row["closed_at"] < row["deadline_at"]  # everyone was in: no wait for the deadline
@@ -59,7 +59,7 @@ def test_the_web_tier_killed_during_an_upload_loses_no_accepted_update(consortiu
     portal, members = consortium
     url = portal.url()
     rnd = next_round(portal, members["alpha"])
-    number = rnd["number"]
+    number = rnd.number
     updates = {s: write_update(ckks, rnd, m, tmp_path, seed=i) for i, (s, m) in
                enumerate(members.items())}  # fmt: skip
     path, digest, signature, _ = updates["beta"]
@@ -95,7 +95,7 @@ def test_the_web_tier_killed_during_an_upload_loses_no_accepted_update(consortiu
 
     portal.start_web()
     worker.join(timeout=60)
-    assert outcome["answer"]["digest"] == updates["alpha"][1]
+    assert outcome["answer"].digest == updates["alpha"][1]
     path, digest, signature, _ = updates["gamma"]
     members["gamma"].client(url).upload_update(number, path, digest, signature)
     wait_for("publication", lambda: portal.round_row(number)["state"] == "published")
@@ -114,7 +114,7 @@ def test_the_scheduler_killed_during_aggregation_publishes_exactly_once_after_re
     portal.start_scheduler(CONSORTIUM_FAULT_SLEEP_IN_AGGREGATION="60")
     published_before = portal.audit_count("round.published")
     aggregating_before = portal.audit_count("round.aggregating")
-    number = rnd["number"]
+    number = rnd.number
     plains = []
     for i, (slug, member) in enumerate(members.items()):
         path, digest, signature, plain = write_update(ckks, rnd, member, tmp_path, seed=10 + i)

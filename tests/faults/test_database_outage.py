@@ -23,7 +23,7 @@ def test_a_database_outage_is_a_503_with_a_message_and_the_round_completes_after
     portal, members = consortium
     url = portal.url()
     rnd = next_round(portal, members["alpha"])
-    number = rnd["number"]
+    number = rnd.number
     updates = {
         slug: write_update(ckks, rnd, m, tmp_path, seed=i)
         for i, (slug, m) in enumerate(members.items())
@@ -69,7 +69,7 @@ def test_a_database_outage_is_a_503_with_a_message_and_the_round_completes_after
     finally:
         pg_server.start()
     worker.join(timeout=90)
-    assert outcome["answer"]["digest"] == digest
+    assert outcome["answer"].digest == digest
 
     path, digest, signature, _ = updates["gamma"]
     members["gamma"].client(url).upload_update(number, path, digest, signature)

@@ -51,7 +51,7 @@ def test_two_replicas_on_one_database_publish_each_round_once_and_lose_no_submis
     try:
         for _ in range(ROUNDS):
             rnd = next_round(portal, members["alpha"])
-            number = rnd["number"]
+            number = rnd.number
             numbers.append(number)
             updates = {
                 slug: write_update(ckks, rnd, m, tmp_path, seed=number * 100 + i)

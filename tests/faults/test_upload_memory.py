@@ -52,13 +52,13 @@ def test_a_64_mb_upload_raises_no_workers_peak_memory_by_more_than_a_few_mb(
     header = MAGIC + b"\0\0\0\x02{}"
     small = header + b"\0" * MB
     for _ in range(4):  # every worker has handled an upload before the baseline
-        assert _put(url, members["alpha"], rnd["number"], small).status_code == 400
+        assert _put(url, members["alpha"], rnd.number, small).status_code == 400
     before = _peak_rss_mb(portal.procs["web"].pid)
     # (A temp file an earlier test's SIGKILL left behind waits for the hourly sweep.)
     leftovers = portal.temp_files()
     big = header + b"\0" * (64 * MB)
     for _ in range(2):
-        assert _put(url, members["alpha"], rnd["number"], big).status_code == 400
+        assert _put(url, members["alpha"], rnd.number, big).status_code == 400
     after = _peak_rss_mb(portal.procs["web"].pid)
     grown = {pid: after[pid] - before.get(pid, after[pid]) for pid in after}
     assert max(grown.values()) < 16, (before, after)
@@ -67,5 +67,5 @@ def test_a_64_mb_upload_raises_no_workers_peak_memory_by_more_than_a_few_mb(
     # Finish the round, as every fault test does, for the tests after this one.
     for i, member in enumerate(members.values()):
         path, digest, signature, _ = write_update(ckks, rnd, member, tmp_path, seed=i)
-        member.client(url).upload_update(rnd["number"], path, digest, signature)
-    wait_for("publication", lambda: portal.round_row(rnd["number"])["state"] == "published")
+        member.client(url).upload_update(rnd.number, path, digest, signature)
+    wait_for("publication", lambda: portal.round_row(rnd.number)["state"] == "published")

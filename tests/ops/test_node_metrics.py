@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from bank_node import metrics as node_metrics
 from bank_node.portal_client import BankClient
+from protocol import BankInfo
 
 
 def value(name: str, **labels: str) -> float:
@@ -71,10 +72,9 @@ def test_healthz_answers_and_readyz_checks_state_and_data(node_server):
 
 def test_a_round_seen_open_that_closes_without_our_update_is_missed_once():
     before = value("bank_node_rounds_missed_total", reason="not_submitted")
-    node_metrics.round_seen_open({"number": 9001, "state": "open"})
-    closed = {"number": 9001, "state": "published"}
-    node_metrics.round_listed(closed, submitted=False, skipped=False)
-    node_metrics.round_listed(closed, submitted=False, skipped=False)
+    node_metrics.round_seen_open(9001)
+    node_metrics.round_listed(9001, "published", submitted=False, skipped=False)
+    node_metrics.round_listed(9001, "published", submitted=False, skipped=False)
     assert value("bank_node_rounds_missed_total", reason="not_submitted") == before + 1
 
 
@@ -91,16 +91,14 @@ def test_only_closed_rounds_without_our_update_count_as_missed(
     rnd, submitted, skipped, reason, delta
 ):
     before = value("bank_node_rounds_missed_total", reason=reason)
-    node_metrics.round_seen_open({"number": rnd["number"]})
-    node_metrics.round_listed(rnd, submitted=submitted, skipped=skipped)
+    node_metrics.round_seen_open(rnd["number"])
+    node_metrics.round_listed(rnd["number"], rnd["state"], submitted=submitted, skipped=skipped)
     assert value("bank_node_rounds_missed_total", reason=reason) == before + delta
 
 
 def test_a_round_the_node_never_saw_open_is_not_its_miss():
     before = value("bank_node_rounds_missed_total", reason="not_submitted")
-    node_metrics.round_listed(
-        {"number": 9201, "state": "published"}, submitted=False, skipped=False
-    )
+    node_metrics.round_listed(9201, "published", submitted=False, skipped=False)
     assert value("bank_node_rounds_missed_total", reason="not_submitted") == before
 
 
@@ -117,13 +115,24 @@ def test_an_evaluated_global_model_sets_auprc_round_and_last_success(tmp_path):
     assert value("bank_node_upload_bytes_total") == sent + 1234
 
 
+BANK_A = {
+    "slug": "a",
+    "name": "A",
+    "status": "active",
+    "signing_public_key": "",
+    "signing_key_registered_at": None,
+    "created_at": "2026-12-01T12:00:00Z",
+    "status_changed_at": None,
+}
+
+
 def test_portal_client_retries_are_counted():
     answers = iter([503, 200])
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             status = next(answers)
-            body = json.dumps({"message": "busy"} if status == 503 else {"slug": "a"}).encode()
+            body = json.dumps({"message": "busy"} if status == 503 else BANK_A).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -138,7 +147,7 @@ def test_portal_client_retries_are_counted():
     try:
         before = value("bank_node_portal_retries_total")
         client = BankClient(f"http://127.0.0.1:{server.server_port}", "cred", max_retries=2)
-        assert client.me() == {"slug": "a"}
+        assert client.me() == BankInfo.from_dict(BANK_A)
         assert client.retries_made == 1
         assert value("bank_node_portal_retries_total") == before + 1
     finally:

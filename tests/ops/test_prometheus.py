@@ -161,12 +161,12 @@ def _beta_takes_part(fed: Federation, beta: Beta) -> int:
     rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
     secret = load_secret_context((fed.work / "ceremony" / SECRET_CONTEXT).read_bytes())
     public = (fed.work / "ceremony" / PUBLIC_CONTEXT).read_bytes()
-    weights = np.random.default_rng(0).normal(0, 0.1, rnd["vector_length"] - 1)
+    weights = np.random.default_rng(0).normal(0, 0.1, rnd.vector_length - 1)
     body = fed.work / "beta-update.ckks"
     digest = encrypt_to_file(
         secret, pack_update(weights, 500), CkksParams(), fingerprint(public), body
     )
-    number = rnd["number"]
+    number = rnd.number
     message = update_message(number, "beta", digest)
     with pytest.raises(PortalError) as forged:
         beta.client.upload_update(number, body, digest, sign(Ed25519PrivateKey.generate(), message))

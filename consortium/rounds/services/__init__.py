@@ -23,7 +23,6 @@ from consortium.rounds.services.scheduler import (
     scheduler_tick,
 )
 from consortium.rounds.services.submissions import (
-    PrivacyClaim,
     submission_create,
     update_precheck,
     update_submit,
@@ -32,7 +31,6 @@ from consortium.rounds.services.submissions import (
 __all__ = [
     "CIPHERTEXT_BYTES_PER_VALUE",
     "POLICY_FIELDS",
-    "PrivacyClaim",
     "blob_open",
     "key_epoch_register",
     "metrics_report",

@@ -13,27 +13,9 @@ from django.db.models import Max
 from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
-from consortium.rounds.models import RoundPolicy
+from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 from he.errors import HEError
 from he.params import CkksParams
-
-POLICY_FIELDS = (
-    "model_spec",
-    "local_epochs",
-    "batch_size",
-    "learning_rate",
-    "fedprox_mu",
-    "min_banks",
-    "deadline",
-    "max_rounds",
-    "max_consecutive_failures",
-    "ckks_params",
-    "normalize_features",
-    "dp_target_epsilon",
-    "dp_delta",
-    "dp_max_grad_norm",
-    "dp_noise_multiplier",
-)
 
 # An encrypted value costs at least 32 bytes on the wire (2 x 8-byte coefficients per
 # slot and data prime); a model whose update cannot fit the upload limit is refused before

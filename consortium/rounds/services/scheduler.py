@@ -20,6 +20,7 @@ from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import KeyEpoch, Round, RoundKind, RoundPolicy, RoundState
 from he.aggregate import sum_vectors
 from he.errors import HEError
+from protocol import Manifest, ManifestInput
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,12 @@ def round_aggregate(number: int) -> list[str]:
     _fault_pause_before_publish(rnd.number)
     rnd.state, rnd.closed_at = RoundState.PUBLISHED, timezone.now()
     rnd.aggregate_digest, rnd.aggregate_size, rnd.aggregate_blob = digest, size, relpath
-    rnd.manifest = {
-        "round": rnd.number,
-        "key_epoch": rnd.key_epoch.fingerprint,
-        "aggregate_digest": digest,
-        "inputs": [{"bank": s.bank.slug, "digest": s.digest} for s in subs],
-    }
+    rnd.manifest = Manifest(
+        round=rnd.number,
+        key_epoch=rnd.key_epoch.fingerprint,
+        aggregate_digest=digest,
+        inputs=tuple(ManifestInput(bank=s.bank.slug, digest=s.digest) for s in subs),
+    ).to_dict()
     rnd.save(
         update_fields=[
             "state",

@@ -21,10 +21,11 @@ from consortium.members.models import Bank
 from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
-from consortium.rounds.uploads import PrivacyClaim, Upload, body_to_temp
+from consortium.rounds.uploads import Upload, body_to_temp
 from he.errors import UpdateInvalid
 from he.signing import update_message, verify
 from he.validate import validate_vector
+from protocol import PolicySnapshot, PrivacyClaim
 
 
 def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> NoReturn:
@@ -128,11 +129,8 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
 
 def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
     """Under a DP policy a training update must state its cumulative epsilon, within budget."""
-    snapshot = rnd.policy_snapshot
-    dp_on = snapshot.get("dp_target_epsilon") is not None or (
-        snapshot.get("dp_noise_multiplier") is not None
-    )
-    if not dp_on or rnd.kind != RoundKind.TRAINING:
+    snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
+    if not snapshot.dp_enabled or rnd.kind != RoundKind.TRAINING:
         return
     if claim.epsilon is None:
         _reject(
@@ -144,7 +142,7 @@ def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
                 "cumulative epsilon in X-Privacy-Epsilon"
             ),
         )
-    target = snapshot.get("dp_target_epsilon")
+    target = snapshot.dp_target_epsilon
     if target is not None and claim.epsilon is not None and claim.epsilon > target * (1 + 1e-6):
         _reject(
             bank,

@@ -1,0 +1,51 @@
+"""The declared shapes of every message between the portal and a bank node (pure Python).
+
+Both sides build and parse these frozen dataclasses instead of indexing raw dicts; a
+malformed message raises ``ProtocolError`` naming the field. Imports only the standard
+library and ``he`` (to validate CKKS parameters).
+"""
+
+from protocol.errors import ProtocolError
+from protocol.members import BankInfo, KeyEpochInfo
+from protocol.policy import (
+    DEFAULT_CKKS_PARAMS,
+    DEFAULT_MODEL_SPEC,
+    DERIVED_POLICY_FIELDS,
+    POLICY_FIELDS,
+    PolicySnapshot,
+    default_ckks_params,
+    default_model_spec,
+    dp_enabled,
+)
+from protocol.rounds import (
+    Manifest,
+    ManifestInput,
+    MetricsReceipt,
+    PrivacyClaim,
+    PrivacySpend,
+    RoundInfo,
+    RoundPage,
+    UpdateReceipt,
+)
+
+__all__ = [
+    "DEFAULT_CKKS_PARAMS",
+    "DEFAULT_MODEL_SPEC",
+    "DERIVED_POLICY_FIELDS",
+    "POLICY_FIELDS",
+    "BankInfo",
+    "KeyEpochInfo",
+    "Manifest",
+    "ManifestInput",
+    "MetricsReceipt",
+    "PolicySnapshot",
+    "PrivacyClaim",
+    "PrivacySpend",
+    "ProtocolError",
+    "RoundInfo",
+    "RoundPage",
+    "UpdateReceipt",
+    "default_ckks_params",
+    "default_model_spec",
+    "dp_enabled",
+]

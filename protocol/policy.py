@@ -1,0 +1,120 @@
+"""The policy snapshot: the one declared shape of the rules a round runs under.
+
+The portal freezes a ``PolicySnapshot`` into every round it opens and sends it with the
+round; the node trains by it. Its field list, its defaults for the model and for CKKS,
+and the rule for "differential privacy is on" are defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from he.errors import HEError
+from he.params import CkksParams
+from protocol.codec import decode, encode
+from protocol.errors import ProtocolError
+
+# The CKKS parameters are chosen (and justified) in ``he.params.CkksParams``; this is
+# their one wire form, the default of every policy and of `bank-node keygen`.
+DEFAULT_CKKS_PARAMS: dict[str, Any] = CkksParams().to_dict()
+
+DEFAULT_MODEL_SPEC: dict[str, Any] = {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce"}
+
+
+def default_ckks_params() -> dict[str, Any]:
+    """A fresh copy of the default CKKS parameters (callers may mutate it)."""
+    return copy.deepcopy(DEFAULT_CKKS_PARAMS)
+
+
+def default_model_spec() -> dict[str, Any]:
+    """A fresh copy of the default model specification (callers may mutate it)."""
+    return copy.deepcopy(DEFAULT_MODEL_SPEC)
+
+
+def dp_enabled(target_epsilon: float | None, noise_multiplier: float | None) -> bool:
+    """DP-SGD is on when a policy sets a privacy budget or a fixed noise multiplier."""
+    return target_epsilon is not None or noise_multiplier is not None
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """The frozen copy of a policy version that a round opens under.
+
+    Every field is required on the wire: a bank will sign ``digest()``, so it must never
+    sign a policy with a field filled in by a default it did not see.
+    """
+
+    name: str
+    version: int
+    model_spec: dict[str, Any]
+    n_features: int
+    vector_length: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    fedprox_mu: float
+    min_banks: int
+    deadline_seconds: int
+    max_rounds: int
+    ckks_params: dict[str, Any]
+    normalize_features: bool
+    dp_target_epsilon: float | None
+    dp_delta: float
+    dp_max_grad_norm: float
+    dp_noise_multiplier: float | None
+
+    def __post_init__(self) -> None:
+        try:
+            CkksParams.from_dict(self.ckks_params)
+        except HEError as exc:
+            raise ProtocolError("ckks_params", str(exc)) from exc
+
+    @property
+    def dp_enabled(self) -> bool:
+        return dp_enabled(self.dp_target_epsilon, self.dp_noise_multiplier)
+
+    @property
+    def ckks(self) -> CkksParams:
+        return CkksParams.from_dict(self.ckks_params)
+
+    @classmethod
+    def from_dict(cls, data: object) -> PolicySnapshot:
+        """Parse a snapshot, or raise ``ProtocolError`` naming the first bad field."""
+        return decode(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as stored in ``Round.policy_snapshot`` and sent to banks."""
+        return encode(self)
+
+    def canonical_json(self) -> bytes:
+        """The deterministic encoding that ``digest()`` hashes.
+
+        ``json.dumps`` of ``to_dict()`` with keys sorted at every level, no whitespace
+        (separators ``","`` and ``":"``), ASCII-only output (``\\uXXXX`` escapes), floats
+        as Python's shortest round-trip ``repr`` (``0.001``, ``1e-05``, ``1.0``), ints bare,
+        absent values as ``null``, encoded as UTF-8. Ints given for float fields are made
+        floats by ``from_dict`` first, so ``1`` and ``1.0`` hash the same.
+        """
+        text = json.dumps(
+            self.to_dict(),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+            allow_nan=False,
+        )
+        return text.encode("utf-8")
+
+    def digest(self) -> str:
+        """Hex SHA-256 of ``canonical_json()``: what a bank signs to approve this policy."""
+        return hashlib.sha256(self.canonical_json()).hexdigest()
+
+
+# Every field of the snapshot, in wire order: the one list the portal derives its own from.
+POLICY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PolicySnapshot))
+
+# Fields the portal computes itself rather than taking from an operator.
+DERIVED_POLICY_FIELDS: frozenset[str] = frozenset({"version", "n_features", "vector_length"})

@@ -1,0 +1,172 @@
+"""Rounds as a bank sees them: round info, the published manifest, upload receipts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from protocol.codec import decode, encode
+from protocol.errors import ProtocolError
+from protocol.policy import PolicySnapshot
+
+ROUND_STATES = ("open", "aggregating", "published", "failed")
+ROUND_KINDS = ("training", "statistics")
+
+
+@dataclass(frozen=True)
+class ManifestInput:
+    """One update an aggregate includes."""
+
+    bank: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a published aggregate is the sum of, under which key."""
+
+    round: int
+    key_epoch: str
+    aggregate_digest: str
+    inputs: tuple[ManifestInput, ...]
+
+    @classmethod
+    def from_dict(cls, data: object) -> Manifest:
+        return decode(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return encode(self)
+
+    @property
+    def banks(self) -> tuple[str, ...]:
+        return tuple(i.bank for i in self.inputs)
+
+
+@dataclass(frozen=True)
+class PrivacySpend:
+    """A bank's reported cumulative epsilon after a round (round detail only)."""
+
+    bank: str
+    epsilon_spent: float
+    budget_left: bool | None
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A round as ``GET /rounds/current``, ``/rounds/`` and ``/rounds/{n}`` return it.
+
+    ``manifest`` is None until the round is published (the wire carries ``{}``).
+    ``submitted_by_you`` and ``privacy`` come only with the detail of one round.
+    """
+
+    number: int
+    kind: str
+    vector_length: int
+    stats_round: int | None
+    state: str
+    policy: PolicySnapshot
+    key_epoch: str
+    base_round: int | None
+    base_key_epoch: str | None
+    opened_at: datetime
+    deadline_at: datetime
+    aggregating_at: datetime | None
+    closed_at: datetime | None
+    failure_reason: str
+    aggregate_digest: str
+    aggregate_size: int | None
+    manifest: Manifest | None
+    submissions: int
+    submitted_by_you: str | None = None
+    privacy: tuple[PrivacySpend, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.state not in ROUND_STATES:
+            raise ProtocolError("state", f"must be one of {', '.join(ROUND_STATES)}")
+        if self.kind not in ROUND_KINDS:
+            raise ProtocolError("kind", f"must be one of {', '.join(ROUND_KINDS)}")
+
+    @staticmethod
+    def _from_wire(data: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {**data, "manifest": None} if data.get("manifest") == {} else data
+
+    @classmethod
+    def from_dict(cls, data: object) -> RoundInfo:
+        return decode(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = encode(self)
+        if data["manifest"] is None:
+            data["manifest"] = {}
+        return data
+
+    @property
+    def is_training(self) -> bool:
+        return self.kind == "training"
+
+
+@dataclass(frozen=True)
+class PrivacyClaim:
+    """What a bank reports about its DP budget with an upload (``X-Privacy-*`` headers)."""
+
+    epsilon: float | None = None
+    budget_left: bool | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The upload headers that carry this claim (none for an empty claim)."""
+        out: dict[str, str] = {}
+        if self.epsilon is not None:
+            out["X-Privacy-Epsilon"] = repr(float(self.epsilon))
+        if self.budget_left is not None:
+            out["X-Privacy-Budget-Left"] = "true" if self.budget_left else "false"
+        return out
+
+
+@dataclass(frozen=True)
+class UpdateReceipt:
+    """The portal's answer to an accepted upload (the same for an idempotent retry)."""
+
+    round: int
+    bank: str
+    digest: str
+    size_bytes: int
+    received_at: datetime
+
+    @classmethod
+    def from_dict(cls, data: object) -> UpdateReceipt:
+        return decode(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return encode(self)
+
+
+@dataclass(frozen=True)
+class MetricsReceipt:
+    """The portal's answer to a metrics report."""
+
+    round: int
+    metrics: dict[str, Any]
+    self_reported: bool
+
+    @classmethod
+    def from_dict(cls, data: object) -> MetricsReceipt:
+        return decode(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return encode(self)
+
+
+@dataclass(frozen=True)
+class RoundPage:
+    """One page of ``GET /rounds/``."""
+
+    count: int
+    next: str | None
+    previous: str | None
+    results: tuple[RoundInfo, ...]
+
+    @classmethod
+    def from_dict(cls, data: object) -> RoundPage:
+        return decode(cls, data)

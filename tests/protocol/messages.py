@@ -1,0 +1,64 @@
+"""Well-formed wire messages, as the portal sends them, for tests to start from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import default_ckks_params, default_model_spec
+
+
+def policy_dict(**overrides: Any) -> dict[str, Any]:
+    """A policy snapshot as ``RoundPolicy.snapshot()`` stores it (DP off)."""
+    return {
+        "name": "baseline",
+        "version": 1,
+        "model_spec": default_model_spec(),
+        "n_features": 12,
+        "vector_length": 970,
+        "local_epochs": 2,
+        "batch_size": 256,
+        "learning_rate": 0.001,
+        "fedprox_mu": 0.0,
+        "min_banks": 3,
+        "deadline_seconds": 1800,
+        "max_rounds": 10,
+        "ckks_params": default_ckks_params(),
+        "normalize_features": True,
+        "dp_target_epsilon": None,
+        "dp_delta": 1e-05,
+        "dp_max_grad_norm": 1.0,
+        "dp_noise_multiplier": None,
+    } | overrides
+
+
+def manifest_dict(**overrides: Any) -> dict[str, Any]:
+    return {
+        "round": 4,
+        "key_epoch": "ab" * 32,
+        "aggregate_digest": "cd" * 32,
+        "inputs": [{"bank": "alpha", "digest": "01" * 32}, {"bank": "beta", "digest": "02" * 32}],
+    } | overrides
+
+
+def round_dict(**overrides: Any) -> dict[str, Any]:
+    """An open training round as ``GET /api/v1/rounds/current`` returns it."""
+    return {
+        "number": 4,
+        "kind": "training",
+        "vector_length": 970,
+        "stats_round": 1,
+        "state": "open",
+        "policy": policy_dict(),
+        "key_epoch": "ab" * 32,
+        "base_round": 3,
+        "base_key_epoch": "ab" * 32,
+        "opened_at": "2026-12-01T15:00:00.123456Z",
+        "deadline_at": "2026-12-01T15:30:00.123456Z",
+        "aggregating_at": None,
+        "closed_at": None,
+        "failure_reason": "",
+        "aggregate_digest": "",
+        "aggregate_size": None,
+        "manifest": {},
+        "submissions": 1,
+    } | overrides
