@@ -8,7 +8,6 @@ in force: "legacy mode", in which the portal behaves as it did before the roster
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
@@ -18,7 +17,6 @@ from governance import (
     Pending,
     RosterError,
     RosterState,
-    canonical_json,
     pending_approvals,
     verify_chain,
 )
@@ -146,8 +144,8 @@ def roster_filter_active(banks: QuerySet[Bank]) -> QuerySet[Bank]:
 
 
 def policy_digest(policy: RoundPolicy) -> str:
-    """SHA-256 (hex) of the canonical JSON of the policy's snapshot: what banks approve."""
-    return hashlib.sha256(canonical_json(policy.snapshot())).hexdigest()
+    """``PolicySnapshot.digest()`` of the policy: what banks approve, and what nodes recompute."""
+    return policy.as_snapshot().digest()
 
 
 def upload_verify_key(bank: Bank) -> str:
