@@ -16,6 +16,7 @@ from audit.selectors import audit_accepted_updates, audit_rejections
 from consortium.members.models import Bank
 from consortium.rounds.models import KeyEpoch, MetricReport, Round
 from he.signing import update_message, verify
+from protocol import dp_enabled
 
 # Policy fields that say how much the aggregate can reveal, besides min_banks and CKKS.
 _PRIVACY_FIELD = re.compile(r"(^dp_|epsilon|delta|noise|clip|privacy)")
@@ -39,13 +40,11 @@ def selection_parse(
 def _privacy(snapshot: dict[str, Any], subs: list[Any]) -> dict[str, Any]:
     """The settings that bound what the aggregate reveals, and the epsilon banks spent.
 
-    DP is on when the policy sets a target epsilon or a noise multiplier (the rule the
-    rounds app enforces); each bank reports its cumulative epsilon with its upload.
+    DP is on when the policy sets a target epsilon or a noise multiplier
+    (``protocol.dp_enabled``, the rule the rounds app enforces); each bank reports its
+    cumulative epsilon with its upload.
     """
-    enabled = (
-        snapshot.get("dp_target_epsilon") is not None
-        or snapshot.get("dp_noise_multiplier") is not None
-    )
+    enabled = dp_enabled(snapshot.get("dp_target_epsilon"), snapshot.get("dp_noise_multiplier"))
     return {
         "min_banks": snapshot.get("min_banks"),
         "ckks_params": snapshot.get("ckks_params"),
