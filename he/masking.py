@@ -147,7 +147,11 @@ def pairwise_terms(
 ) -> list[MaskTerm]:
     """The masks ``own_id`` adds for its cohort: ``+`` towards larger ids, ``-`` towards smaller."""
     return [
-        MaskTerm(peer_id, pairwise_seed(own, own_id, key, peer_id, binding), pair_sign(own_id, peer_id))
+        MaskTerm(
+            peer_id,
+            pairwise_seed(own, own_id, key, peer_id, binding),
+            pair_sign(own_id, peer_id),
+        )
         for peer_id, key in sorted(peers.items())
         if peer_id != own_id
     ]

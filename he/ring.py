@@ -23,8 +23,10 @@ import tenseal.sealapi as seal
 from he.errors import HEError, UpdateInvalid
 from he.params import CkksParams
 
-# /dev/shm keeps the save/load round trip in memory where the system offers it.
-_SCRATCH_ROOT = "/dev/shm" if Path("/dev/shm").is_dir() else None
+# /dev/shm keeps the save/load round trip (masked plaintexts, ciphertexts) in memory where
+# the system offers it; the directory itself comes from mkdtemp (mode 0700, random name).
+_SHM = Path("/dev/shm")  # noqa: S108
+_SCRATCH_ROOT = str(_SHM) if _SHM.is_dir() else None
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compression, reserved, size
 _PLAIN_META = struct.Struct("<4QQd")  # parms_id, coefficient count, scale
 
