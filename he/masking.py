@@ -14,7 +14,7 @@ epoch fingerprint | chunk index); words are sampled by rejection so each is unif
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,11 +96,27 @@ def combined_mask(
     degree: int,
 ) -> np.ndarray:
     """The sum of ``sign * PRG(seed)`` over ``terms``, reduced per prime (uint64)."""
-    total = np.zeros(degree * len(moduli), dtype=np.uint64)
-    for term in terms:
-        words = mask_words(term.seed, binding, chunk, moduli, degree)
-        total = add_mod(total, words if term.sign > 0 else negate_mod(words, moduli), moduli)
-    return total
+
+    def total(sign: int) -> np.ndarray:
+        return _sum_mod(
+            (mask_words(t.seed, binding, chunk, moduli, degree) for t in terms if t.sign == sign),
+            moduli,
+            degree * len(moduli),
+        )
+
+    return add_mod(total(1), negate_mod(total(-1), moduli), moduli)
+
+
+def _sum_mod(arrays: Iterable[np.ndarray], moduli: Sequence[int], size: int) -> np.ndarray:
+    # Words are below q < 2^60 (CkksParams allows primes of at most 60 bits), so fifteen of
+    # them add up below 2^64: reduce once per fifteen additions instead of after each.
+    q = _modulus_column(moduli, size)
+    acc = np.zeros(size, dtype=np.uint64)
+    for count, words in enumerate(arrays, start=1):
+        acc += words
+        if count % 14 == 0:
+            acc %= q
+    return acc % q
 
 
 def add_mod(a: np.ndarray, b: np.ndarray, moduli: Sequence[int]) -> np.ndarray:

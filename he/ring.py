@@ -132,13 +132,59 @@ def check_seal_header(raw: bytes) -> None:
 _MODES = (seal.COMPR_MODE_TYPE.NONE, seal.COMPR_MODE_TYPE.ZLIB, seal.COMPR_MODE_TYPE.ZSTD)
 
 
-def plaintext_words(plain: seal.Plaintext) -> np.ndarray:
+def plaintext_words(kit: SealKit, plain: seal.Plaintext) -> np.ndarray:
     """The plaintext's words (NTT form, one block per data prime) as uint64."""
-    return np.fromiter(
-        (plain.data(i) for i in range(plain.coeff_count())),
-        dtype=np.uint64,
-        count=plain.coeff_count(),
-    )
+    fast = _words_from_saved(save_bytes(kit, plain), plain.coeff_count())
+    if fast is not None:
+        return fast
+    # The binding reads one word per call: correct, but a third of an upload's encryption time.
+    return np.fromiter(map(plain.data, range(plain.coeff_count())), np.uint64, plain.coeff_count())
+
+
+def _words_from_saved(raw: bytes, count: int) -> np.ndarray | None:
+    """The words of a saved plaintext when SEAL stored them verbatim, else None.
+
+    SEAL compresses with zstd, which stores incompressible data (uniform words mod q) in
+    *raw* blocks: the bytes are there as they are, behind small block headers. Anything
+    else (compressed blocks, an unexpected layout) returns None and the caller reads the
+    words one by one instead.
+    """
+    mode = raw[5] if len(raw) >= _HEADER.size else -1
+    if mode == seal.COMPR_MODE_TYPE.NONE.value:
+        body: bytes | None = raw[_HEADER.size :]
+    elif mode == seal.COMPR_MODE_TYPE.ZSTD.value:
+        body = _zstd_raw_content(raw[_HEADER.size :])
+    else:
+        body = None
+    offset = _PLAIN_META.size + _HEADER.size + 8
+    if body is None or len(body) != offset + 8 * count:
+        return None
+    return np.frombuffer(body, dtype="<u8", offset=offset, count=count).copy()
+
+
+def _zstd_raw_content(frame: bytes) -> bytes | None:
+    # zstd frame format (RFC 8878, section 3.1.1): magic, frame header, then blocks with a
+    # 3-byte header each (last flag, type, size); type 0 is a raw block.
+    if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    single_segment = bool(descriptor & 0x20)
+    if descriptor & 0x03:  # a dictionary id: not written by SEAL
+        return None
+    fcs_bytes = (0, 2, 4, 8)[descriptor >> 6] or (1 if single_segment else 0)
+    position = 5 + (0 if single_segment else 1) + fcs_bytes
+    parts = []
+    while position + 3 <= len(frame):
+        block = int.from_bytes(frame[position : position + 3], "little")
+        kind, size = (block >> 1) & 3, block >> 3
+        if kind != 0:
+            return None
+        parts.append(frame[position + 3 : position + 3 + size])
+        position += 3 + size
+        if block & 1:
+            checksum = 4 if descriptor & 0x04 else 0
+            return b"".join(parts) if position + checksum == len(frame) else None
+    return None
 
 
 def plaintext_from_words(kit: SealKit, words: np.ndarray) -> seal.Plaintext:

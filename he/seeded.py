@@ -78,7 +78,7 @@ def decode_chunk(kit: SealKit, plain: seal.Plaintext, count: int) -> np.ndarray:
 
 def mask_plaintext(kit: SealKit, plain: seal.Plaintext, mask: np.ndarray) -> seal.Plaintext:
     """``plain + mask`` in the ring, word by word modulo each data prime."""
-    return plaintext_from_words(kit, add_mod(plaintext_words(plain), mask, kit.moduli))
+    return plaintext_from_words(kit, add_mod(plaintext_words(kit, plain), mask, kit.moduli))
 
 
 def masker_for(kit: SealKit, terms: Sequence[MaskTerm], binding: RoundBinding) -> Masker:

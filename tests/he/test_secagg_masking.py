@@ -14,7 +14,7 @@ from he.errors import HEError
 from he.keys import load_public_context
 from he.masking import MaskTerm, RoundBinding, mask_words, pairwise_seed
 from he.params import CkksParams
-from he.ring import SealKit, kit_from_tenseal, load_ciphertext
+from he.ring import SealKit, kit_from_tenseal, load_ciphertext, plaintext_words
 from he.seeded import (
     decode_chunk,
     decrypt_plaintext,
@@ -178,3 +178,11 @@ def test_a_bank_refuses_a_pairwise_mask_with_itself_or_a_malformed_seed(binding)
         MaskTerm("bank-01", b"short", 1)
     with pytest.raises(HEError, match="newline"):
         RoundBinding("evil\nconsortium", 1, "f" * 64).info(b"x")
+
+
+@pytest.mark.parametrize("length", [PARAMS.poly_modulus_degree, 10])
+def test_plaintext_words_read_in_bulk_equal_those_read_one_by_one(kits, length: int):
+    secret, _ = kits
+    plain = encode_chunk(secret, np.random.default_rng(length).normal(size=length))
+    one_by_one = [plain.data(i) for i in range(plain.coeff_count())]
+    assert plaintext_words(secret, plain).tolist() == one_by_one
