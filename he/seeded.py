@@ -116,7 +116,7 @@ def decrypt_vector2(kit: SealKit, stream: BinaryIO) -> np.ndarray:
     if kit.decryptor is None:
         raise HEError("decryption needs the members' secret context")
     reader = HashingReader(stream)
-    header = read_header2(reader)
+    header = check_shape(read_header2(reader), kit)
     limit = max_chunk_bytes2(kit.params, seeded=header.seeded)
     parts = []
     for index, raw in enumerate(iter_chunks2(reader, header, limit)):
@@ -124,6 +124,16 @@ def decrypt_vector2(kit: SealKit, stream: BinaryIO) -> np.ndarray:
         count = min(header.reals_per_chunk, header.length - index * header.reals_per_chunk)
         parts.append(decode_chunk(kit, plain, count))
     return np.concatenate(parts)
+
+
+def check_shape(header: Header2, kit: SealKit) -> Header2:
+    """Refuse a header whose chunking does not match the kit's parameters."""
+    if header.reals_per_chunk != reals_per_chunk(kit.params):
+        raise UpdateInvalid(
+            f"header declares {header.reals_per_chunk} reals per chunk; these parameters "
+            f"carry {reals_per_chunk(kit.params)}"
+        )
+    return header
 
 
 def decrypt_plaintext(kit: SealKit, ct: seal.Ciphertext) -> seal.Plaintext:
@@ -148,7 +158,7 @@ def sum_vectors2(
         raise UpdateInvalid("nothing to aggregate")
     with contextlib.ExitStack() as stack:
         readers = [HashingReader(stack.enter_context(open(p, "rb"))) for p in paths]
-        headers = [read_header2(r) for r in readers]
+        headers = [check_shape(read_header2(r), kit) for r in readers]
         if any(h != headers[0] for h in headers[1:]):
             raise UpdateInvalid("uploads disagree on key epoch, vector shape or seeding")
         limit = max_chunk_bytes2(kit.params, seeded=headers[0].seeded)

@@ -15,7 +15,7 @@ import tenseal.sealapi as seal
 
 from he.errors import UpdateInvalid
 from he.ring import SealKit, load_ciphertext
-from he.seeded import max_chunk_bytes2, min_chunk_bytes2, reals_per_chunk
+from he.seeded import check_shape, max_chunk_bytes2, min_chunk_bytes2
 from he.wire import HashingReader
 from he.wire2 import Header2, iter_chunks2, read_header2
 
@@ -72,11 +72,7 @@ def _check_header(
         raise UpdateInvalid(
             f"vector has {header.length} values, this round's model needs {expected_length}"
         )
-    if header.reals_per_chunk != reals_per_chunk(kit.params):
-        raise UpdateInvalid(
-            f"header declares {header.reals_per_chunk} reals per chunk; these parameters "
-            f"carry {reals_per_chunk(kit.params)}"
-        )
+    check_shape(header, kit)
     if header.seeded != seeded:
         want = "a seeded upload" if seeded else "an unseeded aggregate"
         raise UpdateInvalid(f"expected {want}, the header says seeded={header.seeded}")

@@ -234,3 +234,13 @@ def test_the_sum_refuses_uploads_of_different_shapes(kits, ckks, blob, tmp_path:
     shorter = _encrypt(kits[0], np.ones(10), ckks.fingerprint)
     with pytest.raises(UpdateInvalid, match="disagree"):
         _sum(kits[1], [blob, shorter], tmp_path)
+
+
+def test_decrypting_or_summing_refuses_a_container_chunked_for_other_parameters(
+    kits, blob, tmp_path
+):
+    rechunked = _with_header(blob, reals_per_chunk=8192, chunks=2)
+    with pytest.raises(UpdateInvalid, match="reals per chunk"):
+        decrypt_vector2(kits[0], io.BytesIO(rechunked))
+    with pytest.raises(UpdateInvalid, match="reals per chunk"):
+        _sum(kits[1], [rechunked], tmp_path)
