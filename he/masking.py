@@ -108,8 +108,8 @@ def combined_mask(
 
 
 def _sum_mod(arrays: Iterable[np.ndarray], moduli: Sequence[int], size: int) -> np.ndarray:
-    # Words are below q < 2^60 (CkksParams allows primes of at most 60 bits), so fifteen of
-    # them add up below 2^64: reduce once per fifteen additions instead of after each.
+    # Words are below q < 2^60 (CkksParams allows primes of at most 60 bits): a running sum
+    # below q plus fourteen words stays below 2^64, so reduce once per fourteen additions.
     q = _modulus_column(moduli, size)
     acc = np.zeros(size, dtype=np.uint64)
     for count, words in enumerate(arrays, start=1):
