@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 from rest_framework.exceptions import ParseError
 
@@ -107,10 +108,12 @@ class KeyEpochAdmin(admin.ModelAdmin):
     readonly_fields = ("number", "fingerprint", "ckks_params", "active", "created_at", "created_by")
     exclude = ("public_context",)
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any | None = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm[Any]]:
         if obj is None:
             kwargs["form"] = KeyEpochForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return () if obj is None else self.readonly_fields
