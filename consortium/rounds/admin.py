@@ -12,6 +12,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from rest_framework.exceptions import ParseError
 
+from audit.admin import ReadOnlyAdmin
 from consortium.api.auth import user_is_operator
 from consortium.api.errors import ApplicationError
 from consortium.api.parsers import bounded_json_loads
@@ -146,7 +147,9 @@ class SubmissionInline(admin.TabularInline):
 
 
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(ReadOnlyAdmin):
+    """Rounds change only through the scheduler; the one action runs it."""
+
     def has_operate_permission(self, request: HttpRequest) -> bool:
         # Admin actions change state: operators only, whatever view rights others hold.
         return user_is_operator(request.user)
@@ -155,15 +158,6 @@ class RoundAdmin(admin.ModelAdmin):
     list_filter = ("state",)
     inlines = [SubmissionInline]
     actions = ["tick"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description="Run the scheduler now", permissions=["operate"])
     def tick(self, request: HttpRequest, queryset: QuerySet[Round]) -> None:
