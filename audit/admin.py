@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
@@ -38,29 +38,32 @@ class CheckpointAdmin(ReadOnlyAdmin):
     list_display = ("seq", "signed_at", "reason", "head_hash")
 
 
-def _acting(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
-    """``admin_class`` with every view that can change access run as the signed-in user.
+class _ActingAdmin(admin.ModelAdmin):
+    """Runs every view that can change access as the signed-in user.
 
     Group and permission changes reach the trail through ``m2m_changed``, which does
-    not know who is acting; these views tell it.
+    not know who is acting; these views tell it. Mixed in before an existing admin class.
     """
 
-    class Acting(admin_class):
-        def _as(self, request: HttpRequest, view: Any, *args: Any, **kwargs: Any) -> HttpResponse:
-            with acting_as(f"user:{request.user.get_username()}"):
-                return view(request, *args, **kwargs)
+    def _as(self, request: HttpRequest, view: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+        with acting_as(f"user:{request.user.get_username()}"):
+            return view(request, *args, **kwargs)
 
-        def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            return self._as(request, super().changeform_view, *args, **kwargs)
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return self._as(request, super().changeform_view, *args, **kwargs)
 
-        def changelist_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            return self._as(request, super().changelist_view, *args, **kwargs)
+    def changelist_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return self._as(request, super().changelist_view, *args, **kwargs)
 
-        def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            return self._as(request, super().delete_view, *args, **kwargs)
+    def delete_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return self._as(request, super().delete_view, *args, **kwargs)
 
-    Acting.__name__ = Acting.__qualname__ = f"Audited{admin_class.__name__}"
-    return Acting
+
+def _acting(admin_class: type[admin.ModelAdmin]) -> type[admin.ModelAdmin]:
+    """``admin_class`` with :class:`_ActingAdmin`'s views in front of its own."""
+    # type() rather than a class statement: mypy does not accept a variable as a base.
+    acting = type(f"Audited{admin_class.__name__}", (_ActingAdmin, admin_class), {})
+    return cast(type[admin.ModelAdmin], acting)
 
 
 for _model in (User, Group):

@@ -24,6 +24,9 @@ AUDITORS_GROUP = "auditors"
 USER_FLAGS = ("is_active", "is_staff", "is_superuser")
 # Auditors see everything the portal holds, except other people's sessions.
 _NOT_FOR_AUDITORS = ("sessions", "contenttypes")
+# The flags a user row had before a save, kept on the instance from pre_save to post_save
+# (the only place both signals can see); User has no such field, hence getattr/setattr.
+_FLAGS_BEFORE = "_audit_flags_before"
 
 
 def _ip(request: Any) -> str | None:
@@ -49,7 +52,8 @@ def _flags_before(sender: Any, instance: User, update_fields: Any = None, **kwar
         update_fields is not None and not set(update_fields) & set(USER_FLAGS)
     ):
         return
-    instance._audit_flags_before = User.objects.filter(pk=instance.pk).values(*USER_FLAGS).first()
+    before = User.objects.filter(pk=instance.pk).values(*USER_FLAGS).first()
+    setattr(instance, _FLAGS_BEFORE, before)
 
 
 def _user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> None:
@@ -64,8 +68,8 @@ def _user_saved(sender: Any, instance: User, created: bool, **kwargs: Any) -> No
             },
         )
         return
-    before = getattr(instance, "_audit_flags_before", None)
-    instance._audit_flags_before = None
+    before = getattr(instance, _FLAGS_BEFORE, None)
+    setattr(instance, _FLAGS_BEFORE, None)
     if not before:
         return
     changed = {

@@ -7,7 +7,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -131,20 +131,28 @@ def _round_start(policy: PolicySnapshot, base: np.ndarray | None) -> FraudMLP:
     return model
 
 
+class _LocalFit(TypedDict):
+    """The policy's local-training settings, as ``train_local`` and ``train_local_dp`` take them."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+
+
+def _local_fit(policy: PolicySnapshot) -> _LocalFit:
+    return {
+        "epochs": policy.local_epochs,
+        "batch_size": policy.batch_size,
+        "lr": policy.learning_rate,
+    }
+
+
 def train_round(
     data: LocalData, policy: PolicySnapshot, base: np.ndarray | None, seed: int
 ) -> tuple[np.ndarray, int]:
     """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
     model = _round_start(policy, base)
-    n = train_local(
-        model,
-        data.x_train,
-        data.y_train,
-        epochs=policy.local_epochs,
-        batch_size=policy.batch_size,
-        lr=policy.learning_rate,
-        seed=seed,
-    )
+    n = train_local(model, data.x_train, data.y_train, seed=seed, **_local_fit(policy))
     return model_to_vector(model), n
 
 
@@ -169,12 +177,10 @@ def train_round_private(
         model,
         data.x_train,
         data.y_train,
-        epochs=policy.local_epochs,
-        batch_size=policy.batch_size,
-        lr=policy.learning_rate,
         seed=None,
         dp=dp,
         accountant_state=accountant,
+        **_local_fit(policy),
     )
     return model_to_vector(model), n, epsilon, state
 

@@ -47,7 +47,8 @@ from models.features import FEATURE_NAMES, compute_features  # noqa: E402
 from models.federation import fedavg, run_fedavg  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
-from models.vector import vector_to_model  # noqa: E402
+from models.vector import vector_length, vector_to_model  # noqa: E402
+from protocol import PolicySnapshot, default_ckks_params  # noqa: E402
 from simulation.world import PRESETS  # noqa: E402
 
 # The one place the hyperparameters live: the in-process columns use them directly and
@@ -84,10 +85,29 @@ def load_bank(bank_id: str, path: Path) -> Bank:
     return Bank(bank_id, data, typology["Typology"].to_numpy()[te])
 
 
-def policy_of(hyper: dict[str, Any]) -> dict[str, Any]:
-    """The round-policy fields `train_round` reads, as the portal would snapshot them."""
+def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
+    """The policy snapshot `train_round` reads, as the portal would send it.
+
+    Only the training fields come from ``hyper``; the rest (deadlines, CKKS, DP) do not
+    touch plaintext FedAvg and keep the protocol's defaults.
+    """
     keys = ("model_spec", "local_epochs", "batch_size", "learning_rate", "fedprox_mu")
-    return {**{k: hyper[k] for k in keys}, "n_features": len(FEATURE_NAMES)}
+    return PolicySnapshot(
+        name="benchmark",
+        version=1,
+        **{k: hyper[k] for k in keys},
+        n_features=len(FEATURE_NAMES),
+        vector_length=vector_length(fresh_model(hyper)) + 1,  # parameters + the count slot
+        min_banks=1,
+        deadline_seconds=3600,
+        max_rounds=hyper["rounds"],
+        ckks_params=default_ckks_params(),
+        normalize_features=True,
+        dp_target_epsilon=None,
+        dp_delta=1e-5,
+        dp_max_grad_norm=1.0,
+        dp_noise_multiplier=None,
+    )
 
 
 def evaluate(

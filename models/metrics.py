@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 
-def _arrays(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).astype(int).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
@@ -16,7 +17,7 @@ def _arrays(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
     return y, s
 
 
-def auprc(y_true: np.ndarray, scores: np.ndarray) -> float:
+def auprc(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> float:
     """Area under the precision-recall curve (average precision); NaN without positives."""
     y, s = _arrays(y_true, scores)
     if not y.any():
@@ -24,7 +25,7 @@ def auprc(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(average_precision_score(y, s))
 
 
-def recall_at_budget(y_true: np.ndarray, scores: np.ndarray, budget: float = 0.005) -> float:
+def recall_at_budget(y_true: npt.ArrayLike, scores: npt.ArrayLike, budget: float = 0.005) -> float:
     """Share of all positives found among the top ``budget`` fraction of rows by score.
 
     The alert list holds ``ceil(budget * n)`` rows (at least one); equal scores are
@@ -40,7 +41,7 @@ def recall_at_budget(y_true: np.ndarray, scores: np.ndarray, budget: float = 0.0
     return float(y[top].sum() / y.sum())
 
 
-def f1_at(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> float:
+def f1_at(y_true: npt.ArrayLike, scores: npt.ArrayLike, threshold: float) -> float:
     """F1 when rows scoring ``>= threshold`` are flagged; NaN without positives."""
     y, s = _arrays(y_true, scores)
     if not y.any():
@@ -50,7 +51,7 @@ def f1_at(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     return 2 * hits / (int(flagged.sum()) + int(y.sum()))
 
 
-def f1_best_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+def f1_best_threshold(y_true: npt.ArrayLike, scores: npt.ArrayLike) -> tuple[float, float]:
     """The threshold (flag ``>=`` it) that maximises F1, and that F1; (NaN, NaN) without positives.
 
     Choose it on validation data and report `f1_at` on test data with it.

@@ -53,7 +53,7 @@ class Persona:
     def slug(self) -> str:
         return str(self.bank.slug)
 
-    def auth(self) -> dict[str, str]:
+    def auth(self) -> dict[str, Any]:
         return {"HTTP_AUTHORIZATION": f"Bearer {self.credential}"}
 
 
@@ -164,7 +164,7 @@ def encrypted_update(
 
 def upload_headers(
     persona: Persona, round_number: int, body: bytes, *, signer: Persona | None = None
-) -> dict[str, str]:
+) -> dict[str, Any]:
     import hashlib
 
     digest = hashlib.sha256(body).hexdigest()

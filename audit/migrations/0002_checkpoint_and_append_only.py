@@ -13,7 +13,9 @@ On SQLite, a later migration that rebuilds ``audit_auditevent`` or ``audit_check
 in that migration.
 """
 
+from django.apps.registry import Apps
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 TABLES = ("audit_auditevent", "audit_checkpoint")
 
@@ -26,7 +28,7 @@ $$;
 """
 
 
-def _install(apps, schema_editor):
+def _install(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
         schema_editor.execute(POSTGRES_FUNCTION, params=None)
@@ -49,7 +51,7 @@ def _install(apps, schema_editor):
         )
 
 
-def _remove(apps, schema_editor):
+def _remove(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     vendor = schema_editor.connection.vendor
     for table in TABLES:
         if vendor == "postgresql":

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class ApplicationError(Exception):
     """A domain rule refused the request. Services raise it; the handler renders it."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, message: str, *, status_code: int | None = None, **extra: Any) -> None:
         super().__init__(message)

@@ -27,8 +27,10 @@ class BankUploadThrottle(SimpleRateThrottle):
         return caches["throttle"]
 
     def get_rate(self) -> str | None:
-        # Read at request time, not import time, so a changed setting takes effect.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        # Read at request time, not import time, so a changed setting takes effect. The
+        # stubs type rates as numbers; DRF's rates are strings such as "30/min".
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return None if rate is None else str(rate)
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         if not isinstance(request.user, BankPrincipal):

@@ -7,6 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from consortium.governance.models import Objection, RosterVersion
+from consortium.members.models import Bank
 from governance import Pending
 
 
@@ -76,7 +77,9 @@ def pending_payload(row: RosterVersion, pending: Pending | str) -> dict[str, Any
 
 
 class ObjectionSerializer(serializers.ModelSerializer):
-    bank = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    bank: serializers.SlugRelatedField[Bank] = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
 
     class Meta:
         model = Objection

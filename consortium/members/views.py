@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consortium.api.auth import IsBank, IsOperator, actor_of
+from consortium.api.auth import IsBank, IsOperator, actor_of, request_bank
 from consortium.api.errors import NotFound
 from consortium.members import services
 from consortium.members.models import Bank, BankStatus
@@ -30,7 +30,7 @@ class BankMeView(APIView):
 
     @extend_schema(responses=BankSerializer)
     def get(self, request: Request) -> Response:
-        return Response(BankSerializer(request.user.bank).data)
+        return Response(BankSerializer(request_bank(request)).data)
 
 
 class BankSigningKeyView(APIView):
@@ -43,7 +43,7 @@ class BankSigningKeyView(APIView):
         serializer = SigningKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         bank = services.bank_register_signing_key(
-            bank=request.user.bank,
+            bank=request_bank(request),
             public_key_b64=serializer.validated_data["public_key"],
             actor=actor_of(request),
         )

@@ -142,7 +142,7 @@ class DatabaseCollector:
 
 
 _DB_REGISTRY = CollectorRegistry(auto_describe=False)
-_DB_REGISTRY.register(DatabaseCollector())  # type: ignore[arg-type]
+_DB_REGISTRY.register(DatabaseCollector())
 
 
 def multiprocess_dir() -> str | None:
@@ -167,4 +167,4 @@ def exposition() -> bytes:
     else:
         registry = REGISTRY
     web = _Without(registry, SCHEDULER_ONLY)
-    return generate_latest(web) + generate_latest(_DB_REGISTRY)  # type: ignore[arg-type]
+    return generate_latest(web) + generate_latest(_DB_REGISTRY)

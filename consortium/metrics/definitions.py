@@ -128,7 +128,7 @@ AUDIT_VERIFIED.set(float("nan"))  # not verified yet: neither intact nor broken
 # so the web tier's /metrics leaves them out: its zeros would read as "never verified"
 # or "no tick for ages" next to the scheduler's real values.
 SCHEDULER_ONLY = frozenset(
-    metric.describe()[0].name
+    next(iter(metric.describe())).name
     for metric in (
         AGGREGATION_SECONDS,
         AGGREGATION_ERRORS,

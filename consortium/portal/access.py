@@ -11,11 +11,11 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from consortium.members.models import Bank
 from consortium.portal.models import BankRepresentative
@@ -96,6 +96,7 @@ def viewer_of(request: HttpRequest) -> Viewer:
 
 
 View = Callable[..., HttpResponse]
+_Response = TypeVar("_Response", bound=HttpResponseBase)
 
 
 def portal_view(
@@ -125,17 +126,19 @@ def portal_view(
     return decorate
 
 
-def with_secure_headers(view: View) -> View:
+def with_secure_headers(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
     """The portal's headers for a view that is not behind :func:`portal_view` (sign-in)."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         return secure_headers(view(request, *args, **kwargs))
 
     return wrapper
 
 
-def secure_headers(response: HttpResponse) -> HttpResponse:
+def secure_headers(response: _Response) -> _Response:
     """Pages show audit data and, once, credentials: never cache them; no inline code."""
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers["Cache-Control"] = "no-store"

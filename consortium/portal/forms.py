@@ -4,7 +4,7 @@ whose refusals (``ApplicationError``) are attached to the form so the person see
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.utils import timezone
@@ -182,8 +182,11 @@ class AuditFilterForm(PortalForm):
 
     def __init__(self, *args: Any, actions: list[str], object_types: list[str], **kw: Any):
         super().__init__(*args, **kw)
-        self.fields["action"].choices = [("", "any action")] + [(a, a) for a in actions]
-        self.fields["object_type"].choices = [("", "any object")] + [(o, o) for o in object_types]
+        action, object_type = self.fields["action"], self.fields["object_type"]
+        cast(forms.ChoiceField, action).choices = [("", "any action")] + [(a, a) for a in actions]
+        cast(forms.ChoiceField, object_type).choices = [("", "any object")] + [
+            (o, o) for o in object_types
+        ]
 
     def filters(self) -> dict[str, Any]:
         """Selector arguments; an invalid form filters nothing rather than failing."""

@@ -1,12 +1,32 @@
 """Routes of the web portal, mounted at the site root."""
 
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from consortium.portal.access import with_secure_headers
 from consortium.portal.views import audit, banks, overview, policies, roster, rounds
 
 app_name = "portal"
+
+# What an operator does on one bank's page: every route below /banks/<slug>/.
+_bank_routes = [
+    path("", banks.bank_detail, name="bank-detail"),
+    path("status", banks.bank_status, name="bank-status"),
+    path("rotate-credential", banks.bank_rotate_credential, name="bank-rotate-credential"),
+    path("signing-key", banks.bank_signing_key, name="bank-signing-key"),
+    path("representatives", banks.bank_representative_add, name="bank-representative-add"),
+    path(
+        "representatives/<int:pk>/remove",
+        banks.bank_representative_remove,
+        name="bank-representative-remove",
+    ),
+]
+# One policy version: below /policies/<pk>/.
+_policy_routes = [
+    path("", policies.policy_detail, name="policy-detail"),
+    path("new-version", policies.policy_new_version, name="policy-new-version"),
+    path("activate", policies.policy_activate, name="policy-activate"),
+]
 
 urlpatterns = [
     path(
@@ -25,29 +45,10 @@ urlpatterns = [
     path("rounds/<int:number>/", rounds.round_detail, name="round-detail"),
     path("banks/", banks.bank_list, name="bank-list"),
     path("banks/new", banks.bank_onboard, name="bank-onboard"),
-    path("banks/<slug:slug>/", banks.bank_detail, name="bank-detail"),
-    path("banks/<slug:slug>/status", banks.bank_status, name="bank-status"),
-    path(
-        "banks/<slug:slug>/rotate-credential",
-        banks.bank_rotate_credential,
-        name="bank-rotate-credential",
-    ),
-    path("banks/<slug:slug>/signing-key", banks.bank_signing_key, name="bank-signing-key"),
-    path(
-        "banks/<slug:slug>/representatives",
-        banks.bank_representative_add,
-        name="bank-representative-add",
-    ),
-    path(
-        "banks/<slug:slug>/representatives/<int:pk>/remove",
-        banks.bank_representative_remove,
-        name="bank-representative-remove",
-    ),
+    path("banks/<slug:slug>/", include(_bank_routes)),
     path("policies/", policies.policy_list, name="policy-list"),
     path("policies/new", policies.policy_new, name="policy-new"),
-    path("policies/<int:pk>/", policies.policy_detail, name="policy-detail"),
-    path("policies/<int:pk>/new-version", policies.policy_new_version, name="policy-new-version"),
-    path("policies/<int:pk>/activate", policies.policy_activate, name="policy-activate"),
+    path("policies/<int:pk>/", include(_policy_routes)),
     path("roster/", roster.roster_page, name="roster"),
     path("audit/", audit.audit_list, name="audit"),
     path("audit/verification", audit.audit_verification, name="audit-verification"),

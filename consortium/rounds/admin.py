@@ -8,9 +8,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 from rest_framework.exceptions import ParseError
 
+from audit.admin import ReadOnlyAdmin
 from consortium.api.auth import user_is_operator
 from consortium.api.errors import ApplicationError
 from consortium.api.parsers import bounded_json_loads
@@ -107,10 +109,12 @@ class KeyEpochAdmin(admin.ModelAdmin):
     readonly_fields = ("number", "fingerprint", "ckks_params", "active", "created_at", "created_by")
     exclude = ("public_context",)
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any | None = None, change: bool = False, **kwargs: Any
+    ) -> type[ModelForm[Any]]:
         if obj is None:
             kwargs["form"] = KeyEpochForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return () if obj is None else self.readonly_fields
@@ -143,7 +147,9 @@ class SubmissionInline(admin.TabularInline):
 
 
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(ReadOnlyAdmin):
+    """Rounds change only through the scheduler; the one action runs it."""
+
     def has_operate_permission(self, request: HttpRequest) -> bool:
         # Admin actions change state: operators only, whatever view rights others hold.
         return user_is_operator(request.user)
@@ -152,15 +158,6 @@ class RoundAdmin(admin.ModelAdmin):
     list_filter = ("state",)
     inlines = [SubmissionInline]
     actions = ["tick"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description="Run the scheduler now", permissions=["operate"])
     def tick(self, request: HttpRequest, queryset: QuerySet[Round]) -> None:

@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consortium.api.auth import BankPrincipal, IsBank, IsOperator, actor_of
+from consortium.api.auth import BankPrincipal, IsBank, IsOperator, actor_of, request_bank
 from consortium.api.errors import ApplicationError, NotFound
 from consortium.api.throttles import BankUploadThrottle
 from consortium.rounds import selectors, services
@@ -171,7 +171,7 @@ class RoundUpdateView(APIView):
         headers.is_valid(raise_exception=True)
         sub, created = services.submission_create(
             rnd=rnd,
-            bank=request.user.bank,
+            bank=request_bank(request),
             upload=headers.upload(body=request._request),
             admit=_upload_slot,
         )
@@ -211,7 +211,7 @@ class RoundMetricsView(APIView):
         serializer.is_valid(raise_exception=True)
         report = services.metrics_report(
             rnd=_round_or_404(number),
-            bank=request.user.bank,
+            bank=request_bank(request),
             metrics=serializer.validated_data["metrics"],
         )
         receipt = MetricsReceipt(round=number, metrics=report.metrics, self_reported=True)

@@ -117,6 +117,7 @@ def test_the_report_downloads_in_each_format(as_auditor, fmt, content_type, magi
     assert response["Content-Disposition"].startswith("attachment; filename=")
     assert response.content.startswith(magic)
     exported = AuditEvent.objects.filter(action="audit.report_exported").last()
+    assert exported is not None
     assert exported.actor == "user:audrey" and exported.data["rounds"] == [1, 2]
 
 

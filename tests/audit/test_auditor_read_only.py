@@ -49,7 +49,7 @@ ROUTES = sorted(
 def _snapshot() -> dict[str, list[tuple]]:
     """Every row of every table that matters, to compare before and after."""
     return {
-        model._meta.label: list(model.objects.order_by("pk").values_list())
+        model._meta.label: list(model._default_manager.order_by("pk").values_list())
         for model in apps.get_models()
         if model._meta.app_label not in VOLATILE
         and model is not User  # last_login moves on sign-in

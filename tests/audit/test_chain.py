@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -33,7 +35,8 @@ def test_each_event_links_to_the_previous_hash_and_the_chain_verifies():
 def test_the_stored_event_hashes_exactly_what_the_database_gives_back():
     # Integer keys become strings in JSON, and sort differently: hashing the caller's dict
     # instead of the stored one would make this event fail verification forever.
-    event = audit_record(action="test.keys", actor="test", data={10: "a", 2: ("b", 1.5)})
+    data: dict[Any, Any] = {10: "a", 2: ("b", 1.5)}  # not str keys, on purpose
+    event = audit_record(action="test.keys", actor="test", data=data)
     event.refresh_from_db()
     assert event.data == {"10": "a", "2": ["b", 1.5]}
     assert event_hash(event.prev_hash, event_body(event.as_record())) == event.hash

@@ -83,7 +83,8 @@ def test_exporting_records_an_event_and_signs_the_head(round_history):
     event = AuditEvent.objects.filter(action="audit.report_exported").last()
     assert event is not None and event.actor == "test" and event.data["format"] == "csv"
     assert Checkpoint.objects.count() == before + 1
-    assert Checkpoint.objects.last().seq == event.seq
+    checkpoint = Checkpoint.objects.last()
+    assert checkpoint is not None and checkpoint.seq == event.seq
     # The whole-trail report runs up to and including its own export event.
     assert report["events"][-1]["seq"] == event.seq
 
@@ -177,6 +178,7 @@ def test_the_export_command_writes_the_file_and_records_it(round_history, tmp_pa
     call_command("audit_export", "--format", fmt, "--out", str(out), "--rounds", "1")
     assert out.stat().st_size > 0
     event = AuditEvent.objects.filter(action="audit.report_exported").last()
+    assert event is not None
     assert event.actor.startswith("cli:")
     assert event.data == {"format": fmt, "rounds": [1], "since": None, "until": None}
 
@@ -210,6 +212,7 @@ def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
     )
     round_open_next(tz.now())
     rnd = round_in_flight()
+    assert rnd is not None
     for seed, (persona, eps) in enumerate([(bank_alpha, "1.25"), (bank_beta, "2.5")]):
         body, _ = encrypted_update(ckks, rnd.vector_length, seed=seed)
         headers = upload_headers(persona, rnd.number, body)

@@ -83,6 +83,7 @@ def test_reported_epsilon_is_stored_audited_and_shown_only_to_whom_it_may_concer
     sub = Submission.objects.get(round=dp_round, bank=bank_alpha.bank)
     assert sub.epsilon_spent == 1.25 and sub.budget_left is True
     event = AuditEvent.objects.filter(action="update.accepted").last()
+    assert event is not None
     assert event.data["epsilon_spent"] == 2.5
     own = client.get(f"/api/v1/rounds/{dp_round.number}", **bank_alpha.auth()).json()
     assert own["privacy"] == [{"bank": "alpha", "epsilon_spent": 1.25, "budget_left": True}]

@@ -60,7 +60,7 @@ def test_the_round_publishes_once_every_active_bank_has_submitted(
     blob = b"".join(response.streaming_content)
     summed = decrypt_vector(ckks.secret, io.BytesIO(blob), PARAMS)
     avg, total = unpack_aggregate(summed)
-    expected = sum(plains)
+    expected = np.sum(plains, axis=0)
     assert total == 300
     assert np.max(np.abs(avg - expected[:-1] / expected[-1])) < 1e-6
 

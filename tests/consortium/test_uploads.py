@@ -17,7 +17,7 @@ from tests.conftest import PARAMS, Persona, encrypted_update, upload_headers
 pytestmark = pytest.mark.django_db
 
 
-def _put(client: Client, number: int, body: bytes, headers: dict[str, str]) -> Any:
+def _put(client: Client, number: int, body: bytes, headers: dict[str, Any]) -> Any:
     return client.put(
         f"/api/v1/rounds/{number}/update",
         data=body,

@@ -123,7 +123,7 @@ def test_the_statistics_round_gives_every_bank_the_same_pooled_normalisation(fed
     parts = [feature_moments(local_data(csv)) for csv in sorted((work / "data").glob("bank_*.csv"))]
     total = sum(n for _, n in parts)
     pooled = sum(m * n for m, n in parts) / total
-    expected = Normalizer.from_moments(pooled, norms[0].round_number)
+    expected = Normalizer.from_moments(np.asarray(pooled), norms[0].round_number)
     assert np.max(np.abs(norms[0].mean - expected.mean)) < 1e-6
     assert np.max(np.abs(norms[0].std - expected.std)) < 1e-5
 

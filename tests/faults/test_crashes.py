@@ -9,6 +9,7 @@ import io
 import signal
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_the_web_tier_killed_during_an_upload_loses_no_accepted_update(consortiu
     # While the portal is down, alpha's node tries to upload: it backs off and retries.
     path, digest, signature, _ = updates["alpha"]
     alpha = members["alpha"].client(url, max_retries=10)
-    outcome: dict[str, object] = {}
+    outcome: dict[str, Any] = {}
     worker = threading.Thread(
         target=lambda: outcome.update(answer=alpha.upload_update(number, path, digest, signature))
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -57,7 +58,7 @@ def test_a_database_outage_is_a_503_with_a_message_and_the_round_completes_after
 
         # beta's node keeps trying through the outage (exponential backoff on 503).
         beta = members["beta"].client(url, max_retries=12)
-        outcome: dict[str, object] = {}
+        outcome: dict[str, Any] = {}
         worker = threading.Thread(
             target=lambda: outcome.update(
                 answer=beta.upload_update(number, path, digest, signature)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -20,7 +21,7 @@ ROUNDS = 3
 EXTRA = ["delta", "epsilon", "zeta", "eta", "theta"]
 
 
-def _upload(member: Member, url: str, number: int, update: tuple) -> tuple[str, object]:
+def _upload(member: Member, url: str, number: int, update: tuple) -> tuple[str, Any]:
     path, digest, signature, _ = update
     try:
         return member.slug, member.client(url).upload_update(number, path, digest, signature)
@@ -70,15 +71,15 @@ def test_two_replicas_on_one_database_publish_each_round_once_and_lose_no_submis
                 )
                 jobs.append(pool.submit(_upload, members["beta"], urls[1], number, rival))
                 results = [job.result() for job in jobs]
-            failures = [(slug, r) for slug, r in results if isinstance(r, Exception)]
+            failures = [(slug, r) for slug, r in results if isinstance(r, PortalError)]
             assert [slug for slug, _ in failures] == ["beta"], failures
             assert failures[0][1].status == 409
-            wins = {slug: r["digest"] for slug, r in results if not isinstance(r, Exception)}
+            wins = {slug: r["digest"] for slug, r in results if not isinstance(r, PortalError)}
             assert wins["beta"] in (updates["beta"][1], rival[1])
             accepted[number] = wins
             wait_for(
                 f"round {number} to publish",
-                lambda n=number: portal.round_row(n)["state"] == "published",
+                lambda: portal.round_row(number)["state"] == "published",  # waited for here
             )
     finally:
         portal.stop("scheduler2")

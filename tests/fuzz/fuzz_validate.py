@@ -109,7 +109,7 @@ def upload_target() -> Callable[[bytes], None]:
     return one
 
 
-def _open_round(key, public_key_b64):  # type: ignore[no-untyped-def]
+def _open_round(key, public_key_b64):
     from datetime import timedelta
 
     from django.utils import timezone

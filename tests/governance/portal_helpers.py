@@ -37,7 +37,7 @@ class Founder:
     def slug(self) -> str:
         return self.keys.bank_id
 
-    def auth(self) -> dict[str, str]:
+    def auth(self) -> dict[str, Any]:
         return self.persona.auth()
 
 
@@ -51,12 +51,12 @@ def onboard(bank_id: str) -> Founder:
     return Founder(keys, Persona(row, credential, keys.key))
 
 
-def basic(username: str, password: str) -> dict[str, str]:
+def basic(username: str, password: str) -> dict[str, Any]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     return {"HTTP_AUTHORIZATION": f"Basic {token}"}
 
 
-def post(client: Client, path: str, body: Any, headers: dict[str, str]) -> Any:
+def post(client: Client, path: str, body: Any, headers: dict[str, Any]) -> Any:
     return client.post(path, data=json.dumps(body), content_type="application/json", **headers)
 
 
@@ -74,7 +74,7 @@ def charter(
     )
 
 
-def pending_version(client: Client, headers: dict[str, str]) -> RosterVersion:
+def pending_version(client: Client, headers: dict[str, Any]) -> RosterVersion:
     """The pending version as a bank node fetches it, ready to sign."""
     pending = client.get("/api/v1/roster", **headers).json()["pending"]
     assert len(pending) == 1, pending

@@ -207,7 +207,7 @@ def test_a_fully_signed_genesis_relayed_by_the_operator_takes_effect_without_cre
     client, operator
 ):
     keys = {bank_id: new_bank(bank_id) for bank_id in ("alpha", "beta", "gamma", "delta")}
-    founders = {k: Founder(v, None) for k, v in keys.items()}  # type: ignore[arg-type]
+    founders = {k: Founder(v, None) for k, v in keys.items()}
     draft = genesis_version(charter(founders), NOW)
     for bank in keys.values():
         draft = bank.sign(draft)

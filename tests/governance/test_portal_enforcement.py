@@ -50,7 +50,7 @@ def governed_round(governed: dict[str, Founder]) -> Any:
     return rnd
 
 
-def _put(client: Any, rnd: Any, body: bytes, headers: dict[str, str]) -> Any:
+def _put(client: Any, rnd: Any, body: bytes, headers: dict[str, Any]) -> Any:
     return client.put(
         f"/api/v1/rounds/{rnd.number}/update",
         data=body,

@@ -45,7 +45,7 @@ def _objection(founder: Founder, *, bank_id: str | None = None, key: Any = None)
 
 
 @pytest.fixture
-def auditor_headers(auditor: Any) -> dict[str, str]:
+def auditor_headers(auditor: Any) -> dict[str, Any]:
     return basic("audrey", "auditor-password-1")
 
 

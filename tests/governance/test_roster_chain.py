@@ -300,7 +300,7 @@ def test_a_tampered_previous_hash_is_refused(ceremony: Ceremony) -> None:
 def test_a_change_that_does_not_fit_the_roster_is_refused(
     ceremony: Ceremony, change: object, reason: str
 ) -> None:
-    version = signed(ceremony.propose(change), *_banks(ceremony, "abgd"))  # type: ignore[arg-type]
+    version = signed(ceremony.propose(change), *_banks(ceremony, "abgd"))
 
     error = refused(ceremony.state, version)
 

@@ -65,11 +65,10 @@ def env_of(
 ) -> dict[str, dict[str, Any]]:
     """The container's environment by name; with ``objs``, its ConfigMaps' (envFrom) too."""
     merged: dict[str, dict[str, Any]] = {}
+    configmaps = [o for o in objs or () if o["kind"] == "ConfigMap"]
     for source in container.get("envFrom", []) if objs is not None else []:
         name = source["configMapRef"]["name"]
-        (data,) = [
-            o["data"] for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name
-        ]
+        (data,) = [o["data"] for o in configmaps if o["metadata"]["name"] == name]
         merged.update({key: {"name": key, "value": value} for key, value in data.items()})
     return merged | {e["name"]: e for e in container.get("env", [])}
 

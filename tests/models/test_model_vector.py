@@ -53,4 +53,5 @@ def test_buffers_follow_parameters_when_a_module_has_them() -> None:
     assert len(vec) == 2 + 2 + 2 + 2 + 1  # weight, bias, running mean/var, batch count
     vec[4:6] = [0.5, 0.25]  # running_mean
     vector_to_model(norm, vec)
+    assert norm.running_mean is not None
     assert norm.running_mean.tolist() == [0.5, 0.25]

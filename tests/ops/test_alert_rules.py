@@ -65,7 +65,8 @@ def test_promtool_unit_tests_of_the_alerts_pass(promtool):
 
 def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_does_not():
     cases = yaml.safe_load((OPS / "prometheus" / "alerts_test.yml").read_text())["tests"]
-    fires, quiet = set(), set()
+    fires: set[str] = set()
+    quiet: set[str] = set()
     for case in cases:
         for check in case["alert_rule_test"]:
             (fires if check["exp_alerts"] else quiet).add(check["alertname"])

@@ -43,7 +43,7 @@ def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def put_update(client: Client, rnd: Round, body: bytes, headers: dict[str, str]) -> Any:
+def put_update(client: Client, rnd: Round, body: bytes, headers: dict[str, Any]) -> Any:
     return client.put(
         f"/api/v1/rounds/{rnd.number}/update",
         data=body,

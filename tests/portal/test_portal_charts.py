@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_the_consortium_line_is_the_mean_of_the_banks_that_reported_in_each_roun
 
 
 def test_values_that_are_not_finite_numbers_are_skipped():
-    rows = [
+    rows: list[tuple[int, str, Any]] = [
         (1, "a", {"auprc": math.nan}),
         (1, "b", {"auprc": True}),
         (1, "c", {"auprc": "0.5"}),

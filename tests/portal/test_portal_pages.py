@@ -164,7 +164,9 @@ def test_onboarding_shows_the_credential_once_and_it_works(op, db):
     response = op.post("/banks/new", {"slug": "delta", "name": "Delta Bank"})
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
-    credential = re.search(r"cbk_[A-Za-z0-9_\-]+", response.content.decode()).group(0)
+    found = re.search(r"cbk_[A-Za-z0-9_\-]+", response.content.decode())
+    assert found is not None
+    credential = found.group(0)
     assert (
         Client().get("/api/v1/banks/me", HTTP_AUTHORIZATION=f"Bearer {credential}").json()["slug"]
         == "delta"
@@ -190,7 +192,9 @@ def test_onboarding_refuses_a_key_that_is_not_an_ed25519_public_key(op, db):
 
 def test_rotating_the_credential_shows_a_new_one_and_the_old_one_stops_working(op, bank_alpha):
     response = op.post("/banks/alpha/rotate-credential")
-    new = re.search(r"cbk_[A-Za-z0-9_\-]+", response.content.decode()).group(0)
+    found = re.search(r"cbk_[A-Za-z0-9_\-]+", response.content.decode())
+    assert found is not None
+    new = found.group(0)
     assert new != bank_alpha.credential
     api = Client()
     assert api.get("/api/v1/banks/me", **bank_alpha.auth()).status_code == 401

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.django_db
 BOMB = "[" * 10_000 + "]" * 10_000
 
 
-def _basic() -> dict[str, str]:
+def _basic() -> dict[str, Any]:
     token = base64.b64encode(b"olivia:operator-password-1").decode()
     return {"HTTP_AUTHORIZATION": f"Basic {token}"}
 

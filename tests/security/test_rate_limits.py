@@ -26,7 +26,7 @@ def upload_rate(settings: Any) -> str:
     return rate
 
 
-def _put(client: Client, number: int, body: bytes, headers: dict[str, str]) -> Any:
+def _put(client: Client, number: int, body: bytes, headers: dict[str, Any]) -> Any:
     return client.put(
         f"/api/v1/rounds/{number}/update",
         data=body,
@@ -81,7 +81,7 @@ def test_the_upload_rate_comes_from_the_environment(monkeypatch):
 # --- sign-in --------------------------------------------------------------------------
 
 
-def _basic(password: str, username: str = "olivia") -> dict[str, str]:
+def _basic(password: str, username: str = "olivia") -> dict[str, Any]:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     return {"HTTP_AUTHORIZATION": f"Basic {token}"}
 

@@ -15,7 +15,7 @@ from tests.conftest import encrypted_update, upload_headers
 pytestmark = pytest.mark.django_db
 
 
-def _basic() -> dict[str, str]:
+def _basic() -> dict[str, Any]:
     token = base64.b64encode(b"olivia:operator-password-1").decode()
     return {"HTTP_AUTHORIZATION": f"Basic {token}"}
 

@@ -21,7 +21,9 @@ from simulation.world import (
     generate_world,
 )
 
-SMALL = {"days": 14}  # enough for determinism checks, quicker than the full tiny world
+SMALL: dict[str, Any] = {
+    "days": 14
+}  # enough for determinism checks, quicker than the full tiny world
 
 
 @pytest.fixture(autouse=True)

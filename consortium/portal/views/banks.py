@@ -14,7 +14,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_POST
 
-from consortium.api.errors import ApplicationError
 from consortium.members import selectors as members_selectors
 from consortium.members import services as member_services
 from consortium.members.models import Bank, BankStatus
@@ -27,7 +26,13 @@ from consortium.portal.forms import (
     SigningKeyForm,
 )
 from consortium.portal.models import BankRepresentative
-from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
+from consortium.portal.views.common import (
+    auprc_chart,
+    epsilon_chart,
+    form_submit,
+    paginate,
+    render_page,
+)
 from consortium.rounds import selectors as rounds_selectors
 
 OPERATOR = frozenset({Role.OPERATOR})
@@ -58,12 +63,12 @@ def bank_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
 @portal_view(roles=OPERATOR, post_roles=OPERATOR)
 def bank_onboard(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     form = BankOnboardForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            bank, credential = services.bank_onboard(actor=viewer.actor, **form.cleaned_data)
-        except ApplicationError as exc:
-            form.add_service_error(exc)
-        else:
+    if request.method == "POST":
+        done = form_submit(
+            form, lambda: services.bank_onboard(actor=viewer.actor, **form.cleaned_data)
+        )
+        if done is not None:
+            bank, credential = done
             return _credential_page(request, viewer, bank, credential, onboarding=True)
     status = 400 if form.errors else 200
     return render_page(request, viewer, "portal/bank_onboard.html", {"form": form}, status)
@@ -119,21 +124,24 @@ def _bank_page(
 def bank_status(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
     bank = _bank_or_404(viewer, slug)
     form = BankStatusForm(request.POST)
-    if form.is_valid():
-        action = form.cleaned_data["action"]
-        try:
-            member_services.bank_set_status(
-                bank=bank,
-                status=STATUS_OF_ACTION[action],
-                actor=viewer.actor,
-                reason=form.cleaned_data["reason"],
-            )
-        except ApplicationError as exc:
-            form.add_service_error(exc)
-        else:
-            messages.success(request, f"{bank.slug}: {action} done.")
-            return redirect("portal:bank-detail", slug=bank.slug)
-    return _bank_page(request, viewer, bank, 400, status_form=form)
+    done = form_submit(
+        form,
+        lambda: member_services.bank_set_status(
+            bank=bank,
+            status=STATUS_OF_ACTION[form.cleaned_data["action"]],
+            actor=viewer.actor,
+            reason=form.cleaned_data["reason"],
+        ),
+    )
+    if done is None:
+        return _bank_page(request, viewer, bank, 400, status_form=form)
+    return _back_to_bank(request, bank, f"{bank.slug}: {form.cleaned_data['action']} done.")
+
+
+def _back_to_bank(request: HttpRequest, bank: Bank, message: str) -> HttpResponse:
+    """After an operator's action on the bank's page: say it worked, show the page again."""
+    messages.success(request, message)
+    return redirect("portal:bank-detail", slug=bank.slug)
 
 
 @require_POST
@@ -149,17 +157,15 @@ def bank_rotate_credential(request: HttpRequest, viewer: Viewer, slug: str) -> H
 def bank_signing_key(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
     bank = _bank_or_404(viewer, slug)
     form = SigningKeyForm(request.POST)
-    if form.is_valid():
-        try:
-            member_services.bank_register_signing_key(
-                bank=bank, public_key_b64=form.cleaned_data["public_key"], actor=viewer.actor
-            )
-        except ApplicationError as exc:
-            form.add_service_error(exc)
-        else:
-            messages.success(request, f"{bank.slug}: new signing key registered.")
-            return redirect("portal:bank-detail", slug=bank.slug)
-    return _bank_page(request, viewer, bank, 400, key_form=form)
+    done = form_submit(
+        form,
+        lambda: member_services.bank_register_signing_key(
+            bank=bank, public_key_b64=form.cleaned_data["public_key"], actor=viewer.actor
+        ),
+    )
+    if done is None:
+        return _bank_page(request, viewer, bank, 400, key_form=form)
+    return _back_to_bank(request, bank, f"{bank.slug}: new signing key registered.")
 
 
 @require_POST
@@ -167,17 +173,15 @@ def bank_signing_key(request: HttpRequest, viewer: Viewer, slug: str) -> HttpRes
 def bank_representative_add(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
     bank = _bank_or_404(viewer, slug)
     form = RepresentativeForm(request.POST)
-    if form.is_valid():
-        try:
-            services.representative_link(
-                bank=bank, username=form.cleaned_data["username"], actor=viewer.actor
-            )
-        except ApplicationError as exc:
-            form.add_service_error(exc)
-        else:
-            messages.success(request, f"{form.cleaned_data['username']} now represents {bank}.")
-            return redirect("portal:bank-detail", slug=bank.slug)
-    return _bank_page(request, viewer, bank, 400, rep_form=form)
+    done = form_submit(
+        form,
+        lambda: services.representative_link(
+            bank=bank, username=form.cleaned_data["username"], actor=viewer.actor
+        ),
+    )
+    if done is None:
+        return _bank_page(request, viewer, bank, 400, rep_form=form)
+    return _back_to_bank(request, bank, f"{form.cleaned_data['username']} now represents {bank}.")
 
 
 @require_POST
@@ -188,5 +192,4 @@ def bank_representative_remove(
     bank = _bank_or_404(viewer, slug)
     link = get_object_or_404(BankRepresentative.objects.select_related("user"), pk=pk, bank=bank)
     services.representative_unlink(link=link, actor=viewer.actor)
-    messages.success(request, f"{link.user.get_username()} no longer represents {bank}.")
-    return redirect("portal:bank-detail", slug=bank.slug)
+    return _back_to_bank(request, bank, f"{link.user.get_username()} no longer represents {bank}.")

@@ -1,19 +1,47 @@
-"""What every portal view shares: pagination, rendering, and the two plots."""
+"""What every portal view shares: pagination, rendering, form submission, the two plots."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import SafeString, mark_safe
 
+from consortium.api.errors import ApplicationError
 from consortium.portal.access import Viewer
 from consortium.portal.charts import line_chart
 from consortium.portal.selectors import Convergence
 
 PAGE_SIZE = 50
+
+_Done = TypeVar("_Done")
+
+
+class ServiceForm(Protocol):
+    """A portal form that can show a service's refusal (``forms.ServiceErrorsMixin``)."""
+
+    def is_valid(self) -> bool: ...
+
+    def add_service_error(self, exc: ApplicationError) -> None: ...
+
+
+def form_submit(form: ServiceForm, action: Callable[[], _Done]) -> _Done | None:
+    """``action()``'s result once ``form`` is valid, else None.
+
+    A service's refusal (``ApplicationError``) is attached to the form and gives None, so
+    the view re-renders the form with the reason. ``action`` must return a row (not None)
+    and may read ``form.cleaned_data``: it runs only after validation.
+    """
+    if not form.is_valid():
+        return None
+    try:
+        return action()
+    except ApplicationError as exc:
+        form.add_service_error(exc)
+        return None
 
 
 def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Page:

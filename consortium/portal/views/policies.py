@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 from consortium.api.errors import ApplicationError
 from consortium.portal.access import ANY_ROLE, Role, Viewer, portal_view
 from consortium.portal.forms import PolicyForm
-from consortium.portal.views.common import paginate, render_page
+from consortium.portal.views.common import form_submit, paginate, render_page
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds import services
 from consortium.rounds.models import RoundPolicy
@@ -42,23 +42,19 @@ def policy_detail(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse
 def policy_new(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     """A policy under a new name (version 1)."""
     form = PolicyForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            policy = services.policy_create(
+    if request.method == "POST":
+        policy = form_submit(
+            form,
+            lambda: services.policy_create(
                 name=form.cleaned_data["name"],
                 actor=viewer.actor,
                 activate=form.cleaned_data.get("activate", False),
                 **form.policy_fields(),
-            )
-        except ApplicationError as exc:
-            form.add_service_error(exc)
-        else:
-            messages.success(request, f"Policy {policy} created.")
-            return redirect("portal:policy-detail", pk=policy.pk)
-    context = {"form": form, "base": None}
-    return render_page(
-        request, viewer, "portal/policy_form.html", context, 400 if form.errors else 200
-    )
+            ),
+        )
+        if policy is not None:
+            return _to_policy(request, policy, f"Policy {policy} created.")
+    return _policy_form_page(request, viewer, form, base=None)
 
 
 @portal_view(roles=OPERATOR, post_roles=OPERATOR)
@@ -66,22 +62,32 @@ def policy_new_version(request: HttpRequest, viewer: Viewer, pk: int) -> HttpRes
     """The next version of a policy, pre-filled from ``pk``; the base is never edited."""
     base = _policy_or_404(pk)
     form = PolicyForm(request.POST or None, base=base)
-    if request.method == "POST" and form.is_valid():
-        try:
-            policy = services.policy_new_version(
-                base=base, actor=viewer.actor, **form.policy_fields()
-            )
-            if form.cleaned_data.get("activate") and not policy.active:
-                services.policy_activate(policy=policy, actor=viewer.actor)
-        except ApplicationError as exc:
-            form.add_service_error(exc)
-        else:
-            messages.success(request, f"Policy {policy} created from {base}.")
-            return redirect("portal:policy-detail", pk=policy.pk)
+
+    def new_version() -> RoundPolicy:
+        policy = services.policy_new_version(base=base, actor=viewer.actor, **form.policy_fields())
+        if form.cleaned_data.get("activate") and not policy.active:
+            services.policy_activate(policy=policy, actor=viewer.actor)
+        return policy
+
+    if request.method == "POST":
+        policy = form_submit(form, new_version)
+        if policy is not None:
+            return _to_policy(request, policy, f"Policy {policy} created from {base}.")
+    return _policy_form_page(request, viewer, form, base=base)
+
+
+def _policy_form_page(
+    request: HttpRequest, viewer: Viewer, form: PolicyForm, *, base: RoundPolicy | None
+) -> HttpResponse:
     context = {"form": form, "base": base}
     return render_page(
         request, viewer, "portal/policy_form.html", context, 400 if form.errors else 200
     )
+
+
+def _to_policy(request: HttpRequest, policy: RoundPolicy, message: str) -> HttpResponse:
+    messages.success(request, message)
+    return redirect("portal:policy-detail", pk=policy.pk)
 
 
 @require_POST

@@ -76,6 +76,7 @@ def build_history(ckks: Any) -> list[Persona]:
     scheduler_tick()
     for _ in range(PUBLISHED):
         rnd = round_in_flight()
+        assert rnd is not None
         if rnd.number == 3:  # Meridian's node signs with a stale key once, then retries
             assert submit(ckks, rnd, people[3], signer=people[0]).status_code == 403
         for i, persona in enumerate(people):
@@ -86,6 +87,7 @@ def build_history(ckks: Any) -> list[Persona]:
         for i, persona in enumerate(people):
             report(rnd, persona, _metrics(i, rnd.number))
     failing = round_in_flight()  # two updates by the deadline, three required
+    assert failing is not None
     for persona in people[:2]:
         submit(ckks, failing, persona, seed=99)
     scheduler_tick(failing.deadline_at + timedelta(seconds=1))
