@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
+from bank_node.keys import (
+    INTEGRITY_KEY,
+    PARAMS,
+    PUBLIC_CONTEXT,
+    SECRET_CONTEXT,
+    ckks_keygen,
+    signing_keygen,
+)
 from bank_node.portal_client import OperatorClient, PortalError
 from he.params import CkksParams
 from simulation.processes import (
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             slug = path.stem.replace("_", "-")
             bank_dir = work / "banks" / slug
             bank_dir.mkdir(parents=True)
-            for name in (SECRET_CONTEXT, PARAMS):
+            for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
                 shutil.copy2(work / "ceremony" / name, bank_dir / name)
             signing_keygen(bank_dir)
             created = op.bank_create(slug)

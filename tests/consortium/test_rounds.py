@@ -226,7 +226,7 @@ def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggrega
     scheduler_tick()
     stats = Round.objects.get(state=RoundState.OPEN)
     assert stats.kind == RoundKind.STATISTICS
-    assert stats.vector_length == 2 * policy.n_features + 1
+    assert stats.vector_length == 2 * policy.n_features + 2  # + count and integrity slots
     assert stats.base_round is None
     for i, persona in enumerate([bank_alpha, bank_beta]):
         _submit(client, ckks, stats, persona, i, 10)
