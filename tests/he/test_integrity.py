@@ -93,7 +93,7 @@ def test_a_tag_is_hmac_sha256_of_the_documented_message() -> None:
 
 
 def test_an_integrity_key_of_the_wrong_size_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(HEError, match="integrity.key"):
+    with pytest.raises(HEError, match=r"integrity\.key"):
         integrity_key_check(b"short")
 
 
