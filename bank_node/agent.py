@@ -224,6 +224,8 @@ class Agent:
         Raises AggregateRejected, after ``aggregate_refused``, when the plaintext is not
         the sum of the manifest's banks' updates for this round; nothing is used then.
         """
+        if str(number) in self.state.refused:  # refused once: not re-checked nor re-counted
+            raise AggregateRejected(self.state.refused[str(number)])
         path = self.config.state_dir / f"aggregate-round-{number}.ckks"
         if not path.exists():
             self.client.download_aggregate(number, path)

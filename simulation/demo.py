@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = generate_world(work / "data", n_banks=args.banks, preset=args.preset, seed=args.seed)
     bank_files = sorted((work / "data").glob("bank_*.csv"))
 
-    print("[demo] key ceremony: one consortium CKKS key, shared by the banks out of band")
+    print("[demo] key ceremony: one consortium CKKS key and integrity key, shared by the banks")
     params = CkksParams()
     fingerprint = ckks_keygen(work / "ceremony", params)
 

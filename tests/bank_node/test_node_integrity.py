@@ -178,3 +178,8 @@ def test_a_node_sits_out_a_round_whose_base_is_a_forged_aggregate(
     assert agent.participate(portal.open) is False
     assert "integrity slot" in agent.state.skipped["3"]
     assert "3" not in agent.state.submitted and "2" in agent.state.refused
+    refused = node_metrics.AGGREGATES_REFUSED._value.get()
+    portal.open = _round(4, fp, state="open", base_round=2, base_key_epoch=fp, manifest={})
+    assert agent.participate(portal.open) is False  # the same base: refused from memory
+    assert "integrity slot" in agent.state.skipped["4"]
+    assert node_metrics.AGGREGATES_REFUSED._value.get() == refused
