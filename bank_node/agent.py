@@ -25,8 +25,9 @@ from bank_node.training import (
     train_round,
     train_round_private,
 )
-from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update, unpack_aggregate
-from he.errors import HEError
+from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update
+from he.errors import HEError, UpdateInvalid
+from he.integrity import AggregateRejected, check_aggregate, tag_value
 from he.signing import sign, update_message
 from models.privacy import DPConfig, PrivacyBudgetExceeded, epsilon_after, would_exceed
 from protocol import PolicySnapshot, PrivacyClaim, RoundInfo
@@ -43,6 +44,7 @@ class NodeState:
     submitted: dict[str, str] = field(default_factory=dict)  # round -> digest
     evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
     skipped: dict[str, str] = field(default_factory=dict)  # round -> reason
+    refused: dict[str, str] = field(default_factory=dict)  # aggregate's round -> reason
     # Differential privacy: Opacus's RDP history across rounds, and the epsilon it implies.
     dp_accountant: dict[str, Any] | None = None
     epsilon: float | None = None
@@ -107,8 +109,12 @@ class Agent:
                 and rnd.is_training
                 and key in self.state.submitted
                 and key not in self.state.evaluated
+                and key not in self.state.refused
             ):
-                self.evaluate_published(rnd)
+                try:
+                    self.evaluate_published(rnd)
+                except AggregateRejected:
+                    pass  # logged, counted and remembered by aggregate_refused
 
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
@@ -181,7 +187,8 @@ class Agent:
         return weights, n, PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
 
     def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
-        values = pack_update(weights, n)
+        tag = tag_value(self.keys.integrity_key, self.keys.fingerprint, number, self.config.bank)
+        values = pack_update(weights, n, tag)
         check_headroom(values, self.keys.params, MAX_BANKS_PER_SUM)
         path = self.config.state_dir / f"update-round-{number}.ckks"
         if self.config.keep_plaintext_updates:
@@ -212,14 +219,43 @@ class Agent:
         return weights
 
     def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
-        """Download (once), decrypt and average a published aggregate."""
+        """Download (once), decrypt, check and average a published aggregate.
+
+        Raises AggregateRejected, after ``aggregate_refused``, when the plaintext is not
+        the sum of the manifest's banks' updates for this round; nothing is used then.
+        """
+        if str(number) in self.state.refused:  # refused once: not re-checked nor re-counted
+            raise AggregateRejected(self.state.refused[str(number)])
         path = self.config.state_dir / f"aggregate-round-{number}.ckks"
         if not path.exists():
             self.client.download_aggregate(number, path)
+        manifest = self.client.round(number).manifest
+        try:
+            summed = self.decrypt_aggregate(path, epoch)
+            if manifest is None:
+                raise AggregateRejected(f"round {number} has no manifest to check against")
+            key = self.keys.integrity_for(epoch)
+            return check_aggregate(summed, manifest.banks, key, epoch, number)
+        except AggregateRejected as exc:
+            self.aggregate_refused(number, exc)
+            raise
+
+    def decrypt_aggregate(self, path: Path, epoch: str) -> np.ndarray:
+        """Decrypt a downloaded aggregate; a malformed one is refused like a forged one."""
+        ctx, params = self.keys.for_epoch(epoch)
         with open(path, "rb") as stream, node_metrics.DECRYPT_SECONDS.time():
-            ctx, params = self.keys.for_epoch(epoch)
-            summed = decrypt_vector(ctx, stream, params)
-        return unpack_aggregate(summed)
+            try:
+                return decrypt_vector(ctx, stream, params)
+            except UpdateInvalid as exc:
+                raise AggregateRejected(f"the aggregate could not be decrypted: {exc}") from exc
+
+    def aggregate_refused(self, number: int, exc: AggregateRejected) -> None:
+        """Log, count and remember a refused aggregate; the last good model stays in use."""
+        log.error("round %s: aggregate refused, keeping the last good model: %s", number, exc)
+        node_metrics.aggregate_refused()
+        self.state.refused[str(number)] = str(exc)
+        self.state.save(self.state_path)
+        # objection: once the roster checks land, send a signed objection here.
 
     def evaluate_published(self, rnd: RoundInfo) -> dict[str, Any]:
         weights, _total = self.global_weights(rnd.number, rnd.key_epoch)

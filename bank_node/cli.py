@@ -56,6 +56,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
                 "fingerprint": fp,
                 "ckks_params": params.to_dict(),
                 "secret_context": str(Path(args.out_dir) / "consortium.secret"),
+                # Members only, with the secret context; never to the portal.
+                "integrity_key": str(Path(args.out_dir) / "integrity.key"),
                 "public_context": str(Path(args.out_dir) / "consortium.pub"),
             },
             indent=2,
@@ -238,7 +240,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    k = sub.add_parser("keygen", help="key ceremony: the consortium's CKKS secret/public contexts")
+    k = sub.add_parser(
+        "keygen",
+        help="key ceremony: the consortium's CKKS secret/public contexts and integrity key",
+    )
     k.add_argument("--out-dir", required=True)
     ckks = DEFAULT_CKKS_PARAMS
     k.add_argument("--poly-modulus-degree", type=int, default=ckks["poly_modulus_degree"])

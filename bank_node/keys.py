@@ -1,7 +1,7 @@
-"""Key files on the bank's side: the consortium's CKKS contexts and the bank's signing key.
+"""Key files on the bank's side: the consortium's CKKS contexts, integrity key, signing key.
 
-Secret files are written 0600 and never logged; the secret context is read from a path
-(a Kubernetes Secret volume in production) and never leaves the node.
+Secret files are written 0600 and never logged; the secret context and the integrity key
+are read from a path (a Kubernetes Secret volume in production) and never leave the node.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from he.errors import HEError
+from he.integrity import integrity_key_check, integrity_key_new
 from he.keys import (
     fingerprint,
     generate_secret_context,
@@ -30,6 +31,8 @@ PUBLIC_CONTEXT = "consortium.pub"
 PARAMS = "ckks_params.json"
 SIGNING_KEY = "signing.key"
 SIGNING_PUB = "signing.pub"
+# Beside the secret context, shipped with it to members only; the portal never gets it.
+INTEGRITY_KEY = "integrity.key"
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -40,13 +43,14 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def ckks_keygen(out_dir: Path, params: CkksParams) -> str:
-    """The key ceremony: write secret (0600) and public contexts and the parameters."""
+    """The key ceremony: secret context and integrity key (0600), public context, parameters."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / SECRET_CONTEXT).exists():
         raise FileExistsError(f"{out_dir / SECRET_CONTEXT} exists; refusing to overwrite a key")
     ctx = generate_secret_context(params)
     public = public_context_bytes(ctx)
     _write_private(out_dir / SECRET_CONTEXT, secret_context_bytes(ctx))
+    _write_private(out_dir / INTEGRITY_KEY, integrity_key_new())
     (out_dir / PUBLIC_CONTEXT).write_bytes(public)
     (out_dir / PARAMS).write_text(json.dumps(params.to_dict(), indent=2) + "\n")
     return fingerprint(public)
@@ -71,8 +75,10 @@ class Keyring:
     params: CkksParams
     fingerprint: str
     signing_key: Ed25519PrivateKey
+    integrity_key: bytes = field(repr=False)  # never in a log line
     # Keys of earlier epochs, by fingerprint: they still open aggregates made under them.
     previous: dict[str, tuple[ts.Context, CkksParams]] = field(default_factory=dict)
+    previous_integrity: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def for_epoch(self, epoch_fingerprint: str) -> tuple[ts.Context, CkksParams]:
         """The secret context (and parameters) that decrypts data of ``epoch_fingerprint``."""
@@ -85,11 +91,34 @@ class Keyring:
             "key directory to previous_key_dirs to read data encrypted under it"
         )
 
+    def integrity_for(self, epoch_fingerprint: str) -> bytes:
+        """The integrity key of ``epoch_fingerprint`` (checked by ``for_epoch``'s rule)."""
+        self.for_epoch(epoch_fingerprint)
+        if epoch_fingerprint == self.fingerprint:
+            return self.integrity_key
+        return self.previous_integrity[epoch_fingerprint]
 
-def _load_key_dir(secret_file: Path, params_file: Path) -> tuple[ts.Context, CkksParams, str]:
+
+def integrity_key_load(path: Path) -> bytes:
+    """Read the integrity key written by the ceremony; a clear error when it is missing."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise HEError(
+            f"{path} is missing: every key directory needs the {INTEGRITY_KEY} the key ceremony "
+            "wrote beside the secret context; re-run `bank-node keygen` for a new epoch or "
+            "copy it from the consortium's key bundle"
+        ) from exc
+    return integrity_key_check(data)
+
+
+def _load_key_dir(
+    secret_file: Path, params_file: Path
+) -> tuple[ts.Context, CkksParams, str, bytes]:
+    integrity = integrity_key_load(secret_file.parent / INTEGRITY_KEY)
     ctx = load_secret_context(secret_file.read_bytes())
     params = CkksParams.from_dict(json.loads(params_file.read_text()))
-    return ctx, params, fingerprint(public_context_bytes(ctx))
+    return ctx, params, fingerprint(public_context_bytes(ctx)), integrity
 
 
 def keyring_load(
@@ -98,15 +127,20 @@ def keyring_load(
     signing_key_file: Path,
     previous_key_dirs: tuple[Path, ...] = (),
 ) -> Keyring:
-    ctx, params, fp = _load_key_dir(secret_context_file, params_file)
-    previous = {}
+    ctx, params, fp, integrity = _load_key_dir(secret_context_file, params_file)
+    previous, previous_integrity = {}, {}
     for directory in previous_key_dirs:
-        old_ctx, old_params, old_fp = _load_key_dir(directory / SECRET_CONTEXT, directory / PARAMS)
+        old_ctx, old_params, old_fp, old_integrity = _load_key_dir(
+            directory / SECRET_CONTEXT, directory / PARAMS
+        )
         previous[old_fp] = (old_ctx, old_params)
+        previous_integrity[old_fp] = old_integrity
     return Keyring(
         secret_context=ctx,
         params=params,
         fingerprint=fp,
         signing_key=private_key_load(signing_key_file.read_bytes()),
+        integrity_key=integrity,
         previous=previous,
+        previous_integrity=previous_integrity,
     )

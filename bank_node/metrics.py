@@ -99,6 +99,12 @@ POLL_ERRORS = Counter(
     "bank_node_poll_errors",
     "Polls of the portal that ended in an error (refused, or unreachable after retries).",
 )
+AGGREGATES_REFUSED = Counter(
+    "bank_node_aggregates_refused",
+    "Published aggregates this node decrypted and refused (not finite, count slot not a "
+    "positive integer, or integrity slot not the sum of the manifest's banks' tags); the "
+    "node kept its last good model and sat out what depended on it.",
+)
 LAST_SUCCESSFUL_ROUND = Gauge(
     "bank_node_last_successful_round_timestamp_seconds",
     "Unix time this node last evaluated a published round it had contributed to "
@@ -149,6 +155,10 @@ def global_model_evaluated(number: int, metrics: dict[str, Any]) -> None:
     GLOBAL_MODEL_AUPRC.set(float("nan") if auprc is None else float(auprc))
     GLOBAL_MODEL_ROUND.set(number)
     LAST_SUCCESSFUL_ROUND.set(time.time())
+
+
+def aggregate_refused() -> None:
+    AGGREGATES_REFUSED.inc()
 
 
 def set_privacy_spent(epsilon: float) -> None:

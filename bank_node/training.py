@@ -83,7 +83,7 @@ class Normalizer:
 def feature_moments(data: LocalData) -> tuple[np.ndarray, int]:
     """Per-feature ``[E[x], E[x^2]]`` over the training split, and its row count.
 
-    Sent as ``[n * E[x], n * E[x^2], n]`` like any update, so the portal's sum gives the
+    Sent as ``[n * E[x], n * E[x^2], n, tag]`` like any update, so the portal's sum gives the
     pooled moments and no bank's own statistics or size are ever visible.
     """
     x = data.x_train.astype(np.float64)

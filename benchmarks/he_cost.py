@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from he.aggregate import sum_vectors  # noqa: E402
-from he.codec import decrypt_vector, encrypt_to_file, pack_update  # noqa: E402
+from he.codec import TRAILER_SLOTS, decrypt_vector, encrypt_to_file, pack_update  # noqa: E402
 from he.keys import (  # noqa: E402
     fingerprint,
     generate_secret_context,
@@ -176,12 +176,12 @@ def main() -> None:
         (work / "public.ctx").write_bytes(public_bytes)
         (work / "secret.ctx").write_bytes(secret_context_bytes(secret))
         rng = np.random.default_rng(1)
-        plain = [rng.normal(0, 0.1, n - 1) for _ in range(2)]
+        plain = [rng.normal(0, 0.1, n - TRAILER_SLOTS) for _ in range(2)]
         started = time.perf_counter()
         for k in range(args.banks):
             weights = plain[k % 2]
             encrypt_to_file(
-                secret, pack_update(weights, 100 + k), ours, fp, work / f"update-{k:03d}.ckks"
+                secret, pack_update(weights, 100 + k, 1.5), ours, fp, work / f"update-{k:03d}.ckks"
             )
         enc = (time.perf_counter() - started) / args.banks
         print(f"\nencrypt   {n / enc / 1e6:6.2f} M params/s  ({enc:.2f} s per bank update)")

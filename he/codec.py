@@ -1,8 +1,9 @@
 """Packing, encryption and decryption of model updates.
 
-A bank sends ``[n_k * w_k, n_k]``: its weights scaled by its sample count with the count in
-the last slot. Summing these needs only additions, and the sum's last slot is the total
-count, so FedAvg is one division after decryption and no bank's size is ever in the clear.
+A bank sends ``[n_k * w_k, n_k, t_k]``: its weights scaled by its sample count, the count,
+then its integrity tag (``he.integrity``). Summing these needs only additions, and the
+sum's count slot is the total count, so FedAvg is one division after decryption and no
+bank's size is ever in the clear; the tag slot lets members check who made the sum.
 """
 
 from __future__ import annotations
@@ -17,21 +18,28 @@ from he.errors import HEError, UpdateInvalid
 from he.params import CkksParams
 from he.wire import HashingReader, HashingWriter, Header, iter_chunks, read_header
 
+# Slots after the weights: the sample count, then the integrity tag.
+TRAILER_SLOTS = 2
 
-def pack_update(weights: np.ndarray, n_samples: int) -> np.ndarray:
-    """Return ``[n * w, n]`` as float64."""
+
+def pack_update(weights: np.ndarray, n_samples: int, tag: float) -> np.ndarray:
+    """Return ``[n * w, n, tag]`` as float64 (``tag`` from ``he.integrity.tag_value``)."""
     if n_samples <= 0:
         raise HEError("a bank must train on at least one sample")
     flat = np.asarray(weights, dtype=np.float64).ravel()
-    return np.concatenate([flat * float(n_samples), [float(n_samples)]])
+    return np.concatenate([flat * float(n_samples), [float(n_samples), float(tag)]])
 
 
 def unpack_aggregate(summed: np.ndarray) -> tuple[np.ndarray, float]:
-    """Turn a decrypted ``[sum n_k w_k, sum n_k]`` into (FedAvg weights, total count)."""
-    total = float(np.rint(summed[-1]))
+    """Split a decrypted ``[sum n_k w_k, sum n_k, sum t_k]`` into (FedAvg, total count).
+
+    Layout only: the tag slot is dropped unchecked. A node uses
+    ``he.integrity.check_aggregate``, which also checks the tag.
+    """
+    total = float(np.rint(summed[-TRAILER_SLOTS]))
     if total <= 0:
         raise HEError("the aggregate's count slot is not positive; wrong key or corrupt data")
-    return summed[:-1] / total, total
+    return summed[:-TRAILER_SLOTS] / total, total
 
 
 def check_headroom(values: np.ndarray, params: CkksParams, max_summands: int) -> None:

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
+from bank_node.keys import (
+    INTEGRITY_KEY,
+    PARAMS,
+    PUBLIC_CONTEXT,
+    SECRET_CONTEXT,
+    ckks_keygen,
+    signing_keygen,
+)
 from bank_node.portal_client import OperatorClient, PortalError
 from he.params import CkksParams
 from simulation.processes import (
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = generate_world(work / "data", n_banks=args.banks, preset=args.preset, seed=args.seed)
     bank_files = sorted((work / "data").glob("bank_*.csv"))
 
-    print("[demo] key ceremony: one consortium CKKS key, shared by the banks out of band")
+    print("[demo] key ceremony: one consortium CKKS key and integrity key, shared by the banks")
     params = CkksParams()
     fingerprint = ckks_keygen(work / "ceremony", params)
 
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             slug = path.stem.replace("_", "-")
             bank_dir = work / "banks" / slug
             bank_dir.mkdir(parents=True)
-            for name in (SECRET_CONTEXT, PARAMS):
+            for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
                 shutil.copy2(work / "ceremony" / name, bank_dir / name)
             signing_keygen(bank_dir)
             created = op.bank_create(slug)

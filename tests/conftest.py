@@ -12,7 +12,7 @@ import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from he.codec import encrypt_vector, pack_update
+from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update
 from he.keys import fingerprint, generate_secret_context, public_context_bytes
 from he.params import CkksParams
 from he.signing import public_key_b64, sign, update_message
@@ -153,10 +153,14 @@ def encrypted_update(
     n: int = 100,
     fp: str | None = None,
     secret: ts.Context | None = None,
+    tag: float = 1.5,
 ) -> tuple[bytes, np.ndarray]:
-    """A real encrypted ``[n*w, n]`` of total ``length`` values, and its plaintext."""
-    weights = np.random.default_rng(seed).normal(0, 0.3, length - 1)
-    values = pack_update(weights, n)
+    """A real encrypted ``[n*w, n, tag]`` of total ``length`` values, and its plaintext.
+
+    The portal never reads the tag, so any value in [1, 2) stands in for a bank's.
+    """
+    weights = np.random.default_rng(seed).normal(0, 0.3, length - TRAILER_SLOTS)
+    values = pack_update(weights, n, tag)
     buf = io.BytesIO()
     encrypt_vector(secret or ckks.secret, values, PARAMS, fp or ckks.fingerprint, buf)
     return buf.getvalue(), values

@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
+from he.codec import TRAILER_SLOTS
 from protocol import (
     DERIVED_POLICY_FIELDS,
     PolicySnapshot,
@@ -145,8 +146,8 @@ class RoundPolicy(models.Model):
 
     @property
     def stats_vector_length(self) -> int:
-        """A statistics update: ``[n, sum x_1..x_F, sum x_1^2..x_F^2]``."""
-        return 2 * self.n_features + 1
+        """A statistics update: ``[sum x_1..x_F, sum x_1^2..x_F^2, n, tag]``."""
+        return 2 * self.n_features + TRAILER_SLOTS
 
 
 class KeyEpoch(models.Model):

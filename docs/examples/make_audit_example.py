@@ -49,13 +49,13 @@ def _upload(rnd, bank, key, secret, params, fp, seed, epsilon=None):  # type: ig
 
     from consortium.rounds import storage
     from consortium.rounds.services import update_precheck, update_submit
-    from he.codec import encrypt_vector, pack_update
+    from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update
     from he.signing import sign, update_message
     from protocol import PrivacyClaim
 
-    weights = np.random.default_rng(seed).normal(0, 0.3, rnd.vector_length - 1)
+    weights = np.random.default_rng(seed).normal(0, 0.3, rnd.vector_length - TRAILER_SLOTS)
     buf = io.BytesIO()
-    encrypt_vector(secret, pack_update(weights, 100 + seed), params, fp, buf)
+    encrypt_vector(secret, pack_update(weights, 100 + seed, 1.5), params, fp, buf)
     body = buf.getvalue()
     digest = hashlib.sha256(body).hexdigest()
     signature = sign(key, update_message(rnd.number, bank.slug, digest))

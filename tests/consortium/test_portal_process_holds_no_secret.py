@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from he.codec import encrypt_to_file, pack_update
+from he.codec import TRAILER_SLOTS, encrypt_to_file, pack_update
 from he.keys import fingerprint, generate_secret_context, public_context_bytes
 from he.params import CkksParams
 
@@ -83,11 +83,11 @@ def test_a_portal_process_running_a_full_round_never_holds_a_secret_key(tmp_path
                 {"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"}, len(FEATURE_NAMES)
             )
         )
-        + 1
+        + TRAILER_SLOTS
     )
     digests = {}
     for i, slug in enumerate(["alpha", "beta"]):
-        values = pack_update(np.full(length - 1, 0.1 * (i + 1)), 10)
+        values = pack_update(np.full(length - TRAILER_SLOTS, 0.1 * (i + 1)), 10, 1.5)
         digests[slug] = encrypt_to_file(
             secret, values, params, fingerprint(public), tmp_path / f"{slug}.ckks"
         )

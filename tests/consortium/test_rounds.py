@@ -62,7 +62,7 @@ def test_the_round_publishes_once_every_active_bank_has_submitted(
     avg, total = unpack_aggregate(summed)
     expected = np.sum(plains, axis=0)
     assert total == 300
-    assert np.max(np.abs(avg - expected[:-1] / expected[-1])) < 1e-6
+    assert np.max(np.abs(avg - expected[:-2] / expected[-2])) < 1e-6  # [n w..., n, tag]
 
 
 def test_at_the_deadline_enough_submissions_are_aggregated_without_the_missing_bank(
@@ -226,7 +226,7 @@ def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggrega
     scheduler_tick()
     stats = Round.objects.get(state=RoundState.OPEN)
     assert stats.kind == RoundKind.STATISTICS
-    assert stats.vector_length == 2 * policy.n_features + 1
+    assert stats.vector_length == 2 * policy.n_features + 2  # + count and integrity slots
     assert stats.base_round is None
     for i, persona in enumerate([bank_alpha, bank_beta]):
         _submit(client, ckks, stats, persona, i, 10)

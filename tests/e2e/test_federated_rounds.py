@@ -11,10 +11,18 @@ import sys
 import numpy as np
 import pytest
 
-from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
+from bank_node.keys import (
+    INTEGRITY_KEY,
+    PARAMS,
+    PUBLIC_CONTEXT,
+    SECRET_CONTEXT,
+    ckks_keygen,
+    signing_keygen,
+)
 from bank_node.portal_client import BankClient, OperatorClient
 from he.codec import decrypt_vector, unpack_aggregate
-from he.keys import load_public_context, load_secret_context
+from he.integrity import check_aggregate
+from he.keys import fingerprint, load_public_context, load_secret_context, public_context_bytes
 from he.params import CkksParams
 from simulation.world import generate_world
 from tests.e2e.conftest import ROOT, LivePortal
@@ -51,7 +59,7 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
         slug = csv.stem.replace("_", "-")
         home = work / slug
         home.mkdir()
-        for name in (SECRET_CONTEXT, PARAMS):
+        for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
             shutil.copy2(work / "ceremony" / name, home / name)
         signing_keygen(home)
         (home / "credential").write_text(op.bank_create(slug)["credential"])
@@ -168,17 +176,25 @@ def test_a_bank_scores_a_csv_with_the_global_model(federation):
 def test_the_decrypted_aggregate_equals_plaintext_fedavg_within_1e_6(federation):
     work, banks = federation["work"], federation["banks"]
     secret = load_secret_context((work / "ceremony" / SECRET_CONTEXT).read_bytes())
+    key = (work / "ceremony" / INTEGRITY_KEY).read_bytes()
+    fp = fingerprint(public_context_bytes(secret))
     any_bank = next(iter(banks.values()))
     client = BankClient(federation["portal"].url, (any_bank / "credential").read_text())
     for number in range(1, ROUNDS + 2):  # the statistics round and every training round
         client.download_aggregate(number, work / f"agg-{number}.ckks")
         with open(work / f"agg-{number}.ckks", "rb") as stream:
-            avg, total = unpack_aggregate(decrypt_vector(secret, stream, CkksParams()))
+            decrypted = decrypt_vector(secret, stream, CkksParams())
+        avg, total = unpack_aggregate(decrypted)
         plains = [np.load(home / "state" / f"plain-round-{number}.npy") for home in banks.values()]
         summed = np.sum(plains, axis=0)
-        expected = summed[:-1] / summed[-1]
-        assert total == summed[-1]
+        expected = summed[:-2] / summed[-2]  # [n w..., n, tag]
+        assert total == summed[-2]
         assert np.max(np.abs(avg - expected)) < 1e-6
+        # The live aggregate passes the members' integrity check for its own manifest.
+        manifest = client.round(number).manifest
+        assert manifest is not None and len(manifest.banks) == len(banks)
+        checked, _ = check_aggregate(decrypted, manifest.banks, key, fp, number)
+        assert np.max(np.abs(checked - expected)) < 1e-6
 
 
 def test_every_bank_evaluated_the_global_model_and_reported_metrics(federation):
@@ -199,6 +215,9 @@ def test_no_secret_key_material_reaches_the_portals_database_or_blobs(federation
     stored += _database_bytes(portal)
     assert stored, "nothing to scan"
     assert not any(marker in blob for blob in stored)
+    integrity = (work / "ceremony" / INTEGRITY_KEY).read_bytes()
+    for form in (integrity, integrity.hex().encode(), base64.b64encode(integrity)):
+        assert not any(form in blob for blob in stored)
     for blob in _key_epoch_contexts(portal):
         assert not load_public_context(blob).is_private()
 

@@ -69,7 +69,7 @@ def test_the_decrypted_sum_equals_weighted_fedavg_within_1e_6(secret_ctx, public
         paths = []
         for i, (w, n) in enumerate(zip(weights, counts, strict=True)):
             path = Path(tmp) / f"{i}.ckks"
-            encrypt_to_file(secret_ctx, pack_update(w, n), PARAMS, fp, path)
+            encrypt_to_file(secret_ctx, pack_update(w, n, 1.0 + i / 8), PARAMS, fp, path)
             paths.append(path)
         out = io.BytesIO()
         sum_vectors(paths, public_ctx, PARAMS, out)

@@ -26,9 +26,17 @@ import requests
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bank_node.keys import PARAMS, PUBLIC_CONTEXT, SECRET_CONTEXT, ckks_keygen, signing_keygen
+from bank_node.keys import (
+    INTEGRITY_KEY,
+    PARAMS,
+    PUBLIC_CONTEXT,
+    SECRET_CONTEXT,
+    ckks_keygen,
+    signing_keygen,
+)
 from bank_node.portal_client import BankClient, OperatorClient, PortalError
-from he.codec import encrypt_to_file, pack_update
+from he.codec import TRAILER_SLOTS, encrypt_to_file, pack_update
+from he.integrity import tag_value
 from he.keys import fingerprint, load_secret_context
 from he.params import CkksParams
 from he.signing import public_key_b64, sign, update_message
@@ -107,7 +115,7 @@ def federation(
     )
     home = work / "alpha"
     home.mkdir()
-    for name in (SECRET_CONTEXT, PARAMS):
+    for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
         shutil.copy2(work / "ceremony" / name, home / name)
     credential = op.bank_create("alpha")["credential"]
     (home / "credential").write_text(credential)
@@ -161,10 +169,13 @@ def _beta_takes_part(fed: Federation, beta: Beta) -> int:
     rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
     secret = load_secret_context((fed.work / "ceremony" / SECRET_CONTEXT).read_bytes())
     public = (fed.work / "ceremony" / PUBLIC_CONTEXT).read_bytes()
-    weights = np.random.default_rng(0).normal(0, 0.1, rnd.vector_length - 1)
+    weights = np.random.default_rng(0).normal(0, 0.1, rnd.vector_length - TRAILER_SLOTS)
     body = fed.work / "beta-update.ckks"
+    # beta is a member: it tags its update with the consortium's integrity key.
+    key = (fed.work / "ceremony" / INTEGRITY_KEY).read_bytes()
+    tag = tag_value(key, fingerprint(public), rnd.number, "beta")
     digest = encrypt_to_file(
-        secret, pack_update(weights, 500), CkksParams(), fingerprint(public), body
+        secret, pack_update(weights, 500, tag), CkksParams(), fingerprint(public), body
     )
     number = rnd.number
     message = update_message(number, "beta", digest)

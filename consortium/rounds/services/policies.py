@@ -14,6 +14,7 @@ from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
+from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
 
@@ -46,7 +47,8 @@ def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
             f"{limit} does not fit the {settings.MAX_UPLOAD_BYTES}-byte upload limit"
         )
     try:
-        return vector_length(build_model(spec, n_features)) + 1  # + the count slot
+        # + the count slot and the integrity slot (he.codec.TRAILER_SLOTS)
+        return vector_length(build_model(spec, n_features)) + TRAILER_SLOTS
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ApplicationError(f"model_spec is not a model we can build: {exc}") from exc
 
