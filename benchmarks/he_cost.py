@@ -99,7 +99,7 @@ def report_v2(
     binding = RoundBinding("benchmark", 1, fp)
     terms = cohort_terms(banks, binding)
     rng = np.random.default_rng(1)
-    plain = [pack_update(rng.normal(0, 0.1, n - 1), 100 + k) for k in range(2)]
+    plain = [pack_update(rng.normal(0, 0.1, n - TRAILER_SLOTS), 100 + k, 1.5) for k in range(2)]
     paths = [work / f"update-{k:03d}.ckks2" for k in range(banks)]
     revealed = [MaskTerm(t[-1].peer, t[-1].seed, -1) for t in terms]
     result: list[np.ndarray] = []

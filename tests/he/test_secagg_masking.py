@@ -66,7 +66,7 @@ def test_masks_cancel_exactly_so_the_sum_decrypts_to_the_plain_sum(
     secret, public = kits
     cohort = Cohort.of(banks, binding)
     weights, counts = _updates(banks, 6000)
-    packed = [pack_update(w, n) for w, n in zip(weights, counts, strict=True)]
+    packed = [pack_update(w, n, 1.5) for w, n in zip(weights, counts, strict=True)]
     blobs = [
         upload(secret, p, cohort.terms(b, self_mask=self_mask), cohort)
         for b, p in zip(cohort.ids, packed, strict=True)
@@ -85,7 +85,7 @@ def test_masks_cancel_exactly_so_the_sum_decrypts_to_the_plain_sum(
 def test_without_the_self_mask_correction_the_sum_is_noise(kits, binding, tmp_path: Path):
     secret, public = kits
     cohort = Cohort.of(3, binding)
-    packed = [pack_update(w, n) for w, n in zip(*_updates(3, 3000), strict=True)]
+    packed = [pack_update(w, n, 1.5) for w, n in zip(*_updates(3, 3000), strict=True)]
     blobs = [
         upload(secret, p, cohort.terms(b, self_mask=True), cohort)
         for b, p in zip(cohort.ids, packed, strict=True)
@@ -118,7 +118,7 @@ def test_a_single_masked_submission_decrypts_to_coefficients_uniform_mod_q(
 ):
     secret, _ = kits
     cohort = Cohort.of(3, binding)
-    values = pack_update(np.random.default_rng(4).normal(0, 0.1, 6000), 900)
+    values = pack_update(np.random.default_rng(4).normal(0, 0.1, 6000), 900, 1.5)
     blob = upload(secret, values, cohort.terms("bank-01"), cohort)
     u = _masked_coefficients(secret, blob, chunk)
     assert stats.kstest(u, "uniform").pvalue > ALPHA
@@ -128,7 +128,7 @@ def test_a_single_masked_submission_decrypts_to_coefficients_uniform_mod_q(
 
 def test_the_same_statistic_tells_an_unmasked_submission_from_uniform(kits, binding):
     secret, _ = kits
-    values = pack_update(np.random.default_rng(4).normal(0, 0.1, 6000), 900)
+    values = pack_update(np.random.default_rng(4).normal(0, 0.1, 6000), 900, 1.5)
     blob = upload(secret, values, [], Cohort.of(3, binding))
     u = _masked_coefficients(secret, blob, 0)
     assert stats.kstest(u, "uniform").pvalue < 1e-12

@@ -156,7 +156,9 @@ def test_dropped_banks_masks_are_removed_and_the_survivors_sum_is_exact(
     cohort = Cohort.of(5, binding)
     relayed = _deal_and_relay(cohort)
     rng = np.random.default_rng(9)
-    packed = {b: pack_update(rng.normal(0, 0.1, 5000), 100 + i) for i, b in enumerate(cohort.ids)}
+    packed = {
+        b: pack_update(rng.normal(0, 0.1, 5000), 100 + i, 1.5) for i, b in enumerate(cohort.ids)
+    }
     survivors = [b for b in cohort.ids if b not in dropped]
     blobs = [upload(secret, packed[b], cohort.terms(b, self_mask=True), cohort) for b in survivors]
     terms = _correction_terms(cohort, relayed, dropped, survivors)
@@ -172,7 +174,7 @@ def test_a_late_upload_of_a_dropped_bank_stays_masked_by_its_self_mask(kits, bin
     secret, public = kits
     cohort = Cohort.of(4, binding)
     relayed = _deal_and_relay(cohort)
-    late = pack_update(np.random.default_rng(2).normal(0, 0.1, 3000), 50)
+    late = pack_update(np.random.default_rng(2).normal(0, 0.1, 3000), 50, 1.5)
     blob = upload(secret, late, cohort.terms("bank-02", self_mask=True), cohort)
     # The reveal for a dropped bank gives its agreement key, so every pairwise mask of its
     # late upload can be recomputed and removed; its self-mask seed is never revealed.
