@@ -35,7 +35,7 @@ from audit.chain import (
     report_message,
     verify_events,
 )
-from he.signing import update_signature_valid, verify
+from he.signing import update_signature_valid, update_signed_digest, verify
 
 REPORT_FORMAT = "consortium-audit-report-v1"
 
@@ -256,6 +256,8 @@ def _check_round(rnd: dict[str, Any], accepted: dict[Any, Any], published: dict[
             sub["signature"],
             epsilon=sub.get("epsilon_spent"),
             budget_left=sub.get("budget_left"),
+        ) and not update_signed_digest(
+            sub["signing_public_key"], number, sub["bank"], sub["digest"], sub["signature"]
         ):
             raise Invalid(f"{where}: the bank's signature over its digest does not verify")
         if not sub["signature_valid"]:

@@ -62,6 +62,19 @@ def update_signature_valid(
     return False
 
 
+def update_signed_digest(
+    public_key_b64: str, round_number: int, bank_slug: str, digest_hex: str, signature_b64: str
+) -> bool:
+    """True when the signature binds the digest, whatever claim it does or does not cover.
+
+    For auditors reading history: uploads accepted before v2 carry a v1 signature next to
+    an (unsigned) epsilon. New uploads with a claim are accepted only under v2.
+    """
+    return verify(
+        public_key_b64, update_message(round_number, bank_slug, digest_hex), signature_b64
+    )
+
+
 def signing_key_new() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 

@@ -15,7 +15,7 @@ from audit.report import Selection, SelectionError, selection_read
 from audit.selectors import audit_accepted_updates, audit_rejections
 from consortium.members.models import Bank
 from consortium.rounds.models import KeyEpoch, MetricReport, Round
-from he.signing import update_signature_valid
+from he.signing import update_signature_valid, update_signed_digest
 
 # Policy fields that say how much the aggregate can reveal, besides min_banks and CKKS.
 _PRIVACY_FIELD = re.compile(r"(^dp_|epsilon|delta|noise|clip|privacy)")
@@ -68,6 +68,8 @@ def _submission(sub: Any, number: int, manifest: set[str], trail: set[Any]) -> d
         sub.signature,
         epsilon=getattr(sub, "epsilon_spent", None),
         budget_left=getattr(sub, "budget_left", None),
+    ) or update_signed_digest(  # uploads accepted before the v2 message
+        sub.signing_public_key, number, sub.bank.slug, sub.digest, sub.signature
     )
     return {
         "bank": sub.bank.slug,
