@@ -130,7 +130,7 @@ def test_a_key_epoch_the_bank_does_not_accept_is_refused():
     assert "accepted_key_epochs" in refusal.message
 
 
-def ManifestInputs(bank: str) -> ManifestInput:
+def _unsigned(bank: str) -> ManifestInput:
     return ManifestInput(bank, "0" * 64)
 
 
@@ -215,7 +215,7 @@ def test_the_bank_s_own_min_cohort_raises_the_floor_for_aggregates(world):
 
 def test_without_a_pinned_roster_the_cohort_floor_still_holds():
     # Two inputs and nobody to verify their keys: the count alone still refuses it.
-    inputs = [ManifestInputs("alpha"), ManifestInputs("beta")]
+    inputs = [_unsigned("alpha"), _unsigned("beta")]
     rnd, m = _published(policy(), inputs)
     assert _refusal(check_manifest, None, rnd, m, RAILS).reason == "cohort"
 
