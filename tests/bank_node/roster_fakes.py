@@ -37,8 +37,11 @@ class FakePortal:
     pending: list[dict[str, Any]] = field(default_factory=list)
     objections: list[tuple[dict[str, Any], str]] = field(default_factory=list)
     signatures: list[tuple[int, str]] = field(default_factory=list)
-    rounds: dict[int, RoundInfo] = field(default_factory=dict)
+    detail: dict[int, RoundInfo] = field(default_factory=dict)
     uploads: list[int] = field(default_factory=list)
+    current: RoundInfo | None = None
+    rounds_listed: list[RoundInfo] = field(default_factory=list)
+    reported: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def roster(self, after: int | None = None) -> dict[str, Any]:
         return {"versions": self.versions, "pending": self.pending}
@@ -52,10 +55,22 @@ class FakePortal:
         return {}
 
     def round(self, number: int) -> RoundInfo:
-        return self.rounds[number]
+        return self.detail[number]
 
     def upload_update(self, number: int, *args: Any, **kwargs: Any) -> None:
         self.uploads.append(number)
+
+    def current_round(self) -> RoundInfo | None:
+        return self.current
+
+    def rounds(self, limit: int = 20) -> list[RoundInfo]:
+        return list(self.rounds_listed)
+
+    def download_aggregate(self, number: int, dest: Path) -> str:
+        raise AssertionError("a refused aggregate must not be downloaded")
+
+    def report_metrics(self, number: int, metrics: dict[str, Any]) -> None:
+        self.reported.append((number, metrics))
 
     def reasons(self) -> list[str]:
         return [o["reason_code"] for o, _ in self.objections]
