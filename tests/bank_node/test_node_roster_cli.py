@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from bank_node import metrics as node_metrics
 from bank_node import roster_cli
-from bank_node.cli import main
+from bank_node.cli import _keeper, main
+from bank_node.config import load_config
+from bank_node.roster import PinError
 from governance import ChangeMinBanks, genesis_version, verify_genesis
 from he.signing import private_key_bytes
 from tests.bank_node.roster_fakes import FakePortal, objection_verifies
@@ -121,3 +125,22 @@ def test_sign_genesis_refuses_a_draft_without_this_bank(tmp_path, ceremony, port
     (tmp_path / "draft.json").write_text(json.dumps(draft.to_dict()))
     assert main(["roster", "sign-genesis", str(tmp_path / "draft.json"), "--config", config]) == 2
     assert "does not name bank 'alpha'" in capsys.readouterr().err
+
+
+def test_a_node_without_a_genesis_warns_at_start_and_exports_pinned_0(
+    tmp_path, ceremony, portal, caplog
+):
+
+    config = load_config(Path(_config(tmp_path, ceremony, genesis=False)))
+    keys = SimpleNamespace(signing_key=ceremony["alpha"].key)
+    assert _keeper(config, keys, portal) is None
+    assert "NO ROSTER PINNED" in caplog.text
+    assert node_metrics.ROSTER_PINNED._value.get() == 0
+
+
+def test_a_node_whose_key_is_not_the_bank_s_roster_key_refuses_to_start(tmp_path, ceremony, portal):
+
+    config = load_config(Path(_config(tmp_path, ceremony)))
+    keys = SimpleNamespace(signing_key=new_bank("alpha").key)  # the operator's substitute key
+    with pytest.raises(PinError, match="not a roster key"):
+        _keeper(config, keys, portal)
