@@ -35,7 +35,7 @@ from audit.chain import (
     report_message,
     verify_events,
 )
-from he.signing import update_message, verify
+from he.signing import update_signature_valid, update_signed_digest, verify
 
 REPORT_FORMAT = "consortium-audit-report-v1"
 
@@ -248,8 +248,17 @@ def _check_round(rnd: dict[str, Any], accepted: dict[Any, Any], published: dict[
     inputs = {i.get("digest") for i in manifest.get("inputs", []) if isinstance(i, dict)}
     for sub in rnd["submissions"]:
         where = f"round {number}, submission of bank {sub['bank']}"
-        message = update_message(number, sub["bank"], sub["digest"])
-        if not verify(sub["signing_public_key"], message, sub["signature"]):
+        if not update_signature_valid(
+            sub["signing_public_key"],
+            number,
+            sub["bank"],
+            sub["digest"],
+            sub["signature"],
+            epsilon=sub.get("epsilon_spent"),
+            budget_left=sub.get("budget_left"),
+        ) and not update_signed_digest(
+            sub["signing_public_key"], number, sub["bank"], sub["digest"], sub["signature"]
+        ):
             raise Invalid(f"{where}: the bank's signature over its digest does not verify")
         if not sub["signature_valid"]:
             raise Invalid(f"{where}: marked invalid although the signature verifies")

@@ -12,9 +12,18 @@ from typing import Any
 import numpy as np
 
 from bank_node import metrics as node_metrics
+from bank_node.checks import (
+    Refused,
+    check_aggregate_file,
+    check_guardrails,
+    check_manifest,
+    check_round,
+)
 from bank_node.config import NodeConfig
 from bank_node.keys import Keyring
+from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
+from bank_node.roster import RosterKeeper
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -25,16 +34,20 @@ from bank_node.training import (
     train_round,
     train_round_private,
 )
+from governance import RosterState
 from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update
 from he.errors import HEError, UpdateInvalid
 from he.integrity import AggregateRejected, check_aggregate, tag_value
-from he.signing import sign, update_message
+from he.signing import sign, update_message_v2
 from models.privacy import DPConfig, PrivacyBudgetExceeded, epsilon_after, would_exceed
 from protocol import PolicySnapshot, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
 MAX_BANKS_PER_SUM = 256  # must not exceed the portal's CONSORTIUM_MAX_BANKS_PER_ROUND
+DAY_SECONDS = 86400.0
+# Quality figures a bank may opt in to report (report_metrics); never row counts or rates.
+REPORTABLE_METRICS = ("auprc", "recall_at_0.5pct", "f1")
 
 
 @dataclass
@@ -44,10 +57,11 @@ class NodeState:
     submitted: dict[str, str] = field(default_factory=dict)  # round -> digest
     evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
     skipped: dict[str, str] = field(default_factory=dict)  # round -> reason
-    refused: dict[str, str] = field(default_factory=dict)  # aggregate's round -> reason
     # Differential privacy: Opacus's RDP history across rounds, and the epsilon it implies.
     dp_accountant: dict[str, Any] | None = None
     epsilon: float | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # round -> why its aggregate was not used
+    submitted_at: dict[str, float] = field(default_factory=dict)  # round -> unix time of upload
 
     @classmethod
     def load(cls, path: Path) -> NodeState:
@@ -75,10 +89,23 @@ def dp_config(policy: PolicySnapshot) -> DPConfig:
 
 
 class Agent:
-    def __init__(self, config: NodeConfig, keys: Keyring, client: BankClient) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        keys: Keyring,
+        client: BankClient,
+        keeper: RosterKeeper | None = None,
+    ) -> None:
         self.config = config
         self.keys = keys
         self.client = client
+        self.keeper = keeper
+        self.objector = Objector(
+            client,
+            config.bank,
+            keys.signing_key,
+            lambda: keeper.state.consortium_id if keeper is not None else None,
+        )
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = config.state_dir / "state.json"
         self.state = NodeState.load(self.state_path)
@@ -90,8 +117,15 @@ class Agent:
 
     # --- one poll ------------------------------------------------------------------
 
+    @property
+    def roster(self) -> RosterState | None:
+        """The verified roster state, or None when no genesis is pinned."""
+        return self.keeper.state if self.keeper is not None else None
+
     def step(self) -> None:
         """Do whatever is due now: join the open round, evaluate newly published ones."""
+        if self.keeper is not None:
+            self.keeper.refresh(self.client, self.objector)
         current = self.client.current_round()
         if current is not None and current.state == "open":
             node_metrics.round_seen_open(current.number)
@@ -111,10 +145,31 @@ class Agent:
                 and key not in self.state.evaluated
                 and key not in self.state.refused
             ):
-                try:
-                    self.evaluate_published(rnd)
-                except AggregateRejected:
-                    pass  # logged, counted and remembered by aggregate_refused
+                self.evaluate_or_refuse(rnd)
+
+    def evaluate_or_refuse(self, rnd: RoundInfo) -> dict[str, Any] | None:
+        """Evaluate a published aggregate, unless it is one this bank must not use."""
+        try:
+            return self.evaluate_published(rnd)
+        except Refused as exc:
+            self.refuse(rnd.number, exc)
+            # Also when what was refused was another round this one depends on (its
+            # statistics round): the node does not try, and object, at every poll.
+            self.state.refused.setdefault(str(rnd.number), exc.message)
+            self.state.save(self.state_path)
+            return None
+
+    def refuse(self, number: int, exc: Refused) -> None:
+        """Log, count and object; the last good model stays, the node keeps polling."""
+        self.objector.refuse(number, exc.reason, exc.message)
+
+    def check_round(self, rnd: RoundInfo) -> None:
+        """Everything the roster and this bank's guardrails must allow before training."""
+        check_round(self.roster, rnd)
+        now = time.time()
+        recent = sum(1 for t in self.state.submitted_at.values() if now - t < DAY_SECONDS)
+        epochs = {self.keys.fingerprint, *self.keys.previous}
+        check_guardrails(self.config.guardrails, rnd, rounds_last_day=recent, node_epochs=epochs)
 
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
@@ -132,7 +187,13 @@ class Agent:
             return False
         started = time.monotonic()
         try:
+            self.check_round(rnd)
             weights, n, privacy = self.local_update(rnd)
+        except Refused as exc:
+            self.refuse(rnd.number, exc)
+            self.state.skipped[key] = exc.message
+            self.state.save(self.state_path)
+            return False
         except (HEError, PrivacyBudgetExceeded) as exc:
             # e.g. the base aggregate is under a key epoch this node never held
             log.error("round %s: sitting out: %s", key, exc)
@@ -142,13 +203,16 @@ class Agent:
         log.info("round %s: update over %d rows in %.1fs", key, n, time.monotonic() - started)
         node_metrics.local_update_done(rnd.kind, time.monotonic() - started)
         digest, path = self.encrypt(rnd.number, weights, n)
-        signature = sign(
-            self.keys.signing_key, update_message(rnd.number, self.config.bank, digest)
+        claim = privacy or PrivacyClaim()
+        message = update_message_v2(
+            rnd.number, self.config.bank, digest, claim.epsilon, claim.budget_left
         )
+        signature = sign(self.keys.signing_key, message)
         self.client.upload_update(rnd.number, path, digest, signature, privacy=privacy)
         node_metrics.uploaded(path)
         path.unlink(missing_ok=True)
         self.state.submitted[key] = digest
+        self.state.submitted_at[key] = time.time()
         self.state.save(self.state_path)
         log.info("round %s: uploaded %s", key, digest[:16])
         return True
@@ -219,26 +283,43 @@ class Agent:
         return weights
 
     def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
-        """Download (once), decrypt, check and average a published aggregate.
+        """Download (once), check, decrypt and average a published aggregate.
 
-        Raises AggregateRejected, after ``aggregate_refused``, when the plaintext is not
-        the sum of the manifest's banks' updates for this round; nothing is used then.
+        Raises ``Refused`` (counted as a refused aggregate) when the manifest names
+        anything the verified roster does not hold, the bytes are not the aggregate it
+        names, or the plaintext is not the sum of the manifest's banks' updates for this
+        round (``he.integrity``); nothing of it is used then.
         """
-        if str(number) in self.state.refused:  # refused once: not re-checked nor re-counted
-            raise AggregateRejected(self.state.refused[str(number)])
+        if str(number) in self.state.refused:  # refused once: not fetched or counted again
+            raise Refused("aggregate_integrity", self.state.refused[str(number)])
+        try:
+            return self._checked_aggregate(number, epoch)
+        except Refused as exc:
+            log.error("round %s: aggregate refused, keeping the last good model: %s", number, exc)
+            node_metrics.aggregate_refused()
+            self.state.refused[str(number)] = exc.message
+            self.state.save(self.state_path)
+            raise
+
+    def _checked_aggregate(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
+        info = self.client.round(number)
+        check_manifest(self.roster, info, info.manifest, self.config.guardrails)
+        assert info.manifest is not None  # check_manifest refuses a round without one
         path = self.config.state_dir / f"aggregate-round-{number}.ckks"
         if not path.exists():
             self.client.download_aggregate(number, path)
-        manifest = self.client.round(number).manifest
+        try:
+            check_aggregate_file(path, info.manifest)
+        except Refused:
+            path.unlink(missing_ok=True)
+            raise
+        epoch = info.key_epoch or epoch
         try:
             summed = self.decrypt_aggregate(path, epoch)
-            if manifest is None:
-                raise AggregateRejected(f"round {number} has no manifest to check against")
             key = self.keys.integrity_for(epoch)
-            return check_aggregate(summed, manifest.banks, key, epoch, number)
+            return check_aggregate(summed, info.manifest.banks, key, epoch, number)
         except AggregateRejected as exc:
-            self.aggregate_refused(number, exc)
-            raise
+            raise Refused("aggregate_integrity", str(exc)) from exc
 
     def decrypt_aggregate(self, path: Path, epoch: str) -> np.ndarray:
         """Decrypt a downloaded aggregate; a malformed one is refused like a forged one."""
@@ -248,14 +329,6 @@ class Agent:
                 return decrypt_vector(ctx, stream, params)
             except UpdateInvalid as exc:
                 raise AggregateRejected(f"the aggregate could not be decrypted: {exc}") from exc
-
-    def aggregate_refused(self, number: int, exc: AggregateRejected) -> None:
-        """Log, count and remember a refused aggregate; the last good model stays in use."""
-        log.error("round %s: aggregate refused, keeping the last good model: %s", number, exc)
-        node_metrics.aggregate_refused()
-        self.state.refused[str(number)] = str(exc)
-        self.state.save(self.state_path)
-        # objection: once the roster checks land, send a signed objection here.
 
     def evaluate_published(self, rnd: RoundInfo) -> dict[str, Any]:
         weights, _total = self.global_weights(rnd.number, rnd.key_epoch)
@@ -278,10 +351,7 @@ class Agent:
                 indent=2,
             )
         )
-        try:
-            self.client.report_metrics(rnd.number, metrics)
-        except PortalError as exc:
-            log.warning("round %s: metrics not reported: %s", rnd.number, exc.message)
+        self.report(rnd.number, metrics)
         self.state.evaluated[str(rnd.number)] = metrics
         self.state.save(self.state_path)
         node_metrics.global_model_evaluated(rnd.number, metrics)
@@ -291,6 +361,16 @@ class Agent:
             metrics["auprc"] or float("nan"),
         )
         return metrics
+
+    def report(self, number: int, metrics: dict[str, Any]) -> None:
+        """Send quality figures only if this bank opted in; row counts and rates never."""
+        if not self.config.report_metrics:
+            return
+        figures = {name: metrics.get(name) for name in REPORTABLE_METRICS}
+        try:
+            self.client.report_metrics(number, figures)
+        except PortalError as exc:
+            log.warning("round %s: metrics not reported: %s", number, exc.message)
 
     # --- loops ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bank_node import roster_cli
 from bank_node.config import ConfigError, NodeConfig, load_config
 from protocol import DEFAULT_CKKS_PARAMS, PolicySnapshot, ProtocolError
 
@@ -39,7 +40,34 @@ def _agent(config: NodeConfig) -> Any:
         timeout=config.request_timeout_seconds,
         max_retries=config.max_retries,
     )
-    return Agent(config, keys, client)
+    return Agent(config, keys, client, _keeper(config, keys, client))
+
+
+def _keeper(config: NodeConfig, keys: Any, client: Any) -> Any:
+    """The pinned, verified roster; None (said loudly, every start) without genesis_file."""
+    from bank_node import metrics as node_metrics
+    from bank_node.objections import Objector
+    from bank_node.roster import RosterKeeper
+    from he.signing import public_key_b64
+
+    if config.genesis_file is None:
+        log.warning(
+            "NO ROSTER PINNED: genesis_file is not set, so this node believes the portal about "
+            "members, keys and policies; set genesis_file to the signed genesis your bank "
+            "received out of band"
+        )
+        node_metrics.roster_pinned(None)
+        return None
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    keeper = RosterKeeper(config.genesis_file, config.state_dir)
+    mine = public_key_b64(keys.signing_key)
+    if keeper.state.signing_key_of(config.bank) != mine:
+        # A bank admitted after the genesis learns of its membership from later versions.
+        consortium = keeper.state.consortium_id
+        keeper.refresh(client, Objector(client, config.bank, keys.signing_key, lambda: consortium))
+    keeper.check_names(config.bank, mine)
+    log.info("roster pinned: version %d verified", keeper.state.version)
+    return keeper
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -279,6 +307,8 @@ def parser() -> argparse.ArgumentParser:
         if name == "baseline":
             c.add_argument("--policy", required=True, help="policy snapshot JSON")
             c.add_argument("--epochs", type=int, required=True)
+
+    roster_cli.add_parser(sub)
 
     sc = sub.add_parser("score", help="score transactions with the current global model")
     sc.add_argument("--config", required=True, help="node configuration (TOML)")

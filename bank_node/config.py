@@ -16,6 +16,25 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Guardrails:
+    """What this bank accepts, whatever the consortium agreed (the ``[guardrails]`` table).
+
+    Like a site's own authorisation policy in other federated frameworks: a round policy
+    outside these limits is refused by this node even when the roster approved it.
+    ``None`` (or an empty list) means no limit of the bank's own.
+    """
+
+    # Fewest distinct banks a round may need (policy min_banks) and an aggregate may sum.
+    min_cohort: int = 3
+    dp_required: bool = False
+    epsilon_ceiling: float | None = None
+    max_rounds_per_day: int | None = None
+    max_model_parameters: int | None = None
+    # Key epoch fingerprints (64 hex) this bank accepts; empty: those the roster has in force.
+    accepted_key_epochs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a bank node needs; paths are resolved relative to the config file."""
 
@@ -37,6 +56,13 @@ class NodeConfig:
     keep_plaintext_updates: bool = False
     # Key directories (consortium.secret + ckks_params.json) of earlier key epochs.
     previous_key_dirs: tuple[Path, ...] = ()
+    # The signed genesis roster version this bank received out of band (file or Secret).
+    # Without it the node trusts the portal for membership and keys, and says so loudly.
+    genesis_file: Path | None = None
+    # Send per-bank quality figures (AUPRC, recall, F1 on local held-out data) to the
+    # portal after each round. Off by default: they describe this bank's data.
+    report_metrics: bool = False
+    guardrails: Guardrails = Guardrails()
 
     @property
     def credential(self) -> str:
@@ -50,6 +76,7 @@ PATH_FIELDS = {
     "ckks_params_file",
     "data_file",
     "state_dir",
+    "genesis_file",
 }
 
 
@@ -144,7 +171,58 @@ def _integer(path: Path, name: str, value: Any) -> int:
     return int(_number(path, name, value))
 
 
+def _count(path: Path, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path}: {name} must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _epochs(path: Path, name: str, value: Any) -> tuple[str, ...]:
+    ok = isinstance(value, list) and all(
+        isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+        for v in value
+    )
+    if not ok:
+        raise ConfigError(f"{path}: {name} must be a list of 64-hex key epoch fingerprints")
+    return tuple(value)
+
+
+def _ceiling(path: Path, name: str, value: Any) -> float:
+    number = _number(path, name, value)
+    if number <= 0:
+        raise ConfigError(f"{path}: {name} must be > 0, not {value!r}")
+    return number
+
+
+GUARDRAIL_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "min_cohort": _count,
+    "dp_required": _flag,
+    "epsilon_ceiling": _ceiling,
+    "max_rounds_per_day": _count,
+    "max_model_parameters": _count,
+    "accepted_key_epochs": _epochs,
+}
+
+
+def _guardrails(path: Path, name: str, value: Any) -> Guardrails:
+    """The ``[guardrails]`` table; every key optional, unknown keys refused."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    unknown = set(value) - set(GUARDRAIL_READERS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) in [{name}]: {', '.join(sorted(unknown))}")
+    read = {k: GUARDRAIL_READERS[k](path, f"{name}.{k}", v) for k, v in value.items()}
+    if read.get("min_cohort", 3) < 3:
+        raise ConfigError(
+            f"{path}: {name}.min_cohort must be at least 3: with two banks each learns the "
+            "other's update from the aggregate by subtraction"
+        )
+    return Guardrails(**read)
+
+
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "guardrails": _guardrails,
+    "report_metrics": _flag,
     "poll_interval_seconds": _number,
     "request_timeout_seconds": _number,
     "max_retries": _integer,

@@ -117,6 +117,43 @@ PRIVACY_EPSILON_SPENT = Gauge(
     "the policy asks for no DP.",
 )
 
+ROSTER_PINNED = Gauge(
+    "bank_node_roster_pinned",
+    "1 when this node verifies the consortium's roster from a genesis it was given out of "
+    "band (genesis_file); 0 when it has none and trusts the portal for members and keys.",
+)
+ROSTER_VERSION = Gauge(
+    "bank_node_roster_version",
+    "Number of the newest roster version this node has verified itself (-1: none pinned).",
+)
+REFUSALS = Counter(
+    "bank_node_refusals",
+    "Things this node refused because the portal asked for something its verified roster "
+    "or its own guardrails do not allow, by reason (a roster version, a round, an "
+    "aggregate). Each one is also logged and, with a pinned roster, sent as a signed "
+    "objection.",
+    ["reason"],
+)
+# The reasons a refusal can carry; anything else is counted as "other" (bounded labels).
+REFUSAL_REASONS = (
+    "roster_invalid",
+    "roster_fork",
+    "policy_not_approved",
+    "key_epoch_not_in_force",
+    "min_banks_below_floor",
+    "privacy_floor",
+    "guardrail",
+    "cohort",
+    "input_signature",
+    "aggregate_digest",
+    "manifest_mismatch",
+    "aggregate_integrity",
+    "other",
+)
+ROSTER_VERSION.set(-1)
+
+for _reason in REFUSAL_REASONS:
+    REFUSALS.labels(_reason)
 for _reason in ("skipped", "not_submitted"):
     ROUNDS_MISSED.labels(_reason)
 for _kind in ("training", "statistics"):
@@ -159,6 +196,16 @@ def global_model_evaluated(number: int, metrics: dict[str, Any]) -> None:
 
 def aggregate_refused() -> None:
     AGGREGATES_REFUSED.inc()
+
+
+def roster_pinned(version: int | None) -> None:
+    """Whether a roster is pinned, and the newest version verified (None: not pinned)."""
+    ROSTER_PINNED.set(0 if version is None else 1)
+    ROSTER_VERSION.set(-1 if version is None else version)
+
+
+def refused(reason: str) -> None:
+    REFUSALS.labels(reason if reason in REFUSAL_REASONS else "other").inc()
 
 
 def set_privacy_spent(epsilon: float) -> None:

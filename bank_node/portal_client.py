@@ -208,6 +208,29 @@ class BankClient(_Base):
             headers=headers,
         )
 
+    def roster(self, after: int | None = None) -> dict[str, Any]:
+        """``GET /roster``: versions in force (as signed) and pending ones, as the portal says.
+
+        Nothing here is trusted: ``bank_node.roster`` verifies every version itself.
+        """
+        query = "" if after is None else f"?after={int(after)}"
+        data = self._json("GET", f"roster{query}")
+        if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
+            raise PortalError(None, "GET roster: malformed answer from the portal")
+        if not isinstance(data.get("pending", []), list):
+            raise PortalError(None, "GET roster: malformed answer from the portal (pending)")
+        return data
+
+    def sign_roster_version(self, number: int, signature: str) -> dict[str, Any]:
+        """Send this bank's signature (approval) of roster version ``number``."""
+        body = {"signature": signature}
+        return self._json("POST", f"roster/versions/{int(number)}/signatures", json=body)
+
+    def send_objection(self, objection: dict[str, Any], signature: str) -> dict[str, Any]:
+        """Record a signed objection (a refusal, and why) in the portal's audit trail."""
+        body = {"objection": objection, "signature": signature}
+        return self._json("POST", "objections", json=body)
+
     def report_metrics(self, number: int, metrics: dict[str, float | None]) -> MetricsReceipt:
         body = {"metrics": metrics}
         return self._parsed(MetricsReceipt.from_dict, "POST", f"rounds/{number}/metrics", json=body)

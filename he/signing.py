@@ -17,6 +17,64 @@ def update_message(round_number: int, bank_slug: str, digest_hex: str) -> bytes:
     return f"consortium-update-v1\n{round_number}\n{bank_slug}\n{digest_hex}".encode()
 
 
+def update_message_v2(
+    round_number: int,
+    bank_slug: str,
+    digest_hex: str,
+    epsilon: float | None = None,
+    budget_left: bool | None = None,
+) -> bytes:
+    """The bytes a bank signs for an upload, privacy claim included.
+
+    The claim (cumulative epsilon, budget left) is inside the signature, so nobody between
+    the bank and the auditor can change what the bank said it spent. Under a policy
+    without DP the claim is absent: both fields are empty.
+    """
+    eps = "" if epsilon is None else repr(float(epsilon))
+    left = "" if budget_left is None else ("true" if budget_left else "false")
+    return (
+        f"consortium-update-v2\n{round_number}\n{bank_slug}\n{digest_hex}\n{eps}\n{left}".encode()
+    )
+
+
+def update_signature_valid(
+    public_key_b64: str,
+    round_number: int,
+    bank_slug: str,
+    digest_hex: str,
+    signature_b64: str,
+    *,
+    epsilon: float | None = None,
+    budget_left: bool | None = None,
+) -> bool:
+    """True when ``signature_b64`` signs this upload; never raises.
+
+    A v2 signature must cover exactly the given claim. The v1 message (no claim) is still
+    accepted, but only when there is no claim to protect (``epsilon`` and ``budget_left``
+    both None): a v1 signature never vouches for an epsilon.
+    """
+    v2 = update_message_v2(round_number, bank_slug, digest_hex, epsilon, budget_left)
+    if verify(public_key_b64, v2, signature_b64):
+        return True
+    if epsilon is None and budget_left is None:
+        v1 = update_message(round_number, bank_slug, digest_hex)
+        return verify(public_key_b64, v1, signature_b64)
+    return False
+
+
+def update_signed_digest(
+    public_key_b64: str, round_number: int, bank_slug: str, digest_hex: str, signature_b64: str
+) -> bool:
+    """True when the signature binds the digest, whatever claim it does or does not cover.
+
+    For auditors reading history: uploads accepted before v2 carry a v1 signature next to
+    an (unsigned) epsilon. New uploads with a claim are accepted only under v2.
+    """
+    return verify(
+        public_key_b64, update_message(round_number, bank_slug, digest_hex), signature_b64
+    )
+
+
 def signing_key_new() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 

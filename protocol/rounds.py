@@ -17,10 +17,18 @@ ROUND_KINDS = ("training", "statistics")
 
 @dataclass(frozen=True)
 class ManifestInput:
-    """One update an aggregate includes."""
+    """One update an aggregate includes, with the bank's signature over it.
+
+    ``signature`` (base64 Ed25519 over ``he.signing.update_message_v2``, or v1 for an
+    upload without privacy claim) and the signed claim let every node check, under the
+    bank's *roster* key, that the bank itself sent this update.
+    """
 
     bank: str
     digest: str
+    signature: str = ""
+    epsilon: float | None = None
+    budget_left: bool | None = None
 
 
 @dataclass(frozen=True)

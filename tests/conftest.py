@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update
 from he.keys import fingerprint, generate_secret_context, public_context_bytes
 from he.params import CkksParams
-from he.signing import public_key_b64, sign, update_message
+from he.signing import public_key_b64, sign, update_message, update_message_v2
 
 PARAMS = CkksParams()
 
@@ -167,18 +167,43 @@ def encrypted_update(
 
 
 def upload_headers(
-    persona: Persona, round_number: int, body: bytes, *, signer: Persona | None = None
+    persona: Persona,
+    round_number: int,
+    body: bytes,
+    *,
+    signer: Persona | None = None,
+    epsilon: str | None = None,
+    budget_left: str | None = None,
 ) -> dict[str, Any]:
+    """Headers of a signed upload; a privacy claim given here is sent and signed (v2)."""
     import hashlib
 
     digest = hashlib.sha256(body).hexdigest()
     key = (signer or persona).key
+    claim = {"HTTP_X_PRIVACY_EPSILON": epsilon, "HTTP_X_PRIVACY_BUDGET_LEFT": budget_left}
+    message = update_message(round_number, persona.slug, digest)
+    if epsilon is not None or budget_left is not None:
+        message = update_message_v2(
+            round_number,
+            persona.slug,
+            digest,
+            None if epsilon is None else _float_or_none(epsilon),
+            None if budget_left is None else budget_left == "true",
+        )
     return {
         **persona.auth(),
         "HTTP_X_UPDATE_DIGEST": digest,
-        "HTTP_X_UPDATE_SIGNATURE": sign(key, update_message(round_number, persona.slug, digest)),
+        "HTTP_X_UPDATE_SIGNATURE": sign(key, message),
         "CONTENT_TYPE": "application/octet-stream",
+        **{name: value for name, value in claim.items() if value is not None},
     }
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None  # a malformed header the portal refuses before any signature check
 
 
 def b64(data: bytes) -> str:

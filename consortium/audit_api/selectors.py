@@ -15,7 +15,7 @@ from audit.report import Selection, SelectionError, selection_read
 from audit.selectors import audit_accepted_updates, audit_rejections
 from consortium.members.models import Bank
 from consortium.rounds.models import KeyEpoch, MetricReport, Round
-from he.signing import update_message, verify
+from he.signing import update_signature_valid, update_signed_digest
 from protocol import dp_enabled
 
 # Policy fields that say how much the aggregate can reveal, besides min_banks and CKKS.
@@ -59,7 +59,17 @@ def _privacy(snapshot: dict[str, Any], subs: list[Any]) -> dict[str, Any]:
 
 
 def _submission(sub: Any, number: int, manifest: set[str], trail: set[Any]) -> dict[str, Any]:
-    message = update_message(number, sub.bank.slug, sub.digest)
+    valid = update_signature_valid(
+        sub.signing_public_key,
+        number,
+        sub.bank.slug,
+        sub.digest,
+        sub.signature,
+        epsilon=getattr(sub, "epsilon_spent", None),
+        budget_left=getattr(sub, "budget_left", None),
+    ) or update_signed_digest(  # uploads accepted before the v2 message
+        sub.signing_public_key, number, sub.bank.slug, sub.digest, sub.signature
+    )
     return {
         "bank": sub.bank.slug,
         "digest": sub.digest,
@@ -67,7 +77,7 @@ def _submission(sub: Any, number: int, manifest: set[str], trail: set[Any]) -> d
         "received_at": sub.received_at.isoformat(),
         "signature": sub.signature,
         "signing_public_key": sub.signing_public_key,
-        "signature_valid": verify(sub.signing_public_key, message, sub.signature),
+        "signature_valid": valid,
         "in_manifest": sub.digest in manifest,
         "recorded_in_trail": (number, sub.bank.slug, sub.digest, sub.signature) in trail,
         "epsilon_spent": getattr(sub, "epsilon_spent", None),

@@ -215,13 +215,11 @@ def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
     assert rnd is not None
     for seed, (persona, eps) in enumerate([(bank_alpha, "1.25"), (bank_beta, "2.5")]):
         body, _ = encrypted_update(ckks, rnd.vector_length, seed=seed)
-        headers = upload_headers(persona, rnd.number, body)
+        headers = upload_headers(persona, rnd.number, body, epsilon=eps, budget_left="true")
         response = client.put(
             f"/api/v1/rounds/{rnd.number}/update",
             data=body,
             content_type="application/octet-stream",
-            HTTP_X_PRIVACY_EPSILON=eps,
-            HTTP_X_PRIVACY_BUDGET_LEFT="true",
             **headers,
         )
         assert response.status_code == 201, response.content

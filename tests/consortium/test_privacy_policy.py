@@ -36,10 +36,9 @@ def dp_round(epoch: Any, bank_alpha: Any, bank_beta: Any) -> Round:
     return rnd
 
 
-def _put(client: Any, rnd: Round, persona: Any, **privacy: str) -> Any:
+def _put(client: Any, rnd: Round, persona: Any, **privacy: Any) -> Any:
     body, _ = encrypted_update(rnd_ckks(), rnd.vector_length, seed=hash(persona.slug) % 100)
-    headers = upload_headers(persona, rnd.number, body)
-    headers.update({f"HTTP_X_PRIVACY_{k.upper()}": v for k, v in privacy.items()})
+    headers = upload_headers(persona, rnd.number, body, **privacy)
     return client.put(
         f"/api/v1/rounds/{rnd.number}/update",
         data=body,
@@ -113,3 +112,37 @@ def test_training_stops_when_too_few_banks_have_budget_left(
     assert dp_round.state == RoundState.PUBLISHED
     # min_banks is 2 and only one bank can afford another round: no round opens.
     assert not Round.objects.filter(state=RoundState.OPEN).exists()
+
+
+def test_an_epsilon_changed_after_signing_is_refused_and_nothing_is_stored(
+    client, dp_round, bank_alpha
+):
+    body, _ = encrypted_update(rnd_ckks(), dp_round.vector_length, seed=5)
+    headers = upload_headers(bank_alpha, dp_round.number, body, epsilon="3.5", budget_left="true")
+    # Someone between the bank and the portal lowers the claimed spend; the signature stays.
+    headers["HTTP_X_PRIVACY_EPSILON"] = "0.5"
+    response = client.put(
+        f"/api/v1/rounds/{dp_round.number}/update",
+        data=body,
+        content_type="application/octet-stream",
+        **headers,
+    )
+    assert response.status_code == 403
+    assert "consortium-update-v2" in response.json()["message"]
+    assert dp_round.submissions.count() == 0
+
+
+def test_under_a_dp_policy_a_v1_signature_without_the_claim_is_refused(
+    client, dp_round, bank_alpha
+):
+    body, _ = encrypted_update(rnd_ckks(), dp_round.vector_length, seed=6)
+    headers = upload_headers(bank_alpha, dp_round.number, body)  # signs v1: no claim inside
+    headers.update({"HTTP_X_PRIVACY_EPSILON": "1.0", "HTTP_X_PRIVACY_BUDGET_LEFT": "true"})
+    response = client.put(
+        f"/api/v1/rounds/{dp_round.number}/update",
+        data=body,
+        content_type="application/octet-stream",
+        **headers,
+    )
+    assert response.status_code == 403
+    assert dp_round.submissions.count() == 0

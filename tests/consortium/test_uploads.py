@@ -12,6 +12,7 @@ from django.test import Client
 from consortium.rounds.models import Round, RoundState, Submission
 from he.codec import encrypt_vector
 from he.keys import generate_secret_context
+from he.signing import sign, update_message_v2
 from tests.conftest import PARAMS, Persona, encrypted_update, upload_headers
 
 pytestmark = pytest.mark.django_db
@@ -305,3 +306,26 @@ def test_the_answer_to_an_upload_names_the_round_bank_digest_and_size(
         "size_bytes": len(body),
     }
     assert first["received_at"]
+
+
+def test_under_a_non_dp_policy_a_privacy_claim_is_ignored_not_stored(
+    client, ckks, open_round, bank_alpha
+):
+    body, _ = encrypted_update(ckks, _length(open_round), seed=11)
+    # Signed without a claim (v1); a claim added on the way means nothing without DP.
+    headers = upload_headers(bank_alpha, open_round.number, body)
+    headers.update({"HTTP_X_PRIVACY_EPSILON": "0.5", "HTTP_X_PRIVACY_BUDGET_LEFT": "true"})
+    assert _put(client, open_round.number, body, headers).status_code == 201
+    sub = Submission.objects.get(round=open_round, bank=bank_alpha.bank)
+    assert (sub.epsilon_spent, sub.budget_left) == (None, None)
+
+
+def test_a_v2_signature_with_an_empty_claim_is_accepted_without_dp(
+    client, ckks, open_round, bank_alpha
+):
+    body, _ = encrypted_update(ckks, _length(open_round), seed=12)
+    digest = hashlib.sha256(body).hexdigest()
+    headers = upload_headers(bank_alpha, open_round.number, body)
+    message = update_message_v2(open_round.number, bank_alpha.slug, digest)
+    headers["HTTP_X_UPDATE_SIGNATURE"] = sign(bank_alpha.key, message)
+    assert _put(client, open_round.number, body, headers).status_code == 201

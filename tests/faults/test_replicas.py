@@ -74,7 +74,7 @@ def test_two_replicas_on_one_database_publish_each_round_once_and_lose_no_submis
             failures = [(slug, r) for slug, r in results if isinstance(r, PortalError)]
             assert [slug for slug, _ in failures] == ["beta"], failures
             assert failures[0][1].status == 409
-            wins = {slug: r["digest"] for slug, r in results if not isinstance(r, PortalError)}
+            wins = {slug: r.digest for slug, r in results if not isinstance(r, PortalError)}
             assert wins["beta"] in (updates["beta"][1], rival[1])
             accepted[number] = wins
             wait_for(

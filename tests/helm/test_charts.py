@@ -385,3 +385,40 @@ BAD_VALUES = [
 def test_values_schema_rejects_a_bad_value(chart: Path, values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
         render(chart, copy.deepcopy(values))
+
+
+def test_bank_node_pins_the_genesis_secret_and_its_guardrails_reach_the_node_config(
+    tmp_path: Path,
+) -> None:
+    from bank_node.config import load_config
+
+    values = {
+        "secrets": {"genesis": {"existingSecret": "acme-genesis", "key": "genesis.json"}},
+        "config": {
+            "reportMetrics": True,
+            "guardrails": {"dpRequired": True, "epsilonCeiling": 8, "maxRoundsPerDay": 6},
+        },
+    }
+    objs = objects(BANK_NODE, values)
+    spec = the(objs, "Deployment")["spec"]["template"]["spec"]
+    sources = [
+        s["secret"] for v in spec["volumes"] for s in v.get("projected", {}).get("sources", [])
+    ]
+    assert {
+        "name": "acme-genesis",
+        "items": [{"key": "genesis.json", "path": "genesis/genesis.json"}],
+    } in sources
+    path = tmp_path / "config.toml"
+    path.write_text(the(objs, "ConfigMap")["data"]["config.toml"])
+    config = load_config(path)
+    assert str(config.genesis_file) == "/run/secrets/bank-node/genesis/genesis.json"
+    assert config.report_metrics is True
+    rails = config.guardrails
+    assert (rails.dp_required, rails.epsilon_ceiling, rails.max_rounds_per_day) == (True, 8.0, 6)
+    assert (rails.min_cohort, rails.max_model_parameters) == (3, None)
+
+
+def test_bank_node_without_a_genesis_secret_renders_no_genesis_file() -> None:
+    text = the(objects(BANK_NODE), "ConfigMap")["data"]["config.toml"]
+    assert "genesis_file" not in tomllib.loads(text)
+    assert tomllib.loads(text)["report_metrics"] is False

@@ -36,7 +36,22 @@ def manifest_dict(**overrides: Any) -> dict[str, Any]:
         "round": 4,
         "key_epoch": "ab" * 32,
         "aggregate_digest": "cd" * 32,
-        "inputs": [{"bank": "alpha", "digest": "01" * 32}, {"bank": "beta", "digest": "02" * 32}],
+        "inputs": [
+            {
+                "bank": "alpha",
+                "digest": "01" * 32,
+                "signature": "c2ln",
+                "epsilon": 1.5,
+                "budget_left": True,
+            },
+            {
+                "bank": "beta",
+                "digest": "02" * 32,
+                "signature": "c2ln",
+                "epsilon": None,
+                "budget_left": None,
+            },
+        ],
     } | overrides
 
 

@@ -126,3 +126,9 @@ def test_an_update_receipt_writes_times_as_the_api_does():
 )
 def test_a_privacy_claim_travels_as_the_upload_headers(claim, headers):
     assert claim.headers() == headers
+
+
+def test_a_manifest_written_before_inputs_carried_signatures_still_parses():
+    old = manifest_dict(inputs=[{"bank": "alpha", "digest": "01" * 32}])
+    manifest = Manifest.from_dict(old)
+    assert manifest.inputs[0].signature == "" and manifest.inputs[0].epsilon is None

@@ -123,7 +123,17 @@ def round_aggregate(number: int) -> list[str]:
         round=rnd.number,
         key_epoch=rnd.key_epoch.fingerprint,
         aggregate_digest=digest,
-        inputs=tuple(ManifestInput(bank=s.bank.slug, digest=s.digest) for s in subs),
+        inputs=tuple(
+            ManifestInput(
+                bank=s.bank.slug,
+                digest=s.digest,
+                # Nodes verify each input under the bank's roster key, not the portal's word.
+                signature=s.signature,
+                epsilon=s.epsilon_spent,
+                budget_left=s.budget_left,
+            )
+            for s in subs
+        ),
     ).to_dict()
     rnd.save(
         update_fields=[

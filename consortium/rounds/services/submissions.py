@@ -23,7 +23,7 @@ from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
 from consortium.rounds.uploads import Upload, body_to_temp
 from he.errors import UpdateInvalid
-from he.signing import update_message, verify
+from he.signing import update_signature_valid
 from he.validate import validate_vector
 from protocol import PolicySnapshot, PrivacyClaim
 
@@ -127,11 +127,15 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
         )
 
 
-def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
-    """Under a DP policy a training update must state its cumulative epsilon, within budget."""
+def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> PrivacyClaim:
+    """Under a DP policy a training update must state its cumulative epsilon, within budget.
+
+    Returns the claim that counts: none at all outside DP training rounds, where an
+    epsilon means nothing and is neither stored nor covered by the signature.
+    """
     snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
     if not snapshot.dp_enabled or rnd.kind != RoundKind.TRAINING:
-        return
+        return PrivacyClaim()
     if claim.epsilon is None:
         _reject(
             bank,
@@ -154,6 +158,7 @@ def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> None:
                 status_code=403,
             ),
         )
+    return claim
 
 
 def update_submit(
@@ -191,7 +196,7 @@ def _update_submit(
     signature: str,
     privacy: PrivacyClaim,
 ) -> Submission:
-    _privacy_check(rnd, bank, privacy)
+    privacy = _privacy_check(rnd, bank, privacy)
     epoch = rnd.key_epoch
     try:
         with open(body_path, "rb") as body:
@@ -220,8 +225,14 @@ def _update_submit(
                 computed=checked.digest,
             ),
         )
-    if not verify(
-        roster.upload_verify_key(bank), update_message(rnd.number, bank.slug, digest), signature
+    if not update_signature_valid(
+        roster.upload_verify_key(bank),
+        rnd.number,
+        bank.slug,
+        digest,
+        signature,
+        epsilon=privacy.epsilon,
+        budget_left=privacy.budget_left,
     ):
         _reject(
             bank,
@@ -229,7 +240,8 @@ def _update_submit(
             "bad signature",
             ApplicationError(
                 f"signature does not verify with bank {bank.slug}'s registered key for round "
-                f"{rnd.number}; sign (round, bank, digest) with your current signing key",
+                f"{rnd.number}; sign (round, bank, digest, epsilon, budget left) with your "
+                "current signing key (message consortium-update-v2)",
                 status_code=403,
             ),
         )

@@ -86,7 +86,27 @@ request_timeout_seconds = {{ .Values.config.requestTimeoutSeconds }}
 max_retries = {{ .Values.config.maxRetries }}
 torch_threads = {{ .Values.config.torchThreads }}
 metrics_port = {{ .Values.metrics.port }}
+report_metrics = {{ .Values.config.reportMetrics }}
+{{- if $s.genesis.existingSecret }}
+genesis_file = {{ printf "%s/genesis/%s" $dir $s.genesis.key | toJson }}
+{{- end }}
 {{- with .Values.config.extraToml }}
 {{ . }}
+{{- end }}
+{{- with .Values.config.guardrails }}
+
+[guardrails]
+min_cohort = {{ .minCohort }}
+dp_required = {{ .dpRequired }}
+{{- if not (kindIs "invalid" .epsilonCeiling) }}
+epsilon_ceiling = {{ .epsilonCeiling }}
+{{- end }}
+{{- if not (kindIs "invalid" .maxRoundsPerDay) }}
+max_rounds_per_day = {{ int .maxRoundsPerDay }}
+{{- end }}
+{{- if not (kindIs "invalid" .maxModelParameters) }}
+max_model_parameters = {{ int .maxModelParameters }}
+{{- end }}
+accepted_key_epochs = {{ .acceptedKeyEpochs | toJson }}
 {{- end }}
 {{- end }}

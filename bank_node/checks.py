@@ -1,0 +1,209 @@
+"""Checks before acting: a round or an aggregate against the verified roster and guardrails.
+
+Pure functions over a verified ``governance.RosterState`` (None when no genesis is pinned),
+the bank's own ``Guardrails`` and the typed ``protocol`` messages. Each raises ``Refused``
+naming what is wrong; the agent logs it, counts it, sends a signed objection and sits the
+round out. Nothing here does IO except hashing a downloaded file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bank_node.config import Guardrails
+from governance import RosterError, RosterState, check_cohort
+from he.signing import update_signature_valid
+from protocol import Manifest, ManifestInput, PolicySnapshot, RoundInfo
+
+
+class Refused(Exception):
+    """The node will not act on something the portal asked; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _policy_name(policy: PolicySnapshot) -> str:
+    return f"policy {policy.name!r} v{policy.version}"
+
+
+def check_policy_approved(state: RosterState, policy: PolicySnapshot) -> None:
+    """The round's policy snapshot must be one the banks approved, byte for byte."""
+    if not state.is_policy_approved(policy.name, policy.version, policy.digest()):
+        raise Refused(
+            "policy_not_approved",
+            f"{_policy_name(policy)} (snapshot sha256 {policy.digest()[:16]}…) is not approved "
+            f"in roster version {state.version}",
+        )
+
+
+def check_key_epoch(state: RosterState, fingerprint: str) -> None:
+    if not state.key_epoch_in_force(fingerprint):
+        raise Refused(
+            "key_epoch_not_in_force",
+            f"key epoch {fingerprint[:16]}… is not in force in roster version {state.version}",
+        )
+
+
+def check_roster_floors(state: RosterState, policy: PolicySnapshot) -> None:
+    """The policy respects the roster's min_banks floor and its privacy floor."""
+    name = _policy_name(policy)
+    if policy.min_banks < state.min_banks:
+        raise Refused(
+            "min_banks_below_floor",
+            f"{name}: min_banks {policy.min_banks} is below the roster's floor {state.min_banks}",
+        )
+    floor = state.privacy
+    if floor.dp_required and not policy.dp_enabled:
+        raise Refused("privacy_floor", f"{name} runs without DP; the roster requires DP")
+    ceiling, eps = floor.epsilon_ceiling, policy.dp_target_epsilon
+    if ceiling is not None and policy.dp_enabled and (eps is None or eps > ceiling):
+        raise Refused(
+            "privacy_floor",
+            f"{name}: dp_target_epsilon {_num(eps)} exceeds the roster's epsilon ceiling "
+            f"{_num(ceiling)}",
+        )
+
+
+def _num(value: float | None) -> str:
+    return "unbounded" if value is None else f"{value:g}"
+
+
+def _guardrail(
+    policy: PolicySnapshot, field: str, value: object, rail: str, limit: object, verb: str
+) -> Refused:
+    return Refused(
+        "guardrail",
+        f"{_policy_name(policy)}: {field} {value} {verb} this bank's guardrail {rail} {limit}",
+    )
+
+
+def check_guardrails(
+    rails: Guardrails, rnd: RoundInfo, *, rounds_last_day: int, node_epochs: set[str]
+) -> None:
+    """The round is within what this bank accepts; the message names field and limit."""
+    policy = rnd.policy
+    if policy.min_banks < rails.min_cohort:
+        raise _guardrail(
+            policy, "min_banks", policy.min_banks, "min_cohort", rails.min_cohort, "is below"
+        )
+    if rails.dp_required and not policy.dp_enabled:
+        raise _guardrail(policy, "DP", "off", "dp_required", "true", "violates")
+    ceiling, eps = rails.epsilon_ceiling, policy.dp_target_epsilon
+    if ceiling is not None and policy.dp_enabled and (eps is None or eps > ceiling):
+        raise _guardrail(
+            policy, "dp_target_epsilon", _num(eps), "epsilon_ceiling", _num(ceiling), "exceeds"
+        )
+    if rails.max_rounds_per_day is not None and rounds_last_day >= rails.max_rounds_per_day:
+        raise Refused(
+            "guardrail",
+            f"round {rnd.number}: this bank already took part in {rounds_last_day} round(s) in "
+            f"the last 24 hours; guardrail max_rounds_per_day {rails.max_rounds_per_day}",
+        )
+    params = rnd.vector_length - 1  # the last slot carries the sample count
+    limit = rails.max_model_parameters
+    if rnd.is_training and limit is not None and params > limit:
+        raise _guardrail(
+            policy, "model parameters", params, "max_model_parameters", limit, "exceeds"
+        )
+    accepted = set(rails.accepted_key_epochs) or node_epochs
+    if rnd.key_epoch not in accepted:
+        raise Refused(
+            "guardrail",
+            f"round {rnd.number}: key epoch {rnd.key_epoch[:16]}… is not among this bank's "
+            "guardrail accepted_key_epochs",
+        )
+
+
+def check_round(state: RosterState | None, rnd: RoundInfo) -> None:
+    """Before training for or uploading to ``rnd``: everything the roster must vouch for."""
+    if state is None:
+        return
+    check_policy_approved(state, rnd.policy)
+    check_key_epoch(state, rnd.key_epoch)
+    check_roster_floors(state, rnd.policy)
+
+
+def cohort_floor(state: RosterState | None, policy: PolicySnapshot, rails: Guardrails) -> int:
+    """Fewest distinct banks an aggregate must sum before this bank uses it."""
+    return max(policy.min_banks, rails.min_cohort, state.min_banks if state else 0)
+
+
+def check_manifest(
+    state: RosterState | None, rnd: RoundInfo, manifest: Manifest | None, rails: Guardrails
+) -> None:
+    """Before using ``rnd``'s aggregate: who it sums, signed by whom, under which keys."""
+    if manifest is None:
+        raise Refused("manifest_mismatch", f"round {rnd.number} has no manifest")
+    if manifest.round != rnd.number or manifest.key_epoch != rnd.key_epoch:
+        raise Refused(
+            "manifest_mismatch",
+            f"round {rnd.number}: the manifest describes round {manifest.round} under key "
+            f"epoch {manifest.key_epoch[:16]}…",
+        )
+    floor = cohort_floor(state, rnd.policy, rails)
+    if state is None:
+        distinct = set(manifest.banks)
+        if len(distinct) < floor or len(distinct) != len(manifest.inputs):
+            raise Refused(
+                "cohort",
+                f"round {rnd.number}: the aggregate sums {len(manifest.inputs)} update(s) from "
+                f"{len(distinct)} distinct bank(s); at least {floor} distinct needed",
+            )
+        return
+    check_key_epoch(state, manifest.key_epoch)
+    entries = [(i.bank, _input_key(state, rnd.number, i)) for i in manifest.inputs]
+    try:
+        check_cohort(state, entries, floor)
+    except RosterError as exc:
+        raise Refused("cohort", f"round {rnd.number}: {exc}") from None
+
+
+def _input_key(state: RosterState, number: int, item: ManifestInput) -> str:
+    """The roster key of an input's bank, once its signature verifies under that key."""
+    bank, digest = item.bank, item.digest
+    key = state.signing_key_of(bank)
+    if key is None:
+        member = state.member(bank)
+        what = "is not on the roster" if member is None else f"is {member.status}"
+        raise Refused(
+            "cohort", f"round {number}: the aggregate includes bank {bank!r}, which {what}"
+        )
+    valid = update_signature_valid(
+        key,
+        number,
+        bank,
+        digest,
+        item.signature,
+        epsilon=item.epsilon,
+        budget_left=item.budget_left,
+    )
+    if not valid:
+        raise Refused(
+            "input_signature",
+            f"round {number}: the update of bank {bank!r} ({digest[:16]}…) is not signed "
+            "under its roster key",
+        )
+    return key
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for piece in iter(lambda: stream.read(1024 * 1024), b""):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def check_aggregate_file(path: Path, manifest: Manifest) -> None:
+    """The downloaded bytes are the aggregate the manifest names."""
+    actual = file_sha256(path)
+    if actual != manifest.aggregate_digest:
+        raise Refused(
+            "aggregate_digest",
+            f"round {manifest.round}: the downloaded aggregate hashes to {actual[:16]}…, the "
+            f"manifest names {manifest.aggregate_digest[:16]}…",
+        )
