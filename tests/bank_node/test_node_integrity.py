@@ -65,9 +65,12 @@ class Portal:
         return None
 
 
-def _round(number: int, fp: str, **overrides: Any) -> RoundInfo:
+def _round(number: int, fp: str, blob: bytes = b"", **overrides: Any) -> RoundInfo:
+    """A round as the portal lists it; its manifest names ``blob`` as the aggregate, so the
+    node's digest check passes and what is tested is the check after decryption."""
     policy = policy_dict(model_spec=SPEC, n_features=len(FEATURE_NAMES), normalize_features=False)
     inputs = [{"bank": b, "digest": f"{i:02d}" * 32} for i, b in enumerate(BANKS)]
+    digest = hashlib.sha256(blob).hexdigest()
     fields = {
         "number": number,
         "state": "published",
@@ -76,7 +79,9 @@ def _round(number: int, fp: str, **overrides: Any) -> RoundInfo:
         "base_round": None,
         "base_key_epoch": None,
         "key_epoch": fp,
-        "manifest": manifest_dict(round=number, key_epoch=fp, inputs=inputs),
+        "manifest": manifest_dict(
+            round=number, key_epoch=fp, aggregate_digest=digest, inputs=inputs
+        ),
     }
     return RoundInfo.from_dict(round_dict(**(fields | overrides)))
 
@@ -149,7 +154,7 @@ def test_a_node_refuses_a_self_encrypted_aggregate_and_keeps_its_previous_model(
     fp = agent.keys.fingerprint
     portal.blobs[1], fedavg = _honest_aggregate(agent, tmp_path, 1)
     portal.blobs[2] = _self_encrypted(agent, tmp_path)
-    portal.published = {1: _round(1, fp), 2: _round(2, fp)}
+    portal.published = {1: _round(1, fp, portal.blobs[1]), 2: _round(2, fp, portal.blobs[2])}
     agent.state.submitted = {"1": "aa" * 32, "2": "bb" * 32}
     refused_before = node_metrics.AGGREGATES_REFUSED._value.get()
 
@@ -172,7 +177,7 @@ def test_a_node_sits_out_a_round_whose_base_is_a_forged_aggregate(
     agent, portal = node
     fp = agent.keys.fingerprint
     portal.blobs[2] = _self_encrypted(agent, tmp_path)
-    portal.published = {2: _round(2, fp)}
+    portal.published = {2: _round(2, fp, portal.blobs[2])}
     portal.open = _round(3, fp, state="open", base_round=2, base_key_epoch=fp, manifest={})
 
     assert agent.participate(portal.open) is False
