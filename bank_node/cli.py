@@ -95,9 +95,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_signing_keygen(args: argparse.Namespace) -> int:
-    from bank_node.keys import signing_keygen
+    from bank_node.keys import agreement_keygen, signing_keygen
 
-    print(json.dumps({"public_key": signing_keygen(Path(args.out_dir))}))
+    out = Path(args.out_dir)
+    # Both public keys go into the roster: the signing key for uploads and roster
+    # signatures, the X25519 key for pairwise secrets of secure aggregation.
+    keys = {"public_key": signing_keygen(out), "agreement_key": agreement_keygen(out)}
+    print(json.dumps(keys))
     return 0
 
 
@@ -281,7 +285,9 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--global-scale-bits", type=int, default=ckks["global_scale_bits"])
     k.set_defaults(func=cmd_keygen)
 
-    s = sub.add_parser("signing-keygen", help="this bank's Ed25519 signing key pair")
+    s = sub.add_parser(
+        "signing-keygen", help="this bank's Ed25519 signing and X25519 key-agreement key pairs"
+    )
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_signing_keygen)
 

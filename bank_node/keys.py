@@ -6,13 +6,16 @@ are read from a path (a Kubernetes Secret volume in production) and never leave 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tenseal as ts
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from he.errors import HEError
 from he.integrity import integrity_key_check, integrity_key_new
@@ -31,6 +34,10 @@ PUBLIC_CONTEXT = "consortium.pub"
 PARAMS = "ckks_params.json"
 SIGNING_KEY = "signing.key"
 SIGNING_PUB = "signing.pub"
+# X25519 key agreement (pairwise secrets of secure aggregation); its public half goes into
+# the signed roster with the signing key.
+AGREEMENT_KEY = "agreement.key"
+AGREEMENT_PUB = "agreement.pub"
 # Beside the secret context, shipped with it to members only; the portal never gets it.
 INTEGRITY_KEY = "integrity.key"
 
@@ -65,6 +72,26 @@ def signing_keygen(out_dir: Path) -> str:
     _write_private(out_dir / SIGNING_KEY, private_key_bytes(key))
     (out_dir / SIGNING_PUB).write_text(public_key_b64(key) + "\n")
     return public_key_b64(key)
+
+
+def agreement_keygen(out_dir: Path) -> str:
+    """Write this bank's X25519 key-agreement pair; return the public key (base64, raw 32 bytes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / AGREEMENT_KEY).exists():
+        raise FileExistsError(f"{out_dir / AGREEMENT_KEY} exists; refusing to overwrite a key")
+    key = X25519PrivateKey.generate()
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    _write_private(out_dir / AGREEMENT_KEY, raw)
+    public = agreement_public_b64(key)
+    (out_dir / AGREEMENT_PUB).write_text(public + "\n")
+    return public
+
+
+def agreement_public_b64(key: X25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
 
 
 @dataclass(frozen=True)

@@ -258,5 +258,18 @@ class OperatorClient(_Base):
     def policy_create(self, **fields: Any) -> dict[str, Any]:
         return self._json("POST", "policies/", json=fields)
 
+    def policy_activate(self, pk: int) -> dict[str, Any]:
+        return self._json("POST", f"policies/{pk}/activate", json={})
+
+    def roster(self) -> dict[str, Any]:
+        return dict(self._json("GET", "roster"))
+
+    def roster_propose(
+        self, *, genesis: dict[str, Any] | None = None, change: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Propose the genesis (a whole version) or a change; the banks then sign it."""
+        body = {"genesis": genesis} if genesis is not None else {"change": change}
+        return dict(self._json("POST", "roster/proposals", json=body))
+
     def rounds(self, limit: int = 100) -> list[RoundInfo]:
         return self._rounds(limit)

@@ -75,6 +75,10 @@ class RoundSerializer(serializers.ModelSerializer):
 
 class PolicySerializer(serializers.ModelSerializer):
     deadline_seconds = serializers.IntegerField(min_value=1, write_only=True, required=False)
+    # What banks approve in the roster: the snapshot a round would carry, and its digest
+    # (nodes recompute the digest from the snapshot rather than trust this field).
+    snapshot = serializers.SerializerMethodField()
+    digest = serializers.SerializerMethodField()
     # Declared here so the refusal below, with its reason, is the message people see.
     min_banks = serializers.IntegerField(
         required=False, default=RoundPolicy._meta.get_field("min_banks").get_default()
@@ -93,6 +97,8 @@ class PolicySerializer(serializers.ModelSerializer):
             "max_consecutive_failures",
             "created_at",
             "created_by",
+            "snapshot",
+            "digest",
         ]
         read_only_fields = [
             "id",
@@ -101,6 +107,12 @@ class PolicySerializer(serializers.ModelSerializer):
             "created_by",
             "deadline",
         ]
+
+    def get_snapshot(self, obj: RoundPolicy) -> dict[str, Any]:
+        return obj.snapshot()
+
+    def get_digest(self, obj: RoundPolicy) -> str:
+        return obj.as_snapshot().digest()
 
     def validate_min_banks(self, value: int) -> int:
         if value < 2:
