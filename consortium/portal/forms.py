@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from consortium.api.errors import ApplicationError
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
+from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 
 
 class PortalForm(forms.Form):
@@ -101,7 +102,7 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
     "fedprox_mu": ("FedProx μ", "0 is plain FedAvg; larger keeps banks near the global model."),
     "min_banks": (
         "Minimum banks per aggregate",
-        "At least 2: an aggregate of one bank would reveal that bank's update.",
+        f"At least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}.",
     ),
     "max_rounds": ("Maximum rounds", "Training stops after this many published rounds."),
     "max_consecutive_failures": (

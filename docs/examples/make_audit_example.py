@@ -101,7 +101,7 @@ def _history() -> None:
         name="fraud-mlp",
         actor="user:olivia",
         activate=True,
-        min_banks=2,
+        min_banks=3,
         deadline=timedelta(minutes=30),
         max_rounds=3,
         normalize_features=False,

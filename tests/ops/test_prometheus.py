@@ -76,6 +76,7 @@ class Federation:
     node: Node
     work: Path
     beta_body_bytes: int
+    delta_body_bytes: int
     started_at: float
 
 
@@ -83,8 +84,8 @@ class Federation:
 def federation(
     live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Federation]:
-    """Two active banks (a real node process, and `beta` played by this test) and a
-    suspended one, under a one-round policy; yields once the node is running."""
+    """Three active banks (a real node process, and `beta` and `delta` played by this test)
+    and a suspended one, under a one-round policy; yields once the node is running."""
     started_at = time.time()
     work = tmp_path_factory.mktemp("ops")
     generate_world(work / "data", n_banks=2, preset="tiny", seed=3)
@@ -96,7 +97,7 @@ def federation(
     op.policy_create(
         name="ops",
         active=True,
-        min_banks=2,
+        min_banks=3,
         local_epochs=1,
         batch_size=512,
         learning_rate=3e-3,
@@ -122,7 +123,8 @@ def federation(
         f'ckks_params_file = "{PARAMS}"\ndata_file = "{data}"\nstate_dir = "state"\n'
         f"poll_interval_seconds = 0.5\nmetrics_port = {port}\n"
     )
-    beta = _beta(live_portal, op)
+    beta = _played_bank(live_portal, op, "beta")
+    delta = _played_bank(live_portal, op, "delta")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bank_node.cli", "run", "--config", str(home / "node.toml")],
         cwd=ROOT,
@@ -131,8 +133,9 @@ def federation(
     )
     try:
         node = Node("alpha", home, port, proc)
-        fed = Federation(live_portal, op, node, work, 0, started_at)
+        fed = Federation(live_portal, op, node, work, 0, 0, started_at)
         fed.beta_body_bytes = _beta_takes_part(fed, beta)
+        fed.delta_body_bytes = _delta_takes_part(fed, delta)
         yield fed
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -143,29 +146,45 @@ def federation(
 
 
 @dataclass
-class Beta:
+class PlayedBank:
+    slug: str
     client: BankClient
     key: Ed25519PrivateKey
 
 
-def _beta(portal: LivePortal, op: OperatorClient) -> Beta:
+def _played_bank(portal: LivePortal, op: OperatorClient, slug: str) -> PlayedBank:
     key = Ed25519PrivateKey.generate()
-    client = BankClient(portal.url, op.bank_create("beta")["credential"])
+    client = BankClient(portal.url, op.bank_create(slug)["credential"])
     client.register_signing_key(public_key_b64(key))
-    return Beta(client, key)
+    return PlayedBank(slug, client, key)
 
 
-def _beta_takes_part(fed: Federation, beta: Beta) -> int:
-    """Once round 1 opens: a forged upload, an empty one, then a good one. Returns the
-    size of the body that went through (the forged attempt sent the same bytes)."""
-    rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
+def _encrypted_body(fed: Federation, bank: PlayedBank, vector_length: int, seed: int) -> Any:
+    """A real encrypted update of ``bank`` written to a file: (path, digest)."""
     secret = load_secret_context((fed.work / "ceremony" / SECRET_CONTEXT).read_bytes())
     public = (fed.work / "ceremony" / PUBLIC_CONTEXT).read_bytes()
-    weights = np.random.default_rng(0).normal(0, 0.1, rnd.vector_length - 1)
-    body = fed.work / "beta-update.ckks"
+    weights = np.random.default_rng(seed).normal(0, 0.1, vector_length - 1)
+    body = fed.work / f"{bank.slug}-update.ckks"
     digest = encrypt_to_file(
         secret, pack_update(weights, 500), CkksParams(), fingerprint(public), body
     )
+    return body, digest
+
+
+def _delta_takes_part(fed: Federation, delta: PlayedBank) -> int:
+    """Once round 1 is open: one good upload. Returns its size."""
+    rnd = _wait_for(lambda: delta.client.current_round(), "round 1 to open", timeout=60)
+    body, digest = _encrypted_body(fed, delta, rnd.vector_length, seed=1)
+    message = update_message(rnd.number, delta.slug, digest)
+    delta.client.upload_update(rnd.number, body, digest, sign(delta.key, message))
+    return body.stat().st_size
+
+
+def _beta_takes_part(fed: Federation, beta: PlayedBank) -> int:
+    """Once round 1 opens: a forged upload, an empty one, then a good one. Returns the
+    size of the body that went through (the forged attempt sent the same bytes)."""
+    rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
+    body, digest = _encrypted_body(fed, beta, rnd.vector_length, seed=0)
     number = rnd.number
     message = update_message(number, "beta", digest)
     with pytest.raises(PortalError) as forged:
@@ -312,7 +331,7 @@ def test_requests_counted_by_two_workers_add_up_to_the_requests_made(prometheus,
 
 
 def test_banks_by_status_are_what_the_operator_set_up(prometheus, federation):
-    assert prometheus.eventually('consortium_banks{status="active"}', 2) == 2
+    assert prometheus.eventually('consortium_banks{status="active"}', 3) == 3
     assert prometheus.eventually('consortium_banks{status="suspended"}', 1) == 1
     assert prometheus.scalar('consortium_banks{status="revoked"}') == 0
 
@@ -320,7 +339,7 @@ def test_banks_by_status_are_what_the_operator_set_up(prometheus, federation):
 def test_updates_accepted_rejected_and_bytes_agree_between_portal_and_node(
     prometheus, federation, evaluated
 ):
-    assert prometheus.eventually("sum(consortium_updates_accepted_total)", 2) == 2
+    assert prometheus.eventually("sum(consortium_updates_accepted_total)", 3) == 3
     rejected = 'sum(consortium_updates_rejected_total{{job="portal",reason="{}"}})'
     assert prometheus.eventually(rejected.format("bad_signature"), 1) == 1
     assert prometheus.eventually(rejected.format("empty"), 1) == 1
