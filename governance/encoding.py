@@ -21,7 +21,8 @@ from governance.errors import RosterError
 
 # The floor is the protocol's (the portal and the node refuse a smaller policy too); the
 # charter re-uses it so that the two can never disagree.
-from protocol.policy import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
+from protocol.policy import MIN_BANKS_FLOOR as MIN_BANKS_FLOOR
+from protocol.policy import MIN_BANKS_FLOOR_TEXT as MIN_BANKS_FLOOR_TEXT
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -150,9 +150,7 @@ def test_min_banks_below_three_is_refused_with_a_reason(db, min_banks):
 
 
 @pytest.mark.parametrize("min_banks", [1, 2])
-def test_the_policy_api_explains_why_min_banks_below_three_is_refused(
-    client, operator, min_banks
-):
+def test_the_policy_api_explains_why_min_banks_below_three_is_refused(client, operator, min_banks):
     client.force_login(operator)
     response = client.post(
         "/api/v1/policies/", {"name": "p", "min_banks": min_banks}, content_type="application/json"

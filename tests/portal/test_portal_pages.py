@@ -258,17 +258,13 @@ def test_the_bank_page_shows_onboarding_and_participation(op, published):
 
 
 @pytest.mark.parametrize("min_banks", [1, 2])
-def test_a_new_version_with_min_banks_below_three_is_refused_with_the_reason(
-    op, policy, min_banks
-):
+def test_a_new_version_with_min_banks_below_three_is_refused_with_the_reason(op, policy, min_banks):
     form = op.get(f"/policies/{policy.pk}/new-version")
     assert 'name="min_banks" value="3"' in form.content.decode()
     data = _policy_post(policy, min_banks=min_banks)
     response = op.post(f"/policies/{policy.pk}/new-version", data)
     assert response.status_code == 400
-    assert "min_banks must be at least 3: with two banks each learns the other" in (
-        text(response)
-    )
+    assert "min_banks must be at least 3: with two banks each learns the other" in (text(response))
     assert RoundPolicy.objects.filter(name=policy.name).count() == 1
 
 
