@@ -73,7 +73,12 @@ def bank_set_status(*, bank: Bank, status: BankStatus, actor: str, reason: str =
     if bank.status == status:
         return bank
     if refusal := roster.bank_change_refusal(bank.slug, "status"):  # roster owns membership
-        raise Conflict(refusal)
+        raise Conflict(refusal).audited(
+            action="bank.status_refused",
+            actor=actor,
+            target=bank,
+            data={"from": bank.status, "to": status.value},
+        )
     old = bank.status
     bank.status = status
     bank.status_changed_at = timezone.now()
@@ -110,7 +115,9 @@ def bank_register_signing_key(*, bank: Bank, public_key_b64: str, actor: str) ->
     if refusal := roster.bank_change_refusal(bank.slug, "signing key"):  # roster owns keys
         if key == bank.signing_public_key:
             return bank
-        raise Conflict(refusal)
+        raise Conflict(refusal).audited(
+            action="bank.signing_key_refused", actor=actor, target=bank, data={"public_key": key}
+        )
     operator = actor.startswith("user:")
     if bank.signing_public_key and not operator:
         if bank.signing_public_key == key:

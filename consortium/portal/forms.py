@@ -9,7 +9,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, refusal_record
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 
@@ -28,6 +28,7 @@ class ServiceErrorsMixin:
     field_aliases: dict[str, str] = {}
 
     def add_service_error(self, exc: ApplicationError) -> None:
+        refusal_record(exc)  # the service's transaction rolled back: audit the refusal now
         form: Any = self
         named = exc.extra.get("fields") or {}
         placed = False

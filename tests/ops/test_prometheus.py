@@ -182,7 +182,7 @@ def _delta_takes_part(fed: Federation, delta: PlayedBank) -> int:
 
 def _beta_takes_part(fed: Federation, beta: PlayedBank) -> int:
     """Once round 1 opens: a forged upload, an empty one, then a good one. Returns the
-    size of the body that went through (the forged attempt sent the same bytes)."""
+    size of the body that went through (the forged attempt's body is never read)."""
     rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
     body, digest = _encrypted_body(fed, beta, rnd.vector_length, seed=0)
     number = rnd.number
@@ -345,8 +345,9 @@ def test_updates_accepted_rejected_and_bytes_agree_between_portal_and_node(
     assert prometheus.eventually(rejected.format("empty"), 1) == 1
     node_bytes = prometheus.scalar("bank_node_upload_bytes_total")
     assert node_bytes is not None and node_bytes > 0
-    # The portal received the node's update once and beta's twice (forged, then signed).
-    expected = node_bytes + 2 * federation.beta_body_bytes
+    # The portal read the node's update, beta's signed one and delta's: beta's forged
+    # attempt was refused on its signature before a byte of its body was read.
+    expected = node_bytes + federation.beta_body_bytes + federation.delta_body_bytes
     assert (
         prometheus.eventually('sum(consortium_upload_bytes_total{job="portal"})', expected)
         == expected
