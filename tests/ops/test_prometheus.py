@@ -192,8 +192,11 @@ def _beta_takes_part(fed: Federation, beta: PlayedBank) -> int:
     assert forged.value.status == 403
     empty = fed.work / "empty"
     empty.write_bytes(b"")
+    empty_digest = hashlib.sha256(b"").hexdigest()
+    # Signed, so that it passes the signature check and is refused for its empty body.
+    empty_signature = sign(beta.key, update_message(number, "beta", empty_digest))
     with pytest.raises(PortalError) as refused:
-        beta.client.upload_update(number, empty, hashlib.sha256(b"").hexdigest(), "c2ln")
+        beta.client.upload_update(number, empty, empty_digest, empty_signature)
     assert refused.value.status == 400
     beta.client.upload_update(number, body, digest, sign(beta.key, message))
     return body.stat().st_size
