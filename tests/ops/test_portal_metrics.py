@@ -291,11 +291,13 @@ def test_publishing_a_round_records_aggregation_and_open_to_publish_time(
     assert scrape(client)[("consortium_rounds", (("state", "published"),))] == 1
 
 
-def test_a_failed_aggregation_is_counted(ckks, open_round, bank_alpha, bank_beta, client):
+def test_a_failed_aggregation_is_counted(
+    ckks, open_round, bank_alpha, bank_beta, bank_gamma, client
+):
     from consortium.rounds import storage
 
     errors = value("consortium_aggregation_errors_total")
-    for seed, persona in enumerate([bank_alpha, bank_beta]):
+    for seed, persona in enumerate([bank_alpha, bank_beta, bank_gamma]):
         body, _ = encrypted_update(ckks, open_round.vector_length, seed=seed)
         put_update(client, open_round, body, upload_headers(persona, open_round.number, body))
     storage.absolute(open_round.submissions.first().blob).unlink()
