@@ -68,6 +68,27 @@ def audit_record(
         return event
 
 
+def audit_refusal(
+    *,
+    action: str,
+    actor: str,
+    reason: str,
+    target: models.Model | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Record a refused request, in its own transaction.
+
+    Called once the refused change has rolled back (by the API's exception handler and the
+    portal's error paths), so the event survives the rollback that the refusal caused.
+    ``reason`` is what the caller was told; a ``reason`` in ``data`` (a short code the
+    service chose) takes its place.
+    """
+    with transaction.atomic():
+        return audit_record(
+            action=action, actor=actor, target=target, data={"reason": reason, **(data or {})}
+        )
+
+
 def audit_checkpoint_create(*, reason: str) -> Checkpoint:
     """Sign the current chain head with the portal's key and keep the signature.
 

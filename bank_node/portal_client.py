@@ -268,7 +268,7 @@ class OperatorClient(_Base):
         self, *, genesis: dict[str, Any] | None = None, change: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Propose the genesis (a whole version) or a change; the banks then sign it."""
-        body = {"genesis": genesis} if genesis is not None else {"change": change}
+        body: dict[str, Any] = {"genesis": genesis} if genesis is not None else {"change": change}
         return dict(self._json("POST", "roster/proposals", json=body))
 
     def rounds(self, limit: int = 100) -> list[RoundInfo]:

@@ -266,7 +266,7 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         credential = op.bank_create(slug)["credential"]
         BankClient(portal.url, credential).register_signing_key(public_key_b64(key))
         banks[slug] = (credential, key)
-    common = {"min_banks": 2, "max_rounds": 1, "normalize_features": False,
+    common = {"min_banks": 3, "max_rounds": 1, "normalize_features": False,
               "ckks_params": params.to_dict()}  # fmt: skip
     # Both policies up front, so that importing torch (to size a model) happens before the
     # memory baseline is taken.

@@ -300,7 +300,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "consortium.api.auth.LockoutAwareBasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Deny by default: every view names who may call it (tests/security/test_authorisation.py).
+    "DEFAULT_PERMISSION_CLASSES": ["consortium.api.auth.DenyAll"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "consortium.api.errors.exception_handler",
     # JSON with a nesting-depth and element bound (a deep body is a 400, not a 500).

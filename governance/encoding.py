@@ -19,15 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from governance.errors import RosterError
 
+# The floor is the protocol's (the portal and the node refuse a smaller policy too); the
+# charter re-uses it so that the two can never disagree.
+from protocol.policy import MIN_BANKS_FLOOR as MIN_BANKS_FLOOR
+from protocol.policy import MIN_BANKS_FLOOR_TEXT as MIN_BANKS_FLOOR_TEXT
+
 SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 ZERO_HASH = "0" * 64
 MAX_TEXT = 2000
-MIN_BANKS_FLOOR = 3
-# Why the floor exists, quoted wherever a smaller min_banks is refused.
-MIN_BANKS_FLOOR_TEXT = (
-    "with two banks each learns the other's update from the aggregate by subtraction"
-)
 
 
 def canonical_json(value: Any) -> bytes:

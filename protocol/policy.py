@@ -24,6 +24,14 @@ DEFAULT_CKKS_PARAMS: dict[str, Any] = CkksParams().to_dict()
 
 DEFAULT_MODEL_SPEC: dict[str, Any] = {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce"}
 
+# The smallest cohort an aggregate may have: the portal's model, its serializer, the
+# database, the charter and the node all refuse less.
+MIN_BANKS_FLOOR = 3
+# Why the floor exists, quoted wherever a smaller min_banks is refused.
+MIN_BANKS_FLOOR_TEXT = (
+    "with two banks each learns the other's update from the aggregate by subtraction"
+)
+
 
 def default_ckks_params() -> dict[str, Any]:
     """A fresh copy of the default CKKS parameters (callers may mutate it)."""
@@ -68,6 +76,12 @@ class PolicySnapshot:
     dp_noise_multiplier: float | None
 
     def __post_init__(self) -> None:
+        if self.min_banks < MIN_BANKS_FLOOR:
+            raise ProtocolError(
+                "min_banks",
+                f"must be at least {MIN_BANKS_FLOOR} (got {self.min_banks}): "
+                f"{MIN_BANKS_FLOOR_TEXT}",
+            )
         try:
             CkksParams.from_dict(self.ckks_params)
         except HEError as exc:

@@ -28,6 +28,7 @@ from bank_node.keys import (
 )
 from bank_node.portal_client import OperatorClient, PortalError
 from he.params import CkksParams
+from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 from simulation.processes import (
     PY,
     ROOT,
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         policy = op.policy_create(
             name="demo",
             active=True,
-            min_banks=min(3, args.banks),
+            min_banks=MIN_BANKS_FLOOR,
             local_epochs=args.local_epochs,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
@@ -313,7 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the local-only baselines (benchmarks compute their own)",
     )
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.banks < MIN_BANKS_FLOOR:
+        p.error(f"--banks must be at least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}")
+    return run(args)
 
 
 if __name__ == "__main__":

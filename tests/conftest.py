@@ -86,6 +86,11 @@ def bank_gamma(db: Any) -> Persona:
 
 
 @pytest.fixture
+def bank_delta(db: Any) -> Persona:
+    return make_bank("delta")
+
+
+@pytest.fixture
 def operator(db: Any) -> Any:
     from django.contrib.auth.models import Group, User
 
@@ -122,7 +127,7 @@ def policy(db: Any) -> Any:
         name="default",
         actor="test",
         activate=True,
-        min_banks=2,
+        min_banks=3,
         deadline=timedelta(minutes=10),
         max_rounds=3,
         normalize_features=False,

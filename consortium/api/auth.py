@@ -16,6 +16,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from consortium.members.models import Bank, BankStatus
+from consortium.portal.models import BankRepresentative
 
 CREDENTIAL_PREFIX = "cbk"
 
@@ -93,6 +94,15 @@ class LockoutAwareBasicAuthentication(authentication.BasicAuthentication):
             raise
 
 
+class DenyAll(permissions.BasePermission):
+    """The default: a view that does not declare its permissions lets nobody through."""
+
+    message = "this endpoint declares no permissions, so it is closed to everyone"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return False
+
+
 class IsBank(permissions.BasePermission):
     message = "this endpoint is for bank nodes (use a bank credential)"
 
@@ -152,6 +162,74 @@ def request_bank(request: Request) -> Bank:
     if not isinstance(user, BankPrincipal):
         raise exceptions.PermissionDenied(IsBank.message)
     return user.bank
+
+
+def representative_link(user: Any) -> BankRepresentative | None:
+    """The bank a signed-in person (not a bank node) speaks for, whatever its status."""
+    if user is None or isinstance(user, BankPrincipal) or not user.is_authenticated:
+        return None
+    return BankRepresentative.objects.select_related("bank").filter(user=user).first()
+
+
+class IsRepresentative(permissions.BasePermission):
+    """A person linked to an active member bank, reading: they see what their bank sees.
+
+    A representative of a suspended or revoked bank sees nothing, as the bank's own
+    credential does (refused with the bank's status in the message).
+    """
+
+    message = "this endpoint is for member banks' representatives"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        link = representative_link(request.user)
+        if link is None or request.method not in permissions.SAFE_METHODS:
+            return False
+        if link.bank.status != BankStatus.ACTIVE:
+            self.message = (
+                f"bank {link.bank.slug} is {link.bank.status}; its representatives see nothing"
+            )
+            return False
+        return True
+
+
+class IsMemberOrStaff(permissions.BasePermission):
+    """Banks (active credential), their representatives (reading), operators and auditors.
+
+    A signed-in person with none of these roles gets 403: an account alone shows nothing.
+    """
+
+    message = "this endpoint is for member banks, their representatives, operators and auditors"
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if IsBank().has_permission(request, view):
+            return True
+        if IsOperatorOrAuditor().has_permission(request, view):
+            return True
+        representative = IsRepresentative()
+        if representative.has_permission(request, view):
+            return True
+        if representative.message != IsRepresentative.message:
+            self.message = representative.message  # name the bank's status
+        return False
+
+
+def caller_bank(request: Request) -> Bank | None:
+    """The bank whose data this caller may see: its own (a node or a representative).
+
+    ``None`` for staff, who see every bank's; anybody else is refused here too, so that a
+    view that forgot its permission still shows nobody everything.
+    """
+    user = request.user
+    if isinstance(user, BankPrincipal):
+        bank: Bank = user.bank
+        return bank
+    if IsOperatorOrAuditor().has_permission(request, None):
+        return None
+    if IsRepresentative().has_permission(request, None):
+        link = representative_link(user)
+        assert link is not None  # IsRepresentative found it
+        return link.bank
+    raise exceptions.PermissionDenied(IsMemberOrStaff.message)
 
 
 def actor_of(request: Request) -> str:

@@ -2,7 +2,8 @@
 
 The portal stores what banks send and checks it with the ``governance`` library so that it
 keeps nothing invalid; it cannot make a version valid, since it holds no bank's key. Every
-refusal is audited in its own transaction after the refused change rolled back.
+refusal is marked for the audit trail, which records it after the refused change rolled
+back (``consortium.api.errors.refusal_record``).
 """
 
 from __future__ import annotations
@@ -46,16 +47,16 @@ MAX_ROUND_NUMBER = 2**31 - 1
 
 
 def _refused(action: str, actor: str, data: dict[str, Any], work: Callable[[], T]) -> T:
-    """Run ``work``; on a refusal, record it (the refused change itself rolled back)."""
+    """Run ``work``; a refusal is raised marked for the audit trail as ``action``."""
     try:
         return work()
     except RosterError as exc:
-        error: ApplicationError = ApplicationError(str(exc), code=exc.code)
+        raise ApplicationError(str(exc), code=exc.code).audited(
+            action=action, actor=actor, data=data
+        ) from None
     except ApplicationError as exc:
-        error = exc
-    with transaction.atomic():
-        audit_record(action=action, actor=actor, data={**data, "reason": error.message})
-    raise error
+        exc.audited(action=action, actor=actor, data=data)
+        raise
 
 
 def _now_iso() -> str:

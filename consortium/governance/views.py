@@ -12,12 +12,12 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http.request import RawPostDataException
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, permissions, status
+from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consortium.api.auth import BankPrincipal, IsBank, IsOperator, IsOperatorOrAuditor, actor_of
+from consortium.api.auth import BankPrincipal, IsBank, IsMemberOrStaff, IsOperator, actor_of
 from consortium.api.errors import ApplicationError
 from consortium.governance import selectors, services
 from consortium.governance.models import Objection
@@ -35,17 +35,6 @@ from governance import RosterError
 from governance.encoding import strict_json_loads
 
 MAX_BODY_BYTES = 1024 * 1024
-
-
-class IsMemberOrStaff(permissions.BasePermission):
-    """Banks (active credential), operators and auditors; nobody else."""
-
-    message = "the roster is for member banks, operators and auditors"
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return IsBank().has_permission(request, view) or IsOperatorOrAuditor().has_permission(
-            request, view
-        )
 
 
 def _strict_body(request: Request, fields: set[str]) -> dict[str, Any]:

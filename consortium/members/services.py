@@ -64,16 +64,26 @@ def _bank_locked(bank: Bank) -> Bank:
     return Bank.objects.select_for_update().get(pk=bank.pk)
 
 
+def _status_refused(exc: Conflict, bank: Bank, status: BankStatus, actor: str) -> Conflict:
+    return exc.audited(
+        action="bank.status_refused",
+        actor=actor,
+        target=bank,
+        data={"from": bank.status, "to": status.value},
+    )
+
+
 @transaction.atomic
 def bank_set_status(*, bank: Bank, status: BankStatus, actor: str, reason: str = "") -> Bank:
     """Suspend, reactivate or revoke a bank. Revocation is final."""
     bank = _bank_locked(bank)
     if bank.status == BankStatus.REVOKED:
-        raise Conflict(f"bank {bank.slug} is revoked; revocation cannot be undone")
+        revoked = Conflict(f"bank {bank.slug} is revoked; revocation cannot be undone")
+        raise _status_refused(revoked, bank, status, actor)
     if bank.status == status:
         return bank
     if refusal := roster.bank_change_refusal(bank.slug, "status"):  # roster owns membership
-        raise Conflict(refusal)
+        raise _status_refused(Conflict(refusal), bank, status, actor)
     old = bank.status
     bank.status = status
     bank.status_changed_at = timezone.now()
@@ -110,7 +120,9 @@ def bank_register_signing_key(*, bank: Bank, public_key_b64: str, actor: str) ->
     if refusal := roster.bank_change_refusal(bank.slug, "signing key"):  # roster owns keys
         if key == bank.signing_public_key:
             return bank
-        raise Conflict(refusal)
+        raise Conflict(refusal).audited(
+            action="bank.signing_key_refused", actor=actor, target=bank, data={"public_key": key}
+        )
     operator = actor.startswith("user:")
     if bank.signing_public_key and not operator:
         if bank.signing_public_key == key:
@@ -129,4 +141,19 @@ def bank_register_signing_key(*, bank: Bank, public_key_b64: str, actor: str) ->
         target=bank,
         data={"public_key": key, "previous": old},
     )
+    return bank
+
+
+@transaction.atomic
+def bank_rename(*, bank: Bank, name: str, actor: str) -> Bank:
+    """Change a bank's display name (the slug, which nodes use, never changes)."""
+    bank = _bank_locked(bank)
+    name = name.strip()
+    if not name:
+        raise ApplicationError("a bank's name must not be empty")
+    if name == bank.name:
+        return bank
+    old, bank.name = bank.name, name
+    bank.save(update_fields=["name"])
+    audit_record(action="bank.renamed", actor=actor, target=bank, data={"from": old, "to": name})
     return bank

@@ -9,8 +9,9 @@ from typing import Any, cast
 from django import forms
 from django.utils import timezone
 
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, refusal_record
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
+from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 
 
 class PortalForm(forms.Form):
@@ -27,6 +28,7 @@ class ServiceErrorsMixin:
     field_aliases: dict[str, str] = {}
 
     def add_service_error(self, exc: ApplicationError) -> None:
+        refusal_record(exc)  # the service's transaction rolled back: audit the refusal now
         form: Any = self
         named = exc.extra.get("fields") or {}
         placed = False
@@ -101,7 +103,7 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
     "fedprox_mu": ("FedProx μ", "0 is plain FedAvg; larger keeps banks near the global model."),
     "min_banks": (
         "Minimum banks per aggregate",
-        "At least 2: an aggregate of one bank would reveal that bank's update.",
+        f"At least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}.",
     ),
     "max_rounds": ("Maximum rounds", "Training stops after this many published rounds."),
     "max_consecutive_failures": (

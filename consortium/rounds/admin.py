@@ -1,4 +1,9 @@
-"""Operator back office for policies, key epochs and rounds."""
+"""Operator back office for policies, key epochs and rounds.
+
+Every change goes through ``consortium.rounds.services`` (which audits it): a policy is
+added or copied into a new version and activated by the services, never edited in place;
+a key epoch is registered by its service. Refusals are audited like ones through the API.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from audit.admin import ReadOnlyAdmin
 from consortium.api.auth import user_is_operator
 from consortium.api.errors import ApplicationError
 from consortium.api.parsers import bounded_json_loads
+from consortium.members.admin import refused
 from consortium.rounds import services
 from consortium.rounds.models import (
     KeyEpoch,
@@ -51,24 +57,23 @@ class RoundPolicyAdmin(admin.ModelAdmin):
     readonly_fields = ("version", "n_features", "vector_length", "created_at", "created_by")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        if obj is not None and obj.in_use:
-            # Used by a round: frozen. Make a new version instead.
-            return [f.name for f in RoundPolicy._meta.concrete_fields if f.name != "active"]
         return self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: RoundPolicy, form: Any, change: bool) -> None:
         fields = {f: form.cleaned_data[f] for f in services.POLICY_FIELDS if f in form.cleaned_data}
         try:
-            if change:
-                obj.save()
-                return
             policy = services.policy_create(
                 name=obj.name, actor=_actor(request), activate=obj.active, **fields
             )
         except ApplicationError as exc:
-            messages.error(request, exc.message)
+            refused(request, exc)
             return
         obj.pk, obj.version = policy.pk, policy.version
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A version is never edited in place (it may be in use, and the banks approve a
+        # version's digest): copy it into a new version, and activate with the action.
+        return obj is None and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -81,13 +86,17 @@ class RoundPolicyAdmin(admin.ModelAdmin):
             try:
                 services.policy_activate(policy=policy, actor=_actor(request))
             except ApplicationError as exc:  # e.g. the banks' roster has not approved it
-                messages.error(request, exc.message)
+                refused(request, exc)
 
     @admin.action(description="Copy into a new version", permissions=["operate"])
     def new_version(self, request: HttpRequest, queryset: QuerySet[RoundPolicy]) -> None:
         for policy in queryset:
-            new = services.policy_new_version(base=policy, actor=_actor(request))
-            messages.success(request, f"created {new}; edit it before activating")
+            try:
+                new = services.policy_new_version(base=policy, actor=_actor(request))
+            except ApplicationError as exc:
+                refused(request, exc)
+            else:
+                messages.success(request, f"created {new}; activate it with the action")
 
 
 class KeyEpochForm(forms.ModelForm):
@@ -126,8 +135,11 @@ class KeyEpochAdmin(admin.ModelAdmin):
                 ckks_params=bounded_json_loads(form.cleaned_data["ckks_params_json"]),
                 actor=_actor(request),
             )
-        except (ApplicationError, ValueError, ParseError) as exc:
-            messages.error(request, getattr(exc, "message", str(exc)))
+        except ApplicationError as exc:
+            refused(request, exc)
+            return
+        except (ValueError, ParseError) as exc:
+            messages.error(request, f"ckks_params_json: {exc}")
             return
         obj.pk = epoch.pk
 
@@ -165,9 +177,8 @@ class RoundAdmin(ReadOnlyAdmin):
 
 
 @admin.register(MetricReport)
-class MetricReportAdmin(admin.ModelAdmin):
+class MetricReportAdmin(ReadOnlyAdmin):
+    """Banks report their own figures through the API; nobody edits or deletes them here."""
+
     list_display = ("round", "bank", "reported_at")
     readonly_fields = ("round", "bank", "metrics", "reported_at")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False

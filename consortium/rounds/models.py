@@ -13,6 +13,8 @@ from consortium.members.models import Bank
 from he.codec import TRAILER_SLOTS
 from protocol import (
     DERIVED_POLICY_FIELDS,
+    MIN_BANKS_FLOOR,
+    MIN_BANKS_FLOOR_TEXT,
     PolicySnapshot,
     default_ckks_params,
     default_model_spec,
@@ -60,12 +62,11 @@ class RoundPolicy(models.Model):
     learning_rate = models.FloatField(default=1e-3, validators=[MinValueValidator(1e-7)])
     fedprox_mu = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
     min_banks = models.PositiveIntegerField(
-        default=3,
+        default=MIN_BANKS_FLOOR,
         validators=[
             MinValueValidator(
-                2,
-                message="min_banks must be at least 2: an aggregate "
-                "of one bank would reveal its update",
+                MIN_BANKS_FLOOR,
+                message=f"min_banks must be at least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}",
             )
         ],
     )
@@ -112,7 +113,9 @@ class RoundPolicy(models.Model):
         ordering = ["name", "-version"]
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="policy_name_version_unique"),
-            models.CheckConstraint(condition=models.Q(min_banks__gte=2), name="policy_min_banks_2"),
+            models.CheckConstraint(
+                condition=models.Q(min_banks__gte=MIN_BANKS_FLOOR), name="policy_min_banks_3"
+            ),
         ]
         verbose_name_plural = "round policies"
 

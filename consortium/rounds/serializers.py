@@ -10,7 +10,7 @@ from rest_framework.request import Request
 
 from consortium.rounds.models import KeyEpoch, Round, RoundPolicy, Submission
 from consortium.rounds.uploads import Readable, Upload
-from protocol import DERIVED_POLICY_FIELDS, PrivacyClaim
+from protocol import DERIVED_POLICY_FIELDS, MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT, PrivacyClaim
 from protocol import POLICY_FIELDS as SNAPSHOT_FIELDS
 
 
@@ -115,9 +115,9 @@ class PolicySerializer(serializers.ModelSerializer):
         return obj.as_snapshot().digest()
 
     def validate_min_banks(self, value: int) -> int:
-        if value < 2:
+        if value < MIN_BANKS_FLOOR:
             raise serializers.ValidationError(
-                "min_banks must be at least 2: an aggregate of one bank would reveal its update"
+                f"min_banks must be at least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}"
             )
         return value
 

@@ -19,7 +19,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from consortium.api.auth import BankPrincipal, IsBank, IsOperator, actor_of, request_bank
+from consortium.api.auth import (
+    IsBank,
+    IsMemberOrStaff,
+    IsOperator,
+    actor_of,
+    caller_bank,
+    request_bank,
+)
 from consortium.api.errors import ApplicationError, NotFound
 from consortium.api.throttles import BankUploadThrottle
 from consortium.rounds import selectors, services
@@ -50,6 +57,7 @@ class RoundListView(generics.ListAPIView):
     """Every round, newest first."""
 
     serializer_class = RoundSerializer
+    permission_classes = [IsMemberOrStaff]
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.round_list_with_counts()
@@ -57,6 +65,8 @@ class RoundListView(generics.ListAPIView):
 
 class RoundCurrentView(APIView):
     """The round in flight (open or aggregating); 204 when there is none."""
+
+    permission_classes = [IsMemberOrStaff]
 
     @extend_schema(responses={200: RoundSerializer, 204: None})
     def get(self, request: Request) -> Response:
@@ -86,13 +96,16 @@ def _current_round_payload() -> dict[str, Any] | None:
 
 
 class RoundDetailView(APIView):
+    """One round; a bank (or its representative) sees its own submission only."""
+
+    permission_classes = [IsMemberOrStaff]
+
     @extend_schema(responses=RoundSerializer)
     def get(self, request: Request, number: int) -> Response:
         rnd = _round_or_404(number)
         data: dict[str, Any] = dict(RoundSerializer(rnd).data)
         # A bank sees its own submission and its own privacy spend, nobody else's.
-        user = request.user
-        bank = user.bank if isinstance(user, BankPrincipal) else None
+        bank = caller_bank(request)
         submissions = selectors.submission_list_for_round(rnd, bank=bank)
         if bank is not None:
             data["submitted_by_you"] = next((s.digest for s in submissions), None)
@@ -106,6 +119,8 @@ class RoundDetailView(APIView):
 
 class RoundAggregateView(APIView):
     """Stream a published round's encrypted aggregate (never an individual update)."""
+
+    permission_classes = [IsMemberOrStaff]
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
     def get(self, request: Request, number: int) -> FileResponse:
@@ -221,6 +236,8 @@ class RoundMetricsView(APIView):
 class KeyEpochCurrentView(APIView):
     """The consortium's current key epoch; a node compares it with the key it holds."""
 
+    permission_classes = [IsMemberOrStaff]
+
     @extend_schema(responses=KeyEpochSerializer)
     def get(self, request: Request) -> Response:
         epoch = selectors.key_epoch_current()
@@ -252,6 +269,7 @@ class PolicyListCreateView(generics.ListCreateAPIView):
     """Operators list policies and create new ones (or new versions of existing names)."""
 
     serializer_class = PolicySerializer
+    permission_classes = [IsMemberOrStaff]
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.policy_list()

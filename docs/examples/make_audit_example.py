@@ -77,7 +77,7 @@ def _history() -> None:
     from django.test import Client
 
     from audit.context import acting_as
-    from consortium.api.errors import ApplicationError
+    from consortium.api.errors import ApplicationError, refusal_record
     from consortium.members.services import bank_create
     from consortium.rounds.selectors import round_in_flight
     from consortium.rounds.services import (
@@ -101,7 +101,7 @@ def _history() -> None:
         name="fraud-mlp",
         actor="user:olivia",
         activate=True,
-        min_banks=2,
+        min_banks=3,
         deadline=timedelta(minutes=30),
         max_rounds=3,
         normalize_features=False,
@@ -125,8 +125,8 @@ def _history() -> None:
     try:  # signed with a key the bank never registered: refused, and recorded
         bank, key = banks["beta"]
         _upload(first, bank, signing_key_new(), secret, params, fingerprint(public), 9, 2.0)
-    except ApplicationError:
-        pass
+    except ApplicationError as exc:  # recorded as the API's error handler would
+        refusal_record(exc)
     for seed, (bank, key) in enumerate(banks.values()):
         _upload(first, bank, key, secret, params, fingerprint(public), seed, 2.0 + seed / 4)
     scheduler_tick()

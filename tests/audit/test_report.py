@@ -38,7 +38,7 @@ def test_the_json_report_holds_each_round_as_the_database_has_it(round_history):
     assert all(s["recorded_in_trail"] for s in published["submissions"])
     assert published["manifest"] == round_history.published.manifest
     assert published["policy"] == {"name": "default", "version": 1}
-    assert published["privacy"]["min_banks"] == 2
+    assert published["privacy"]["min_banks"] == 3
     assert published["privacy"]["differential_privacy"] == "off"
     assert [j["bank"] for j in published["rejections"]] == ["alpha"]
     assert "CKKSVEC1" in published["rejections"][0]["reason"]
@@ -49,7 +49,7 @@ def test_the_json_report_holds_each_round_as_the_database_has_it(round_history):
             "self_reported": True,
         }
     ]
-    assert failed["state"] == "failed" and "only 1 of the 2" in failed["failure_reason"]
+    assert failed["state"] == "failed" and "only 1 of the 3" in failed["failure_reason"]
     assert failed["participants"] == ["alpha"] and failed["manifest"] is None
     assert [e["fingerprint"] for e in report["key_epochs"]] == [
         round_history.published.key_epoch.fingerprint
@@ -114,7 +114,7 @@ def test_the_csv_has_one_row_per_submission_rejection_and_event(round_history):
     assert [int(r["seq"]) for r in events] == [e["seq"] for e in report["events"]]
     assert events[0]["hash"] == report["events"][0]["hash"]
     failure = next(r for r in rows if r["record"] == "failure")
-    assert failure["round"] == "2" and "only 1 of the 2" in failure["detail"]
+    assert failure["round"] == "2" and "only 1 of the 3" in failure["detail"]
 
 
 def _pdf_text(content: bytes, tmp_path) -> str:
@@ -136,7 +136,7 @@ def test_the_pdf_shows_the_figures_in_the_database(round_history, tmp_path):
     published = Round.objects.get(number=1)
     assert published.aggregate_digest in text
     assert published.key_epoch.fingerprint in text
-    assert "only 1 of the 2 required updates arrived by the deadline" in " ".join(text.split())
+    assert "only 1 of the 3 required updates arrived by the deadline" in " ".join(text.split())
     assert "default v1" in text
     assert report["signed_head"]["head_hash"] in text
     assert report["signature"]["body_sha256"] in text
@@ -190,7 +190,7 @@ def test_the_export_command_explains_a_bad_round(round_history, tmp_path):
 
 
 def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
-    client, ckks, epoch, bank_alpha, bank_beta, tmp_path
+    client, ckks, epoch, bank_alpha, bank_beta, bank_gamma, tmp_path
 ):
     from django.utils import timezone as tz
 
@@ -202,7 +202,7 @@ def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
         name="private",
         actor="test",
         activate=True,
-        min_banks=2,
+        min_banks=3,
         max_rounds=2,
         deadline=timedelta(minutes=10),
         normalize_features=False,
@@ -213,7 +213,8 @@ def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
     round_open_next(tz.now())
     rnd = round_in_flight()
     assert rnd is not None
-    for seed, (persona, eps) in enumerate([(bank_alpha, "1.25"), (bank_beta, "2.5")]):
+    cohort = [(bank_alpha, "1.25"), (bank_beta, "2.5"), (bank_gamma, "0.5")]
+    for seed, (persona, eps) in enumerate(cohort):
         body, _ = encrypted_update(ckks, rnd.vector_length, seed=seed)
         headers = upload_headers(persona, rnd.number, body, epsilon=eps, budget_left="true")
         response = client.put(
@@ -228,8 +229,8 @@ def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
     privacy = report["rounds"][0]["privacy"]
     assert privacy["differential_privacy"] == "on"
     assert privacy["dp_settings"]["dp_target_epsilon"] == 4.0
-    assert privacy["epsilon_spent"] == {"alpha": 1.25, "beta": 2.5}
+    assert privacy["epsilon_spent"] == {"alpha": 1.25, "beta": 2.5, "gamma": 0.5}
     text = " ".join(_pdf_text(content, tmp_path).split())
     assert "differential privacy ON (DP-SGD at each bank): " in text
     assert "target epsilon = 4.0" in text
-    assert "alpha: 1.250, beta: 2.500" in text
+    assert "alpha: 1.250, beta: 2.500, gamma: 0.500" in text

@@ -64,11 +64,10 @@ def test_a_key_epoch_not_in_force_is_refused(world):
 @pytest.mark.parametrize(
     ("overrides", "reason", "words"),
     [
-        ({"min_banks": 2}, "min_banks_below_floor", "below the roster's floor 3"),
         ({"dp_target_epsilon": None}, "privacy_floor", "requires DP"),
         ({"dp_target_epsilon": 12.0}, "privacy_floor", "exceeds the roster's epsilon ceiling 8"),
     ],
-    ids=["min-banks", "dp-off", "epsilon-over-ceiling"],
+    ids=["dp-off", "epsilon-over-ceiling"],
 )
 def test_a_policy_below_the_roster_s_floors_is_refused_even_if_approved(
     world, overrides, reason, words
@@ -76,6 +75,15 @@ def test_a_policy_below_the_roster_s_floors_is_refused_even_if_approved(
     _, state, _ = world
     refusal = _refusal(check_roster_floors, state, policy(**overrides))
     assert (refusal.reason, words in refusal.message) == (reason, True)
+
+
+def test_a_policy_below_the_roster_s_min_banks_floor_is_refused_even_if_approved(world):
+    # No snapshot can say min_banks < 3 (protocol refuses it); the roster may ask for more.
+    _, state, _ = world
+    raised = dataclasses.replace(state, min_banks=4)
+    refusal = _refusal(check_roster_floors, raised, policy(min_banks=3))
+    assert refusal.reason == "min_banks_below_floor"
+    assert "below the roster's floor 4" in refusal.message
 
 
 @pytest.mark.parametrize(

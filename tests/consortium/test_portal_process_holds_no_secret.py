@@ -42,7 +42,7 @@ from he.params import CkksParams
 work = Path(sys.argv[1])
 epoch = key_epoch_register(public_context=(work / "public.ctx").read_bytes(),
                            ckks_params=CkksParams().to_dict(), actor="probe")
-policy = policy_create(name="probe", actor="probe", activate=True, min_banks=2,
+policy = policy_create(name="probe", actor="probe", activate=True, min_banks=3,
                        normalize_features=False,
                        model_spec={"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"})
 scheduler_tick()
@@ -86,7 +86,7 @@ def test_a_portal_process_running_a_full_round_never_holds_a_secret_key(tmp_path
         + TRAILER_SLOTS
     )
     digests = {}
-    for i, slug in enumerate(["alpha", "beta"]):
+    for i, slug in enumerate(["alpha", "beta", "gamma"]):
         values = pack_update(np.full(length - TRAILER_SLOTS, 0.1 * (i + 1)), 10, 1.5)
         digests[slug] = encrypt_to_file(
             secret, values, params, fingerprint(public), tmp_path / f"{slug}.ckks"

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def dp_round(epoch: Any, bank_alpha: Any, bank_beta: Any) -> Round:
+def dp_round(epoch: Any, bank_alpha: Any, bank_beta: Any, bank_gamma: Any) -> Round:
     policy_create(
         name="private",
         actor="test",
         activate=True,
-        min_banks=2,
+        min_banks=3,
         max_rounds=5,
         deadline=timedelta(minutes=10),
         normalize_features=False,
@@ -103,14 +103,15 @@ def test_malformed_privacy_headers_are_refused_with_a_message(
 
 
 def test_training_stops_when_too_few_banks_have_budget_left(
-    client, dp_round, bank_alpha, bank_beta
+    client, dp_round, bank_alpha, bank_beta, bank_gamma
 ):
     _put(client, dp_round, bank_alpha, epsilon="3.9", budget_left="false")
     _put(client, dp_round, bank_beta, epsilon="3.9", budget_left="true")
+    _put(client, dp_round, bank_gamma, epsilon="3.9", budget_left="true")
     scheduler_tick()
     dp_round.refresh_from_db()
     assert dp_round.state == RoundState.PUBLISHED
-    # min_banks is 2 and only one bank can afford another round: no round opens.
+    # min_banks is 3 and only two banks can afford another round: no round opens.
     assert not Round.objects.filter(state=RoundState.OPEN).exists()
 
 

@@ -66,14 +66,17 @@ def test_the_round_publishes_once_every_active_bank_has_submitted(
 
 
 def test_at_the_deadline_enough_submissions_are_aggregated_without_the_missing_bank(
-    client, ckks, open_round, bank_alpha, bank_beta
+    client, ckks, open_round, bank_alpha, bank_beta, bank_gamma, bank_delta
 ):
-    _submit(client, ckks, open_round, bank_alpha, 0, 10)
-    _submit(client, ckks, open_round, bank_beta, 1, 10)
+    for i, persona in enumerate([bank_alpha, bank_beta, bank_gamma]):  # delta never submits
+        _submit(client, ckks, open_round, persona, i, 10)
+    scheduler_tick()
+    open_round.refresh_from_db()
+    assert open_round.state == RoundState.OPEN  # before the deadline it waits for delta
     scheduler_tick(open_round.deadline_at + timedelta(seconds=1))
     open_round.refresh_from_db()
     assert open_round.state == RoundState.PUBLISHED
-    assert len(open_round.manifest["inputs"]) == 2
+    assert len(open_round.manifest["inputs"]) == 3
 
 
 def test_too_few_submissions_by_the_deadline_fail_the_round_and_the_next_one_opens(
@@ -83,7 +86,7 @@ def test_too_few_submissions_by_the_deadline_fail_the_round_and_the_next_one_ope
     scheduler_tick(open_round.deadline_at + timedelta(seconds=1))
     open_round.refresh_from_db()
     assert open_round.state == RoundState.FAILED
-    assert "only 1 of the 2" in open_round.failure_reason
+    assert "only 1 of the 3" in open_round.failure_reason
     following = Round.objects.get(number=open_round.number + 1)
     assert following.state == RoundState.OPEN
     assert following.base_round is None  # nothing was published yet
@@ -140,19 +143,28 @@ def test_a_policy_used_by_a_round_cannot_be_edited_in_place(open_round, policy):
     assert RoundPolicy.objects.get(pk=policy.pk).local_epochs != 99
 
 
-@pytest.mark.parametrize("min_banks", [0, 1])
-def test_min_banks_below_two_is_refused_with_a_reason(db, min_banks):
+@pytest.mark.parametrize("min_banks", [0, 1, 2])
+def test_min_banks_below_three_is_refused_with_a_reason(db, min_banks):
     with pytest.raises(ApplicationError, match="min_banks"):
         policy_create(name="bad", actor="test", min_banks=min_banks)
 
 
-def test_the_policy_api_explains_why_min_banks_below_two_is_refused(client, operator):
+@pytest.mark.parametrize("min_banks", [1, 2])
+def test_the_policy_api_explains_why_min_banks_below_three_is_refused(client, operator, min_banks):
     client.force_login(operator)
     response = client.post(
-        "/api/v1/policies/", {"name": "p", "min_banks": 1}, content_type="application/json"
+        "/api/v1/policies/", {"name": "p", "min_banks": min_banks}, content_type="application/json"
     )
     assert response.status_code == 400
-    assert "would reveal its update" in response.json()["message"]
+    assert "learns the other's update" in response.json()["message"]
+
+
+def test_the_database_refuses_a_policy_with_min_banks_two_even_past_the_validators(db):
+    from django.db import IntegrityError, transaction
+
+    policy = policy_create(name="ok", actor="test", min_banks=3)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        RoundPolicy.objects.filter(pk=policy.pk).update(min_banks=2)
 
 
 def test_the_portal_refuses_a_context_that_carries_a_secret_key(db, ckks):
@@ -212,7 +224,7 @@ def test_the_openapi_schema_is_generated(client):
 
 
 def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggregate(
-    client, ckks, epoch, bank_alpha, bank_beta
+    client, ckks, epoch, bank_alpha, bank_beta, bank_gamma
 ):
     from consortium.rounds.models import RoundKind
 
@@ -220,7 +232,7 @@ def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggrega
         name="normalised",
         actor="test",
         activate=True,
-        min_banks=2,
+        min_banks=3,
         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
     )
     scheduler_tick()
@@ -228,7 +240,7 @@ def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggrega
     assert stats.kind == RoundKind.STATISTICS
     assert stats.vector_length == 2 * policy.n_features + 2  # + count and integrity slots
     assert stats.base_round is None
-    for i, persona in enumerate([bank_alpha, bank_beta]):
+    for i, persona in enumerate([bank_alpha, bank_beta, bank_gamma]):
         _submit(client, ckks, stats, persona, i, 10)
     scheduler_tick()
     stats.refresh_from_db()

@@ -90,8 +90,9 @@ def _other_context(ckks, rnd):
 
 
 def _other_context_same_fingerprint(ckks, rnd):
-    # Another key set claiming our fingerprint: structurally valid, so only the digest and
-    # signature bind it; the bank signed it, so it is accepted as the bank's own garbage.
+    # Another key set claiming our fingerprint, under larger CKKS parameters: its
+    # ciphertexts are bigger than the round's parameters allow, so the round's own size
+    # limit refuses it before a byte is read (it used to be read and refused by the header).
     import io
 
     from he.params import CkksParams
@@ -112,7 +113,7 @@ def _other_context_same_fingerprint(ckks, rnd):
         (_truncated, 400, "truncated"),
         (_wrong_length, 400, "model needs"),
         (_other_context, 400, "key epoch"),
-        (_other_context_same_fingerprint, 400, "header declares"),
+        (_other_context_same_fingerprint, 413, "byte limit"),
     ],
     ids=["empty", "random-bytes", "truncated", "wrong-length", "other-key-epoch", "other-params"],
 )
@@ -329,3 +330,103 @@ def test_a_v2_signature_with_an_empty_claim_is_accepted_without_dp(
     message = update_message_v2(open_round.number, bank_alpha.slug, digest)
     headers["HTTP_X_UPDATE_SIGNATURE"] = sign(bank_alpha.key, message)
     assert _put(client, open_round.number, body, headers).status_code == 201
+
+
+# --- the round's own size limit, and the signature before the body -----------------------
+
+
+class _Unreadable:
+    """A body that must not be read: reading it fails the test."""
+
+    reads = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        type(self).reads += 1
+        raise AssertionError("the body was read")
+
+
+def _unread_upload(rnd: Round, persona: Persona, body: bytes, **kwargs: Any) -> Any:
+    from consortium.rounds.uploads import Upload
+
+    headers = upload_headers(persona, rnd.number, body)
+    _Unreadable.reads = 0
+    return Upload(
+        digest=headers["HTTP_X_UPDATE_DIGEST"],
+        signature=kwargs.pop("signature", headers["HTTP_X_UPDATE_SIGNATURE"]),
+        body=_Unreadable(),
+        **kwargs,
+    )
+
+
+def test_the_upload_limit_is_the_rounds_expected_ciphertext_size(ckks, open_round, settings):
+    from consortium.rounds.uploads import upload_limit
+
+    body, _ = encrypted_update(ckks, _length(open_round))
+    limit = upload_limit(open_round)
+    # A real update fits, with little room to spare, far below the portal-wide limit.
+    assert len(body) <= limit < 2 * len(body) < settings.MAX_UPLOAD_BYTES
+    settings.MAX_UPLOAD_BYTES = limit - 1
+    assert upload_limit(open_round) == limit - 1  # and never above the portal-wide one
+
+
+def test_a_declared_size_above_the_rounds_limit_is_a_413_before_the_body_is_read(
+    ckks, open_round, bank_alpha
+):
+    from consortium.api.errors import ApplicationError
+    from consortium.rounds.services import submission_create
+    from consortium.rounds.uploads import upload_limit
+
+    body, _ = encrypted_update(ckks, _length(open_round))
+    limit = upload_limit(open_round)
+    upload = _unread_upload(open_round, bank_alpha, body, content_length=limit + 1)
+    with pytest.raises(ApplicationError) as refused:
+        submission_create(rnd=open_round, bank=bank_alpha.bank, upload=upload)
+    assert refused.value.status_code == 413 and refused.value.extra == {"limit": limit}
+    assert _Unreadable.reads == 0
+    assert refused.value.refusal is not None  # marked for the audit trail
+
+
+def test_an_oversized_upload_through_the_api_is_refused_and_audited(
+    client, ckks, open_round, bank_alpha
+):
+    from audit.models import AuditEvent
+    from consortium.rounds.uploads import upload_limit
+
+    body = b"\0" * (upload_limit(open_round) + 1)
+    response = _put(
+        client, open_round.number, body, upload_headers(bank_alpha, open_round.number, body)
+    )
+    assert response.status_code == 413
+    assert response.json()["extra"] == {"limit": upload_limit(open_round)}
+    event = AuditEvent.objects.get(action="update.rejected")
+    assert "limit" in event.data["reason"] and event.actor == "bank:alpha"
+
+
+def test_a_bad_signature_over_the_declared_digest_costs_no_body_read(
+    ckks, open_round, bank_alpha, bank_beta
+):
+    from consortium.api.errors import ApplicationError
+    from consortium.rounds.services import submission_create
+
+    body, _ = encrypted_update(ckks, _length(open_round))
+    forged = upload_headers(bank_alpha, open_round.number, body, signer=bank_beta)
+    upload = _unread_upload(
+        open_round, bank_alpha, body, signature=forged["HTTP_X_UPDATE_SIGNATURE"]
+    )
+    with pytest.raises(ApplicationError, match="signature does not verify") as refused:
+        submission_create(rnd=open_round, bank=bank_alpha.bank, upload=upload)
+    assert refused.value.status_code == 403
+    assert _Unreadable.reads == 0
+    assert open_round.submissions.count() == 0
+
+
+def test_a_refused_signature_is_recorded_in_the_audit_trail_once(
+    client, ckks, open_round, bank_alpha, bank_beta
+):
+    from audit.models import AuditEvent
+
+    body, _ = encrypted_update(ckks, _length(open_round))
+    forged = upload_headers(bank_alpha, open_round.number, body, signer=bank_beta)
+    assert _put(client, open_round.number, body, forged).status_code == 403
+    events = AuditEvent.objects.filter(action="update.rejected")
+    assert [e.data["reason"] for e in events] == ["bad signature"]

@@ -324,7 +324,7 @@ def federate(portal: Portal, ckks: Ckks, slugs: list[str], **policy: Any) -> dic
     fields = {
         "name": "faults",
         "active": True,
-        "min_banks": 2,
+        "min_banks": 3,
         "deadline_seconds": 120,
         "max_rounds": 1,
         "normalize_features": False,

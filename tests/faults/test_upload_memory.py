@@ -1,4 +1,5 @@
-"""A worker's memory does not grow with the upload size: bodies stream to disk in pieces."""
+"""A worker's memory does not grow with the upload size: a body up to the round's limit
+streams to disk in pieces, and a larger one is refused before it is read."""
 
 from __future__ import annotations
 
@@ -47,18 +48,24 @@ def test_a_64_mb_upload_raises_no_workers_peak_memory_by_more_than_a_few_mb(
     portal, members = consortium
     url = portal.url()
     rnd = next_round(portal, members["alpha"])
-    # A well-formed start, then 64 MB that the portal must take in before it can judge it:
-    # streamed to a temp file in 1 MB pieces, validated one chunk at a time, then refused.
     header = MAGIC + b"\0\0\0\x02{}"
-    small = header + b"\0" * MB
+    big = header + b"\0" * (64 * MB)
+    # 64 MB is far above what this round's ciphertexts can take: refused before it is read,
+    # and the answer names the round's limit.
+    refused = _put(url, members["alpha"], rnd.number, big)
+    assert refused.status_code == 413, refused.text
+    limit = refused.json()["extra"]["limit"]
+    # A well-formed start padded to exactly the limit: taken in (streamed to a temp file in
+    # pieces), validated one chunk at a time, then refused.
+    at_limit = header + b"\0" * (limit - len(header))
     for _ in range(4):  # every worker has handled an upload before the baseline
-        assert _put(url, members["alpha"], rnd.number, small).status_code == 400
+        assert _put(url, members["alpha"], rnd.number, at_limit).status_code == 400
     before = _peak_rss_mb(portal.procs["web"].pid)
     # (A temp file an earlier test's SIGKILL left behind waits for the hourly sweep.)
     leftovers = portal.temp_files()
-    big = header + b"\0" * (64 * MB)
     for _ in range(2):
-        assert _put(url, members["alpha"], rnd.number, big).status_code == 400
+        assert _put(url, members["alpha"], rnd.number, big).status_code == 413
+        assert _put(url, members["alpha"], rnd.number, at_limit).status_code == 400
     after = _peak_rss_mb(portal.procs["web"].pid)
     grown = {pid: after[pid] - before.get(pid, after[pid]) for pid in after}
     assert max(grown.values()) < 16, (before, after)

@@ -129,7 +129,7 @@ def _open_round(key, public_key_b64):
         active=True,
         n_features=44,
         vector_length=LENGTH,
-        min_banks=2,
+        min_banks=3,
         deadline=timedelta(days=7),
         normalize_features=False,
         ckks_params=PARAMS.to_dict(),

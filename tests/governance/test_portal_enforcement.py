@@ -71,6 +71,10 @@ def test_the_operator_cannot_swap_a_members_signing_key(client, governed):
     assert response.status_code == 409
     assert "propose a roster change" in response.json()["message"]
     assert Bank.objects.get(slug="alpha").signing_public_key == before
+    # The refusal rolled the change back, yet it is in the trail, with the key it refused.
+    refused = AuditEvent.objects.get(action="bank.signing_key_refused")
+    assert refused.actor == "user:olivia" and refused.data["public_key"] == attacker
+    assert "propose a roster change" in refused.data["reason"]
 
 
 def test_the_operator_cannot_change_a_members_status_but_can_a_non_members_account(
@@ -80,6 +84,10 @@ def test_the_operator_cannot_change_a_members_status_but_can_a_non_members_accou
     assert response.status_code == 409
     assert "signed roster" in response.json()["message"]
     assert Bank.objects.get(slug="beta").status == BankStatus.ACTIVE
+    refused = AuditEvent.objects.get(action="bank.status_refused")
+    assert refused.data["to"] == "suspended" and refused.object_id == str(
+        Bank.objects.get(slug="beta").pk
+    )
     onboard("omega")  # an API account the roster has not admitted
     assert post(client, "/api/v1/banks/omega/suspend", {}, OPERATOR).status_code == 200
 
@@ -93,6 +101,8 @@ def test_an_unapproved_policy_cannot_be_activated_until_the_banks_approve_it(
     message = response.json()["message"]
     assert "not approved" in message and policy_digest(no_dp) in message
     assert RoundPolicy.objects.get(active=True).pk == policy.pk
+    refused = AuditEvent.objects.get(action="policy.activation_refused")
+    assert refused.data["version"] == no_dp.version and refused.data["reason"] == message
     change = {
         "kind": "approve_policy",
         "policy": {"name": no_dp.name, "version": no_dp.version, "digest": policy_digest(no_dp)},
@@ -110,6 +120,34 @@ def test_a_key_epoch_not_in_force_is_refused_with_the_change_to_propose(governed
     with pytest.raises(Conflict, match="register_key_epoch"):
         key_epoch_register(public_context=other, ckks_params=PARAMS.to_dict(), actor="user:o")
     assert KeyEpoch.objects.count() == 1
+
+
+def test_a_key_epoch_refused_through_the_api_is_in_the_audit_trail(client, governed):
+    from tests.conftest import b64
+
+    other = public_context_bytes(generate_secret_context(PARAMS))
+    response = post(
+        client,
+        "/api/v1/key-epochs/",
+        {"public_context_b64": b64(other), "ckks_params": PARAMS.to_dict()},
+        OPERATOR,
+    )
+    assert response.status_code == 409
+    refused = AuditEvent.objects.get(action="key_epoch.refused")
+    assert refused.actor == "user:olivia" and "register_key_epoch" in refused.data["reason"]
+    assert KeyEpoch.objects.count() == 1
+
+
+def test_a_refusal_in_the_web_portal_is_audited_like_one_through_the_api(
+    client, governed, policy, operator
+):
+    no_dp = policy_create(name=policy.name, actor="test", min_banks=3, model_spec=policy.model_spec)
+    client.force_login(operator)
+    response = client.post(f"/policies/{no_dp.pk}/activate")
+    assert response.status_code == 302
+    assert RoundPolicy.objects.get(active=True).pk == policy.pk
+    refused = AuditEvent.objects.get(action="policy.activation_refused")
+    assert refused.actor == "user:olivia" and "not approved" in refused.data["reason"]
 
 
 def test_no_round_opens_under_a_policy_the_roster_does_not_approve(governed, policy):

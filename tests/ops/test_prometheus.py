@@ -84,6 +84,7 @@ class Federation:
     node: Node
     work: Path
     beta_body_bytes: int
+    delta_body_bytes: int
     started_at: float
 
 
@@ -91,8 +92,8 @@ class Federation:
 def federation(
     live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Federation]:
-    """Two active banks (a real node process, and `beta` played by this test) and a
-    suspended one, under a one-round policy; yields once the node is running."""
+    """Three active banks (a real node process, and `beta` and `delta` played by this test)
+    and a suspended one, under a one-round policy; yields once the node is running."""
     started_at = time.time()
     work = tmp_path_factory.mktemp("ops")
     generate_world(work / "data", n_banks=2, preset="tiny", seed=3)
@@ -104,7 +105,7 @@ def federation(
     op.policy_create(
         name="ops",
         active=True,
-        min_banks=2,
+        min_banks=3,
         local_epochs=1,
         batch_size=512,
         learning_rate=3e-3,
@@ -130,7 +131,8 @@ def federation(
         f'ckks_params_file = "{PARAMS}"\ndata_file = "{data}"\nstate_dir = "state"\n'
         f"poll_interval_seconds = 0.5\nmetrics_port = {port}\n"
     )
-    beta = _beta(live_portal, op)
+    beta = _played_bank(live_portal, op, "beta")
+    delta = _played_bank(live_portal, op, "delta")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bank_node.cli", "run", "--config", str(home / "node.toml")],
         cwd=ROOT,
@@ -139,8 +141,9 @@ def federation(
     )
     try:
         node = Node("alpha", home, port, proc)
-        fed = Federation(live_portal, op, node, work, 0, started_at)
+        fed = Federation(live_portal, op, node, work, 0, 0, started_at)
         fed.beta_body_bytes = _beta_takes_part(fed, beta)
+        fed.delta_body_bytes = _delta_takes_part(fed, delta)
         yield fed
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -151,32 +154,50 @@ def federation(
 
 
 @dataclass
-class Beta:
+class PlayedBank:
+    slug: str
     client: BankClient
     key: Ed25519PrivateKey
 
 
-def _beta(portal: LivePortal, op: OperatorClient) -> Beta:
+def _played_bank(portal: LivePortal, op: OperatorClient, slug: str) -> PlayedBank:
     key = Ed25519PrivateKey.generate()
-    client = BankClient(portal.url, op.bank_create("beta")["credential"])
+    client = BankClient(portal.url, op.bank_create(slug)["credential"])
     client.register_signing_key(public_key_b64(key))
-    return Beta(client, key)
+    return PlayedBank(slug, client, key)
 
 
-def _beta_takes_part(fed: Federation, beta: Beta) -> int:
-    """Once round 1 opens: a forged upload, an empty one, then a good one. Returns the
-    size of the body that went through (the forged attempt sent the same bytes)."""
-    rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
+def _encrypted_body(
+    fed: Federation, bank: PlayedBank, vector_length: int, seed: int, number: int
+) -> Any:
+    """A real encrypted update of ``bank`` written to a file: (path, digest)."""
     secret = load_secret_context((fed.work / "ceremony" / SECRET_CONTEXT).read_bytes())
     public = (fed.work / "ceremony" / PUBLIC_CONTEXT).read_bytes()
-    weights = np.random.default_rng(0).normal(0, 0.1, rnd.vector_length - TRAILER_SLOTS)
-    body = fed.work / "beta-update.ckks"
-    # beta is a member: it tags its update with the consortium's integrity key.
+    weights = np.random.default_rng(seed).normal(0, 0.1, vector_length - TRAILER_SLOTS)
+    body = fed.work / f"{bank.slug}-update.ckks"
+    # A member tags its update with the consortium's integrity key.
     key = (fed.work / "ceremony" / INTEGRITY_KEY).read_bytes()
-    tag = tag_value(key, fingerprint(public), rnd.number, "beta")
+    tag = tag_value(key, fingerprint(public), number, bank.slug)
     digest = encrypt_to_file(
         secret, pack_update(weights, 500, tag), CkksParams(), fingerprint(public), body
     )
+    return body, digest
+
+
+def _delta_takes_part(fed: Federation, delta: PlayedBank) -> int:
+    """Once round 1 is open: one good upload. Returns its size."""
+    rnd = _wait_for(lambda: delta.client.current_round(), "round 1 to open", timeout=60)
+    body, digest = _encrypted_body(fed, delta, rnd.vector_length, seed=1, number=rnd.number)
+    message = update_message(rnd.number, delta.slug, digest)
+    delta.client.upload_update(rnd.number, body, digest, sign(delta.key, message))
+    return body.stat().st_size
+
+
+def _beta_takes_part(fed: Federation, beta: PlayedBank) -> int:
+    """Once round 1 opens: a forged upload, an empty one, then a good one. Returns the
+    size of the body that went through (the forged attempt's body is never read)."""
+    rnd = _wait_for(lambda: beta.client.current_round(), "round 1 to open", timeout=60)
+    body, digest = _encrypted_body(fed, beta, rnd.vector_length, seed=0, number=rnd.number)
     number = rnd.number
     message = update_message(number, "beta", digest)
     with pytest.raises(PortalError) as forged:
@@ -184,8 +205,11 @@ def _beta_takes_part(fed: Federation, beta: Beta) -> int:
     assert forged.value.status == 403
     empty = fed.work / "empty"
     empty.write_bytes(b"")
+    empty_digest = hashlib.sha256(b"").hexdigest()
+    # Signed, so that it passes the signature check and is refused for its empty body.
+    empty_signature = sign(beta.key, update_message(number, "beta", empty_digest))
     with pytest.raises(PortalError) as refused:
-        beta.client.upload_update(number, empty, hashlib.sha256(b"").hexdigest(), "c2ln")
+        beta.client.upload_update(number, empty, empty_digest, empty_signature)
     assert refused.value.status == 400
     beta.client.upload_update(number, body, digest, sign(beta.key, message))
     return body.stat().st_size
@@ -323,7 +347,7 @@ def test_requests_counted_by_two_workers_add_up_to_the_requests_made(prometheus,
 
 
 def test_banks_by_status_are_what_the_operator_set_up(prometheus, federation):
-    assert prometheus.eventually('consortium_banks{status="active"}', 2) == 2
+    assert prometheus.eventually('consortium_banks{status="active"}', 3) == 3
     assert prometheus.eventually('consortium_banks{status="suspended"}', 1) == 1
     assert prometheus.scalar('consortium_banks{status="revoked"}') == 0
 
@@ -331,14 +355,15 @@ def test_banks_by_status_are_what_the_operator_set_up(prometheus, federation):
 def test_updates_accepted_rejected_and_bytes_agree_between_portal_and_node(
     prometheus, federation, evaluated
 ):
-    assert prometheus.eventually("sum(consortium_updates_accepted_total)", 2) == 2
+    assert prometheus.eventually("sum(consortium_updates_accepted_total)", 3) == 3
     rejected = 'sum(consortium_updates_rejected_total{{job="portal",reason="{}"}})'
     assert prometheus.eventually(rejected.format("bad_signature"), 1) == 1
     assert prometheus.eventually(rejected.format("empty"), 1) == 1
     node_bytes = prometheus.scalar("bank_node_upload_bytes_total")
     assert node_bytes is not None and node_bytes > 0
-    # The portal received the node's update once and beta's twice (forged, then signed).
-    expected = node_bytes + 2 * federation.beta_body_bytes
+    # The portal read the node's update, beta's signed one and delta's: beta's forged
+    # attempt was refused on its signature before a byte of its body was read.
+    expected = node_bytes + federation.beta_body_bytes + federation.delta_body_bytes
     assert (
         prometheus.eventually('sum(consortium_upload_bytes_total{job="portal"})', expected)
         == expected

@@ -83,7 +83,7 @@ def seed_history(
             key_epoch=epoch,
             vector_length=policy.vector_length,
             state=RoundState.FAILED if n % 10 == 0 else RoundState.PUBLISHED,
-            failure_reason="only 1 of the 2 required updates arrived by the deadline"
+            failure_reason="only 1 of the 3 required updates arrived by the deadline"
             if n % 10 == 0
             else "",
             opened_at=start + timedelta(days=n),

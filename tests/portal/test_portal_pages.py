@@ -89,7 +89,7 @@ def test_a_failed_round_is_listed_on_the_overview_with_its_reason(op, ckks, open
     submit(ckks, open_round, bank_alpha)
     scheduler_tick(open_round.deadline_at + timedelta(seconds=1))
     page = text(op.get("/"))
-    assert f"Round {open_round.number} only 1 of the 2 required updates arrived" in page
+    assert f"Round {open_round.number} only 1 of the 3 required updates arrived" in page
 
 
 def test_with_no_round_in_flight_the_panel_says_so_and_names_the_last_one(op, published):
@@ -261,26 +261,25 @@ def test_the_bank_page_shows_onboarding_and_participation(op, published):
 # --- policies ------------------------------------------------------------------------------
 
 
-def test_a_new_version_with_min_banks_below_two_is_refused_with_the_reason(op, policy):
+@pytest.mark.parametrize("min_banks", [1, 2])
+def test_a_new_version_with_min_banks_below_three_is_refused_with_the_reason(op, policy, min_banks):
     form = op.get(f"/policies/{policy.pk}/new-version")
-    assert 'name="min_banks" value="2"' in form.content.decode()
-    data = _policy_post(policy, min_banks=1)
+    assert 'name="min_banks" value="3"' in form.content.decode()
+    data = _policy_post(policy, min_banks=min_banks)
     response = op.post(f"/policies/{policy.pk}/new-version", data)
     assert response.status_code == 400
-    assert "min_banks must be at least 2: an aggregate of one bank would reveal its update" in (
-        text(response)
-    )
+    assert "min_banks must be at least 3: with two banks each learns the other" in (text(response))
     assert RoundPolicy.objects.filter(name=policy.name).count() == 1
 
 
 def test_a_new_version_leaves_the_base_alone(op, policy):
-    response = op.post(f"/policies/{policy.pk}/new-version", _policy_post(policy, min_banks=3))
+    response = op.post(f"/policies/{policy.pk}/new-version", _policy_post(policy, min_banks=4))
     assert response.status_code == 302
     new = RoundPolicy.objects.get(name=policy.name, version=2)
     assert response["Location"] == f"/policies/{new.pk}/"
-    assert new.min_banks == 3 and new.active  # the active policy's successor is active
+    assert new.min_banks == 4 and new.active  # the active policy's successor is active
     policy.refresh_from_db()
-    assert policy.min_banks == 2 and not policy.active
+    assert policy.min_banks == 3 and not policy.active
     assert "Policy default v2" in text(op.get(response["Location"]))
 
 

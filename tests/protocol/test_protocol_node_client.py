@@ -56,10 +56,11 @@ def test_no_round_in_flight_is_none(portal):
     ("body", "field"),
     [
         (round_dict(policy=policy_dict(local_epochs=None)), "policy.local_epochs"),
+        (round_dict(policy=policy_dict(min_banks=2)), "policy.min_banks"),
         ({k: v for k, v in round_dict().items() if k != "key_epoch"}, "key_epoch"),
         ([1, 2, 3], "RoundInfo"),
     ],
-    ids=["policy-field-null", "missing-field", "not-an-object"],
+    ids=["policy-field-null", "min-banks-two", "missing-field", "not-an-object"],
 )
 def test_a_malformed_current_round_is_a_portal_error_naming_the_field(portal, body, field):
     portal["body"] = json.dumps(body).encode()

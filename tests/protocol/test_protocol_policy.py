@@ -69,6 +69,13 @@ def test_a_wrongly_typed_field_is_a_protocol_error_naming_it(field, value):
     assert str(caught.value).startswith(f"{field}: ")
 
 
+@pytest.mark.parametrize("min_banks", [0, 1, 2])
+def test_a_snapshot_with_min_banks_below_three_is_a_protocol_error_naming_the_field(min_banks):
+    with pytest.raises(ProtocolError, match="at least 3") as caught:
+        PolicySnapshot.from_dict(policy_dict(min_banks=min_banks))
+    assert caught.value.field == "min_banks"
+
+
 def test_a_snapshot_that_is_not_an_object_is_a_protocol_error():
     with pytest.raises(ProtocolError, match="expected an object"):
         PolicySnapshot.from_dict(["not", "a", "policy"])

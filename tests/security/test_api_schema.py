@@ -47,7 +47,7 @@ def portal(tmp_path_factory, ckks):
     assert made.returncode == 0, made.stderr
     live.start_web()
     live.start_scheduler()
-    members = federate(live, ckks, ["alpha", "beta"], min_banks=2)
+    members = federate(live, ckks, ["alpha", "beta", "gamma"], min_banks=3)
     yield live, members
     live.close()
     server.close()

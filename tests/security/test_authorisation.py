@@ -23,7 +23,11 @@ from tests.conftest import Persona, encrypted_update, make_bank, upload_headers
 pytestmark = pytest.mark.django_db
 
 ANON, BANK, OPERATOR, AUDITOR = "anonymous", "bank", "operator", "auditor"
-AUTHENTICATED = {BANK, OPERATOR, AUDITOR}
+# People signed in with a web account: a representative of an active bank, of a suspended
+# and of a revoked one, and an account with no role at all.
+REP, REP_SUSPENDED, REP_REVOKED, NO_ROLE = "rep", "rep_suspended", "rep_revoked", "no_role"
+# Who reads what the consortium shares: the banks, their representatives, and staff.
+AUTHENTICATED = {BANK, REP, OPERATOR, AUDITOR}
 STAFF = {OPERATOR, AUDITOR}
 
 # (url name, method, callers let through). Path arguments are filled in by `_path`.
@@ -57,7 +61,7 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("objections", "GET", AUTHENTICATED),
     ("objections", "POST", {BANK}),
     # Public by design: the key that verifies signed audit reports offline.
-    ("audit-public-key", "GET", {ANON, *AUTHENTICATED}),
+    ("audit-public-key", "GET", {ANON, *AUTHENTICATED, REP_SUSPENDED, REP_REVOKED, NO_ROLE}),
 ]
 
 
@@ -84,6 +88,24 @@ def _basic(username: str, password: str) -> dict[str, Any]:
     return {"HTTP_AUTHORIZATION": f"Basic {token}"}
 
 
+def _person(username: str, bank: Any = None) -> dict[str, str]:
+    """A web account (with a representative link to ``bank`` if given); its basic auth."""
+    from django.contrib.auth.models import User
+
+    from consortium.portal.models import BankRepresentative
+
+    user = User.objects.create_user(username, password=f"{username}-password-1")
+    if bank is not None:
+        BankRepresentative.objects.create(user=user, bank=bank, created_by="test")
+    return _basic(username, f"{username}-password-1")
+
+
+def _bank_in(slug: str, status: str) -> Any:
+    bank = make_bank(slug).bank
+    type(bank).objects.filter(pk=bank.pk).update(status=status)
+    return bank
+
+
 @pytest.fixture
 def callers(bank_alpha: Persona, operator: Any, auditor: Any) -> dict[str, dict[str, str]]:
     return {
@@ -91,6 +113,10 @@ def callers(bank_alpha: Persona, operator: Any, auditor: Any) -> dict[str, dict[
         BANK: bank_alpha.auth(),
         OPERATOR: _basic("olivia", "operator-password-1"),
         AUDITOR: _basic("audrey", "auditor-password-1"),
+        REP: _person("rhea", bank_alpha.bank),
+        REP_SUSPENDED: _person("sam", _bank_in("sigma", BankStatus.SUSPENDED)),
+        REP_REVOKED: _person("rita", _bank_in("rho", BankStatus.REVOKED)),
+        NO_ROLE: _person("nora"),
     }
 
 
@@ -122,7 +148,7 @@ def _call(client: Client, method: str, path: str, headers: dict[str, Any]) -> An
 
 
 def test_each_endpoint_lets_through_exactly_its_callers(client, open_round, bank_gamma, callers):
-    # One test over the whole matrix (the fixtures cost seconds; 90 requests do not).
+    # One test over the whole matrix (the fixtures cost seconds; 250 requests do not).
     wrong = []
     for name, method, allowed in MATRIX:
         path = _path(name, open_round)
@@ -239,3 +265,71 @@ def test_a_bank_cannot_register_a_signing_key_for_another_bank(client, db):
     alpha.bank.refresh_from_db()
     beta.bank.refresh_from_db()
     assert alpha.bank.signing_public_key == "" and beta.bank.signing_public_key == key
+
+
+# --- people: representatives and accounts without a role --------------------------------
+
+
+def _api_views() -> list[tuple[str, Any]]:
+    views: list[tuple[str, Any]] = []
+
+    def walk(patterns: list[Any], prefix: str) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                walk(p.url_patterns, prefix + str(p.pattern))
+            elif isinstance(p, URLPattern) and (prefix + str(p.pattern)).startswith("api/"):
+                views.append((p.name or str(p.pattern), p.callback))
+
+    walk(get_resolver().url_patterns, "")
+    return views
+
+
+def test_every_api_view_declares_its_own_permissions():
+    # The default (DenyAll) would close a view that forgot; this says which one forgot.
+    def declared(view: Any) -> bool:
+        if "permission_classes" in getattr(view, "view_initkwargs", {}):  # as_view(...)
+            return True
+        mro = view.cls.__mro__
+        return any(
+            "permission_classes" in vars(k) for k in mro if k.__module__.startswith("consortium.")
+        )
+
+    undeclared = [
+        name for name, view in _api_views() if hasattr(view, "cls") and not declared(view)
+    ]
+    assert undeclared == []
+
+
+def test_a_representative_sees_only_its_own_banks_submission_and_privacy_spend(
+    client, ckks, open_round, bank_alpha, bank_beta
+):
+    from consortium.rounds.models import Submission
+
+    for persona in (bank_alpha, bank_beta):
+        body, _ = encrypted_update(ckks, open_round.vector_length, seed=len(persona.slug))
+        headers = upload_headers(persona, open_round.number, body)
+        assert _put(client, open_round.number, body, headers).status_code == 201
+    Submission.objects.update(epsilon_spent=1.5, budget_left=True)
+    rep = _person("rhea", bank_beta.bank)
+    detail = client.get(f"/api/v1/rounds/{open_round.number}", **rep).json()
+    assert [p["bank"] for p in detail["privacy"]] == ["beta"]
+    beta_digest = Submission.objects.get(bank=bank_beta.bank).digest
+    assert detail["submitted_by_you"] == beta_digest
+
+
+@pytest.mark.parametrize("status", [BankStatus.SUSPENDED, BankStatus.REVOKED])
+def test_a_representative_of_a_bank_that_is_not_active_is_told_why_it_sees_nothing(
+    client, open_round, bank_alpha, status
+):
+    rep = _person("rhea", bank_alpha.bank)
+    assert client.get("/api/v1/rounds/", **rep).status_code == 200
+    type(bank_alpha.bank).objects.filter(pk=bank_alpha.bank.pk).update(status=status)
+    response = client.get("/api/v1/rounds/", **rep)
+    assert response.status_code == 403
+    assert f"bank alpha is {status}" in response.json()["message"]
+
+
+def test_an_account_with_no_role_sees_nothing_and_is_told_so(client, open_round):
+    response = client.get(f"/api/v1/rounds/{open_round.number}", **_person("nora"))
+    assert response.status_code == 403
+    assert "representatives, operators and auditors" in response.json()["message"]

@@ -134,9 +134,11 @@ def test_api_basic_auth_shares_the_lock_out_and_says_so_with_429(client, operato
 
 
 def test_the_lock_out_is_per_username_and_address(client, operator, failure_limit):
-    from django.contrib.auth.models import User
+    from django.contrib.auth.models import Group, User
 
-    User.objects.create_user("oscar", password="other-password-1")
+    # An auditor: an account with no role would be refused (403) whether locked or not.
+    oscar = User.objects.create_user("oscar", password="other-password-1")
+    oscar.groups.add(Group.objects.get_or_create(name="auditors")[0])
     for _ in range(failure_limit):
         client.get("/api/v1/banks/", **_basic("wrong"))
     assert client.get("/api/v1/banks/", **_basic("operator-password-1")).status_code == 429

@@ -7,7 +7,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, refusal_record
 from consortium.portal.access import ANY_ROLE, Role, Viewer, portal_view
 from consortium.portal.forms import PolicyForm
 from consortium.portal.views.common import form_submit, paginate, render_page
@@ -97,6 +97,7 @@ def policy_activate(request: HttpRequest, viewer: Viewer, pk: int) -> HttpRespon
     try:
         services.policy_activate(policy=policy, actor=viewer.actor)
     except ApplicationError as exc:  # e.g. the banks' roster has not approved it
+        refusal_record(exc)
         messages.error(request, exc.message)
     else:
         messages.success(request, f"{policy} is now the active policy.")

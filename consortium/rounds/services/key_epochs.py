@@ -31,7 +31,9 @@ def key_epoch_register(
         raise ApplicationError(f"public context refused: {exc}") from exc
     fp = context_fingerprint(public_context)
     if refusal := roster.key_epoch_refusal(fp):  # roster: only an epoch the banks put in force
-        raise Conflict(refusal)
+        raise Conflict(refusal).audited(
+            action="key_epoch.refused", actor=actor, data={"fingerprint": fp}
+        )
     if KeyEpoch.objects.filter(fingerprint=fp).exists():
         raise Conflict(f"key epoch {fp[:16]}... is already registered")
     last = KeyEpoch.objects.select_for_update().aggregate(n=Max("number"))["n"] or 0

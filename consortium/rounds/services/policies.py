@@ -97,7 +97,12 @@ def policy_new_version(*, base: RoundPolicy, actor: str, **changes: Any) -> Roun
 def policy_activate(*, policy: RoundPolicy, actor: str) -> RoundPolicy:
     """Make ``policy`` the one the scheduler follows; every other version is deactivated."""
     if refusal := roster.policy_refusal(policy):  # roster: only a policy the banks approved
-        raise Conflict(refusal)
+        raise Conflict(refusal).audited(
+            action="policy.activation_refused",
+            actor=actor,
+            target=policy,
+            data={"name": policy.name, "version": policy.version},
+        )
     RoundPolicy.objects.exclude(pk=policy.pk).filter(active=True).update(active=False)
     RoundPolicy.objects.filter(pk=policy.pk).update(active=True)
     policy.active = True

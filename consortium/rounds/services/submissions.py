@@ -1,6 +1,9 @@
 """Writes for submissions: the upload precheck, validation, storage and its record.
 
-Each refusal is recorded in the audit trail before it is raised; the round is untouched.
+Each refusal is marked for the audit trail (``update.rejected``), which records it once the
+request is answered (``consortium.api.errors.refusal_record``); the round is untouched.
+The cheap checks, the signature over the declared digest among them, run before a byte of
+the body is read.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -21,24 +24,27 @@ from consortium.members.models import Bank
 from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
-from consortium.rounds.uploads import Upload, body_to_temp
+from consortium.rounds.uploads import Upload, body_to_temp, upload_limit
 from he.errors import UpdateInvalid
 from he.signing import update_signature_valid
 from he.validate import validate_vector
 from protocol import PolicySnapshot, PrivacyClaim
 
 
+def _rejected(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> Any:
+    """``exc`` marked for the audit trail as a refused upload of ``bank``."""
+    return exc.audited(
+        action="update.rejected",
+        actor=f"bank:{bank.slug}",
+        target=bank,
+        data={"round": round_number, "reason": reason},
+    )
+
+
 def _reject(bank: Bank, round_number: int | None, reason: str, exc: ApplicationError) -> NoReturn:
-    """Record a refused upload in the trail, then raise; the round itself is untouched."""
-    with transaction.atomic():
-        audit_record(
-            action="update.rejected",
-            actor=f"bank:{bank.slug}",
-            target=bank,
-            data={"round": round_number, "reason": reason},
-        )
+    """Count and raise a refused upload, marked for the audit trail; the round is untouched."""
     metrics.update_rejected(reason)
-    raise exc
+    raise _rejected(bank, round_number, reason, exc)
 
 
 def submission_create(
@@ -54,11 +60,20 @@ def submission_create(
     read. Otherwise the body is read inside ``admit()`` (the caller's admission control),
     streamed to a temp file, validated, stored and recorded.
     """
-    existing = update_precheck(rnd=rnd, bank=bank, digest=upload.digest, signature=upload.signature)
+    existing = update_precheck(
+        rnd=rnd,
+        bank=bank,
+        digest=upload.digest,
+        signature=upload.signature,
+        privacy=upload.privacy,
+    )
     if existing is not None:
         return existing, False
     with admit():
-        body_path = body_to_temp(upload)
+        try:
+            body_path = body_to_temp(upload, limit=upload_limit(rnd))
+        except ApplicationError as exc:  # too large, empty or cut short (counted already)
+            raise _rejected(bank, rnd.number, exc.message, exc) from None
         sub = update_submit(
             rnd=rnd,
             bank=bank,
@@ -70,7 +85,14 @@ def submission_create(
     return sub, True
 
 
-def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> Submission | None:
+def update_precheck(
+    *,
+    rnd: Round,
+    bank: Bank,
+    digest: str,
+    signature: str,
+    privacy: PrivacyClaim | None = None,
+) -> Submission | None:
     """Cheap checks before reading a body. Returns the existing submission on a retry."""
     existing = selectors.submission_get(rnd, bank)
     if existing is not None:
@@ -107,7 +129,46 @@ def update_precheck(*, rnd: Round, bank: Bank, digest: str, signature: str) -> S
                 "X-Update-Signature"
             ),
         )
+    _signature_check(rnd, bank, digest, signature, _claim_that_counts(rnd, privacy))
     return None
+
+
+def _claim_that_counts(rnd: Round, claim: PrivacyClaim | None) -> PrivacyClaim:
+    """The privacy claim the signature covers: none outside DP training rounds."""
+    snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
+    if claim is None or not snapshot.dp_enabled or rnd.kind != RoundKind.TRAINING:
+        return PrivacyClaim()
+    return claim
+
+
+def _signature_check(
+    rnd: Round, bank: Bank, digest: str, signature: str, claim: PrivacyClaim
+) -> None:
+    """The signature over the *declared* digest: one Ed25519 check, before the body is read.
+
+    A forged upload then costs the portal no body read and no validation; once the body is
+    read, its computed digest must still equal the declared (signed) one.
+    """
+    if not update_signature_valid(
+        roster.upload_verify_key(bank),
+        rnd.number,
+        bank.slug,
+        digest,
+        signature,
+        epsilon=claim.epsilon,
+        budget_left=claim.budget_left,
+    ):
+        _reject(
+            bank,
+            rnd.number,
+            "bad signature",
+            ApplicationError(
+                f"signature does not verify with bank {bank.slug}'s registered key for round "
+                f"{rnd.number}; sign (round, bank, digest, epsilon, budget left) with your "
+                "current signing key (message consortium-update-v2)",
+                status_code=403,
+            ),
+        )
 
 
 def _check_round_accepts(rnd: Round, bank: Bank) -> None:
@@ -172,7 +233,9 @@ def update_submit(
 ) -> Submission:
     """Validate an uploaded body (already on disk, in a temp file) and accept it.
 
-    Consumes ``body_path``: it is either moved into place or deleted.
+    Call it after :func:`update_precheck`, which checked the signature over ``digest``;
+    here the body's own digest must equal it. Consumes ``body_path``: it is either moved
+    into place or deleted.
     """
     try:
         return _update_submit(
@@ -215,6 +278,8 @@ def _update_submit(
             ApplicationError(f"update refused: {exc}"),
         )
     if checked.digest != digest:
+        # The signature was checked over the declared digest before the body was read;
+        # the body must be what was signed.
         _reject(
             bank,
             rnd.number,
@@ -223,26 +288,6 @@ def _update_submit(
                 "the body's SHA-256 does not match X-Update-Digest: it was altered or truncated "
                 "in transit; retry the upload",
                 computed=checked.digest,
-            ),
-        )
-    if not update_signature_valid(
-        roster.upload_verify_key(bank),
-        rnd.number,
-        bank.slug,
-        digest,
-        signature,
-        epsilon=privacy.epsilon,
-        budget_left=privacy.budget_left,
-    ):
-        _reject(
-            bank,
-            rnd.number,
-            "bad signature",
-            ApplicationError(
-                f"signature does not verify with bank {bank.slug}'s registered key for round "
-                f"{rnd.number}; sign (round, bank, digest, epsilon, budget left) with your "
-                "current signing key (message consortium-update-v2)",
-                status_code=403,
             ),
         )
     return _update_store(

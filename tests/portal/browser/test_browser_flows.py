@@ -40,26 +40,26 @@ def test_an_operator_onboards_a_bank_and_sees_its_credential_once(
     assert Bank.objects.filter(slug="northbank", name="North Bank plc").exists()
 
 
-def test_an_operator_makes_a_policy_version_and_is_told_why_min_banks_1_is_refused(
+def test_an_operator_makes_a_policy_version_and_is_told_why_min_banks_2_is_refused(
     page, live_server, sign_in, operator, policy, shot
 ):
     sign_in(*OPERATOR)
     page.get_by_role("link", name="Policies", exact=True).click()
     page.get_by_role("link", name="default v1").click()
     page.get_by_role("link", name="New version from this one").click()
-    page.get_by_label("Minimum banks per aggregate").fill("1")
+    page.get_by_label("Minimum banks per aggregate").fill("2")
     page.get_by_role("button", name="Create version 2").click()
     expect(page.get_by_role("alert").filter(has_text="min_banks")).to_contain_text(
-        "min_banks must be at least 2: an aggregate of one bank would reveal its update"
+        "min_banks must be at least 3: with two banks each learns the other's update"
     )
     shot("flow-policy-refused")
-    page.get_by_label("Minimum banks per aggregate").fill("3")
+    page.get_by_label("Minimum banks per aggregate").fill("4")
     page.get_by_label("Local epochs").fill("3")
     page.get_by_role("button", name="Create version 2").click()
     expect(page.get_by_role("heading", name="Policy default v2")).to_be_visible()
     expect(page.get_by_test_id("policy-settings")).to_contain_text("3")
     new = RoundPolicy.objects.get(name="default", version=2)
-    assert (new.min_banks, new.local_epochs, new.active) == (3, 3, True)
+    assert (new.min_banks, new.local_epochs, new.active) == (4, 3, True)
 
 
 def test_the_overview_follows_a_round_to_completion_without_a_reload(
