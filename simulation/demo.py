@@ -23,12 +23,14 @@ from bank_node.keys import (
     PARAMS,
     PUBLIC_CONTEXT,
     SECRET_CONTEXT,
+    agreement_keygen,
     ckks_keygen,
     signing_keygen,
 )
 from bank_node.portal_client import OperatorClient, PortalError
 from he.params import CkksParams
 from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
+from simulation import ceremony
 from simulation.processes import (
     PY,
     ROOT,
@@ -40,6 +42,8 @@ from simulation.processes import (
     start_portal,
 )
 from simulation.world import generate_world
+
+NODE_RUN = (PY, "-m", "bank_node.cli", "run")
 
 
 def start_demo_portal(work: Path, procs: Processes, port: int, password: str) -> str:
@@ -53,11 +57,14 @@ def start_demo_portal(work: Path, procs: Processes, port: int, password: str) ->
 
 def write_node_config(bank_dir: Path, url: str, slug: str, data_file: Path) -> Path:
     config = bank_dir / "node.toml"
+    # The demo's banks opt in to reporting their held-out figures (report_metrics), so that
+    # the portal's pages have something to show; a real bank decides for itself.
     config.write_text(
         f'portal_url = "{url}"\nbank = "{slug}"\n'
         'credential_file = "credential"\nsigning_key_file = "signing.key"\n'
         f'secret_context_file = "{SECRET_CONTEXT}"\nckks_params_file = "{PARAMS}"\n'
         f'data_file = "{data_file}"\nstate_dir = "state"\npoll_interval_seconds = 1\n'
+        f'genesis_file = "{ceremony.GENESIS_FILE}"\nreport_metrics = true\n'
         "torch_threads = 1\n"
     )
     return config
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         )
         policy = op.policy_create(
             name="demo",
-            active=True,
+            active=False,  # active only once the banks have approved it in the charter
             min_banks=MIN_BANKS_FLOOR,
             local_epochs=args.local_epochs,
             batch_size=args.batch_size,
@@ -109,45 +116,21 @@ def run(args: argparse.Namespace) -> int:
             f"{policy['min_banks']})"
         )
 
-        nodes = []
-        for path in bank_files:
-            slug = path.stem.replace("_", "-")
-            bank_dir = work / "banks" / slug
-            bank_dir.mkdir(parents=True)
-            for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
-                shutil.copy2(work / "ceremony" / name, bank_dir / name)
-            signing_keygen(bank_dir)
-            created = op.bank_create(slug)
-            (bank_dir / "credential").write_text(created["credential"])
-            (bank_dir / "credential").chmod(0o600)
-            config = write_node_config(bank_dir, url, slug, path)
-            subprocess.run(
-                [PY, "-m", "bank_node.cli", "register", "--config", str(config)],
-                cwd=ROOT,
-                check=True,
-                stdout=subprocess.DEVNULL,
+        banks = [_bank_setup(work, op, url, path) for path in bank_files]
+        _govern(work, op, url, banks, fingerprint, policy)
+        nodes = [
+            (
+                bank.slug,
+                config,
+                procs.start(
+                    bank.slug,
+                    [*NODE_RUN, "--config", str(config), "--max-rounds", str(args.rounds)],
+                    dict(os.environ),
+                    bank.home / "node.log",
+                ),
             )
-            nodes.append(
-                (
-                    slug,
-                    config,
-                    procs.start(
-                        slug,
-                        [
-                            PY,
-                            "-m",
-                            "bank_node.cli",
-                            "run",
-                            "--config",
-                            str(config),
-                            "--max-rounds",
-                            str(args.rounds),
-                        ],
-                        dict(os.environ),
-                        bank_dir / "node.log",
-                    ),
-                )
-            )
+            for bank, config in banks
+        ]
         print(f"[demo] {len(nodes)} bank nodes running; waiting for {args.rounds} rounds")
         _wait_nodes(nodes, op, args)
         rounds = [r.to_dict() for r in op.rounds()]
@@ -162,6 +145,73 @@ def run(args: argparse.Namespace) -> int:
         f"logs kept in {work}"
     )
     return 0
+
+
+def _bank_setup(
+    work: Path, op: OperatorClient, url: str, data_file: Path
+) -> tuple[ceremony.Bank, Path]:
+    """One bank: the consortium key bundle, its own keys, an API account, its node config."""
+    slug = data_file.stem.replace("_", "-")
+    bank_dir = work / "banks" / slug
+    bank_dir.mkdir(parents=True)
+    for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
+        shutil.copy2(work / "ceremony" / name, bank_dir / name)
+    signing_keygen(bank_dir)
+    agreement_keygen(bank_dir)
+    created = op.bank_create(slug)
+    (bank_dir / "credential").write_text(created["credential"])
+    (bank_dir / "credential").chmod(0o600)
+    config = write_node_config(bank_dir, url, slug, data_file)
+    subprocess.run(
+        [PY, "-m", "bank_node.cli", "register", "--config", str(config)],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return ceremony.Bank(slug, bank_dir, created["credential"]), config
+
+
+def _govern(
+    work: Path,
+    op: OperatorClient,
+    url: str,
+    banks: list[tuple[ceremony.Bank, Path]],
+    fingerprint: str,
+    policy: dict[str, Any],
+) -> None:
+    """The founders sign the charter; with four banks or more, they admit the last one."""
+    members = [bank for bank, _ in banks]
+    founders = members[:-1] if len(members) > MIN_BANKS_FLOOR else members
+    draft = ceremony.draft_genesis(
+        "demo-consortium",
+        founders,
+        key_epoch=fingerprint,
+        policies=[ceremony.approval_of(policy)],
+    )
+    genesis = ceremony.found(url, op, founders, draft)
+    for bank in members:
+        ceremony.write_genesis(genesis, bank.home / ceremony.GENESIS_FILE)
+    print(
+        f"[demo] founding ceremony: {', '.join(b.slug for b in founders)} signed the charter "
+        f"(rule 2/3 of members, min_banks {MIN_BANKS_FLOOR}, key epoch and policy approved)"
+    )
+    if len(founders) < len(members):
+        newcomer = members[-1]
+        approvers = founders  # more than the rule needs (2 of 3): every founder checks it
+        _, state = ceremony.approve_change(
+            url,
+            op,
+            ceremony.verify_genesis(genesis),
+            ceremony.AdmitBank(newcomer.member()),
+            approvers,
+            subject=newcomer,
+        )
+        print(
+            f"[demo] roster v{state.version}: {newcomer.slug} admitted, approved by "
+            f"{', '.join(b.slug for b in approvers)} and signed by {newcomer.slug} itself"
+        )
+    op.policy_activate(policy["id"])
+    (work / "genesis.json").write_text((members[0].home / ceremony.GENESIS_FILE).read_text())
 
 
 def _wait_nodes(nodes: list[Any], op: OperatorClient, args: argparse.Namespace) -> None:
