@@ -20,7 +20,8 @@ def _config(args: argparse.Namespace) -> NodeConfig:
     return load_config(Path(args.config))
 
 
-def _agent(config: NodeConfig) -> Any:
+def agent_from_config(config: NodeConfig) -> Any:
+    """The node as `bank-node run` builds it: keys, portal client and the pinned roster."""
     import torch
 
     from bank_node.agent import Agent
@@ -144,7 +145,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args)
-    agent = _agent(config)
+    agent = agent_from_config(config)
     if config.metrics_port:
         from bank_node.metrics import start_metrics_server
 
@@ -159,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train_once(args: argparse.Namespace) -> int:
-    agent = _agent(_config(args))
+    agent = agent_from_config(_config(args))
     agent.run(max_rounds=len(agent.state.evaluated) + 1, idle_exit_seconds=args.timeout)
     return 0
 
