@@ -43,7 +43,7 @@ def test_a_representative_lands_on_their_bank_and_sees_no_other(
     sign_in("ravi", REP_PASSWORD)
     expect(page).to_have_url(f"{live_server.url}/banks/alpha/")
     expect(page.get_by_test_id("role")).to_have_text("representative of alpha")
-    expect(page.get_by_role("navigation", name="main")).to_have_text("My bank Policies")
+    expect(page.get_by_role("navigation", name="main")).to_have_text("My bank Policies Roster")
     expect(page.get_by_test_id("onboarding")).to_contain_text("Signing key registered")
     shot("signin-representative")
     page.goto(f"{live_server.url}/banks/beta/")
