@@ -289,8 +289,10 @@ def test_a_sham_bank_and_a_swapped_key_never_get_the_victims_update_used(fed):
     for slug in SLUGS:
         assert str(number) not in fed.agents[slug].state.evaluated
         assert np.array_equal(_model(fed, slug), before[slug])  # the last good model stays
-    # The operator gives up on this one; later rounds start from the last honest aggregate.
+    # The operator gives up on this one (and on any round it opened on top of it); later
+    # rounds start from the last honest aggregate.
     fed.sql("UPDATE rounds_round SET state='failed' WHERE number=%s", number)
+    fed.fail_open_rounds("test: after the forged manifest")
 
 
 def test_a_round_whose_policy_has_dp_switched_off_is_refused_by_every_node(fed):
