@@ -265,6 +265,7 @@ def test_an_unusable_key_file_exits_2(exported, tmp_path, content, message):
 def test_the_committed_example_report_verifies():
     done = _run(str(EXAMPLES / "audit-report.json"), "--public-key", str(EXAMPLES / "portal.pub"))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "roster: versions 0 to 1 signed and linked" in done.stdout
     assert (EXAMPLES / "audit-report.pdf").read_bytes().startswith(b"%PDF-")
 
 
