@@ -199,6 +199,51 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
     return parts
 
 
+def _signers(entry: dict[str, Any]) -> str:
+    return ", ".join(sorted(entry["version"]["signatures"])) or "nobody"
+
+
+def _roster(roster: dict[str, Any] | None) -> list[Flowable]:
+    """The banks' signed roster: every version in force, proposals, and objections."""
+    if roster is None or not (roster["versions"] or roster["proposals"]):
+        return []
+    rows = [
+        [
+            str(v["number"]),
+            _when(v["in_force_at"]) if v["status"] == "in_force" else v["status"],
+            v["summary"],
+            _signers(v),
+            _mono(f"{v['version_hash']} after {v['previous_hash'][:16]}..."),
+        ]
+        for v in roster["versions"] + roster["proposals"]
+    ]
+    header = ["Version", "In force", "Change (plain words)", "Signed by", "Version hash"]
+    parts: list[Flowable] = [
+        Paragraph("Roster: the banks' signed charter and its changes", H2),
+        _p(
+            f"Consortium {roster['consortium_id'] or '-'}. Each version is hash-chained to "
+            "the one before it and in force only with the banks' own signatures; the full "
+            "signed versions are in the JSON report, which python -m audit.verify re-checks.",
+            SMALL,
+        ),
+        _grid(header, rows, [w * mm for w in (14, 30, 66, 24, 40)]),
+    ]
+    if roster["objections"]:
+        rows = [
+            [_when(o["received_at"]), o["bank"], str(o["round"]), o["reason_code"], o["message"]]
+            for o in roster["objections"]
+        ]
+        parts += [
+            Paragraph("Objections: rounds the banks' nodes refused (signed)", H3),
+            _grid(
+                ["Received", "Bank", "Round", "Reason", "Message"],
+                rows,
+                [w * mm for w in (30, 22, 12, 28, 82)],
+            ),
+        ]
+    return parts
+
+
 def _tables(report: dict[str, Any]) -> list[Flowable]:
     parts: list[Flowable] = []
     if report["key_epochs"]:
@@ -276,6 +321,7 @@ def build_pdf(report: dict[str, Any]) -> bytes:
     for rnd in report["rounds"]:
         parts = _round_detail(rnd)
         story += [KeepTogether(parts[:2]), *parts[2:]]
+    story += _roster(report.get("roster"))
     story += _tables(report)
     footer = f"Consortium audit report, SHA-256 {report['signature']['body_sha256'][:16]}..."
 

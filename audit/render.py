@@ -86,6 +86,7 @@ def _csv_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     for rnd in report["rounds"]:
         rows.extend(_round_rows(rnd))
+    rows.extend(_roster_rows(report.get("roster")))
     for epoch in report["key_epochs"]:
         rows.append(
             {
@@ -191,6 +192,48 @@ def _round_rows(rnd: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for bank, eps in privacy["epsilon_spent"].items():
         rows.append({"record": "epsilon", "round": n, "bank": bank, "detail": eps})
+    return rows
+
+
+def _roster_version_row(entry: dict[str, Any]) -> dict[str, Any]:
+    signers = ", ".join(sorted(entry["version"]["signatures"])) or "nobody"
+    return {
+        "record": "roster_version",
+        "seq": entry["number"],
+        "at": entry["in_force_at"] or entry["proposed_at"],
+        "actor": entry["proposed_by"],
+        "action": entry["kind"],
+        "status": entry["status"],
+        "detail": (
+            f"{entry['summary']}; signed by {signers}; "
+            f"signed version {canonical(entry['version']).decode()}"
+        ),
+        "prev_hash": entry["previous_hash"],
+        "hash": entry["version_hash"],
+    }
+
+
+def _roster_rows(roster: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The roster history: versions in force, then proposals, then the objections."""
+    if roster is None:  # a report from before the roster
+        return []
+    rows = [_roster_version_row(v) for v in roster["versions"] + roster["proposals"]]
+    for objection in roster["objections"]:
+        rows.append(
+            {
+                "record": "objection",
+                "round": objection["round"],
+                "seq": objection["roster_version"],
+                "at": objection["received_at"],
+                "bank": objection["bank"],
+                "action": objection["reason_code"],
+                "status": "signed",
+                "detail": (
+                    f"{objection['message']}; signature {objection['signature']}; "
+                    f"signed body {canonical(objection['body']).decode()}"
+                ),
+            }
+        )
     return rows
 
 

@@ -2,8 +2,9 @@
 
 It carries every event in the chosen range with its hashes, the signed checkpoints that
 cover them, and a summary of each round (participants, policy and privacy settings,
-signed submission digests, manifests, rejections, failures). The rounds, key epochs and
-banks are not audit's tables: the caller supplies them through a :class:`ReportSource`
+signed submission digests, manifests, rejections, failures), and the banks' signed
+roster history with the objections nodes sent. The rounds, key epochs, banks and roster
+are not audit's tables: the caller supplies them through a :class:`ReportSource`
 (the portal's is ``consortium.audit_api.selectors.PortalReportSource``), so that this
 app imports nothing from ``consortium``. The portal signs the whole dict;
 ``python -m audit.verify`` re-checks it.
@@ -98,7 +99,10 @@ class ReportSource(Protocol):
     """The rows a report summarises that live outside the audit tables.
 
     ``rounds`` answers one summary dict per round number (oldest first); ``key_epochs``
-    and ``banks`` answer the epochs and banks those rounds and ``events`` name.
+    and ``banks`` answer the epochs and banks those rounds and ``events`` name;
+    ``roster`` answers the roster section (versions in force, pending or withdrawn
+    proposals, objections; its shape is in docs/audit.md and ``audit.roster_verify``
+    checks it) up to ``until`` (None: up to now).
     """
 
     def rounds(self, numbers: list[int]) -> list[Record]: ...
@@ -106,6 +110,8 @@ class ReportSource(Protocol):
     def key_epochs(self, rounds: list[Record], events: list[Record]) -> list[Record]: ...
 
     def banks(self, rounds: list[Record], events: list[Record]) -> list[Record]: ...
+
+    def roster(self, selection: Selection, until: datetime | None) -> Record: ...
 
 
 def _seq_range(selection: Selection, head_seq: int) -> tuple[int, int]:
@@ -144,7 +150,7 @@ def report_build(
 ) -> dict[str, Any]:
     """Assemble and sign the report for ``selection``; ``head`` is the export's checkpoint.
 
-    ``source`` supplies the rounds, key epochs and banks the report summarises.
+    ``source`` supplies the rounds, key epochs, banks and roster the report summarises.
     """
     lo, hi = _seq_range(selection, audit_head().seq)
     events = [e.as_record() for e in AuditEvent.objects.filter(seq__gte=lo, seq__lte=hi)]
@@ -176,6 +182,7 @@ def report_build(
         "rounds": rounds,
         "key_epochs": source.key_epochs(rounds, events),
         "banks": source.banks(rounds, events),
+        "roster": source.roster(selection, selection.until),
         "checkpoints": checkpoints,
         "events": events,
     }

@@ -1,10 +1,11 @@
 """Check an exported audit report offline: no database, no Django, no portal.
 
-    python -m audit.verify report.json --public-key portal.pub
+    python -m audit.verify report.json --public-key portal.pub [--genesis genesis.json]
 
 Re-computes every event hash and link, checks every checkpoint signature (and, where
 the report holds the event a checkpoint names, that the two agree), re-verifies every
-submission signature, cross-checks manifests and submissions against the events, checks
+submission signature, cross-checks manifests and submissions against the events,
+re-verifies the banks' roster chain and objections (``audit.roster_verify``), checks
 the portal's signature over the whole report and finally that the file's bytes are
 exactly the signed encoding, so that changing any byte of the file is noticed.
 
@@ -13,6 +14,8 @@ cannot be read or is not a report at all.
 
 Only the portal's public key given here (``--public-key``, the ``public_key`` of
 ``GET /api/v1/audit/public-key``) is trusted; the key printed inside the report is not.
+The roster is trusted only as far as the banks' signatures go; ``--genesis`` pins the
+genesis a bank handed over, which the report's must then equal.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ from audit.chain import (
     report_message,
     verify_events,
 )
+from audit.roster_verify import (
+    RosterProblem,
+    check_roster,
+    load_pinned_genesis,
+    roster_shape_problem,
+)
+from governance import RosterVersion
 from he.signing import update_signature_valid, update_signed_digest, verify
 
 REPORT_FORMAT = "consortium-audit-report-v1"
@@ -178,6 +188,9 @@ def _check_shape(report: dict[str, Any]) -> None:
         manifest = rnd.get("manifest")
         if manifest is not None and not isinstance(manifest, dict):
             raise Malformed(f"rounds[{i}]: manifest is not an object")
+    roster_problem = roster_shape_problem(report.get("roster"))
+    if roster_problem is not None:
+        raise Malformed(roster_problem)
     _need(report.get("chain"), {"first_prev_hash": str}, "chain")
     _need(report.get("verification"), {"ok": bool, "reason": str}, "verification")
     _need(
@@ -294,8 +307,14 @@ def _check_signature(report: dict[str, Any], raw: bytes | None, trusted: set[str
     return "report signature: valid"
 
 
-def verify_report(report: dict[str, Any], raw: bytes | None, trusted: Sequence[str]) -> Verdict:
-    """Run every check in order and stop at the first failure."""
+def verify_report(
+    report: dict[str, Any],
+    raw: bytes | None,
+    trusted: Sequence[str],
+    *,
+    genesis: RosterVersion | None = None,
+) -> Verdict:
+    """Run every check in order and stop at the first failure; ``genesis`` is pinned."""
     keys = set(trusted)
     lines: list[str] = []
     try:
@@ -304,11 +323,12 @@ def verify_report(report: dict[str, Any], raw: bytes | None, trusted: Sequence[s
         accepted, published = _accepted_events(report), _published_events(report)
         subs = sum(_check_round(r, accepted, published) for r in report["rounds"])
         lines.append(f"rounds: {len(report['rounds'])}; submission signatures valid: {subs}")
+        lines.append(check_roster(report.get("roster"), genesis))
         lines.append(_check_signature(report, raw, keys))
         check = report["verification"]
         if not check["ok"]:
             raise Invalid(f"the portal's own check of its database failed: {check['reason']}")
-    except Invalid as exc:
+    except (Invalid, RosterProblem) as exc:
         return Verdict(False, str(exc), lines)
     return Verdict(True, "", lines)
 
@@ -325,15 +345,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="the portal's public key (portal.pub); repeat to trust a retired key too",
     )
+    parser.add_argument(
+        "--genesis",
+        metavar="FILE",
+        help="the roster genesis a bank gave you (JSON); the report's genesis must equal it",
+    )
     args = parser.parse_args(argv)
     try:
         trusted = [load_public_key(path) for path in args.public_key]
+        genesis = load_pinned_genesis(args.genesis) if args.genesis else None
         report, raw = load_report(args.report)
-    except Malformed as exc:
+    except (Malformed, ValueError) as exc:
         print(f"audit.verify: {exc}", file=sys.stderr)
         return 2
     try:
-        verdict = verify_report(report, raw, trusted)
+        verdict = verify_report(report, raw, trusted, genesis=genesis)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         # The shape check lets through only what the checks can read; this is the net
         # under it, so that no file, however odd, ends in a traceback.

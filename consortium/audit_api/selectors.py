@@ -1,4 +1,4 @@
-"""What an audit report summarises from the portal's tables: rounds, key epochs, banks.
+"""What an audit report summarises from the portal's tables: rounds, key epochs, banks, roster.
 
 The audit app renders and signs a report but owns only the audit tables; this module
 reads the rest (``PortalReportSource``) and checks that requested rounds exist.
@@ -7,12 +7,15 @@ reads the rest (``PortalReportSource``) and checks that requested rounds exist.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from django.db.models import Q
 
 from audit.report import Selection, SelectionError, selection_read
 from audit.selectors import audit_accepted_updates, audit_rejections
+from consortium.governance.models import Objection, RosterVersion, VersionStatus
+from consortium.governance.selectors import signed_version
 from consortium.members.models import Bank
 from consortium.rounds.models import KeyEpoch, MetricReport, Round
 from he.signing import update_signature_valid, update_signed_digest
@@ -172,8 +175,79 @@ def report_banks(
     ]
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _status_at(row: RosterVersion, until: datetime | None) -> str:
+    """The version's status at the report's end: one in force only later was pending then."""
+    if row.status == VersionStatus.IN_FORCE and until is not None:
+        assert row.in_force_at is not None  # set with the status, in the same save
+        return row.status if row.in_force_at < until else VersionStatus.PENDING
+    return str(row.status)
+
+
+def _roster_version(row: RosterVersion, status: str) -> dict[str, Any]:
+    """A stored version, and the signed version exactly as the banks' nodes verify it."""
+    return {
+        "number": row.number,
+        "kind": row.kind,
+        "summary": row.summary,
+        "status": str(status),
+        "version_hash": row.version_hash,
+        "previous_hash": row.previous_hash,
+        "proposed_by": row.proposed_by,
+        "proposed_at": row.proposed_at.isoformat(),
+        "in_force_at": _iso(row.in_force_at) if status == VersionStatus.IN_FORCE else None,
+        "version": signed_version(row).to_dict(),
+    }
+
+
+def _in_force_at(versions: list[RosterVersion], moment: datetime) -> int | None:
+    """The number of the last version in force at ``moment`` (None before the genesis)."""
+    numbers = [v.number for v in versions if v.in_force_at and v.in_force_at <= moment]
+    return max(numbers) if numbers else None
+
+
+def _objection(row: Objection, versions: list[RosterVersion]) -> dict[str, Any]:
+    return {
+        "bank": row.bank.slug,
+        "round": row.round_number,
+        "reason_code": row.reason_code,
+        "message": row.message,
+        "received_at": row.received_at.isoformat(),
+        # The portal checked the signature under this version's key when it stored it.
+        "roster_version": _in_force_at(versions, row.received_at),
+        "body": row.body,
+        "signature": row.signature,
+    }
+
+
+def report_roster(selection: Selection, until: datetime | None) -> dict[str, Any]:
+    """The roster history up to ``until``: every version in force from the genesis on (the
+    chain is only checkable whole), the pending and withdrawn proposals, and the
+    objections in the selection (its rounds, or its period)."""
+    rows = RosterVersion.objects.prefetch_related("signatures").order_by("number", "proposed_at")
+    objections = Objection.objects.select_related("bank").order_by("received_at", "pk")
+    if until is not None:
+        rows = rows.filter(proposed_at__lt=until)
+        objections = objections.filter(received_at__lt=until)
+    if selection.rounds is not None:
+        objections = objections.filter(round_number__in=selection.rounds)
+    elif selection.since is not None:
+        objections = objections.filter(received_at__gte=selection.since)
+    listed = [(r, _status_at(r, until)) for r in rows]
+    in_force = [r for r, status in listed if status == VersionStatus.IN_FORCE]
+    return {
+        "consortium_id": in_force[0].body.get("consortium_id") if in_force else None,
+        "versions": [_roster_version(r, VersionStatus.IN_FORCE) for r in in_force],
+        "proposals": [_roster_version(r, s) for r, s in listed if s != VersionStatus.IN_FORCE],
+        "objections": [_objection(o, in_force) for o in objections],
+    }
+
+
 class PortalReportSource:
-    """The portal's rounds, key epochs and banks, as ``audit.report.ReportSource``."""
+    """The portal's rounds, key epochs, banks and roster, as ``audit.report.ReportSource``."""
 
     def rounds(self, numbers: list[int]) -> list[dict[str, Any]]:
         return report_rounds(numbers)
@@ -187,3 +261,6 @@ class PortalReportSource:
         self, rounds: list[dict[str, Any]], events: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         return report_banks(rounds, events)
+
+    def roster(self, selection: Selection, until: datetime | None) -> dict[str, Any]:
+        return report_roster(selection, until)

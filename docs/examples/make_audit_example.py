@@ -6,7 +6,9 @@ A throwaway portal (SQLite and keys in a temporary directory) runs: a key epoch,
 policy with differential privacy (target epsilon 8 per bank), three banks with Ed25519
 keys, one refused upload, round 1 published from three real CKKS updates, metrics
 reported, round 2 failed at its deadline, an auditor account and two sign-in attempts.
-Then it exports the trail once and renders it as JSON, CSV and PDF, and writes the
+Then the three banks found a signed roster (genesis), admit a fourth bank with two of
+three approvals and its own signature, and one bank sends a signed objection. Then it
+exports the trail once and renders it as JSON, CSV and PDF, and writes the
 portal's public key beside them, so that
 
     python -m audit.verify docs/examples/audit-report.json --public-key docs/examples/portal.pub
@@ -16,6 +18,7 @@ checks the committed example offline.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -145,6 +148,83 @@ def _history() -> None:
     browser = Client(HTTP_HOST="127.0.0.1")
     for attempt in ("not her password", password):
         browser.post("/admin/login/", {"username": "audrey", "password": attempt})
+    _roster(banks, fingerprint(public))
+
+
+def _sign_pending(keys: dict, number: int) -> None:  # type: ignore[type-arg]
+    from consortium.governance.selectors import roster_version_get, signed_version
+    from consortium.governance.services import roster_version_sign
+    from governance import sign_version
+
+    for slug, key in keys.items():
+        row = roster_version_get(number)
+        assert row is not None
+        signature = sign_version(signed_version(row), slug, key)
+        roster_version_sign(number=number, bank_slug=slug, signature=signature)
+
+
+def _roster(banks: dict, epoch: str) -> None:  # type: ignore[type-arg]
+    """The founding ceremony, one admission, and an objection, through the services."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from django.utils import timezone
+
+    from consortium.governance.models import RosterVersion
+    from consortium.governance.services import (
+        objection_record,
+        roster_change_propose,
+        roster_genesis_propose,
+    )
+    from governance import (
+        Charter,
+        Member,
+        Objection,
+        PrivacyFloor,
+        Rule,
+        genesis_version,
+        public_key_b64,
+        sign_objection,
+    )
+    from he.signing import signing_key_new
+
+    def member(slug: str, key) -> Member:  # type: ignore[no-untyped-def]
+        raw = (
+            X25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+        agreement = base64.b64encode(raw).decode()
+        return Member(slug, f"{slug.title()} Bank", public_key_b64(key), agreement)
+
+    now = timezone.now().replace(microsecond=0).isoformat()
+    charter = Charter(
+        consortium_id="example",
+        members=tuple(member(slug, key) for slug, (_, key) in banks.items()),
+        rule=Rule(2, 3, 2),
+        min_banks=3,
+        key_epochs=(epoch,),
+        privacy=PrivacyFloor(dp_required=True, epsilon_ceiling=8.0),
+    )
+    genesis = genesis_version(charter, now).to_dict()
+    roster_genesis_propose(version_json=genesis, actor="user:olivia")
+    _sign_pending({slug: key for slug, (_, key) in banks.items()}, 0)
+    delta = signing_key_new()
+    change = {"kind": "admit_bank", "member": member("delta", delta).to_dict()}
+    roster_change_propose(change=change, actor="user:olivia")
+    _sign_pending({"delta": delta, "alpha": banks["alpha"][1], "beta": banks["beta"][1]}, 1)
+    assert RosterVersion.objects.get(number=1).status == "in_force"
+    bank, key = banks["gamma"]
+    objection = Objection(
+        "example",
+        3,
+        "gamma",
+        "policy_not_approved",
+        "round 3's policy fraud-mlp v1 is not approved in the banks' roster",
+        now,
+    )
+    objection_record(
+        bank=bank, objection_json=objection.to_dict(), signature=sign_objection(objection, key)
+    )
 
 
 def main() -> None:

@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 
 from audit import verify
-from audit.chain import encode_report, event_body, event_hash
+from audit.chain import (
+    encode_report,
+    event_body,
+    event_hash,
+    report_body_sha256,
+    report_message,
+)
+from audit.portal_key import portal_signing_key
 from audit.report import Selection
 from consortium.audit_api.services import audit_report_export
-from he.signing import public_key_b64, signing_key_new
+from he.signing import public_key_b64, sign, signing_key_new
+from tests.governance.roster_helpers import found
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -257,6 +265,7 @@ def test_an_unusable_key_file_exits_2(exported, tmp_path, content, message):
 def test_the_committed_example_report_verifies():
     done = _run(str(EXAMPLES / "audit-report.json"), "--public-key", str(EXAMPLES / "portal.pub"))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "roster: versions 0 to 1 signed and linked" in done.stdout
     assert (EXAMPLES / "audit-report.pdf").read_bytes().startswith(b"%PDF-")
 
 
@@ -276,3 +285,47 @@ def test_a_report_of_a_trail_the_portal_found_broken_does_not_verify(
     done = _run(str(path), "--public-key", str(key))
     assert done.returncode == 1
     assert "the portal's own check of its database failed: event #1 was modified" in done.stdout
+
+
+def test_a_report_from_before_the_roster_still_verifies(exported):
+    _, _, report = exported
+    del report["roster"]  # reports exported before the roster section existed
+    digest = report_body_sha256(report)
+    report["signature"]["body_sha256"] = digest
+    report["signature"]["value"] = sign(portal_signing_key(), report_message(digest))
+    trusted = [report["portal_public_key"]]
+    verdict = verify.verify_report(report, encode_report(report), trusted)
+    assert verdict.ok, verdict.failure
+    assert "roster: none in force in this report" in verdict.summary
+
+
+def test_a_report_without_a_roster_fails_against_a_pinned_genesis(exported, tmp_path):
+    path, key, _ = exported
+    genesis = tmp_path / "genesis.json"
+    genesis.write_text(json.dumps(found().genesis.to_dict()))
+    done = _run(str(path), "--public-key", str(key), "--genesis", str(genesis))
+    assert done.returncode == 1
+    assert "a genesis was pinned but the report holds no roster in force" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "cannot read the genesis"), ('{"number": 0}', "not a roster genesis")],
+)
+def test_an_unusable_genesis_file_exits_2(exported, tmp_path, content, message):
+    path, key, _ = exported
+    genesis = tmp_path / "genesis.json"
+    if content is not None:
+        genesis.write_text(content)
+    done = _run(str(path), "--public-key", str(key), "--genesis", str(genesis))
+    assert (done.returncode, "Traceback" in done.stderr) == (2, False)
+    assert message in done.stderr
+
+
+def test_a_roster_section_of_the_wrong_shape_exits_2(exported):
+    path, key, report = exported
+    report["roster"] = {"versions": {}, "proposals": [], "objections": []}
+    path.write_bytes(encode_report(report))
+    done = _run(str(path), "--public-key", str(key))
+    assert done.returncode == 2
+    assert "roster: versions is missing or not a list of objects" in done.stderr

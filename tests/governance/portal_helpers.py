@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from roster_helpers import NOW, Bank, new_bank
 
 from governance import (
     Charter,
@@ -21,6 +20,7 @@ from governance import (
     sign_version,
 )
 from tests.conftest import Persona
+from tests.governance.roster_helpers import NOW, Bank, new_bank
 
 FOUNDER_IDS = ("alpha", "beta", "gamma", "delta")
 OPERATOR_PASSWORD = "operator-password-1"
