@@ -186,6 +186,8 @@ def fed(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory) -> It
         batch_size=512,
         learning_rate=3e-3,
         max_rounds=20,
+        # The attacks below fail rounds on purpose; the scheduler must keep opening them.
+        max_consecutive_failures=50,
         deadline_seconds=900,
         normalize_features=False,
         dp_target_epsilon=50.0,
@@ -302,6 +304,7 @@ def test_a_round_whose_policy_has_dp_switched_off_is_refused_by_every_node(fed):
             for k in ("name", "min_banks", "local_epochs", "batch_size", "learning_rate")
         },
         max_rounds=20,
+        max_consecutive_failures=50,
         deadline_seconds=900,
         normalize_features=False,
         dp_target_epsilon=None,
