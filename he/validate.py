@@ -41,15 +41,7 @@ def validate_vector(
     """
     reader = HashingReader(stream)
     header = read_header(reader)
-    if header.fingerprint != fingerprint:
-        raise UpdateInvalid(
-            f"encrypted under key epoch {header.fingerprint[:16]}..., this round uses "
-            f"{fingerprint[:16]}...; install the current consortium key"
-        )
-    if header.length != expected_length:
-        raise UpdateInvalid(
-            f"vector has {header.length} values, this round's model needs {expected_length}"
-        )
+    check_epoch_and_length(header.fingerprint, header.length, fingerprint, expected_length)
     if header.slots != params.slots or header.chunks != params.chunks_for(header.length):
         raise UpdateInvalid(
             f"header declares {header.chunks} chunks of {header.slots} slots; "
@@ -92,3 +84,18 @@ def _attr(ct: object, name: str) -> object:
     # SEAL's bindings expose some ciphertext facts as methods and some as properties.
     value = getattr(ct, name)
     return value() if callable(value) else value
+
+
+def check_epoch_and_length(
+    found_fingerprint: str, found_length: int, fingerprint: str, expected_length: int
+) -> None:
+    """A container's key epoch and vector length must be the round's (v1 and v2 alike)."""
+    if found_fingerprint != fingerprint:
+        raise UpdateInvalid(
+            f"encrypted under key epoch {found_fingerprint[:16]}..., this round uses "
+            f"{fingerprint[:16]}...; install the current consortium key"
+        )
+    if found_length != expected_length:
+        raise UpdateInvalid(
+            f"vector has {found_length} values, this round's model needs {expected_length}"
+        )

@@ -16,6 +16,7 @@ import tenseal.sealapi as seal
 from he.errors import UpdateInvalid
 from he.ring import SealKit, load_ciphertext
 from he.seeded import check_shape, max_chunk_bytes2, min_chunk_bytes2
+from he.validate import check_epoch_and_length
 from he.wire import HashingReader
 from he.wire2 import Header2, iter_chunks2, read_header2
 
@@ -63,15 +64,7 @@ def validate_vector2(
 def _check_header(
     header: Header2, kit: SealKit, fingerprint: str, expected_length: int, seeded: bool
 ) -> None:
-    if header.fingerprint != fingerprint:
-        raise UpdateInvalid(
-            f"encrypted under key epoch {header.fingerprint[:16]}..., this round uses "
-            f"{fingerprint[:16]}...; install the current consortium key"
-        )
-    if header.length != expected_length:
-        raise UpdateInvalid(
-            f"vector has {header.length} values, this round's model needs {expected_length}"
-        )
+    check_epoch_and_length(header.fingerprint, header.length, fingerprint, expected_length)
     check_shape(header, kit)
     if header.seeded != seeded:
         want = "a seeded upload" if seeded else "an unseeded aggregate"
