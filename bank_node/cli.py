@@ -52,6 +52,13 @@ def _keeper(config: NodeConfig, keys: Any, client: Any) -> Any:
     from he.signing import public_key_b64
 
     if config.genesis_file is None:
+        if not config.allow_unpinned_roster:
+            raise ConfigError(
+                "genesis_file is not set: this node would believe the portal about members, "
+                "keys and policies. Set genesis_file to the signed genesis your bank received "
+                "out of band (bank-node roster sign-genesis); allow_unpinned_roster = true "
+                "exists only for a test consortium"
+            )
         log.warning(
             "NO ROSTER PINNED: genesis_file is not set, so this node believes the portal about "
             "members, keys and policies; set genesis_file to the signed genesis your bank "

@@ -57,11 +57,14 @@ class NodeConfig:
     # Key directories (consortium.secret + ckks_params.json) of earlier key epochs.
     previous_key_dirs: tuple[Path, ...] = ()
     # The signed genesis roster version this bank received out of band (file or Secret).
-    # Without it the node trusts the portal for membership and keys, and says so loudly.
+    # Without it the node refuses to start (unless allow_unpinned_roster, below).
     genesis_file: Path | None = None
     # Send per-bank quality figures (AUPRC, recall, F1 on local held-out data) to the
     # portal after each round. Off by default: they describe this bank's data.
     report_metrics: bool = False
+    # Without a pinned genesis a node would believe the portal about members, keys and
+    # policies: it refuses to start unless this is set (a test consortium, never production).
+    allow_unpinned_roster: bool = False
     guardrails: Guardrails = Guardrails()
 
     @property
@@ -223,6 +226,7 @@ def _guardrails(path: Path, name: str, value: Any) -> Guardrails:
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "guardrails": _guardrails,
     "report_metrics": _flag,
+    "allow_unpinned_roster": _flag,
     "poll_interval_seconds": _number,
     "request_timeout_seconds": _number,
     "max_retries": _integer,

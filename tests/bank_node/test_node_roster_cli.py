@@ -11,7 +11,7 @@ import pytest
 from bank_node import metrics as node_metrics
 from bank_node import roster_cli
 from bank_node.cli import _keeper, main
-from bank_node.config import load_config
+from bank_node.config import ConfigError, load_config
 from bank_node.roster import PinError
 from governance import ChangeMinBanks, genesis_version, verify_genesis
 from he.signing import private_key_bytes
@@ -127,11 +127,21 @@ def test_sign_genesis_refuses_a_draft_without_this_bank(tmp_path, ceremony, port
     assert "does not name bank 'alpha'" in capsys.readouterr().err
 
 
-def test_a_node_without_a_genesis_warns_at_start_and_exports_pinned_0(
+def test_a_node_without_a_genesis_refuses_to_start_and_names_the_setting(
+    tmp_path, ceremony, portal
+):
+    config = load_config(Path(_config(tmp_path, ceremony, genesis=False)))
+    keys = SimpleNamespace(signing_key=ceremony["alpha"].key)
+    with pytest.raises(ConfigError, match="genesis_file is not set"):
+        _keeper(config, keys, portal)
+
+
+def test_a_test_consortium_node_without_a_genesis_warns_at_start_and_exports_pinned_0(
     tmp_path, ceremony, portal, caplog
 ):
-
-    config = load_config(Path(_config(tmp_path, ceremony, genesis=False)))
+    path = Path(_config(tmp_path, ceremony, genesis=False))
+    path.write_text(path.read_text() + "allow_unpinned_roster = true\n")
+    config = load_config(path)
     keys = SimpleNamespace(signing_key=ceremony["alpha"].key)
     assert _keeper(config, keys, portal) is None
     assert "NO ROSTER PINNED" in caplog.text

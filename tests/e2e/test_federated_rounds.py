@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from bank_node.keys import (
     PARAMS,
     PUBLIC_CONTEXT,
     SECRET_CONTEXT,
+    agreement_keygen,
     ckks_keygen,
     signing_keygen,
 )
@@ -24,10 +26,13 @@ from he.codec import decrypt_vector, unpack_aggregate
 from he.integrity import check_aggregate
 from he.keys import fingerprint, load_public_context, load_secret_context, public_context_bytes
 from he.params import CkksParams
+from simulation import ceremony
 from simulation.world import generate_world
 from tests.e2e.conftest import ROOT, LivePortal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+NODE_RUN = (sys.executable, "-m", "bank_node.cli", "run")
+
 ROUNDS = 2
 
 
@@ -36,15 +41,15 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
     work = tmp_path_factory.mktemp("federation")
     generate_world(work / "data", n_banks=3, preset="tiny", seed=11)
     params = CkksParams()
-    ckks_keygen(work / "ceremony", params)
+    epoch_fingerprint = ckks_keygen(work / "ceremony", params)
     op = OperatorClient(live_portal.url, "operator", live_portal.operator_password)
     op.key_epoch_register(
         base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes()).decode(),
         params.to_dict(),
     )
-    op.policy_create(
+    policy = op.policy_create(
         name="e2e",
-        active=True,
+        active=False,  # active once the banks have approved it in the charter
         min_banks=3,
         local_epochs=1,
         batch_size=512,
@@ -53,8 +58,8 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
         deadline_seconds=600,
         ckks_params=params.to_dict(),
     )
-    banks = {}
-    procs = []
+    banks: dict[str, Path] = {}
+    founders, configs = [], []
     for csv in sorted((work / "data").glob("bank_*.csv")):
         slug = csv.stem.replace("_", "-")
         home = work / slug
@@ -62,13 +67,16 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
         for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
             shutil.copy2(work / "ceremony" / name, home / name)
         signing_keygen(home)
-        (home / "credential").write_text(op.bank_create(slug)["credential"])
+        agreement_keygen(home)
+        credential = op.bank_create(slug)["credential"]
+        (home / "credential").write_text(credential)
         config = home / "node.toml"
         config.write_text(
             f'portal_url = "{live_portal.url}"\nbank = "{slug}"\ncredential_file = "credential"\n'
             f'signing_key_file = "signing.key"\nsecret_context_file = "{SECRET_CONTEXT}"\n'
             f'ckks_params_file = "{PARAMS}"\ndata_file = "{csv}"\nstate_dir = "state"\n'
             "poll_interval_seconds = 0.5\nkeep_plaintext_updates = true\n"
+            f'genesis_file = "{ceremony.GENESIS_FILE}"\nreport_metrics = true\n'
         )
         subprocess.run(
             [sys.executable, "-m", "bank_node.cli", "register", "--config", str(config)],
@@ -77,23 +85,28 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
             capture_output=True,
         )
         banks[slug] = home
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bank_node.cli",
-                    "run",
-                    "--config",
-                    str(config),
-                    "--max-rounds",
-                    str(ROUNDS),
-                ],
-                cwd=ROOT,
-                stdout=open(home / "node.log", "wb"),
-                stderr=subprocess.STDOUT,
-            )
+        founders.append(ceremony.Bank(slug, home, credential))
+        configs.append(config)
+    # The founding ceremony: every bank signs the charter with its own key; nodes pin it.
+    draft = ceremony.draft_genesis(
+        "e2e-consortium",
+        founders,
+        key_epoch=epoch_fingerprint,
+        policies=[ceremony.approval_of(policy)],
+    )
+    genesis = ceremony.found(live_portal.url, op, founders, draft)
+    for bank in founders:
+        ceremony.write_genesis(genesis, bank.home / ceremony.GENESIS_FILE)
+    op.policy_activate(policy["id"])
+    procs = [
+        subprocess.Popen(
+            [*NODE_RUN, "--config", str(config), "--max-rounds", str(ROUNDS)],
+            cwd=ROOT,
+            stdout=open(config.parent / "node.log", "wb"),
+            stderr=subprocess.STDOUT,
         )
+        for config in configs
+    ]
     for proc in procs:
         assert proc.wait(timeout=800) == 0, [
             (h / "node.log").read_text()[-3000:] for h in banks.values()

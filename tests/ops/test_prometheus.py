@@ -130,6 +130,8 @@ def federation(
         f'signing_key_file = "signing.key"\nsecret_context_file = "{SECRET_CONTEXT}"\n'
         f'ckks_params_file = "{PARAMS}"\ndata_file = "{data}"\nstate_dir = "state"\n'
         f"poll_interval_seconds = 0.5\nmetrics_port = {port}\n"
+        # A test consortium: this portal has no signed roster.
+        "allow_unpinned_roster = true\n"
     )
     beta = _played_bank(live_portal, op, "beta")
     delta = _played_bank(live_portal, op, "delta")

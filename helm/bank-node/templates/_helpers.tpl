@@ -90,6 +90,9 @@ report_metrics = {{ .Values.config.reportMetrics }}
 {{- if $s.genesis.existingSecret }}
 genesis_file = {{ printf "%s/genesis/%s" $dir $s.genesis.key | toJson }}
 {{- end }}
+{{- if .Values.config.allowUnpinnedRoster }}
+allow_unpinned_roster = true
+{{- end }}
 {{- with .Values.config.extraToml }}
 {{ . }}
 {{- end }}
