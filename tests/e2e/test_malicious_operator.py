@@ -57,6 +57,7 @@ from tests.e2e.conftest import LivePortal
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 SLUGS = ("alpha", "beta", "gamma")
+STATUS_CACHE_SECONDS = 1.0  # CONSORTIUM_STATUS_CACHE_SECONDS, the portal's default
 SPEC = {"kind": "mlp", "hidden": [16], "seed": 3, "loss": "bce"}
 
 
@@ -105,6 +106,11 @@ class Federation:
         """Wait for the scheduler to open the next round; its number."""
         return int(until(lambda: self.sql("SELECT number FROM rounds_round WHERE state='open'")))
 
+    def settle(self) -> None:
+        """Wait out the portal's per-worker cache of round answers (1 s by default), so
+        that what the operator wrote in the database is what the nodes are served."""
+        time.sleep(STATUS_CACHE_SECONDS + 0.5)
+
     def fail_open_rounds(self, why: str) -> None:
         self.sql(
             "UPDATE rounds_round SET state='failed', closed_at=now(), failure_reason=%s "
@@ -133,6 +139,7 @@ class Federation:
             json.dumps(manifest),
             number,
         )
+        self.settle()
 
 
 def until(check: Callable[[], Any], timeout: float = 240, every: float = 0.5) -> Any:
@@ -244,7 +251,8 @@ def test_a_sham_bank_and_a_swapped_key_never_get_the_victims_update_used(fed):
         public_key_b64(operator_key),
     )
     number = fed.open_round()
-    fed.step("alpha")  # only the victim uploads
+    # Only the victim uploads (polling until it has: the portal caches round answers).
+    until(lambda: fed.step("alpha") or str(number) in fed.agents["alpha"].state.submitted)
     victim = fed.sql(
         "SELECT s.digest, s.signature, s.blob, s.epsilon_spent, s.budget_left "
         "FROM rounds_submission s "
@@ -321,6 +329,7 @@ def test_a_round_whose_policy_has_dp_switched_off_is_refused_by_every_node(fed):
         json.dumps(unapproved["snapshot"] | {"version": fed.approved_policy["version"]}),
         number,
     )
+    fed.settle()
     until(lambda: fed.step() or all(str(number) in a.state.skipped for a in fed.agents.values()))
     for slug in SLUGS:
         assert "not approved" in fed.agents[slug].state.skipped[str(number)]
@@ -335,7 +344,11 @@ def test_a_round_whose_policy_has_dp_switched_off_is_refused_by_every_node(fed):
 def test_an_aggregate_the_operator_encrypted_itself_is_refused(fed):
     before = {slug: _model(fed, slug) for slug in SLUGS}
     number = fed.open_round()
-    until(lambda: fed.step() or all(str(number) in a.state.submitted for a in fed.agents.values()))
+    # Each node polls only until it has uploaded: none may see the honest aggregate before
+    # the operator swaps it.
+    for slug in SLUGS:
+        agent = fed.agents[slug]
+        until(lambda: fed.step(agent.config.bank) or str(number) in agent.state.submitted)
     until(lambda: fed.round_state(number) == "published")
     inputs = fed.sql("SELECT manifest FROM rounds_round WHERE number=%s", number)[0][0]["inputs"]
     # Its own model, with the count and a tag guessed as well as it can (it has no key).
