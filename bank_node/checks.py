@@ -144,6 +144,7 @@ def check_manifest(
             f"round {rnd.number}: the manifest describes round {manifest.round} under key "
             f"epoch {manifest.key_epoch[:16]}…",
         )
+    check_privacy_claims(rnd, manifest)
     floor = cohort_floor(state, rnd.policy, rails)
     if state is None:
         distinct = set(manifest.banks)
@@ -160,6 +161,26 @@ def check_manifest(
         check_cohort(state, entries, floor)
     except RosterError as exc:
         raise Refused("cohort", f"round {rnd.number}: {exc}") from None
+
+
+def check_privacy_claims(rnd: RoundInfo, manifest: Manifest) -> None:
+    """Under a DP training policy every input must carry a signed epsilon within its target.
+
+    The portal refuses such uploads, but an operator could still sum one in; the signature
+    check then proves the bank itself claimed that epsilon.
+    """
+    policy = rnd.policy
+    if not rnd.is_training or not policy.dp_enabled or policy.dp_target_epsilon is None:
+        return
+    limit = policy.dp_target_epsilon * (1 + 1e-6)
+    for item in manifest.inputs:
+        if item.epsilon is None or item.epsilon > limit:
+            claimed = "no epsilon" if item.epsilon is None else f"epsilon {item.epsilon:g}"
+            raise Refused(
+                "input_privacy",
+                f"round {rnd.number}: bank {item.bank!r} sent {claimed} under a DP policy whose "
+                f"budget is {policy.dp_target_epsilon:g}; its update must not be used",
+            )
 
 
 def _input_key(state: RosterState, number: int, item: ManifestInput) -> str:

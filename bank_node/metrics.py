@@ -148,6 +148,7 @@ REFUSAL_REASONS = (
     "aggregate_digest",
     "manifest_mismatch",
     "aggregate_integrity",
+    "input_privacy",
     "other",
 )
 ROSTER_VERSION.set(-1)

@@ -108,7 +108,7 @@ def governed() -> tuple[Ceremony, RosterState, PolicySnapshot]:
 
 
 def signed_input(
-    ceremony: Ceremony, bank: str, number: int, *, epsilon: float = 1.0
+    ceremony: Ceremony, bank: str, number: int, *, epsilon: float | None = 1.0
 ) -> ManifestInput:
     digest = hashlib.sha256(f"{bank}-{number}".encode()).hexdigest()
     message = update_message_v2(number, bank, digest, epsilon, True)

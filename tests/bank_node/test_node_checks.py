@@ -139,7 +139,7 @@ def test_a_key_epoch_the_bank_does_not_accept_is_refused():
 
 
 def _unsigned(bank: str) -> ManifestInput:
-    return ManifestInput(bank, "0" * 64)
+    return ManifestInput(bank, "0" * 64, epsilon=1.0, budget_left=True)
 
 
 def _published(snapshot, inputs):
@@ -188,6 +188,23 @@ def test_an_aggregate_whose_epsilon_was_changed_after_signing_is_refused(world):
     inputs[0] = dataclasses.replace(inputs[0], epsilon=0.1)
     rnd, m = _published(snapshot, inputs)
     assert _refusal(check_manifest, state, rnd, m, RAILS).reason == "input_signature"
+
+
+@pytest.mark.parametrize("epsilon", [5.0, None], ids=["over-budget", "unclaimed"])
+def test_an_input_signed_with_an_epsilon_over_the_policy_s_budget_is_refused(world, epsilon):
+    ceremony, state, snapshot = world  # the policy's budget is epsilon 4
+    inputs = [signed_input(ceremony, b, 4) for b in ("alpha", "beta", "gamma")]
+    inputs[1] = signed_input(ceremony, "beta", 4, epsilon=epsilon)
+    rnd, m = _published(snapshot, inputs)
+    refusal = _refusal(check_manifest, state, rnd, m, RAILS)
+    assert refusal.reason == "input_privacy" and "'beta'" in refusal.message
+
+
+def test_inputs_within_the_policy_s_budget_pass_the_privacy_check(world):
+    ceremony, state, snapshot = world
+    inputs = [signed_input(ceremony, b, 4, epsilon=4.0) for b in ("alpha", "beta", "gamma")]
+    rnd, m = _published(snapshot, inputs)
+    check_manifest(state, rnd, m, RAILS)
 
 
 @pytest.mark.parametrize(
