@@ -144,7 +144,6 @@ def check_manifest(
             f"round {rnd.number}: the manifest describes round {manifest.round} under key "
             f"epoch {manifest.key_epoch[:16]}…",
         )
-    check_privacy_claims(rnd, manifest)
     floor = cohort_floor(state, rnd.policy, rails)
     if state is None:
         distinct = set(manifest.banks)
@@ -154,13 +153,16 @@ def check_manifest(
                 f"round {rnd.number}: the aggregate sums {len(manifest.inputs)} update(s) from "
                 f"{len(distinct)} distinct bank(s); at least {floor} distinct needed",
             )
-        return
-    check_key_epoch(state, manifest.key_epoch)
-    entries = [(i.bank, _input_key(state, rnd.number, i)) for i in manifest.inputs]
-    try:
-        check_cohort(state, entries, floor)
-    except RosterError as exc:
-        raise Refused("cohort", f"round {rnd.number}: {exc}") from None
+    else:
+        check_key_epoch(state, manifest.key_epoch)
+        entries = [(i.bank, _input_key(state, rnd.number, i)) for i in manifest.inputs]
+        try:
+            check_cohort(state, entries, floor)
+        except RosterError as exc:
+            raise Refused("cohort", f"round {rnd.number}: {exc}") from None
+    # Who sent each input is settled above (signatures under roster keys); now what they
+    # signed that they spent.
+    check_privacy_claims(rnd, manifest)
 
 
 def check_privacy_claims(rnd: RoundInfo, manifest: Manifest) -> None:
