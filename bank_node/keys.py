@@ -26,6 +26,7 @@ from he.keys import (
     public_context_bytes,
     secret_context_bytes,
 )
+from he.masking import public_bytes
 from he.params import CkksParams
 from he.signing import private_key_bytes, private_key_load, public_key_b64, signing_key_new
 
@@ -84,14 +85,9 @@ def agreement_keygen(out_dir: Path) -> str:
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
     _write_private(out_dir / AGREEMENT_KEY, raw)
-    public = agreement_public_b64(key)
+    public = base64.b64encode(public_bytes(key)).decode()
     (out_dir / AGREEMENT_PUB).write_text(public + "\n")
     return public
-
-
-def agreement_public_b64(key: X25519PrivateKey) -> str:
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Canonical JSON, hashing, Ed25519 helpers and strict field readers for ``from_dict``."""
+"""Canonical JSON, hashing and strict field readers for ``from_dict``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from governance.errors import RosterError
+
+# Ed25519 with base64 keys and signatures: the same primitives the upload signatures use
+# (``he.signing``: ``public_key_b64``, ``sign``, ``verify``).
+from he.signing import public_key_b64 as public_key_b64
 
 # The floor is the protocol's (the portal and the node refuse a smaller policy too); the
 # charter re-uses it so that the two can never disagree.
@@ -43,29 +45,6 @@ def canonical_json(value: Any) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def public_key_b64(key: Ed25519PrivateKey) -> str:
-    """The raw 32-byte Ed25519 public key of ``key``, base64-encoded."""
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
-
-
-def sign_b64(key: Ed25519PrivateKey, message: bytes) -> str:
-    return base64.b64encode(key.sign(message)).decode()
-
-
-def signature_valid(public_key: str, message: bytes, signature: str) -> bool:
-    """True when ``signature`` (base64) signs ``message`` under ``public_key``; never raises."""
-    try:
-        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key, validate=True))
-        raw = base64.b64decode(signature, validate=True)
-        if len(raw) != 64:
-            return False
-        public.verify(raw, message)
-    except (InvalidSignature, ValueError, binascii.Error, TypeError):
-        return False
-    return True
 
 
 def key_hint(key_b64: str) -> str:

@@ -16,11 +16,10 @@ from governance.encoding import (
     check_text,
     check_timestamp,
     read_object,
-    sign_b64,
-    signature_valid,
     strict_json_loads,
 )
 from governance.errors import RosterError
+from he.signing import sign, verify
 
 OBJECTION_DOMAIN = b"consortium-objection-v1\n"
 REASON_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -72,9 +71,9 @@ def objection_message(objection: Objection) -> bytes:
 
 
 def sign_objection(objection: Objection, private_key: Ed25519PrivateKey) -> str:
-    return sign_b64(private_key, objection_message(objection))
+    return sign(private_key, objection_message(objection))
 
 
 def verify_objection(objection: Objection, signature: str, public_key: str) -> bool:
     """True when ``signature`` is ``public_key``'s signature of ``objection``; never raises."""
-    return signature_valid(public_key, objection_message(objection), signature)
+    return verify(public_key, objection_message(objection), signature)

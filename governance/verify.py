@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from governance.changes import AdmitBank, Genesis, RotateBankKeys, subject_of
 from governance.charter import Charter, Member, RosterState
 from governance.effects import change_effect
-from governance.encoding import MIN_BANKS_FLOOR, ZERO_HASH, signature_valid
+from governance.encoding import MIN_BANKS_FLOOR, ZERO_HASH
 from governance.errors import RosterError
 from governance.version import RosterVersion, roster_message, version_hash
+from he.signing import verify
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _tally(
     for bank_id, signature in sorted(version.signatures.items()):
         if bank_id not in keys:
             ignored[bank_id] = reason.get(bank_id, "not a member")
-        elif not signature_valid(keys[bank_id], message, signature):
+        elif not verify(keys[bank_id], message, signature):
             ignored[bank_id] = "signature does not verify under its roster key"
         else:
             signed.append(bank_id)
@@ -170,7 +171,7 @@ def pending_approvals(state: RosterState | None, version: RosterVersion) -> Pend
     if proof_key is None:
         return Pending(needed, tuple(signed), missing, ignored)
     message = roster_message(version.consortium_id, version_hash(version))
-    proof_ok = proof_sig is not None and signature_valid(proof_key, message, proof_sig)
+    proof_ok = proof_sig is not None and verify(proof_key, message, proof_sig)
     return Pending(needed, tuple(signed), missing, ignored, subject, proof_ok)
 
 

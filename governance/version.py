@@ -20,10 +20,10 @@ from governance.encoding import (
     check_timestamp,
     read_object,
     sha256_hex,
-    sign_b64,
     strict_json_loads,
 )
 from governance.errors import RosterError
+from he.signing import sign
 
 ROSTER_DOMAIN = b"consortium-roster-v1\n"
 
@@ -107,7 +107,7 @@ def roster_message(consortium_id: str, vhash: str) -> bytes:
 def sign_version(version: RosterVersion, bank_id: str, private_key: Ed25519PrivateKey) -> str:
     """The base64 signature ``bank_id`` gives ``version`` with ``private_key``."""
     check_slug(bank_id, "bank_id")
-    return sign_b64(private_key, roster_message(version.consortium_id, version_hash(version)))
+    return sign(private_key, roster_message(version.consortium_id, version_hash(version)))
 
 
 def parse_version_json(text: str | bytes) -> RosterVersion:

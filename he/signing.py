@@ -108,10 +108,17 @@ def sign(key: Ed25519PrivateKey, message: bytes) -> str:
 
 
 def verify(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
-    """True when ``signature_b64`` is a valid signature of ``message``; never raises."""
+    """True when ``signature_b64`` is a valid signature of ``message``; never raises.
+
+    Keys and signatures come from untrusted JSON too (roster versions, objections), so a
+    value of the wrong type is a failed check, not an exception.
+    """
     try:
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64, validate=True))
-        public.verify(base64.b64decode(signature_b64, validate=True), message)
-    except (InvalidSignature, ValueError, binascii.Error):
+        raw = base64.b64decode(signature_b64, validate=True)
+        if len(raw) != 64:
+            return False
+        public.verify(raw, message)
+    except (InvalidSignature, ValueError, binascii.Error, TypeError):
         return False
     return True

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "he": set(),
     "models": set(),
     "protocol": {"he"},
-    "governance": {"protocol"},
+    "governance": {"protocol", "he"},
     "audit": {"he", "protocol", "governance"},
     "consortium": {"audit", "he", "models", "protocol", "governance"},
     "bank_node": {"he", "models", "protocol", "governance"},
