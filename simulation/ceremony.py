@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bank_node.keys import AGREEMENT_PUB, SIGNING_KEY
+from bank_node.keys import (
+    AGREEMENT_PUB,
+    INTEGRITY_KEY,
+    PARAMS,
+    SECRET_CONTEXT,
+    SIGNING_KEY,
+    agreement_keygen,
+    signing_keygen,
+)
 from bank_node.portal_client import BankClient, OperatorClient
 from governance import (
     AdmitBank,
@@ -49,6 +58,7 @@ __all__ = [
     "CeremonyError",
     "approval_of",
     "approve_change",
+    "bank_prepare",
     "draft_genesis",
     "found",
     "verify_genesis",
@@ -85,6 +95,24 @@ class Bank:
 
     def client(self, url: str) -> BankClient:
         return BankClient(url, self.credential)
+
+
+def bank_prepare(home: Path, bundle: Path, op: OperatorClient) -> Bank:
+    """A new bank's directory: the consortium key bundle, its own signing and X25519 keys,
+    and the API account the operator opens for it (credential file 0600).
+
+    ``home``'s name is the bank's slug; the bank still registers its signing key and
+    writes its node config itself.
+    """
+    home.mkdir(parents=True)
+    for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
+        shutil.copy2(bundle / name, home / name)
+    signing_keygen(home)
+    agreement_keygen(home)
+    credential = str(op.bank_create(home.name)["credential"])
+    (home / "credential").write_text(credential)
+    (home / "credential").chmod(0o600)
+    return Bank(home.name, home, credential)
 
 
 def _now() -> str:

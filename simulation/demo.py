@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from bank_node.keys import (
-    INTEGRITY_KEY,
     PARAMS,
     PUBLIC_CONTEXT,
     SECRET_CONTEXT,
-    agreement_keygen,
     ckks_keygen,
-    signing_keygen,
 )
 from bank_node.portal_client import OperatorClient, PortalError
 from he.params import CkksParams
@@ -151,24 +148,17 @@ def _bank_setup(
     work: Path, op: OperatorClient, url: str, data_file: Path
 ) -> tuple[ceremony.Bank, Path]:
     """One bank: the consortium key bundle, its own keys, an API account, its node config."""
-    slug = data_file.stem.replace("_", "-")
-    bank_dir = work / "banks" / slug
-    bank_dir.mkdir(parents=True)
-    for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
-        shutil.copy2(work / "ceremony" / name, bank_dir / name)
-    signing_keygen(bank_dir)
-    agreement_keygen(bank_dir)
-    created = op.bank_create(slug)
-    (bank_dir / "credential").write_text(created["credential"])
-    (bank_dir / "credential").chmod(0o600)
-    config = write_node_config(bank_dir, url, slug, data_file)
+    bank = ceremony.bank_prepare(
+        work / "banks" / data_file.stem.replace("_", "-"), work / "ceremony", op
+    )
+    config = write_node_config(bank.home, url, bank.slug, data_file)
     subprocess.run(
         [PY, "-m", "bank_node.cli", "register", "--config", str(config)],
         cwd=ROOT,
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    return ceremony.Bank(slug, bank_dir, created["credential"]), config
+    return bank, config
 
 
 def _govern(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,7 @@ from bank_node.keys import (
     PARAMS,
     PUBLIC_CONTEXT,
     SECRET_CONTEXT,
-    agreement_keygen,
     ckks_keygen,
-    signing_keygen,
 )
 from bank_node.portal_client import BankClient, OperatorClient
 from he.codec import decrypt_vector, unpack_aggregate
@@ -62,14 +59,8 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
     founders, configs = [], []
     for csv in sorted((work / "data").glob("bank_*.csv")):
         slug = csv.stem.replace("_", "-")
-        home = work / slug
-        home.mkdir()
-        for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
-            shutil.copy2(work / "ceremony" / name, home / name)
-        signing_keygen(home)
-        agreement_keygen(home)
-        credential = op.bank_create(slug)["credential"]
-        (home / "credential").write_text(credential)
+        bank = ceremony.bank_prepare(work / slug, work / "ceremony", op)
+        home = bank.home
         config = home / "node.toml"
         config.write_text(
             f'portal_url = "{live_portal.url}"\nbank = "{slug}"\ncredential_file = "credential"\n'
@@ -85,7 +76,7 @@ def federation(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory
             capture_output=True,
         )
         banks[slug] = home
-        founders.append(ceremony.Bank(slug, home, credential))
+        founders.append(bank)
         configs.append(config)
     # The founding ceremony: every bank signs the charter with its own key; nodes pin it.
     draft = ceremony.draft_genesis(

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import io
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,15 +34,12 @@ from bank_node.checks import Refused
 from bank_node.cli import agent_from_config
 from bank_node.config import load_config
 from bank_node.keys import (
-    INTEGRITY_KEY,
     PARAMS,
     PUBLIC_CONTEXT,
     SECRET_CONTEXT,
-    agreement_keygen,
     ckks_keygen,
-    signing_keygen,
 )
-from bank_node.portal_client import BankClient, OperatorClient, PortalError
+from bank_node.portal_client import OperatorClient, PortalError
 from governance import PrivacyFloor
 from he.aggregate import sum_vectors
 from he.codec import encrypt_vector, pack_update
@@ -153,22 +149,16 @@ def until(check: Callable[[], Any], timeout: float = 240, every: float = 0.5) ->
 
 
 def _bank(work: Path, url: str, op: OperatorClient, slug: str, data: Path) -> ceremony.Bank:
-    home = work / slug
-    home.mkdir()
-    for name in (SECRET_CONTEXT, INTEGRITY_KEY, PARAMS):
-        shutil.copy2(work / "ceremony" / name, home / name)
-    public = signing_keygen(home)
-    agreement_keygen(home)
-    credential = op.bank_create(slug)["credential"]
-    (home / "credential").write_text(credential)
-    BankClient(url, credential).register_signing_key(public)
+    bank = ceremony.bank_prepare(work / slug, work / "ceremony", op)
+    home = bank.home
+    bank.client(url).register_signing_key(public_key_b64(bank.signing_key))
     (home / "node.toml").write_text(
         f'portal_url = "{url}"\nbank = "{slug}"\ncredential_file = "credential"\n'
         f'signing_key_file = "signing.key"\nsecret_context_file = "{SECRET_CONTEXT}"\n'
         f'ckks_params_file = "{PARAMS}"\ndata_file = "{data}"\nstate_dir = "state"\n'
         f'genesis_file = "{ceremony.GENESIS_FILE}"\nmax_retries = 2\n'
     )
-    return ceremony.Bank(slug, home, credential)
+    return bank
 
 
 @pytest.fixture(scope="module")
