@@ -133,10 +133,15 @@ def update_precheck(
     return None
 
 
+def _dp_training_policy(rnd: Round) -> PolicySnapshot | None:
+    """The round's policy when its updates carry a privacy claim (DP on, a training round)."""
+    snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
+    return snapshot if snapshot.dp_enabled and rnd.kind == RoundKind.TRAINING else None
+
+
 def _claim_that_counts(rnd: Round, claim: PrivacyClaim | None) -> PrivacyClaim:
     """The privacy claim the signature covers: none outside DP training rounds."""
-    snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
-    if claim is None or not snapshot.dp_enabled or rnd.kind != RoundKind.TRAINING:
+    if claim is None or _dp_training_policy(rnd) is None:
         return PrivacyClaim()
     return claim
 
@@ -194,8 +199,8 @@ def _privacy_check(rnd: Round, bank: Bank, claim: PrivacyClaim) -> PrivacyClaim:
     Returns the claim that counts: none at all outside DP training rounds, where an
     epsilon means nothing and is neither stored nor covered by the signature.
     """
-    snapshot = PolicySnapshot.from_dict(rnd.policy_snapshot)
-    if not snapshot.dp_enabled or rnd.kind != RoundKind.TRAINING:
+    snapshot = _dp_training_policy(rnd)
+    if snapshot is None:
         return PrivacyClaim()
     if claim.epsilon is None:
         _reject(
