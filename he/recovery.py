@@ -11,6 +11,8 @@ bank declared dropped could be unmasked, so :func:`check_reveal` refuses that re
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from he.masking import SEED_BYTES, MaskTerm, RoundBinding, pair_sign, pairwise_s
 from he.shamir import SHARE_BYTES, Share, combine, split
 
 _SHARE_WIRE = 2 + SHARE_BYTES
+_COMMIT_DOMAIN = b"consortium-secagg-seed-commitment-v2"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,24 @@ class RoundSecrets:
     def self_term(self, own_id: str) -> MaskTerm:
         """The self-mask the bank adds to its own upload."""
         return MaskTerm(own_id, self.self_seed, 1)
+
+
+def seed_commitment(seed: bytes, binding: RoundBinding, bank: str) -> str:
+    """Hex SHA-256 commitment to a self-mask seed, signed with the bank's mask key.
+
+    The seed is 32 uniform bytes, so the hash hides it; after the reveal, anyone checks the
+    rebuilt seed against it, so a survivor who reveals a wrong share is caught instead of
+    silently corrupting the aggregate.
+    """
+    digest = hashlib.sha256(binding.info(_COMMIT_DOMAIN, bank) + b"\n" + seed)
+    return digest.hexdigest()
+
+
+def check_self_seed(seed: bytes, commitment: str, binding: RoundBinding, bank: str) -> bytes:
+    """``seed`` if it matches the bank's signed commitment; HEError otherwise."""
+    if not hmac.compare_digest(seed_commitment(seed, binding, bank), commitment):
+        raise HEError(f"the revealed shares do not rebuild {bank}'s committed self-mask seed")
+    return seed
 
 
 def deal_shares(secrets: RoundSecrets, holders: Sequence[str], threshold: int) -> dict[str, bytes]:

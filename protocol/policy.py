@@ -17,6 +17,7 @@ from he.errors import HEError
 from he.params import CkksParams
 from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
+from protocol.secagg import SECURE_AGGREGATION_PROTOCOLS
 
 # The CKKS parameters are chosen (and justified) in ``he.params.CkksParams``; this is
 # their one wire form, the default of every policy and of `bank-node keygen`.
@@ -74,8 +75,23 @@ class PolicySnapshot:
     dp_delta: float
     dp_max_grad_norm: float
     dp_noise_multiplier: float | None
+    # Secure aggregation: "v2" (masked, seeded, packed; docs/secure-aggregation.md) or "v1"
+    # (one shared key, kept readable for old rounds).
+    secure_aggregation: str
+    # v2: how many nodes recompute the aggregate from the signed submissions before they
+    # decrypt it; 0 = every node. Each node decides alone, at random, with probability
+    # aggregate_checkers / inputs, so the operator cannot know who will check.
+    aggregate_checkers: int
 
     def __post_init__(self) -> None:
+        if self.secure_aggregation not in SECURE_AGGREGATION_PROTOCOLS:
+            raise ProtocolError(
+                "secure_aggregation",
+                f"must be one of {', '.join(SECURE_AGGREGATION_PROTOCOLS)} "
+                f"(got {self.secure_aggregation!r})",
+            )
+        if self.aggregate_checkers < 0:
+            raise ProtocolError("aggregate_checkers", "must be 0 (every node) or more")
         if self.min_banks < MIN_BANKS_FLOOR:
             raise ProtocolError(
                 "min_banks",
@@ -90,6 +106,11 @@ class PolicySnapshot:
     @property
     def dp_enabled(self) -> bool:
         return dp_enabled(self.dp_target_epsilon, self.dp_noise_multiplier)
+
+    @property
+    def masked(self) -> bool:
+        """Rounds under this policy run secure aggregation v2."""
+        return self.secure_aggregation == "v2"
 
     @property
     def ckks(self) -> CkksParams:

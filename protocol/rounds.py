@@ -10,8 +10,11 @@ from typing import Any
 from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
 from protocol.policy import PolicySnapshot
+from protocol.secagg import SecAggRecord
 
-ROUND_STATES = ("open", "aggregating", "published", "failed")
+# v1: open -> aggregating -> published | failed.
+# v2: sharing -> open -> unmasking -> aggregating -> published | failed.
+ROUND_STATES = ("sharing", "open", "unmasking", "aggregating", "published", "failed")
 ROUND_KINDS = ("training", "statistics")
 
 
@@ -39,13 +42,18 @@ class Manifest:
     key_epoch: str
     aggregate_digest: str
     inputs: tuple[ManifestInput, ...]
+    # v2 rounds: the mask keys, survivors, dropouts and signed reveals (None for v1).
+    secure_aggregation: SecAggRecord | None = None
 
     @classmethod
     def from_dict(cls, data: object) -> Manifest:
         return decode(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
-        return encode(self)
+        data = encode(self)
+        if data["secure_aggregation"] is None:
+            del data["secure_aggregation"]  # a v1 manifest keeps its v1 shape
+        return data
 
     @property
     def banks(self) -> tuple[str, ...]:
@@ -106,8 +114,7 @@ class RoundInfo:
 
     def to_dict(self) -> dict[str, Any]:
         data = encode(self)
-        if data["manifest"] is None:
-            data["manifest"] = {}
+        data["manifest"] = self.manifest.to_dict() if self.manifest is not None else {}
         return data
 
     @property

@@ -12,6 +12,7 @@ from django.db import models
 from consortium.members.models import Bank
 from he.codec import TRAILER_SLOTS
 from protocol import (
+    DEFAULT_SECURE_AGGREGATION,
     DERIVED_POLICY_FIELDS,
     MIN_BANKS_FLOOR,
     MIN_BANKS_FLOOR_TEXT,
@@ -55,7 +56,7 @@ class RoundPolicy(models.Model):
     model_spec = models.JSONField(default=default_model_spec)
     n_features = models.PositiveIntegerField(help_text="Feature count the model expects.")
     vector_length = models.PositiveIntegerField(
-        help_text="Values in an update: model parameters plus the sample-count slot."
+        help_text="Values in an update: model parameters plus the count and tag slots."
     )
     local_epochs = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
     batch_size = models.PositiveIntegerField(default=256, validators=[MinValueValidator(1)])
@@ -105,6 +106,20 @@ class RoundPolicy(models.Model):
         default=True,
         help_text="Run a statistics round first: an encrypted sum of feature moments gives "
         "every bank the same consortium-wide normalisation.",
+    )
+    secure_aggregation = models.CharField(
+        max_length=2,
+        choices=[
+            ("v2", "v2: masked, seeded, packed (no one short of all other banks reads an update)"),
+            ("v1", "v1: one shared key (legacy)"),
+        ],
+        default=DEFAULT_SECURE_AGGREGATION,
+        help_text="The aggregation protocol (docs/secure-aggregation.md).",
+    )
+    aggregate_checkers = models.PositiveIntegerField(
+        default=0,
+        help_text="v2: how many nodes, chosen by their own coin, recompute the aggregate from "
+        "the signed submissions before decrypting it; 0 = every node.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
@@ -172,7 +187,9 @@ class KeyEpoch(models.Model):
 
 
 class RoundState(models.TextChoices):
+    SHARING = "sharing", "Sharing mask keys"
     OPEN = "open", "Open"
+    UNMASKING = "unmasking", "Unmasking"
     AGGREGATING = "aggregating", "Aggregating"
     PUBLISHED = "published", "Published"
     FAILED = "failed", "Failed"
@@ -220,6 +237,15 @@ class Round(models.Model):
     aggregate_size = models.PositiveBigIntegerField(null=True, blank=True)
     aggregate_blob = models.CharField(max_length=300, blank=True)
     manifest = models.JSONField(default=dict, blank=True)
+    # Secure aggregation v2 (empty for v1 rounds): the roster's active members when the
+    # round opened, the Shamir threshold, the end of the current phase (sharing or
+    # unmasking; uploads use deadline_at), and the survivors/dropped split fixed when
+    # uploads closed.
+    cohort = models.JSONField(default=list, blank=True)
+    threshold = models.PositiveIntegerField(null=True, blank=True)
+    phase_deadline_at = models.DateTimeField(null=True, blank=True)
+    survivors = models.JSONField(default=list, blank=True)
+    dropped = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-number"]
@@ -227,7 +253,7 @@ class Round(models.Model):
             # At most one round is in flight; the scheduler relies on it.
             models.UniqueConstraint(
                 fields=["state"],
-                condition=models.Q(state__in=["open", "aggregating"]),
+                condition=models.Q(state__in=["sharing", "open", "unmasking", "aggregating"]),
                 name="one_round_in_flight",
             )
         ]
@@ -261,6 +287,49 @@ class Submission(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bank} -> round {self.round.number}"
+
+
+class MaskKey(models.Model):
+    """A bank's advertised mask key for a v2 round, and the share boxes it sealed to peers.
+
+    ``shares`` maps each recipient's slug to its base64 share box; the portal cannot open
+    them and hands each recipient only its own.
+    """
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="mask_keys")
+    bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="mask_keys")
+    mask_public_key = models.CharField(max_length=64)
+    seed_commitment = models.CharField(max_length=64)
+    signature = models.CharField(max_length=100)
+    shares = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "bank"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "bank"], name="one_mask_key_per_bank")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bank} mask key for round {self.round.number}"
+
+
+class ShareReveal(models.Model):
+    """A survivor's signed reveal for a v2 round (``protocol.Reveal`` as JSON)."""
+
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="reveals")
+    bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="reveals")
+    body = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "bank"]
+        constraints = [
+            models.UniqueConstraint(fields=["round", "bank"], name="one_reveal_per_bank")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bank} reveal for round {self.round.number}"
 
 
 class MetricReport(models.Model):

@@ -28,6 +28,8 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "dp_delta": 1e-05,
         "dp_max_grad_norm": 1.0,
         "dp_noise_multiplier": None,
+        "secure_aggregation": "v2",
+        "aggregate_checkers": 0,
     } | overrides
 
 

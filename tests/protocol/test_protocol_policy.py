@@ -100,12 +100,13 @@ def test_the_digest_does_not_depend_on_key_order():
 # Written out by hand from the rules in PolicySnapshot.canonical_json: a change to the
 # encoding would silently invalidate every approval banks have signed.
 CANONICAL = (
-    '{"batch_size":256,"ckks_params":{"coeff_mod_bit_sizes":[60,40],"global_scale_bits":28,'
+    '{"aggregate_checkers":0,"batch_size":256,"ckks_params":{"coeff_mod_bit_sizes":[60,40],"global_scale_bits":28,'
     '"poly_modulus_degree":4096},"deadline_seconds":1800,"dp_delta":1e-05,'
     '"dp_max_grad_norm":1.0,"dp_noise_multiplier":null,"dp_target_epsilon":null,'
     '"fedprox_mu":0.0,"learning_rate":0.001,"local_epochs":2,"max_rounds":10,"min_banks":3,'
     '"model_spec":{"hidden":[32,16],"kind":"mlp","loss":"bce","seed":7},"n_features":12,'
-    '"name":"baseline","normalize_features":true,"vector_length":970,"version":1}'
+    '"name":"baseline","normalize_features":true,"secure_aggregation":"v2",'
+    '"vector_length":970,"version":1}'
 )
 
 
@@ -120,7 +121,9 @@ def test_a_non_ascii_name_is_escaped_in_the_canonical_json():
     assert b'"name":"b\\u00e4nk"' in snapshot.canonical_json()
 
 
-@pytest.mark.parametrize("field", ["max_rounds", "dp_delta", "model_spec", "name"])
+@pytest.mark.parametrize(
+    "field", ["max_rounds", "dp_delta", "model_spec", "name", "secure_aggregation"]
+)
 def test_the_digest_changes_when_any_field_changes(field):
     base = policy_dict()
     changed = {
@@ -128,6 +131,7 @@ def test_the_digest_changes_when_any_field_changes(field):
         "dp_delta": 1e-6,
         "model_spec": {**base["model_spec"], "seed": 8},
         "name": "other",
+        "secure_aggregation": "v1",
     }[field]
     assert (
         PolicySnapshot.from_dict(base).digest()
