@@ -132,6 +132,8 @@ def policy(db: Any) -> Any:
         max_rounds=3,
         normalize_features=False,
         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+        # The v1 upload path; v2 rounds have their own fixtures (tests/consortium/secagg).
+        secure_aggregation="v1",
     )
 
 
