@@ -5,10 +5,12 @@ for new policies is v2), and every stored round snapshot gains the two new field
 values it ran under.
 """
 
+from typing import Any
+
 from django.db import migrations, models
 
 
-def _snapshots_v1(apps, schema_editor):
+def _snapshots_v1(apps: Any, schema_editor: Any) -> None:
     Round = apps.get_model("rounds", "Round")
     for rnd in Round.objects.all():
         snapshot = dict(rnd.policy_snapshot)
