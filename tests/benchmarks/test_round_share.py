@@ -1,0 +1,106 @@
+"""benchmarks/round_share.py at tiny sizes: its figures, its share and its demo policy."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_script() -> ModuleType:
+    # Loaded by path: the benchmarks are scripts, not a package, and Opacus installs a
+    # top-level package named ``benchmarks`` that an import by name would find instead.
+    spec = importlib.util.spec_from_file_location(
+        "round_share_script", ROOT / "benchmarks" / "round_share.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+round_share = _load_script()
+
+
+def _demo_defaults() -> dict[str, Any]:
+    """The defaults of simulation/demo.py's command-line flags, read from its source."""
+    tree = ast.parse((ROOT / "simulation" / "demo.py").read_text())
+    defaults: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"):
+            continue
+        flag = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else ""
+        for keyword in node.keywords:
+            if keyword.arg == "default" and isinstance(keyword.value, ast.Constant):
+                defaults[str(flag).lstrip("-").replace("-", "_")] = keyword.value.value
+    return defaults
+
+
+def test_the_benchmark_times_the_demos_policy() -> None:
+    demo = _demo_defaults()
+    hyper = round_share.DEMO_HYPER
+    assert json.loads(demo["model_spec"]) == hyper["model_spec"]
+    for key in ("local_epochs", "batch_size", "learning_rate", "fedprox_mu"):
+        assert demo[key] == hyper[key], key
+    policy = round_share.demo_policy()
+    assert policy.masked and policy.normalize_features and not policy.dp_enabled
+
+
+@pytest.mark.parametrize(
+    ("t_enc", "t_train", "share"),
+    [(1.0, 19.0, 0.05), (3.0, 1.0, 0.75), (0.0, 2.0, 0.0), (2.0, 0.0, 1.0)],
+)
+def test_the_share_is_encryption_time_over_training_plus_encryption(
+    t_enc: float, t_train: float, share: float
+) -> None:
+    assert round_share.encryption_share(t_enc, t_train) == pytest.approx(share)
+
+
+@pytest.mark.parametrize(("t_enc", "t_train"), [(0.0, 0.0), (-1.0, 2.0), (1.0, -2.0)])
+def test_the_share_refuses_timings_that_define_no_round(t_enc: float, t_train: float) -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        round_share.encryption_share(t_enc, t_train)
+
+
+def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(tmp_path: Path) -> None:
+    policy = round_share.demo_policy()
+    data = round_share.bank_data(tmp_path / "world", "tiny", 0, "4")
+    t_train = round_share.time_training(data, policy, repeats=1)
+    crypto = round_share.crypto_setup(peers=2)
+    sizes = [("small", 5000), ("model", policy.vector_length)]
+    results = round_share.measure_sizes(crypto, t_train, sizes, repeats=1)
+
+    assert [(r.label, r.values) for r in results] == sizes
+    for r in results:
+        assert min(r.t_train, r.t_enc_v2, r.t_enc_v1) > 0
+        assert r.t_train == t_train
+        assert r.share_v2 == pytest.approx(r.t_enc_v2 / (r.t_train + r.t_enc_v2))
+        assert r.share_v1 == pytest.approx(r.t_enc_v1 / (r.t_train + r.t_enc_v1))
+    assert len(crypto.terms) == 3  # two pair masks and the self-mask
+
+
+@pytest.mark.parametrize(("t_enc", "verdict"), [(0.5, "(met)"), (2.0, "(MISSED)")])
+def test_the_report_says_whether_the_target_is_met_at_a_million_values(
+    t_enc: float, verdict: str
+) -> None:
+    result = round_share.SizeResult("1M", 1_000_000, 10.0, t_enc, 1.0)
+    lines = round_share.report_lines([result], peers=19)
+    assert lines[-1].startswith("target: share v2 <= 5% at 1,000,000 values")
+    assert lines[-1].endswith(verdict)
+
+
+def test_a_model_spec_that_is_not_a_json_object_is_refused_with_a_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        round_share.parse_args(["--model-spec", "[1, 2]"])
+    assert "must be a JSON object" in capsys.readouterr().err
