@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 import json
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -80,22 +81,43 @@ def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(tmp_path: Path)
     results = round_share.measure_sizes(crypto, t_train, sizes, repeats=1)
 
     assert [(r.label, r.values) for r in results] == sizes
-    for r in results:
-        assert min(r.t_train, r.t_enc_v2, r.t_enc_v1) > 0
-        assert r.t_train == t_train
-        assert r.share_v2 == pytest.approx(r.t_enc_v2 / (r.t_train + r.t_enc_v2))
-        assert r.share_v1 == pytest.approx(r.t_enc_v1 / (r.t_train + r.t_enc_v1))
     assert len(crypto.terms) == 3  # two pair masks and the self-mask
+    for r, clock in itertools.product(results, round_share.CLOCKS):
+        train, v2, v1 = r.t_train.on(clock), r.t_enc_v2.on(clock), r.t_enc_v1.on(clock)
+        assert min(train, v2, v1) > 0
+        assert train == t_train.on(clock)
+        assert r.share_v2(clock) == pytest.approx(v2 / (train + v2))
+        assert r.share_v1(clock) == pytest.approx(v1 / (train + v1))
+
+
+def test_a_timing_is_the_median_of_its_runs_on_each_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Three runs taking 3, 1 and 2 s of wall time and 0.5, 0.1 and 0.3 s of CPU.
+    walls = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    cpus = iter([0.0, 0.5, 1.0, 1.1, 2.0, 2.3])
+    clocks = SimpleNamespace(perf_counter=walls.__next__, process_time=cpus.__next__)
+    monkeypatch.setattr(round_share, "time", clocks)
+    runs: list[int] = []
+    timing = round_share.median_timing(lambda: runs.append(1), repeats=3)
+    assert len(runs) == 3
+    assert timing.wall == pytest.approx(2.0) and timing.on("wall") == timing.wall
+    assert timing.cpu == pytest.approx(0.3) and timing.on("cpu") == timing.cpu
 
 
 @pytest.mark.parametrize(("t_enc", "verdict"), [(0.5, "(met)"), (2.0, "(MISSED)")])
 def test_the_report_says_whether_the_target_is_met_at_a_million_values(
     t_enc: float, verdict: str
 ) -> None:
-    result = round_share.SizeResult("1M", 1_000_000, 10.0, t_enc, 1.0)
+    timing = round_share.Timing
+    wall_slow = timing(wall=t_enc * 10, cpu=t_enc)  # the wall clock misses it either way
+    result = round_share.SizeResult("1M", 1_000_000, timing(10.0, 10.0), wall_slow, timing(1, 1))
     lines = round_share.report_lines([result], peers=19)
-    assert lines[-1].startswith("target: share v2 <= 5% at 1,000,000 values")
-    assert lines[-1].endswith(verdict)
+    targets = [line.strip() for line in lines if "target" in line]
+    assert targets == [
+        f"target (cpu): share v2 <= 5% at 1,000,000 values: {t_enc / (10 + t_enc):.2%} {verdict}",
+        f"target (wall): share v2 <= 5% at 1,000,000 values: {t_enc / (1 + t_enc):.2%} (MISSED)",
+    ]
 
 
 def test_a_model_spec_that_is_not_a_json_object_is_refused_with_a_message(
