@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import itertools
 import json
-import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -14,22 +12,6 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_script() -> ModuleType:
-    # Loaded by path: the benchmarks are scripts, not a package, and Opacus installs a
-    # top-level package named ``benchmarks`` that an import by name would find instead.
-    spec = importlib.util.spec_from_file_location(
-        "round_share_script", ROOT / "benchmarks" / "round_share.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-round_share = _load_script()
 
 
 def _demo_defaults() -> dict[str, Any]:
@@ -46,7 +28,7 @@ def _demo_defaults() -> dict[str, Any]:
     return defaults
 
 
-def test_the_benchmark_times_the_demos_policy() -> None:
+def test_the_benchmark_times_the_demos_policy(round_share: ModuleType) -> None:
     demo = _demo_defaults()
     hyper = round_share.DEMO_HYPER
     assert json.loads(demo["model_spec"]) == hyper["model_spec"]
@@ -61,18 +43,22 @@ def test_the_benchmark_times_the_demos_policy() -> None:
     [(1.0, 19.0, 0.05), (3.0, 1.0, 0.75), (0.0, 2.0, 0.0), (2.0, 0.0, 1.0)],
 )
 def test_the_share_is_encryption_time_over_training_plus_encryption(
-    t_enc: float, t_train: float, share: float
+    round_share: ModuleType, t_enc: float, t_train: float, share: float
 ) -> None:
     assert round_share.encryption_share(t_enc, t_train) == pytest.approx(share)
 
 
 @pytest.mark.parametrize(("t_enc", "t_train"), [(0.0, 0.0), (-1.0, 2.0), (1.0, -2.0)])
-def test_the_share_refuses_timings_that_define_no_round(t_enc: float, t_train: float) -> None:
+def test_the_share_refuses_timings_that_define_no_round(
+    round_share: ModuleType, t_enc: float, t_train: float
+) -> None:
     with pytest.raises(ValueError, match="non-negative"):
         round_share.encryption_share(t_enc, t_train)
 
 
-def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(tmp_path: Path) -> None:
+def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(
+    round_share: ModuleType, tmp_path: Path
+) -> None:
     policy = round_share.demo_policy()
     data = round_share.bank_data(tmp_path / "world", "tiny", 0, "4")
     t_train = round_share.time_training(data, policy, repeats=1)
@@ -91,6 +77,7 @@ def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(tmp_path: Path)
 
 
 def test_a_timing_is_the_median_of_its_runs_on_each_clock(
+    round_share: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Three runs taking 3, 1 and 2 s of wall time and 0.5, 0.1 and 0.3 s of CPU.
@@ -107,7 +94,7 @@ def test_a_timing_is_the_median_of_its_runs_on_each_clock(
 
 @pytest.mark.parametrize(("t_enc", "verdict"), [(0.5, "(met)"), (2.0, "(MISSED)")])
 def test_the_report_says_whether_the_target_is_met_at_a_million_values(
-    t_enc: float, verdict: str
+    round_share: ModuleType, t_enc: float, verdict: str
 ) -> None:
     timing = round_share.Timing
     wall_slow = timing(wall=t_enc * 10, cpu=t_enc)  # the wall clock misses it either way
@@ -121,6 +108,7 @@ def test_the_report_says_whether_the_target_is_met_at_a_million_values(
 
 
 def test_a_model_spec_that_is_not_a_json_object_is_refused_with_a_message(
+    round_share: ModuleType,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
