@@ -42,13 +42,19 @@ from bank_node.training import (  # noqa: E402
     model_from_vector,
     train_round,
 )
+from he.codec import TRAILER_SLOTS  # noqa: E402
 from models.comparison import TITLES, BankInfo, comparison_report, score_bank  # noqa: E402
 from models.features import FEATURE_NAMES, compute_features  # noqa: E402
 from models.federation import fedavg, run_fedavg  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import vector_length, vector_to_model  # noqa: E402
-from protocol import PolicySnapshot, default_ckks_params  # noqa: E402
+from protocol import (  # noqa: E402
+    DEFAULT_SECURE_AGGREGATION,
+    MIN_BANKS_FLOOR,
+    PolicySnapshot,
+    default_ckks_params,
+)
 from simulation.world import PRESETS  # noqa: E402
 
 # The one place the hyperparameters live: the in-process columns use them directly and
@@ -88,8 +94,8 @@ def load_bank(bank_id: str, path: Path) -> Bank:
 def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
     """The policy snapshot `train_round` reads, as the portal would send it.
 
-    Only the training fields come from ``hyper``; the rest (deadlines, CKKS, DP) do not
-    touch plaintext FedAvg and keep the protocol's defaults.
+    Only the training fields come from ``hyper``; the rest (deadlines, CKKS, DP, secure
+    aggregation) do not touch plaintext FedAvg and keep the protocol's defaults.
     """
     keys = ("model_spec", "local_epochs", "batch_size", "learning_rate", "fedprox_mu")
     return PolicySnapshot(
@@ -97,8 +103,8 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
         version=1,
         **{k: hyper[k] for k in keys},
         n_features=len(FEATURE_NAMES),
-        vector_length=vector_length(fresh_model(hyper)) + 1,  # parameters + the count slot
-        min_banks=1,
+        vector_length=vector_length(fresh_model(hyper)) + TRAILER_SLOTS,  # + count and tag
+        min_banks=MIN_BANKS_FLOOR,
         deadline_seconds=3600,
         max_rounds=hyper["rounds"],
         ckks_params=default_ckks_params(),
@@ -107,6 +113,8 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
         dp_delta=1e-5,
         dp_max_grad_norm=1.0,
         dp_noise_multiplier=None,
+        secure_aggregation=DEFAULT_SECURE_AGGREGATION,
+        aggregate_checkers=0,
     )
 
 

@@ -1,0 +1,352 @@
+"""Share of a node's round time spent on encryption under secure aggregation v2 (issue 12).
+
+    python benchmarks/round_share.py [--params 1000000] [--peers 19] [--repeats 3]
+                                     [--preset tiny] [--bank 1] [--seed 0]
+                                     [--model-spec JSON]
+
+In one process: generate a seeded synthetic world (``simulation.world``, no download), then
+time one node's local training round on one bank's data exactly as the node runs it
+(``bank_node.training.train_round`` with the demo's policy: model, local epochs, batch
+size, learning rate; features normalised; one torch thread, as the demo's nodes) - T_train.
+Then time the v2 encryption of an update (seeded, complex-packed, ``--peers`` pairwise
+masks plus a self-mask: ``he.seeded.encrypt_vector2`` with ``masker_for``, as
+``benchmarks/he_cost.py`` does) - T_enc (v2), and the v1 encryption of the same vector
+(``he.codec.encrypt_vector``) for comparison, both written to a file as the node does. Two
+update sizes: ``--params`` values (default 1,000,000, the issue's size) and the demo
+model's own vector. Every timing is the median of ``--repeats`` runs, on two clocks: the
+process's CPU time (what a dedicated node waits; robust to other jobs on a shared machine)
+and wall-clock time. Prints T_train, T_enc for v1 and v2, and the share
+T_enc / (T_train + T_enc) on each clock against the target of at most 5 % at 1M values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tenseal as ts
+import torch
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bank_node.training import (  # noqa: E402
+    LocalData,
+    Normalizer,
+    feature_moments,
+    local_data,
+    model_from_vector,
+    train_round,
+)
+from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update  # noqa: E402
+from he.keys import fingerprint, generate_secret_context, public_context_bytes  # noqa: E402
+from he.masking import MaskTerm, RoundBinding, pairwise_terms  # noqa: E402
+from he.params import CkksParams  # noqa: E402
+from he.ring import SealKit, kit_from_tenseal  # noqa: E402
+from he.seeded import encrypt_vector2, masker_for  # noqa: E402
+from models.features import FEATURE_NAMES  # noqa: E402
+from models.vector import vector_length  # noqa: E402
+from protocol import MIN_BANKS_FLOOR, PolicySnapshot, default_ckks_params  # noqa: E402
+from simulation.world import generate_world  # noqa: E402
+
+# The demo's policy (simulation/demo.py's command-line defaults; a test keeps them equal).
+DEMO_HYPER: dict[str, Any] = {
+    "local_epochs": 2,
+    "batch_size": 256,
+    "learning_rate": 3e-3,
+    "fedprox_mu": 0.0,
+    "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10},
+}
+TARGET_SHARE = 0.05
+TARGET_PARAMS = 1_000_000
+# The demo's first training round follows its statistics round; the node seeds with it.
+FIRST_TRAINING_ROUND = 2
+OWN_ID = "bank-own"
+
+
+Clock = Literal["cpu", "wall"]
+CLOCKS: dict[Clock, str] = {
+    # Training runs on one torch thread and encryption on one thread too, so a node's
+    # process CPU time is what it would wait on a machine of its own.
+    "cpu": "CPU seconds of this process (a dedicated one-thread node's wall time)",
+    "wall": "wall clock (inflated by whatever else shares this machine's cores)",
+}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Medians over repeated runs: wall-clock seconds and this process's CPU seconds."""
+
+    wall: float
+    cpu: float
+
+    def on(self, clock: Clock) -> float:
+        return self.cpu if clock == "cpu" else self.wall
+
+
+def median_timing(action: Callable[[], object], repeats: int) -> Timing:
+    """The median wall-clock and CPU time of ``repeats`` runs of ``action``."""
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        action()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return Timing(statistics.median(walls), statistics.median(cpus))
+
+
+def encryption_share(t_enc: float, t_train: float) -> float:
+    """The share of the round spent encrypting: ``T_enc / (T_train + T_enc)``."""
+    if t_enc < 0 or t_train < 0 or t_enc + t_train == 0:
+        raise ValueError("timings must be non-negative and not both zero")
+    return t_enc / (t_train + t_enc)
+
+
+def demo_policy(model_spec: dict[str, Any] | None = None) -> PolicySnapshot:
+    """The snapshot a node receives under the demo's policy (v2, features normalised).
+
+    ``model_spec`` replaces the demo's model only (to time training of a larger model).
+    """
+    spec = DEMO_HYPER["model_spec"] if model_spec is None else model_spec
+    model = model_from_vector(spec, len(FEATURE_NAMES), None)
+    return PolicySnapshot(
+        name="demo",
+        version=1,
+        model_spec=spec,
+        n_features=len(FEATURE_NAMES),
+        vector_length=vector_length(model) + TRAILER_SLOTS,
+        local_epochs=DEMO_HYPER["local_epochs"],
+        batch_size=DEMO_HYPER["batch_size"],
+        learning_rate=DEMO_HYPER["learning_rate"],
+        fedprox_mu=DEMO_HYPER["fedprox_mu"],
+        min_banks=MIN_BANKS_FLOOR,
+        deadline_seconds=300,
+        max_rounds=3,
+        ckks_params=default_ckks_params(),
+        normalize_features=True,
+        dp_target_epsilon=None,
+        dp_delta=1e-5,
+        dp_max_grad_norm=1.0,
+        dp_noise_multiplier=None,
+        secure_aggregation="v2",
+        aggregate_checkers=0,
+    )
+
+
+def bank_data(world_dir: Path, preset: str, seed: int, bank: str) -> LocalData:
+    """One bank's splits of a generated world, normalised as after a statistics round.
+
+    The bank's own moments stand in for the consortium's pooled ones: the values differ,
+    the work per epoch does not.
+    """
+    manifest = generate_world(world_dir, preset=preset, seed=seed)
+    if bank not in manifest["banks"]:
+        raise SystemExit(f"no bank {bank!r} in the {preset} world: {sorted(manifest['banks'])}")
+    data = local_data(world_dir / manifest["banks"][bank]["file"])
+    moments, _rows = feature_moments(data)
+    return data.normalized(Normalizer.from_moments(moments, FIRST_TRAINING_ROUND - 1))
+
+
+def time_training(data: LocalData, policy: PolicySnapshot, repeats: int) -> Timing:
+    """T_train: the node's training round from the policy's initial weights."""
+    return median_timing(
+        lambda: train_round(data, policy, None, seed=FIRST_TRAINING_ROUND), repeats
+    )
+
+
+@dataclass
+class Crypto:
+    """One member's CKKS secret context and its v2 masks for a cohort of ``peers + 1``."""
+
+    params: CkksParams
+    secret: ts.Context
+    kit: SealKit
+    fingerprint: str
+    binding: RoundBinding
+    terms: list[MaskTerm]
+
+
+def crypto_setup(peers: int, params: CkksParams | None = None) -> Crypto:
+    """Keys and masks, made once before any timing (the node derives its seeds at round start)."""
+    params = params or CkksParams()
+    secret = generate_secret_context(params)
+    fp = fingerprint(public_context_bytes(secret))
+    binding = RoundBinding("benchmark", FIRST_TRAINING_ROUND, fp)
+    own = X25519PrivateKey.generate()
+    cohort = {f"bank-{i:03d}": X25519PrivateKey.generate().public_key() for i in range(peers)}
+    terms = [
+        *pairwise_terms(own, OWN_ID, cohort, binding),
+        MaskTerm(OWN_ID, os.urandom(32), 1),
+    ]
+    return Crypto(params, secret, kit_from_tenseal(secret, params), fp, binding, terms)
+
+
+def update_values(length: int, seed: int = 0) -> np.ndarray:
+    """A packed update ``[n w, n, tag]`` of ``length`` values (weights ~ N(0, 0.1))."""
+    if length <= TRAILER_SLOTS:
+        raise ValueError(f"an update has more than {TRAILER_SLOTS} values")
+    weights = np.random.default_rng(seed).normal(0, 0.1, length - TRAILER_SLOTS)
+    return pack_update(weights, 1000, 1.5)
+
+
+def time_encrypt_v2(crypto: Crypto, values: np.ndarray, path: Path, repeats: int) -> Timing:
+    """T_enc (v2): seeded, packed, pairwise- and self-masked, written to ``path``."""
+
+    def encrypt() -> None:
+        masker = masker_for(crypto.kit, crypto.terms, crypto.binding)
+        with open(path, "wb") as out:
+            encrypt_vector2(crypto.kit, values, crypto.fingerprint, out, masker)
+
+    return median_timing(encrypt, repeats)
+
+
+def time_encrypt_v1(crypto: Crypto, values: np.ndarray, path: Path, repeats: int) -> Timing:
+    """T_enc (v1): one public-key CKKS vector per chunk, written to ``path``."""
+
+    def encrypt() -> None:
+        with open(path, "wb") as out:
+            encrypt_vector(crypto.secret, values, crypto.params, crypto.fingerprint, out)
+
+    return median_timing(encrypt, repeats)
+
+
+@dataclass(frozen=True)
+class SizeResult:
+    """Encryption times of one update size beside the same training time."""
+
+    label: str
+    values: int
+    t_train: Timing
+    t_enc_v2: Timing
+    t_enc_v1: Timing
+
+    def share_v2(self, clock: Clock) -> float:
+        return encryption_share(self.t_enc_v2.on(clock), self.t_train.on(clock))
+
+    def share_v1(self, clock: Clock) -> float:
+        return encryption_share(self.t_enc_v1.on(clock), self.t_train.on(clock))
+
+
+def measure_sizes(
+    crypto: Crypto, t_train: Timing, sizes: Sequence[tuple[str, int]], repeats: int
+) -> list[SizeResult]:
+    """Both encryptions of one update per size, timed against ``t_train``."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="round-share-") as tmp:
+        for label, length in sizes:
+            values = update_values(length)
+            v2 = time_encrypt_v2(crypto, values, Path(tmp) / "update.ckks2", repeats)
+            v1 = time_encrypt_v1(crypto, values, Path(tmp) / "update.ckks", repeats)
+            results.append(SizeResult(label, length, t_train, v2, v1))
+    return results
+
+
+def report_lines(results: Sequence[SizeResult], peers: int) -> list[str]:
+    """The comparable figures on each clock, one row per size, with the target's verdict."""
+    lines = [f"v2: seeded, complex-packed, {peers} pair masks + self-mask; v1: public-key CKKS"]
+    for clock, title in CLOCKS.items():
+        lines += ["", title, TABLE_HEADER]
+        lines += [row_line(r, clock) for r in results]
+        lines += [target_line(r, clock) for r in results if r.values == TARGET_PARAMS]
+    return lines
+
+
+TABLE_HEADER = (
+    f"  {'update':<26} {'values':>10} {'T_train':>9} {'T_enc v2':>9} {'T_enc v1':>9} "
+    f"{'share v2':>9} {'share v1':>9}"
+)
+
+
+def row_line(r: SizeResult, clock: Clock) -> str:
+    return (
+        f"  {r.label:<26} {r.values:>10,} {r.t_train.on(clock):>8.3f}s "
+        f"{r.t_enc_v2.on(clock):>8.3f}s {r.t_enc_v1.on(clock):>8.3f}s "
+        f"{r.share_v2(clock):>8.2%} {r.share_v1(clock):>8.2%}"
+    )
+
+
+def target_line(r: SizeResult, clock: Clock) -> str:
+    share = r.share_v2(clock)
+    verdict = "met" if share <= TARGET_SHARE else "MISSED"
+    return (
+        f"  target ({clock}): share v2 <= {TARGET_SHARE:.0%} at {TARGET_PARAMS:,} values: "
+        f"{share:.2%} ({verdict})"
+    )
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object, or a clear error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", type=int, default=TARGET_PARAMS, help="values in the large update")
+    p.add_argument("--peers", type=int, default=19, help="pairwise masks (cohort size - 1)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is shown")
+    p.add_argument("--preset", default="tiny", help="simulation.world preset")
+    p.add_argument("--bank", default="1", help="the bank whose node is timed ('1' is largest)")
+    p.add_argument("--seed", type=int, default=0, help="the world's seed")
+    p.add_argument(
+        "--model-spec",
+        type=json_object,
+        default=None,
+        help="model spec JSON instead of the demo's (see models.nets.build_model)",
+    )
+    args = p.parse_args(argv)
+    if args.params <= TRAILER_SLOTS or args.peers < 0 or args.repeats < 1:
+        p.error(f"--params must exceed {TRAILER_SLOTS}, --peers be >= 0, --repeats >= 1")
+    return args
+
+
+def setup_line(args: argparse.Namespace, data: LocalData, policy: PolicySnapshot) -> str:
+    """What was timed: world, bank, model and policy."""
+    return (
+        f"world {args.preset} (seed {args.seed}), bank {args.bank}: {data.y_train.size:,} "
+        f"training rows; model {json.dumps(policy.model_spec)} with "
+        f"{policy.vector_length - TRAILER_SLOTS:,} parameters, {policy.local_epochs} local "
+        f"epochs, batch {policy.batch_size}; median of {args.repeats} runs"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # as the demo's nodes run (torch_threads = 1)
+    try:
+        policy = demo_policy(args.model_spec)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise SystemExit(f"--model-spec: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="round-share-world-") as tmp:
+        data = bank_data(Path(tmp), args.preset, args.seed, args.bank)
+    print(setup_line(args, data, policy), flush=True)
+    t_train = time_training(data, policy, args.repeats)
+    sizes = [
+        (f"{args.params:,} values", args.params),
+        ("the model's own update", policy.vector_length),
+    ]
+    results = measure_sizes(crypto_setup(args.peers), t_train, sizes, args.repeats)
+    print("\n".join(report_lines(results, args.peers)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

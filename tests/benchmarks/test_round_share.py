@@ -1,0 +1,116 @@
+"""benchmarks/round_share.py at tiny sizes: its figures, its share and its demo policy."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _demo_defaults() -> dict[str, Any]:
+    """The defaults of simulation/demo.py's command-line flags, read from its source."""
+    tree = ast.parse((ROOT / "simulation" / "demo.py").read_text())
+    defaults: dict[str, Any] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"):
+            continue
+        flag = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else ""
+        for keyword in node.keywords:
+            if keyword.arg == "default" and isinstance(keyword.value, ast.Constant):
+                defaults[str(flag).lstrip("-").replace("-", "_")] = keyword.value.value
+    return defaults
+
+
+def test_the_benchmark_times_the_demos_policy(round_share: ModuleType) -> None:
+    demo = _demo_defaults()
+    hyper = round_share.DEMO_HYPER
+    assert json.loads(demo["model_spec"]) == hyper["model_spec"]
+    for key in ("local_epochs", "batch_size", "learning_rate", "fedprox_mu"):
+        assert demo[key] == hyper[key], key
+    policy = round_share.demo_policy()
+    assert policy.masked and policy.normalize_features and not policy.dp_enabled
+
+
+@pytest.mark.parametrize(
+    ("t_enc", "t_train", "share"),
+    [(1.0, 19.0, 0.05), (3.0, 1.0, 0.75), (0.0, 2.0, 0.0), (2.0, 0.0, 1.0)],
+)
+def test_the_share_is_encryption_time_over_training_plus_encryption(
+    round_share: ModuleType, t_enc: float, t_train: float, share: float
+) -> None:
+    assert round_share.encryption_share(t_enc, t_train) == pytest.approx(share)
+
+
+@pytest.mark.parametrize(("t_enc", "t_train"), [(0.0, 0.0), (-1.0, 2.0), (1.0, -2.0)])
+def test_the_share_refuses_timings_that_define_no_round(
+    round_share: ModuleType, t_enc: float, t_train: float
+) -> None:
+    with pytest.raises(ValueError, match="non-negative"):
+        round_share.encryption_share(t_enc, t_train)
+
+
+def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(
+    round_share: ModuleType, tmp_path: Path
+) -> None:
+    policy = round_share.demo_policy()
+    data = round_share.bank_data(tmp_path / "world", "tiny", 0, "4")
+    t_train = round_share.time_training(data, policy, repeats=1)
+    crypto = round_share.crypto_setup(peers=2)
+    sizes = [("small", 5000), ("model", policy.vector_length)]
+    results = round_share.measure_sizes(crypto, t_train, sizes, repeats=1)
+
+    assert [(r.label, r.values) for r in results] == sizes
+    assert len(crypto.terms) == 3  # two pair masks and the self-mask
+    for r, clock in itertools.product(results, round_share.CLOCKS):
+        train, v2, v1 = r.t_train.on(clock), r.t_enc_v2.on(clock), r.t_enc_v1.on(clock)
+        assert min(train, v2, v1) > 0
+        assert train == t_train.on(clock)
+        assert r.share_v2(clock) == pytest.approx(v2 / (train + v2))
+        assert r.share_v1(clock) == pytest.approx(v1 / (train + v1))
+
+
+def test_a_timing_is_the_median_of_its_runs_on_each_clock(
+    round_share: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Three runs taking 3, 1 and 2 s of wall time and 0.5, 0.1 and 0.3 s of CPU.
+    walls = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    cpus = iter([0.0, 0.5, 1.0, 1.1, 2.0, 2.3])
+    clocks = SimpleNamespace(perf_counter=walls.__next__, process_time=cpus.__next__)
+    monkeypatch.setattr(round_share, "time", clocks)
+    runs: list[int] = []
+    timing = round_share.median_timing(lambda: runs.append(1), repeats=3)
+    assert len(runs) == 3
+    assert timing.wall == pytest.approx(2.0) and timing.on("wall") == timing.wall
+    assert timing.cpu == pytest.approx(0.3) and timing.on("cpu") == timing.cpu
+
+
+@pytest.mark.parametrize(("t_enc", "verdict"), [(0.5, "(met)"), (2.0, "(MISSED)")])
+def test_the_report_says_whether_the_target_is_met_at_a_million_values(
+    round_share: ModuleType, t_enc: float, verdict: str
+) -> None:
+    timing = round_share.Timing
+    wall_slow = timing(wall=t_enc * 10, cpu=t_enc)  # the wall clock misses it either way
+    result = round_share.SizeResult("1M", 1_000_000, timing(10.0, 10.0), wall_slow, timing(1, 1))
+    lines = round_share.report_lines([result], peers=19)
+    targets = [line.strip() for line in lines if "target" in line]
+    assert targets == [
+        f"target (cpu): share v2 <= 5% at 1,000,000 values: {t_enc / (10 + t_enc):.2%} {verdict}",
+        f"target (wall): share v2 <= 5% at 1,000,000 values: {t_enc / (1 + t_enc):.2%} (MISSED)",
+    ]
+
+
+def test_a_model_spec_that_is_not_a_json_object_is_refused_with_a_message(
+    round_share: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        round_share.parse_args(["--model-spec", "[1, 2]"])
+    assert "must be a JSON object" in capsys.readouterr().err
