@@ -113,7 +113,7 @@ class Agent:
 
     @property
     def data(self) -> LocalData:
-        return local_data(self.config.data_file)
+        return local_data(self.config.data_file, self.config.evaluation)
 
     # --- one poll ------------------------------------------------------------------
 

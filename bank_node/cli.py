@@ -11,7 +11,7 @@ from typing import Any
 
 from bank_node import roster_cli
 from bank_node.config import ConfigError, NodeConfig, load_config
-from protocol import DEFAULT_CKKS_PARAMS, PolicySnapshot, ProtocolError
+from protocol import DEFAULT_CKKS_PARAMS
 
 log = logging.getLogger("bank_node")
 
@@ -176,51 +176,21 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     """Local-only reference: the same model trained on this bank's data alone."""
     import torch
 
-    from bank_node.training import (
-        Normalizer,
-        evaluate,
-        feature_moments,
-        local_data,
-        model_from_vector,
-    )
-    from models.training import train_local
+    from bank_node.baseline import baseline_policy, check_save_target, run_baseline
+    from bank_node.training import local_data
 
     config = _config(args)
+    save = Path(args.save) if args.save else None
+    if save is not None:
+        check_save_target(config, save)
     torch.set_num_threads(max(1, config.torch_threads))
-    policy = _policy_file(Path(args.policy))
-    data = local_data(config.data_file)
-    if policy.normalize_features:
-        # Alone, a bank can only normalise with its own statistics.
-        moments, _ = feature_moments(data)
-        data = data.normalized(Normalizer.from_moments(moments, 0))
-    model = model_from_vector(policy.model_spec, policy.n_features, None, lr=policy.learning_rate)
-    train_local(
-        model,
-        data.x_train,
-        data.y_train,
-        epochs=args.epochs,
-        batch_size=policy.batch_size,
-        lr=policy.learning_rate,
-        seed=0,
-    )
-    print(json.dumps(evaluate(model, data)))
+    chosen = baseline_policy(config, Path(args.policy) if args.policy else None)
+    log.info("baseline: policy from %s; split: %s", chosen.source, config.evaluation.describe())
+    policy = chosen.policy
+    epochs = args.epochs or policy.local_epochs * policy.max_rounds
+    data = local_data(config.data_file, config.evaluation)
+    print(json.dumps(run_baseline(data, chosen, epochs, save)))
     return 0
-
-
-def _policy_file(path: Path) -> PolicySnapshot:
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not JSON: {exc}") from exc
-    return _policy(raw, path)
-
-
-def _policy(raw: object, source: Path) -> PolicySnapshot:
-    """A policy snapshot read from a local file, or a ConfigError naming the bad field."""
-    try:
-        return PolicySnapshot.from_dict(raw)
-    except ProtocolError as exc:
-        raise ConfigError(f"{source}: not a policy snapshot: {exc}") from exc
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -229,21 +199,19 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from bank_node.baseline import policy_snapshot
     from bank_node.data import load_ibm_csv
     from bank_node.training import Normalizer, model_from_vector
     from models.features import compute_features
     from models.training import predict_scores
 
     config = _config(args)
-    state = config.state_dir
+    state = Path(args.model) if args.model else config.state_dir
     meta_path = state / "global_model.json"
     if not meta_path.exists():
-        raise ConfigError(
-            f"{meta_path} does not exist: this node has not evaluated a published global model "
-            "yet (run `bank-node run` or `train-once` first)"
-        )
+        raise ConfigError(f"{meta_path} does not exist: {_no_model_hint(args.model)}")
     meta = json.loads(meta_path.read_text())
-    policy = _policy(meta.get("policy"), meta_path)
+    policy = policy_snapshot(meta.get("policy"), meta_path)
     model = model_from_vector(
         policy.model_spec, policy.n_features, np.load(state / "global_model.npy")
     )
@@ -268,11 +236,44 @@ def cmd_score(args: argparse.Namespace) -> int:
                 "alerts": alerts,
                 "threshold": threshold,
                 "global_model_round": meta["round"],
+                "model": meta.get("model", "global"),
                 "out": args.out,
             }
         )
     )
     return 0
+
+
+def _no_model_hint(model: str | None) -> str:
+    if model:
+        return "not a directory written by `bank-node baseline --save DIR`"
+    return (
+        "this node has not evaluated a published global model yet (run `bank-node run` or "
+        "`train-once` first, or score a local-only model: `bank-node baseline --save DIR`, "
+        "then `score --model DIR`)"
+    )
+
+
+def _baseline_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--policy",
+        help="policy snapshot JSON, or a round's JSON (GET /api/v1/rounds/current) whose "
+        "policy is used. Optional: without it, the policy of the portal's current round when "
+        "the portal answers, else the protocol defaults; the output's policy_source says which",
+    )
+    c.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="training epochs (default: the policy's local_epochs x max_rounds, the epochs "
+        "a bank trains through a whole federation)",
+    )
+    c.add_argument(
+        "--save",
+        metavar="DIR",
+        help="save the local-only model to DIR in the node's global-model format, for "
+        "`bank-node score --model DIR`",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -319,8 +320,7 @@ def parser() -> argparse.ArgumentParser:
         if name == "train-once":
             c.add_argument("--timeout", type=float, default=3600)
         if name == "baseline":
-            c.add_argument("--policy", required=True, help="policy snapshot JSON")
-            c.add_argument("--epochs", type=int, required=True)
+            _baseline_arguments(c)
 
     roster_cli.add_parser(sub)
 
@@ -328,6 +328,12 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--config", required=True, help="node configuration (TOML)")
     sc.add_argument("--input", required=True, help="transactions CSV (IBM AML schema)")
     sc.add_argument("--out", required=True, help="where to write line,score,alert")
+    sc.add_argument(
+        "--model",
+        metavar="DIR",
+        help="a model saved by `bank-node baseline --save DIR` (default: the newest global "
+        "model, in state_dir)",
+    )
     sc.set_defaults(func=cmd_score)
 
     return p

@@ -6,6 +6,7 @@ import ipaddress
 import tomllib
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,49 @@ class Guardrails:
     max_model_parameters: int | None = None
     # Key epoch fingerprints (64 hex) this bank accepts; empty: those the roster has in force.
     accepted_key_epochs: tuple[str, ...] = ()
+
+
+# --- [evaluation]: how the bank's own data is split (issue 14) ----------------------------
+# Kept together, apart from the rest, so that other changes to the config do not collide.
+
+# A test period with fewer positives than this gives AUPRC and recall figures that move by
+# several points when one transaction changes side: the node warns (log and metric).
+MIN_TEST_POSITIVES = 20
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the bank's own data is split into train, validation and test (``[evaluation]``).
+
+    Without dates: the first 60% of the file's time span trains, the next 20% validates
+    (it picks the alert threshold), the last 20% tests. With ``train_before`` (and
+    optionally ``evaluate_from``, which defaults to it): rows before ``train_before``
+    train, except the last ``validation_fraction`` of their time span, which validates;
+    rows from ``evaluate_from`` on test; rows in between (a gap a bank may leave for
+    late labels) are not used. ``min_test_positives`` is the fewest positive test rows
+    before the node warns that its figures are unreliable.
+    """
+
+    train_before: date | None = None
+    evaluate_from: date | None = None
+    validation_fraction: float = 0.25
+    min_test_positives: int = MIN_TEST_POSITIVES
+
+    @property
+    def by_date(self) -> bool:
+        return self.train_before is not None
+
+    def describe(self) -> str:
+        """One line for logs and reports: which split this is."""
+        if self.train_before is None:
+            return "60/20/20 of the file's time span (no [evaluation] dates set)"
+        return (
+            f"train before {self.train_before} (its last {self.validation_fraction:.0%} of "
+            f"time validates), test from {self.evaluate_from}"
+        )
+
+
+# --- end of [evaluation] -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -66,6 +110,7 @@ class NodeConfig:
     # policies: it refuses to start unless this is set (a test consortium, never production).
     allow_unpinned_roster: bool = False
     guardrails: Guardrails = Guardrails()
+    evaluation: Evaluation = Evaluation()
 
     @property
     def credential(self) -> str:
@@ -223,7 +268,66 @@ def _guardrails(path: Path, name: str, value: Any) -> Guardrails:
     return Guardrails(**read)
 
 
+# --- [evaluation] readers (issue 14) ------------------------------------------------------
+
+
+def _date(path: Path, name: str, value: Any) -> date:
+    """A TOML date (2024-03-21) or the same as a string ("2024-03-21")."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f'{path}: {name} must be a date like "2024-03-21", not {value!r}')
+
+
+def _fraction(path: Path, name: str, value: Any) -> float:
+    number = _number(path, name, value)
+    if not 0 < number < 1:
+        raise ConfigError(f"{path}: {name} must lie strictly between 0 and 1, not {value!r}")
+    return number
+
+
+EVALUATION_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "train_before": _date,
+    "evaluate_from": _date,
+    "validation_fraction": _fraction,
+    "min_test_positives": _integer,
+}
+
+
+def _evaluation(path: Path, name: str, value: Any) -> Evaluation:
+    """The ``[evaluation]`` table; every key optional, unknown keys refused."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    unknown = set(value) - set(EVALUATION_READERS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) in [{name}]: {', '.join(sorted(unknown))}")
+    read = {k: EVALUATION_READERS[k](path, f"{name}.{k}", v) for k, v in value.items()}
+    before, start = read.get("train_before"), read.get("evaluate_from")
+    if before is None and start is not None:
+        raise ConfigError(
+            f"{path}: {name}.evaluate_from is set without {name}.train_before; set both "
+            f'(e.g. train_before = "2024-03-21" and evaluate_from = "2024-03-21")'
+        )
+    if before is not None and start is None:
+        read["evaluate_from"] = start = before
+    if before is not None and start is not None and start < before:
+        raise ConfigError(
+            f"{path}: {name}.evaluate_from ({start}) is before {name}.train_before ({before}): "
+            "the test period would overlap the training data; set evaluate_from on or after "
+            "train_before"
+        )
+    return Evaluation(**read)
+
+
+# --- end of [evaluation] readers -----------------------------------------------------------
+
+
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "evaluation": _evaluation,
     "guardrails": _guardrails,
     "report_metrics": _flag,
     "allow_unpinned_roster": _flag,

@@ -72,6 +72,17 @@ GLOBAL_MODEL_AUPRC = Gauge(
     "AUPRC of the latest published global model on this bank's held-out data (NaN when "
     "the held-out data has no positive).",
 )
+TEST_POSITIVES = Gauge(
+    "bank_node_test_positives",
+    "Positive (labelled illicit) transactions in this bank's test period, as the "
+    "[evaluation] split chose it (-1 before the data is read).",
+)
+TEST_POSITIVES_LOW = Gauge(
+    "bank_node_test_positives_low",
+    "1 when the test period holds fewer positives than [evaluation] min_test_positives "
+    "(default 20), so the reported AUPRC, recall and F1 are unreliable; 0 otherwise.",
+)
+TEST_POSITIVES.set(-1)
 GLOBAL_MODEL_ROUND = Gauge(
     "bank_node_global_model_round",
     "Round number of the global model the AUPRC gauge describes (0: none evaluated yet).",
@@ -193,6 +204,12 @@ def global_model_evaluated(number: int, metrics: dict[str, Any]) -> None:
     GLOBAL_MODEL_AUPRC.set(float("nan") if auprc is None else float(auprc))
     GLOBAL_MODEL_ROUND.set(number)
     LAST_SUCCESSFUL_ROUND.set(time.time())
+
+
+def test_positives(count: int, *, low: bool) -> None:
+    """How many positives the test period holds, and whether that is below the floor."""
+    TEST_POSITIVES.set(count)
+    TEST_POSITIVES_LOW.set(1 if low else 0)
 
 
 def aggregate_refused() -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from bank_node.data import chronological_split, load_ibm_csv
+from bank_node import metrics as node_metrics
+from bank_node.config import Evaluation
+from bank_node.data import load_ibm_csv
+from bank_node.splits import low_positive_warning, split_frame
 from models.features import compute_features
 from models.metrics import auprc, f1_at, f1_best_threshold, recall_at_budget
 from models.nets import FraudMLP, build_model
@@ -22,10 +26,16 @@ from protocol import PolicySnapshot
 if TYPE_CHECKING:
     from models.privacy import DPConfig
 
+log = logging.getLogger(__name__)
+DEFAULT_EVALUATION = Evaluation()
+
 
 @dataclass(frozen=True)
 class LocalData:
-    """The bank's transactions as feature matrices, split by time (60/20/20)."""
+    """The bank's transactions as feature matrices: train, validation and test.
+
+    Split by time (60/20/20 of the span) or by the dates of the node's ``[evaluation]``.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -91,16 +101,32 @@ def feature_moments(data: LocalData) -> tuple[np.ndarray, int]:
 
 
 @functools.lru_cache(maxsize=2)
-def local_data(path: Path) -> LocalData:
+def local_data(path: Path, evaluation: Evaluation = DEFAULT_EVALUATION) -> LocalData:
+    """The bank's file as features, split as ``evaluation`` says; warns on few test positives."""
     frame = load_ibm_csv(path)
-    parts = chronological_split(frame)
+    parts = split_frame(frame, evaluation, path)
     # Features are computed on the whole history (strictly as-of), then split, so the
     # first held-out rows still see the account history that precedes them.
     features = compute_features(frame)
     labels = frame["label"].to_numpy(dtype=np.float32)
     index = [frame.index.get_indexer(p.index) for p in parts]
     tr, va, te = index
-    return LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
+    data = LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
+    check_test_positives(data, evaluation, path)
+    return data
+
+
+def check_test_positives(data: LocalData, evaluation: Evaluation, source: Path | str) -> bool:
+    """Log a warning and set the metric when the test period has too few positives.
+
+    Returns True when the count is below ``evaluation.min_test_positives``.
+    """
+    positives = int(data.y_test.sum())
+    warning = low_positive_warning(positives, evaluation, source)
+    node_metrics.test_positives(positives, low=warning is not None)
+    if warning is not None:
+        log.warning(warning)
+    return warning is not None
 
 
 def model_from_vector(

@@ -14,6 +14,13 @@ Run: ``.venv/bin/python benchmarks/quality.py [--preset small|tiny] [--seed 0]``
    AUPRC, recall at a 0.5% alert budget, F1 at the validation-chosen threshold, and per
    holdout typology the recall at the alert budget at the banks that never saw it while
    training. Targets are printed with pass/fail.
+
+Bring your own data: ``--data-dir DIR`` takes one CSV per bank (IBM AML schema, see
+DATA.md) instead of a generated world; no manifest is needed, and without a ``Typology``
+column the per-typology figures are skipped with a note. ``--train-before`` and
+``--evaluate-from`` split every bank by date, as a node's ``[evaluation]`` table does (the
+encrypted run's nodes get the same table). ``--no-encrypted`` leaves out the CKKS column
+(no portal, no node processes): local-only, centralised and plaintext FedAvg only.
 """
 
 from __future__ import annotations
@@ -34,10 +41,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bank_node.data import chronological_split, load_ibm_csv  # noqa: E402
+from bank_node.config import Evaluation  # noqa: E402
+from bank_node.data import load_ibm_csv  # noqa: E402
+from bank_node.splits import split_frame  # noqa: E402
 from bank_node.training import (  # noqa: E402
     LocalData,
     Normalizer,
+    check_test_positives,
     feature_moments,
     model_from_vector,
     train_round,
@@ -54,6 +64,16 @@ from protocol import (  # noqa: E402
     MIN_BANKS_FLOOR,
     PolicySnapshot,
     default_ckks_params,
+)
+from simulation.datadir import (  # noqa: E402
+    TYPOLOGY_COLUMN,
+    BankFile,
+    add_data_arguments,
+    bank_files,
+    check_data_arguments,
+    has_column,
+    load_manifest,
+    typology_manifest,
 )
 from simulation.world import PRESETS  # noqa: E402
 
@@ -75,20 +95,26 @@ class Bank:
     """One member bank's data as its node sees it, plus the held-out rows' typologies."""
 
     bank_id: str
+    slug: str  # its name at the portal and its directory in the encrypted run
     data: LocalData
-    test_typology: np.ndarray
+    test_typology: np.ndarray  # "" for every row when the file has no Typology column
+    rows: int
 
 
-def load_bank(bank_id: str, path: Path) -> Bank:
+def load_bank(file: BankFile, evaluation: Evaluation) -> Bank:
     """Same steps as `bank_node.training.local_data`, keeping the test rows' typology."""
-    frame = load_ibm_csv(path)
-    parts = chronological_split(frame)
+    frame = load_ibm_csv(file.path)
+    parts = split_frame(frame, evaluation, file.path)
     features = compute_features(frame)
     labels = frame["label"].to_numpy(dtype=np.float32)
     tr, va, te = (frame.index.get_indexer(p.index) for p in parts)
-    typology = pd.read_csv(path, usecols=["Typology"], dtype=str, keep_default_na=False)
     data = LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
-    return Bank(bank_id, data, typology["Typology"].to_numpy()[te])
+    check_test_positives(data, evaluation, file.path)
+    typology = np.full(len(frame), "", dtype=object)
+    if has_column(file.path, TYPOLOGY_COLUMN):
+        read = pd.read_csv(file.path, usecols=[TYPOLOGY_COLUMN], dtype=str, keep_default_na=False)
+        typology = read[TYPOLOGY_COLUMN].to_numpy()
+    return Bank(file.bank_id, file.slug, data, typology[te], len(frame))
 
 
 def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
@@ -113,6 +139,7 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
         dp_delta=1e-5,
         dp_max_grad_norm=1.0,
         dp_noise_multiplier=None,
+        # Plaintext FedAvg never reads these; any valid value will do.
         secure_aggregation=DEFAULT_SECURE_AGGREGATION,
         aggregate_checkers=0,
     )
@@ -188,7 +215,24 @@ def federated_plaintext(
 
 def run_demo(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> float:
     """The encrypted column: the demo's portal and node processes; returns seconds taken."""
-    argv = [
+    argv = [*demo_argv(args, hyper, out), *data_argv(args)]
+    print("[quality] encrypted run: " + " ".join(argv[1:]), flush=True)
+    started = time.monotonic()
+    with open(out.parent / "demo.log", "wb") as log:
+        subprocess.run(argv, cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return time.monotonic() - started
+
+
+def data_argv(args: argparse.Namespace) -> list[str]:
+    """The demo's flags for the banks' own files and the date split, when given."""
+    flags = {"--data-dir": args.data_dir, "--train-before": args.train_before,
+             "--evaluate-from": args.evaluate_from}  # fmt: skip
+    return [str(x) for flag, value in flags.items() if value is not None for x in (flag, value)]
+
+
+def demo_argv(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> list[str]:
+    """``python -m simulation.demo`` with the hyperparameters in ``hyper``."""
+    return [
         sys.executable, "-m", "simulation.demo", "--preset", args.preset,
         "--banks", str(args.banks), "--rounds", str(hyper["rounds"]),
         "--local-epochs", str(hyper["local_epochs"]), "--seed", str(args.seed),
@@ -198,11 +242,6 @@ def run_demo(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> floa
         "--model-spec", json.dumps(hyper["model_spec"]),
         "--deadline", str(args.deadline), "--timeout", str(args.timeout),
     ]  # fmt: skip
-    print("[quality] encrypted run: " + " ".join(argv[1:]), flush=True)
-    started = time.monotonic()
-    with open(out.parent / "demo.log", "wb") as log:
-        subprocess.run(argv, cwd=ROOT, check=True, stdout=log, stderr=subprocess.STDOUT)
-    return time.monotonic() - started
 
 
 def encrypted_models(
@@ -212,7 +251,7 @@ def encrypted_models(
     policy = json.loads((out / "policy.json").read_text())
     models, norms = [], []
     for bank in banks:
-        state = out / "banks" / f"bank-{bank.bank_id}" / "state"
+        state = out / "banks" / bank.slug / "state"
         meta = json.loads((state / "global_model.json").read_text())
         evaluated = json.loads((state / "state.json").read_text())["evaluated"]
         if len(evaluated) != rounds:
@@ -233,7 +272,7 @@ def stats_round_of(out: Path) -> int | None:
     return 1 if policy.get("normalize_features", False) else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="small")
     p.add_argument("--banks", type=int, default=None, help="default: the preset's bank count")
@@ -244,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="use the encrypted run already in --out instead of running the demo",
     )
+    p.add_argument(
+        "--no-encrypted",
+        action="store_true",
+        help="leave out the CKKS column (no portal, no node processes)",
+    )
     p.add_argument("--deadline", type=int, default=3600, help="round deadline (s) for the demo")
     p.add_argument("--timeout", type=int, default=14_400, help="demo timeout (s)")
     for key in ("rounds", "local_epochs", "batch_size"):
@@ -251,24 +295,29 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("learning_rate", "fedprox_mu"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=HYPER[key])
     p.add_argument("--model-spec", default=json.dumps(HYPER["model_spec"]))
+    add_data_arguments(p)
     args = p.parse_args(argv)
+    check_data_arguments(p, args)
     args.banks = args.banks or int(PRESETS[args.preset]["banks"])
+    return args
+
+
+def hyper_of(args: argparse.Namespace) -> dict[str, Any]:
     hyper = {k: getattr(args, k) for k in HYPER if k != "model_spec"}
     hyper["model_spec"] = json.loads(args.model_spec)
-    work = Path(args.out or ROOT / "benchmarks" / "out" / f"quality-{args.preset}").resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    demo = work / "demo"
-    torch.set_num_threads(1)  # as the nodes run (torch_threads = 1), so FedAvg runs match
-    print(f"[quality] preset {args.preset}, {args.banks} banks, seed {args.seed}, {hyper}")
-    timings: dict[str, float] = {}
-    if not args.reuse_demo:
-        timings["fed_enc"] = run_demo(args, hyper, demo)
-    manifest = json.loads((demo / "data" / "manifest.json").read_text())
-    started = time.monotonic()
-    banks = [load_bank(b, demo / "data" / info["file"]) for b, info in manifest["banks"].items()]
-    timings["load_and_features"] = time.monotonic() - started
-    typologies = list(manifest["typologies"])
-    stats_round = stats_round_of(demo)
+    return hyper
+
+
+def evaluation_of(args: argparse.Namespace) -> Evaluation:
+    """The nodes' ``[evaluation]`` split as the flags give it (the default: 60/20/20)."""
+    start = args.evaluate_from or args.train_before
+    return Evaluation(train_before=args.train_before, evaluate_from=start)
+
+
+def train_columns(
+    banks: list[Bank], hyper: dict[str, Any], stats_round: int | None
+) -> tuple[dict[str, list[FraudMLP]], dict[str, list[Normalizer | None]], dict[str, float]]:
+    """The in-process columns: local-only, centralised, plaintext FedAvg; and their timings."""
     shared = consortium_norm(banks, stats_round) if stats_round is not None else None
     norms: dict[str, list[Normalizer | None]] = {
         "local": [local_norm(b) if stats_round is not None else None for b in banks],
@@ -276,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "fed_plain": [shared] * len(banks),
     }
     models: dict[str, list[FraudMLP]] = {}
+    timings: dict[str, float] = {}
     first_round = 1 if stats_round is None else stats_round + 1
     for column, build in (
         ("local", lambda: local_only(banks, norms["local"], hyper)),
@@ -286,27 +336,70 @@ def main(argv: list[str] | None = None) -> int:
     ):  # fmt: skip
         started = time.monotonic()
         models[column] = build()
-        timings.setdefault(column, time.monotonic() - started)
+        timings[column] = time.monotonic() - started
         print(f"[quality] {TITLES[column]} ready in {timings[column]:.0f}s", flush=True)
-    models["fed_enc"], norms["fed_enc"] = encrypted_models(demo, banks, hyper["rounds"])
+    return models, norms, timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    hyper = hyper_of(args)
+    work = Path(args.out or ROOT / "benchmarks" / "out" / f"quality-{args.preset}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    demo = work / "demo"
+    torch.set_num_threads(1)  # as the nodes run (torch_threads = 1), so FedAvg runs match
+    source = args.data_dir or f"preset {args.preset}, {args.banks} banks, seed {args.seed}"
+    print(f"[quality] {source}, {hyper}")
+    timings: dict[str, float] = {}
+    if not (args.reuse_demo or args.no_encrypted):
+        timings["fed_enc"] = run_demo(args, hyper, demo)
+    directory = Path(args.data_dir).resolve() if args.data_dir else demo / "data"
+    files = bank_files(directory)
+    manifest, notes = typology_manifest(files, load_manifest(directory))
+    started = time.monotonic()
+    evaluation = evaluation_of(args)
+    banks = [load_bank(f, evaluation) for f in files]
+    timings["load_and_features"] = time.monotonic() - started
+    # The demo's policy decides; without a demo, the benchmark's own policy (normalised).
+    stats_round = 1 if args.no_encrypted else stats_round_of(demo)
+    models, norms, trained = train_columns(banks, hyper, stats_round)
+    timings.update(trained)
+    columns = [c for c in COLUMNS if not (args.no_encrypted and c == "fed_enc")]
+    if "fed_enc" in columns:
+        models["fed_enc"], norms["fed_enc"] = encrypted_models(demo, banks, hyper["rounds"])
+    typologies = list(manifest["typologies"])
     results = {
         c: {b.bank_id: evaluate(m, b, n, typologies)
             for b, m, n in zip(banks, models[c], norms[c], strict=True)}
-        for c in COLUMNS
+        for c in columns
     }  # fmt: skip
-    info = [BankInfo(b.bank_id, len(b.data.y_test), int(b.data.y_test.sum())) for b in banks]
-    lines, summary = comparison_report(results, info, manifest)
-    rows = manifest["totals"]["rows"]
-    lines.insert(0, f"preset {args.preset}, {args.banks} banks, seed {args.seed}; {rows:,} "
-                 f"transactions; hyperparameters {json.dumps(hyper)}")  # fmt: skip
-    lines.append("")
-    lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    lines, summary = report(results, banks, manifest, notes, source, hyper, evaluation)
+    lines += ["", "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
     print("\n".join(lines))
     (work / "quality.json").write_text(json.dumps(
         {"args": vars(args), "hyper": hyper, "results": results, "summary": summary,
-         "timings": timings}, indent=2, default=float))  # fmt: skip
+         "timings": timings, "notes": notes}, indent=2, default=str))  # fmt: skip
     (work / "quality.txt").write_text("\n".join(lines) + "\n")
     return 0
+
+
+def report(
+    results: dict[str, Any],
+    banks: list[Bank],
+    manifest: dict[str, Any],
+    notes: list[str],
+    source: str,
+    hyper: dict[str, Any],
+    evaluation: Evaluation,
+) -> tuple[list[str], dict[str, Any]]:
+    """The comparison tables, headed by what was run on what, with the notes at the end."""
+    info = [BankInfo(b.bank_id, len(b.data.y_test), int(b.data.y_test.sum())) for b in banks]
+    lines, summary = comparison_report(results, info, manifest)
+    rows = sum(b.rows for b in banks)
+    lines.insert(0, f"{source}; {rows:,} transactions; split: {evaluation.describe()}; "
+                 f"hyperparameters {json.dumps(hyper)}")  # fmt: skip
+    lines += [f"note: {n}" for n in notes]
+    return lines, summary
 
 
 if __name__ == "__main__":

@@ -192,8 +192,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # (an empty file is an empty database); its journal files take the same mode.
     if str(DATABASES["default"]["NAME"]) not in {"", ":memory:"}:
         private_file(Path(DATABASES["default"]["NAME"]))
-    # Several processes (web, scheduler) share the file: wait for the lock, don't fail.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # Several processes (two gunicorn workers, the scheduler) write to one file at once.
+    # - timeout: wait up to 30 s for another writer's lock instead of failing at once.
+    # - IMMEDIATE: a transaction takes the write lock when it begins. SQLite's default
+    #   (DEFERRED) starts it as a reader and upgrades at the first write; when two readers
+    #   both try to upgrade, one gets "database is locked" at once, without waiting for the
+    #   timeout (a deadlock it refuses), which the API answered as a 503 (issue 14: six
+    #   nodes uploading together). Writers now queue on the timeout instead.
+    # - WAL: readers (status polls, downloads) do not block the writer, nor it them;
+    #   synchronous=NORMAL is durable across a process crash in WAL mode, at far less fsync.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        }
+    )
     # Tests on SQLite use a file, not Django's shared in-memory database: with live-server
     # tests a second thread writes while the first reads, and the in-memory shared cache
     # answers "table is locked" at once where a file waits for the lock (timeout above).

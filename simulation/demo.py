@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bank_node.data import DataError
 from bank_node.keys import (
     PARAMS,
     PUBLIC_CONTEXT,
@@ -28,6 +29,16 @@ from bank_node.portal_client import OperatorClient, PortalError
 from he.params import CkksParams
 from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 from simulation import ceremony
+from simulation.datadir import (
+    DataDirError,
+    add_data_arguments,
+    bank_files,
+    check_data_arguments,
+    evaluation_table,
+    inside,
+    load_manifest,
+    slug_of,
+)
 from simulation.processes import (
     PY,
     ROOT,
@@ -52,7 +63,9 @@ def start_demo_portal(work: Path, procs: Processes, port: int, password: str) ->
     return start_portal(procs, env, port, options).url
 
 
-def write_node_config(bank_dir: Path, url: str, slug: str, data_file: Path) -> Path:
+def write_node_config(
+    bank_dir: Path, url: str, slug: str, data_file: Path, evaluation: str = ""
+) -> Path:
     config = bank_dir / "node.toml"
     # The demo's banks opt in to reporting their held-out figures (report_metrics), so that
     # the portal's pages have something to show; a real bank decides for itself.
@@ -62,7 +75,7 @@ def write_node_config(bank_dir: Path, url: str, slug: str, data_file: Path) -> P
         f'secret_context_file = "{SECRET_CONTEXT}"\nckks_params_file = "{PARAMS}"\n'
         f'data_file = "{data_file}"\nstate_dir = "state"\npoll_interval_seconds = 1\n'
         f'genesis_file = "{ceremony.GENESIS_FILE}"\nreport_metrics = true\n'
-        "torch_threads = 1\n"
+        "torch_threads = 1\n" + evaluation
     )
     return config
 
@@ -73,9 +86,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     started = time.monotonic()
-    print(f"[demo] generating a synthetic world of {args.banks} banks in {work / 'data'}")
-    manifest = generate_world(work / "data", n_banks=args.banks, preset=args.preset, seed=args.seed)
-    bank_files = sorted((work / "data").glob("bank_*.csv"))
+    manifest, files = _bank_data(work, args)
 
     print("[demo] key ceremony: one consortium CKKS key and integrity key, shared by the banks")
     params = CkksParams()
@@ -113,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             f"{policy['min_banks']})"
         )
 
-        banks = [_bank_setup(work, op, url, path) for path in bank_files]
+        evaluation = evaluation_table(args.train_before, args.evaluate_from)
+        banks = [_bank_setup(work, op, url, path, evaluation) for path in files]
         _govern(work, op, url, banks, fingerprint, policy)
         nodes = [
             (
@@ -144,14 +156,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bank_data(work: Path, args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[Path]]:
+    """The banks' files: a generated world, or the consortium's own (``--data-dir``)."""
+    if args.data_dir is None:
+        print(f"[demo] generating a synthetic world of {args.banks} banks in {work / 'data'}")
+        manifest = generate_world(
+            work / "data", n_banks=args.banks, preset=args.preset, seed=args.seed
+        )
+        return manifest, sorted((work / "data").glob("bank_*.csv"))
+    files = bank_files(Path(args.data_dir).resolve())
+    if len(files) < MIN_BANKS_FLOOR:
+        raise DataDirError(
+            f"{args.data_dir} holds {len(files)} bank file(s); the demo needs at least "
+            f"{MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}"
+        )
+    print(f"[demo] {len(files)} banks' own files from {args.data_dir} (--banks, --preset unused)")
+    return load_manifest(Path(args.data_dir)), [f.path for f in files]
+
+
 def _bank_setup(
-    work: Path, op: OperatorClient, url: str, data_file: Path
+    work: Path, op: OperatorClient, url: str, data_file: Path, evaluation: str
 ) -> tuple[ceremony.Bank, Path]:
     """One bank: the consortium key bundle, its own keys, an API account, its node config."""
-    bank = ceremony.bank_prepare(
-        work / "banks" / data_file.stem.replace("_", "-"), work / "ceremony", op
-    )
-    config = write_node_config(bank.home, url, bank.slug, data_file)
+    bank = ceremony.bank_prepare(work / "banks" / slug_of(data_file), work / "ceremony", op)
+    config = write_node_config(bank.home, url, bank.slug, data_file, evaluation)
     subprocess.run(
         [PY, "-m", "bank_node.cli", "register", "--config", str(config)],
         cwd=ROOT,
@@ -271,7 +299,7 @@ def _report(
     nodes: list[Any],
     rounds: list[dict[str, Any]],
     baselines: dict[str, Any],
-    manifest: dict[str, Any],
+    manifest: dict[str, Any] | None,
 ) -> None:
     print("\nRounds")
     print(f"{'round':>5}  {'kind':<10} {'state':<10} {'updates':>7}  {'aggregate bytes':>15}")
@@ -280,7 +308,7 @@ def _report(
             f"{rnd['number']:>5}  {rnd.get('kind', 'training'):<10} {rnd['state']:<10} "
             f"{rnd['submissions']:>7}  {rnd['aggregate_size'] or 0:>15,}"
         )
-    print("\nHeld-out AUPRC per bank (last 20% of each bank's timeline)")
+    print("\nHeld-out AUPRC per bank (its test period; by default the last 20% of its timeline)")
     print(f"{'bank':<10} {'base rate':>9} {'local-only':>10} {'federated':>10} {'gain':>7}")
     fed_all, loc_all = [], []
     finals = {}
@@ -349,15 +377,23 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="train with DP-SGD to this epsilon per bank (default: no DP)",
     )
+    add_data_arguments(p)
     p.add_argument(
         "--skip-baselines",
         action="store_true",
         help="skip the local-only baselines (benchmarks compute their own)",
     )
     args = p.parse_args(argv)
+    check_data_arguments(p, args)
     if args.banks < MIN_BANKS_FLOOR:
         p.error(f"--banks must be at least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}")
-    return run(args)
+    if args.data_dir is not None and inside(Path(args.data_dir), Path(args.out)):
+        p.error("--data-dir must not lie inside --out, which the demo empties first")
+    try:
+        return run(args)
+    except (DataDirError, DataError) as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

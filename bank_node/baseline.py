@@ -1,0 +1,188 @@
+"""`bank-node baseline`: the local-only reference model, its policy, and saving it for `score`.
+
+A saved model is a directory in the format the node keeps its global model in
+(``global_model.npy`` with the weights, ``global_model.json`` with the policy, the
+validation-chosen alert threshold and, when features are normalised, the statistics
+file beside it), so ``bank-node score --model DIR`` reads either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bank_node.config import ConfigError, NodeConfig
+from bank_node.portal_client import BankClient, PortalError
+from bank_node.training import (
+    LocalData,
+    Normalizer,
+    evaluate,
+    feature_moments,
+    model_from_vector,
+)
+from he.codec import TRAILER_SLOTS
+from models.features import FEATURE_NAMES
+from models.nets import FraudMLP, build_model
+from models.training import train_local
+from models.vector import model_to_vector, vector_length
+from protocol import (
+    DEFAULT_SECURE_AGGREGATION,
+    MIN_BANKS_FLOOR,
+    PolicySnapshot,
+    ProtocolError,
+    default_ckks_params,
+    default_model_spec,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_WEIGHTS = "global_model.npy"
+MODEL_META = "global_model.json"
+
+# The portal's defaults for a new policy (consortium/rounds/models.py, RoundPolicy): what a
+# bank trains with when it names no policy and cannot reach the portal.
+POLICY_DEFAULTS: dict[str, Any] = {
+    "local_epochs": 2,
+    "batch_size": 256,
+    "learning_rate": 1e-3,
+    "fedprox_mu": 0.0,
+    "max_rounds": 10,
+    "normalize_features": True,
+}
+
+
+@dataclass(frozen=True)
+class BaselinePolicy:
+    """The policy a baseline trains under, and where it came from (said in the output)."""
+
+    policy: PolicySnapshot
+    source: str
+
+
+def default_policy() -> PolicySnapshot:
+    """The protocol's default model under the portal's default policy settings."""
+    spec = default_model_spec()
+    n_features = len(FEATURE_NAMES)
+    return PolicySnapshot(
+        name="protocol-defaults",
+        version=0,
+        model_spec=spec,
+        n_features=n_features,
+        vector_length=vector_length(build_model(spec, n_features)) + TRAILER_SLOTS,
+        min_banks=MIN_BANKS_FLOOR,
+        deadline_seconds=1800,
+        ckks_params=default_ckks_params(),
+        dp_target_epsilon=None,
+        dp_delta=1e-5,
+        dp_max_grad_norm=1.0,
+        dp_noise_multiplier=None,
+        secure_aggregation=DEFAULT_SECURE_AGGREGATION,
+        aggregate_checkers=0,
+        **POLICY_DEFAULTS,
+    )
+
+
+def policy_from_file(path: Path) -> PolicySnapshot:
+    """A policy snapshot JSON, or a round as ``GET rounds/current`` returns it (its policy)."""
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--policy {path}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"--policy {path} is not JSON: {exc}") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("policy"), dict):
+        raw = raw["policy"]
+    return policy_snapshot(raw, path)
+
+
+def policy_snapshot(raw: object, source: Path) -> PolicySnapshot:
+    """A policy snapshot read from a local file, or a ConfigError naming the bad field."""
+    try:
+        return PolicySnapshot.from_dict(raw)
+    except ProtocolError as exc:
+        raise ConfigError(f"{source}: not a policy snapshot: {exc}") from exc
+
+
+def baseline_policy(config: NodeConfig, path: Path | None) -> BaselinePolicy:
+    """``--policy`` if given, else the portal's current round's policy, else the defaults."""
+    if path is not None:
+        return BaselinePolicy(policy_from_file(path), f"file {path}")
+    try:
+        client = BankClient(config.portal_url, config.credential, timeout=10.0, max_retries=0)
+        rnd = client.current_round()
+    except (PortalError, ConfigError) as exc:
+        log.warning("baseline: portal not reachable (%s); using the protocol defaults", exc)
+        return BaselinePolicy(default_policy(), "protocol defaults (portal not reachable)")
+    if rnd is None:
+        return BaselinePolicy(default_policy(), "protocol defaults (no round in flight)")
+    policy = rnd.policy
+    return BaselinePolicy(
+        policy, f"portal round {rnd.number} (policy {policy.name} v{policy.version})"
+    )
+
+
+def train_baseline(
+    data: LocalData, policy: PolicySnapshot, epochs: int
+) -> tuple[FraudMLP, Normalizer | None]:
+    """The policy's model trained on this bank's training split alone, and its normaliser."""
+    norm = None
+    if policy.normalize_features:
+        # Alone, a bank can only normalise with its own statistics.
+        norm = Normalizer.from_moments(feature_moments(data)[0], 0)
+    view = data.normalized(norm)
+    model = model_from_vector(policy.model_spec, policy.n_features, None, lr=policy.learning_rate)
+    train_local(
+        model,
+        view.x_train,
+        view.y_train,
+        epochs=epochs,
+        batch_size=policy.batch_size,
+        lr=policy.learning_rate,
+        seed=0,
+    )
+    return model, norm
+
+
+def run_baseline(
+    data: LocalData, chosen: BaselinePolicy, epochs: int, save: Path | None
+) -> dict[str, Any]:
+    """Train, evaluate on the held-out period and, if asked, save; the figures to print."""
+    model, norm = train_baseline(data, chosen.policy, epochs)
+    metrics = evaluate(model, data.normalized(norm))
+    if save is not None:
+        save_model(save, model_to_vector(model), chosen.policy, metrics["threshold"], norm)
+    return {**metrics, "epochs": epochs, "policy_source": chosen.source,
+            "saved": None if save is None else str(save)}  # fmt: skip
+
+
+def save_model(
+    directory: Path,
+    weights: np.ndarray,
+    policy: PolicySnapshot,
+    threshold: float | None,
+    norm: Normalizer | None,
+) -> None:
+    """Write a local-only model in the node's global-model format (``round`` is null)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / MODEL_WEIGHTS, weights)
+    stats_round = None
+    if norm is not None:
+        stats_round = norm.round_number
+        (directory / f"normalization-round-{stats_round}.json").write_text(norm.to_json())
+    meta = {"round": None, "model": "local-only", "policy": policy.to_dict(),
+            "stats_round": stats_round, "threshold": threshold}  # fmt: skip
+    (directory / MODEL_META).write_text(json.dumps(meta, indent=2))
+
+
+def check_save_target(config: NodeConfig, save: Path) -> None:
+    """Refuse to write the local-only model over the node's own global model."""
+    if save.resolve() == config.state_dir.resolve():
+        raise ConfigError(
+            f"--save {save} is this node's state_dir, which holds the global model; "
+            "save the local-only model to another directory (e.g. baseline-model/)"
+        )

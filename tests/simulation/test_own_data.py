@@ -1,0 +1,113 @@
+"""Bring your own data: quality.py and the demo on a directory of bank CSVs, no manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from simulation.datadir import DataDirError, bank_files, typology_manifest
+from simulation.world import generate_world
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(autouse=True)
+def _blob_dir() -> None:
+    """Stand in for the repo-wide autouse fixture of that name: no Django here."""
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated world as a bank team would bring it: no manifest, no Typology."""
+    world = tmp_path_factory.mktemp("world")
+    generate_world(world, n_banks=3, preset="tiny", seed=5)
+    out = tmp_path_factory.mktemp("own")
+    for path in sorted(world.glob("bank_*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["Typology"])
+        frame.columns = [c.removesuffix(".1") for c in frame.columns]  # IBM's two "Account"
+        frame.to_csv(out / path.name.replace("bank_", "Our Bank "), index=False)
+    return out
+
+
+def test_a_directory_without_manifest_lists_every_csv_with_a_portal_slug(own_data: Path):
+    files = bank_files(own_data)
+    assert [(f.bank_id, f.slug) for f in files] == [
+        ("Our Bank 1", "our-bank-1"),
+        ("Our Bank 2", "our-bank-2"),
+        ("Our Bank 3", "our-bank-3"),
+    ]
+    manifest, notes = typology_manifest(files, None)
+    assert manifest["typologies"] == []
+    assert notes == [
+        "per-typology figures skipped: no Typology column in "
+        "Our Bank 1.csv, Our Bank 2.csv, Our Bank 3.csv"
+    ]
+
+
+def test_an_empty_directory_or_two_files_with_one_slug_are_refused(tmp_path: Path):
+    with pytest.raises(DataDirError, match=r"holds no \*\.csv file"):
+        bank_files(tmp_path)
+    (tmp_path / "Bank A.csv").write_text("x\n")
+    (tmp_path / "bank_a.csv").write_text("x\n")
+    with pytest.raises(DataDirError, match="give the same bank slug 'bank-a'"):
+        bank_files(tmp_path)
+
+
+def test_quality_compares_local_central_and_federated_on_own_files_without_typologies(
+    own_data: Path, tmp_path: Path
+):
+    argv = [sys.executable, "benchmarks/quality.py", "--data-dir", str(own_data),
+            "--no-encrypted", "--rounds", "1", "--local-epochs", "1", "--out", str(tmp_path),
+            "--train-before", "2022-10-10", "--evaluate-from", "2022-10-12"]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "note: per-typology figures skipped: no Typology column" in done.stdout
+    assert "split: train before 2022-10-10" in done.stdout
+    result = json.loads((tmp_path / "quality.json").read_text())
+    assert sorted(result["results"]) == ["central", "fed_plain", "local"]
+    for column in result["results"].values():
+        assert sorted(column) == ["Our Bank 1", "Our Bank 2", "Our Bank 3"]
+        assert all(bank["typology_hits"] == {} and bank["auprc"] > 0 for bank in column.values())
+
+
+def test_quality_refuses_an_evaluate_from_before_train_before(own_data: Path, tmp_path: Path):
+    argv = [
+        sys.executable,
+        "benchmarks/quality.py",
+        "--data-dir",
+        str(own_data),
+        "--no-encrypted",
+        "--train-before",
+        "2022-10-10",
+        "--evaluate-from",
+        "2022-10-01",
+    ]
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--evaluate-from must be on or after --train-before" in done.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_the_demo_federates_the_banks_own_files_with_their_date_split(
+    own_data: Path, tmp_path: Path
+):
+    out = tmp_path / "demo"
+    argv = [sys.executable, "-m", "simulation", "demo", "--data-dir", str(own_data),
+            "--out", str(out), "--rounds", "1", "--local-epochs", "1", "--skip-baselines",
+            "--train-before", "2022-10-10", "--timeout", "600"]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=850)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"3 banks' own files from {own_data}" in done.stdout
+    assert not (out / "data").exists()  # nothing generated
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["federated"]) == ["our-bank-1", "our-bank-2", "our-bank-3"]
+    toml = (out / "banks" / "our-bank-1" / "node.toml").read_text()
+    assert '[evaluation]\ntrain_before = "2022-10-10"\nevaluate_from = "2022-10-10"' in toml
