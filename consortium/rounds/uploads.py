@@ -1,5 +1,6 @@
-"""An upload as the services take it: its checked headers, its size limit, and its body
-streamed to disk."""
+"""An upload as the services take it: its checked headers, its size limit, its body
+streamed to disk, and the check of that body (a ``CKKSVEC1`` container in a v1 round, a
+seeded ``CKKSVEC2`` one in a v2 round)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from django.conf import settings
 from consortium import metrics
 from consortium.api.errors import ApplicationError
 from consortium.rounds import storage
-from consortium.rounds.crypto import epoch_params
+from consortium.rounds.crypto import epoch_context, epoch_kit, epoch_params
 from consortium.rounds.models import Round
+from he import wire2
 from he.params import CkksParams
+from he.seeded import max_chunk_bytes2, reals_per_chunk
+from he.validate import validate_vector
+from he.validate2 import validate_vector2
 from he.wire import MAGIC, MAX_HEADER_BYTES
 from protocol import PrivacyClaim
 
@@ -49,11 +54,50 @@ def container_max_bytes(params: CkksParams, length: int) -> int:
     return len(MAGIC) + 4 + MAX_HEADER_BYTES + params.chunks_for(length) * chunk
 
 
+def container_max_bytes2(params: CkksParams, length: int) -> int:
+    """The largest valid seeded ``CKKSVEC2`` container for ``length`` reals under ``params``.
+
+    Its framing (magic, format version, header length, the largest header the reader
+    accepts), then per chunk a length prefix and the largest seeded ciphertext.
+    """
+    chunks = -(-length // reals_per_chunk(params))
+    chunk = 4 + max_chunk_bytes2(params, seeded=True)
+    return len(wire2.MAGIC) + 2 + 4 + wire2.MAX_HEADER_BYTES + chunks * chunk
+
+
 def upload_limit(rnd: Round) -> int:
-    """The size limit of an upload to ``rnd``: its expected ciphertext size, and never more
-    than the portal-wide ``CONSORTIUM_MAX_UPLOAD_BYTES``."""
-    expected = container_max_bytes(epoch_params(rnd.key_epoch), rnd.vector_length)
-    return min(settings.MAX_UPLOAD_BYTES, expected)
+    """The size limit of an upload to ``rnd``: its expected ciphertext size (v1 or v2
+    container), and never more than the portal-wide ``CONSORTIUM_MAX_UPLOAD_BYTES``."""
+    params = epoch_params(rnd.key_epoch)
+    bound = container_max_bytes2 if rnd.masked else container_max_bytes
+    return min(settings.MAX_UPLOAD_BYTES, bound(params, rnd.vector_length))
+
+
+def body_check(rnd: Round, path: Path) -> tuple[str, int]:
+    """Validate an upload's body against the round; its SHA-256 and size, or UpdateInvalid.
+
+    A v2 round takes only a seeded ``CKKSVEC2`` container of its vector length under its
+    key epoch's parameters; a v1 round a ``CKKSVEC1`` one.
+    """
+    epoch = rnd.key_epoch
+    with open(path, "rb") as body:
+        if rnd.masked:
+            checked2 = validate_vector2(
+                body,
+                epoch_kit(epoch),
+                fingerprint=epoch.fingerprint,
+                expected_length=rnd.vector_length,
+                seeded=True,
+            )
+            return checked2.digest, checked2.size_bytes
+        checked = validate_vector(
+            body,
+            epoch_context(epoch),
+            epoch_params(epoch),
+            fingerprint=epoch.fingerprint,
+            expected_length=rnd.vector_length,
+        )
+        return checked.digest, checked.size_bytes
 
 
 def _too_big(limit: int) -> ApplicationError:
