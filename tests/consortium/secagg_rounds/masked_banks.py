@@ -65,7 +65,7 @@ class MaskedRound:
             bank = MaskedBank(
                 self.members[slug], RoundSecrets(X25519PrivateKey.generate(), os.urandom(32))
             )
-            payloads = deal_shares(bank.secrets, self.rnd.cohort, self.rnd.threshold)
+            payloads = deal_shares(bank.secrets, self.rnd.cohort, self.rnd.threshold or 0)
             bank.own_payload = payloads.pop(slug)
             self.banks[slug] = bank
             mask_public = b64(public_bytes(bank.secrets.agreement))
