@@ -125,8 +125,10 @@ class MaskedRound:
         sealed = base64.b64decode(boxes[holder])
         return open_share(own, holder, peer, dealer, sealed, self.binding)
 
-    def reveal(self, slug: str, *, wrong_seed_of: str | None = None) -> Reveal:
-        """``slug`` answers the unmask request; optionally with a wrong share of one seed."""
+    def reveal(
+        self, slug: str, *, wrong_seed_of: str | None = None, wrong_key_of: str | None = None
+    ) -> Reveal:
+        """``slug`` answers the unmask request; optionally with a wrong share of one secret."""
         self.rnd.refresh_from_db()
         key_shares = {
             d: b64(key_share(self.payload_from(d, slug)).to_bytes()) for d in self.rnd.dropped
@@ -137,6 +139,9 @@ class MaskedRound:
         if wrong_seed_of is not None:
             index = seed_share(self.payload_from(wrong_seed_of, slug)).index
             seed_shares[wrong_seed_of] = b64(Share(index, os.urandom(32)).to_bytes())
+        if wrong_key_of is not None:
+            index = key_share(self.payload_from(wrong_key_of, slug)).index
+            key_shares[wrong_key_of] = b64(Share(index, os.urandom(32)).to_bytes())
         unsigned = Reveal(
             slug, tuple(self.rnd.survivors), tuple(self.rnd.dropped), key_shares, seed_shares
         )

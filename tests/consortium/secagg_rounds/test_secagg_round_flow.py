@@ -181,3 +181,29 @@ def test_a_wrong_seed_share_without_enough_good_reveals_fails_naming_the_reveale
     assert reason.startswith("unmasking failed: no 3 of the shares revealed by alpha, beta, gamma")
     assert "alpha's self-mask seed" in reason and "wrong share" in reason
     assert not rnd.aggregate_blob
+
+
+def test_a_wrong_key_share_of_a_dropped_bank_fails_the_round_naming_the_revealers(client, game):
+    _to_unmasking(client, game, ["alpha", "beta", "gamma"])
+    for slug in ["alpha", "beta", "gamma"]:
+        game.reveal(slug, wrong_key_of="delta" if slug == "gamma" else None)
+    rnd = _publish(game)
+    assert rnd.state == RoundState.FAILED
+    assert "revealed by alpha, beta, gamma rebuild delta's round mask key" in rnd.failure_reason
+
+
+def test_a_reveal_answering_another_request_is_named_and_left_out(client, game):
+    _to_unmasking(client, game, COHORT)
+    for slug in COHORT[:3]:
+        game.reveal(slug)
+    forged = game.reveal("gamma")  # replaced below by one answering another request
+    game.rnd.reveals.filter(bank__slug="gamma").update(
+        body={**forged.to_dict(), "dropped": ["alpha"], "survivors": ["beta", "delta", "gamma"]}
+    )
+    rnd = _publish(game)
+    assert rnd.state == RoundState.PUBLISHED, rnd.failure_reason
+    assert _fedavg_error(game, rnd, COHORT) <= 1e-6
+    named = AuditEvent.objects.get(action="round.reveals_disagreed").data["banks"]
+    assert named == {"gamma": ["a reveal that answers another unmask request"]}
+    record = Manifest.from_dict(rnd.manifest).secure_aggregation
+    assert record is not None and [r.bank for r in record.reveals] == ["alpha", "beta", "delta"]
