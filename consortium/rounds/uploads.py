@@ -11,10 +11,12 @@ from typing import Protocol
 from django.conf import settings
 
 from consortium import metrics
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, Conflict, Forbidden
+from consortium.members.models import Bank
 from consortium.rounds import storage
 from consortium.rounds.crypto import epoch_context, epoch_kit, epoch_params
-from consortium.rounds.models import Round
+from consortium.rounds.models import Round, RoundState
+from consortium.rounds.selectors_secagg import mask_key_exists
 from he import wire2
 from he.params import CkksParams
 from he.seeded import max_chunk_bytes2, reals_per_chunk
@@ -150,3 +152,26 @@ def _copy_bounded(body: Readable, path: Path, limit: int) -> int:
                 raise _too_big(limit)
             out.write(piece)
     return written
+
+
+# v2 states after the survivors were fixed: an upload now would come too late to be unmasked.
+_UPLOADS_CLOSED = (RoundState.UNMASKING, RoundState.AGGREGATING, RoundState.PUBLISHED)
+
+
+def masked_upload_refusal(rnd: Round, bank: Bank) -> tuple[str, ApplicationError] | None:
+    """Why ``bank`` may not upload to the v2 round ``rnd`` now (a metrics reason and the
+    error), or None: uploads only in the open phase, only from banks with a mask key."""
+    if rnd.state == RoundState.SHARING:
+        message = f"round {rnd.number} is still in its sharing phase; upload once it is open"
+        return "round sharing", Conflict(message)
+    if rnd.state in _UPLOADS_CLOSED and bank.slug in rnd.dropped:
+        return "declared dropped", Conflict(
+            f"round {rnd.number} closed its uploads: you were declared dropped; your masks "
+            "are being cancelled"
+        )
+    if rnd.state == RoundState.OPEN and not mask_key_exists(rnd, bank):
+        return "no mask key", Forbidden(
+            f"you did not advertise a mask key in the sharing phase of round {rnd.number}, "
+            "so your update could not be unmasked; wait for the next round"
+        )
+    return None

@@ -240,7 +240,7 @@ def round_open(
     v2 policy the round opens in its sharing phase with its cohort and threshold, or not at
     all (:class:`RoundNotOpened`).
     """
-    masked = secagg_open_fields(policy, now) if policy.secure_aggregation == "v2" else {}
+    secagg = secagg_open_fields(policy, now) if policy.secure_aggregation == "v2" else {}
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         training = kind == RoundKind.TRAINING
@@ -256,7 +256,7 @@ def round_open(
             base_round=base,
             opened_at=now,
             deadline_at=now + policy.deadline,
-            **masked,
+            **secagg,
         )
         audit_record(
             action="round.opened",

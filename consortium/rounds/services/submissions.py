@@ -23,8 +23,13 @@ from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.rounds import selectors, storage
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
-from consortium.rounds.selectors_secagg import mask_key_exists
-from consortium.rounds.uploads import Upload, body_check, body_to_temp, upload_limit
+from consortium.rounds.uploads import (
+    Upload,
+    body_check,
+    body_to_temp,
+    masked_upload_refusal,
+    upload_limit,
+)
 from he.errors import UpdateInvalid
 from he.signing import update_signature_valid
 from protocol import PolicySnapshot, PrivacyClaim
@@ -176,8 +181,8 @@ def _signature_check(
 
 
 def _check_round_accepts(rnd: Round, bank: Bank) -> None:
-    if rnd.masked:
-        _check_masked_round_accepts(rnd, bank)
+    if rnd.masked and (refusal := masked_upload_refusal(rnd, bank)):
+        _reject(bank, rnd.number, *refusal)
     if rnd.state != RoundState.OPEN:
         _reject(
             bank,
@@ -191,37 +196,6 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
             rnd.number,
             "after deadline",
             Conflict(f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"),
-        )
-
-
-def _check_masked_round_accepts(rnd: Round, bank: Bank) -> None:
-    """v2: uploads only in the open phase, only from banks that advertised a mask key."""
-    if rnd.state == RoundState.SHARING:
-        _reject(
-            bank,
-            rnd.number,
-            "round sharing",
-            Conflict(f"round {rnd.number} is still in its sharing phase; upload once it is open"),
-        )
-    if rnd.state != RoundState.OPEN and bank.slug in rnd.dropped:
-        _reject(
-            bank,
-            rnd.number,
-            "declared dropped",
-            Conflict(
-                f"round {rnd.number} closed its uploads: you were declared dropped; your masks "
-                "are being cancelled"
-            ),
-        )
-    if rnd.state == RoundState.OPEN and not mask_key_exists(rnd, bank):
-        _reject(
-            bank,
-            rnd.number,
-            "no mask key",
-            Forbidden(
-                f"you did not advertise a mask key in the sharing phase of round {rnd.number}, "
-                "so your update could not be unmasked; wait for the next round"
-            ),
         )
 
 
