@@ -111,3 +111,14 @@ def test_a_v1_policy_still_runs_the_v1_path(client, members, ckks, epoch):
         **upload_headers(members["alpha"].persona, rnd.number, body),
     )
     assert response.status_code == 201, response.content
+
+
+def test_the_portal_and_the_api_show_a_round_in_its_sharing_phase(client, operator, governed):
+    round_open_next(timezone.now())
+    client.force_login(operator)
+    for page in ["/", "/rounds/", "/rounds/1/"]:
+        response = client.get(page)
+        assert response.status_code == 200, page
+        assert "sharing" in response.content.decode().lower(), page
+    current = client.get("/api/v1/rounds/current")
+    assert current.status_code == 200 and current.json()["state"] == "sharing"
