@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from audit.selectors import audit_chain_length
 from consortium.members.models import Bank, BankStatus
 from consortium.metrics.definitions import DB_ERRORS, SCHEDULER_ONLY
-from consortium.rounds.models import Round, RoundState, Submission
+from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState, Submission
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +71,21 @@ class DatabaseCollector:
             "Events in the audit chain (the sequence number of its head).",
             value=length,
         )
-        yield from self._in_flight(Round, RoundState)
+        yield from self._in_flight(Round, IN_FLIGHT_STATES)
         yield self._missed(Round, RoundState, Bank, BankStatus)
 
     @staticmethod
-    def _in_flight(round_model: Any, states: Any) -> Iterator[Metric]:
+    def _in_flight(round_model: Any, in_flight: Any) -> Iterator[Metric]:
         rnd = (
-            round_model.objects.filter(state__in=[states.OPEN, states.AGGREGATING])
+            round_model.objects.filter(state__in=in_flight)
             .annotate(n=Count("submissions"))
             .values("number", "opened_at", "deadline_at", "n")
             .first()
         )
         number = GaugeMetricFamily(
             "consortium_round_in_flight_number",
-            "Number of the round that is open or aggregating; 0 when none is.",
+            "Number of the round in flight (sharing, open, unmasking or aggregating); "
+            "0 when none is.",
             value=rnd["number"] if rnd else 0,
         )
         yield number

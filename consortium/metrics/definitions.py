@@ -57,6 +57,8 @@ DB_ERRORS = Counter(
 REJECT_REASONS = {
     "second different upload": "duplicate",
     "round ": "round_closed",
+    "declared dropped": "round_closed",  # v2: uploads closed when unmasking began
+    "no mask key": "no_mask_key",  # v2: the bank advertised no mask key while sharing
     "after deadline": "deadline",
     "no signing key": "no_signing_key",
     "not a roster member": "not_member",

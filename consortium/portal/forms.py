@@ -116,6 +116,11 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
     "dp_delta": ("DP δ", ""),
     "dp_max_grad_norm": ("Gradient clipping norm", ""),
     "dp_noise_multiplier": ("Noise multiplier", ""),
+    "secure_aggregation": ("Secure aggregation", "v2 masks each update; v1 is the legacy path."),
+    "aggregate_checkers": (
+        "Aggregate checkers (v2)",
+        "Nodes that recompute the aggregate before decrypting it; 0 = every node.",
+    ),
 }
 
 

@@ -50,6 +50,7 @@ class RoundPolicyAdmin(admin.ModelAdmin):
         "min_banks",
         "local_epochs",
         "max_rounds",
+        "secure_aggregation",
         "created_at",
     )
     list_filter = ("active", "name")

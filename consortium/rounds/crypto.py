@@ -8,6 +8,7 @@ import tenseal as ts
 
 from he.keys import load_public_context
 from he.params import CkksParams
+from he.ring import SealKit, kit_from_tenseal
 
 if TYPE_CHECKING:
     from consortium.rounds.models import KeyEpoch
@@ -36,3 +37,12 @@ def epoch_context(epoch: KeyEpoch) -> ts.Context:
             _contexts.pop(next(iter(_contexts)))
         _contexts[epoch.fingerprint] = ctx
     return ctx
+
+
+def epoch_kit(epoch: KeyEpoch) -> SealKit:
+    """SEAL objects over the epoch's public context (v2 validation and sums).
+
+    A new kit per call: a kit is not thread-safe (its scratch file), the context it wraps is
+    the cached one.
+    """
+    return kit_from_tenseal(epoch_context(epoch), epoch_params(epoch))

@@ -195,6 +195,16 @@ class RoundState(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+# A round in one of these states is "in flight": at most one at a time (the
+# one_round_in_flight constraint below lists the same states).
+IN_FLIGHT_STATES: tuple[RoundState, ...] = (
+    RoundState.SHARING,
+    RoundState.OPEN,
+    RoundState.UNMASKING,
+    RoundState.AGGREGATING,
+)
+
+
 class RoundKind(models.TextChoices):
     TRAINING = "training", "Training"
     STATISTICS = "statistics", "Feature statistics"
@@ -260,6 +270,11 @@ class Round(models.Model):
 
     def __str__(self) -> str:
         return f"round {self.number} ({self.state})"
+
+    @property
+    def masked(self) -> bool:
+        """The round runs secure aggregation v2 (its policy snapshot says so)."""
+        return bool(self.policy_snapshot.get("secure_aggregation") == "v2")
 
 
 class Submission(models.Model):

@@ -13,6 +13,7 @@ from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.members.selectors import bank_list_active
 from consortium.rounds.models import (
+    IN_FLIGHT_STATES,
     KeyEpoch,
     MetricReport,
     Round,
@@ -49,7 +50,7 @@ def round_list_with_counts() -> QuerySet[Round]:
 
 
 def round_in_flight() -> Round | None:
-    return round_list().filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING]).first()
+    return round_list().filter(state__in=IN_FLIGHT_STATES).first()
 
 
 def round_get(number: int) -> Round | None:
@@ -89,11 +90,7 @@ def round_detail(number: int) -> Round | None:
 
 
 def round_in_flight_with_policy() -> Round | None:
-    return (
-        Round.objects.select_related("policy")
-        .filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING])
-        .first()
-    )
+    return Round.objects.select_related("policy").filter(state__in=IN_FLIGHT_STATES).first()
 
 
 def round_last_closed() -> Round | None:

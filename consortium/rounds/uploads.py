@@ -1,5 +1,6 @@
-"""An upload as the services take it: its checked headers, its size limit, and its body
-streamed to disk."""
+"""An upload as the services take it: its checked headers, its size limit, its body
+streamed to disk, and the check of that body (a ``CKKSVEC1`` container in a v1 round, a
+seeded ``CKKSVEC2`` one in a v2 round)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ from typing import Protocol
 from django.conf import settings
 
 from consortium import metrics
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, Conflict, Forbidden
+from consortium.members.models import Bank
 from consortium.rounds import storage
-from consortium.rounds.crypto import epoch_params
-from consortium.rounds.models import Round
+from consortium.rounds.crypto import epoch_context, epoch_kit, epoch_params
+from consortium.rounds.models import Round, RoundState
+from consortium.rounds.selectors_secagg import mask_key_exists
+from he import wire2
 from he.params import CkksParams
+from he.seeded import max_chunk_bytes2, reals_per_chunk
+from he.validate import validate_vector
+from he.validate2 import validate_vector2
 from he.wire import MAGIC, MAX_HEADER_BYTES
 from protocol import PrivacyClaim
 
@@ -49,11 +56,50 @@ def container_max_bytes(params: CkksParams, length: int) -> int:
     return len(MAGIC) + 4 + MAX_HEADER_BYTES + params.chunks_for(length) * chunk
 
 
+def container_max_bytes2(params: CkksParams, length: int) -> int:
+    """The largest valid seeded ``CKKSVEC2`` container for ``length`` reals under ``params``.
+
+    Its framing (magic, format version, header length, the largest header the reader
+    accepts), then per chunk a length prefix and the largest seeded ciphertext.
+    """
+    chunks = -(-length // reals_per_chunk(params))
+    chunk = 4 + max_chunk_bytes2(params, seeded=True)
+    return len(wire2.MAGIC) + 2 + 4 + wire2.MAX_HEADER_BYTES + chunks * chunk
+
+
 def upload_limit(rnd: Round) -> int:
-    """The size limit of an upload to ``rnd``: its expected ciphertext size, and never more
-    than the portal-wide ``CONSORTIUM_MAX_UPLOAD_BYTES``."""
-    expected = container_max_bytes(epoch_params(rnd.key_epoch), rnd.vector_length)
-    return min(settings.MAX_UPLOAD_BYTES, expected)
+    """The size limit of an upload to ``rnd``: its expected ciphertext size (v1 or v2
+    container), and never more than the portal-wide ``CONSORTIUM_MAX_UPLOAD_BYTES``."""
+    params = epoch_params(rnd.key_epoch)
+    bound = container_max_bytes2 if rnd.masked else container_max_bytes
+    return min(settings.MAX_UPLOAD_BYTES, bound(params, rnd.vector_length))
+
+
+def body_check(rnd: Round, path: Path) -> tuple[str, int]:
+    """Validate an upload's body against the round; its SHA-256 and size, or UpdateInvalid.
+
+    A v2 round takes only a seeded ``CKKSVEC2`` container of its vector length under its
+    key epoch's parameters; a v1 round a ``CKKSVEC1`` one.
+    """
+    epoch = rnd.key_epoch
+    with open(path, "rb") as body:
+        if rnd.masked:
+            checked2 = validate_vector2(
+                body,
+                epoch_kit(epoch),
+                fingerprint=epoch.fingerprint,
+                expected_length=rnd.vector_length,
+                seeded=True,
+            )
+            return checked2.digest, checked2.size_bytes
+        checked = validate_vector(
+            body,
+            epoch_context(epoch),
+            epoch_params(epoch),
+            fingerprint=epoch.fingerprint,
+            expected_length=rnd.vector_length,
+        )
+        return checked.digest, checked.size_bytes
 
 
 def _too_big(limit: int) -> ApplicationError:
@@ -106,3 +152,26 @@ def _copy_bounded(body: Readable, path: Path, limit: int) -> int:
                 raise _too_big(limit)
             out.write(piece)
     return written
+
+
+# v2 states after the survivors were fixed: an upload now would come too late to be unmasked.
+_UPLOADS_CLOSED = (RoundState.UNMASKING, RoundState.AGGREGATING, RoundState.PUBLISHED)
+
+
+def masked_upload_refusal(rnd: Round, bank: Bank) -> tuple[str, ApplicationError] | None:
+    """Why ``bank`` may not upload to the v2 round ``rnd`` now (a metrics reason and the
+    error), or None: uploads only in the open phase, only from banks with a mask key."""
+    if rnd.state == RoundState.SHARING:
+        message = f"round {rnd.number} is still in its sharing phase; upload once it is open"
+        return "round sharing", Conflict(message)
+    if rnd.state in _UPLOADS_CLOSED and bank.slug in rnd.dropped:
+        return "declared dropped", Conflict(
+            f"round {rnd.number} closed its uploads: you were declared dropped; your masks "
+            "are being cancelled"
+        )
+    if rnd.state == RoundState.OPEN and not mask_key_exists(rnd, bank):
+        return "no mask key", Forbidden(
+            f"you did not advertise a mask key in the sharing phase of round {rnd.number}, "
+            "so your update could not be unmasked; wait for the next round"
+        )
+    return None

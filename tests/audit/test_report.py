@@ -209,6 +209,7 @@ def test_under_a_dp_policy_the_report_shows_the_settings_and_each_banks_epsilon(
         dp_target_epsilon=4.0,
         dp_delta=1e-5,
         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+        secure_aggregation="v1",  # sends v1 containers
     )
     round_open_next(tz.now())
     rnd = round_in_flight()

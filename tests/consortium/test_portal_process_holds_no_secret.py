@@ -43,7 +43,7 @@ work = Path(sys.argv[1])
 epoch = key_epoch_register(public_context=(work / "public.ctx").read_bytes(),
                            ckks_params=CkksParams().to_dict(), actor="probe")
 policy = policy_create(name="probe", actor="probe", activate=True, min_banks=3,
-                       normalize_features=False,
+                       normalize_features=False, secure_aggregation="v1",
                        model_spec={"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"})
 scheduler_tick()
 rnd = Round.objects.get(state="open")

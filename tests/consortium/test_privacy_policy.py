@@ -29,6 +29,7 @@ def dp_round(epoch: Any, bank_alpha: Any, bank_beta: Any, bank_gamma: Any) -> Ro
         dp_target_epsilon=4.0,
         dp_delta=1e-5,
         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+        secure_aggregation="v1",  # these tests send v1 containers
     )
     round_open_next(timezone.now())
     rnd = round_in_flight()

@@ -234,6 +234,7 @@ def test_a_statistics_round_comes_first_and_training_rounds_then_use_its_aggrega
         activate=True,
         min_banks=3,
         model_spec={"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+        secure_aggregation="v1",  # sends v1 containers
     )
     scheduler_tick()
     stats = Round.objects.get(state=RoundState.OPEN)

@@ -133,6 +133,7 @@ def _open_round(key, public_key_b64):
         deadline=timedelta(days=7),
         normalize_features=False,
         ckks_params=PARAMS.to_dict(),
+        secure_aggregation="v1",  # fuzzes the CKKSVEC1 upload path
         created_by="fuzz",
     )
     rnd = round_open(policy=policy, epoch=epoch, now=timezone.now())

@@ -10,7 +10,7 @@ from consortium.portal import selectors
 from consortium.portal.access import STAFF, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
 from consortium.rounds import selectors as rounds_selectors
-from consortium.rounds.models import Round, RoundState
+from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState
 
 
 @portal_view(roles=STAFF)
@@ -39,7 +39,7 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
     if rnd is None:
         raise Http404(f"round {number} does not exist")
     rows = selectors.submission_rows(rnd)
-    in_flight = rnd.state in {RoundState.OPEN, RoundState.AGGREGATING}
+    in_flight = rnd.state in IN_FLIGHT_STATES
     conv = selectors.convergence(up_to=rnd.number)
     context = {
         "round": rnd,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -17,10 +18,25 @@ from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list_active
 from consortium.rounds import selectors, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
-from consortium.rounds.models import KeyEpoch, Round, RoundKind, RoundPolicy, RoundState
+from consortium.rounds.models import (
+    IN_FLIGHT_STATES,
+    KeyEpoch,
+    Round,
+    RoundKind,
+    RoundPolicy,
+    RoundState,
+    Submission,
+)
+from consortium.rounds.services.secagg_aggregate import UnmaskFailed, secagg_sum
+from consortium.rounds.services.secagg_phases import (
+    RoundNotOpened,
+    phase_close_due,
+    secagg_open_fields,
+)
+from consortium.rounds.services.transitions import round_fail
 from he.aggregate import sum_vectors
 from he.errors import HEError
-from protocol import Manifest, ManifestInput
+from protocol import Manifest, ManifestInput, SecAggRecord
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +54,17 @@ def scheduler_tick(now: datetime | None = None) -> list[str]:
 
 @transaction.atomic
 def round_close_due(now: datetime) -> list[str]:
-    """Move the open round to aggregating, or fail it, when its rule says so."""
-    rnd = Round.objects.select_for_update(skip_locked=True).filter(state=RoundState.OPEN).first()
+    """Move the round in flight to its next state, or fail it, when its rule says so.
+
+    v1: open -> aggregating. v2 (``secagg_phases``): sharing -> open -> unmasking ->
+    aggregating.
+    """
+    collecting = [RoundState.SHARING, RoundState.OPEN, RoundState.UNMASKING]
+    rnd = Round.objects.select_for_update(skip_locked=True).filter(state__in=collecting).first()
     if rnd is None:
         return []
+    if rnd.masked:
+        return phase_close_due(rnd, now)
     submitted = selectors.submission_bank_ids(rnd)
     active = set(roster.roster_filter_active(bank_list_active()).values_list("id", flat=True))
     min_banks = max(rnd.policy_snapshot["min_banks"], roster.roster_min_banks())  # roster floor
@@ -57,26 +80,13 @@ def round_close_due(now: datetime) -> list[str]:
         )
         return [f"round {rnd.number} aggregating"]
     if now >= rnd.deadline_at:
-        _round_fail(
+        round_fail(
             rnd,
             now,
             f"only {len(submitted)} of the {min_banks} required updates arrived by the deadline",
         )
         return [f"round {rnd.number} failed"]
     return []
-
-
-def _round_fail(rnd: Round, now: datetime, reason: str) -> None:
-    """Close a locked round as failed, with its audit event and a signed checkpoint."""
-    rnd.state, rnd.closed_at, rnd.failure_reason = RoundState.FAILED, now, reason
-    rnd.save(update_fields=["state", "closed_at", "failure_reason"])
-    audit_record(
-        action="round.failed",
-        actor="scheduler",
-        target=rnd,
-        data={"round": rnd.number, "reason": reason},
-    )
-    audit_checkpoint_create(reason=f"round {rnd.number} failed")
 
 
 @transaction.atomic
@@ -96,23 +106,24 @@ def round_aggregate(number: int) -> list[str]:
     if rnd is None:
         return []
     subs = selectors.submission_list_for_round(rnd)
+    if rnd.masked:  # v2: the survivors' uploads only (no other is accepted anyway)
+        subs = [s for s in subs if s.bank.slug in rnd.survivors]
     tmp = storage.temp_path()
     started = time.monotonic()
     try:
         with open(tmp, "wb") as out:
-            digest = sum_vectors(
-                [storage.absolute(s.blob) for s in subs],
-                epoch_context(rnd.key_epoch),
-                epoch_params(rnd.key_epoch),
-                out,
-            )
+            digest, record = _sum(rnd, subs, out)
         relpath = storage.aggregate_relpath(rnd.number)
         size = tmp.stat().st_size
         storage.commit(tmp, relpath)
+    except UnmaskFailed as exc:
+        log.error("unmasking round %s failed: %s", rnd.number, exc)
+        round_fail(rnd, timezone.now(), f"unmasking failed: {exc}")
+        return [f"round {rnd.number} failed in unmasking"]
     except (HEError, OSError) as exc:
         log.error("aggregation of round %s failed: %s", rnd.number, exc)
         metrics.AGGREGATION_ERRORS.inc()
-        _round_fail(rnd, timezone.now(), f"aggregation failed: {exc}")
+        round_fail(rnd, timezone.now(), f"aggregation failed: {exc}")
         return [f"round {rnd.number} failed in aggregation"]
     finally:
         tmp.unlink(missing_ok=True)
@@ -134,6 +145,7 @@ def round_aggregate(number: int) -> list[str]:
             )
             for s in subs
         ),
+        secure_aggregation=record,
     ).to_dict()
     rnd.save(
         update_fields=[
@@ -149,6 +161,15 @@ def round_aggregate(number: int) -> list[str]:
     audit_checkpoint_create(reason=f"round {rnd.number} published")
     metrics.round_published(rnd.opened_at, rnd.closed_at, time.monotonic() - started)
     return [f"round {rnd.number} published ({len(subs)} updates)"]
+
+
+def _sum(rnd: Round, subs: list[Submission], out: BinaryIO) -> tuple[str, SecAggRecord | None]:
+    """The round's encrypted sum into ``out``: its digest, and the v2 evidence if masked."""
+    paths = [storage.absolute(s.blob) for s in subs]
+    if rnd.masked:
+        return secagg_sum(rnd, paths, out)
+    epoch = rnd.key_epoch
+    return sum_vectors(paths, epoch_context(epoch), epoch_params(epoch), out), None
 
 
 def _fault_pause_before_publish(number: int) -> None:
@@ -174,7 +195,7 @@ def round_open_next(now: datetime) -> list[str]:
     with transaction.atomic():
         # The policy row lock serialises openers; the partial unique index backs it up.
         RoundPolicy.objects.select_for_update().get(pk=policy.pk)
-        if Round.objects.filter(state__in=[RoundState.OPEN, RoundState.AGGREGATING]).exists():
+        if Round.objects.filter(state__in=IN_FLIGHT_STATES).exists():
             return []
         history = list(policy.rounds.order_by("-number").values_list("state", "kind"))
         trained = sum(
@@ -199,6 +220,9 @@ def round_open_next(now: datetime) -> list[str]:
             rnd = round_open(policy=policy, epoch=epoch, now=now, kind=kind, stats_round=stats)
         except IntegrityError:
             return []
+        except RoundNotOpened as exc:
+            log.warning("no round opened: %s", exc)
+            return [f"no round opened: {exc}"]
     return [f"{kind} round {rnd.number} opened"]
 
 
@@ -212,8 +236,11 @@ def round_open(
 ) -> Round:
     """Open a round with a frozen snapshot of the policy and the newest usable base.
 
-    A statistics round carries feature moments instead of weights; it has no base.
+    A statistics round carries feature moments instead of weights; it has no base. Under a
+    v2 policy the round opens in its sharing phase with its cohort and threshold, or not at
+    all (:class:`RoundNotOpened`).
     """
+    secagg = secagg_open_fields(policy, now) if policy.secure_aggregation == "v2" else {}
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         training = kind == RoundKind.TRAINING
@@ -229,6 +256,7 @@ def round_open(
             base_round=base,
             opened_at=now,
             deadline_at=now + policy.deadline,
+            **secagg,
         )
         audit_record(
             action="round.opened",
@@ -242,6 +270,19 @@ def round_open(
                 "key_epoch": epoch.fingerprint,
                 "base_round": base.number if base else None,
                 "deadline_at": rnd.deadline_at.isoformat(),
+                **_secagg_audit(rnd),
             },
         )
     return rnd
+
+
+def _secagg_audit(rnd: Round) -> dict[str, object]:
+    """What the opening event adds for a v2 round: its cohort, threshold and sharing deadline."""
+    if not rnd.masked or rnd.phase_deadline_at is None:
+        return {}
+    return {
+        "state": rnd.state,
+        "cohort": rnd.cohort,
+        "threshold": rnd.threshold,
+        "phase_deadline_at": rnd.phase_deadline_at.isoformat(),
+    }

@@ -22,12 +22,16 @@ from consortium.api.errors import ApplicationError, Conflict, Forbidden
 from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.rounds import selectors, storage
-from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
-from consortium.rounds.uploads import Upload, body_to_temp, upload_limit
+from consortium.rounds.uploads import (
+    Upload,
+    body_check,
+    body_to_temp,
+    masked_upload_refusal,
+    upload_limit,
+)
 from he.errors import UpdateInvalid
 from he.signing import update_signature_valid
-from he.validate import validate_vector
 from protocol import PolicySnapshot, PrivacyClaim
 
 
@@ -177,6 +181,8 @@ def _signature_check(
 
 
 def _check_round_accepts(rnd: Round, bank: Bank) -> None:
+    if rnd.masked and (refusal := masked_upload_refusal(rnd, bank)):
+        _reject(bank, rnd.number, *refusal)
     if rnd.state != RoundState.OPEN:
         _reject(
             bank,
@@ -265,16 +271,8 @@ def _update_submit(
     privacy: PrivacyClaim,
 ) -> Submission:
     privacy = _privacy_check(rnd, bank, privacy)
-    epoch = rnd.key_epoch
     try:
-        with open(body_path, "rb") as body:
-            checked = validate_vector(
-                body,
-                epoch_context(epoch),
-                epoch_params(epoch),
-                fingerprint=epoch.fingerprint,
-                expected_length=rnd.vector_length,
-            )
+        computed, size = body_check(rnd, body_path)
     except UpdateInvalid as exc:
         _reject(
             bank,
@@ -282,7 +280,7 @@ def _update_submit(
             f"invalid ciphertext: {exc}",
             ApplicationError(f"update refused: {exc}"),
         )
-    if checked.digest != digest:
+    if computed != digest:
         # The signature was checked over the declared digest before the body was read;
         # the body must be what was signed.
         _reject(
@@ -292,12 +290,10 @@ def _update_submit(
             ApplicationError(
                 "the body's SHA-256 does not match X-Update-Digest: it was altered or truncated "
                 "in transit; retry the upload",
-                computed=checked.digest,
+                computed=computed,
             ),
         )
-    return _update_store(
-        rnd, bank, body_path, checked.digest, signature, checked.size_bytes, privacy
-    )
+    return _update_store(rnd, bank, body_path, computed, signature, size, privacy)
 
 
 def _update_store(
