@@ -202,6 +202,22 @@ def check_cohort_keys(roster: RosterState, rnd: RoundInfo, keys: CohortKeys, ban
         raise Refused("secagg_keys", f"round {number}: no share box relayed from {missing}")
 
 
+def adopt_cohort_keys(
+    roster: RosterState, rnd: RoundInfo, keys: CohortKeys, bank: str, state_dir: Path
+) -> None:
+    """Check the final keys name this bank's own mask key, and keep them for the unmasking.
+
+    The unmask request is later checked against exactly this U1; final keys that change
+    between two polls are refused.
+    """
+    rf = round_file(state_dir, rnd.number)
+    _check_own_key(keys, bank, rf.secrets(), round_binding(roster, rnd))
+    if rf.cohort_keys is not None and CohortKeys.from_dict(rf.cohort_keys) != keys:
+        raise Refused("secagg_keys", f"round {rnd.number}: the final cohort keys changed")
+    rf.cohort_keys = keys.to_dict()
+    save_round_file(state_dir, rf)
+
+
 def masked_update(
     kit: SealKit,
     values: np.ndarray,
@@ -213,14 +229,8 @@ def masked_update(
     state_dir: Path,
 ) -> str:
     """Mask ``values`` towards U1 (pairwise and self masks), encrypt v2 to ``out``; digest."""
-    rf = round_file(state_dir, rnd.number)
-    secrets = rf.secrets()
+    secrets = round_file(state_dir, rnd.number).secrets()
     binding = round_binding(roster, rnd)
-    _check_own_key(keys, bank, secrets, binding)
-    if rf.cohort_keys is not None and CohortKeys.from_dict(rf.cohort_keys) != keys:
-        raise Refused("secagg_keys", f"round {rnd.number}: the final cohort keys changed")
-    rf.cohort_keys = keys.to_dict()
-    save_round_file(state_dir, rf)
     peers = {k.bank: mask_public(k) for k in keys.keys}
     terms = [*pairwise_terms(secrets.agreement, bank, peers, binding), secrets.self_term(bank)]
     with open(out, "wb") as stream:
