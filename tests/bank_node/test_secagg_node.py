@@ -9,6 +9,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -213,7 +214,7 @@ def test_a_reveal_gives_key_shares_of_the_dropped_and_seed_shares_of_the_survivo
 # --- the published record ----------------------------------------------------------------
 
 
-def _with_record(manifest: Manifest, **changes: object) -> Manifest:
+def _with_record(manifest: Manifest, **changes: Any) -> Manifest:
     assert manifest.secure_aggregation is not None
     record = dataclasses.replace(manifest.secure_aggregation, **changes)
     return dataclasses.replace(manifest, secure_aggregation=record)
