@@ -197,7 +197,8 @@ def check_cohort_keys(roster: RosterState, rnd: RoundInfo, keys: CohortKeys, ban
             f"round {number}: {len(u1)} bank(s) advertised a mask key (threshold {threshold}); "
             f"this bank {'is' if bank in u1 else 'is not'} among them",
         )
-    missing = sorted(u1 - {bank} - set(keys.shares_for_you))
+    boxes = {sender for sender, box in keys.shares_for_you.items() if isinstance(box, str)}
+    missing = sorted(u1 - {bank} - boxes)
     if missing:
         raise Refused("secagg_keys", f"round {number}: no share box relayed from {missing}")
 

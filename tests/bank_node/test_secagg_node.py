@@ -151,6 +151,17 @@ def test_final_keys_without_this_bank_or_below_the_threshold_are_refused(fresh):
     _refused("secagg_keys", lambda: fresh.adopt("alpha", small))
 
 
+@pytest.mark.parametrize("box", [None, 3], ids=["no box", "a box that is not text"])
+def test_final_keys_without_a_readable_box_from_every_peer_are_refused(fresh, box):
+    keys = fresh.cohort_keys("alpha", BANKS_SORTED)
+    boxes = {k: v for k, v in keys.shares_for_you.items() if k != "gamma"}
+    if box is not None:
+        boxes["gamma"] = box
+    keys = dataclasses.replace(keys, shares_for_you=boxes)
+    error = _refused("secagg_keys", lambda: fresh.adopt("alpha", keys))
+    assert "'gamma'" in error.message
+
+
 def test_final_keys_that_replace_this_banks_own_mask_key_are_refused(fresh):
     keys = fresh.cohort_keys("alpha", BANKS_SORTED)
     beta = fresh.advertised("beta")
