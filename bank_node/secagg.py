@@ -265,6 +265,8 @@ def answer_unmask(
         check_reveal(request.dropped, request.survivors)
     except HEError as exc:
         raise Refused("unmask_both_ways", f"round {number}: {exc}") from None
+    if request.round != number:
+        raise Refused("unmask_request", f"round {number}: the unmask request is for another round")
     survivors, dropped = tuple(sorted(request.survivors)), tuple(sorted(request.dropped))
     rf = round_file(state_dir, number)
     if rf.reveal is not None:
@@ -272,7 +274,7 @@ def answer_unmask(
     if rf.cohort_keys is None:
         raise Refused("unmask_request", f"round {number}: this bank uploaded nothing to unmask")
     keys = CohortKeys.from_dict(rf.cohort_keys)
-    _check_request(request, keys.banks, round_threshold(roster, rnd), me.bank)
+    _check_request(request, number, keys.banks, round_threshold(roster, rnd), me.bank)
     reveal = _reveal(roster, rnd, me, rf, keys, survivors, dropped)
     rf.reveal = reveal.to_dict()
     save_round_file(state_dir, rf)
@@ -292,8 +294,10 @@ def _same_reveal(
     )
 
 
-def _check_request(request: UnmaskRequest, u1: tuple[str, ...], threshold: int, bank: str) -> None:
-    number, survivors, dropped = request.round, set(request.survivors), set(request.dropped)
+def _check_request(
+    request: UnmaskRequest, number: int, u1: tuple[str, ...], threshold: int, bank: str
+) -> None:
+    survivors, dropped = set(request.survivors), set(request.dropped)
     problems = [
         (
             len(survivors) != len(request.survivors) or len(dropped) != len(request.dropped),

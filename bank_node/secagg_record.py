@@ -205,7 +205,7 @@ def _rebuild(
     for subset in islice(combinations(reveals, threshold), MAX_SUBSETS):
         try:
             return rebuild([Share.from_bytes(unb64(pick(r), what)) for r in subset])
-        except (HEError, Refused, ValueError):
+        except (HEError, Refused, ValueError, KeyError):
             continue
     raise _refused(number, f"holds no {threshold} reveals that rebuild {what}")
 

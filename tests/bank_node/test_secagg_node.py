@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bank_node.checks import Refused
-from bank_node.secagg import mask_keys_post, masked_update
+from bank_node.secagg import answer_unmask, mask_keys_post, masked_update
 from bank_node.secagg_record import aggregate_chosen, check_record, recompute_aggregate
 from bank_node.secagg_state import round_file, round_path
 from he.codec import pack_update
@@ -24,7 +24,14 @@ from he.params import CkksParams
 from he.ring import SealKit, kit_from_tenseal
 from he.seeded import decrypt_vector2
 from he.signing import sign
-from protocol import AdvertisedKey, Manifest, PolicySnapshot, Reveal, SecAggRecord
+from protocol import (
+    AdvertisedKey,
+    Manifest,
+    PolicySnapshot,
+    Reveal,
+    SecAggRecord,
+    UnmaskRequest,
+)
 from tests.bank_node.secagg_nodes import (
     BANKS,
     BANKS_SORTED,
@@ -201,6 +208,13 @@ def test_a_request_naming_a_bank_both_survivor_and_dropped_is_refused(fresh):
 )
 def test_a_request_that_does_not_fit_u1_is_refused(fresh, survivors, dropped):
     _refused("unmask_request", lambda: fresh.reveal("alpha", survivors, dropped))
+
+
+def test_a_request_for_another_round_is_refused(fresh):
+    request = UnmaskRequest(8, 3, SURVIVORS, DROPPED)
+    home = fresh.homes["alpha"]
+    action = lambda: answer_unmask(fresh.roster, fresh.rnd, fresh.me("alpha"), request, home)  # noqa: E731
+    _refused("unmask_request", action)
 
 
 def test_a_tampered_share_box_is_refused_when_the_node_opens_it(ckks, tmp_path):
