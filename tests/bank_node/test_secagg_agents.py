@@ -257,3 +257,25 @@ def test_an_unpinned_node_refuses_a_v2_round_and_posts_nothing(ckks, tmp_path, w
     agent.step()
     assert portal.posts == {}
     assert "pinned roster" in agent.state.skipped[str(NUMBER)]
+
+
+def test_a_v1_round_keeps_the_v1_path_one_ckksvec1_upload_and_no_mask_keys(ckks, tmp_path, world):
+    ceremony = found()
+    policy = policy_dict(
+        model_spec=SPEC,
+        n_features=len(FEATURE_NAMES),
+        normalize_features=False,
+        secure_aggregation="v1",
+    )
+    snapshot = PolicySnapshot.from_dict(policy)
+    fields = {"number": NUMBER, "state": "open", "policy": policy, "key_epoch": ckks.fingerprint}
+    rnd = RoundInfo.from_dict(
+        round_dict(**fields, base_round=None, base_key_epoch=None, stats_round=None)
+    )
+    portal = RelayPortal(tmp_path, rnd)
+    roster = _roster(ceremony, ckks.fingerprint, snapshot)
+    agent = _agents(tmp_path, world, ckks, ceremony, roster, portal)["alpha"]
+    agent.step()
+    assert portal.posts == {} and portal.objections == []
+    assert portal.uploads["alpha"].read_bytes()[:8] == b"CKKSVEC1"
+    assert not (tmp_path / "alpha" / "secagg").exists()
