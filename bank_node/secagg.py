@@ -113,6 +113,12 @@ def check_advertised(
         if key.bank in seen:
             raise Refused("secagg_keys", f"round {number}: {key.bank!r} advertised twice")
         seen.add(key.bank)
+        # Shape first: the signed message refuses a newline, which base64 and hex exclude.
+        mask_public(key)
+        if not _HEX64.fullmatch(key.seed_commitment):
+            raise Refused(
+                "secagg_keys", f"round {number}: {key.bank!r}'s seed commitment is not 64 hex"
+            )
         signer = roster.signing_key_of(key.bank)
         message = key.message(roster.consortium_id, number)
         if signer is None or not verify(signer, message, key.signature):
@@ -121,9 +127,6 @@ def check_advertised(
                 f"round {number}: the mask key advertised for {key.bank!r} is not signed "
                 "under its roster key",
             )
-        mask_public(key)
-        if not _HEX64.fullmatch(key.seed_commitment):
-            raise Refused("secagg_keys", f"round {number}: {key.bank!r}'s seed commitment")
 
 
 def check_cohort(roster: RosterState, number: int, cohort: tuple[str, ...]) -> None:

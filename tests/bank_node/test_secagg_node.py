@@ -158,6 +158,23 @@ def test_final_keys_without_this_bank_or_below_the_threshold_are_refused(fresh):
     _refused("secagg_keys", lambda: fresh.adopt("alpha", small))
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mask_public_key": "a2V5\n"},
+        {"mask_public_key": "c2hvcnQ="},
+        {"seed_commitment": "ab\ncd"},
+    ],
+    ids=["a newline in the key", "a short key", "a commitment that is not hex"],
+)
+def test_a_malformed_advertised_key_is_refused_not_a_crash(fresh, change):
+    keys = fresh.cohort_keys("alpha", BANKS_SORTED)
+    bad = dataclasses.replace(keys.keys[2], **change)
+    keys = dataclasses.replace(keys, keys=(*keys.keys[:2], bad, keys.keys[3]))
+    error = _refused("secagg_keys", lambda: fresh.adopt("alpha", keys))
+    assert "'delta'" in error.message  # keys are sorted: the third is delta's
+
+
 @pytest.mark.parametrize("box", [None, 3], ids=["no box", "a box that is not text"])
 def test_final_keys_without_a_readable_box_from_every_peer_are_refused(fresh, box):
     keys = fresh.cohort_keys("alpha", BANKS_SORTED)
