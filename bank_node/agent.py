@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ from bank_node.keys import Keyring
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
 from bank_node.roster import RosterKeeper
+from bank_node.secagg_steps import SecAggSteps
+from bank_node.state import NodeState, dp_config
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -39,8 +40,8 @@ from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_updat
 from he.errors import HEError, UpdateInvalid
 from he.integrity import AggregateRejected, check_aggregate, tag_value
 from he.signing import sign, update_message_v2
-from models.privacy import DPConfig, PrivacyBudgetExceeded, epsilon_after, would_exceed
-from protocol import PolicySnapshot, PrivacyClaim, RoundInfo
+from models.privacy import PrivacyBudgetExceeded, epsilon_after, would_exceed
+from protocol import CohortKeys, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
@@ -48,44 +49,6 @@ MAX_BANKS_PER_SUM = 256  # must not exceed the portal's CONSORTIUM_MAX_BANKS_PER
 DAY_SECONDS = 86400.0
 # Quality figures a bank may opt in to report (report_metrics); never row counts or rates.
 REPORTABLE_METRICS = ("auprc", "recall_at_0.5pct", "f1")
-
-
-@dataclass
-class NodeState:
-    """What the node remembers across restarts (in ``state_dir/state.json``)."""
-
-    submitted: dict[str, str] = field(default_factory=dict)  # round -> digest
-    evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
-    skipped: dict[str, str] = field(default_factory=dict)  # round -> reason
-    # Differential privacy: Opacus's RDP history across rounds, and the epsilon it implies.
-    dp_accountant: dict[str, Any] | None = None
-    epsilon: float | None = None
-    refused: dict[str, str] = field(default_factory=dict)  # round -> why its aggregate was not used
-    submitted_at: dict[str, float] = field(default_factory=dict)  # round -> unix time of upload
-
-    @classmethod
-    def load(cls, path: Path) -> NodeState:
-        if not path.exists():
-            return cls()
-        return cls(**json.loads(path.read_text()))
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
-        tmp.replace(path)
-
-
-def dp_config(policy: PolicySnapshot) -> DPConfig:
-    """The DP-SGD settings of a policy, its budget planned over ``max_rounds`` rounds."""
-    return DPConfig(
-        target_epsilon=policy.dp_target_epsilon,
-        delta=policy.dp_delta,
-        max_grad_norm=policy.dp_max_grad_norm,
-        noise_multiplier=policy.dp_noise_multiplier,
-        planned_rounds=policy.max_rounds,
-        local_epochs=policy.local_epochs,
-        batch_size=policy.batch_size,
-    )
 
 
 class Agent:
@@ -109,6 +72,7 @@ class Agent:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_path = config.state_dir / "state.json"
         self.state = NodeState.load(self.state_path)
+        self.secagg = SecAggSteps(config, keys, client, lambda: self.roster)
         node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
 
     @property
@@ -127,9 +91,8 @@ class Agent:
         if self.keeper is not None:
             self.keeper.refresh(self.client, self.objector)
         current = self.client.current_round()
-        if current is not None and current.state == "open":
-            node_metrics.round_seen_open(current.number)
-            self.participate(current)
+        if current is not None:
+            self.join(current)
         for rnd in self.client.rounds(limit=5):
             key = str(rnd.number)
             node_metrics.round_listed(
@@ -146,6 +109,34 @@ class Agent:
                 and key not in self.state.refused
             ):
                 self.evaluate_or_refuse(rnd)
+
+    def join(self, rnd: RoundInfo) -> None:
+        """Act on the round in flight: train when open, or a secure-aggregation v2 phase."""
+        if rnd.state == "open":
+            node_metrics.round_seen_open(rnd.number)
+            self.participate(rnd)
+        elif rnd.policy.masked and rnd.state in ("sharing", "unmasking"):
+            self.secagg_phase(rnd)
+
+    def secagg_phase(self, rnd: RoundInfo) -> None:
+        """Sharing: advertise the mask key (once); unmasking: reveal (once, survivors only)."""
+        key = str(rnd.number)
+        if key in self.state.skipped or self.epoch_missing(rnd):
+            return
+        try:
+            if rnd.state == "sharing":
+                self.check_round(rnd)
+                self.secagg.share(rnd)
+            elif key in self.state.submitted:
+                self.secagg.unmask(rnd)
+        except Refused as exc:
+            self.sit_out(rnd.number, exc)
+
+    def sit_out(self, number: int, exc: Refused) -> None:
+        """Object, and take no further part in round ``number``."""
+        self.refuse(number, exc)
+        self.state.skipped[str(number)] = exc.message
+        self.state.save(self.state_path)
 
     def evaluate_or_refuse(self, rnd: RoundInfo) -> dict[str, Any] | None:
         """Evaluate a published aggregate, unless it is one this bank must not use."""
@@ -174,25 +165,15 @@ class Agent:
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
         key = str(rnd.number)
-        if key in self.state.submitted or key in self.state.skipped:
-            return False
-        if rnd.key_epoch != self.keys.fingerprint:
-            reason = (
-                f"round {key} uses key epoch {rnd.key_epoch[:16]}..., this node holds "
-                f"{self.keys.fingerprint[:16]}...; install the current consortium key"
-            )
-            log.error(reason)
-            self.state.skipped[key] = reason
-            self.state.save(self.state_path)
+        if key in self.state.submitted or key in self.state.skipped or self.epoch_missing(rnd):
             return False
         started = time.monotonic()
         try:
             self.check_round(rnd)
+            cohort = self.secagg.cohort(rnd) if rnd.policy.masked else None
             weights, n, privacy = self.local_update(rnd)
         except Refused as exc:
-            self.refuse(rnd.number, exc)
-            self.state.skipped[key] = exc.message
-            self.state.save(self.state_path)
+            self.sit_out(rnd.number, exc)
             return False
         except (HEError, PrivacyBudgetExceeded) as exc:
             # e.g. the base aggregate is under a key epoch this node never held
@@ -202,7 +183,7 @@ class Agent:
             return False
         log.info("round %s: update over %d rows in %.1fs", key, n, time.monotonic() - started)
         node_metrics.local_update_done(rnd.kind, time.monotonic() - started)
-        digest, path = self.encrypt(rnd.number, weights, n)
+        digest, path = self.encrypt(rnd, weights, n, cohort)
         claim = privacy or PrivacyClaim()
         message = update_message_v2(
             rnd.number, self.config.bank, digest, claim.epsilon, claim.budget_left
@@ -215,6 +196,19 @@ class Agent:
         self.state.submitted_at[key] = time.time()
         self.state.save(self.state_path)
         log.info("round %s: uploaded %s", key, digest[:16])
+        return True
+
+    def epoch_missing(self, rnd: RoundInfo) -> bool:
+        """True (and the round skipped) when the round is under a key this node lacks."""
+        if rnd.key_epoch == self.keys.fingerprint:
+            return False
+        reason = (
+            f"round {rnd.number} uses key epoch {rnd.key_epoch[:16]}..., this node holds "
+            f"{self.keys.fingerprint[:16]}...; install the current consortium key"
+        )
+        log.error(reason)
+        self.state.skipped[str(rnd.number)] = reason
+        self.state.save(self.state_path)
         return True
 
     def local_update(self, rnd: RoundInfo) -> tuple[np.ndarray, int, PrivacyClaim | None]:
@@ -250,7 +244,11 @@ class Agent:
         budget_left = not would_exceed(accountant, dp, n_samples=rows)
         return weights, n, PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
 
-    def encrypt(self, number: int, weights: np.ndarray, n: int) -> tuple[str, Path]:
+    def encrypt(
+        self, rnd: RoundInfo, weights: np.ndarray, n: int, cohort: CohortKeys | None = None
+    ) -> tuple[str, Path]:
+        """Pack and tag the update; mask-encrypt it (v2) towards ``cohort``, or encrypt (v1)."""
+        number = rnd.number
         tag = tag_value(self.keys.integrity_key, self.keys.fingerprint, number, self.config.bank)
         values = pack_update(weights, n, tag)
         check_headroom(values, self.keys.params, MAX_BANKS_PER_SUM)
@@ -258,6 +256,8 @@ class Agent:
         if self.config.keep_plaintext_updates:
             np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
         with node_metrics.ENCRYPT_SECONDS.time():
+            if cohort is not None:
+                return self.secagg.encrypt(rnd, values, cohort)
             digest = encrypt_to_file(
                 self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
             )
@@ -306,6 +306,8 @@ class Agent:
         check_manifest(self.roster, info, info.manifest, self.config.guardrails)
         assert info.manifest is not None  # check_manifest refuses a round without one
         path = self.config.state_dir / f"aggregate-round-{number}.ckks"
+        if info.policy.masked:  # before a byte is decrypted: the record, and maybe the sum
+            self.secagg.check_published(info, info.manifest, path)
         if not path.exists():
             self.client.download_aggregate(number, path)
         try:
@@ -315,14 +317,17 @@ class Agent:
             raise
         epoch = info.key_epoch or epoch
         try:
-            summed = self.decrypt_aggregate(path, epoch)
+            summed = self.decrypt_aggregate(path, epoch, masked=info.policy.masked)
             key = self.keys.integrity_for(epoch)
             return check_aggregate(summed, info.manifest.banks, key, epoch, number)
         except AggregateRejected as exc:
             raise Refused("aggregate_integrity", str(exc)) from exc
 
-    def decrypt_aggregate(self, path: Path, epoch: str) -> np.ndarray:
+    def decrypt_aggregate(self, path: Path, epoch: str, *, masked: bool = False) -> np.ndarray:
         """Decrypt a downloaded aggregate; a malformed one is refused like a forged one."""
+        if masked:
+            with node_metrics.DECRYPT_SECONDS.time():
+                return self.secagg.decrypt(path, epoch)
         ctx, params = self.keys.for_epoch(epoch)
         with open(path, "rb") as stream, node_metrics.DECRYPT_SECONDS.time():
             try:

@@ -1,4 +1,4 @@
-"""Key files on the bank's side: the consortium's CKKS contexts, integrity key, signing key.
+"""Key files on the bank's side: CKKS contexts, integrity key, signing and agreement keys.
 
 Secret files are written 0600 and never logged; the secret context and the integrity key
 are read from a path (a Kubernetes Secret volume in production) and never leave the node.
@@ -102,6 +102,9 @@ class Keyring:
     # Keys of earlier epochs, by fingerprint: they still open aggregates made under them.
     previous: dict[str, tuple[ts.Context, CkksParams]] = field(default_factory=dict)
     previous_integrity: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # The roster X25519 key that seals and opens secure-aggregation share boxes (v2);
+    # None when no agreement.key sits beside the signing key (a v1-only node).
+    agreement_key: X25519PrivateKey | None = field(default=None, repr=False)
 
     def for_epoch(self, epoch_fingerprint: str) -> tuple[ts.Context, CkksParams]:
         """The secret context (and parameters) that decrypts data of ``epoch_fingerprint``."""
@@ -135,6 +138,14 @@ def integrity_key_load(path: Path) -> bytes:
     return integrity_key_check(data)
 
 
+def agreement_key_load(path: Path) -> X25519PrivateKey:
+    """Read this bank's raw 32-byte X25519 agreement key; HEError when it is not one."""
+    data = path.read_bytes()
+    if len(data) != 32:
+        raise HEError(f"{path} is not a raw 32-byte X25519 key ({len(data)} bytes)")
+    return X25519PrivateKey.from_private_bytes(data)
+
+
 def _load_key_dir(
     secret_file: Path, params_file: Path
 ) -> tuple[ts.Context, CkksParams, str, bytes]:
@@ -149,8 +160,11 @@ def keyring_load(
     params_file: Path,
     signing_key_file: Path,
     previous_key_dirs: tuple[Path, ...] = (),
+    agreement_key_file: Path | None = None,
 ) -> Keyring:
+    """Load every key the node uses; the agreement key defaults to the signing key's folder."""
     ctx, params, fp, integrity = _load_key_dir(secret_context_file, params_file)
+    agreement_file = agreement_key_file or signing_key_file.parent / AGREEMENT_KEY
     previous, previous_integrity = {}, {}
     for directory in previous_key_dirs:
         old_ctx, old_params, old_fp, old_integrity = _load_key_dir(
@@ -166,4 +180,5 @@ def keyring_load(
         integrity_key=integrity,
         previous=previous,
         previous_integrity=previous_integrity,
+        agreement_key=agreement_key_load(agreement_file) if agreement_file.exists() else None,
     )

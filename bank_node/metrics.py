@@ -160,6 +160,20 @@ REFUSAL_REASONS = (
     "manifest_mismatch",
     "aggregate_integrity",
     "input_privacy",
+    # secure aggregation v2 (bank_node/secagg.py, bank_node/secagg_record.py)
+    "secagg_unpinned",
+    "secagg_no_agreement_key",
+    "secagg_state",
+    "secagg_cohort",
+    "secagg_keys",
+    "mask_key_signature",
+    "unmask_both_ways",
+    "unmask_changed",
+    "unmask_request",
+    "share_unreadable",
+    "secagg_record",
+    "reveal_signature",
+    "aggregate_substituted",
     "other",
 )
 ROSTER_VERSION.set(-1)

@@ -20,12 +20,16 @@ import requests
 from bank_node import metrics as node_metrics
 from protocol import (
     BankInfo,
+    CohortKeys,
     KeyEpochInfo,
+    MaskKeysPost,
     MetricsReceipt,
     PrivacyClaim,
     ProtocolError,
+    Reveal,
     RoundInfo,
     RoundPage,
+    UnmaskRequest,
     UpdateReceipt,
 )
 
@@ -115,6 +119,16 @@ def _parse(parse: Callable[[object], M], data: object, what: str) -> M:
         ) from exc
 
 
+def _stream_to(response: requests.Response, path: Path) -> str:
+    """Write a streamed body to ``path`` piece by piece; its SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for piece in response.iter_content(1024 * 1024):
+            digest.update(piece)
+            out.write(piece)
+    return digest.hexdigest()
+
+
 def _message(response: requests.Response) -> str:
     try:
         return str(response.json().get("message", response.text[:200]))
@@ -163,22 +177,47 @@ class BankClient(_Base):
     def download_aggregate(self, number: int, dest: Path) -> str:
         """Stream round ``number``'s aggregate to ``dest``; verify and return its digest."""
         response = self._request("GET", f"rounds/{number}/aggregate", stream=True)
-        digest = hashlib.sha256()
         tmp = dest.with_suffix(".part")
-        with open(tmp, "wb") as out:
-            for piece in response.iter_content(1024 * 1024):
-                digest.update(piece)
-                out.write(piece)
+        digest = _stream_to(response, tmp)
         expected = response.headers.get("X-Aggregate-Digest", "")
-        if digest.hexdigest() != expected:
+        if digest != expected:
             tmp.unlink(missing_ok=True)
             raise PortalError(
                 None,
                 f"aggregate of round {number} arrived corrupted "
-                f"(digest {digest.hexdigest()[:16]} != {expected[:16]})",
+                f"(digest {digest[:16]} != {expected[:16]})",
             )
         tmp.replace(dest)
         return expected
+
+    def download_submission(self, number: int, bank: str, dest: Path) -> str:
+        """Stream one survivor's masked upload of a published v2 round; return its SHA-256.
+
+        The caller compares the digest with the manifest's input, which the bank signed.
+        """
+        response = self._request("GET", f"rounds/{number}/submissions/{bank}", stream=True)
+        tmp = dest.with_suffix(".part")
+        digest = _stream_to(response, tmp)
+        tmp.replace(dest)
+        return digest
+
+    # --- secure aggregation v2 (docs/secure-aggregation.md, "The round protocol") -----------
+
+    def mask_keys_put(self, number: int, post: MaskKeysPost) -> Any:
+        """Advertise this round's mask key and relay the share boxes (phase *sharing*)."""
+        return self._json("PUT", f"rounds/{number}/mask-keys", json=post.to_dict())
+
+    def cohort_keys(self, number: int) -> CohortKeys:
+        """The advertised mask keys and the share boxes sealed to this bank."""
+        return self._parsed(CohortKeys.from_dict, "GET", f"rounds/{number}/mask-keys")
+
+    def unmask_request(self, number: int) -> UnmaskRequest:
+        """Who survived and who dropped (phase *unmasking*)."""
+        return self._parsed(UnmaskRequest.from_dict, "GET", f"rounds/{number}/unmask")
+
+    def reveal_post(self, number: int, reveal: Reveal) -> Any:
+        """Send this survivor's signed reveal."""
+        return self._json("POST", f"rounds/{number}/reveal", json=reveal.to_dict())
 
     def upload_update(
         self,

@@ -68,7 +68,13 @@ class Portal:
 def _round(number: int, fp: str, blob: bytes = b"", **overrides: Any) -> RoundInfo:
     """A round as the portal lists it; its manifest names ``blob`` as the aggregate, so the
     node's digest check passes and what is tested is the check after decryption."""
-    policy = policy_dict(model_spec=SPEC, n_features=len(FEATURE_NAMES), normalize_features=False)
+    # The v1 path (one shared key); v2 aggregates are checked in test_secagg_node.py.
+    policy = policy_dict(
+        model_spec=SPEC,
+        n_features=len(FEATURE_NAMES),
+        normalize_features=False,
+        secure_aggregation="v1",
+    )
     inputs = [{"bank": b, "digest": f"{i:02d}" * 32} for i, b in enumerate(BANKS)]
     digest = hashlib.sha256(blob).hexdigest()
     fields = {

@@ -1,0 +1,49 @@
+"""What the node remembers across restarts, and the DP settings a policy implies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.privacy import DPConfig
+from protocol import PolicySnapshot
+
+
+@dataclass
+class NodeState:
+    """What the node remembers across restarts (in ``state_dir/state.json``)."""
+
+    submitted: dict[str, str] = field(default_factory=dict)  # round -> digest
+    evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # round -> metrics
+    skipped: dict[str, str] = field(default_factory=dict)  # round -> reason
+    # Differential privacy: Opacus's RDP history across rounds, and the epsilon it implies.
+    dp_accountant: dict[str, Any] | None = None
+    epsilon: float | None = None
+    refused: dict[str, str] = field(default_factory=dict)  # round -> why its aggregate was not used
+    submitted_at: dict[str, float] = field(default_factory=dict)  # round -> unix time of upload
+
+    @classmethod
+    def load(cls, path: Path) -> NodeState:
+        if not path.exists():
+            return cls()
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2, sort_keys=True))
+        tmp.replace(path)
+
+
+def dp_config(policy: PolicySnapshot) -> DPConfig:
+    """The DP-SGD settings of a policy, its budget planned over ``max_rounds`` rounds."""
+    return DPConfig(
+        target_epsilon=policy.dp_target_epsilon,
+        delta=policy.dp_delta,
+        max_grad_norm=policy.dp_max_grad_norm,
+        noise_multiplier=policy.dp_noise_multiplier,
+        planned_rounds=policy.max_rounds,
+        local_epochs=policy.local_epochs,
+        batch_size=policy.batch_size,
+    )
