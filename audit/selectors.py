@@ -194,3 +194,8 @@ def audit_rejections(*, rounds: list[int]) -> dict[int, list[dict[str, Any]]]:
             }
         )
     return by_round
+
+
+def audit_round_event_recorded(*, action: str, round_number: int) -> bool:
+    """True once an ``action`` event about round ``round_number`` is in the trail."""
+    return AuditEvent.objects.filter(action=action, data__round=round_number).exists()
