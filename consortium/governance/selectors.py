@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
+from audit.selectors import audit_objections_recorded
 from consortium.governance.models import (
     DisputeClearance,
     Objection,
@@ -119,15 +120,33 @@ def objection_list_for_round(number: int) -> QuerySet[Objection]:
 # --- disputed rounds: derived from the signed objections, never from a stored flag --------
 
 
-def _signed_objections(rows: Iterable[Objection]) -> list[tuple[SignedObjection, str]]:
-    """The stored objections as signed; a row whose body no longer parses counts for nothing."""
-    signed = []
-    for row in rows:
-        try:
-            signed.append((SignedObjection.from_dict(row.body), row.signature))
-        except RosterError:
-            continue
-    return signed
+def _signed(body: object, signature: object) -> tuple[SignedObjection, str] | None:
+    """An objection as signed, or None when it no longer parses (it counts for nothing)."""
+    try:
+        return SignedObjection.from_dict(body), str(signature)
+    except RosterError:
+        return None
+
+
+def _objections_by_round(wanted: set[int]) -> dict[int, list[tuple[SignedObjection, str]]]:
+    """Every signed objection naming these rounds: the portal's rows and the trail's copies.
+
+    Selected by the round number inside the signed body, not the row's column, and read
+    from the hash-chained trail too: editing or deleting rows hides nothing.
+    """
+    found: dict[str, tuple[SignedObjection, str]] = {}
+    rows = Objection.objects.filter(body__round_number__in=list(wanted))
+    for body, signature in rows.values_list("body", "signature"):
+        if (item := _signed(body, signature)) is not None:
+            found[item[1]] = item
+    for data in audit_objections_recorded(rounds=list(wanted)):
+        signature = data.pop("signature", "")
+        if (item := _signed(data, signature)) is not None:
+            found.setdefault(item[1], item)
+    by_round: dict[int, list[tuple[SignedObjection, str]]] = {}
+    for objection, signature in found.values():
+        by_round.setdefault(objection.round_number, []).append((objection, signature))
+    return by_round
 
 
 def disputes_for(numbers: Iterable[int]) -> dict[int, Dispute]:
@@ -141,15 +160,13 @@ def disputes_for(numbers: Iterable[int]) -> dict[int, Dispute]:
     wanted = {n for n in numbers if 0 < n <= MAX_ROUND_NUMBER}
     if state is None or not wanted:
         return {}
-    by_round: dict[int, list[Objection]] = {}
-    for row in Objection.objects.filter(round_number__in=wanted).order_by("pk"):
-        by_round.setdefault(int(row.round_number or 0), []).append(row)
+    by_round = _objections_by_round(wanted)
     clearances: dict[int, dict[str, str]] = {}
     for c in DisputeClearance.objects.filter(round_number__in=list(by_round)):
         clearances.setdefault(c.round_number, {})[c.bank_id] = c.signature
     out = {}
-    for number, rows in by_round.items():
-        dispute = dispute_of(state, number, _signed_objections(rows), clearances.get(number, {}))
+    for number, signed in by_round.items():
+        dispute = dispute_of(state, number, signed, clearances.get(number, {}))
         if dispute.objected:
             out[number] = dispute
     return out

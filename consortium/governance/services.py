@@ -381,15 +381,11 @@ def _disputed(number: int, bank_slug: str, signature: str) -> Dispute:
 @transaction.atomic
 def _clearance_add(number: int, bank_slug: str, signature: str, actor: str) -> Dispute:
     dispute = _disputed(number, bank_slug, signature)
-    existing = DisputeClearance.objects.filter(round_number=number, bank_id=bank_slug).first()
-    if existing is not None and existing.signature == signature:
-        return dispute  # a retry: the same answer
-    if existing is not None or dispute.cleared:
-        raise Conflict(
-            f"bank {bank_slug!r} already signed the clearance of round {number}"
-            if existing is not None
-            else f"the dispute of round {number} is already cleared"
-        )
+    # One clearance per bank: a second one, even the same bytes, would not count twice.
+    if DisputeClearance.objects.filter(round_number=number, bank_id=bank_slug).exists():
+        raise Conflict(f"bank {bank_slug!r} already signed the clearance of round {number}")
+    if dispute.cleared:
+        raise Conflict(f"the dispute of round {number} is already cleared")
     DisputeClearance.objects.create(round_number=number, bank_id=bank_slug, signature=signature)
     audit_record(
         action="dispute.clearance_signed",

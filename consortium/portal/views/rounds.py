@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.http import Http404, HttpRequest, HttpResponse
 
+from consortium.governance import selectors as roster
 from consortium.portal import selectors
 from consortium.portal.access import STAFF, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
@@ -53,6 +54,9 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
         "convergence": conv,
         "auprc_chart": auprc_chart(conv, marker=rnd.number),
         "epsilon_chart": epsilon_chart(conv, marker=rnd.number),
+        # Derived from the banks' signed objections and clearances, never a stored flag.
+        "dispute": roster.dispute_get(rnd.number),
+        "objections": roster.objection_list_for_round(rnd.number),
     }
     return render_page(request, viewer, "portal/round_detail.html", context)
 
