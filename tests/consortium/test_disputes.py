@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def banks(client, epoch, policy, founders, operator) -> dict[str, Founder]:
+def banks(client, epoch, policy, founders, operator) -> dict[str, Founder]:  # noqa: F811
     """Four founders whose roster has the test policy approved and the key epoch in force."""
     approved = ((policy.name, policy.version, policy_digest(policy)),)
     found(client, founders, epochs=(epoch.fingerprint,), policies=approved)
