@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from audit import render, verify
+from audit.chain import encode_report, report_body_sha256, report_message
 from audit.models import AuditEvent
+from audit.portal_key import portal_signing_key
+from audit.report import Selection
+from consortium.audit_api.services import audit_report_export
 from consortium.governance.models import DisputeClearance
 from consortium.governance.models import Objection as ObjectionRow
 from consortium.governance.selectors import policy_digest
@@ -15,6 +22,7 @@ from consortium.rounds.models import Round, RoundKind, RoundState
 from consortium.rounds.selectors import round_base_for, round_stats_for
 from consortium.rounds.services import round_open_next
 from governance import Objection, sign_clearance, sign_objection
+from he.signing import sign
 from tests.governance.portal_helpers import (  # noqa: F401  (founders: a fixture)
     OPERATOR_PASSWORD,
     Founder,
@@ -237,3 +245,91 @@ def test_the_round_page_shows_the_dispute_and_its_objections(
     assert 'data-testid="round-disputed"' in page
     assert "alpha, beta, gamma" in page
     assert page.count("aggregate_integrity") == 3
+
+
+@pytest.fixture
+def report_with_disputes(client, banks, policy, epoch) -> dict[str, Any]:
+    """Round 1 disputed then cleared by three banks, round 2 disputed; the JSON report."""
+    for number in (1, 2):
+        _published(policy, epoch, number)
+        _dispute(client, banks, number)
+    for slug in ("alpha", "beta", "delta"):
+        assert _clear(client, banks[slug], 1).status_code == 200
+    return audit_report_export(selection=Selection(), fmt="json", actor="test").report
+
+
+def _resigned_verdict(report: dict[str, Any]) -> verify.Verdict:
+    """Verify ``report`` after the operator, who holds the portal's key, signed it again."""
+    digest = report_body_sha256(report)
+    report["signature"] = {
+        **report["signature"],
+        "body_sha256": digest,
+        "value": sign(portal_signing_key(), report_message(digest)),
+    }
+    return verify.verify_report(report, encode_report(report), [report["portal_public_key"]])
+
+
+def test_the_audit_report_lists_each_dispute_and_its_clearance_and_verifies_offline(
+    report_with_disputes,
+):
+    report = report_with_disputes
+    assert [(d["round"], d["disputed"], d["cleared"]) for d in report["roster"]["disputes"]] == [
+        (1, False, True),
+        (2, True, False),
+    ]
+    assert report["roster"]["disputes"][0]["clearers"] == ["alpha", "beta", "delta"]
+    assert [(c["round"], c["bank"]) for c in report["roster"]["clearances"]] == [
+        (1, "alpha"),
+        (1, "beta"),
+        (1, "delta"),
+    ]
+    verdict = verify.verify_report(report, encode_report(report), [report["portal_public_key"]])
+    assert verdict.ok, verdict.failure
+    assert "disputes: rounds disputed 2; cleared by the banks 1" in "\n".join(verdict.summary)
+    actions = {e["action"] for e in report["events"]}
+    assert {"round.disputed", "round.dispute_cleared", "dispute.clearance_signed"} <= actions
+
+
+def test_the_csv_and_pdf_reports_show_the_disputes(report_with_disputes):
+    csv_text = render.render(report_with_disputes, "csv")[0].decode()
+    rows = [r for r in csv.DictReader(io.StringIO(csv_text)) if r["record"] == "dispute"]
+    assert [(r["round"], r["action"]) for r in rows] == [("1", "cleared"), ("2", "disputed")]
+    assert "objected to by alpha, beta, gamma (threshold 3)" in rows[1]["detail"]
+    pdf = render.render(report_with_disputes, "pdf")[0]
+    assert pdf.startswith(b"%PDF")
+
+
+def _hide(report: dict[str, Any]) -> None:
+    report["roster"]["disputes"] = [d for d in report["roster"]["disputes"] if d["round"] != 2]
+
+
+def _hide_with_its_objections(report: dict[str, Any]) -> None:
+    _hide(report)
+    roster = report["roster"]
+    roster["objections"] = [o for o in roster["objections"] if o["round"] != 2]
+
+
+def _clear_without_signatures(report: dict[str, Any]) -> None:
+    entry = report["roster"]["disputes"][1]
+    entry.update(disputed=False, cleared=True, clearers=["alpha", "beta", "gamma"])
+
+
+def _forge_clearances(report: dict[str, Any]) -> None:
+    forged = sign_clearance("acme", 2, new_bank("x").key)
+    report["roster"]["clearances"] += [
+        {"round": 2, "bank": b, "signature": forged, "received_at": NOW}
+        for b in ("alpha", "beta", "gamma")
+    ]
+    _clear_without_signatures(report)
+
+
+@pytest.mark.parametrize(
+    "tamper", [_hide, _hide_with_its_objections, _clear_without_signatures, _forge_clearances]
+)
+def test_a_report_that_hides_or_clears_a_dispute_without_the_banks_fails_verification(
+    report_with_disputes, tamper
+):
+    tamper(report_with_disputes)
+    verdict = _resigned_verdict(report_with_disputes)
+    assert not verdict.ok
+    assert verdict.failure.startswith("disputes: round 2 ")
