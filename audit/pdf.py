@@ -241,7 +241,30 @@ def _roster(roster: dict[str, Any] | None) -> list[Flowable]:
                 [w * mm for w in (30, 22, 12, 28, 82)],
             ),
         ]
-    return parts
+    return parts + _disputes(roster.get("disputes", []))
+
+
+def _disputes(disputes: list[dict[str, Any]]) -> list[Flowable]:
+    """Rounds enough banks objected to: never built on unless as many signed a clearance."""
+    if not disputes:
+        return []
+    rows = [
+        [
+            str(d["round"]),
+            "disputed" if d["disputed"] else "cleared",
+            f"{', '.join(d['objectors'])} (threshold {d['threshold']})",
+            ", ".join(d["clearers"]) or "-",
+        ]
+        for d in disputes
+    ]
+    return [
+        Paragraph("Disputed rounds: objected to by the roster's number of banks", H3),
+        _grid(
+            ["Round", "State", "Objected to by", "Clearance signed by"],
+            rows,
+            [w * mm for w in (14, 22, 82, 56)],
+        ),
+    ]
 
 
 def _tables(report: dict[str, Any]) -> list[Flowable]:

@@ -214,7 +214,7 @@ def _roster_version_row(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _roster_rows(roster: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The roster history: versions in force, then proposals, then the objections."""
+    """The roster history: versions in force, proposals, objections, then the disputes."""
     if roster is None:  # a report from before the roster
         return []
     rows = [_roster_version_row(v) for v in roster["versions"] + roster["proposals"]]
@@ -234,7 +234,23 @@ def _roster_rows(roster: dict[str, Any] | None) -> list[dict[str, Any]]:
                 ),
             }
         )
+    rows += [_dispute_row(d) for d in roster.get("disputes", [])]
     return rows
+
+
+def _dispute_row(dispute: dict[str, Any]) -> dict[str, Any]:
+    """A round the banks' signed objections dispute, and who signed its clearance."""
+    return {
+        "record": "dispute",
+        "round": dispute["round"],
+        "action": "disputed" if dispute["disputed"] else "cleared",
+        "status": "signed",
+        "detail": (
+            f"objected to by {', '.join(dispute['objectors'])} "
+            f"(threshold {dispute['threshold']}); clearance signed by "
+            f"{', '.join(dispute['clearers']) or 'nobody'}"
+        ),
+    }
 
 
 def report_csv(report: dict[str, Any]) -> bytes:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from audit.chain import GENESIS, report_body_sha256, report_message
+from audit.disputes import section_disputes
 from audit.models import AuditEvent, Checkpoint
 from audit.portal_key import portal_signing_key
 from audit.selectors import audit_chain_verify, audit_head
@@ -101,8 +102,9 @@ class ReportSource(Protocol):
     ``rounds`` answers one summary dict per round number (oldest first); ``key_epochs``
     and ``banks`` answer the epochs and banks those rounds and ``events`` name;
     ``roster`` answers the roster section (versions in force, pending or withdrawn
-    proposals, objections; its shape is in docs/audit.md and ``audit.roster_verify``
-    checks it) up to ``until`` (None: up to now).
+    proposals, objections, dispute clearances; the report adds ``disputes``; its shape
+    is in docs/audit.md and ``audit.roster_verify`` checks it) up to ``until`` (None:
+    up to now).
     """
 
     def rounds(self, numbers: list[int]) -> list[Record]: ...
@@ -159,6 +161,10 @@ def report_build(
     checkpoints = [c.as_record() for c in Checkpoint.objects.filter(seq__gte=lo, seq__lte=hi)]
     if head.as_record() not in checkpoints:
         checkpoints.append(head.as_record())
+    roster = source.roster(selection, selection.until)
+    if roster is not None:
+        # Derived from the signatures in the report itself; audit.verify recomputes it.
+        roster["disputes"] = section_disputes(roster, events)
     key = portal_signing_key()
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
@@ -182,7 +188,7 @@ def report_build(
         "rounds": rounds,
         "key_epochs": source.key_epochs(rounds, events),
         "banks": source.banks(rounds, events),
-        "roster": source.roster(selection, selection.until),
+        "roster": roster,
         "checkpoints": checkpoints,
         "events": events,
     }

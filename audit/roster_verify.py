@@ -29,6 +29,8 @@ from governance import (
 )
 
 SECTION_LISTS = ("versions", "proposals", "objections")
+# Added with disputed rounds (``audit.disputes``); a report from before has neither.
+OPTIONAL_LISTS = ("clearances", "disputes")
 
 
 class RosterProblem(Exception):
@@ -41,8 +43,8 @@ def roster_shape_problem(section: Any) -> str | None:
         return None
     if not isinstance(section, dict):
         return "roster: expected an object"
-    for name in SECTION_LISTS:
-        items = section.get(name)
+    for name in SECTION_LISTS + OPTIONAL_LISTS:
+        items = section.get(name, [] if name in OPTIONAL_LISTS else None)
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             return f"roster: {name} is missing or not a list of objects"
     return None

@@ -194,3 +194,19 @@ def audit_rejections(*, rounds: list[int]) -> dict[int, list[dict[str, Any]]]:
             }
         )
     return by_round
+
+
+def audit_round_event_recorded(*, action: str, round_number: int) -> bool:
+    """True once an ``action`` event about round ``round_number`` is in the trail."""
+    return AuditEvent.objects.filter(action=action, data__round=round_number).exists()
+
+
+def audit_objections_recorded(*, rounds: list[int]) -> list[dict[str, Any]]:
+    """What each ``objection.recorded`` event of these rounds holds: the signed objection
+    fields and its ``signature``, oldest first.
+
+    The trail keeps every objection the portal accepted, hash-chained: an objection row
+    deleted from the portal's table is still here, and deleting it here breaks the chain.
+    """
+    rows = AuditEvent.objects.filter(action="objection.recorded", data__round_number__in=rounds)
+    return [dict(data) for data in rows.order_by("seq").values_list("data", flat=True)]

@@ -5,9 +5,11 @@
 Re-computes every event hash and link, checks every checkpoint signature (and, where
 the report holds the event a checkpoint names, that the two agree), re-verifies every
 submission signature, cross-checks manifests and submissions against the events,
-re-verifies the banks' roster chain and objections (``audit.roster_verify``), checks
-the portal's signature over the whole report and finally that the file's bytes are
-exactly the signed encoding, so that changing any byte of the file is noticed.
+re-verifies the banks' roster chain and objections (``audit.roster_verify``),
+recomputes the disputed rounds from the signed objections and clearances
+(``audit.disputes``), checks the portal's signature over the whole report and finally
+that the file's bytes are exactly the signed encoding, so that changing any byte of the
+file is noticed.
 
 Exit status: 0 valid; 1 invalid (the first failure is named); 2 the report or the key
 cannot be read or is not a report at all.
@@ -38,6 +40,7 @@ from audit.chain import (
     report_message,
     verify_events,
 )
+from audit.disputes import check_disputes
 from audit.roster_verify import (
     RosterProblem,
     check_roster,
@@ -324,6 +327,7 @@ def verify_report(
         subs = sum(_check_round(r, accepted, published) for r in report["rounds"])
         lines.append(f"rounds: {len(report['rounds'])}; submission signatures valid: {subs}")
         lines.append(check_roster(report.get("roster"), genesis))
+        lines.append(check_disputes(report.get("roster"), report["events"]))
         lines.append(_check_signature(report, raw, keys))
         check = report["verification"]
         if not check["ok"]:

@@ -14,6 +14,7 @@ from bank_node import metrics as node_metrics
 from bank_node.checks import (
     Refused,
     check_aggregate_file,
+    check_dependencies,
     check_guardrails,
     check_manifest,
     check_round,
@@ -161,6 +162,8 @@ class Agent:
         recent = sum(1 for t in self.state.submitted_at.values() if now - t < DAY_SECONDS)
         epochs = {self.keys.fingerprint, *self.keys.previous}
         check_guardrails(self.config.guardrails, rnd, rounds_last_day=recent, node_epochs=epochs)
+        deps = [self.client.round(n) for n in (rnd.base_round, rnd.stats_round) if n is not None]
+        check_dependencies(rnd, self.state.refused, deps)
 
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""

@@ -9,6 +9,7 @@ round out. Nothing here does IO except hashing a downloaded file.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bank_node.config import Guardrails
@@ -125,6 +126,32 @@ def check_round(state: RosterState | None, rnd: RoundInfo) -> None:
     check_policy_approved(state, rnd.policy)
     check_key_epoch(state, rnd.key_epoch)
     check_roster_floors(state, rnd.policy)
+
+
+def check_dependencies(
+    rnd: RoundInfo, refused: Mapping[str, str], dependencies: Iterable[RoundInfo]
+) -> None:
+    """Never train on a base (or statistics) round this bank refused or the banks dispute.
+
+    ``refused`` is the node's own record (round -> why it refused that aggregate);
+    ``dependencies`` the base and statistics rounds as the portal describes them now.
+    """
+    uses = {rnd.base_round: "base", rnd.stats_round: "statistics"}
+    for number, what in uses.items():
+        if number is not None and str(number) in refused:
+            raise Refused(
+                "base_refused",
+                f"round {rnd.number}: its {what} round {number} was refused by this bank "
+                f"({refused[str(number)]}); it will not train on it",
+            )
+    for dep in dependencies:
+        if dep.number in uses and dep.disputed:
+            raise Refused(
+                "base_disputed",
+                f"round {rnd.number}: its {uses[dep.number]} round {dep.number} is disputed "
+                "(objected to by the roster's number of member banks and not cleared); "
+                "it will not train on it",
+            )
 
 
 def cohort_floor(state: RosterState | None, policy: PolicySnapshot, rails: Guardrails) -> int:

@@ -265,6 +265,21 @@ class BankClient(_Base):
         body = {"signature": signature}
         return self._json("POST", f"roster/versions/{int(number)}/signatures", json=body)
 
+    def dispute(self, number: int) -> dict[str, Any]:
+        """``GET /disputes/{n}``: who objected to round ``number`` and who signed its clearance.
+
+        Only shown to the bank before it signs; the portal derives it from signatures.
+        """
+        data = self._json("GET", f"disputes/{int(number)}")
+        if not isinstance(data, dict):
+            raise PortalError(None, f"GET disputes/{number}: malformed answer from the portal")
+        return data
+
+    def clear_dispute(self, number: int, signature: str) -> dict[str, Any]:
+        """Send this bank's signature clearing the dispute of round ``number``."""
+        body = {"signature": signature}
+        return self._json("POST", f"disputes/{int(number)}/clearances", json=body)
+
     def send_objection(self, objection: dict[str, Any], signature: str) -> dict[str, Any]:
         """Record a signed objection (a refusal, and why) in the portal's audit trail."""
         body = {"objection": objection, "signature": signature}

@@ -1,4 +1,4 @@
-"""`bank-node roster ...`: see the verified roster, read pending changes, approve or reject them.
+"""`bank-node roster ...`: see the verified roster, approve or reject changes, clear disputes.
 
 A bank signs only what its own node has verified: ``approve`` checks the pending version
 against the roster this node pinned and verified, shows it in plain words, then signs.
@@ -28,6 +28,7 @@ from governance import (
     parse_version_json,
     pending_approvals,
     public_key_b64,
+    sign_clearance,
     sign_version,
     version_hash,
 )
@@ -169,6 +170,32 @@ def cmd_reject(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clear_dispute(args: argparse.Namespace) -> int:
+    """Sign the clearance of a disputed round: this bank no longer objects to building on it."""
+    node = _Node(load_config(Path(args.config)))
+    state = node.refreshed()
+    shown = node.client.dispute(args.number)
+    objectors = ", ".join(map(str, shown.get("objectors", []))) or "nobody"
+    clearers = ", ".join(map(str, shown.get("clearers", []))) or "nobody yet"
+    print(
+        f"Round {args.number} of consortium {state.consortium_id!r} (as the portal reports it): "
+        f"objected to by {objectors}; clearance signed by {clearers}; "
+        f"{shown.get('threshold', '?')} banks needed"
+    )
+    print(f"This bank ({node.config.bank}) signs: clear dispute of round {args.number}")
+    if not args.yes and input("Sign it? [y/N] ").strip().lower() not in {"y", "yes"}:
+        print("not signed")
+        return 1
+    signature = sign_clearance(state.consortium_id, args.number, node.key)
+    after = node.client.clear_dispute(args.number, signature)
+    print(
+        json.dumps(
+            {"round": args.number, "bank": node.config.bank, "cleared": after.get("cleared")}
+        )
+    )
+    return 0
+
+
 def cmd_sign_genesis(args: argparse.Namespace) -> int:
     """The founding ceremony: show a draft genesis, sign it with this bank's key."""
     config = load_config(Path(args.config))
@@ -205,13 +232,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("approve", cmd_approve, "verify a pending version, show it, sign it"),
         ("reject", cmd_reject, "send a signed objection to a pending version"),
         ("sign-genesis", cmd_sign_genesis, "founding ceremony: sign a draft genesis"),
+        ("clear-dispute", cmd_clear_dispute, "sign the clearance of a disputed round"),
     ]:
         c = actions.add_parser(name, help=helptext)
         c.add_argument("--config", required=True, help="node configuration (TOML)")
         c.set_defaults(func=func)
         if name in {"approve", "reject"}:
             c.add_argument("number", type=int, help="the pending roster version's number")
-        if name == "approve":
+        if name == "clear-dispute":
+            c.add_argument("number", type=int, help="the disputed round's number")
+        if name in {"approve", "clear-dispute"}:
             c.add_argument("--yes", action="store_true", help="sign without asking")
         if name == "reject":
             c.add_argument("--reason", required=True, help="why, in words the other banks read")

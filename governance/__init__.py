@@ -31,6 +31,15 @@ from governance.charter import (
     Rule,
 )
 from governance.describe import describe
+from governance.dispute import (
+    Dispute,
+    check_clearance,
+    clearance_message,
+    clearance_refusal,
+    dispute_of,
+    dispute_threshold,
+    sign_clearance,
+)
 from governance.encoding import MIN_BANKS_FLOOR, ZERO_HASH, canonical_json, public_key_b64
 from governance.errors import RosterError
 from governance.objection import Objection, sign_objection, verify_objection
@@ -62,6 +71,7 @@ __all__ = [
     "ChangePrivacyFloor",
     "ChangeRule",
     "Charter",
+    "Dispute",
     "Genesis",
     "Member",
     "MemberStatus",
@@ -83,14 +93,20 @@ __all__ = [
     "canonical_json",
     "change_from_dict",
     "change_to_dict",
+    "check_clearance",
     "check_cohort",
+    "clearance_message",
+    "clearance_refusal",
     "describe",
+    "dispute_of",
+    "dispute_threshold",
     "genesis_version",
     "next_version",
     "parse_version_json",
     "pending_approvals",
     "public_key_b64",
     "roster_message",
+    "sign_clearance",
     "sign_objection",
     "sign_version",
     "verify_chain",

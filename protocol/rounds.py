@@ -74,7 +74,9 @@ class RoundInfo:
     """A round as ``GET /rounds/current``, ``/rounds/`` and ``/rounds/{n}`` return it.
 
     ``manifest`` is None until the round is published (the wire carries ``{}``).
-    ``submitted_by_you`` and ``privacy`` come only with the detail of one round.
+    ``submitted_by_you``, ``privacy`` and ``disputed`` come only with the detail of one
+    round; ``disputed`` is true while enough member banks' signed objections name it and
+    no clearance by as many has been signed (docs/governance.md, "Disputed rounds").
     """
 
     number: int
@@ -97,6 +99,7 @@ class RoundInfo:
     submissions: int
     submitted_by_you: str | None = None
     privacy: tuple[PrivacySpend, ...] = ()
+    disputed: bool = False
 
     def __post_init__(self) -> None:
         if self.state not in ROUND_STATES:

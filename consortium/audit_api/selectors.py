@@ -14,7 +14,12 @@ from django.db.models import Q
 
 from audit.report import Selection, SelectionError, selection_read
 from audit.selectors import audit_accepted_updates, audit_rejections
-from consortium.governance.models import Objection, RosterVersion, VersionStatus
+from consortium.governance.models import (
+    DisputeClearance,
+    Objection,
+    RosterVersion,
+    VersionStatus,
+)
 from consortium.governance.selectors import signed_version
 from consortium.members.models import Bank
 from consortium.rounds.models import KeyEpoch, MetricReport, Round
@@ -238,12 +243,30 @@ def report_roster(selection: Selection, until: datetime | None) -> dict[str, Any
         objections = objections.filter(received_at__gte=selection.since)
     listed = [(r, _status_at(r, until)) for r in rows]
     in_force = [r for r, status in listed if status == VersionStatus.IN_FORCE]
+    chosen = list(objections)
     return {
         "consortium_id": in_force[0].body.get("consortium_id") if in_force else None,
         "versions": [_roster_version(r, VersionStatus.IN_FORCE) for r in in_force],
         "proposals": [_roster_version(r, s) for r, s in listed if s != VersionStatus.IN_FORCE],
-        "objections": [_objection(o, in_force) for o in objections],
+        "objections": [_objection(o, in_force) for o in chosen],
+        "clearances": _clearances({o.round_number for o in chosen if o.round_number}, until),
     }
+
+
+def _clearances(rounds: set[int], until: datetime | None) -> list[dict[str, Any]]:
+    """The banks' signed clearances of these rounds' disputes (received before ``until``)."""
+    rows = DisputeClearance.objects.filter(round_number__in=rounds)
+    if until is not None:
+        rows = rows.filter(received_at__lt=until)
+    return [
+        {
+            "round": c.round_number,
+            "bank": c.bank_id,
+            "signature": c.signature,
+            "received_at": c.received_at.isoformat(),
+        }
+        for c in rows.order_by("round_number", "bank_id")
+    ]
 
 
 class PortalReportSource:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from django.contrib import admin
 
 from audit.admin import ReadOnlyAdmin
-from consortium.governance.models import Objection, RosterSignature, RosterVersion
+from consortium.governance.models import (
+    DisputeClearance,
+    Objection,
+    RosterSignature,
+    RosterVersion,
+)
 
 
 @admin.register(RosterVersion)
@@ -23,3 +28,8 @@ class RosterSignatureAdmin(ReadOnlyAdmin):
 class ObjectionAdmin(ReadOnlyAdmin):
     list_display = ("bank", "round_number", "reason_code", "received_at")
     list_filter = ("reason_code",)
+
+
+@admin.register(DisputeClearance)
+class DisputeClearanceAdmin(ReadOnlyAdmin):
+    list_display = ("round_number", "bank_id", "received_at")

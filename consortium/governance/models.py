@@ -1,4 +1,4 @@
-"""Roster versions as proposed and signed, and the objections nodes send.
+"""Roster versions as proposed and signed, the objections nodes send, dispute clearances.
 
 The portal only stores these: a version is valid because the banks signed it, which the
 library in ``governance/`` checks, not because a row here says so.
@@ -91,3 +91,28 @@ class Objection(models.Model):
 
     def __str__(self) -> str:
         return f"objection by {self.bank} ({self.reason_code})"
+
+
+class DisputeClearance(models.Model):
+    """A bank's signature clearing the dispute of one round, as it sent it.
+
+    Stored only; whether a round is cleared is recomputed from these signatures
+    (``governance.dispute_of``), so a row inserted by hand with a made-up signature counts
+    for nothing.
+    """
+
+    round_number = models.PositiveIntegerField(db_index=True)
+    bank_id = models.SlugField(max_length=50)
+    signature = models.CharField(max_length=100)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round_number", "bank_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["round_number", "bank_id"], name="dispute_one_clearance_per_bank"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bank_id} cleared the dispute of round {self.round_number}"

@@ -8,18 +8,28 @@ in force: "legacy mode", in which the portal behaves as it did before the roster
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from consortium.governance.models import Objection, RosterVersion, VersionStatus
+from audit.selectors import audit_objections_recorded
+from consortium.governance.models import (
+    DisputeClearance,
+    Objection,
+    RosterVersion,
+    VersionStatus,
+)
 from governance import (
+    Dispute,
     Pending,
     RosterError,
     RosterState,
+    dispute_of,
     pending_approvals,
     verify_chain,
 )
+from governance import Objection as SignedObjection
 from governance import RosterVersion as SignedVersion
 
 if TYPE_CHECKING:
@@ -31,6 +41,8 @@ if TYPE_CHECKING:
 # changes the head hash, so a stale entry is never used.
 _verified: dict[str, RosterState] = {}
 _CACHE_SIZE = 4
+# The largest value every database's positive integer column holds.
+MAX_ROUND_NUMBER = 2**31 - 1
 
 
 def roster_versions(*, after: int | None = None) -> QuerySet[RosterVersion]:
@@ -98,6 +110,87 @@ def version_pending(row: RosterVersion, state: RosterState | None) -> Pending | 
 
 def objection_list() -> QuerySet[Objection]:
     return Objection.objects.select_related("bank").order_by("-received_at")
+
+
+def objection_list_for_round(number: int) -> QuerySet[Objection]:
+    """The objections naming round ``number``, oldest first, for its page."""
+    return objection_list().filter(round_number=number).order_by("received_at", "pk")
+
+
+# --- disputed rounds: derived from the signed objections, never from a stored flag --------
+
+
+def _signed(body: object, signature: object) -> tuple[SignedObjection, str] | None:
+    """An objection as signed, or None when it no longer parses (it counts for nothing)."""
+    try:
+        return SignedObjection.from_dict(body), str(signature)
+    except RosterError:
+        return None
+
+
+def _objections_by_round(wanted: set[int]) -> dict[int, list[tuple[SignedObjection, str]]]:
+    """Every signed objection naming these rounds: the portal's rows and the trail's copies.
+
+    Selected by the round number inside the signed body, not the row's column, and read
+    from the hash-chained trail too: editing or deleting rows hides nothing.
+    """
+    found: dict[str, tuple[SignedObjection, str]] = {}
+    rows = Objection.objects.filter(body__round_number__in=list(wanted))
+    for body, signature in rows.values_list("body", "signature"):
+        if (item := _signed(body, signature)) is not None:
+            found[item[1]] = item
+    for data in audit_objections_recorded(rounds=list(wanted)):
+        signature = data.pop("signature", "")
+        if (item := _signed(data, signature)) is not None:
+            found.setdefault(item[1], item)
+    by_round: dict[int, list[tuple[SignedObjection, str]]] = {}
+    for objection, signature in found.values():
+        by_round.setdefault(objection.round_number, []).append((objection, signature))
+    return by_round
+
+
+def disputes_for(numbers: Iterable[int]) -> dict[int, Dispute]:
+    """The dispute state of each of these rounds that enough banks objected to.
+
+    Every objection and clearance signature is verified again under the roster in force,
+    so a row edited, inserted or "resolved" in the database changes nothing. Empty in
+    legacy mode (objections are signed under roster keys).
+    """
+    state = roster_state()
+    wanted = {n for n in numbers if 0 < n <= MAX_ROUND_NUMBER}
+    if state is None or not wanted:
+        return {}
+    by_round = _objections_by_round(wanted)
+    clearances: dict[int, dict[str, str]] = {}
+    for c in DisputeClearance.objects.filter(round_number__in=list(by_round)):
+        clearances.setdefault(c.round_number, {})[c.bank_id] = c.signature
+    out = {}
+    for number, signed in by_round.items():
+        dispute = dispute_of(state, number, signed, clearances.get(number, {}))
+        if dispute.objected:
+            out[number] = dispute
+    return out
+
+
+def dispute_get(number: int) -> Dispute | None:
+    """Round ``number``'s dispute (disputed or cleared), or None when not enough objected."""
+    return disputes_for([number]).get(number)
+
+
+def rounds_disputed(numbers: Iterable[int]) -> set[int]:
+    """Which of these rounds are disputed now (objected to and not cleared)."""
+    return {n for n, d in disputes_for(numbers).items() if d.disputed}
+
+
+def round_is_disputed(number: int) -> bool:
+    return number in rounds_disputed([number])
+
+
+def dispute_list() -> list[Dispute]:
+    """Every round enough banks objected to, disputed or cleared, newest first."""
+    numbers = Objection.objects.filter(round_number__gt=0).values_list("round_number", flat=True)
+    disputes = disputes_for({int(n) for n in numbers.distinct() if n is not None})
+    return [disputes[n] for n in sorted(disputes, reverse=True)]
 
 
 # --- what other apps call to enforce the roster ------------------------------------------

@@ -103,3 +103,14 @@ class ObjectionCreateSerializer(serializers.Serializer):
 class ProposalSerializer(serializers.Serializer):
     genesis = serializers.JSONField(required=False, help_text="A drafted version 0.")
     change = serializers.JSONField(required=False, help_text='A change, e.g. {"kind": ...}.')
+
+
+class DisputeSerializer(serializers.Serializer):
+    """A round's dispute as ``governance.Dispute`` derives it from the signatures."""
+
+    round = serializers.IntegerField(source="round_number")
+    threshold = serializers.IntegerField(help_text="Banks needed to dispute, and to clear.")
+    objectors = serializers.ListField(child=serializers.CharField())
+    clearers = serializers.ListField(child=serializers.CharField())
+    disputed = serializers.BooleanField()
+    cleared = serializers.BooleanField()

@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.selectors import audit_round_event_recorded
 from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict, Forbidden, NotFound
 from consortium.governance import selectors
 from consortium.governance.models import (
+    DisputeClearance,
     Objection,
     RosterSignature,
     RosterVersion,
@@ -26,11 +28,13 @@ from consortium.governance.models import (
 )
 from consortium.members.models import Bank, BankStatus
 from governance import (
+    Dispute,
     Genesis,
     RosterError,
     RosterState,
     apply,
     change_from_dict,
+    clearance_refusal,
     describe,
     next_version,
     pending_approvals,
@@ -42,8 +46,7 @@ from governance import Objection as SignedObjection
 from governance import RosterVersion as SignedVersion
 
 T = TypeVar("T")
-# The largest value every database's positive integer column holds.
-MAX_ROUND_NUMBER = 2**31 - 1
+MAX_ROUND_NUMBER = selectors.MAX_ROUND_NUMBER
 
 
 def _refused(action: str, actor: str, data: dict[str, Any], work: Callable[[], T]) -> T:
@@ -328,4 +331,71 @@ def _objection_record(bank: Bank, objection_json: Any, signature: str, actor: st
         target=row,
         data={**objection.to_dict(), "signature": signature},
     )
+    _dispute_audit_once(objection.round_number)
     return row
+
+
+# --- disputed rounds: audited when they arise, cleared only by the banks' signatures ----
+
+
+def _dispute_audit_once(number: int) -> None:
+    """Audit round ``number`` becoming disputed, the first time it is.
+
+    Called after this transaction appended to the trail, so it holds the trail's head
+    lock: a concurrent objection to the same round waits, then sees this event.
+    """
+    if number == 0 or audit_round_event_recorded(action="round.disputed", round_number=number):
+        return
+    dispute = selectors.dispute_get(number)
+    if dispute is not None and dispute.disputed:
+        audit_record(action="round.disputed", actor="roster", data=dispute.as_dict())
+
+
+def dispute_clearance_sign(*, number: int, bank_slug: str, signature: str) -> Dispute:
+    """Store ``bank_slug``'s signature clearing round ``number``'s dispute, if it counts."""
+    actor = f"bank:{bank_slug}"
+    return _refused(
+        "dispute.clearance_refused",
+        actor,
+        {"round": number, "bank": bank_slug},
+        lambda: _clearance_add(number, bank_slug, signature, actor),
+    )
+
+
+def _disputed(number: int, bank_slug: str, signature: str) -> Dispute:
+    """Round ``number``'s dispute, once the clearance is one the roster would count."""
+    state = selectors.roster_state()
+    if state is None:
+        raise Conflict("no roster genesis is in force; clearances are signed under roster keys")
+    if not 1 <= number <= MAX_ROUND_NUMBER:
+        raise ApplicationError(f"round number must be between 1 and {MAX_ROUND_NUMBER}")
+    why = clearance_refusal(state, number, bank_slug, signature)
+    if why is not None:
+        raise Forbidden(f"clearance of round {number} by bank {bank_slug!r} refused: {why}")
+    dispute = selectors.dispute_get(number)
+    if dispute is None:
+        raise Conflict(f"round {number} is not disputed; there is nothing to clear")
+    return dispute
+
+
+@transaction.atomic
+def _clearance_add(number: int, bank_slug: str, signature: str, actor: str) -> Dispute:
+    dispute = _disputed(number, bank_slug, signature)
+    # One clearance per bank: a second one, even the same bytes, would not count twice.
+    if DisputeClearance.objects.filter(round_number=number, bank_id=bank_slug).exists():
+        raise Conflict(f"bank {bank_slug!r} already signed the clearance of round {number}")
+    if dispute.cleared:
+        raise Conflict(f"the dispute of round {number} is already cleared")
+    DisputeClearance.objects.create(round_number=number, bank_id=bank_slug, signature=signature)
+    audit_record(
+        action="dispute.clearance_signed",
+        actor=actor,
+        data={"round": number, "bank": bank_slug, "signature": signature},
+    )
+    after = selectors.dispute_get(number) or dispute
+    # Under the trail's head lock (taken just above): exactly one clearance audits it.
+    if after.cleared and not audit_round_event_recorded(
+        action="round.dispute_cleared", round_number=number
+    ):
+        audit_record(action="round.dispute_cleared", actor="roster", data=after.as_dict())
+    return after

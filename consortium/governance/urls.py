@@ -18,4 +18,11 @@ urlpatterns = [
         name="roster-withdraw",
     ),
     path("objections", views.ObjectionListCreateView.as_view(), name="objections"),
+    path("disputes", views.DisputeListView.as_view(), name="disputes"),
+    path("disputes/<int:number>", views.DisputeDetailView.as_view(), name="dispute-detail"),
+    path(
+        "disputes/<int:number>/clearances",
+        views.DisputeClearanceView.as_view(),
+        name="dispute-clearances",
+    ),
 ]

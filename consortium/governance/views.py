@@ -18,10 +18,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from consortium.api.auth import BankPrincipal, IsBank, IsMemberOrStaff, IsOperator, actor_of
-from consortium.api.errors import ApplicationError
+from consortium.api.errors import ApplicationError, NotFound
 from consortium.governance import selectors, services
 from consortium.governance.models import Objection
 from consortium.governance.serializers import (
+    DisputeSerializer,
     ObjectionCreateSerializer,
     ObjectionSerializer,
     ProposalSerializer,
@@ -159,3 +160,43 @@ class ObjectionListCreateView(generics.ListAPIView):
             signature=serializer.validated_data["signature"],
         )
         return Response(ObjectionSerializer(row).data, status=status.HTTP_201_CREATED)
+
+
+class DisputeListView(APIView):
+    """Every round enough banks objected to, disputed or cleared, newest first."""
+
+    permission_classes = [IsMemberOrStaff]
+
+    @extend_schema(responses=DisputeSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(DisputeSerializer(selectors.dispute_list(), many=True).data)
+
+
+class DisputeDetailView(APIView):
+    """One round's dispute: who objected, who signed its clearance."""
+
+    permission_classes = [IsMemberOrStaff]
+
+    @extend_schema(responses=DisputeSerializer)
+    def get(self, request: Request, number: int) -> Response:
+        dispute = selectors.dispute_get(number)
+        if dispute is None:
+            raise NotFound(f"round {number} is not disputed (too few banks objected to it)")
+        return Response(DisputeSerializer(dispute).data)
+
+
+class DisputeClearanceView(APIView):
+    """A bank signs the clearance of a disputed round; the bank is its credential's."""
+
+    permission_classes = [IsBank]
+
+    @extend_schema(request=SignatureSerializer, responses=DisputeSerializer)
+    def post(self, request: Request, number: int) -> Response:
+        serializer = SignatureSerializer(data=_strict_body(request, {"signature"}))
+        serializer.is_valid(raise_exception=True)
+        dispute = services.dispute_clearance_sign(
+            number=number,
+            bank_slug=_bank_of(request).slug,
+            signature=serializer.validated_data["signature"],
+        )
+        return Response(DisputeSerializer(dispute).data)

@@ -26,6 +26,9 @@ from he.params import CkksParams
 
 log = logging.getLogger(__name__)
 
+# How far back the scheduler looks for a base (or statistics) round to continue from.
+BASE_CANDIDATES = 20
+
 # --- rounds --------------------------------------------------------------------------------
 
 
@@ -124,31 +127,46 @@ def round_numbers_published(*, up_to: int | None, limit: int) -> list[int]:
 
 
 def round_stats_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
-    """The newest published statistics round usable under this policy and key epoch."""
-    return (
-        Round.objects.filter(
-            kind=RoundKind.STATISTICS,
-            state=RoundState.PUBLISHED,
-            key_epoch=epoch,
-            vector_length=policy.stats_vector_length,
-        )
-        .order_by("-number")
-        .first()
-    )
+    """The newest undisputed published statistics round usable under this policy and epoch.
+
+    A disputed one is passed over, so the scheduler opens a fresh statistics round rather
+    than normalise with moments the banks objected to.
+    """
+    candidates = Round.objects.filter(
+        kind=RoundKind.STATISTICS,
+        state=RoundState.PUBLISHED,
+        key_epoch=epoch,
+        vector_length=policy.stats_vector_length,
+    ).order_by("-number")[:BASE_CANDIDATES]
+    return _undisputed(list(candidates))
 
 
 def round_base_for(policy: RoundPolicy) -> Round | None:
-    """The newest published training round whose model this policy can continue from."""
+    """The newest undisputed published training round this policy can continue from."""
     # Any key epoch: after a key rotation, members holding the previous key decrypt the
     # last aggregate made under it, and training continues instead of starting over.
     candidates = Round.objects.filter(
         kind=RoundKind.TRAINING,
         state=RoundState.PUBLISHED,
         vector_length=policy.vector_length,
-    ).order_by("-number")[:20]
-    return next(
-        (r for r in candidates if r.policy_snapshot.get("model_spec") == policy.model_spec), None
-    )
+    ).order_by("-number")[:BASE_CANDIDATES]
+    usable = [r for r in candidates if r.policy_snapshot.get("model_spec") == policy.model_spec]
+    return _undisputed(usable)
+
+
+def round_is_disputed(rnd: Round) -> bool:
+    """True while the banks' signed objections dispute ``rnd`` and no clearance lifts it."""
+    return roster.round_is_disputed(rnd.number)
+
+
+def _undisputed(rounds: list[Round]) -> Round | None:
+    """The first of ``rounds`` (newest first) that the banks have not disputed.
+
+    Derived from the signed objections each time (``roster.rounds_disputed``): nothing
+    the operator stores or deletes as a flag can make a disputed round a base again.
+    """
+    disputed = roster.rounds_disputed(r.number for r in rounds)
+    return next((r for r in rounds if r.number not in disputed), None)
 
 
 # --- key epochs ----------------------------------------------------------------------------

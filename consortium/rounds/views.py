@@ -114,6 +114,7 @@ class RoundDetailView(APIView):
             for s in submissions
             if s.epsilon_spent is not None
         ]
+        data["disputed"] = selectors.round_is_disputed(rnd)
         return Response(data)
 
 

@@ -42,6 +42,8 @@ class FakePortal:
     current: RoundInfo | None = None
     rounds_listed: list[RoundInfo] = field(default_factory=list)
     reported: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    disputes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    clearances: list[tuple[int, str]] = field(default_factory=list)
 
     def roster(self, after: int | None = None) -> dict[str, Any]:
         return {"versions": self.versions, "pending": self.pending}
@@ -53,6 +55,13 @@ class FakePortal:
     def sign_roster_version(self, number: int, signature: str) -> dict[str, Any]:
         self.signatures.append((number, signature))
         return {}
+
+    def dispute(self, number: int) -> dict[str, Any]:
+        return self.disputes[number]
+
+    def clear_dispute(self, number: int, signature: str) -> dict[str, Any]:
+        self.clearances.append((number, signature))
+        return {"cleared": False}
 
     def round(self, number: int) -> RoundInfo:
         return self.detail[number]

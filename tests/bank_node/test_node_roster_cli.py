@@ -13,8 +13,8 @@ from bank_node import roster_cli
 from bank_node.cli import _keeper, main
 from bank_node.config import ConfigError, load_config
 from bank_node.roster import PinError
-from governance import ChangeMinBanks, genesis_version, verify_genesis
-from he.signing import private_key_bytes
+from governance import ChangeMinBanks, clearance_message, genesis_version, verify_genesis
+from he.signing import private_key_bytes, verify
 from tests.bank_node.roster_fakes import FakePortal, objection_verifies
 from tests.governance.roster_helpers import NOW, Ceremony, charter_of, found, new_bank, signed
 
@@ -154,3 +154,16 @@ def test_a_node_whose_key_is_not_the_bank_s_roster_key_refuses_to_start(tmp_path
     keys = SimpleNamespace(signing_key=new_bank("alpha").key)  # the operator's substitute key
     with pytest.raises(PinError, match="not a roster key"):
         _keeper(config, keys, portal)
+
+
+def test_clear_dispute_signs_the_canonical_clearance_for_the_pinned_consortium(
+    tmp_path, ceremony, portal, capsys
+):
+    portal.disputes = {7: {"round": 7, "threshold": 3, "objectors": ["beta", "gamma", "delta"]}}
+    args = ["roster", "clear-dispute", "7", "--yes", "--config", _config(tmp_path, ceremony)]
+    assert main(args) == 0
+    ((number, signature),) = portal.clearances
+    assert number == 7
+    assert verify(ceremony["alpha"].public, clearance_message("acme", 7), signature)
+    assert not verify(ceremony["alpha"].public, clearance_message("acme", 8), signature)
+    assert "objected to by beta, gamma, delta" in capsys.readouterr().out

@@ -60,6 +60,10 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("roster-withdraw", "POST", {OPERATOR}),
     ("objections", "GET", AUTHENTICATED),
     ("objections", "POST", {BANK}),
+    ("disputes", "GET", AUTHENTICATED),
+    ("dispute-detail", "GET", AUTHENTICATED),
+    # Only a bank signs a clearance; the operator has no way to clear a dispute.
+    ("dispute-clearances", "POST", {BANK}),
     # Public by design: the key that verifies signed audit reports offline.
     ("audit-public-key", "GET", {ANON, *AUTHENTICATED, REP_SUSPENDED, REP_REVOKED, NO_ROLE}),
 ]
@@ -136,6 +140,8 @@ def _path(name: str, rnd: Any) -> str:
         "policy-activate": {"pk": rnd.policy_id},
         "roster-signatures": {"number": 1},
         "roster-withdraw": {"number": 1},
+        "dispute-detail": {"number": rnd.number},
+        "dispute-clearances": {"number": rnd.number},
     }.get(name, {})
     return reverse(name, kwargs=kwargs)
 

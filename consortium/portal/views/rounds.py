@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.http import Http404, HttpRequest, HttpResponse
 
+from consortium.governance import selectors as roster
 from consortium.portal import selectors
 from consortium.portal.access import STAFF, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
@@ -41,6 +42,7 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
     rows = selectors.submission_rows(rnd)
     in_flight = rnd.state in IN_FLIGHT_STATES
     conv = selectors.convergence(up_to=rnd.number)
+    objections = list(roster.objection_list_for_round(rnd.number))
     context = {
         "round": rnd,
         "has_newer": Round.objects.filter(number__gt=rnd.number).exists(),
@@ -53,6 +55,10 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
         "convergence": conv,
         "auprc_chart": auprc_chart(conv, marker=rnd.number),
         "epsilon_chart": epsilon_chart(conv, marker=rnd.number),
+        # Derived from the banks' signed objections and clearances, never a stored flag;
+        # only looked up when the round has objections (most have none: one query less).
+        "dispute": roster.dispute_get(rnd.number) if objections else None,
+        "objections": objections,
     }
     return render_page(request, viewer, "portal/round_detail.html", context)
 
