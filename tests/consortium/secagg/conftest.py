@@ -96,7 +96,9 @@ def dealers(banks: dict[str, Founder], sharing_round: Round) -> dict[str, Dealer
     """Each bank's round secrets, dealt among the cohort (kept by its own node)."""
     threshold = sharing_round.threshold
     assert threshold is not None
-    return {slug: deal(banks[slug], sharing_round.cohort, threshold) for slug in sharing_round.cohort}
+    return {
+        slug: deal(banks[slug], sharing_round.cohort, threshold) for slug in sharing_round.cohort
+    }
 
 
 @pytest.fixture

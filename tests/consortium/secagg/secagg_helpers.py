@@ -20,7 +20,7 @@ from django.test import Client
 from audit.models import AuditEvent
 from consortium.rounds.models import MaskKey, Round, ShareReveal
 from he.masking import RoundBinding, public_bytes
-from he.recovery import RoundSecrets, deal_shares, key_share, seed_share, seed_commitment
+from he.recovery import RoundSecrets, deal_shares, key_share, seed_commitment, seed_share
 from he.sharebox import seal_share
 from he.signing import sign
 from protocol import Reveal, mask_keys_message
@@ -59,7 +59,9 @@ def deal(founder: Founder, cohort: list[str], threshold: int) -> Dealer:
 
 
 def binding_of(rnd: Round, number: int | None = None) -> RoundBinding:
-    return RoundBinding(CONSORTIUM, rnd.number if number is None else number, rnd.key_epoch.fingerprint)
+    return RoundBinding(
+        CONSORTIUM, rnd.number if number is None else number, rnd.key_epoch.fingerprint
+    )
 
 
 def mask_keys_body(
@@ -74,7 +76,9 @@ def mask_keys_body(
     message = mask_keys_message(
         binding.consortium, binding.round, dealer.slug, dealer.mask_public_key, commitment
     )
-    peers = recipients if recipients is not None else [b for b in dealer.payloads if b != dealer.slug]
+    peers = (
+        recipients if recipients is not None else [b for b in dealer.payloads if b != dealer.slug]
+    )
     return {
         "mask_public_key": dealer.mask_public_key,
         "seed_commitment": commitment,
@@ -87,7 +91,9 @@ def _sealed(dealer: Dealer, peer: Founder, binding: RoundBinding) -> str:
     payload = dealer.payloads.get(peer.slug, bytes(68))
     agreement = dealer.founder.keys.agreement
     return b64(
-        seal_share(agreement, dealer.slug, peer.keys.agreement.public_key(), peer.slug, payload, binding)
+        seal_share(
+            agreement, dealer.slug, peer.keys.agreement.public_key(), peer.slug, payload, binding
+        )
     )
 
 
@@ -148,7 +154,9 @@ def stored(rnd: Round) -> dict[str, Any]:
             .values("bank__slug", "mask_public_key", "seed_commitment", "signature", "shares")
         ),
         "reveals": list(
-            ShareReveal.objects.filter(round=rnd).order_by("bank__slug").values("bank__slug", "body")
+            ShareReveal.objects.filter(round=rnd)
+            .order_by("bank__slug")
+            .values("bank__slug", "body")
         ),
         "accepted": AuditEvent.objects.filter(action__endswith=".accepted").count(),
     }

@@ -57,11 +57,13 @@ def test_a_member_downloads_a_survivors_masked_upload_of_a_published_round(
     sub, body = submitted(published, "beta")
     answer = client.get("/api/v1/rounds/3/submissions/beta", **banks["alpha"].auth())
     assert answer.status_code == 200
-    assert b"".join(answer.streaming_content) == body
+    assert answer.getvalue() == body
     assert (answer["X-Update-Digest"], answer["Content-Length"]) == (sub.digest, str(len(body)))
 
 
-def test_the_upload_of_a_bank_that_is_not_a_survivor_is_not_served(client: Client, banks, published):
+def test_the_upload_of_a_bank_that_is_not_a_survivor_is_not_served(
+    client: Client, banks, published
+):
     submitted(published, "delta")  # arrived, but the round counted delta as dropped
     answer = client.get("/api/v1/rounds/3/submissions/delta", **banks["alpha"].auth())
     assert (answer.status_code, answer.json()["message"]) == (

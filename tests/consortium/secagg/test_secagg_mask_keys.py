@@ -65,7 +65,12 @@ def test_a_second_post_with_another_body_is_a_conflict(
     client: Client, banks, sharing_round, dealers
 ):
     binding = binding_of(sharing_round)
-    assert put_keys(client, 1, banks["alpha"], mask_keys_body(dealers["alpha"], banks, binding)).status_code == 200
+    assert (
+        put_keys(
+            client, 1, banks["alpha"], mask_keys_body(dealers["alpha"], banks, binding)
+        ).status_code
+        == 200
+    )
     other = mask_keys_body(dealers["alpha"], banks, binding)  # fresh nonces: other boxes
     before = stored(sharing_round)
     answer = put_keys(client, 1, banks["alpha"], other)
@@ -82,7 +87,9 @@ def test_a_forged_signature_is_refused(client: Client, banks, sharing_round, dea
     body["signature"] = sign(banks["beta"].keys.key, message)  # beta signs for alpha
     before = stored(sharing_round)
     answer = put_keys(client, 1, banks["alpha"], body)
-    assert_refused(answer, 403, "does not verify with bank alpha's roster signing key", sharing_round, before)
+    assert_refused(
+        answer, 403, "does not verify with bank alpha's roster signing key", sharing_round, before
+    )
     event = refused_event("mask_keys")
     assert event is not None and event.data == {
         "round": 1,
@@ -140,7 +147,9 @@ def test_boxes_addressed_to_another_set_than_the_other_cohort_banks_are_refused(
     assert answer.json()["extra"]["field"] == "shares"
 
 
-def test_a_box_for_a_bank_outside_the_cohort_is_named(client: Client, banks, sharing_round, dealers):
+def test_a_box_for_a_bank_outside_the_cohort_is_named(
+    client: Client, banks, sharing_round, dealers
+):
     body = mask_keys_body(dealers["alpha"], banks, binding_of(sharing_round))
     body["shares"]["mallory"] = body["shares"]["beta"]
     before = stored(sharing_round)
@@ -165,7 +174,13 @@ def test_a_box_that_cannot_be_a_sealed_share_is_refused(
     body["shares"]["gamma"] = box
     before = stored(sharing_round)
     answer = put_keys(client, 1, banks["alpha"], body)
-    assert_refused(answer, 400, f"shares.gamma: a share box is the base64 of 28..{MAX_SEALED_BYTES}", sharing_round, before)
+    assert_refused(
+        answer,
+        400,
+        f"shares.gamma: a share box is the base64 of 28..{MAX_SEALED_BYTES}",
+        sharing_round,
+        before,
+    )
     assert named in answer.json()["message"]
 
 
@@ -195,11 +210,22 @@ def test_a_malformed_key_or_commitment_is_a_400_naming_the_field(
         ({"mask_public_key": "x", "seed_commitment": "y", "signature": "z"}, "shares: is missing"),
         ("a string", "expected an object"),
         (
-            {"mask_public_key": "x", "seed_commitment": "y", "signature": "z", "shares": {"beta": 5}},
+            {
+                "mask_public_key": "x",
+                "seed_commitment": "y",
+                "signature": "z",
+                "shares": {"beta": 5},
+            },
             "shares.beta: expected a base64 string",
         ),
         (
-            {"mask_public_key": "x", "seed_commitment": "y", "signature": "z", "shares": {}, "x": 1},
+            {
+                "mask_public_key": "x",
+                "seed_commitment": "y",
+                "signature": "z",
+                "shares": {},
+                "x": 1,
+            },
             "x: is not a field of this message",
         ),
     ],
@@ -220,7 +246,13 @@ def test_keys_posted_outside_the_sharing_phase_are_refused_naming_the_state(
     body = mask_keys_body(dealers["alpha"], banks, binding_of(sharing_round))
     before = stored(sharing_round)
     answer = put_keys(client, 1, banks["alpha"], body)
-    assert_refused(answer, 409, f"round 1 is {state}; mask keys are taken only while it is sharing", sharing_round, before)
+    assert_refused(
+        answer,
+        409,
+        f"round 1 is {state}; mask keys are taken only while it is sharing",
+        sharing_round,
+        before,
+    )
 
 
 def test_a_v1_round_takes_no_mask_keys(client: Client, banks, epoch, v1_policy, dealers):
@@ -229,7 +261,9 @@ def test_a_v1_round_takes_no_mask_keys(client: Client, banks, epoch, v1_policy, 
     before = stored(v1)
     answer = put_keys(client, 2, banks["alpha"], body)
     assert_refused(answer, 409, "round 2 runs secure aggregation v1", v1, before)
-    assert_refused(client.get("/api/v1/rounds/2/mask-keys", **banks["alpha"].auth()), 409, "v1", v1, before)
+    assert_refused(
+        client.get("/api/v1/rounds/2/mask-keys", **banks["alpha"].auth()), 409, "v1", v1, before
+    )
 
 
 def test_a_round_that_does_not_exist_is_a_404(client: Client, banks, sharing_round, dealers):
@@ -243,7 +277,12 @@ def test_cohort_banks_read_the_keys_so_far_and_only_the_boxes_sealed_to_them(
 ):
     binding = binding_of(sharing_round)
     for slug in ("beta", "gamma"):
-        assert put_keys(client, 1, banks[slug], mask_keys_body(dealers[slug], banks, binding)).status_code == 200
+        assert (
+            put_keys(
+                client, 1, banks[slug], mask_keys_body(dealers[slug], banks, binding)
+            ).status_code
+            == 200
+        )
     answer = client.get("/api/v1/rounds/1/mask-keys", **banks["alpha"].auth())
     assert answer.status_code == 200, answer.content
     data = answer.json()
@@ -264,7 +303,12 @@ def test_cohort_banks_read_the_keys_so_far_and_only_the_boxes_sealed_to_them(
 
 def test_the_keys_are_final_once_sharing_has_closed(client: Client, banks, sharing_round, dealers):
     binding = binding_of(sharing_round)
-    assert put_keys(client, 1, banks["beta"], mask_keys_body(dealers["beta"], banks, binding)).status_code == 200
+    assert (
+        put_keys(
+            client, 1, banks["beta"], mask_keys_body(dealers["beta"], banks, binding)
+        ).status_code
+        == 200
+    )
     Round.objects.filter(pk=sharing_round.pk).update(state=RoundState.OPEN)
     data = client.get("/api/v1/rounds/1/mask-keys", **banks["alpha"].auth()).json()
     assert data["final"] is True

@@ -51,7 +51,9 @@ def test_a_dropped_bank_is_not_asked_to_unmask(client: Client, banks, unmasking_
 
 
 @pytest.mark.parametrize("state", [RoundState.SHARING, RoundState.OPEN])
-def test_there_is_no_unmask_request_before_uploads_close(client: Client, banks, unmasking_round, state):
+def test_there_is_no_unmask_request_before_uploads_close(
+    client: Client, banks, unmasking_round, state
+):
     Round.objects.filter(pk=unmasking_round.pk).update(state=state)
     answer = client.get("/api/v1/rounds/1/unmask", **banks["alpha"].auth())
     assert answer.status_code == 409
@@ -121,12 +123,33 @@ def test_a_reveal_for_another_request_is_refused(
 @pytest.mark.parametrize(
     ("key_shares_of", "seed_shares_of", "named"),
     [
-        (["delta", "beta"], SURVIVORS, "key_shares must be keyed by exactly the dropped banks: missing [], not allowed ['beta']"),
-        (["beta"], SURVIVORS, "key_shares must be keyed by exactly the dropped banks: missing ['delta'], not allowed ['beta']"),
-        (DROPPED, [*SURVIVORS, "delta"], "seed_shares must be keyed by exactly the survivors: missing [], not allowed ['delta']"),
-        (DROPPED, ["alpha", "beta"], "seed_shares must be keyed by exactly the survivors: missing ['gamma']"),
+        (
+            ["delta", "beta"],
+            SURVIVORS,
+            "key_shares must be keyed by exactly the dropped banks: missing [], not allowed ['beta']",
+        ),
+        (
+            ["beta"],
+            SURVIVORS,
+            "key_shares must be keyed by exactly the dropped banks: missing ['delta'], not allowed ['beta']",
+        ),
+        (
+            DROPPED,
+            [*SURVIVORS, "delta"],
+            "seed_shares must be keyed by exactly the survivors: missing [], not allowed ['delta']",
+        ),
+        (
+            DROPPED,
+            ["alpha", "beta"],
+            "seed_shares must be keyed by exactly the survivors: missing ['gamma']",
+        ),
     ],
-    ids=["key-share-of-a-survivor", "key-share-of-a-survivor-only", "seed-share-of-the-dropped", "seed-share-missing"],
+    ids=[
+        "key-share-of-a-survivor",
+        "key-share-of-a-survivor-only",
+        "seed-share-of-the-dropped",
+        "seed-share-missing",
+    ],
 )
 def test_a_reveal_that_could_unmask_or_is_incomplete_is_refused(
     client: Client, banks, unmasking_round, dealers, key_shares_of, seed_shares_of, named
@@ -147,7 +170,10 @@ def test_a_reveal_that_could_unmask_or_is_incomplete_is_refused(
 
 @pytest.mark.parametrize(
     ("share", "named"),
-    [("!!", "a share is base64"), (base64.b64encode(b"\x00" * 5).decode(), "a share is 18 or 34 bytes, got 5")],
+    [
+        ("!!", "a share is base64"),
+        (base64.b64encode(b"\x00" * 5).decode(), "a share is 18 or 34 bytes, got 5"),
+    ],
 )
 def test_a_share_that_does_not_decode_is_refused(
     client: Client, banks, unmasking_round, dealers, share, named
@@ -166,10 +192,18 @@ def test_a_reveal_whose_signature_does_not_verify_is_refused(
     body["seed_shares"]["beta"] = honest(dealers, "gamma")["seed_shares"]["beta"]  # altered
     before = stored(unmasking_round)
     answer = post_reveal(client, 1, banks["alpha"], body)
-    assert_refused(answer, 403, "does not verify with bank alpha's roster signing key over its reveal", unmasking_round, before)
+    assert_refused(
+        answer,
+        403,
+        "does not verify with bank alpha's roster signing key over its reveal",
+        unmasking_round,
+        before,
+    )
 
 
-def test_a_reveal_signed_for_another_round_is_refused(client: Client, banks, unmasking_round, dealers):
+def test_a_reveal_signed_for_another_round_is_refused(
+    client: Client, banks, unmasking_round, dealers
+):
     body = reveal_body(dealers, "alpha", 2, survivors=SURVIVORS, dropped=DROPPED)
     before = stored(unmasking_round)
     answer = post_reveal(client, 1, banks["alpha"], body)
@@ -180,13 +214,23 @@ def test_a_dropped_bank_cannot_reveal(client: Client, banks, unmasking_round, de
     body = reveal_body(dealers, "delta", 1, survivors=SURVIVORS, dropped=DROPPED)
     before = stored(unmasking_round)
     answer = post_reveal(client, 1, banks["delta"], body)
-    assert_refused(answer, 403, "bank delta is not among round 1's survivors", unmasking_round, before)
+    assert_refused(
+        answer, 403, "bank delta is not among round 1's survivors", unmasking_round, before
+    )
 
 
-def test_a_survivor_cannot_send_another_banks_reveal(client: Client, banks, unmasking_round, dealers):
+def test_a_survivor_cannot_send_another_banks_reveal(
+    client: Client, banks, unmasking_round, dealers
+):
     before = stored(unmasking_round)
     answer = post_reveal(client, 1, banks["alpha"], honest(dealers, "beta"))
-    assert_refused(answer, 403, "this reveal names bank 'beta'; bank alpha may only send its own", unmasking_round, before)
+    assert_refused(
+        answer,
+        403,
+        "this reveal names bank 'beta'; bank alpha may only send its own",
+        unmasking_round,
+        before,
+    )
 
 
 @pytest.mark.parametrize("state", [RoundState.OPEN, RoundState.AGGREGATING, RoundState.PUBLISHED])
@@ -196,4 +240,10 @@ def test_a_reveal_outside_the_unmasking_phase_is_refused(
     Round.objects.filter(pk=unmasking_round.pk).update(state=state)
     before = stored(unmasking_round)
     answer = post_reveal(client, 1, banks["alpha"], honest(dealers, "alpha"))
-    assert_refused(answer, 409, f"round 1 is {state}; reveals are taken only while it is unmasking", unmasking_round, before)
+    assert_refused(
+        answer,
+        409,
+        f"round 1 is {state}; reveals are taken only while it is unmasking",
+        unmasking_round,
+        before,
+    )
