@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from audit.services import audit_record
 from consortium import metrics
@@ -294,6 +295,16 @@ def _phase_check(caller: _Caller, rnd: Round, state: RoundState, rule: str) -> N
         caller.refuse(
             f"round {rnd.state}",
             Conflict(f"round {rnd.number} is {rnd.state}; {rule} {state.value}", state=rnd.state),
+        )
+    # Until the scheduler's next tick closes the phase the round still reads as open; the
+    # deadline is what the banks were promised, as for uploads.
+    if rnd.phase_deadline_at is not None and timezone.now() >= rnd.phase_deadline_at:
+        caller.refuse(
+            "after deadline",
+            Conflict(
+                f"round {rnd.number}'s {state.value} phase passed its deadline at "
+                f"{rnd.phase_deadline_at.isoformat()}"
+            ),
         )
 
 

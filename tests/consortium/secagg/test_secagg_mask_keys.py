@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import os
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from consortium.rounds.models import MaskKey, Round, RoundState
@@ -321,4 +323,17 @@ def test_a_bank_outside_the_cohort_cannot_read_the_keys(client: Client, banks, s
     assert (answer.status_code, answer.json()["message"]) == (
         403,
         "bank delta is not among round 1's cohort",
+    )
+
+
+def test_keys_posted_after_the_phase_deadline_are_refused(
+    client: Client, banks, sharing_round, dealers
+):
+    passed = timezone.now() - timedelta(seconds=1)
+    Round.objects.filter(pk=sharing_round.pk).update(phase_deadline_at=passed)
+    body = mask_keys_body(dealers["alpha"], banks, binding_of(sharing_round))
+    before = stored(sharing_round)
+    answer = put_keys(client, 1, banks["alpha"], body)
+    assert_refused(
+        answer, 409, "round 1's sharing phase passed its deadline at", sharing_round, before
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from consortium.rounds.models import Round, RoundState, ShareReveal
@@ -246,4 +248,16 @@ def test_a_reveal_outside_the_unmasking_phase_is_refused(
         f"round 1 is {state}; reveals are taken only while it is unmasking",
         unmasking_round,
         before,
+    )
+
+
+def test_a_reveal_after_the_phase_deadline_is_refused(
+    client: Client, banks, unmasking_round, dealers
+):
+    passed = timezone.now() - timedelta(seconds=1)
+    Round.objects.filter(pk=unmasking_round.pk).update(phase_deadline_at=passed)
+    before = stored(unmasking_round)
+    answer = post_reveal(client, 1, banks["alpha"], honest(dealers, "alpha"))
+    assert_refused(
+        answer, 409, "round 1's unmasking phase passed its deadline at", unmasking_round, before
     )
