@@ -337,3 +337,19 @@ def test_keys_posted_after_the_phase_deadline_are_refused(
     assert_refused(
         answer, 409, "round 1's sharing phase passed its deadline at", sharing_round, before
     )
+
+
+@pytest.mark.parametrize(("method", "path"), [("PUT", "mask-keys"), ("POST", "reveal")])
+def test_a_nesting_bomb_is_a_400_from_the_bounded_parser(
+    client: Client, banks, sharing_round, method, path
+):
+    bomb = "[" * 10_000 + "]" * 10_000
+    before = stored(sharing_round)
+    answer = client.generic(
+        method,
+        f"/api/v1/rounds/1/{path}",
+        data=bomb,
+        content_type="application/json",
+        **banks["alpha"].auth(),
+    )
+    assert_refused(answer, 400, "JSON nested more than 32 levels deep", sharing_round, before)
