@@ -50,11 +50,13 @@ from consortium.metrics.definitions import (
     ROUND_BUCKETS,
     SCHEDULER_LAST_TICK,
     SCHEDULER_ONLY,
+    SECAGG_MESSAGES,
     UPDATES_ACCEPTED,
     UPDATES_REJECTED,
     UPLOAD_BYTES,
     reject_label,
     round_published,
+    secagg_message,
     update_rejected,
 )
 from consortium.metrics.middleware import RequestMetricsMiddleware, method_label
@@ -78,6 +80,7 @@ __all__ = [
     "ROUND_BUCKETS",
     "SCHEDULER_LAST_TICK",
     "SCHEDULER_ONLY",
+    "SECAGG_MESSAGES",
     "UPDATES_ACCEPTED",
     "UPDATES_REJECTED",
     "UPLOAD_BYTES",
@@ -92,5 +95,6 @@ __all__ = [
     "reject_label",
     "round_published",
     "scheduler_serve",
+    "secagg_message",
     "update_rejected",
 ]

@@ -78,6 +78,27 @@ for _component in ("web", "scheduler", "collector"):
     DB_ERRORS.labels(_component)
 
 
+# Secure aggregation v2 messages (mask keys, reveals), by kind and outcome.
+SECAGG_KINDS = ("mask_keys", "reveal")
+SECAGG_OUTCOMES = ("accepted", "refused")
+SECAGG_MESSAGES = Counter(
+    "consortium_secagg_messages",
+    "Secure-aggregation v2 messages a bank sent (kind: mask_keys, reveal), accepted and "
+    "stored or refused with a 4xx (idempotent retries of a stored message are not counted).",
+    ["kind", "outcome"],
+)
+for _kind in SECAGG_KINDS:
+    for _outcome in SECAGG_OUTCOMES:
+        SECAGG_MESSAGES.labels(_kind, _outcome)  # export zeros, as for the upload reasons
+
+
+def secagg_message(kind: str, outcome: str) -> None:
+    """Count one secure-aggregation message; an unknown kind or outcome is a programming error."""
+    if kind not in SECAGG_KINDS or outcome not in SECAGG_OUTCOMES:
+        raise ValueError(f"unknown secagg message label {kind!r}/{outcome!r}")
+    SECAGG_MESSAGES.labels(kind, outcome).inc()
+
+
 def reject_label(reason: str) -> str:
     """The fixed label for a free-text rejection reason."""
     return next((v for k, v in REJECT_REASONS.items() if reason.startswith(k)), "other")

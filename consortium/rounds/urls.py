@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from consortium.rounds import views
+from consortium.rounds import secagg_views, views
 
 urlpatterns = [
     path("rounds/", views.RoundListView.as_view(), name="round-list"),
@@ -13,6 +13,19 @@ urlpatterns = [
     ),
     path("rounds/<int:number>/update", views.RoundUpdateView.as_view(), name="round-update"),
     path("rounds/<int:number>/metrics", views.RoundMetricsView.as_view(), name="round-metrics"),
+    # Secure aggregation v2 (docs/secure-aggregation.md, "The round protocol (part 2)").
+    path(
+        "rounds/<int:number>/mask-keys",
+        secagg_views.MaskKeysView.as_view(),
+        name="round-mask-keys",
+    ),
+    path("rounds/<int:number>/unmask", secagg_views.UnmaskView.as_view(), name="round-unmask"),
+    path("rounds/<int:number>/reveal", secagg_views.RevealView.as_view(), name="round-reveal"),
+    path(
+        "rounds/<int:number>/submissions/<slug:bank>",
+        secagg_views.SubmissionDownloadView.as_view(),
+        name="round-submission",
+    ),
     path("key-epochs/current", views.KeyEpochCurrentView.as_view(), name="key-epoch-current"),
     path("key-epochs/", views.KeyEpochCreateView.as_view(), name="key-epoch-create"),
     path("policies/", views.PolicyListCreateView.as_view(), name="policy-list"),

@@ -45,6 +45,11 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("round-aggregate", "GET", AUTHENTICATED),
     ("round-update", "PUT", {BANK}),
     ("round-metrics", "POST", {BANK}),
+    ("round-mask-keys", "PUT", {BANK}),
+    ("round-mask-keys", "GET", {BANK}),
+    ("round-unmask", "GET", {BANK}),
+    ("round-reveal", "POST", {BANK}),
+    ("round-submission", "GET", AUTHENTICATED),
     ("key-epoch-current", "GET", AUTHENTICATED),
     ("key-epoch-create", "POST", {OPERATOR}),
     ("policy-list", "GET", AUTHENTICATED),
@@ -132,6 +137,10 @@ def _path(name: str, rnd: Any) -> str:
         "round-aggregate": {"number": rnd.number},
         "round-update": {"number": rnd.number},
         "round-metrics": {"number": rnd.number},
+        "round-mask-keys": {"number": rnd.number},
+        "round-unmask": {"number": rnd.number},
+        "round-reveal": {"number": rnd.number},
+        "round-submission": {"number": rnd.number, "bank": "alpha"},
         # Another bank's slug: a bank must not act on it, and an operator's request is
         # refused for its empty body, so nothing changes either way.
         "bank-rotate-credential": {"slug": "gamma"},

@@ -10,6 +10,7 @@ from consortium.governance import selectors as roster
 from consortium.portal import selectors
 from consortium.portal.access import STAFF, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate, render_page
+from consortium.rounds import secagg_selectors
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState
 
@@ -51,6 +52,10 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
         "all_signatures_ok": all(r.signature_ok for r in rows),
         "reports": rounds_selectors.metric_report_list_for_round(rnd),
         "progress": selectors.round_progress(rnd) if in_flight else None,
+        # v2: each phase with its deadline, who has acted and who the round still waits on.
+        "secagg": secagg_selectors.secagg_progress(rnd)
+        if secagg_selectors.round_is_masked(rnd)
+        else None,
         "timings": _timings(rnd),
         "convergence": conv,
         "auprc_chart": auprc_chart(conv, marker=rnd.number),

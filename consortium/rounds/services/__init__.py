@@ -1,4 +1,4 @@
-"""Writes for policies, key epochs, rounds, submissions and metrics, one module per entity.
+"""Writes for policies, key epochs, rounds, submissions, secagg and metrics, one module each.
 
 Each function is one domain operation in one transaction, with its audit event. State
 transitions lock the round row first. The names below are re-exported so callers keep
@@ -22,6 +22,7 @@ from consortium.rounds.services.scheduler import (
     round_open_next,
     scheduler_tick,
 )
+from consortium.rounds.services.secagg import mask_key_submit, reveal_submit
 from consortium.rounds.services.submissions import (
     submission_create,
     update_precheck,
@@ -33,10 +34,12 @@ __all__ = [
     "POLICY_FIELDS",
     "blob_open",
     "key_epoch_register",
+    "mask_key_submit",
     "metrics_report",
     "policy_activate",
     "policy_create",
     "policy_new_version",
+    "reveal_submit",
     "round_aggregate",
     "round_close_due",
     "round_open",
