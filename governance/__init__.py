@@ -33,6 +33,7 @@ from governance.charter import (
 from governance.describe import describe
 from governance.encoding import MIN_BANKS_FLOOR, ZERO_HASH, canonical_json, public_key_b64
 from governance.errors import RosterError
+from governance.founding import DEFAULT_RULE, genesis_draft
 from governance.objection import Objection, sign_objection, verify_objection
 from governance.verify import (
     Pending,
@@ -53,6 +54,7 @@ from governance.version import (
 )
 
 __all__ = [
+    "DEFAULT_RULE",
     "MIN_BANKS_FLOOR",
     "ZERO_HASH",
     "AdmitBank",
@@ -85,6 +87,7 @@ __all__ = [
     "change_to_dict",
     "check_cohort",
     "describe",
+    "genesis_draft",
     "genesis_version",
     "next_version",
     "parse_version_json",
