@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bank_node import roster_cli
+from bank_node import config_reference, roster_cli
 from bank_node.config import ConfigError, NodeConfig, load_config
 from protocol import DEFAULT_CKKS_PARAMS, PolicySnapshot, ProtocolError
 
@@ -279,6 +279,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bank-node", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+    config_reference.add_parser(sub)
 
     k = sub.add_parser(
         "keygen",

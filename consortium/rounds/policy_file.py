@@ -93,18 +93,24 @@ def _nullable(name: str) -> bool:
     return name != "deadline_seconds" and _model_field(name).null
 
 
+def _type_ok(value: object, types: tuple[type, ...]) -> bool:
+    # TOML and YAML booleans are ints to Python: true is not a whole number here.
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
+
+
 def _checked(name: str, value: Any, where: str) -> Any:
     types, words = _expected(name)
     if value is None and _nullable(name):
         return None
-    is_bool = isinstance(value, bool)
-    if not isinstance(value, types) or (is_bool and bool not in types):
+    if not _type_ok(value, types):
         raise PolicyFileError(f"{where}: {name} must be {words}, not {value!r}")
-    if name == "deadline_seconds":
-        if value < 1:
-            raise PolicyFileError(f"{where}: deadline_seconds must be at least 1, not {value}")
-        return timedelta(seconds=value)
-    return value
+    return _deadline(value, where) if name == "deadline_seconds" else value
+
+
+def _deadline(seconds: int, where: str) -> timedelta:
+    if seconds < 1:
+        raise PolicyFileError(f"{where}: deadline_seconds must be at least 1, not {seconds}")
+    return timedelta(seconds=seconds)
 
 
 def _name(path: Path, text: str, raw: dict[str, Any]) -> str:

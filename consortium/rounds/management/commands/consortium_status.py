@@ -60,7 +60,7 @@ def policy_lines() -> list[str]:
             f"  {policy.name} v{policy.version:<3} {'active' if policy.active else 'inactive':<8} "
             f"sha256 {roster.policy_digest(policy)[:16]}… "
             f"{'approved' if approved else 'not approved by the roster'}, "
-            f"{policy.round_count} round(s)"
+            f"{getattr(policy, 'round_count', 0)} round(s)"
         )
     return lines
 
