@@ -142,7 +142,12 @@ def doc_update(path: Path) -> None:
 
 
 # `bank-node init` flags that fill a field instead of its example (field name: flag).
-INIT_FLAGS = {"bank": "--bank", "portal_url": "--portal-url", "genesis_file": "--genesis-file"}
+INIT_FLAGS = {
+    "bank": "--bank",
+    "portal_url": "--portal-url",
+    "data_file": "--data-file",
+    "genesis_file": "--genesis-file",
+}
 
 
 def cmd_init(args: argparse.Namespace) -> int:
