@@ -27,6 +27,18 @@ FILE_FIELDS: tuple[str, ...] = tuple(
 SUFFIXES = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}
 
 
+def field_defaults() -> dict[str, Any]:
+    """Each file field's default, as a file would spell it (the deadline in seconds)."""
+    defaults: dict[str, Any] = {}
+    for name in FILE_FIELDS:
+        if name == "deadline_seconds":
+            deadline = _model_field("deadline").get_default()
+            defaults[name] = int(deadline.total_seconds())
+        else:
+            defaults[name] = _model_field(name).get_default()
+    return defaults
+
+
 class PolicyFileError(ValueError):
     """The policy file cannot be read, parsed or has a field that is wrong."""
 

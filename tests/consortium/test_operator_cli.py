@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from io import StringIO
 from pathlib import Path
@@ -341,4 +342,14 @@ def test_consortium_status_shows_members_epochs_policies_and_no_round(tmp_path: 
     out = run("consortium_status")
     assert "alpha" in out and "Alpha Bank" in out and "no signing key yet" in out
     assert "roster: no genesis in force" in out and ckks.fingerprint in out
-    assert "fraud v1" in out and "active" in out and "round in flight: none" in out
+    assert re.search(r"fraud v1\s+active\s+sha256", out) and "round in flight: none" in out
+
+
+def test_policy_create_help_lists_every_field_with_its_default(capsys: pytest.CaptureFixture[str]):
+    from consortium.rounds.policy_file import FILE_FIELDS
+
+    with pytest.raises(SystemExit):
+        call_command("policy_create", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{name} = " in text for name in FILE_FIELDS)
+    assert "deadline_seconds = 1800" in text and "local_epochs = 2" in text

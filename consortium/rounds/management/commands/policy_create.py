@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,15 +11,22 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from consortium.api.errors import ApplicationError
 from consortium.governance.selectors import policy_digest
 from consortium.operator_cli import cli_actor, refusals
-from consortium.rounds.policy_file import FILE_FIELDS, PolicyFile, PolicyFileError, policy_file_read
+from consortium.rounds.policy_file import (
+    PolicyFile,
+    PolicyFileError,
+    field_defaults,
+    policy_file_read,
+)
 from consortium.rounds.services import policy_activate, policy_create
 
 
 class Command(BaseCommand):
     help = (
-        "Create the next version of the policy named in --file (TOML or YAML: name plus any of "
-        f"{', '.join(FILE_FIELDS)}). Once a roster is in force it cannot be activated until "
-        "the banks approve its digest, which this command prints."
+        "Create the next version of the policy named in --file (TOML or YAML): name, plus any "
+        "of these fields, each shown with the default it takes when left out: "
+        + "; ".join(f"{k} = {json.dumps(v)}" for k, v in field_defaults().items())
+        + ". Once a roster is in force it cannot be activated until the banks approve its "
+        "digest, which this command prints."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
