@@ -65,12 +65,27 @@ def _where(path: Path, text: str, field: str) -> str:
     return str(path)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice (YAML would keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is written twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse(path: Path, text: str) -> Any:
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise PolicyFileError(f"{path}: name the file .toml, .yaml or .yml so its format is known")
     try:
-        return tomllib.loads(text) if kind == "TOML" else yaml.safe_load(text)
+        return tomllib.loads(text) if kind == "TOML" else yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a safe loader
     except tomllib.TOMLDecodeError as exc:
         raise PolicyFileError(f"{path}: not valid TOML: {exc}") from None
     except yaml.YAMLError as exc:

@@ -224,6 +224,9 @@ def test_policy_create_refuses_a_file_it_cannot_read_or_whose_format_it_cannot_t
     bad_yaml = _policy_file(tmp_path, "name: fraud\n  local_epochs: [\n", "bad.yaml")
     with pytest.raises(CommandError, match=r"bad.yaml, line \d+: not valid YAML"):
         run("policy_create", "--file", str(bad_yaml))
+    twice = _policy_file(tmp_path, "name: fraud\nmax_rounds: 3\nmax_rounds: 30\n", "twice.yml")
+    with pytest.raises(CommandError, match=r"twice.yml, line 3: .*'max_rounds' is written twice"):
+        run("policy_create", "--file", str(twice))
 
 
 def test_policy_activate_switches_versions_and_names_a_missing_one(tmp_path: Path):
