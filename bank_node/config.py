@@ -84,14 +84,43 @@ PATH_FIELDS = {
 }
 
 
+# What belongs in each file the config points at: the fix when it is missing.
+FILE_FIXES = {
+    "credential_file": "the API credential the operator gave this bank "
+    "(manage.py bank_onboard --credential-file)",
+    "signing_key_file": "this bank's signing.key (bank-node signing-keygen)",
+    "secret_context_file": "the consortium.secret of the key ceremony (bank-node keygen), "
+    "with its integrity.key beside it",
+    "ckks_params_file": "the ckks_params.json the key ceremony wrote with the context",
+    "genesis_file": "the signed genesis the operator exported (manage.py roster_export)",
+}
+
+
 def _read_secret(path: Path, name: str) -> str:
     try:
         value = path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"{name}: cannot read {path}: {exc.strerror}; put {FILE_FIXES[name]} there"
+        ) from exc
     if not value:
-        raise ConfigError(f"{name}: {path} is empty")
+        raise ConfigError(f"{name}: {path} is empty; put {FILE_FIXES[name]} there")
     return value
+
+
+# The key files every command that signs or decrypts reads.
+KEY_FIELDS = ("signing_key_file", "secret_context_file", "ckks_params_file")
+
+
+def files_check(config: NodeConfig, *names: str) -> None:
+    """Refuse a file field that points at no file, naming the field and what belongs there."""
+    for name in names:
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(
+                f"{name} = {str(path)!r}: no such file; put {FILE_FIXES[name]} there, or "
+                f"point {name} at it"
+            )
 
 
 def load_config(path: Path) -> NodeConfig:

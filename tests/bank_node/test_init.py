@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -142,3 +143,30 @@ def test_a_wrong_or_missing_field_is_refused_naming_the_file_the_field_and_the_f
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert str(info.value).startswith(str(path))
+
+
+def test_a_command_names_the_first_missing_file_the_field_and_what_belongs_there(
+    tmp_path: Path, capsys
+):
+    config = tmp_path / "node.toml"
+    assert main(["init", "--out", str(config), "--portal-url", "http://127.0.0.1:1"]) == 0
+    steps = [
+        ("credential", "credential_file = .* no such file; put the API credential .*bank_onboard"),
+        ("signing.key", "signing_key_file = .* no such file; put this bank's signing.key"),
+        ("consortium.secret", "secret_context_file = .* no such file; .*bank-node keygen"),
+        ("ckks_params.json", "ckks_params_file = .* no such file; .*ckks_params.json"),
+    ]
+    for name, message in steps:
+        capsys.readouterr()
+        assert main(["register", "--config", str(config)]) == 2
+        assert re.search(message, capsys.readouterr().err), message
+        (tmp_path / name).write_text("x")
+
+
+def test_roster_commands_name_a_missing_signing_key_file(tmp_path: Path, capsys):
+    config = tmp_path / "node.toml"
+    assert main(["init", "--out", str(config), "--genesis-file", "genesis.json"]) == 0
+    (tmp_path / "credential").write_text("cbk_x\n")
+    capsys.readouterr()
+    assert main(["roster", "show", "--config", str(config)]) == 2
+    assert "signing_key_file = " in capsys.readouterr().err
