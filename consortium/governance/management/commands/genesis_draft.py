@@ -16,6 +16,7 @@ from consortium.operator_cli import cli_actor, file_text, refusals
 from consortium.rounds.selectors import key_epoch_current, policy_get_by_version
 from governance import (
     DEFAULT_RULE,
+    MIN_BANKS_FLOOR,
     Member,
     PolicyApproval,
     PrivacyFloor,
@@ -89,7 +90,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--key-epoch", help="fingerprint (default: the registered epoch)")
         parser.add_argument("--policy", action="append", default=[], metavar="NAME:VERSION")
-        parser.add_argument("--min-banks", type=int, default=3)
+        parser.add_argument("--min-banks", type=int, default=MIN_BANKS_FLOOR)
         parser.add_argument("--rule", default="2/3", help="share of active members that approve")
         parser.add_argument("--k-min", type=int, default=DEFAULT_RULE.k_min)
         parser.add_argument("--dp-required", action="store_true", help="privacy floor: DP on")
