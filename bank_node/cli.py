@@ -7,11 +7,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bank_node import roster_cli
-from bank_node.config import ConfigError, NodeConfig, load_config
+from bank_node import config_reference, roster_cli
+from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
 from protocol import DEFAULT_CKKS_PARAMS
+
+if TYPE_CHECKING:
+    from bank_node.keys import Keyring
 
 log = logging.getLogger("bank_node")
 
@@ -25,16 +28,10 @@ def agent_from_config(config: NodeConfig) -> Any:
     import torch
 
     from bank_node.agent import Agent
-    from bank_node.keys import keyring_load
     from bank_node.portal_client import BankClient
 
     torch.set_num_threads(max(1, config.torch_threads))
-    keys = keyring_load(
-        config.secret_context_file,
-        config.ckks_params_file,
-        config.signing_key_file,
-        config.previous_key_dirs,
-    )
+    keys = node_keyring(config)
     client = BankClient(
         config.portal_url,
         config.credential,
@@ -42,6 +39,19 @@ def agent_from_config(config: NodeConfig) -> Any:
         max_retries=config.max_retries,
     )
     return Agent(config, keys, client, _keeper(config, keys, client))
+
+
+def node_keyring(config: NodeConfig) -> Keyring:
+    """The node's keys, after checking that every key file the config names exists."""
+    from bank_node.keys import keyring_load
+
+    files_check(config, "credential_file", *KEY_FIELDS)
+    return keyring_load(
+        config.secret_context_file,
+        config.ckks_params_file,
+        config.signing_key_file,
+        config.previous_key_dirs,
+    )
 
 
 def _keeper(config: NodeConfig, keys: Any, client: Any) -> Any:
@@ -114,17 +124,11 @@ def cmd_signing_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from bank_node.keys import keyring_load
     from bank_node.portal_client import BankClient
     from he.signing import public_key_b64
 
     config = _config(args)
-    keys = keyring_load(
-        config.secret_context_file,
-        config.ckks_params_file,
-        config.signing_key_file,
-        config.previous_key_dirs,
-    )
+    keys = node_keyring(config)
     client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
     bank = client.register_signing_key(public_key_b64(keys.signing_key))
     epoch = client.key_epoch()
@@ -280,6 +284,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bank-node", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
+    config_reference.add_parser(sub)
 
     k = sub.add_parser(
         "keygen",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, fields
 from datetime import date, datetime
 from pathlib import Path
@@ -128,14 +129,43 @@ PATH_FIELDS = {
 }
 
 
+# What belongs in each file the config points at: the fix when it is missing.
+FILE_FIXES = {
+    "credential_file": "the API credential the operator gave this bank "
+    "(manage.py bank_onboard --credential-file)",
+    "signing_key_file": "this bank's signing.key (bank-node signing-keygen)",
+    "secret_context_file": "the consortium.secret of the key ceremony (bank-node keygen), "
+    "with its integrity.key beside it",
+    "ckks_params_file": "the ckks_params.json the key ceremony wrote with the context",
+    "genesis_file": "the signed genesis the operator exported (manage.py roster_export)",
+}
+
+
 def _read_secret(path: Path, name: str) -> str:
     try:
         value = path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            f"{name}: cannot read {path}: {exc.strerror}; put {FILE_FIXES[name]} there"
+        ) from exc
     if not value:
-        raise ConfigError(f"{name}: {path} is empty")
+        raise ConfigError(f"{name}: {path} is empty; put {FILE_FIXES[name]} there")
     return value
+
+
+# The key files every command that signs or decrypts reads.
+KEY_FIELDS = ("signing_key_file", "secret_context_file", "ckks_params_file")
+
+
+def files_check(config: NodeConfig, *names: str) -> None:
+    """Refuse a file field that points at no file, naming the field and what belongs there."""
+    for name in names:
+        path = getattr(config, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(
+                f"{name} = {str(path)!r}: no such file; put {FILE_FIXES[name]} there, or "
+                f"point {name} at it"
+            )
 
 
 def load_config(path: Path) -> NodeConfig:
@@ -147,25 +177,49 @@ def load_config(path: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     known = {f.name: f for f in fields(NodeConfig)}
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s): {', '.join(sorted(unknown))}")
+    _refuse_unknown(path, "", raw, known)
     missing = [n for n, f in known.items() if f.default is MISSING and n not in raw]
     if missing:
-        raise ConfigError(f"{path}: missing field(s): {', '.join(missing)}")
+        raise ConfigError(
+            f"{path}: missing field(s): {', '.join(missing)}; `bank-node init` writes a "
+            f"node.toml with every field and its meaning ({REFERENCE_DOC})"
+        )
     values = {name: _read_field(path, name, value) for name, value in raw.items()}
     _check_portal_url(path, values["portal_url"])
     return NodeConfig(**values)
 
 
+REFERENCE_DOC = "docs/node-config.md"
+
+
+def _refuse_unknown(path: Path, table: str, raw: dict[str, Any], known: Iterable[str]) -> None:
+    """Refuse a field the node does not know, with the nearest known name as the fix."""
+    names = sorted(known)
+    for name in sorted(set(raw) - set(names)):
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"the fields are {', '.join(names)}"
+        where = f"[{table}] " if table else ""
+        raise ConfigError(
+            f"{path}: unknown field {where}{name!r}: {hint} (every field: {REFERENCE_DOC})"
+        )
+
+
+def _text(path: Path, name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f'{path}: {name} must be a non-empty string in quotes, e.g. {name} = "..."'
+        )
+    return value
+
+
 def _path(path: Path, name: str, value: Any) -> Path:
-    p = Path(str(value))
+    p = Path(_text(path, name, value))
     return p if p.is_absolute() else (path.parent / p).resolve()
 
 
 def _paths(path: Path, name: str, value: Any) -> tuple[Path, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{path}: {name} must be a list of directory paths")
+        raise ConfigError(f'{path}: {name} must be a list of directory paths, e.g. ["keys-1/"]')
     return tuple(_path(path, name, v) for v in value)
 
 
@@ -180,7 +234,7 @@ def _read_field(path: Path, name: str, value: Any) -> Any:
     if name in PATH_FIELDS:
         return _path(path, name, value)
     reader = FIELD_READERS.get(name)
-    return reader(path, name, value) if reader is not None else str(value)
+    return reader(path, name, value) if reader is not None else _text(path, name, value)
 
 
 def _is_loopback(host: str) -> bool:
@@ -256,9 +310,7 @@ def _guardrails(path: Path, name: str, value: Any) -> Guardrails:
     """The ``[guardrails]`` table; every key optional, unknown keys refused."""
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: [{name}] must be a table")
-    unknown = set(value) - set(GUARDRAIL_READERS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) in [{name}]: {', '.join(sorted(unknown))}")
+    _refuse_unknown(path, name, value, GUARDRAIL_READERS)
     read = {k: GUARDRAIL_READERS[k](path, f"{name}.{k}", v) for k, v in value.items()}
     if read.get("min_cohort", 3) < 3:
         raise ConfigError(
@@ -338,4 +390,83 @@ FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "metrics_port": _integer,
     "previous_key_dirs": _paths,
     "keep_plaintext_updates": _flag,
+}
+
+
+# --- the reference of every field -------------------------------------------------------
+# One entry per field of NodeConfig, and per key of its tables as "table.key": an example
+# value (TOML) for a field without a default or whose default is "unset", and its meaning.
+# `bank-node init` writes it as a commented node.toml and docs/node-config.md shows it as a
+# table (bank_node/config_reference.py); a test fails when a field has no entry here.
+FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
+    "portal_url": (
+        '"https://portal.consortium.example"',
+        "The consortium portal. https://, or plain http:// to this machine only.",
+    ),
+    "bank": ('"my-bank"', "This bank's id (slug), as the operator onboarded it."),
+    "credential_file": (
+        '"credential"',
+        "File holding the API credential the operator gave this bank (keep it 0600).",
+    ),
+    "signing_key_file": ('"signing.key"', "This bank's Ed25519 key (bank-node signing-keygen)."),
+    "secret_context_file": (
+        '"consortium.secret"',
+        "The consortium's secret CKKS context from the key ceremony; integrity.key must sit "
+        "beside it.",
+    ),
+    "ckks_params_file": ('"ckks_params.json"', "The CKKS parameters written with the context."),
+    "data_file": ('"transactions.csv"', "This bank's transactions (IBM AML CSV schema)."),
+    "state_dir": (
+        '"state"',
+        "Where the node keeps its round state, models and logs (created if missing).",
+    ),
+    "poll_interval_seconds": (None, "Seconds between two polls of the portal."),
+    "request_timeout_seconds": (None, "Seconds before one request to the portal times out."),
+    "max_retries": (None, "Retries of a failed request (with backoff) before giving up."),
+    "torch_threads": (None, "CPU threads PyTorch may use for training."),
+    "metrics_port": (None, "Port of /metrics, /healthz and /readyz; 0: not served."),
+    "keep_plaintext_updates": (
+        None,
+        "Keep each round's plaintext update beside its ciphertext in state_dir (local only, "
+        "for a test or an auditor at the bank).",
+    ),
+    "previous_key_dirs": (
+        None,
+        "Key directories (consortium.secret, ckks_params.json, integrity.key) of earlier key "
+        "epochs, to read aggregates made under them.",
+    ),
+    "genesis_file": (
+        '"genesis.json"',
+        "The signed genesis this bank received out of band; the node verifies every "
+        "founder's signature and refuses to start without it (see allow_unpinned_roster).",
+    ),
+    "report_metrics": (
+        None,
+        "Send AUPRC, recall and F1 on this bank's held-out data to the portal after each "
+        "round (they describe this bank's data).",
+    ),
+    "allow_unpinned_roster": (
+        None,
+        "Start without genesis_file, believing the portal about members and keys: a test "
+        "consortium only, never production.",
+    ),
+    "guardrails": (None, "What this bank accepts, whatever the consortium approved."),
+    "guardrails.min_cohort": (
+        None,
+        "Fewest distinct banks in a round or an aggregate; never below 3.",
+    ),
+    "guardrails.dp_required": (None, "Refuse a policy without differential privacy."),
+    "guardrails.epsilon_ceiling": (
+        "8.0",
+        "Refuse a policy whose target epsilon is higher; unset: no ceiling.",
+    ),
+    "guardrails.max_rounds_per_day": ("24", "Refuse more rounds than this a day; unset: none."),
+    "guardrails.max_model_parameters": (
+        "100000",
+        "Refuse a model with more parameters; unset: no limit.",
+    ),
+    "guardrails.accepted_key_epochs": (
+        None,
+        "Key epoch fingerprints (64 hex) this bank accepts; []: those the roster has in force.",
+    ),
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bank_node.config import ConfigError, NodeConfig, load_config
+from bank_node.config import ConfigError, NodeConfig, files_check, load_config
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
 from bank_node.roster import RosterKeeper
@@ -42,6 +42,7 @@ class _Node:
     """What the roster commands share: config, key, portal client, verified roster."""
 
     def __init__(self, config: NodeConfig) -> None:
+        files_check(config, "signing_key_file", "credential_file")
         self.config = config
         self.key: Ed25519PrivateKey = private_key_load(config.signing_key_file.read_bytes())
         self.client = BankClient(
@@ -199,6 +200,7 @@ def cmd_clear_dispute(args: argparse.Namespace) -> int:
 def cmd_sign_genesis(args: argparse.Namespace) -> int:
     """The founding ceremony: show a draft genesis, sign it with this bank's key."""
     config = load_config(Path(args.config))
+    files_check(config, "signing_key_file", *(["credential_file"] if args.post else []))
     key = private_key_load(config.signing_key_file.read_bytes())
     try:
         draft = parse_version_json(Path(args.file).read_bytes())

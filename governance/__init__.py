@@ -42,6 +42,7 @@ from governance.dispute import (
 )
 from governance.encoding import MIN_BANKS_FLOOR, ZERO_HASH, canonical_json, public_key_b64
 from governance.errors import RosterError
+from governance.founding import DEFAULT_RULE, genesis_draft
 from governance.objection import Objection, sign_objection, verify_objection
 from governance.verify import (
     Pending,
@@ -62,6 +63,7 @@ from governance.version import (
 )
 
 __all__ = [
+    "DEFAULT_RULE",
     "MIN_BANKS_FLOOR",
     "ZERO_HASH",
     "AdmitBank",
@@ -100,6 +102,7 @@ __all__ = [
     "describe",
     "dispute_of",
     "dispute_threshold",
+    "genesis_draft",
     "genesis_version",
     "next_version",
     "parse_version_json",

@@ -32,9 +32,9 @@ from bank_node.keys import (
 )
 from bank_node.portal_client import BankClient, OperatorClient
 from governance import (
+    DEFAULT_RULE,
     AdmitBank,
     Change,
-    Charter,
     Member,
     PolicyApproval,
     PrivacyFloor,
@@ -43,7 +43,7 @@ from governance import (
     Rule,
     apply,
     change_to_dict,
-    genesis_version,
+    genesis_draft,
     sign_version,
     verify_genesis,
 )
@@ -66,8 +66,6 @@ __all__ = [
 ]
 
 GENESIS_FILE = "genesis.json"
-# Two thirds of the active members, and never fewer than two banks.
-DEFAULT_RULE = Rule(threshold_numerator=2, threshold_denominator=3, k_min=2)
 
 
 class CeremonyError(RuntimeError):
@@ -137,17 +135,17 @@ def draft_genesis(
     rule: Rule = DEFAULT_RULE,
     privacy: PrivacyFloor | None = None,
 ) -> RosterVersion:
-    """The unsigned charter every founder is asked to sign."""
-    charter = Charter(
-        consortium_id=consortium_id,
-        members=tuple(bank.member() for bank in founders),
-        rule=rule,
-        min_banks=min_banks,
+    """The unsigned charter every founder is asked to sign (``governance.genesis_draft``)."""
+    return genesis_draft(
+        consortium_id,
+        [bank.member() for bank in founders],
         key_epochs=(key_epoch,),
-        privacy=privacy or PrivacyFloor(dp_required=False),
-        policies=tuple(policies),
+        created_at=_now(),
+        policies=policies,
+        min_banks=min_banks,
+        rule=rule,
+        privacy=privacy,
     )
-    return genesis_version(charter, _now())
 
 
 def found(

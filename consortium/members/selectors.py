@@ -7,6 +7,10 @@ from django.db.models import Count, QuerySet
 from consortium.members.models import Bank, BankStatus
 
 
+def bank_list() -> QuerySet[Bank]:
+    return Bank.objects.order_by("slug")
+
+
 def bank_list_active() -> QuerySet[Bank]:
     return Bank.objects.filter(status=BankStatus.ACTIVE)
 

@@ -181,6 +181,11 @@ def key_epoch_current_without_context() -> KeyEpoch | None:
     return KeyEpoch.objects.filter(active=True).defer("public_context").order_by("-number").first()
 
 
+def key_epoch_list() -> QuerySet[KeyEpoch]:
+    """Every key epoch, newest first, without the (large) public contexts."""
+    return KeyEpoch.objects.defer("public_context").order_by("-number")
+
+
 # --- policies ------------------------------------------------------------------------------
 
 
@@ -190,6 +195,10 @@ def policy_list() -> QuerySet[RoundPolicy]:
 
 def policy_get(pk: int) -> RoundPolicy | None:
     return RoundPolicy.objects.filter(pk=pk).first()
+
+
+def policy_get_by_version(name: str, version: int) -> RoundPolicy | None:
+    return RoundPolicy.objects.filter(name=name, version=version).first()
 
 
 def policy_table() -> QuerySet[RoundPolicy]:

@@ -86,7 +86,7 @@ def test_guardrails_and_the_genesis_file_are_read_and_typed(tmp_path: Path):
         ("dp_required = 1", "dp_required must be true or false"),
         ('accepted_key_epochs = ["nope"]', "64-hex key epoch fingerprints"),
         ("max_rounds_per_day = 0", "max_rounds_per_day must be a whole number >= 1"),
-        ("min_cohrt = 4", r"unknown field\(s\) in \[guardrails\]: min_cohrt"),
+        ("min_cohrt = 4", r"unknown field \[guardrails\] 'min_cohrt': did you mean 'min_cohort'\?"),
     ],
 )
 def test_a_bad_guardrail_is_refused_naming_the_field(tmp_path: Path, table: str, message: str):

@@ -13,45 +13,12 @@ from typing import Any
 
 from django.test import Client
 from portal_helpers import Founder, approve, propose
-from requests import PreparedRequest, Response
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient
 from bank_node.roster import RosterKeeper
 from governance import sign_version
-
-
-class DjangoTransport(BaseAdapter):
-    """Hands a ``requests`` request to Django's test client and back."""
-
-    def __init__(self, client: Client) -> None:
-        super().__init__()
-        self.client = client
-
-    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
-        meta: dict[str, Any] = {
-            "HTTP_" + name.upper().replace("-", "_"): value
-            for name, value in request.headers.items()
-            if name.lower() not in {"content-type", "content-length"}
-        }
-        answer = self.client.generic(
-            request.method or "GET",
-            request.path_url,
-            data=request.body or b"",
-            content_type=str(request.headers.get("Content-Type", "")),
-            **meta,
-        )
-        response = Response()
-        response.status_code = answer.status_code
-        response._content = answer.content
-        response.headers = CaseInsensitiveDict(dict(answer.items()))
-        response.request, response.url = request, request.url or ""
-        return response
-
-    def close(self) -> None:
-        pass
+from tests.portal_transport import DjangoTransport
 
 
 def _client(client: Client, founder: Founder) -> BankClient:
