@@ -186,3 +186,34 @@ def test_plaintext_words_read_in_bulk_equal_those_read_one_by_one(kits, length: 
     plain = encode_chunk(secret, np.random.default_rng(length).normal(size=length))
     one_by_one = [plain.data(i) for i in range(plain.coeff_count())]
     assert plaintext_words(secret, plain).tolist() == one_by_one
+
+
+# The small-count floor of the exactness claim: FedAvg error <= 1e-6 once the cohort's rows
+# add up to at least 20. The error of the average is the CKKS error of the sum (about 1e-7
+# per value at scale 2^28 for a few dozen banks) divided by sum(n); with sum(n) = 20 and
+# weights of up to 10 in magnitude it stays well below 1e-6.
+SMALL_COUNT_FLOOR = 20
+
+
+@pytest.mark.parametrize("counts", [(5, 5, 5, 5), (1, 1, 18), (7, 6, 7)])
+def test_at_the_small_count_floor_masked_fedavg_is_within_1e_6_of_plain_fedavg(
+    kits, binding, tmp_path: Path, counts: tuple[int, ...]
+):
+    assert sum(counts) == SMALL_COUNT_FLOOR
+    secret, public = kits
+    cohort = Cohort.of(len(counts), binding, seed=5)
+    rng = np.random.default_rng(len(counts))
+    weights = [rng.uniform(-10, 10, 3000) for _ in counts]
+    packed = [pack_update(w, n, 1.5) for w, n in zip(weights, counts, strict=True)]
+    blobs = [
+        upload(secret, p, cohort.terms(b, self_mask=True), cohort)
+        for b, p in zip(cohort.ids, packed, strict=True)
+    ]
+    revealed = [MaskTerm(b, cohort.secrets[b].self_seed, -1) for b in cohort.ids]
+    total = decrypted_sum(
+        secret, public, write_all(blobs, tmp_path), masker_for(public, revealed, binding)
+    )
+    avg, count = unpack_aggregate(total)
+    expected = sum(w * n for w, n in zip(weights, counts, strict=True)) / sum(counts)
+    assert count == SMALL_COUNT_FLOOR
+    assert np.max(np.abs(avg - expected)) < 1e-6
