@@ -266,8 +266,9 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         credential = op.bank_create(slug)["credential"]
         BankClient(portal.url, credential).register_signing_key(public_key_b64(key))
         banks[slug] = (credential, key)
+    # v1 containers from hand-made banks (no roster): the load on the portal's upload path.
     common = {"min_banks": 3, "max_rounds": 1, "normalize_features": False,
-              "ckks_params": params.to_dict()}  # fmt: skip
+              "ckks_params": params.to_dict(), "secure_aggregation": "v1"}  # fmt: skip
     # Both policies up front, so that importing torch (to size a model) happens before the
     # memory baseline is taken.
     big = op.policy_create(name="load-31mb", active=False, model_spec=MODEL_31MB,

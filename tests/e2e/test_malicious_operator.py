@@ -190,6 +190,10 @@ def fed(live_portal: LivePortal, tmp_path_factory: pytest.TempPathFactory) -> It
         dp_target_epsilon=50.0,
         model_spec=SPEC,
         ckks_params=params.to_dict(),
+        # The roster attacks below forge v1 aggregates from one bank's ciphertext; the same
+        # attacks on v2 rounds (substituted aggregates, late uploads, collusion) are in
+        # test_secure_aggregation.py.
+        secure_aggregation="v1",
     )
     data = sorted((work / "data").glob("bank_*.csv"))
     banks = [_bank(work, url, op, slug, csv) for slug, csv in zip(SLUGS, data, strict=True)]

@@ -330,6 +330,10 @@ def federate(portal: Portal, ckks: Ckks, slugs: list[str], **policy: Any) -> dic
         "normalize_features": False,
         "model_spec": SMALL_MODEL,
         "ckks_params": PARAMS.to_dict(),
+        # These banks upload hand-made v1 containers with no roster behind them: the fault
+        # tests exercise the portal's storage and scheduler, not the v2 protocol (whose
+        # failure cases are tests/consortium/secagg*, tests/e2e/test_secure_aggregation.py).
+        "secure_aggregation": "v1",
         **policy,
     }
     op.policy_create(**fields)

@@ -71,6 +71,7 @@ def build_history(ckks: Any) -> list[Persona]:
         max_rounds=12,
         normalize_features=False,
         model_spec={"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce"},
+        secure_aggregation="v1",  # hand-made v1 uploads, no roster behind these banks
     )
     people = _onboard()
     scheduler_tick()
