@@ -20,11 +20,10 @@ from he.codec import (
 )
 from he.errors import HEError
 from he.keys import load_public_context
-from he.masking import MaskTerm, RoundBinding
 from he.params import CkksParams
 from he.ring import SealKit, kit_from_tenseal
-from he.seeded import encode_chunk, encrypt_vector2, masker_for
-from tests.he.secagg_support import decrypted_sum, write_all
+from he.seeded import encode_chunk
+from tests.he.secagg_support import masked_sum
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 PARAMS = CkksParams()
@@ -54,39 +53,6 @@ def worst_v2_layout(peak: float) -> np.ndarray:
 def kits(ckks) -> tuple[SealKit, SealKit]:
     public = load_public_context(ckks.public_bytes, PARAMS)
     return kit_from_tenseal(ckks.secret, PARAMS), kit_from_tenseal(public, PARAMS)
-
-
-def ring_masks(banks: int, binding: RoundBinding) -> tuple[list[list[MaskTerm]], list[MaskTerm]]:
-    """Each bank's terms (pairwise with its ring neighbours, and a self-mask), and the
-    correction that removes the self-masks: the pairwise ones cancel in the sum."""
-    rng = np.random.default_rng(banks)
-    pair = [rng.bytes(32) for _ in range(banks)]
-    own = [rng.bytes(32) for _ in range(banks)]
-    terms = [
-        [
-            MaskTerm(f"b{(i + 1) % banks}", pair[i], 1),
-            MaskTerm(f"b{(i - 1) % banks}", pair[(i - 1) % banks], -1),
-            MaskTerm(f"b{i}", own[i], 1),
-        ]
-        for i in range(banks)
-    ]
-    return terms, [MaskTerm(f"b{i}", own[i], -1) for i in range(banks)]
-
-
-def masked_sum(
-    kits: tuple[SealKit, SealKit], fingerprint: str, packed: list[np.ndarray], folder: Path
-) -> np.ndarray:
-    """Encrypt each vector masked (v2, seeded), sum as the portal does, unmask and decrypt."""
-    secret, public = kits
-    binding = RoundBinding("consortium-test", 3, fingerprint)
-    terms, correction = ring_masks(len(packed), binding)
-    blobs = []
-    for values, own in zip(packed, terms, strict=True):
-        out = io.BytesIO()
-        encrypt_vector2(secret, values, fingerprint, out, masker_for(secret, own, binding))
-        blobs.append(out.getvalue())
-    paths = write_all(blobs, folder)
-    return decrypted_sum(secret, public, paths, masker_for(public, correction, binding))
 
 
 def v1_sum(ckks, packed: list[np.ndarray], folder: Path) -> np.ndarray:
