@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
-from bank_node.state import NodeState, dp_config
+from bank_node.state import NodeState, dp_config, save_global_model
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -359,18 +358,7 @@ class Agent:
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon
-        np.save(self.config.state_dir / "global_model.npy", weights)
-        (self.config.state_dir / "global_model.json").write_text(
-            json.dumps(
-                {
-                    "round": rnd.number,
-                    "policy": policy.to_dict(),
-                    "stats_round": stats_round,
-                    "threshold": threshold,
-                },
-                indent=2,
-            )
-        )
+        save_global_model(self.config.state_dir, rnd, weights, threshold)
         self.report(rnd.number, metrics)
         self.state.evaluated[str(rnd.number)] = metrics
         self.state.save(self.state_path)
