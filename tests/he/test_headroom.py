@@ -11,6 +11,7 @@ import tenseal as ts
 
 from he.aggregate import sum_vectors
 from he.codec import (
+    STATS_COUNT_UNIT,
     check_headroom,
     decrypt_vector,
     encrypt_to_file,
@@ -134,3 +135,22 @@ def test_packing_in_count_units_leaves_fedavg_and_the_row_total_unchanged(unit: 
     assert rows == sum(counts)
     assert np.max(np.abs(avg - expected)) < 1e-12
     assert packed[0][-2] == counts[0] / unit
+
+
+# The statistics round's floor: its counts are in units of STATS_COUNT_UNIT rows, so the
+# CKKS error of the sum (a few 1e-6 absolute) is divided by sum(n)/1024, not sum(n): the
+# pooled moments are within about 3e-3 / sum(n) (1.6e-4 measured at sum(n) = 20), and
+# within 1e-6 from about 4,000 rows (docs/secure-aggregation.md, "Headroom and counts").
+@pytest.mark.parametrize(("rows", "bound"), [((5, 5, 5, 5), 1e-3), ((1500, 1000, 2000), 1e-6)])
+def test_the_statistics_rounds_pooled_moments_meet_their_stated_floor(
+    kits, ckks, tmp_path: Path, rows: tuple[int, ...], bound: float
+):
+    rng = np.random.default_rng(sum(rows))
+    moments = [rng.uniform(-3, 3, 80) for _ in rows]
+    packed = [pack_update(m, n, 1.5, STATS_COUNT_UNIT) for m, n in zip(moments, rows, strict=True)]
+    pooled, total = unpack_aggregate(
+        masked_sum(kits, ckks.fingerprint, packed, tmp_path), STATS_COUNT_UNIT
+    )
+    expected = sum(m * n for m, n in zip(moments, rows, strict=True)) / sum(rows)
+    assert total == sum(rows)
+    assert np.max(np.abs(pooled - expected)) < bound
