@@ -126,8 +126,8 @@ def count_rows(count: float, unit: int, n_banks: int) -> float:
     With ``unit`` 1 the slot must be within COUNT_TOLERANCE of a positive integer. With a
     larger unit the rows ``count * unit`` must be within the slot's noise bound
     (``tag_tolerance``) times ``unit`` of a positive integer; once that slack reaches half
-    a row (units of about 1400 and more) only positivity is left, and the tag slot alone
-    tells a sum of updates from anything else.
+    a row (units above 1024 at 256 banks, above 4096 at 20) only positivity is left, and
+    the tag slot alone tells a sum of updates from anything else.
     """
     unit = count_unit_check(unit)
     rows = count * unit
