@@ -40,7 +40,7 @@ def _aggregate(
     out = io.BytesIO()
     public = load_public_context((tmp / PUBLIC_CONTEXT).read_bytes(), keys.params)
     sum_vectors(paths, public, keys.params, out)
-    pooled = sum(v * n for v, n in zip(vectors, COUNTS, strict=True)) / sum(COUNTS)
+    pooled = np.asarray(sum(v * n for v, n in zip(vectors, COUNTS, strict=True)) / sum(COUNTS))
     return out.getvalue(), pooled
 
 
