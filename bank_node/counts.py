@@ -11,7 +11,7 @@ from protocol import RoundInfo
 
 # Most banks a sum may hold; a bank keeps its values within 1/256 of the headroom
 # (he.codec.headroom_limit). Must equal the portal's MAX_BANKS_PER_ROUND default
-# (consortium/settings.py; tests/test_counts_agree.py holds them together).
+# (consortium/settings.py; tests/consortium/test_max_banks.py holds them together).
 MAX_BANKS_PER_SUM = 256
 # A training round's counts go in units of u rows, u the smallest power of two that
 # brings the consortium's rows (the statistics round's total) to at most 2^20 units:

@@ -255,8 +255,9 @@ STATUS_CACHE_SECONDS = float(env("CONSORTIUM_STATUS_CACHE_SECONDS", "1") or 0)
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)
 # Upper bound on banks in one sum (v1 uploads beyond it are refused, a v2 cohort above it
 # never opens). Every node keeps its values within 1/MAX_BANKS_PER_SUM of the CKKS
-# headroom (bank_node.counts.MAX_BANKS_PER_SUM, held equal by tests/test_max_banks.py), so
-# a larger sum could wrap: a smaller value may be set, a larger one is refused.
+# headroom (bank_node.counts.MAX_BANKS_PER_SUM; tests/consortium/test_max_banks.py holds
+# the two equal), so a larger sum could wrap: a smaller value may be set, a larger one is
+# refused.
 MAX_BANKS_PER_SUM = 256
 MAX_BANKS_PER_ROUND = env_int(
     "CONSORTIUM_MAX_BANKS_PER_ROUND", MAX_BANKS_PER_SUM, minimum=2, maximum=MAX_BANKS_PER_SUM
