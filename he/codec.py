@@ -41,9 +41,11 @@ PACKING_FACTOR = math.sqrt(2)
 
 def count_unit_check(unit: int) -> int:
     """Return ``unit`` if it is a power of two of at least 1, else raise HEError."""
-    if isinstance(unit, bool) or not isinstance(unit, int) or unit < 1 or unit & (unit - 1):
+    if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)):
         raise HEError(f"a count unit must be a power of two of at least 1, not {unit!r}")
-    return unit
+    if unit < 1 or int(unit) & (int(unit) - 1):
+        raise HEError(f"a count unit must be a power of two of at least 1, not {unit!r}")
+    return int(unit)
 
 
 def check_finite(values: np.ndarray, what: str = "the update") -> None:
