@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,12 +19,13 @@ from bank_node.checks import (
     check_round,
 )
 from bank_node.config import NodeConfig
+from bank_node.counts import pack_checked, round_count_unit
 from bank_node.keys import Keyring
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
-from bank_node.state import NodeState, dp_config
+from bank_node.state import NodeState, dp_config, save_global_model
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -37,7 +37,7 @@ from bank_node.training import (
     train_round_private,
 )
 from governance import RosterState
-from he.codec import check_headroom, decrypt_vector, encrypt_to_file, pack_update
+from he.codec import decrypt_vector, encrypt_to_file
 from he.errors import HEError, UpdateInvalid
 from he.integrity import AggregateRejected, check_aggregate, tag_value
 from he.signing import sign, update_message_v2
@@ -46,7 +46,6 @@ from protocol import CohortKeys, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
-MAX_BANKS_PER_SUM = 256  # must not exceed the portal's CONSORTIUM_MAX_BANKS_PER_ROUND
 DAY_SECONDS = 86400.0
 # Quality figures a bank may opt in to report (report_metrics); never row counts or rates.
 REPORTABLE_METRICS = ("auprc", "recall_at_0.5pct", "f1")
@@ -175,6 +174,7 @@ class Agent:
             self.check_round(rnd)
             cohort = self.secagg.cohort(rnd) if rnd.policy.masked else None
             weights, n, privacy = self.local_update(rnd)
+            values = self.pack(rnd, weights, n)
         except Refused as exc:
             self.sit_out(rnd.number, exc)
             return False
@@ -186,7 +186,7 @@ class Agent:
             return False
         log.info("round %s: update over %d rows in %.1fs", key, n, time.monotonic() - started)
         node_metrics.local_update_done(rnd.kind, time.monotonic() - started)
-        digest, path = self.encrypt(rnd, weights, n, cohort)
+        digest, path = self.encrypt(rnd, values, cohort)
         claim = privacy or PrivacyClaim()
         message = update_message_v2(
             rnd.number, self.config.bank, digest, claim.epsilon, claim.budget_left
@@ -247,14 +247,24 @@ class Agent:
         budget_left = not would_exceed(accountant, dp, n_samples=rows)
         return weights, n, PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
 
+    def pack(self, rnd: RoundInfo, weights: np.ndarray, n: int) -> np.ndarray:
+        """Tag the update and pack it in the round's count unit; HEError if it cannot fit."""
+        tag = tag_value(
+            self.keys.integrity_key, self.keys.fingerprint, rnd.number, self.config.bank
+        )
+        unit = self.count_unit(rnd)
+        return pack_checked(rnd, weights, n, tag, unit, self.keys.params)
+
+    def count_unit(self, rnd: RoundInfo) -> int:
+        """The rows one count unit of ``rnd`` stands for (``bank_node.counts``)."""
+        norm = self.normalizer(rnd.stats_round) if rnd.is_training else None
+        return round_count_unit(rnd, norm.rows if norm is not None else None)
+
     def encrypt(
-        self, rnd: RoundInfo, weights: np.ndarray, n: int, cohort: CohortKeys | None = None
+        self, rnd: RoundInfo, values: np.ndarray, cohort: CohortKeys | None = None
     ) -> tuple[str, Path]:
-        """Pack and tag the update; mask-encrypt it (v2) towards ``cohort``, or encrypt (v1)."""
+        """Mask-encrypt the packed update (v2) towards ``cohort``, or encrypt it (v1)."""
         number = rnd.number
-        tag = tag_value(self.keys.integrity_key, self.keys.fingerprint, number, self.config.bank)
-        values = pack_update(weights, n, tag)
-        check_headroom(values, self.keys.params, MAX_BANKS_PER_SUM)
         path = self.config.state_dir / f"update-round-{number}.ckks"
         if self.config.keep_plaintext_updates:
             np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
@@ -271,10 +281,10 @@ class Agent:
         if stats_round is None:
             return None
         path = self.config.state_dir / f"normalization-round-{stats_round}.json"
-        if path.exists():
-            return Normalizer.from_json(path.read_text())
-        moments, _total = self.global_weights(stats_round, self.keys.fingerprint)
-        norm = Normalizer.from_moments(moments, stats_round)
+        if path.exists() and (cached := Normalizer.from_json(path.read_text())).rows:
+            return cached  # a cache without the row count predates count units: redone
+        moments, total = self.global_weights(stats_round, self.keys.fingerprint)
+        norm = Normalizer.from_moments(moments, stats_round, rows=int(total))
         path.write_text(norm.to_json())
         return norm
 
@@ -322,7 +332,8 @@ class Agent:
         try:
             summed = self.decrypt_aggregate(path, epoch, masked=info.policy.masked)
             key = self.keys.integrity_for(epoch)
-            return check_aggregate(summed, info.manifest.banks, key, epoch, number)
+            unit = self.count_unit(info)
+            return check_aggregate(summed, info.manifest.banks, key, epoch, number, unit)
         except AggregateRejected as exc:
             raise Refused("aggregate_integrity", str(exc)) from exc
 
@@ -347,18 +358,7 @@ class Agent:
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon
-        np.save(self.config.state_dir / "global_model.npy", weights)
-        (self.config.state_dir / "global_model.json").write_text(
-            json.dumps(
-                {
-                    "round": rnd.number,
-                    "policy": policy.to_dict(),
-                    "stats_round": stats_round,
-                    "threshold": threshold,
-                },
-                indent=2,
-            )
-        )
+        save_global_model(self.config.state_dir, rnd, weights, threshold)
         self.report(rnd.number, metrics)
         self.state.evaluated[str(rnd.number)] = metrics
         self.state.save(self.state_path)

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.privacy import DPConfig
-from protocol import PolicySnapshot
+from protocol import PolicySnapshot, RoundInfo
 
 
 @dataclass
@@ -47,3 +49,17 @@ def dp_config(policy: PolicySnapshot) -> DPConfig:
         local_epochs=policy.local_epochs,
         batch_size=policy.batch_size,
     )
+
+
+def save_global_model(
+    state_dir: Path, rnd: RoundInfo, weights: np.ndarray, threshold: float | None
+) -> None:
+    """Keep the last evaluated global model for scoring: its weights and how to use them."""
+    np.save(state_dir / "global_model.npy", weights)
+    about = {
+        "round": rnd.number,
+        "policy": rnd.policy.to_dict(),
+        "stats_round": rnd.stats_round,
+        "threshold": threshold,
+    }
+    (state_dir / "global_model.json").write_text(json.dumps(about, indent=2))

@@ -67,34 +67,42 @@ class Normalizer:
     mean: np.ndarray
     std: np.ndarray
     round_number: int
+    rows: int = 0  # the consortium's rows in the statistics round (0: not from one)
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
 
     @classmethod
-    def from_moments(cls, moments: np.ndarray, round_number: int) -> Normalizer:
+    def from_moments(cls, moments: np.ndarray, round_number: int, rows: int = 0) -> Normalizer:
         """From the decrypted, count-averaged ``[E[x], E[x^2]]`` of all banks."""
         n_features = moments.size // 2
         mean, second = moments[:n_features], moments[n_features:]
         std = np.sqrt(np.maximum(second - mean**2, 0.0))
-        return cls(mean, np.maximum(std, MIN_STD), round_number)
+        return cls(mean, np.maximum(std, MIN_STD), round_number, rows)
 
     def to_json(self) -> str:
         return json.dumps(
-            {"round": self.round_number, "mean": self.mean.tolist(), "std": self.std.tolist()}
+            {
+                "round": self.round_number,
+                "mean": self.mean.tolist(),
+                "std": self.std.tolist(),
+                "rows": self.rows,
+            }
         )
 
     @classmethod
     def from_json(cls, text: str) -> Normalizer:
         raw = json.loads(text)
-        return cls(np.asarray(raw["mean"]), np.asarray(raw["std"]), int(raw["round"]))
+        rows = int(raw.get("rows", 0))
+        return cls(np.asarray(raw["mean"]), np.asarray(raw["std"]), int(raw["round"]), rows)
 
 
 def feature_moments(data: LocalData) -> tuple[np.ndarray, int]:
     """Per-feature ``[E[x], E[x^2]]`` over the training split, and its row count.
 
-    Sent as ``[n * E[x], n * E[x^2], n, tag]`` like any update, so the portal's sum gives the
-    pooled moments and no bank's own statistics or size are ever visible.
+    Sent as ``[(n/U) E[x], (n/U) E[x^2], n/U, tag]`` with ``U = he.codec.STATS_COUNT_UNIT``
+    rows, so the portal's sum gives the pooled moments, a bank with 100 million rows fits,
+    and no bank's own statistics or size are ever visible.
     """
     x = data.x_train.astype(np.float64)
     return np.concatenate([x.mean(axis=0), (x**2).mean(axis=0)]), int(x.shape[0])

@@ -41,7 +41,7 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
 
 
-def env_int(name: str, default: int, minimum: int = 0) -> int:
+def env_int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env(name)
     if raw is None:
         return default
@@ -51,6 +51,8 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from exc
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}")
     return value
 
 
@@ -251,8 +253,15 @@ MAX_CONCURRENT_UPLOADS = env_int("CONSORTIUM_MAX_CONCURRENT_UPLOADS", 4, minimum
 # How long a worker reuses its answer to GET /api/v1/rounds/current (seconds; 0 = never).
 STATUS_CACHE_SECONDS = float(env("CONSORTIUM_STATUS_CACHE_SECONDS", "1") or 0)
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)
-# Upper bound on banks in one sum; the node checks CKKS headroom against it.
-MAX_BANKS_PER_ROUND = env_int("CONSORTIUM_MAX_BANKS_PER_ROUND", 256, minimum=2)
+# Upper bound on banks in one sum (v1 uploads beyond it are refused, a v2 cohort above it
+# never opens). Every node keeps its values within 1/MAX_BANKS_PER_SUM of the CKKS
+# headroom (bank_node.counts.MAX_BANKS_PER_SUM; tests/consortium/test_max_banks.py holds
+# the two equal), so a larger sum could wrap: a smaller value may be set, a larger one is
+# refused.
+MAX_BANKS_PER_SUM = 256
+MAX_BANKS_PER_ROUND = env_int(
+    "CONSORTIUM_MAX_BANKS_PER_ROUND", MAX_BANKS_PER_SUM, minimum=2, maximum=MAX_BANKS_PER_SUM
+)
 # The portal's Ed25519 key (PEM, PKCS#8) signing audit checkpoints and reports; in
 # Kubernetes a mounted Secret, which must then exist. The embedded default keeps one
 # under VAR_DIR, created 0600 on first use. Public half: GET /api/v1/audit/public-key.

@@ -22,14 +22,14 @@ import secrets
 
 import numpy as np
 
-from he.codec import TRAILER_SLOTS
+from he.codec import TRAILER_SLOTS, count_unit_check
 from he.errors import HEError
 
 INTEGRITY_KEY_BYTES = 32
 TAG_CONTEXT = "consortium-integrity-v1"
 TAG_BITS = 40
 # Tags lie in [1, 2), so a sum over MAX_BANKS_PER_SUM = 256 banks stays below 512: far
-# under the 2^31 a 60-bit prime holds at scale 2^28 (CkksParams.max_plain_magnitude).
+# under the 2^30 a 60-bit prime surely holds at scale 2^28 (CkksParams.max_plain_magnitude).
 #
 # Measured CKKS error on one decrypted slot at the default parameters: standard deviation
 # 2.5e-6 for a fresh ciphertext, growing as sqrt(k) for a sum of k (1.1e-5 for 20 banks;
@@ -95,11 +95,14 @@ def check_aggregate(
     key: bytes,
     fingerprint: str,
     round_number: int,
+    count_unit: int = 1,
 ) -> tuple[np.ndarray, float]:
-    """Check a decrypted ``[sum n_k w_k..., sum n_k, sum t_k]``; return (FedAvg, total n).
+    """Check a decrypted ``[sum (n_k/u) w_k..., sum n_k/u, sum t_k]``; return (FedAvg, rows).
 
-    Raises AggregateRejected when a value is not finite, the count slot is not a positive
-    integer, or the tag slot is not the sum of ``expected_inputs``' tags for this round.
+    ``count_unit`` is the ``u`` the banks packed with (``he.codec.pack_update``); the total
+    returned is in rows. Raises AggregateRejected when a value is not finite, the count slot
+    is not a positive whole number of rows, or the tag slot is not the sum of
+    ``expected_inputs``' tags for this round.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
     if values.size < TRAILER_SLOTS + 1:
@@ -107,16 +110,32 @@ def check_aggregate(
     if not np.all(np.isfinite(values)):
         raise AggregateRejected("the aggregate holds a value that is not finite")
     count, tag = float(values[-2]), float(values[-1])
-    total = float(np.rint(count))
-    if abs(count - total) > COUNT_TOLERANCE or total < 1:
-        raise AggregateRejected(
-            f"the count slot decodes to {count:.6g}, not a positive integer; wrong key or "
-            "not a sum of updates"
-        )
+    rows = count_rows(count, count_unit, len(expected_inputs))
     want = expected_tag_sum(key, fingerprint, round_number, expected_inputs)
     if abs(tag - want) > tag_tolerance(len(expected_inputs)):
         raise AggregateRejected(
             f"the integrity slot does not match the {len(expected_inputs)} banks of the "
             f"manifest for round {round_number}; not the sum of their updates"
         )
-    return values[:-TRAILER_SLOTS] / total, total
+    return values[:-TRAILER_SLOTS] * (count_unit / rows), rows
+
+
+def count_rows(count: float, unit: int, n_banks: int) -> float:
+    """The rows a count slot in units of ``unit`` stands for; AggregateRejected if implausible.
+
+    With ``unit`` 1 the slot must be within COUNT_TOLERANCE of a positive integer. With a
+    larger unit the rows ``count * unit`` must be within the slot's noise bound
+    (``tag_tolerance``) times ``unit`` of a positive integer; once that slack reaches half
+    a row (units above 1024 at 256 banks, above 4096 at 20) only positivity is left, and
+    the tag slot alone tells a sum of updates from anything else.
+    """
+    unit = count_unit_check(unit)
+    rows = count * unit
+    whole = float(np.rint(rows))
+    slack = COUNT_TOLERANCE if unit == 1 else tag_tolerance(max(n_banks, 1)) * unit
+    if whole < 1 or (slack < 0.5 and abs(rows - whole) > slack):
+        raise AggregateRejected(
+            f"the count slot decodes to {count:.6g} (in units of {unit} rows), not a positive "
+            "whole number of rows; wrong key or not a sum of updates"
+        )
+    return whole

@@ -44,9 +44,15 @@ class CkksParams:
 
     @property
     def max_plain_magnitude(self) -> float:
-        """Largest |value| a ciphertext (or a sum of them) can hold without wrapping."""
+        """Largest plaintext coefficient a ciphertext (or a sum) holds, in value units.
+
+        Strict for any primes SEAL picks: a b-bit prime exceeds 2^(b-1), so the data
+        modulus Q exceeds 2^(bits - primes) and a centred coefficient below Q/2 never wraps.
+        (2^30 at the defaults; the nominal 2^31 would wrap, as Q is a little below 2^60.)
+        How much of it one bank may use is ``he.codec.headroom_limit``.
+        """
         data_bits = sum(self.coeff_mod_bit_sizes[: self.data_primes])
-        return float(2 ** (data_bits - self.global_scale_bits - 1))
+        return float(2 ** (data_bits - self.data_primes - self.global_scale_bits - 1))
 
     @property
     def max_chunk_bytes(self) -> int:

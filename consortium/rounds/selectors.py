@@ -255,6 +255,10 @@ def submission_get(rnd: Round, bank: Bank) -> Submission | None:
     return Submission.objects.filter(round=rnd, bank=bank).first()
 
 
+def submission_count(rnd: Round) -> int:
+    return rnd.submissions.count()
+
+
 def submission_bank_ids(rnd: Round) -> set[int]:
     return set(rnd.submissions.values_list("bank_id", flat=True))
 

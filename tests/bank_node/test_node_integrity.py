@@ -101,6 +101,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def node(tmp_path: Path, world: Path) -> tuple[Agent, Portal]:
+    return make_node(tmp_path, world)
+
+
+def make_node(tmp_path: Path, world: Path) -> tuple[Agent, Portal]:
+    """An agent of ``BANKS[0]`` on ``world``'s first bank, with fresh keys and a fake portal."""
     fp = ckks_keygen(tmp_path, CkksParams())
     signing_keygen(tmp_path)
     config = NodeConfig(

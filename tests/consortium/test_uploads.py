@@ -430,3 +430,25 @@ def test_a_refused_signature_is_recorded_in_the_audit_trail_once(
     assert _put(client, open_round.number, body, forged).status_code == 403
     events = AuditEvent.objects.filter(action="update.rejected")
     assert [e.data["reason"] for e in events] == ["bad signature"]
+
+
+def test_a_v1_upload_beyond_max_banks_per_round_is_refused_with_a_409(
+    client, ckks, open_round, bank_alpha, bank_beta, bank_gamma, settings
+):
+    settings.MAX_BANKS_PER_ROUND = 2
+    number = open_round.number
+    bodies = {}
+    for persona, seed in [(bank_alpha, 1), (bank_beta, 2)]:
+        bodies[persona.slug], _ = encrypted_update(ckks, _length(open_round), seed=seed)
+        body = bodies[persona.slug]
+        assert _put(client, number, body, upload_headers(persona, number, body)).status_code == 201
+    body, _ = encrypted_update(ckks, _length(open_round), seed=3)
+    response = _put(client, number, body, upload_headers(bank_gamma, number, body))
+    assert response.status_code == 409
+    assert "CONSORTIUM_MAX_BANKS_PER_ROUND" in response.json()["message"]
+    assert "2 updates" in response.json()["message"]
+    assert open_round.submissions.count() == 2
+    # A bank already in the sum still gets its answer on a retry.
+    again = bodies[bank_alpha.slug]
+    retry = _put(client, number, again, upload_headers(bank_alpha, number, again))
+    assert retry.status_code == 200, retry.json()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bank_node.counts import training_count_unit
 from bank_node.keys import (
     INTEGRITY_KEY,
     PARAMS,
@@ -19,7 +20,7 @@ from bank_node.keys import (
     ckks_keygen,
 )
 from bank_node.portal_client import BankClient, OperatorClient
-from he.codec import unpack_aggregate
+from he.codec import STATS_COUNT_UNIT, unpack_aggregate
 from he.integrity import check_aggregate
 from he.keys import fingerprint, load_public_context, load_secret_context, public_context_bytes
 from he.params import CkksParams
@@ -199,21 +200,27 @@ def test_the_decrypted_aggregate_equals_plaintext_fedavg_within_1e_6(federation)
     fp = fingerprint(public_context_bytes(secret))
     any_bank = next(iter(banks.values()))
     client = BankClient(federation["portal"].url, (any_bank / "credential").read_text())
+    stats_rows = None
     for number in range(1, ROUNDS + 2):  # the statistics round and every training round
         client.download_aggregate(number, work / f"agg-{number}.ckks")
         with open(work / f"agg-{number}.ckks", "rb") as stream:
             decrypted = decrypt_vector2(kit, stream)
-        avg, total = unpack_aggregate(decrypted)
+        info = client.round(number)
+        # Counts in units: the protocol's for the statistics round, derived from its total
+        # for the training rounds (1 for a world this small).
+        unit = training_count_unit(stats_rows) if info.is_training else STATS_COUNT_UNIT
+        avg, total = unpack_aggregate(decrypted, unit)
         plains = [np.load(home / "state" / f"plain-round-{number}.npy") for home in banks.values()]
         summed = np.sum(plains, axis=0)
-        expected = summed[:-2] / summed[-2]  # [n w..., n, tag]
-        assert total == summed[-2]
+        expected = summed[:-2] / summed[-2]  # [(n/u) w..., n/u, tag]
+        assert total == round(summed[-2] * unit)
         assert np.max(np.abs(avg - expected)) < 1e-6
         # The live aggregate passes the members' integrity check for its own manifest.
-        manifest = client.round(number).manifest
+        manifest = info.manifest
         assert manifest is not None and len(manifest.banks) == len(banks)
-        checked, _ = check_aggregate(decrypted, manifest.banks, key, fp, number)
-        assert np.max(np.abs(checked - expected)) < 1e-6
+        checked, rows = check_aggregate(decrypted, manifest.banks, key, fp, number, unit)
+        assert np.max(np.abs(checked - expected)) < 1e-6 and rows == total
+        stats_rows = stats_rows if info.is_training else rows
 
 
 def test_every_bank_evaluated_the_global_model_and_reported_metrics(federation):

@@ -15,6 +15,7 @@ from he.errors import HEError
 from he.integrity import (
     AggregateRejected,
     check_aggregate,
+    count_rows,
     integrity_key_check,
     integrity_key_new,
     tag_tolerance,
@@ -207,3 +208,25 @@ def test_uniformly_random_coefficients_decode_to_a_refused_plaintext(
         coeffs = rng.uniform(-(2.0**59), 2.0**59, n) / 2**PARAMS.global_scale_bits
         with pytest.raises(AggregateRejected):
             consortium.check((powers @ coeffs).real, BANKS, 1)
+
+
+@pytest.mark.parametrize(
+    ("count", "unit", "rows"),
+    [(30.0, 1, 30.0), (30.0 / 1024, 1024, 30.0), (97656.25, 1024, 1e8), (3.5, 128, 448.0)],
+)
+def test_a_count_slot_in_units_of_rows_gives_the_total_in_rows(count, unit, rows) -> None:
+    assert count_rows(count, unit, 3) == rows
+
+
+@pytest.mark.parametrize(
+    ("count", "unit"),
+    [(30.4, 1), (30.4 / 1024, 1024), (0.2 / 1024, 1024), (-3.0 / 128, 128), (0.0, 2**16)],
+)
+def test_a_count_slot_that_is_not_a_positive_whole_number_of_rows_is_refused(count, unit) -> None:
+    with pytest.raises(AggregateRejected, match=f"in units of {unit} rows"):
+        count_rows(count, unit, 3)
+
+
+def test_with_units_too_large_to_tell_whole_rows_only_positivity_is_checked() -> None:
+    # A slack of half a row or more would refuse honest sums: the tag slot decides then.
+    assert count_rows(1.3, 2**16, 3) == float(round(1.3 * 2**16))

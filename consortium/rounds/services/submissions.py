@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -196,6 +197,27 @@ def _check_round_accepts(rnd: Round, bank: Bank) -> None:
             rnd.number,
             "after deadline",
             Conflict(f"round {rnd.number} passed its deadline at {rnd.deadline_at.isoformat()}"),
+        )
+    if not rnd.masked:  # a v2 round's cohort was capped when it opened (secagg_phases)
+        _check_room(rnd, bank)
+
+
+def _check_room(rnd: Round, bank: Bank) -> None:
+    """Refuse a v1 upload beyond MAX_BANKS_PER_ROUND: more summands could wrap the sum.
+
+    Race-free where it counts: ``_update_store`` calls it again under the round's row lock.
+    """
+    limit = settings.MAX_BANKS_PER_ROUND
+    if selectors.submission_count(rnd) >= limit:
+        _reject(
+            bank,
+            rnd.number,
+            "round full",
+            Conflict(
+                f"round {rnd.number} already holds {limit} updates, the most one sum may add "
+                "without overflow (CONSORTIUM_MAX_BANKS_PER_ROUND); this bank's update is "
+                "not needed in this round, join the next one"
+            ),
         )
 
 
