@@ -469,4 +469,26 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         None,
         "Key epoch fingerprints (64 hex) this bank accepts; []: those the roster has in force.",
     ),
+    "evaluation": (
+        None,
+        "How the bank's own data is split; without dates, 60/20/20 of the file's time span "
+        "(docs/own-data.md).",
+    ),
+    "evaluation.train_before": (
+        '"2026-03-21"',
+        "A date (YYYY-MM-DD): rows before it train (the last part of their span validates).",
+    ),
+    "evaluation.evaluate_from": (
+        '"2026-03-21"',
+        "A date: rows from it on test; defaults to train_before (a later date leaves a gap "
+        "for late labels).",
+    ),
+    "evaluation.validation_fraction": (
+        "0.25",
+        "With dates: the share of the training span, at its end, that picks the threshold.",
+    ),
+    "evaluation.min_test_positives": (
+        "20",
+        "Warn (log and metric) when the test set has fewer positive rows than this.",
+    ),
 }

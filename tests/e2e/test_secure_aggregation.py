@@ -78,12 +78,15 @@ class Fed:
         finally:
             conn.close()
 
-    def step(self, *slugs: str) -> None:
+    def step(self, *slugs: str) -> bool:
+        """One poll of each node, as ``bank-node run`` does it; False, so that
+        ``until(lambda: done() or fed.step(...))`` polls again."""
         for slug in slugs:
             try:
                 self.agents[slug].step()
             except PortalError:
                 pass
+        return False
 
     def state(self, number: int) -> str:
         rows = self.sql("SELECT state FROM rounds_round WHERE number = %s", number)
@@ -251,7 +254,10 @@ def _run_round(
     assert fed.state(number) == "open", fed.sql(
         "SELECT failure_reason FROM rounds_round WHERE number = %s", number
     )
-    waiting = lambda: [s for s in stay if str(number) not in fed.agents[s].state.submitted]  # noqa: E731
+
+    def waiting() -> list[str]:
+        return [s for s in stay if str(number) not in fed.agents[s].state.submitted]
+
     until(lambda: not waiting() or fed.step(*waiting()))
     if at_unmasking is not None:
         until(lambda: fed.state(number) != "open", timeout=DEADLINE * 2)
@@ -374,12 +380,23 @@ def test_a_substituted_aggregate_is_refused_by_every_node_which_keeps_its_model(
     survivors = fed.sql("SELECT survivors FROM rounds_round WHERE number = %s", number)[0][0]
     assert len(survivors) >= 3
     before = {s: set(fed.agents[s].state.evaluated) for s in survivors}
+
+    def revealed(slug: str) -> bool:
+        return bool(
+            fed.sql(
+                "SELECT 1 FROM rounds_sharereveal t JOIN rounds_round r ON r.id = t.round_id "
+                "JOIN members_bank b ON b.id = t.bank_id WHERE r.number = %s AND b.slug = %s",
+                number,
+                slug,
+            )
+        )
+
     for slug in survivors:
-        until(lambda s=slug: fed.sql(
-            "SELECT 1 FROM rounds_sharereveal t JOIN rounds_round r ON r.id = t.round_id "
-            "JOIN members_bank b ON b.id = t.bank_id WHERE r.number = %s AND b.slug = %s",
-            number, s,
-        ) or fed.step(s))  # fmt: skip
+
+        def done(s: str = slug) -> bool:
+            return revealed(s) or fed.step(s)
+
+        until(done)
     until(lambda: fed.state(number) == "published", timeout=60)
     assert not any(str(number) in fed.agents[s].state.evaluated for s in survivors)
     # The operator publishes alpha's masked upload as "the aggregate" (a consistent digest).
