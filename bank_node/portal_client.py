@@ -50,6 +50,14 @@ class PortalError(Exception):
         self.extra = extra or {}
 
 
+class PortalMalformed(PortalError):
+    """The portal answered, but not with the message it must send (bad JSON, wrong shape).
+
+    Unlike an unreachable portal this is the portal's fault, not the network's: the agent
+    refuses it (``portal_malformed``) and objects.
+    """
+
+
 class _Base:
     def __init__(self, base_url: str, *, timeout: float = 60.0, max_retries: int = 8) -> None:
         self.base_url = base_url.rstrip("/")
@@ -96,8 +104,8 @@ class _Base:
             return None
         try:
             return response.json()
-        except ValueError as exc:
-            raise PortalError(
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
+            raise PortalMalformed(
                 response.status_code, f"{method} {path}: the answer is not JSON: {exc}"
             ) from exc
 
@@ -114,7 +122,7 @@ def _parse(parse: Callable[[object], M], data: object, what: str) -> M:
     try:
         return parse(data)
     except ProtocolError as exc:
-        raise PortalError(
+        raise PortalMalformed(
             None, f"{what}: malformed answer from the portal: {exc}", {"field": exc.field}
         ) from exc
 
@@ -255,9 +263,9 @@ class BankClient(_Base):
         query = "" if after is None else f"?after={int(after)}"
         data = self._json("GET", f"roster{query}")
         if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
-            raise PortalError(None, "GET roster: malformed answer from the portal")
+            raise PortalMalformed(None, "GET roster: malformed answer from the portal")
         if not isinstance(data.get("pending", []), list):
-            raise PortalError(None, "GET roster: malformed answer from the portal (pending)")
+            raise PortalMalformed(None, "GET roster: malformed answer from the portal (pending)")
         return data
 
     def sign_roster_version(self, number: int, signature: str) -> dict[str, Any]:
@@ -272,7 +280,7 @@ class BankClient(_Base):
         """
         data = self._json("GET", f"disputes/{int(number)}")
         if not isinstance(data, dict):
-            raise PortalError(None, f"GET disputes/{number}: malformed answer from the portal")
+            raise PortalMalformed(None, f"GET disputes/{number}: malformed answer from the portal")
         return data
 
     def clear_dispute(self, number: int, signature: str) -> dict[str, Any]:
