@@ -130,8 +130,9 @@ def update_ratio(previous: np.ndarray, weights: np.ndarray) -> float:
     """``||weights - previous|| / ||previous||`` (L2), the size of one round's step."""
     if np.shape(previous) != np.shape(weights):
         return float("inf")
-    base = max(float(np.linalg.norm(previous)), MIN_PREVIOUS_NORM)
-    return float(np.linalg.norm(np.asarray(weights) - np.asarray(previous))) / base
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is inf: refused
+        base = max(float(np.linalg.norm(previous)), MIN_PREVIOUS_NORM)
+        return float(np.linalg.norm(np.asarray(weights) - np.asarray(previous))) / base
 
 
 def check_update_ratio(

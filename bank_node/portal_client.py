@@ -137,20 +137,29 @@ def _stream_to(response: requests.Response, path: Path) -> str:
     return digest.hexdigest()
 
 
-def _message(response: requests.Response) -> str:
+def _error_body(response: requests.Response, size: int) -> dict[str, Any]:
+    """The API's error shape ``{"message", "extra"}``, or the start of whatever came instead."""
     try:
-        return str(response.json().get("message", response.text[:200]))
-    except ValueError:
-        return response.text[:200]
+        payload = response.json()
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
+        payload = None
+    if not isinstance(payload, dict):
+        return {"message": response.text[:size]}
+    extra = payload.get("extra")
+    body = {k: payload[k] for k in ("message",) if k in payload}
+    return body | {"extra": extra if isinstance(extra, dict) else None}
+
+
+def _message(response: requests.Response) -> str:
+    body = _error_body(response, 200)
+    return str(body["message"] if "message" in body else response.text[:200])
 
 
 def _checked(response: requests.Response) -> requests.Response:
     if response.status_code >= 400:
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {"message": response.text[:300]}
-        raise PortalError(response.status_code, str(payload.get("message")), payload.get("extra"))
+        payload = _error_body(response, 300)
+        message = str(payload.get("message"))
+        raise PortalError(response.status_code, message, payload.get("extra"))
     return response
 
 
