@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from bank_node import metrics as node_metrics
+from bank_node.aggregate_guard import policy_model_length
 from bank_node.checks import (
     Refused,
     check_dependencies,
@@ -178,6 +179,8 @@ class Agent:
     def check_round(self, rnd: RoundInfo) -> None:
         """Everything the roster and this bank's guardrails must allow before training."""
         check_round(self.roster, rnd)
+        if rnd.is_training:  # a spec that builds no model would fail in training, every poll
+            policy_model_length(rnd.number, rnd.policy.model_spec, rnd.policy.n_features)
         now = time.time()
         recent = sum(1 for t in self.state.submitted_at.values() if now - t < DAY_SECONDS)
         epochs = {self.keys.fingerprint, *self.keys.previous}

@@ -35,11 +35,13 @@ from he.keys import (
     public_context_bytes,
 )
 from he.params import CkksParams
+from he.signing import public_key_b64
 from models.features import FEATURE_NAMES
 from models.nets import build_model
 from models.vector import model_to_vector
 from protocol import RoundInfo
 from simulation.world import generate_world
+from tests.bank_node.roster_fakes import objection_verifies
 from tests.bank_node.test_node_integrity import BANKS, SPEC, Portal, _round, make_node
 
 FEATURES = len(FEATURE_NAMES)
@@ -68,12 +70,15 @@ class Session:
         self.portal = portal
         self.headers: dict[str, str] = {}
         self.override: dict[str, Answer] = {}
+        self.objections: list[dict[str, Any]] = []
 
     def request(self, method: str, url: str, **kwargs: Any) -> Response:
         path = url.split("/api/v1/", 1)[1]
         if path in self.override:
             return Response(*self.override[path])
         if method == "POST":
+            if path == "objections":
+                self.objections.append(kwargs["json"])
             return Response(201, b'{"received": true}')
         return self.get(path)
 
@@ -106,6 +111,8 @@ def node(tmp_path: Path, world: Path) -> tuple[Agent, Portal, Session]:
     session = Session(portal)
     client.session = session  # type: ignore[assignment]  # a fake HTTP session
     agent.client = agent.models.client = agent.objector.client = client
+    # As with a pinned roster: refusals are sent as signed objections.
+    agent.objector.consortium_id = lambda: "consortium-1"
     agent.config = replace(agent.config, poll_interval_seconds=0.0)
     agent.state.submitted = {str(n): f"{n:02d}" * 32 for n in range(1, 6)}
     return agent, portal, session
@@ -159,6 +166,14 @@ def _model(agent: Agent) -> np.ndarray:
     return np.load(agent.config.state_dir / "global_model.npy")
 
 
+def _objected(agent: Agent, session: Session, reason: str, number: int) -> None:
+    """One objection with ``reason`` about round ``number``, signed under the bank's key."""
+    sent = [o for o in session.objections if o["objection"]["reason_code"] == reason]
+    assert [o["objection"]["round_number"] for o in sent] == [number]
+    key = public_key_b64(agent.keys.signing_key)
+    assert objection_verifies(sent[0]["objection"], sent[0]["signature"], key)
+
+
 def _survives(
     agent: Agent,
     portal: Portal,
@@ -210,10 +225,11 @@ def test_a_malformed_answer_of_the_portal_is_refused_and_the_node_goes_on(
         session.override[path] = (200, body)
 
     _survives(agent, portal, tmp_path, caplog, "portal_malformed", bad, session.override.clear)
+    _objected(agent, session, "portal_malformed", 2 if path == "rounds/2" else 0)
 
 
 def test_a_huge_manifest_is_refused_before_any_tag_is_computed(node, tmp_path, caplog):
-    agent, portal, _ = node
+    agent, portal, session = node
     fp = agent.keys.fingerprint
 
     def bad() -> None:
@@ -224,6 +240,7 @@ def test_a_huge_manifest_is_refused_before_any_tag_is_computed(node, tmp_path, c
         _publish(portal, 2, blob, fp, manifest=manifest)
 
     _survives(agent, portal, tmp_path, caplog, "cohort", bad)
+    _objected(agent, session, "cohort", 2)
     assert "20000 inputs" in agent.state.refused["2"]
 
 
@@ -240,7 +257,7 @@ def _other_epoch() -> bytes:
 
 @pytest.mark.parametrize("kind", ["garbage", "truncated", "other-epoch"])
 def test_an_aggregate_file_that_does_not_decrypt_is_refused(node, tmp_path, caplog, kind):
-    agent, portal, _ = node
+    agent, portal, session = node
     fp = agent.keys.fingerprint
 
     def bad() -> None:
@@ -253,10 +270,11 @@ def test_an_aggregate_file_that_does_not_decrypt_is_refused(node, tmp_path, capl
         _publish(portal, 2, blob, fp)
 
     _survives(agent, portal, tmp_path, caplog, "aggregate_integrity", bad)
+    _objected(agent, session, "aggregate_integrity", 2)
 
 
 def test_a_decrypted_vector_with_nan_is_refused(node, tmp_path, caplog, monkeypatch):
-    agent, portal, _ = node
+    agent, portal, session = node
     decrypt = agent.models.decrypt_aggregate
 
     def poisoned(path: Path, epoch: str, *, masked: bool = False) -> np.ndarray:
@@ -270,6 +288,7 @@ def test_a_decrypted_vector_with_nan_is_refused(node, tmp_path, caplog, monkeypa
         monkeypatch.setattr(agent.models, "decrypt_aggregate", poisoned)
 
     _survives(agent, portal, tmp_path, caplog, "aggregate_integrity", bad)
+    _objected(agent, session, "aggregate_integrity", 2)
     assert "not finite" in agent.state.refused["2"]
 
 
@@ -284,7 +303,7 @@ def _statistics(agent: Agent, portal: Portal, tmp: Path, number: int) -> None:
 
 
 def test_a_count_beyond_the_consortium_total_is_refused(node, tmp_path, caplog):
-    agent, portal, _ = node
+    agent, portal, session = node
     fp = agent.keys.fingerprint
     _statistics(agent, portal, tmp_path, 10)
 
@@ -293,11 +312,12 @@ def test_a_count_beyond_the_consortium_total_is_refused(node, tmp_path, caplog):
         _publish(portal, 2, blob, fp, stats_round=10)
 
     _survives(agent, portal, tmp_path, caplog, "aggregate_count", bad, stats_round=10)
+    _objected(agent, session, "aggregate_count", 2)
     assert "more than the 600" in agent.state.refused["2"]
 
 
 def test_a_model_far_from_the_previous_one_is_refused(node, tmp_path, caplog):
-    agent, portal, _ = node
+    agent, portal, session = node
     agent.config = replace(agent.config, guardrails=Guardrails(max_update_ratio=0.5))
     agent.models.config = agent.config
     fp = agent.keys.fingerprint
@@ -307,6 +327,7 @@ def test_a_model_far_from_the_previous_one_is_refused(node, tmp_path, caplog):
         _publish(portal, 2, blob, fp)
 
     _survives(agent, portal, tmp_path, caplog, "update_too_large", bad)
+    _objected(agent, session, "update_too_large", 2)
     assert "max_update_ratio is 0.5" in agent.state.refused["2"]
 
 
@@ -358,3 +379,18 @@ def test_keyboard_interrupt_still_stops_the_node(node, monkeypatch):
     monkeypatch.setattr(agent.client, "current_round", interrupted)
     with pytest.raises(KeyboardInterrupt):
         agent.run(max_rounds=1)
+
+
+def test_a_round_whose_model_spec_builds_no_model_is_sat_out_before_training(node):
+    agent, _, session = node
+    fp = agent.keys.fingerprint
+    bad_spec = {**SPEC, "hidden": [-4]}
+    rnd = _round(9, fp, state="open", manifest={})
+    rnd = replace(rnd, policy=replace(rnd.policy, model_spec=bad_spec))
+    before = _refusals("model_invalid")
+
+    assert agent.participate(rnd) is False
+
+    assert "model spec" in agent.state.skipped["9"]
+    assert _refusals("model_invalid") == before + 1
+    _objected(agent, session, "model_invalid", 9)
