@@ -112,9 +112,10 @@ POLL_ERRORS = Counter(
 )
 AGGREGATES_REFUSED = Counter(
     "bank_node_aggregates_refused",
-    "Published aggregates this node decrypted and refused (not finite, count slot not a "
-    "positive integer, or integrity slot not the sum of the manifest's banks' tags); the "
-    "node kept its last good model and sat out what depended on it.",
+    "Published aggregates this node refused (not finite, count slot not a positive "
+    "integer, integrity slot not the sum of the manifest's banks' tags, or a model it will "
+    "not adopt: bank_node/aggregate_guard.py); the node kept its last good model and sat "
+    "out what depended on it.",
 )
 LAST_SUCCESSFUL_ROUND = Gauge(
     "bank_node_last_successful_round_timestamp_seconds",
