@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from bank_node import metrics as node_metrics
 from bank_node.checks import Refused
-from bank_node.portal_client import PortalMalformed
+from bank_node.portal_client import PortalError, PortalMalformed
 
 log = logging.getLogger("bank_node")
 
@@ -58,6 +58,8 @@ class StepGuard:
             yield
         except PortalMalformed as exc:
             refuse(number, Refused("portal_malformed", exc.message))
+        except PortalError:
+            raise  # unreachable or a 4xx: the run loop counts it and polls again
         except Refused as exc:
             refuse(number, exc)
         except Exception as exc:  # the loop must outlive any one bug

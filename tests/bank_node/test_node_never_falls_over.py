@@ -24,7 +24,7 @@ from bank_node import metrics as node_metrics
 from bank_node.agent import Agent
 from bank_node.config import Guardrails
 from bank_node.keys import PUBLIC_CONTEXT
-from bank_node.portal_client import BankClient
+from bank_node.portal_client import BankClient, PortalError
 from he.aggregate import sum_vectors
 from he.codec import STATS_COUNT_UNIT, encrypt_to_file, encrypt_vector, pack_update
 from he.integrity import tag_value
@@ -394,3 +394,31 @@ def test_a_round_whose_model_spec_builds_no_model_is_sat_out_before_training(nod
     assert "model spec" in agent.state.skipped["9"]
     assert _refusals("model_invalid") == before + 1
     _objected(agent, session, "model_invalid", 9)
+
+
+@pytest.mark.parametrize(
+    "status, body, message",
+    [
+        (400, b"[1, 2]", "[1, 2]"),
+        (404, b"[" * 100_000 + b"]" * 100_000, "[[[["),
+        (409, b'{"message": "late", "extra": [1]}', "late"),
+    ],
+    ids=["error-as-a-list", "error-nested-too-deep", "extra-not-an-object"],
+)
+def test_an_error_answer_of_any_shape_is_a_portal_error_and_run_goes_on(
+    node, tmp_path, status, body, message
+):
+    agent, portal, session = node
+    session.override["rounds/current"] = (status, body)
+    with pytest.raises(PortalError) as caught:
+        agent.client.current_round()
+    assert caught.value.status == status and caught.value.message.startswith(message)
+    assert caught.value.extra == {}
+    polls = node_metrics.POLL_ERRORS._value.get()
+    session.override["rounds/?limit=5"] = (status, body)  # the whole poll fails, as when down
+    first = _honest(agent, portal, tmp_path, 1)
+    agent.run(max_rounds=1, idle_exit_seconds=1)
+    assert node_metrics.POLL_ERRORS._value.get() > polls and "1" not in agent.state.evaluated
+    session.override.clear()
+    agent.run(max_rounds=1, idle_exit_seconds=30)
+    assert np.allclose(_model(agent), first, atol=1e-6)
