@@ -179,8 +179,6 @@ class Agent:
     def check_round(self, rnd: RoundInfo) -> None:
         """Everything the roster and this bank's guardrails must allow before training."""
         check_round(self.roster, rnd)
-        if rnd.is_training:  # a spec that builds no model would fail in training, every poll
-            policy_model_length(rnd.number, rnd.policy.model_spec, rnd.policy.n_features)
         now = time.time()
         recent = sum(1 for t in self.state.submitted_at.values() if now - t < DAY_SECONDS)
         epochs = {self.keys.fingerprint, *self.keys.previous}
@@ -196,6 +194,8 @@ class Agent:
         started = time.monotonic()
         try:
             self.check_round(rnd)
+            if rnd.is_training:  # a spec that builds no model would fail in training
+                policy_model_length(rnd.number, rnd.policy.model_spec, rnd.policy.n_features)
             cohort = self.secagg.cohort(rnd) if rnd.policy.masked else None
             weights, n, privacy = self.local_update(rnd)
             values = self.pack(rnd, weights, n)
