@@ -240,13 +240,13 @@ def add_to_first_polynomial(kit: SealKit, raw: bytes, words: np.ndarray) -> byte
     expected = (kit.parms_id, 1, 2, kit.params.poly_modulus_degree, len(kit.moduli), kit.words)
     if (list(parms_id), ntt, polys, degree, primes, count) != expected:
         return None
-    first = np.frombuffer(body, dtype="<u8", offset=start, count=kit.words)
-    q = kit.modulus_column
-    total = first + words
-    np.subtract(total, q, out=total, where=total >= q)
-    end = start + 8 * kit.words
-    out = [body[:start], total.astype("<u8", copy=False).tobytes(), body[end:]]
-    return _none_header(raw, _HEADER.size + len(body)) + b"".join(out)
+    out = bytearray(_none_header(raw, _HEADER.size + len(body)) + body)
+    first = np.frombuffer(out, dtype="<u8", offset=_HEADER.size + start, count=kit.words)
+    # Both are below q < 2^61: the sum does not wrap, and where it is below q the
+    # difference wraps above it, so the minimum of the two is the sum modulo q.
+    np.add(first, words, out=first)
+    np.minimum(first, first - kit.modulus_column, out=first)
+    return bytes(out)
 
 
 def _saved_body(raw: bytes) -> bytes | None:
