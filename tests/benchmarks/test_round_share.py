@@ -76,6 +76,18 @@ def test_a_tiny_run_gives_positive_figures_and_shares_as_defined(
         assert r.share_v2(clock) == pytest.approx(v2 / (train + v2))
         assert r.share_v2_pre(clock) == pytest.approx(pre / (train + pre))
         assert r.share_v1(clock) == pytest.approx(v1 / (train + v1))
+    beside = round_share.time_training_beside_masks(data, policy, crypto, 5000, repeats=1)
+    assert beside.wall > 0 and beside.cpu > 0
+    line = round_share.overlap_line(t_train, beside, 5000)
+    assert line.startswith("training with the masks of 5,000 values computing on a thread: ")
+
+
+def test_the_overlap_line_says_how_much_longer_training_took_beside_the_masks(
+    round_share: ModuleType,
+) -> None:
+    timing = round_share.Timing
+    line = round_share.overlap_line(timing(wall=2.0, cpu=2.0), timing(wall=2.5, cpu=2.6), 10)
+    assert line.endswith("2.500s wall against 2.000s alone (+25.0%); CPU of both threads 2.600s")
 
 
 def test_the_masks_it_times_are_the_ones_encryption_adds(round_share: ModuleType) -> None:
