@@ -197,6 +197,8 @@ class Agent:
             if rnd.is_training:  # a spec that builds no model would fail in training
                 policy_model_length(rnd.number, rnd.policy.model_spec, rnd.policy.n_features)
             cohort = self.secagg.cohort(rnd) if rnd.policy.masked else None
+            if cohort is not None:  # the masks need no update: computed while training
+                self.secagg.start_masks(rnd, cohort)
             weights, n, privacy = self.local_update(rnd)
             values = self.pack(rnd, weights, n)
         except Refused as exc:
@@ -301,9 +303,9 @@ class Agent:
         path = self.config.state_dir / f"update-round-{number}.ckks"
         if self.config.keep_plaintext_updates:
             np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
+        if cohort is not None:  # times its masks and its encryption apart
+            return self.secagg.encrypt(rnd, values, cohort)
         with node_metrics.ENCRYPT_SECONDS.time():
-            if cohort is not None:
-                return self.secagg.encrypt(rnd, values, cohort)
             digest = encrypt_to_file(
                 self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
             )

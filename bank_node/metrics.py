@@ -89,8 +89,23 @@ GLOBAL_MODEL_ROUND = Gauge(
 )
 ENCRYPT_SECONDS = Histogram(
     "bank_node_encrypt_duration_seconds",
-    "Time to CKKS-encrypt this node's update into the wire container.",
+    "Time to CKKS-encrypt this node's update into the wire container (secure aggregation "
+    "v2: with its masks already computed, whose time is bank_node_mask_duration_seconds).",
     buckets=DURATION_BUCKETS,
+)
+MASK_SECONDS = Histogram(
+    "bank_node_mask_duration_seconds",
+    "Time to compute the secure-aggregation v2 masks of this node's update (pairwise and "
+    "self-masks of every chunk), by where: background (on a thread while the node "
+    "trained) or inline (at encryption, after the background computation failed).",
+    ["where"],
+    buckets=DURATION_BUCKETS,
+)
+MASK_WAIT_SECONDS = Histogram(
+    "bank_node_mask_wait_duration_seconds",
+    "Time the node's encryption waited for the masks computed in the background (0 when "
+    "they were ready before training ended).",
+    buckets=(0.01, *DURATION_BUCKETS),
 )
 DECRYPT_SECONDS = Histogram(
     "bank_node_decrypt_duration_seconds",

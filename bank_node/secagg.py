@@ -26,11 +26,11 @@ from bank_node.checks import Refused
 from bank_node.secagg_state import RoundFile, b64, round_file, save_round_file
 from governance import RosterState
 from he.errors import HEError
-from he.masking import RoundBinding, pairwise_terms, public_bytes
+from he.masking import MaskTerm, RoundBinding, pairwise_terms, public_bytes
 from he.recovery import RoundSecrets, check_reveal, deal_shares, key_share, seed_share
 from he.recovery import seed_commitment as commit_seed
 from he.ring import SealKit
-from he.seeded import encrypt_vector2, masker_for
+from he.seeded import Masker, encrypt_vector2, masker_for
 from he.sharebox import open_share, seal_share
 from he.signing import sign, verify
 from protocol import (
@@ -222,6 +222,17 @@ def adopt_cohort_keys(
     save_round_file(state_dir, rf)
 
 
+def mask_terms(
+    roster: RosterState, rnd: RoundInfo, bank: str, keys: CohortKeys, state_dir: Path
+) -> tuple[list[MaskTerm], RoundBinding]:
+    """This bank's masks towards U1 (pairwise and its self-mask) and what they are bound to."""
+    secrets = round_file(state_dir, rnd.number).secrets()
+    binding = round_binding(roster, rnd)
+    peers = {k.bank: mask_public(k) for k in keys.keys}
+    terms = [*pairwise_terms(secrets.agreement, bank, peers, binding), secrets.self_term(bank)]
+    return terms, binding
+
+
 def masked_update(
     kit: SealKit,
     values: np.ndarray,
@@ -231,14 +242,18 @@ def masked_update(
     keys: CohortKeys,
     out: Path,
     state_dir: Path,
+    masker: Masker | None = None,
 ) -> str:
-    """Mask ``values`` towards U1 (pairwise and self masks), encrypt v2 to ``out``; digest."""
-    secrets = round_file(state_dir, rnd.number).secrets()
-    binding = round_binding(roster, rnd)
-    peers = {k.bank: mask_public(k) for k in keys.keys}
-    terms = [*pairwise_terms(secrets.agreement, bank, peers, binding), secrets.self_term(bank)]
+    """Mask ``values`` towards U1, encrypt v2 to ``out``; its digest.
+
+    ``masker`` is the masks computed ahead (``he.premask``); without it they are derived
+    chunk by chunk as the encryption goes.
+    """
+    if masker is None:
+        terms, binding = mask_terms(roster, rnd, bank, keys, state_dir)
+        masker = masker_for(kit, terms, binding)
     with open(out, "wb") as stream:
-        return encrypt_vector2(kit, values, rnd.key_epoch, stream, masker_for(kit, terms, binding))
+        return encrypt_vector2(kit, values, rnd.key_epoch, stream, masker)
 
 
 def _check_own_key(

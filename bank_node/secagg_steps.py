@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bank_node import metrics as node_metrics
 from bank_node.checks import Refused, file_sha256
 from bank_node.config import NodeConfig
 from bank_node.keys import Keyring
@@ -23,13 +24,16 @@ from bank_node.secagg import (
     answer_unmask,
     check_cohort_keys,
     mask_keys_post,
+    mask_terms,
     masked_update,
 )
+from bank_node.secagg_masks import MaskJob, masks_for
 from bank_node.secagg_record import aggregate_chosen, check_record, recompute_aggregate
 from bank_node.secagg_state import SECAGG_DIR, round_file, round_file_if_any, save_round_file
 from governance import RosterState
 from he.errors import HEError, UpdateInvalid
 from he.integrity import AggregateRejected
+from he.premask import PrecomputedMasks, precompute_masks
 from he.ring import SealKit, kit_from_tenseal
 from he.seeded import decrypt_vector2
 from protocol import CohortKeys, Manifest, RoundInfo
@@ -52,6 +56,7 @@ class SecAggSteps:
         self.client = client
         self._roster = roster
         self._kits: dict[str, SealKit] = {}
+        self._masks: MaskJob | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -104,14 +109,45 @@ class SecAggSteps:
         adopt_cohort_keys(roster, rnd, keys, self.config.bank, self.state_dir)
         return keys
 
+    def start_masks(self, rnd: RoundInfo, keys: CohortKeys) -> None:
+        """Start computing the round's masks on a thread, for the training to overlap.
+
+        Only one round's masks are kept: a job of an earlier round the node sat out is
+        dropped. The thread reads the kit's primes only, so the node may decrypt the
+        round's base with the same kit meanwhile.
+        """
+        compute = self._mask_computation(rnd, keys, rnd.vector_length)
+        self._masks = MaskJob(rnd.number, rnd.vector_length, compute)
+
     def encrypt(self, rnd: RoundInfo, values: np.ndarray, keys: CohortKeys) -> tuple[str, Path]:
-        """Mask and encrypt the packed update (``CKKSVEC2``) to a file; its digest and path."""
+        """Mask and encrypt the packed update (``CKKSVEC2``) to a file; its digest and path.
+
+        The masks come from ``start_masks`` (waited for if still computing), or are computed
+        inline when that failed; ``bank_node_encrypt_duration_seconds`` times the rest.
+        """
         path = self.state_dir / f"update-round-{rnd.number}.ckks2"
         roster, kit = self.roster(rnd.number), self.kit(rnd.key_epoch)
-        digest = masked_update(
-            kit, values, roster, rnd, self.config.bank, keys, path, self.state_dir
+        job, self._masks = self._masks, None
+        masks = masks_for(
+            job, rnd.number, values.size, lambda: self._mask_computation(rnd, keys, values.size)()
         )
+        with node_metrics.ENCRYPT_SECONDS.time():
+            digest = masked_update(
+                kit, values, roster, rnd, self.config.bank, keys, path, self.state_dir, masks
+            )
         return digest, path
+
+    def _mask_computation(
+        self, rnd: RoundInfo, keys: CohortKeys, length: int
+    ) -> Callable[[], PrecomputedMasks]:
+        """The masks of a ``length``-value update in ``rnd``, to compute now or on a thread.
+
+        The seeds are derived here, on the caller's thread (they read the roster and the
+        round file); the callable only expands them.
+        """
+        roster, kit = self.roster(rnd.number), self.kit(rnd.key_epoch)
+        terms, binding = mask_terms(roster, rnd, self.config.bank, keys, self.state_dir)
+        return lambda: precompute_masks(kit, terms, binding, length)
 
     def unmask(self, rnd: RoundInfo) -> None:
         """Phase *unmasking*: answer the request with this bank's signed reveal, once."""

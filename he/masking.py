@@ -65,6 +65,15 @@ def mask_words(
     seed: bytes, binding: RoundBinding, chunk: int, moduli: Sequence[int], degree: int
 ) -> np.ndarray:
     """``degree`` words per prime, uniform modulo that prime, for one chunk of one seed."""
+    out = np.empty(degree * len(moduli), dtype=np.uint64)
+    mask_words_into(seed, binding, chunk, moduli, out)
+    return out
+
+
+def mask_words_into(
+    seed: bytes, binding: RoundBinding, chunk: int, moduli: Sequence[int], out: np.ndarray
+) -> None:
+    """``mask_words`` written into ``out`` (one block of ``out.size / len(moduli)`` per prime)."""
     key = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
@@ -72,20 +81,26 @@ def mask_words(
         info=binding.info(_MASK_DOMAIN, str(chunk)),
     ).derive(seed)
     stream = Cipher(algorithms.ChaCha20(key, _NONCE), mode=None).encryptor()
-    return np.concatenate([_uniform_below(stream, q, degree) for q in moduli])
+    degree = out.size // len(moduli)
+    for block, q in enumerate(moduli):
+        uniform_into(stream, q, out[block * degree : (block + 1) * degree])
 
 
-def _uniform_below(stream: object, q: int, count: int) -> np.ndarray:
+def uniform_into(stream: object, q: int, out: np.ndarray) -> None:
+    """Fill ``out`` (uint64) with words uniform modulo ``q`` drawn from a ChaCha20 stream."""
     # Rejection sampling on the low bit_length(q) bits: exact uniformity mod q, and for a
-    # prime just below a power of two almost nothing is rejected.
+    # prime just below a power of two almost nothing is rejected. Each draw asks for a
+    # sixteenth more than still needed, so the stream consumed (and so every word) depends
+    # only on the seed, never on how the caller lays out its buffers.
     low = np.uint64((1 << q.bit_length()) - 1)
-    out = np.empty(0, dtype=np.uint64)
-    while out.size < count:
-        need = count - out.size
+    filled = 0
+    while filled < out.size:
+        need = out.size - filled
         raw = stream.update(bytes(8 * (need + need // 16 + 8)))  # type: ignore[attr-defined]
         words = np.frombuffer(raw, dtype="<u8") & low
-        out = np.concatenate([out, words[words < np.uint64(q)]])
-    return out[:count]
+        kept = words[words < np.uint64(q)][:need]
+        out[filled : filled + kept.size] = kept
+        filled += kept.size
 
 
 def combined_mask(

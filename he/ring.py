@@ -29,6 +29,8 @@ _SHM = Path("/dev/shm")  # noqa: S108
 _SCRATCH_ROOT = str(_SHM) if _SHM.is_dir() else None
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compression, reserved, size
 _PLAIN_META = struct.Struct("<4QQd")  # parms_id, coefficient count, scale
+# parms_id, NTT form, polynomials, degree, primes, scale, correction factor (SEAL 4)
+_CIPHER_META = struct.Struct("<4QBQQQdQ")
 
 
 @dataclass
@@ -61,9 +63,17 @@ class SealKit:
         """Words of one plaintext polynomial: N per data prime."""
         return self.params.poly_modulus_degree * len(self.moduli)
 
+    def __post_init__(self) -> None:
+        # A plain string: save and load take a path string, once per chunk on the hot path.
+        self.scratch_file = str(Path(self._scratch.name) / "obj")
+        # Each word's prime, block by block: the modulus of every word of a plaintext.
+        self.modulus_column = np.repeat(
+            np.asarray(self.moduli, dtype=np.uint64), self.params.poly_modulus_degree
+        )
+
     @property
     def scratch(self) -> Path:
-        return Path(self._scratch.name) / "obj"
+        return Path(self.scratch_file)
 
 
 def kit_from_tenseal(ctx: ts.Context, params: CkksParams) -> SealKit:
@@ -95,8 +105,9 @@ def kit_from_tenseal(ctx: ts.Context, params: CkksParams) -> SealKit:
 
 def save_bytes(kit: SealKit, obj: object) -> bytes:
     """Serialise a SEAL object (ciphertext, seeded ciphertext, plaintext) to bytes."""
-    obj.save(str(kit.scratch))  # type: ignore[attr-defined]
-    return kit.scratch.read_bytes()
+    obj.save(kit.scratch_file)  # type: ignore[attr-defined]
+    with open(kit.scratch_file, "rb") as saved:
+        return saved.read()
 
 
 def load_ciphertext(kit: SealKit, raw: bytes) -> seal.Ciphertext:
@@ -149,13 +160,7 @@ def _words_from_saved(raw: bytes, count: int) -> np.ndarray | None:
     else (compressed blocks, an unexpected layout) returns None and the caller reads the
     words one by one instead.
     """
-    mode = raw[5] if len(raw) >= _HEADER.size else -1
-    if mode == seal.COMPR_MODE_TYPE.NONE.value:
-        body: bytes | None = raw[_HEADER.size :]
-    elif mode == seal.COMPR_MODE_TYPE.ZSTD.value:
-        body = _zstd_raw_content(raw[_HEADER.size :])
-    else:
-        body = None
+    body = _saved_body(raw)
     offset = _PLAIN_META.size + _HEADER.size + 8
     if body is None or len(body) != offset + 8 * count:
         return None
@@ -213,3 +218,48 @@ def _plaintext_bytes(kit: SealKit, words: np.ndarray) -> bytes:
             words.tobytes(),
         ]
     )
+
+
+def add_to_first_polynomial(kit: SealKit, raw: bytes, words: np.ndarray) -> bytes | None:
+    """A saved seeded ciphertext with ``words`` added to its first polynomial, else None.
+
+    A symmetric CKKS ciphertext of ``m`` is ``(m - a*s - e, a)`` in NTT form, and the seeded
+    one stores ``a`` as its seed: adding ``words`` to the first polynomial gives exactly the
+    ciphertext SEAL makes of ``m + words`` with the same ``a`` and ``e``, without rebuilding
+    a plaintext through a file. The result is written uncompressed (SEAL's ``NONE`` mode;
+    zstd cannot shrink uniform words anyway). Any layout but SEAL 4's seeded two-polynomial
+    ciphertext at the kit's first data level returns None, and the caller masks the
+    plaintext instead.
+    """
+    body = _saved_body(raw)
+    start = _CIPHER_META.size + _HEADER.size + 8
+    if body is None or len(body) < start + 8 * kit.words:
+        return None
+    *parms_id, ntt, polys, degree, primes, _scale, _factor = _CIPHER_META.unpack_from(body)
+    count = struct.unpack_from("<Q", body, start - 8)[0]
+    expected = (kit.parms_id, 1, 2, kit.params.poly_modulus_degree, len(kit.moduli), kit.words)
+    if (list(parms_id), ntt, polys, degree, primes, count) != expected:
+        return None
+    out = bytearray(_none_header(raw, _HEADER.size + len(body)) + body)
+    first = np.frombuffer(out, dtype="<u8", offset=_HEADER.size + start, count=kit.words)
+    # Both are below q < 2^61: the sum does not wrap, and where it is below q the
+    # difference wraps above it, so the minimum of the two is the sum modulo q.
+    np.add(first, words, out=first)
+    np.minimum(first, first - kit.modulus_column, out=first)
+    return bytes(out)
+
+
+def _saved_body(raw: bytes) -> bytes | None:
+    """The uncompressed body of a SEAL save (no compression, or zstd raw blocks), else None."""
+    mode = raw[5] if len(raw) >= _HEADER.size else -1
+    if mode == seal.COMPR_MODE_TYPE.NONE.value:
+        return raw[_HEADER.size :]
+    if mode == seal.COMPR_MODE_TYPE.ZSTD.value:
+        return _zstd_raw_content(raw[_HEADER.size :])
+    return None
+
+
+def _none_header(raw: bytes, total: int) -> bytes:
+    magic, size, major, minor, _mode, reserved, _total = _HEADER.unpack_from(raw)
+    none = seal.COMPR_MODE_TYPE.NONE.value
+    return _HEADER.pack(magic, size, major, minor, none, reserved, total)

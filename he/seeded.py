@@ -23,6 +23,7 @@ from he.masking import MaskTerm, RoundBinding, add_mod, combined_mask
 from he.params import CkksParams
 from he.ring import (
     SealKit,
+    add_to_first_polynomial,
     load_ciphertext,
     plaintext_from_words,
     plaintext_words,
@@ -59,12 +60,20 @@ def encode_chunk(kit: SealKit, reals: np.ndarray) -> seal.Plaintext:
         raise HEError(f"a chunk holds at most {reals_per_chunk(kit.params)} reals")
     if not np.all(np.isfinite(reals)):
         raise HEError("refusing to encrypt NaN or infinity")
-    padded = np.zeros(reals_per_chunk(kit.params))
-    padded[: reals.size] = reals
-    slots = padded[0::2] + 1j * padded[1::2]
     plain = seal.Plaintext()
-    kit.encoder.encode(slots.tolist(), kit.parms_id, kit.scale, plain)
+    _encode_into(kit, np.asarray(reals, dtype=np.float64), plain)
     return plain
+
+
+def _encode_into(kit: SealKit, reals: np.ndarray, plain: seal.Plaintext) -> None:
+    # Reals 2j and 2j+1 are the real and imaginary parts of slot j: a complex view of the
+    # float64 pairs, with no arithmetic; only a short last chunk is copied to pad it.
+    per = reals_per_chunk(kit.params)
+    if reals.size != per or not reals.flags.c_contiguous:
+        padded = np.zeros(per)
+        padded[: reals.size] = reals
+        reals = padded
+    kit.encoder.encode(reals.view(np.complex128).tolist(), kit.parms_id, kit.scale, plain)
 
 
 def decode_chunk(kit: SealKit, plain: seal.Plaintext, count: int) -> np.ndarray:
@@ -94,21 +103,42 @@ def masker_for(kit: SealKit, terms: Sequence[MaskTerm], binding: RoundBinding) -
 def encrypt_vector2(
     kit: SealKit, values: np.ndarray, fingerprint: str, out: BinaryIO, masker: Masker | None = None
 ) -> str:
-    """Encrypt ``values`` seeded and packed into a v2 container; return its SHA-256."""
+    """Encrypt ``values`` seeded and packed into a v2 container; return its SHA-256.
+
+    ``masker`` gives each chunk's mask: ``masker_for`` derives it as it goes, a
+    ``he.premask.PrecomputedMasks`` made while the node trained only hands it over.
+    """
     if kit.encryptor is None:
         raise HEError("seeded symmetric encryption needs the members' secret context")
-    values = np.asarray(values, dtype=np.float64).ravel()
+    values = np.ascontiguousarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(values)):
+        raise HEError("refusing to encrypt NaN or infinity")
     per = reals_per_chunk(kit.params)
     header = Header2(fingerprint, values.size, -(-values.size // per), per, seeded=True)
     writer = HashingWriter(out)
     write_header(writer, header)
+    plain = seal.Plaintext()  # one plaintext, re-encoded for every chunk
     for index in range(header.chunks):
-        plain = encode_chunk(kit, values[index * per : (index + 1) * per])
-        mask = masker(index) if masker else None
-        if mask is not None:
-            plain = mask_plaintext(kit, plain, mask)
-        writer.write_chunk(save_bytes(kit, kit.encryptor.encrypt_symmetric(plain)))
+        _encode_into(kit, values[index * per : (index + 1) * per], plain)
+        writer.write_chunk(encrypt_chunk(kit, plain, masker(index) if masker else None))
     return writer.hexdigest()
+
+
+def encrypt_chunk(kit: SealKit, plain: seal.Plaintext, mask: np.ndarray | None) -> bytes:
+    """One seeded ciphertext of ``plain + mask``, serialised.
+
+    The mask goes onto the saved ciphertext's first polynomial (``add_to_first_polynomial``:
+    the same ciphertext as encrypting the masked plaintext, without a plaintext round trip
+    through the scratch file); when SEAL's layout is not the expected one, onto the plaintext.
+    """
+    assert kit.encryptor is not None  # encrypt_vector2 refuses a kit without one
+    raw = save_bytes(kit, kit.encryptor.encrypt_symmetric(plain))
+    if mask is None:
+        return raw
+    masked = add_to_first_polynomial(kit, raw, mask)
+    if masked is not None:
+        return masked
+    return save_bytes(kit, kit.encryptor.encrypt_symmetric(mask_plaintext(kit, plain, mask)))
 
 
 def decrypt_vector2(kit: SealKit, stream: BinaryIO) -> np.ndarray:

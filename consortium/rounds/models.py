@@ -273,8 +273,12 @@ class Round(models.Model):
 
     @property
     def masked(self) -> bool:
-        """The round runs secure aggregation v2 (its policy snapshot says so)."""
-        return bool(self.policy_snapshot.get("secure_aggregation") == "v2")
+        """The round runs secure aggregation v2: it opened with a cohort and a threshold.
+
+        Fixed when the round opened, not read from the snapshot, so an edit of the stored
+        snapshot (which nodes refuse anyway) cannot switch a v1 round to v2 midway.
+        """
+        return self.threshold is not None
 
 
 class Submission(models.Model):

@@ -9,15 +9,15 @@ from django.db.models import QuerySet
 
 from consortium.members.models import Bank
 from consortium.rounds.models import MaskKey, Round, RoundState, ShareReveal, Submission
-from protocol import AdvertisedKey, CohortKeys, PolicySnapshot, UnmaskRequest
+from protocol import AdvertisedKey, CohortKeys, UnmaskRequest
 
 # The states in which each phase is the one in progress, and those after it.
 _PHASE_ORDER = (RoundState.SHARING, RoundState.OPEN, RoundState.UNMASKING, RoundState.AGGREGATING)
 
 
 def round_is_masked(rnd: Round) -> bool:
-    """True for a round run under secure aggregation v2."""
-    return PolicySnapshot.from_dict(rnd.policy_snapshot).masked
+    """True for a round run under secure aggregation v2 (fixed when it opened)."""
+    return rnd.masked
 
 
 def mask_key_get(rnd: Round, bank: Bank) -> MaskKey | None:

@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from bank_node.agent import Agent
 from bank_node.config import NodeConfig
 from bank_node.keys import Keyring
 from governance import PolicyApproval, PrivacyFloor, RosterState
+from he.codec import TRAILER_SLOTS
 from he.keys import load_public_context
 from he.params import CkksParams
 from he.ring import kit_from_tenseal
 from models.features import FEATURE_NAMES
+from models.nets import build_model
+from models.vector import vector_length
 from protocol import (
     CohortKeys,
     MaskKeysPost,
@@ -191,14 +196,30 @@ def _agents(
     return agents
 
 
-def test_four_agents_share_upload_reveal_and_use_the_survivors_fedavg(ckks, tmp_path, world):
+def _mask_jobs(where: str) -> float:
+    return REGISTRY.get_sample_value("bank_node_mask_duration_seconds_count", {"where": where}) or 0
+
+
+def test_four_agents_share_upload_reveal_and_use_the_survivors_fedavg(
+    ckks, tmp_path, world, caplog
+):
     ceremony = found()
     policy = policy_dict(
-        model_spec=SPEC, n_features=len(FEATURE_NAMES), normalize_features=False, min_banks=3
+        model_spec=SPEC,
+        n_features=len(FEATURE_NAMES),
+        vector_length=vector_length(build_model(SPEC, len(FEATURE_NAMES))) + TRAILER_SLOTS,
+        normalize_features=False,
+        min_banks=3,
     )
     snapshot = PolicySnapshot.from_dict(policy)
     roster = _roster(ceremony, ckks.fingerprint, snapshot)
-    fields = {"number": NUMBER, "state": "sharing", "policy": policy, "key_epoch": ckks.fingerprint}
+    fields = {
+        "number": NUMBER,
+        "state": "sharing",
+        "policy": policy,
+        "key_epoch": ckks.fingerprint,
+        "vector_length": snapshot.vector_length,  # what the portal serves: the masks' length
+    }
     rnd = RoundInfo.from_dict(
         round_dict(**fields, base_round=None, base_key_epoch=None, stats_round=None)
     )
@@ -212,9 +233,14 @@ def test_four_agents_share_upload_reveal_and_use_the_survivors_fedavg(ckks, tmp_
 
     portal.state("open")
     survivors = ("alpha", "beta", "gamma")
-    for bank in survivors:  # delta drops after advertising its key
-        agents[bank].step()
+    background = _mask_jobs("background")
+    with caplog.at_level(logging.WARNING, logger="bank_node"):
+        for bank in survivors:  # delta drops after advertising its key
+            agents[bank].step()
     assert sorted(portal.uploads) == list(survivors)
+    # Each node's masks were computed on its thread while it trained, none inline.
+    assert _mask_jobs("background") == background + 3
+    assert "computing the masks inline" not in caplog.text
 
     portal.state("unmasking")
     for bank in survivors:

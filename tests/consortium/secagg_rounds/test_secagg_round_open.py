@@ -122,3 +122,20 @@ def test_the_portal_and_the_api_show_a_round_in_its_sharing_phase(client, operat
         assert "sharing" in response.content.decode().lower(), page
     current = client.get("/api/v1/rounds/current")
     assert current.status_code == 200 and current.json()["state"] == "sharing"
+
+
+def test_a_v1_round_whose_stored_snapshot_is_edited_to_v2_stays_a_v1_round(members, ckks, epoch):
+    """The operator rewrites an open v1 round's snapshot to v2 in its database: the scheduler
+    must not move it into the v2 phases (it once jumped to unmasking with no upload)."""
+    policy = masked_policy_create("plain", secure_aggregation="v1")
+    roster_store(members, ckks, policy)
+    round_open_next(timezone.now())
+    rnd = Round.objects.get()
+    Round.objects.filter(pk=rnd.pk).update(
+        policy_snapshot={**rnd.policy_snapshot, "secure_aggregation": "v2"}
+    )
+    rnd.refresh_from_db()
+    assert not rnd.masked
+    round_close_due(timezone.now())
+    rnd.refresh_from_db()
+    assert rnd.state == RoundState.OPEN and rnd.survivors == [] and rnd.dropped == []
