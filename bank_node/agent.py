@@ -10,19 +10,20 @@ from typing import Any
 import numpy as np
 
 from bank_node import metrics as node_metrics
+from bank_node.aggregate_guard import policy_model_length
 from bank_node.checks import (
     Refused,
-    check_aggregate_file,
     check_dependencies,
     check_guardrails,
-    check_manifest,
     check_round,
 )
 from bank_node.config import NodeConfig
-from bank_node.counts import pack_checked, round_count_unit
+from bank_node.counts import pack_checked
+from bank_node.global_models import PublishedModels
 from bank_node.keys import Keyring
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
+from bank_node.resilience import StepGuard
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
 from bank_node.state import NodeState, dp_config, save_global_model
@@ -37,9 +38,9 @@ from bank_node.training import (
     train_round_private,
 )
 from governance import RosterState
-from he.codec import decrypt_vector, encrypt_to_file
-from he.errors import HEError, UpdateInvalid
-from he.integrity import AggregateRejected, check_aggregate, tag_value
+from he.codec import encrypt_to_file
+from he.errors import HEError
+from he.integrity import tag_value
 from he.signing import sign, update_message_v2
 from models.privacy import PrivacyBudgetExceeded, epsilon_after, would_exceed
 from protocol import CohortKeys, PrivacyClaim, RoundInfo
@@ -73,6 +74,10 @@ class Agent:
         self.state_path = config.state_dir / "state.json"
         self.state = NodeState.load(self.state_path)
         self.secagg = SecAggSteps(config, keys, client, lambda: self.roster)
+        self.models = PublishedModels(
+            config, keys, client, self.secagg, lambda: self.roster, lambda: self.state
+        )
+        self.guard = StepGuard(self.refuse, self.give_up)
         node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
 
     @property
@@ -87,28 +92,45 @@ class Agent:
         return self.keeper.state if self.keeper is not None else None
 
     def step(self) -> None:
-        """Do whatever is due now: join the open round, evaluate newly published ones."""
+        """Do whatever is due now: join the open round, evaluate newly published ones.
+
+        Each part runs in ``self.guard`` (``bank_node.resilience``): whatever the portal
+        sends, a failure of one part is refused or logged and counted, and the rest runs.
+        """
         if self.keeper is not None:
-            self.keeper.refresh(self.client, self.objector)
-        current = self.client.current_round()
+            with self.guard("roster", 0):
+                self.keeper.refresh(self.client, self.objector)
+        current = self.guard.call("poll", 0, self.client.current_round)
         if current is not None:
-            self.join(current)
-        for rnd in self.client.rounds(limit=5):
-            key = str(rnd.number)
-            node_metrics.round_listed(
-                rnd.number,
-                rnd.state,
-                submitted=key in self.state.submitted,
-                skipped=key in self.state.skipped,
-            )
-            if (
-                rnd.state == "published"
-                and rnd.is_training
-                and key in self.state.submitted
-                and key not in self.state.evaluated
-                and key not in self.state.refused
-            ):
-                self.evaluate_or_refuse(rnd)
+            with self.guard("join", current.number, self.sit_out):
+                self.join(current)
+        for rnd in self.guard.call("poll", 0, lambda: self.client.rounds(limit=5)) or []:
+            with self.guard("evaluate", rnd.number):
+                self.review(rnd)
+
+    def review(self, rnd: RoundInfo) -> None:
+        """Count a listed round as missed, or evaluate it when it is newly published."""
+        key = str(rnd.number)
+        node_metrics.round_listed(
+            rnd.number,
+            rnd.state,
+            submitted=key in self.state.submitted,
+            skipped=key in self.state.skipped,
+        )
+        if (
+            rnd.state == "published"
+            and rnd.is_training
+            and key in self.state.submitted
+            and key not in self.state.evaluated
+            and key not in self.state.refused
+        ):
+            self.evaluate_or_refuse(rnd)
+
+    def give_up(self, step: str, number: int, why: str) -> None:
+        """Stop retrying round ``number`` after repeated unexpected errors (not an objection)."""
+        record = self.state.skipped if step == "join" else self.state.refused
+        record.setdefault(str(number), why)
+        self.state.save(self.state_path)
 
     def join(self, rnd: RoundInfo) -> None:
         """Act on the round in flight: train when open, or a secure-aggregation v2 phase."""
@@ -172,6 +194,8 @@ class Agent:
         started = time.monotonic()
         try:
             self.check_round(rnd)
+            if rnd.is_training:  # a spec that builds no model would fail in training
+                policy_model_length(rnd.number, rnd.policy.model_spec, rnd.policy.n_features)
             cohort = self.secagg.cohort(rnd) if rnd.policy.masked else None
             if cohort is not None:  # the masks need no update: computed while training
                 self.secagg.start_masks(rnd, cohort)
@@ -257,10 +281,19 @@ class Agent:
         unit = self.count_unit(rnd)
         return pack_checked(rnd, weights, n, tag, unit, self.keys.params)
 
+    # --- published models (bank_node/global_models.py) ------------------------------------
+
     def count_unit(self, rnd: RoundInfo) -> int:
-        """The rows one count unit of ``rnd`` stands for (``bank_node.counts``)."""
-        norm = self.normalizer(rnd.stats_round) if rnd.is_training else None
-        return round_count_unit(rnd, norm.rows if norm is not None else None)
+        return self.models.count_unit(rnd)
+
+    def normalizer(self, stats_round: int | None) -> Normalizer | None:
+        return self.models.normalizer(stats_round)
+
+    def base_weights(self, rnd: RoundInfo) -> np.ndarray | None:
+        return self.models.base_weights(rnd)
+
+    def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
+        return self.models.global_weights(number, epoch)
 
     def encrypt(
         self, rnd: RoundInfo, values: np.ndarray, cohort: CohortKeys | None = None
@@ -277,79 +310,6 @@ class Agent:
                 self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
             )
         return digest, path
-
-    def normalizer(self, stats_round: int | None) -> Normalizer | None:
-        """The consortium-wide normalisation of a published statistics round (cached)."""
-        if stats_round is None:
-            return None
-        path = self.config.state_dir / f"normalization-round-{stats_round}.json"
-        if path.exists() and (cached := Normalizer.from_json(path.read_text())).rows:
-            return cached  # a cache without the row count predates count units: redone
-        moments, total = self.global_weights(stats_round, self.keys.fingerprint)
-        norm = Normalizer.from_moments(moments, stats_round, rows=int(total))
-        path.write_text(norm.to_json())
-        return norm
-
-    def base_weights(self, rnd: RoundInfo) -> np.ndarray | None:
-        """The round's starting point: None for initial weights, else the decrypted base."""
-        if rnd.base_round is None:
-            return None
-        weights, _ = self.global_weights(rnd.base_round, rnd.base_key_epoch or "")
-        return weights
-
-    def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
-        """Download (once), check, decrypt and average a published aggregate.
-
-        Raises ``Refused`` (counted as a refused aggregate) when the manifest names
-        anything the verified roster does not hold, the bytes are not the aggregate it
-        names, or the plaintext is not the sum of the manifest's banks' updates for this
-        round (``he.integrity``); nothing of it is used then.
-        """
-        if str(number) in self.state.refused:  # refused once: not fetched or counted again
-            raise Refused("aggregate_integrity", self.state.refused[str(number)])
-        try:
-            return self._checked_aggregate(number, epoch)
-        except Refused as exc:
-            log.error("round %s: aggregate refused, keeping the last good model: %s", number, exc)
-            node_metrics.aggregate_refused()
-            self.state.refused[str(number)] = exc.message
-            self.state.save(self.state_path)
-            raise
-
-    def _checked_aggregate(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
-        info = self.client.round(number)
-        check_manifest(self.roster, info, info.manifest, self.config.guardrails)
-        assert info.manifest is not None  # check_manifest refuses a round without one
-        path = self.config.state_dir / f"aggregate-round-{number}.ckks"
-        if info.policy.masked:  # before a byte is decrypted: the record, and maybe the sum
-            self.secagg.check_published(info, info.manifest, path)
-        if not path.exists():
-            self.client.download_aggregate(number, path)
-        try:
-            check_aggregate_file(path, info.manifest)
-        except Refused:
-            path.unlink(missing_ok=True)
-            raise
-        epoch = info.key_epoch or epoch
-        try:
-            summed = self.decrypt_aggregate(path, epoch, masked=info.policy.masked)
-            key = self.keys.integrity_for(epoch)
-            unit = self.count_unit(info)
-            return check_aggregate(summed, info.manifest.banks, key, epoch, number, unit)
-        except AggregateRejected as exc:
-            raise Refused("aggregate_integrity", str(exc)) from exc
-
-    def decrypt_aggregate(self, path: Path, epoch: str, *, masked: bool = False) -> np.ndarray:
-        """Decrypt a downloaded aggregate; a malformed one is refused like a forged one."""
-        if masked:
-            with node_metrics.DECRYPT_SECONDS.time():
-                return self.secagg.decrypt(path, epoch)
-        ctx, params = self.keys.for_epoch(epoch)
-        with open(path, "rb") as stream, node_metrics.DECRYPT_SECONDS.time():
-            try:
-                return decrypt_vector(ctx, stream, params)
-            except UpdateInvalid as exc:
-                raise AggregateRejected(f"the aggregate could not be decrypted: {exc}") from exc
 
     def evaluate_published(self, rnd: RoundInfo) -> dict[str, Any]:
         weights, _total = self.global_weights(rnd.number, rnd.key_epoch)
@@ -390,8 +350,9 @@ class Agent:
         while True:
             before = (len(self.state.submitted), len(self.state.evaluated))
             try:
-                self.step()
-            except PortalError as exc:
+                with self.guard("poll", 0):  # the last catch: the loop outlives any one bug
+                    self.step()
+            except PortalError as exc:  # unreachable or a 4xx: polled again, never fatal
                 node_metrics.POLL_ERRORS.inc()
                 log.warning("portal: %s", exc)
             if (len(self.state.submitted), len(self.state.evaluated)) != before:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from bank_node.config import Guardrails
+from bank_node.counts import MAX_BANKS_PER_SUM
 from governance import RosterError, RosterState, check_cohort
 from he.signing import update_signature_valid
 from protocol import Manifest, ManifestInput, PolicySnapshot, RoundInfo
@@ -170,6 +171,12 @@ def check_manifest(
             "manifest_mismatch",
             f"round {rnd.number}: the manifest describes round {manifest.round} under key "
             f"epoch {manifest.key_epoch[:16]}…",
+        )
+    if len(manifest.inputs) > MAX_BANKS_PER_SUM:  # before a signature or a tag is computed
+        raise Refused(
+            "cohort",
+            f"round {rnd.number}: the manifest lists {len(manifest.inputs)} inputs; no sum "
+            f"may hold more than {MAX_BANKS_PER_SUM} banks",
         )
     floor = cohort_floor(state, rnd.policy, rails)
     if state is None:

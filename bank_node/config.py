@@ -34,6 +34,8 @@ class Guardrails:
     max_model_parameters: int | None = None
     # Key epoch fingerprints (64 hex) this bank accepts; empty: those the roster has in force.
     accepted_key_epochs: tuple[str, ...] = ()
+    # Largest ||new global model - previous|| / ||previous|| this bank adopts (None: any).
+    max_update_ratio: float | None = None
 
 
 # --- [evaluation]: how the bank's own data is split (issue 14) ----------------------------
@@ -303,6 +305,7 @@ GUARDRAIL_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "max_rounds_per_day": _count,
     "max_model_parameters": _count,
     "accepted_key_epochs": _epochs,
+    "max_update_ratio": _ceiling,
 }
 
 
@@ -468,6 +471,11 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
     "guardrails.accepted_key_epochs": (
         None,
         "Key epoch fingerprints (64 hex) this bank accepts; []: those the roster has in force.",
+    ),
+    "guardrails.max_update_ratio": (
+        "2.0",
+        "Refuse a published model further than this from the model it was trained from "
+        "(L2 norm of the difference over the previous model's norm); unset: no limit.",
     ),
     "evaluation": (
         None,

@@ -127,9 +127,10 @@ POLL_ERRORS = Counter(
 )
 AGGREGATES_REFUSED = Counter(
     "bank_node_aggregates_refused",
-    "Published aggregates this node decrypted and refused (not finite, count slot not a "
-    "positive integer, or integrity slot not the sum of the manifest's banks' tags); the "
-    "node kept its last good model and sat out what depended on it.",
+    "Published aggregates this node refused (not finite, count slot not a positive "
+    "integer, integrity slot not the sum of the manifest's banks' tags, or a model it will "
+    "not adopt: bank_node/aggregate_guard.py); the node kept its last good model and sat "
+    "out what depended on it.",
 )
 LAST_SUCCESSFUL_ROUND = Gauge(
     "bank_node_last_successful_round_timestamp_seconds",
@@ -189,12 +190,32 @@ REFUSAL_REASONS = (
     "secagg_record",
     "reveal_signature",
     "aggregate_substituted",
+    # a published model this bank will not adopt (bank_node/aggregate_guard.py)
+    "aggregate_not_finite",
+    "aggregate_count",
+    "aggregate_shape",
+    "aggregate_unusable",
+    "model_invalid",
+    "update_too_large",
+    # an answer of the portal that is not its declared message (bank_node/resilience.py)
+    "portal_malformed",
     "other",
 )
+UNEXPECTED_ERRORS = Counter(
+    "bank_node_unexpected_errors",
+    "Exceptions no check anticipated, caught by the poll loop so the node keeps running, "
+    "by step (roster, poll, join, evaluate); each is logged at ERROR with its traceback. "
+    "Any increase is a bug to report.",
+    ["step"],
+)
+# The steps of a poll (bank_node/resilience.py); anything else is counted as "other".
+STEPS = ("roster", "poll", "join", "evaluate", "other")
 ROSTER_VERSION.set(-1)
 
 for _reason in REFUSAL_REASONS:
     REFUSALS.labels(_reason)
+for _step in STEPS:
+    UNEXPECTED_ERRORS.labels(_step)
 for _reason in ("skipped", "not_submitted"):
     ROUNDS_MISSED.labels(_reason)
 for _kind in ("training", "statistics"):
@@ -253,6 +274,10 @@ def roster_pinned(version: int | None) -> None:
 
 def refused(reason: str) -> None:
     REFUSALS.labels(reason if reason in REFUSAL_REASONS else "other").inc()
+
+
+def unexpected_error(step: str) -> None:
+    UNEXPECTED_ERRORS.labels(step if step in STEPS else "other").inc()
 
 
 def set_privacy_spent(epsilon: float) -> None:

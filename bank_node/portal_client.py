@@ -50,6 +50,14 @@ class PortalError(Exception):
         self.extra = extra or {}
 
 
+class PortalMalformed(PortalError):
+    """The portal answered, but not with the message it must send (bad JSON, wrong shape).
+
+    Unlike an unreachable portal this is the portal's fault, not the network's: the agent
+    refuses it (``portal_malformed``) and objects.
+    """
+
+
 class _Base:
     def __init__(self, base_url: str, *, timeout: float = 60.0, max_retries: int = 8) -> None:
         self.base_url = base_url.rstrip("/")
@@ -96,8 +104,8 @@ class _Base:
             return None
         try:
             return response.json()
-        except ValueError as exc:
-            raise PortalError(
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deeply
+            raise PortalMalformed(
                 response.status_code, f"{method} {path}: the answer is not JSON: {exc}"
             ) from exc
 
@@ -114,7 +122,7 @@ def _parse(parse: Callable[[object], M], data: object, what: str) -> M:
     try:
         return parse(data)
     except ProtocolError as exc:
-        raise PortalError(
+        raise PortalMalformed(
             None, f"{what}: malformed answer from the portal: {exc}", {"field": exc.field}
         ) from exc
 
@@ -129,20 +137,29 @@ def _stream_to(response: requests.Response, path: Path) -> str:
     return digest.hexdigest()
 
 
-def _message(response: requests.Response) -> str:
+def _error_body(response: requests.Response, size: int) -> dict[str, Any]:
+    """The API's error shape ``{"message", "extra"}``, or the start of whatever came instead."""
     try:
-        return str(response.json().get("message", response.text[:200]))
-    except ValueError:
-        return response.text[:200]
+        payload = response.json()
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
+        payload = None
+    if not isinstance(payload, dict):
+        return {"message": response.text[:size]}
+    extra = payload.get("extra")
+    body = {k: payload[k] for k in ("message",) if k in payload}
+    return body | {"extra": extra if isinstance(extra, dict) else None}
+
+
+def _message(response: requests.Response) -> str:
+    body = _error_body(response, 200)
+    return str(body["message"] if "message" in body else response.text[:200])
 
 
 def _checked(response: requests.Response) -> requests.Response:
     if response.status_code >= 400:
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = {"message": response.text[:300]}
-        raise PortalError(response.status_code, str(payload.get("message")), payload.get("extra"))
+        payload = _error_body(response, 300)
+        message = str(payload.get("message"))
+        raise PortalError(response.status_code, message, payload.get("extra"))
     return response
 
 
@@ -255,9 +272,9 @@ class BankClient(_Base):
         query = "" if after is None else f"?after={int(after)}"
         data = self._json("GET", f"roster{query}")
         if not isinstance(data, dict) or not isinstance(data.get("versions"), list):
-            raise PortalError(None, "GET roster: malformed answer from the portal")
+            raise PortalMalformed(None, "GET roster: malformed answer from the portal")
         if not isinstance(data.get("pending", []), list):
-            raise PortalError(None, "GET roster: malformed answer from the portal (pending)")
+            raise PortalMalformed(None, "GET roster: malformed answer from the portal (pending)")
         return data
 
     def sign_roster_version(self, number: int, signature: str) -> dict[str, Any]:
@@ -272,7 +289,7 @@ class BankClient(_Base):
         """
         data = self._json("GET", f"disputes/{int(number)}")
         if not isinstance(data, dict):
-            raise PortalError(None, f"GET disputes/{number}: malformed answer from the portal")
+            raise PortalMalformed(None, f"GET disputes/{number}: malformed answer from the portal")
         return data
 
     def clear_dispute(self, number: int, signature: str) -> dict[str, Any]:

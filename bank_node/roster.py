@@ -51,6 +51,12 @@ def load_genesis(path: Path) -> tuple[RosterVersion, RosterState]:
         raise PinError(f"genesis_file {path}: refused: {exc}") from exc
 
 
+def parse_relayed(raw: Any) -> RosterVersion:
+    """One version as ``GET /roster`` relays it (bare, or under ``version``); RosterError."""
+    body = raw.get("version") if isinstance(raw, dict) and "version" in raw else raw
+    return RosterVersion.from_dict(body)
+
+
 class RosterKeeper:
     """The verified roster chain this node acts on, and how it grows."""
 
@@ -130,9 +136,8 @@ class RosterKeeper:
         return added
 
     def _parse(self, raw: Any, objector: Objector) -> RosterVersion | None:
-        body = raw.get("version") if isinstance(raw, dict) and "version" in raw else raw
         try:
-            return RosterVersion.from_dict(body)
+            return parse_relayed(raw)
         except RosterError as exc:
             objector.refuse(0, "roster_invalid", f"malformed roster version: {exc}")
             return None

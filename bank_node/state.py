@@ -54,7 +54,13 @@ def dp_config(policy: PolicySnapshot) -> DPConfig:
 def save_global_model(
     state_dir: Path, rnd: RoundInfo, weights: np.ndarray, threshold: float | None
 ) -> None:
-    """Keep the last evaluated global model for scoring: its weights and how to use them."""
+    """Keep the newest evaluated global model for scoring: its weights and how to use them.
+
+    An older round evaluated late (listed after a newer one, or once a fault cleared)
+    never replaces a newer model.
+    """
+    if _saved_round(state_dir) > rnd.number:
+        return
     np.save(state_dir / "global_model.npy", weights)
     about = {
         "round": rnd.number,
@@ -63,3 +69,11 @@ def save_global_model(
         "threshold": threshold,
     }
     (state_dir / "global_model.json").write_text(json.dumps(about, indent=2))
+
+
+def _saved_round(state_dir: Path) -> int:
+    """The round of the model kept in ``state_dir`` (0: none, or unreadable)."""
+    try:
+        return int(json.loads((state_dir / "global_model.json").read_text())["round"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0

@@ -5,8 +5,10 @@ The seeds include the inputs the fuzzers found (see make_corpus.py); this keeps 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +53,31 @@ def test_a_loader_seed_loads_or_is_refused_with_data_error(seed):
         assert str(seed) in str(exc)
     else:
         assert "label" in frame.columns
+
+
+def _harness(name: str) -> Any:
+    """A harness module, loaded fresh (its counters at zero); atheris only instruments it."""
+    spec = importlib.util.spec_from_file_location(name, HERE / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _seeds(target: str) -> list[Path]:
+    return sorted((HERE / "corpus" / target).iterdir())
+
+
+def test_every_portal_answer_seed_is_parsed_or_refused_and_the_well_formed_ones_parse():
+    harness = _harness("fuzz_portal_answers.py")
+    for seed in _seeds("portal"):
+        harness.one(seed.read_bytes())  # raises on anything but the node's refusals
+    # All but the error shape (a 400) are well-formed answers that pass the first checks.
+    assert harness.PARSED[0] == len(_seeds("portal")) - 1
+
+
+def test_every_aggregate_seed_is_refused_or_becomes_a_model_and_some_reach_the_model():
+    harness = _harness("fuzz_aggregates.py")
+    for seed in _seeds("aggregates"):
+        harness.one(seed.read_bytes())  # raises on anything but AggregateRejected/Refused
+    assert harness.REACHED["model"] >= 4

@@ -33,6 +33,8 @@ SECONDS = int(os.environ.get("CONSORTIUM_FUZZ_SECONDS", "20"))
         ("fuzz_validate.py", "validate"),
         ("fuzz_validate.py", "upload"),
         ("fuzz_loaders.py", "loaders"),
+        ("fuzz_portal_answers.py", "portal"),
+        ("fuzz_aggregates.py", "aggregates"),
     ],
 )
 def test_the_fuzzer_finds_no_crash_hang_or_server_error(tmp_path, harness, target):
