@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +73,15 @@ def live_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePortal
             metrics_token=env["CONSORTIUM_METRICS_TOKEN"],
             scheduler_metrics_url=f"http://127.0.0.1:{scheduler_port}/metrics",
         )
+
+
+def until(check: Callable[[], Any], timeout: float = 240, every: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy (a SQL row list gives its first
+    value); fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value[0][0] if isinstance(value, list) and value and value[0] else value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {check}")

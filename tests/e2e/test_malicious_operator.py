@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from he.params import CkksParams
 from he.signing import public_key_b64, sign, update_message
 from simulation import ceremony
 from simulation.world import generate_world
-from tests.e2e.conftest import LivePortal
+from tests.e2e.conftest import LivePortal, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -136,16 +136,6 @@ class Federation:
             number,
         )
         self.settle()
-
-
-def until(check: Callable[[], Any], timeout: float = 240, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value[0][0] if isinstance(value, list) and value and value[0] else value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {check}")
 
 
 def _bank(work: Path, url: str, op: OperatorClient, slug: str, data: Path) -> ceremony.Bank:

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from simulation import ceremony
 from simulation.processes import PortalOptions, free_port, portal_env, running_portal
 from simulation.world import generate_world
 from tests.e2e.conftest import LivePortal, _fresh_database
+from tests.e2e.conftest import until as wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -153,14 +155,8 @@ class Fed:
         return np.load(self.home(slug) / "state" / f"plain-round-{number}.npy")
 
 
-def until(check: Callable[[], Any], timeout: float = 300, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value[0][0] if isinstance(value, list) and value and value[0] else value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {check}")
+# The attacks here wait through whole v2 rounds, phases and deadlines included.
+until = partial(wait_until, timeout=300)
 
 
 @pytest.fixture(scope="module")
