@@ -31,6 +31,7 @@ from models.nets import FraudMLP, build_model
 from models.training import train_local
 from models.vector import model_to_vector, vector_length
 from protocol import (
+    DEFAULT_GATE_ALERT_RATE,
     DEFAULT_SECURE_AGGREGATION,
     MIN_BANKS_FLOOR,
     PolicySnapshot,
@@ -83,6 +84,10 @@ def default_policy() -> PolicySnapshot:
         dp_noise_multiplier=None,
         secure_aggregation=DEFAULT_SECURE_AGGREGATION,
         aggregate_checkers=0,
+        max_bank_share=None,
+        update_clip_norm=None,
+        gate_tolerance=None,
+        gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
         **POLICY_DEFAULTS,
     )
 

@@ -60,6 +60,7 @@ from models.nets import FraudMLP, build_model  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import vector_length, vector_to_model  # noqa: E402
 from protocol import (  # noqa: E402
+    DEFAULT_GATE_ALERT_RATE,
     DEFAULT_SECURE_AGGREGATION,
     MIN_BANKS_FLOOR,
     PolicySnapshot,
@@ -142,6 +143,10 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
         # Plaintext FedAvg never reads these; any valid value will do.
         secure_aggregation=DEFAULT_SECURE_AGGREGATION,
         aggregate_checkers=0,
+        max_bank_share=None,
+        update_clip_norm=None,
+        gate_tolerance=None,
+        gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
     )
 
 

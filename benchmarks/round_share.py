@@ -63,7 +63,12 @@ from he.ring import SealKit, kit_from_tenseal  # noqa: E402
 from he.seeded import Masker, encrypt_vector2, masker_for  # noqa: E402
 from models.features import FEATURE_NAMES  # noqa: E402
 from models.vector import vector_length  # noqa: E402
-from protocol import MIN_BANKS_FLOOR, PolicySnapshot, default_ckks_params  # noqa: E402
+from protocol import (  # noqa: E402
+    DEFAULT_GATE_ALERT_RATE,
+    MIN_BANKS_FLOOR,
+    PolicySnapshot,
+    default_ckks_params,
+)
 from simulation.world import generate_world  # noqa: E402
 
 # The demo's policy (simulation/demo.py's command-line defaults; a test keeps them equal).
@@ -149,6 +154,10 @@ def demo_policy(model_spec: dict[str, Any] | None = None) -> PolicySnapshot:
         dp_noise_multiplier=None,
         secure_aggregation="v2",
         aggregate_checkers=0,
+        max_bank_share=None,
+        update_clip_norm=None,
+        gate_tolerance=None,
+        gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
     )
 
 

@@ -34,6 +34,10 @@ MIN_BANKS_FLOOR_TEXT = (
 )
 
 
+# The gate's alert budget unless a policy says otherwise: 1% of rows flagged.
+DEFAULT_GATE_ALERT_RATE = 0.01
+
+
 def default_ckks_params() -> dict[str, Any]:
     """A fresh copy of the default CKKS parameters (callers may mutate it)."""
     return copy.deepcopy(DEFAULT_CKKS_PARAMS)
@@ -82,6 +86,18 @@ class PolicySnapshot:
     # decrypt it; 0 = every node. Each node decides alone, at random, with probability
     # aggregate_checkers / inputs, so the operator cannot know who will check.
     aggregate_checkers: int
+    # Bounded influence (docs/robustness.md): an honest bank counts at most this share of
+    # the statistics round's consortium rows; None = FedAvg by rows, uncapped.
+    max_bank_share: float | None
+    # An honest bank clips its trained weights to this L2 distance from the round's base,
+    # and every node refuses an aggregate that moved further (update_too_large); None = off.
+    update_clip_norm: float | None
+    # The evaluation gate: after each training round the banks sum encrypted score
+    # histograms of the candidate and the current model; the candidate becomes a base only
+    # if its consortium AUPRC is at most this much below the current one. None = no gate.
+    gate_tolerance: float | None
+    # The alert budget at which the gate reports recall: this fraction of rows is flagged.
+    gate_alert_rate: float
 
     def __post_init__(self) -> None:
         if self.secure_aggregation not in SECURE_AGGREGATION_PROTOCOLS:
@@ -92,6 +108,7 @@ class PolicySnapshot:
             )
         if self.aggregate_checkers < 0:
             raise ProtocolError("aggregate_checkers", "must be 0 (every node) or more")
+        self._check_robustness()
         if self.min_banks < MIN_BANKS_FLOOR:
             raise ProtocolError(
                 "min_banks",
@@ -102,6 +119,28 @@ class PolicySnapshot:
             CkksParams.from_dict(self.ckks_params)
         except HEError as exc:
             raise ProtocolError("ckks_params", str(exc)) from exc
+
+    def _check_robustness(self) -> None:
+        """The bounded-influence and gate fields, each within its meaningful range."""
+        share = self.max_bank_share
+        if share is not None and not 0.0 < share <= 1.0:
+            raise ProtocolError("max_bank_share", f"must be in (0, 1] or null (got {share})")
+        if self.update_clip_norm is not None and not self.update_clip_norm > 0.0:
+            raise ProtocolError(
+                "update_clip_norm", f"must be positive or null (got {self.update_clip_norm})"
+            )
+        tol = self.gate_tolerance
+        if tol is not None and not 0.0 <= tol <= 1.0:
+            raise ProtocolError("gate_tolerance", f"must be in [0, 1] or null (got {tol})")
+        if not 0.0 < self.gate_alert_rate < 1.0:
+            raise ProtocolError(
+                "gate_alert_rate", f"must be in (0, 1) (got {self.gate_alert_rate})"
+            )
+
+    @property
+    def gated(self) -> bool:
+        """Training rounds under this policy pass the evaluation gate before they are a base."""
+        return self.gate_tolerance is not None
 
     @property
     def dp_enabled(self) -> bool:

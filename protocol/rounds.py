@@ -15,7 +15,10 @@ from protocol.secagg import SecAggRecord
 # v1: open -> aggregating -> published | failed.
 # v2: sharing -> open -> unmasking -> aggregating -> published | failed.
 ROUND_STATES = ("sharing", "open", "unmasking", "aggregating", "published", "failed")
-ROUND_KINDS = ("training", "statistics")
+# An "evaluation" round is the gate of a training round (docs/robustness.md): its
+# ``candidate_round`` is that training round and its ``base_round`` the model it is
+# compared against.
+ROUND_KINDS = ("training", "statistics", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ class RoundInfo:
     submitted_by_you: str | None = None
     privacy: tuple[PrivacySpend, ...] = ()
     disputed: bool = False
+    candidate_round: int | None = None
+    # A gated training round: its evaluation round, and the decision the portal derived
+    # from the banks' signed verdicts ("adopt", "reject" or None). Nodes recompute it.
+    gate_round: int | None = None
+    gate_decision: str | None = None
 
     def __post_init__(self) -> None:
         if self.state not in ROUND_STATES:
@@ -123,6 +131,10 @@ class RoundInfo:
     @property
     def is_training(self) -> bool:
         return self.kind == "training"
+
+    @property
+    def is_evaluation(self) -> bool:
+        return self.kind == "evaluation"
 
 
 @dataclass(frozen=True)

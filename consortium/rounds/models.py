@@ -12,6 +12,7 @@ from django.db import models
 from consortium.members.models import Bank
 from he.codec import TRAILER_SLOTS
 from protocol import (
+    DEFAULT_GATE_ALERT_RATE,
     DEFAULT_SECURE_AGGREGATION,
     DERIVED_POLICY_FIELDS,
     MIN_BANKS_FLOOR,
@@ -121,6 +122,34 @@ class RoundPolicy(models.Model):
         help_text="v2: how many nodes, chosen by their own coin, recompute the aggregate from "
         "the signed submissions before decrypting it; 0 = every node.",
     )
+    # Robustness (docs/robustness.md). Off by default on the model so that a policy made
+    # before them keeps its meaning; the policy template and the demo turn them on.
+    max_bank_share = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1e-6), MaxValueValidator(1.0)],
+        help_text="Largest share of the consortium's rows one bank's update may weigh "
+        "(0 < share <= 1); empty = FedAvg by rows, uncapped.",
+    )
+    update_clip_norm = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1e-9)],
+        help_text="Honest nodes clip their weights to this L2 distance from the round's base "
+        "and refuse an aggregate that moved further; empty = off.",
+    )
+    gate_tolerance = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Evaluation gate: a candidate model is adopted only if its consortium AUPRC "
+        "is at most this much below the current model's; empty = no gate.",
+    )
+    gate_alert_rate = models.FloatField(
+        default=DEFAULT_GATE_ALERT_RATE,
+        validators=[MinValueValidator(1e-6), MaxValueValidator(0.5)],
+        help_text="The alert budget (share of rows flagged) at which the gate reports recall.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
 
@@ -208,6 +237,7 @@ IN_FLIGHT_STATES: tuple[RoundState, ...] = (
 class RoundKind(models.TextChoices):
     TRAINING = "training", "Training"
     STATISTICS = "statistics", "Feature statistics"
+    EVALUATION = "evaluation", "Evaluation gate"
 
 
 class Round(models.Model):
@@ -234,6 +264,16 @@ class Round(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
         help_text="Whose aggregate this round starts from; empty means the initial weights.",
+    )
+    # An evaluation round scores this training round's aggregate (the candidate) against
+    # its base (the current model); empty for every other kind.
+    candidate_round = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="evaluations",
+        help_text="The training round an evaluation round gates.",
     )
     state = models.CharField(
         max_length=20, choices=RoundState.choices, default=RoundState.OPEN, db_index=True

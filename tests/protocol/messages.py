@@ -30,6 +30,10 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "dp_noise_multiplier": None,
         "secure_aggregation": "v2",
         "aggregate_checkers": 0,
+        "max_bank_share": None,
+        "update_clip_norm": None,
+        "gate_tolerance": None,
+        "gate_alert_rate": 0.01,
     } | overrides
 
 

@@ -103,10 +103,11 @@ CANONICAL = (
     '{"aggregate_checkers":0,"batch_size":256,"ckks_params":{"coeff_mod_bit_sizes":[60,40],"global_scale_bits":28,'
     '"poly_modulus_degree":4096},"deadline_seconds":1800,"dp_delta":1e-05,'
     '"dp_max_grad_norm":1.0,"dp_noise_multiplier":null,"dp_target_epsilon":null,'
-    '"fedprox_mu":0.0,"learning_rate":0.001,"local_epochs":2,"max_rounds":10,"min_banks":3,'
+    '"fedprox_mu":0.0,"gate_alert_rate":0.01,"gate_tolerance":null,"learning_rate":0.001,'
+    '"local_epochs":2,"max_bank_share":null,"max_rounds":10,"min_banks":3,'
     '"model_spec":{"hidden":[32,16],"kind":"mlp","loss":"bce","seed":7},"n_features":12,'
     '"name":"baseline","normalize_features":true,"secure_aggregation":"v2",'
-    '"vector_length":970,"version":1}'
+    '"update_clip_norm":null,"vector_length":970,"version":1}'
 )
 
 

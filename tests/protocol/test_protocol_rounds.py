@@ -15,7 +15,14 @@ def test_an_open_round_parses_with_its_policy_and_no_manifest_yet():
     assert rnd.number == 4 and rnd.state == "open" and rnd.is_training
     assert rnd.policy.max_rounds == 10 and rnd.manifest is None
     assert rnd.opened_at == datetime(2026, 12, 1, 15, 0, 0, 123456, tzinfo=UTC)
-    assert rnd.to_dict() == round_dict(submitted_by_you=None, privacy=[], disputed=False)
+    assert rnd.to_dict() == round_dict(
+        submitted_by_you=None,
+        privacy=[],
+        disputed=False,
+        candidate_round=None,
+        gate_round=None,
+        gate_decision=None,
+    )
 
 
 def test_a_published_round_carries_its_manifest_and_round_trips():
