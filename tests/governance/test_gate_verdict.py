@@ -1,6 +1,7 @@
 """Signed gate verdicts: bound to their round and aggregate, counted one per bank."""
 
 import dataclasses
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,7 +14,7 @@ DIGEST = "ab" * 32
 
 
 def verdict(bank: str = "alpha", decision: str = "adopt", **changes: object) -> GateVerdict:
-    fields = {
+    fields: dict[str, Any] = {
         "consortium_id": "demo",
         "round_number": 5,
         "candidate_round": 4,
