@@ -162,5 +162,5 @@ def test_a_certificate_without_its_key_or_a_key_without_its_certificate_is_refus
 def test_a_missing_certificate_file_is_refused_naming_the_field_and_the_fix(tmp_path: Path):
     path = tmp_path / "node.toml"
     path.write_text(REST + 'tls_client_cert_file = "nope.crt"\ntls_client_key_file = "nope.key"\n')
-    with pytest.raises(ConfigError, match="tls_client_cert_file = .*no such file; put the PEM"):
+    with pytest.raises(ConfigError, match=r"tls_client_cert_file = .*no such file; put the PEM"):
         assert load_config(path).client_cert
