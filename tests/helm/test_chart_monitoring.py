@@ -202,6 +202,24 @@ def test_the_prometheus_rule_embeds_the_rule_file_promtool_tests(chart, tmp_path
 
 
 @pytest.mark.parametrize("chart", [PORTAL, BANK_NODE], ids=lambda c: c.name)
+def test_every_rule_of_the_prometheus_rule_links_its_runbook_under_the_chosen_base(chart):
+    values = copy.deepcopy(MONITORED) if chart == PORTAL else {"metrics": {}}
+    values["metrics"]["prometheusRule"] = {
+        "enabled": True,
+        "runbookBaseUrl": "https://docs.bank.example/consortium/runbooks/",
+    }
+    rules = [
+        r
+        for g in the(objects(chart, values), "PrometheusRule")["spec"]["groups"]
+        for r in g["rules"]
+    ]
+    assert rules
+    for rule in rules:
+        expected = f"https://docs.bank.example/consortium/runbooks/{rule['alert']}.md"
+        assert rule["annotations"]["runbook_url"] == expected
+
+
+@pytest.mark.parametrize("chart", [PORTAL, BANK_NODE], ids=lambda c: c.name)
 def test_monitoring_objects_are_opt_in(chart):
     kinds = {o["kind"] for o in objects(chart)}
     assert not kinds & {"ServiceMonitor", "PrometheusRule", "Ingress"}

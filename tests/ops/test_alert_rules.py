@@ -16,6 +16,9 @@ from prometheus_client import REGISTRY
 
 import bank_node.metrics
 import consortium.metrics
+from consortium.metrics.round_gauges import BlobStorageCollector
+from consortium.rounds.models import RoundPolicy
+from consortium.rounds.storage import blob_root
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -81,6 +84,21 @@ def test_every_alert_has_a_severity_a_summary_and_a_description():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
+def test_every_alert_links_its_runbook_which_says_what_it_means_and_what_to_do():
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("https://") and url.endswith(f"/docs/runbooks/{rule['alert']}.md")
+        page = (ROOT / "docs" / "runbooks" / f"{rule['alert']}.md").read_text()
+        assert page.startswith(f"# {rule['alert']}\n"), rule["alert"]
+        for heading in ("## What it means", "## What to check", "## What to do"):
+            assert heading in page, (rule["alert"], heading)
+
+
+def test_every_runbook_page_belongs_to_an_alert():
+    pages = {p.stem for p in (ROOT / "docs" / "runbooks").glob("*.md")} - {"README"}
+    assert pages == {rule["alert"] for rule in alert_rules()}
+
+
 def test_the_ops_rule_files_are_links_to_the_charts_copies():
     links = {
         "portal": OPS / "prometheus" / "portal-alerts.yml",
@@ -132,7 +150,14 @@ def exported(open_round, client) -> set[str]:
     export, with a round in flight and a request served so that labelled series exist."""
     assert bank_node.metrics  # defines the node's metrics on import
     assert client.get("/healthz").status_code == 200
-    families = [*REGISTRY.collect(), *consortium.metrics.DatabaseCollector().collect()]
+    blob_root()  # the blob gauges need the directory (a mounted volume in a pod)
+    # A DP policy, so that the privacy budget gauge exists.
+    RoundPolicy.objects.filter(pk=open_round.policy_id).update(dp_target_epsilon=8.0)
+    families = [
+        *REGISTRY.collect(),
+        *consortium.metrics.DatabaseCollector().collect(),
+        *BlobStorageCollector().collect(),
+    ]
     return {sample.name for family in families for sample in family.samples} | {
         family.name for family in families
     }
