@@ -33,6 +33,7 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
                 "token": {"existingSecret": "portal-metrics"},
                 "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
                 "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                "grafanaDashboard": {"enabled": True},
             },
             "ingress": {
                 "enabled": True,
@@ -65,7 +66,11 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
         BANK_NODE,
         {
             "image": {"digest": DIGEST, "pullPolicy": "Always"},
-            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+            "metrics": {
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {"enabled": True},
+                "grafanaDashboard": {"enabled": True},
+            },
         },
     ),
     "bank-paused-closed": (
