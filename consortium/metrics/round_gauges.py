@@ -14,6 +14,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list_active
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundPolicy, Submission
+from governance import RosterError
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,18 @@ def in_flight_expectations() -> Iterator[Metric]:
     )
     if rnd is None:
         return  # absent, like the other in-flight gauges
-    # A v2 round fixed its cohort when it opened; a v1 round waits for every active member.
-    if rnd.masked:
-        expected = len(rnd.cohort)
-    else:
-        expected = roster.roster_filter_active(bank_list_active()).count()
+    try:
+        floor = roster.roster_min_banks()
+        # A v2 round fixed its cohort when it opened; a v1 round waits for every active member.
+        if rnd.masked:
+            expected = len(rnd.cohort)
+        else:
+            expected = roster.roster_filter_active(bank_list_active()).count()
+    except RosterError as exc:
+        # A stored roster that no longer verifies must not take the whole scrape down; the
+        # scheduler refuses to act on it and says so in its log.
+        log.warning("metrics: roster does not verify: %s", exc)
+        return
     yield GaugeMetricFamily(
         "consortium_round_in_flight_expected_updates",
         "Updates the round in flight waits for: its cohort (secure aggregation v2) or the "
@@ -42,7 +50,7 @@ def in_flight_expectations() -> Iterator[Metric]:
         "consortium_round_in_flight_min_updates",
         "Fewest updates the round in flight publishes with at its deadline: the higher of the "
         "policy's and the roster's min_banks (absent when no round is in flight).",
-        value=max(int(rnd.policy_snapshot.get("min_banks", 0)), roster.roster_min_banks()),
+        value=max(int(rnd.policy_snapshot.get("min_banks", 0)), floor),
     )
 
 

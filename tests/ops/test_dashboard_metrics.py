@@ -10,7 +10,9 @@ from django.db.models import Max
 
 from consortium.members.models import BankStatus
 from consortium.members.services import bank_set_status
+from consortium.metrics import round_gauges
 from consortium.rounds.models import Round, RoundPolicy, RoundState, Submission
+from governance import RosterError
 from tests.ops.test_portal_metrics import scrape
 
 pytestmark = pytest.mark.django_db
@@ -90,3 +92,16 @@ def test_an_unreadable_blob_directory_leaves_the_blob_gauges_out(client, setting
     names = {name for name, _ in scrape(client)}
     assert "consortium_blob_storage_free_bytes" not in names
     assert ("consortium_database_up", ()) in scrape(client)
+
+
+def test_a_roster_that_does_not_verify_leaves_the_expectations_out_not_the_scrape(
+    client, open_round, monkeypatch
+):
+    def broken() -> int:
+        raise RosterError("a stored version's signature does not verify")
+
+    monkeypatch.setattr(round_gauges.roster, "roster_min_banks", broken)
+    got = scrape(client)
+    assert got[("consortium_database_up", ())] == 1
+    assert ("consortium_round_in_flight_min_updates", ()) not in got
+    assert ("consortium_round_in_flight_submissions", ()) in got
