@@ -93,13 +93,16 @@ def retention_plan(*, keep_published: int) -> RetentionPlan:
     if len(newest) < keep_published:
         return RetentionPlan(keep_published, None, (), ())
     oldest_kept = newest[-1]
-    live = list(
+    # Only the columns needed: at 1,000 rounds of 200 banks the manifests alone are large.
+    live = (
         Round.objects.filter(number__gte=oldest_kept)
         | Round.objects.filter(state__in=IN_FLIGHT_STATES)
-    )
-    protected = _referenced_by(live) | _current_bases()
+    ).only("base_round", "stats_round", "candidate_round")
+    protected = _referenced_by(list(live)) | _current_bases()
     old = list(
-        Round.objects.filter(number__lt=oldest_kept, state__in=CLOSED_STATES).order_by("number")
+        Round.objects.filter(number__lt=oldest_kept, state__in=CLOSED_STATES)
+        .only("number", "aggregate_blob")
+        .order_by("number")
     )
     candidates = [r for r in old if r.pk not in protected]
     uploads: dict[int, list[str]] = {}
