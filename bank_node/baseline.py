@@ -118,7 +118,13 @@ def baseline_policy(config: NodeConfig, path: Path | None) -> BaselinePolicy:
     if path is not None:
         return BaselinePolicy(policy_from_file(path), f"file {path}")
     try:
-        client = BankClient(config.portal_url, config.credential, timeout=10.0, max_retries=0)
+        client = BankClient(
+            config.portal_url,
+            config.credential,
+            timeout=10.0,
+            max_retries=0,
+            client_cert=config.client_cert,
+        )
         rnd = client.current_round()
     except (PortalError, ConfigError) as exc:
         log.warning("baseline: portal not reachable (%s); using the protocol defaults", exc)

@@ -37,6 +37,7 @@ def agent_from_config(config: NodeConfig) -> Any:
         config.credential,
         timeout=config.request_timeout_seconds,
         max_retries=config.max_retries,
+        client_cert=config.client_cert,
     )
     return Agent(config, keys, client, _keeper(config, keys, client))
 
@@ -129,7 +130,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 
     config = _config(args)
     keys = node_keyring(config)
-    client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
+    client = BankClient(
+        config.portal_url,
+        config.credential,
+        max_retries=config.max_retries,
+        client_cert=config.client_cert,
+    )
     bank = client.register_signing_key(public_key_b64(keys.signing_key))
     epoch = client.key_epoch()
     matches = epoch.fingerprint == keys.fingerprint

@@ -112,12 +112,24 @@ class NodeConfig:
     # Without a pinned genesis a node would believe the portal about members, keys and
     # policies: it refuses to start unless this is set (a test consortium, never production).
     allow_unpinned_roster: bool = False
+    # A client certificate and key (PEM) the node presents to the portal when its ingress,
+    # or the bank's egress gateway, asks for mutual TLS. Both or neither.
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
     guardrails: Guardrails = Guardrails()
     evaluation: Evaluation = Evaluation()
 
     @property
     def credential(self) -> str:
         return _read_secret(self.credential_file, "credential_file")
+
+    @property
+    def client_cert(self) -> tuple[str, str] | None:
+        """(certificate, key) for requests' ``cert``, checked to exist; None without mTLS."""
+        if self.tls_client_cert_file is None:
+            return None
+        files_check(self, "tls_client_cert_file", "tls_client_key_file")
+        return str(self.tls_client_cert_file), str(self.tls_client_key_file)
 
 
 PATH_FIELDS = {
@@ -128,6 +140,8 @@ PATH_FIELDS = {
     "data_file",
     "state_dir",
     "genesis_file",
+    "tls_client_cert_file",
+    "tls_client_key_file",
 }
 
 
@@ -140,6 +154,8 @@ FILE_FIXES = {
     "with its integrity.key beside it",
     "ckks_params_file": "the ckks_params.json the key ceremony wrote with the context",
     "genesis_file": "the signed genesis the operator exported (manage.py roster_export)",
+    "tls_client_cert_file": "the PEM client certificate the portal's TLS endpoint accepts",
+    "tls_client_key_file": "the PEM private key of that client certificate",
 }
 
 
@@ -188,6 +204,11 @@ def load_config(path: Path) -> NodeConfig:
         )
     values = {name: _read_field(path, name, value) for name, value in raw.items()}
     _check_portal_url(path, values["portal_url"])
+    if ("tls_client_cert_file" in values) != ("tls_client_key_file" in values):
+        raise ConfigError(
+            f"{path}: tls_client_cert_file and tls_client_key_file go together: set both "
+            "(the client certificate and its private key) or neither"
+        )
     return NodeConfig(**values)
 
 
@@ -453,6 +474,12 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         "Start without genesis_file, believing the portal about members and keys: a test "
         "consortium only, never production.",
     ),
+    "tls_client_cert_file": (
+        '"client.crt"',
+        "PEM client certificate presented to the portal (mutual TLS); unset: none. Needs "
+        "tls_client_key_file.",
+    ),
+    "tls_client_key_file": ('"client.key"', "The private key (PEM) of tls_client_cert_file."),
     "guardrails": (None, "What this bank accepts, whatever the consortium approved."),
     "guardrails.min_cohort": (
         None,

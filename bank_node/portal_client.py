@@ -59,11 +59,22 @@ class PortalMalformed(PortalError):
 
 
 class _Base:
-    def __init__(self, base_url: str, *, timeout: float = 60.0, max_retries: int = 8) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 8,
+        client_cert: tuple[str, str] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_retries = max_retries
+        # trust_env stays on: HTTPS_PROXY, NO_PROXY and REQUESTS_CA_BUNDLE apply (the chart
+        # sets them for a bank's egress proxy and private CA).
         self.session = requests.Session()
+        if client_cert is not None:  # (certificate, key) for mutual TLS
+            self.session.cert = client_cert
         self.retries_made = 0
 
     def _request(

@@ -50,6 +50,7 @@ class _Node:
             config.credential,
             timeout=config.request_timeout_seconds,
             max_retries=config.max_retries,
+            client_cert=config.client_cert,
         )
         if config.genesis_file is None:
             raise ConfigError(
@@ -217,7 +218,12 @@ def cmd_sign_genesis(args: argparse.Namespace) -> int:
     print("\n".join(["Draft genesis:", describe(draft.change, None), *charter_lines(charter)]))
     signature = sign_version(draft, config.bank, key)
     if args.post:
-        client = BankClient(config.portal_url, config.credential, max_retries=config.max_retries)
+        client = BankClient(
+            config.portal_url,
+            config.credential,
+            max_retries=config.max_retries,
+            client_cert=config.client_cert,
+        )
         client.sign_roster_version(0, signature)
     print(json.dumps({"bank_id": config.bank, "signature": signature}))
     return 0

@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from audit.selectors import audit_chain_length
 from consortium.members.models import Bank, BankStatus
 from consortium.metrics.definitions import DB_ERRORS, SCHEDULER_ONLY
+from consortium.metrics.round_gauges import BlobStorageCollector, in_flight_expectations, privacy
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState, Submission
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ class DatabaseCollector:
             value=length,
         )
         yield from self._in_flight(Round, IN_FLIGHT_STATES)
+        yield from in_flight_expectations()
         yield self._missed(Round, RoundState, Bank, BankStatus)
+        yield from privacy()
 
     @staticmethod
     def _in_flight(round_model: Any, in_flight: Any) -> Iterator[Metric]:
@@ -144,6 +147,7 @@ class DatabaseCollector:
 
 _DB_REGISTRY = CollectorRegistry(auto_describe=False)
 _DB_REGISTRY.register(DatabaseCollector())
+_DB_REGISTRY.register(BlobStorageCollector())
 
 
 def multiprocess_dir() -> str | None:

@@ -57,3 +57,20 @@ def sweep_temp(older_than_seconds: int = 3600) -> int:
         except FileNotFoundError:
             continue
     return removed
+
+
+def blob_size(relpath: str) -> int | None:
+    """Size of a stored blob in bytes; None when it is not (or no longer) stored."""
+    try:
+        return absolute(relpath).stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+def blob_remove(relpath: str) -> bool:
+    """Delete a stored blob; False when it was already gone (a retried retention run)."""
+    try:
+        absolute(relpath).unlink()
+    except FileNotFoundError:
+        return False
+    return True

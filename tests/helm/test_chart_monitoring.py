@@ -5,6 +5,7 @@ the Ingress."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -202,6 +203,24 @@ def test_the_prometheus_rule_embeds_the_rule_file_promtool_tests(chart, tmp_path
 
 
 @pytest.mark.parametrize("chart", [PORTAL, BANK_NODE], ids=lambda c: c.name)
+def test_every_rule_of_the_prometheus_rule_links_its_runbook_under_the_chosen_base(chart):
+    values = copy.deepcopy(MONITORED) if chart == PORTAL else {"metrics": {}}
+    values["metrics"]["prometheusRule"] = {
+        "enabled": True,
+        "runbookBaseUrl": "https://docs.bank.example/consortium/runbooks/",
+    }
+    rules = [
+        r
+        for g in the(objects(chart, values), "PrometheusRule")["spec"]["groups"]
+        for r in g["rules"]
+    ]
+    assert rules
+    for rule in rules:
+        expected = f"https://docs.bank.example/consortium/runbooks/{rule['alert']}.md"
+        assert rule["annotations"]["runbook_url"] == expected
+
+
+@pytest.mark.parametrize("chart", [PORTAL, BANK_NODE], ids=lambda c: c.name)
 def test_monitoring_objects_are_opt_in(chart):
     kinds = {o["kind"] for o in objects(chart)}
     assert not kinds & {"ServiceMonitor", "PrometheusRule", "Ingress"}
@@ -305,3 +324,44 @@ def test_changing_a_setting_rolls_the_web_and_scheduler_pods():
         ]
 
     assert checksums(None) != checksums({"django": {"connMaxAge": 0}})
+
+
+# --- Grafana dashboards ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chart", [PORTAL, BANK_NODE], ids=lambda c: c.name)
+def test_the_dashboard_ships_as_a_config_map_labelled_for_grafanas_sidecar(chart):
+    values = {"metrics": {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}}
+    objs = objects(chart, values)
+    board = the(objs, "ConfigMap", "-dashboard")
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert board["metadata"]["annotations"] == {"grafana_folder": "Consortium"}
+    assert board["metadata"]["namespace"] == "monitoring"
+    ((name, text),) = board["data"].items()
+    assert name.endswith(".json")
+    shipped = json.loads(text)
+    assert shipped == json.loads((chart / "files" / "grafana-dashboard.json").read_text())
+    assert shipped["uid"] and shipped["panels"]
+
+
+def test_the_sidecar_label_and_folder_can_be_changed():
+    values = {
+        "metrics": {
+            "grafanaDashboard": {
+                "enabled": True,
+                "label": "grafana.com/dashboard",
+                "labelValue": "consortium",
+                "folder": "",
+            }
+        }
+    }
+    board = the(objects(BANK_NODE, values), "ConfigMap", "-dashboard")
+    assert board["metadata"]["labels"]["grafana.com/dashboard"] == "consortium"
+    assert "annotations" not in board["metadata"]
+
+
+@pytest.mark.parametrize("chart", [PORTAL, BANK_NODE], ids=lambda c: c.name)
+def test_the_ops_dashboards_are_links_to_the_charts_copies(chart):
+    link = ROOT / "ops" / "grafana" / ("portal.json" if chart == PORTAL else "bank-node.json")
+    assert link.is_symlink()
+    assert link.resolve() == (chart / "files" / "grafana-dashboard.json").resolve()

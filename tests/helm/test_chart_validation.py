@@ -17,6 +17,7 @@ import helm_python as helm
 import pytest
 import yaml
 
+from tests.helm.test_chart_extensions import BANK_VALUES, PORTAL_VALUES
 from tests.helm.test_charts import BANK_NODE, PORTAL, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
                 "token": {"existingSecret": "portal-metrics"},
                 "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
                 "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+                "grafanaDashboard": {"enabled": True},
             },
             "ingress": {
                 "enabled": True,
@@ -64,7 +66,11 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
         BANK_NODE,
         {
             "image": {"digest": DIGEST, "pullPolicy": "Always"},
-            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+            "metrics": {
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {"enabled": True},
+                "grafanaDashboard": {"enabled": True},
+            },
         },
     ),
     "bank-paused-closed": (
@@ -76,6 +82,13 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
         },
     ),
     "bank-probes-off": (BANK_NODE, {"metrics": {"livenessProbe": False, "readinessProbe": False}}),
+    # A bank behind an egress proxy with a private CA, a client certificate and extras.
+    "bank-proxy-ca-mtls-extras": (BANK_NODE, BANK_VALUES),
+    # Retention CronJob, proxy, CA bundle, extras; one scheduler.
+    "portal-retention-proxy-ca-extras": (
+        PORTAL,
+        {**PORTAL_VALUES, "scheduler": {"replicaCount": 1}},
+    ),
 }
 PINNED = {"portal-pinned-env-secrets", "bank-monitoring-pinned"}
 # Each a deliberate choice, explained in the chart's checkov.io/skip annotations.
@@ -112,6 +125,7 @@ def test_the_combinations_render_the_optional_kinds():
     assert {"ServiceMonitor", "PrometheusRule"} <= kinds["bank-monitoring-pinned"]
     assert "Deployment" in kinds["portal-minimal"] and "Job" not in kinds["portal-minimal"]
     assert kinds["bank-paused-closed"] == {"Deployment", "ConfigMap"}
+    assert "CronJob" in kinds["portal-retention-proxy-ca-extras"]
 
 
 def _kubernetes_validate() -> str:

@@ -171,12 +171,31 @@ def test_portal_service_targets_the_web_pods_only() -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "http"
 
 
-def test_the_scheduler_is_a_single_recreated_replica_running_run_scheduler() -> None:
-    scheduler = the(objects(PORTAL), "Deployment", "-scheduler")
-    assert scheduler["spec"]["replicas"] == 1
-    assert scheduler["spec"]["strategy"]["type"] == "Recreate"
+def test_the_scheduler_runs_two_rolling_replicas_of_run_scheduler_by_default() -> None:
+    # Several schedulers are safe (docs/guarantees.md, tests/faults/test_replicas.py), so
+    # the chart runs two and lets a rolling update overlap them.
+    objs = objects(PORTAL)
+    scheduler = the(objs, "Deployment", "-scheduler")
+    assert scheduler["spec"]["replicas"] == 2
+    assert scheduler["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert scheduler["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     (container,) = scheduler["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["python", "manage.py", "run_scheduler"]
+    budget = the(objs, "PodDisruptionBudget", "-scheduler")
+    pod_labels = scheduler["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "scheduler"
+
+
+def test_a_single_scheduler_gets_no_disruption_budget_that_would_block_a_drain() -> None:
+    objs = objects(PORTAL, {"scheduler": {"replicaCount": 1}})
+    assert the(objs, "Deployment", "-scheduler")["spec"]["replicas"] == 1
+    assert not [
+        o
+        for o in objs
+        if o["metadata"]["name"].endswith("-scheduler") and o["kind"] == "PodDisruptionBudget"
+    ]
 
 
 def test_migrations_run_as_a_pre_install_and_pre_upgrade_hook_job() -> None:

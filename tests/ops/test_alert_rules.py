@@ -16,6 +16,9 @@ from prometheus_client import REGISTRY
 
 import bank_node.metrics
 import consortium.metrics
+from consortium.metrics.round_gauges import BlobStorageCollector
+from consortium.rounds.models import RoundPolicy
+from consortium.rounds.storage import blob_root
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"
@@ -81,6 +84,21 @@ def test_every_alert_has_a_severity_a_summary_and_a_description():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
+def test_every_alert_links_its_runbook_which_says_what_it_means_and_what_to_do():
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        assert url.startswith("https://") and url.endswith(f"/docs/runbooks/{rule['alert']}.md")
+        page = (ROOT / "docs" / "runbooks" / f"{rule['alert']}.md").read_text()
+        assert page.startswith(f"# {rule['alert']}\n"), rule["alert"]
+        for heading in ("## What it means", "## What to check", "## What to do"):
+            assert heading in page, (rule["alert"], heading)
+
+
+def test_every_runbook_page_belongs_to_an_alert():
+    pages = {p.stem for p in (ROOT / "docs" / "runbooks").glob("*.md")} - {"README"}
+    assert pages == {rule["alert"] for rule in alert_rules()}
+
+
 def test_the_ops_rule_files_are_links_to_the_charts_copies():
     links = {
         "portal": OPS / "prometheus" / "portal-alerts.yml",
@@ -117,13 +135,37 @@ def used_in_rules() -> set[str]:
     return {name for rule in alert_rules() for name in metric_names(rule["expr"])}
 
 
-def used_in_dashboards() -> set[str]:
-    names = set()
+def dashboard_queries() -> list[str]:
+    """Every PromQL expression of the dashboards: panel targets and annotation queries."""
+    queries = []
     for path in DASHBOARDS:
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel.get("targets", []):
-                names |= metric_names(target["expr"])
-    return names
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            queries += [target["expr"] for target in panel.get("targets", [])]
+        queries += [a["expr"] for a in board.get("annotations", {}).get("list", []) if "expr" in a]
+    return queries
+
+
+def used_in_dashboards() -> set[str]:
+    return {name for query in dashboard_queries() for name in metric_names(query)}
+
+
+# What Grafana substitutes before a query reaches Prometheus.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$topn": "10", "$namespace": ".*", "$job": ".*"}
+
+
+def test_every_dashboard_query_is_valid_promql(promtool, tmp_path):
+    rules = []
+    for number, query in enumerate(dashboard_queries()):
+        for variable, value in GRAFANA_VARIABLES.items():
+            query = query.replace(variable, value)
+        assert "$" not in query, query
+        rules.append({"record": f"dashboard:query_{number}", "expr": query})
+    assert len(rules) > 40
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture
@@ -132,7 +174,14 @@ def exported(open_round, client) -> set[str]:
     export, with a round in flight and a request served so that labelled series exist."""
     assert bank_node.metrics  # defines the node's metrics on import
     assert client.get("/healthz").status_code == 200
-    families = [*REGISTRY.collect(), *consortium.metrics.DatabaseCollector().collect()]
+    blob_root()  # the blob gauges need the directory (a mounted volume in a pod)
+    # A DP policy, so that the privacy budget gauge exists.
+    RoundPolicy.objects.filter(pk=open_round.policy_id).update(dp_target_epsilon=8.0)
+    families = [
+        *REGISTRY.collect(),
+        *consortium.metrics.DatabaseCollector().collect(),
+        *BlobStorageCollector().collect(),
+    ]
     return {sample.name for family in families for sample in family.samples} | {
         family.name for family in families
     }

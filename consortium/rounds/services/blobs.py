@@ -13,5 +13,9 @@ def blob_open(relpath: str) -> Any:
     """Open a stored blob for streaming; the caller closes it."""
     path = storage.absolute(relpath)
     if not os.path.exists(path):
-        raise ApplicationError("the stored blob is missing", status_code=410)
+        raise ApplicationError(
+            "the stored blob is missing: the retention policy deletes old rounds' "
+            "ciphertexts (manage.py blobs_retain); the manifest keeps their digests",
+            status_code=410,
+        )
     return open(path, "rb")

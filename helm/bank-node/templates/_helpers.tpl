@@ -68,6 +68,35 @@ checkov.io/skip4: "CKV_K8S_9=metrics.readinessProbe is switched off for this rel
 {{/* Where the Secrets are mounted (one projected volume, one folder per Secret). */}}
 {{- define "bankNode.secretsDir" -}}/run/secrets/bank-node{{- end }}
 
+{{/* The CA bundle's source ("" when none): its ConfigMap or Secret name. */}}
+{{- define "bankNode.caSource" -}}
+{{- default .Values.caBundle.secret .Values.caBundle.configMap }}
+{{- end }}
+
+{{/* Where the CA bundle is mounted (the file is ca.crt inside it). */}}
+{{- define "bankNode.caDir" -}}/run/bank-node-ca{{- end }}
+
+{{/*
+Proxy and CA environment of the node. requests honours HTTPS_PROXY / NO_PROXY and
+REQUESTS_CA_BUNDLE; SSL_CERT_FILE serves OpenSSL-based tools in the image.
+*/}}
+{{- define "bankNode.networkEnv" -}}
+{{- with .Values.proxy.httpsProxy }}
+- name: HTTPS_PROXY
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.proxy.noProxy }}
+- name: NO_PROXY
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if include "bankNode.caSource" . }}
+- name: REQUESTS_CA_BUNDLE
+  value: {{ printf "%s/ca.crt" (include "bankNode.caDir" .) | quote }}
+- name: SSL_CERT_FILE
+  value: {{ printf "%s/ca.crt" (include "bankNode.caDir" .) | quote }}
+{{- end }}
+{{- end }}
+
 {{/* The node's config.toml (flat keys, as bank_node.config.NodeConfig expects). */}}
 {{- define "bankNode.configToml" -}}
 {{- $s := .Values.secrets }}
@@ -89,6 +118,12 @@ metrics_port = {{ .Values.metrics.port }}
 report_metrics = {{ .Values.config.reportMetrics }}
 {{- if $s.genesis.existingSecret }}
 genesis_file = {{ printf "%s/genesis/%s" $dir $s.genesis.key | toJson }}
+{{- end }}
+{{- with $s.clientCertificate }}
+{{- if .existingSecret }}
+tls_client_cert_file = {{ printf "%s/tls/%s" $dir .certKey | toJson }}
+tls_client_key_file = {{ printf "%s/tls/%s" $dir .keyKey | toJson }}
+{{- end }}
 {{- end }}
 {{- if .Values.config.allowUnpinnedRoster }}
 allow_unpinned_roster = true

@@ -137,8 +137,41 @@ PYTHONUNBUFFERED: "1"
       name: {{ $sec.existingSecret }}
       key: {{ $sec.secretKeyKey }}
 {{- end }}
+{{- include "portal.networkEnv" . }}
 {{- with .Values.django.extraEnv }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The CA bundle's source ("" when none): its ConfigMap or Secret name. */}}
+{{- define "portal.caSource" -}}
+{{- default .Values.caBundle.secret .Values.caBundle.configMap }}
+{{- end }}
+
+{{/* Where the CA bundle is mounted (the file is ca.crt inside it). */}}
+{{- define "portal.caDir" -}}/run/portal-ca{{- end }}
+
+{{/* Proxy and CA environment: Python's urllib/requests read the proxy variables,
+OpenSSL SSL_CERT_FILE, requests REQUESTS_CA_BUNDLE, libpq PGSSLROOTCERT. */}}
+{{- define "portal.networkEnv" -}}
+{{- with .Values.proxy.httpsProxy }}
+- name: HTTPS_PROXY
+  value: {{ . | quote }}
+- name: HTTP_PROXY
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.proxy.noProxy }}
+- name: NO_PROXY
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if include "portal.caSource" . }}
+{{- $file := printf "%s/ca.crt" (include "portal.caDir" .) }}
+- name: SSL_CERT_FILE
+  value: {{ $file | quote }}
+- name: REQUESTS_CA_BUNDLE
+  value: {{ $file | quote }}
+- name: PGSSLROOTCERT
+  value: {{ $file | quote }}
 {{- end }}
 {{- end }}
 
@@ -153,6 +186,14 @@ PYTHONUNBUFFERED: "1"
 - name: env-secret
   mountPath: /run/secrets/consortium
   readOnly: true
+{{- end }}
+{{- if include "portal.caSource" . }}
+- name: ca-bundle
+  mountPath: {{ include "portal.caDir" . }}
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -178,6 +219,35 @@ PYTHONUNBUFFERED: "1"
         path: {{ .Values.secrets.databaseUrlKey }}
       - key: {{ .Values.secrets.secretKeyKey }}
         path: {{ .Values.secrets.secretKeyKey }}
+{{- end }}
+{{- with .Values.caBundle }}
+{{- if .configMap }}
+- name: ca-bundle
+  configMap:
+    name: {{ .configMap }}
+    items:
+      - key: {{ .key }}
+        path: ca.crt
+{{- else if .secret }}
+- name: ca-bundle
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0444
+    items:
+      - key: {{ .key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The release's init containers (web and scheduler pods). */}}
+{{- define "portal.initContainers" -}}
+{{- with .Values.initContainers }}
+initContainers:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,109 @@
+"""Scrape-time gauges for dashboards and alerts: the round's expected and minimum updates,
+each bank's signed privacy spend against the budget, and the blob volume's free space."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db.models import OuterRef, Subquery
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from consortium.governance import selectors as roster
+from consortium.members.selectors import bank_list_active
+from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundPolicy, Submission
+from governance import RosterError
+
+log = logging.getLogger(__name__)
+
+
+def in_flight_expectations() -> Iterator[Metric]:
+    """How many updates the round in flight expects, and how many it needs to publish."""
+    rnd = (
+        Round.objects.filter(state__in=IN_FLIGHT_STATES)
+        .only("cohort", "threshold", "policy_snapshot")
+        .first()
+    )
+    if rnd is None:
+        return  # absent, like the other in-flight gauges
+    try:
+        floor = roster.roster_min_banks()
+        # A v2 round fixed its cohort when it opened; a v1 round waits for every active member.
+        if rnd.masked:
+            expected = len(rnd.cohort)
+        else:
+            expected = roster.roster_filter_active(bank_list_active()).count()
+    except RosterError as exc:
+        # A stored roster that no longer verifies must not take the whole scrape down; the
+        # scheduler refuses to act on it and says so in its log.
+        log.warning("metrics: roster does not verify: %s", exc)
+        return
+    yield GaugeMetricFamily(
+        "consortium_round_in_flight_expected_updates",
+        "Updates the round in flight waits for: its cohort (secure aggregation v2) or the "
+        "active roster members (absent when no round is in flight).",
+        value=expected,
+    )
+    yield GaugeMetricFamily(
+        "consortium_round_in_flight_min_updates",
+        "Fewest updates the round in flight publishes with at its deadline: the higher of the "
+        "policy's and the roster's min_banks (absent when no round is in flight).",
+        value=max(int(rnd.policy_snapshot.get("min_banks", 0)), floor),
+    )
+
+
+def privacy() -> Iterator[Metric]:
+    """Each active bank's cumulative epsilon as it signed it with its newest DP upload, and
+    the active policy's budget: the figure the budget check uses, not a self-report."""
+    newest = Submission.objects.filter(bank=OuterRef("pk"), epsilon_spent__isnull=False)
+    rows = bank_list_active().annotate(
+        eps=Subquery(newest.order_by("-round__number").values("epsilon_spent")[:1])
+    )
+    spent = GaugeMetricFamily(
+        "consortium_bank_privacy_epsilon",
+        "Per active bank, the cumulative differential-privacy epsilon it signed with its newest "
+        "upload under a DP policy (absent for a bank that never sent one).",
+        labels=["bank"],
+    )
+    for slug, eps in rows.order_by("slug").values_list("slug", "eps"):
+        if eps is not None:
+            spent.add_metric([slug], eps)
+    yield spent
+    policy = RoundPolicy.objects.filter(active=True).order_by("-created_at").first()
+    if policy is not None and policy.dp_target_epsilon is not None:
+        yield GaugeMetricFamily(
+            "consortium_privacy_epsilon_budget",
+            "The active policy's privacy budget (dp_target_epsilon) per bank over the whole "
+            "training (absent without an active DP policy).",
+            value=policy.dp_target_epsilon,
+        )
+
+
+class BlobStorageCollector:
+    """Free and total bytes of the filesystem holding the ciphertexts (CONSORTIUM_BLOB_DIR).
+
+    Read with statvfs at scrape time, so it works on any volume (kubelet's volume stats are
+    missing for many ReadWriteMany drivers). Absent when the directory cannot be read.
+    """
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            stat = os.statvfs(settings.BLOB_DIR)
+        except OSError as exc:
+            log.warning("metrics: cannot stat the blob directory: %s", exc)
+            return
+        yield GaugeMetricFamily(
+            "consortium_blob_storage_free_bytes",
+            "Bytes still available to the portal on the blob volume (CONSORTIUM_BLOB_DIR).",
+            value=stat.f_bavail * stat.f_frsize,
+        )
+        yield GaugeMetricFamily(
+            "consortium_blob_storage_capacity_bytes",
+            "Size in bytes of the filesystem holding the blob volume.",
+            value=stat.f_blocks * stat.f_frsize,
+        )
