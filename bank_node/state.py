@@ -25,6 +25,8 @@ class NodeState:
     epsilon: float | None = None
     refused: dict[str, str] = field(default_factory=dict)  # round -> why its aggregate was not used
     submitted_at: dict[str, float] = field(default_factory=dict)  # round -> unix time of upload
+    # The evaluation gate: candidate round -> this bank's own verdict on it (bank_node/gate.py).
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> NodeState:
@@ -69,6 +71,29 @@ def save_global_model(
         "threshold": threshold,
     }
     (state_dir / "global_model.json").write_text(json.dumps(about, indent=2))
+
+
+def keep_candidate(
+    state_dir: Path, rnd: RoundInfo, weights: np.ndarray, threshold: float | None
+) -> None:
+    """Keep a gated round's model on disk, not served until this bank's gate adopts it."""
+    np.save(state_dir / f"candidate-round-{rnd.number}.npy", weights)
+    about = {"round": rnd.number, "policy": rnd.policy.to_dict()}
+    about |= {"stats_round": rnd.stats_round, "threshold": threshold}
+    (state_dir / f"candidate-round-{rnd.number}.json").write_text(json.dumps(about, indent=2))
+
+
+def serve_candidate(state_dir: Path, number: int) -> bool:
+    """Serve kept candidate ``number`` (adopted); False when none is kept or a newer is served."""
+    weights, about = (
+        state_dir / f"candidate-round-{number}.npy",
+        state_dir / f"candidate-round-{number}.json",
+    )
+    if not (weights.exists() and about.exists()) or _saved_round(state_dir) > number:
+        return False
+    np.save(state_dir / "global_model.npy", np.load(weights))
+    (state_dir / "global_model.json").write_text(about.read_text())
+    return True
 
 
 def _saved_round(state_dir: Path) -> int:
