@@ -219,10 +219,11 @@ class BankView:
         return None
 
 
-def gate_agent(
-    portal: GatePortal, bank: str, data_file: Path, roster: RosterState, home: Path
-) -> Agent:
-    """The real node of ``bank`` on ``data_file``, its state in ``home``."""
+def gate_agent(portal: Any, bank: str, data_file: Path, roster: RosterState, home: Path) -> Agent:
+    """The real node of ``bank`` on ``data_file``, its state in ``home``.
+
+    ``portal`` has ``ckks``, ``ceremony``, ``integrity`` and ``view(bank)``.
+    """
     config = NodeConfig(
         portal_url="http://127.0.0.1:9",
         bank=bank,
@@ -236,9 +237,10 @@ def gate_agent(
     keys = Keyring(
         secret_context=portal.ckks.secret,
         params=PARAMS,
-        fingerprint=portal.fingerprint,
+        fingerprint=portal.ckks.fingerprint,
         signing_key=portal.ceremony[bank].key,
         integrity_key=portal.integrity,
+        agreement_key=portal.ceremony[bank].agreement,  # v2 share boxes
     )
     client, keeper = portal.view(bank), PinnedRoster(roster)
     return Agent(config, keys, client, keeper)  # type: ignore[arg-type]  # the fake portal
