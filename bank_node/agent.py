@@ -129,13 +129,11 @@ class Agent:
             and key not in self.state.refused
         ):
             self.evaluate_or_refuse(rnd)
-        elif (
-            rnd.state == "published"
-            and rnd.is_evaluation
-            and not self.gate.concluded(rnd)
-            and key not in self.state.refused
-        ):  # every member decides, whether it took part in the round or not
-            self.evaluate_or_refuse(rnd)
+        elif rnd.state == "published" and rnd.is_evaluation and key not in self.state.refused:
+            if self.gate.concluded(rnd):
+                self.gate.post_pending(rnd)
+            else:  # every member decides, whether it took part in the round or not
+                self.evaluate_or_refuse(rnd)
 
     def give_up(self, step: str, number: int, why: str) -> None:
         """Stop retrying round ``number`` after repeated unexpected errors (not an objection)."""

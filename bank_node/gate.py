@@ -137,14 +137,29 @@ class EvaluationGate:
         signature = sign_verdict(verdict, self.models.keys.signing_key)
         return {"verdict": verdict.to_dict(), "signature": signature}
 
+    def post_pending(self, evaluation: RoundInfo) -> None:
+        """Send again a verdict the portal could not be reached for (the same signed bytes)."""
+        record = self.state.verdicts.get(str(evaluation.candidate_round))
+        if record is not None and record["round"] == evaluation.number and not record.get("posted"):
+            self._post(record)
+
     def _post(self, record: dict[str, Any]) -> None:
-        """Send the signed verdict; the node's own decision stands whatever the portal says."""
-        if record["verdict"] is None:
-            return
-        try:
-            self.client.send_verdict(record["round"], record["verdict"], record["signature"])
-        except PortalError as exc:
-            log.warning("round %s: verdict not recorded by the portal: %s", record["round"], exc)
+        """Send the signed verdict; the node's own decision stands whatever the portal says.
+
+        ``posted`` stays False only while the portal is unreachable: the verdict is sent
+        again at a later poll. A 4xx is the portal's final answer, logged.
+        """
+        record["posted"] = record["verdict"] is None  # nothing to send without a roster
+        if record["verdict"] is not None:
+            try:
+                self.client.send_verdict(record["round"], record["verdict"], record["signature"])
+                record["posted"] = True
+            except PortalError as exc:
+                record["posted"] = exc.status is not None
+                log.warning(
+                    "round %s: verdict not recorded by the portal: %s", record["round"], exc
+                )
+        self.state.save(self.config.state_dir / "state.json")
 
     # --- the model this node trains from and serves -----------------------------------
 

@@ -20,6 +20,7 @@ import numpy as np
 from bank_node.agent import Agent
 from bank_node.config import NodeConfig
 from bank_node.keys import Keyring
+from bank_node.portal_client import PortalError
 from governance import PolicyApproval, PrivacyFloor, RosterState
 from he.aggregate import sum_vectors
 from he.codec import TRAILER_SLOTS, encrypt_to_file, pack_update
@@ -98,6 +99,7 @@ class GatePortal:
         self.blobs: dict[int, Path] = {}
         self.verdicts: list[tuple[str, int, dict[str, Any], str]] = []
         self.objections: list[tuple[str, dict[str, Any], str]] = []
+        self.verdicts_unreachable = False  # send_verdict fails as after the client's retries
 
     @property
     def fingerprint(self) -> str:
@@ -205,6 +207,8 @@ class BankView:
         self.portal.uploads[number][self.bank] = Upload(kept, digest, signature)
 
     def send_verdict(self, number: int, verdict: dict[str, Any], signature: str) -> dict[str, Any]:
+        if self.portal.verdicts_unreachable:
+            raise PortalError(None, f"POST rounds/{number}/verdicts failed after 9 attempts")
         self.portal.verdicts.append((self.bank, number, verdict, signature))
         return {}
 

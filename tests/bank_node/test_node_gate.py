@@ -263,3 +263,26 @@ def test_an_evaluation_round_comparing_with_another_model_than_the_candidates_ba
     assert "trained from 1" in agent.state.skipped["11"]
     assert [o["reason_code"] for _, o, _ in portal.objections] == ["evaluation_invalid"]
     portal.objections.clear()
+
+
+def test_a_verdict_the_portal_could_not_be_reached_for_is_sent_again_unchanged(history):
+    portal = history.portal
+    late = history.fresh_agent("delta", "delta-offline")
+    portal.verdicts_unreachable = True
+    try:
+        late.step()  # decides rounds 2 and 4, cannot post either
+    finally:
+        portal.verdicts_unreachable = False
+    records = NodeState.load(late.config.state_dir / "state.json").verdicts
+    assert {records[c]["decision"] for c in ("1", "3")} == {"adopt", "reject"}
+    assert not records["1"]["posted"] and not records["3"]["posted"]
+    before = len(portal.verdicts)
+
+    late.step()  # the portal is back: the same signed verdicts, once each
+    late.step()
+    sent = portal.verdicts[before:]
+    assert sorted((bank, n) for bank, n, _, _ in sent) == [("delta", 2), ("delta", 4)]
+    for _, number, body, signature in sent:
+        kept = records[str(number - 1)]
+        assert (body, signature) == (kept["verdict"], kept["signature"])
+    assert late.state.verdicts["1"]["posted"] and late.state.verdicts["3"]["posted"]
