@@ -19,6 +19,7 @@ from bank_node.checks import (
 )
 from bank_node.config import NodeConfig
 from bank_node.counts import pack_checked
+from bank_node.gate import EvaluationGate
 from bank_node.global_models import PublishedModels
 from bank_node.keys import Keyring
 from bank_node.objections import Objector
@@ -26,7 +27,7 @@ from bank_node.portal_client import BankClient, PortalError
 from bank_node.resilience import StepGuard
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
-from bank_node.state import NodeState, dp_config, save_global_model
+from bank_node.state import NodeState, dp_config
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -77,6 +78,9 @@ class Agent:
         self.models = PublishedModels(
             config, keys, client, self.secagg, lambda: self.roster, lambda: self.state
         )
+        self.gate = EvaluationGate(
+            config, client, self.models, lambda: self.state, lambda: self.roster, lambda: self.data
+        )
         self.guard = StepGuard(self.refuse, self.give_up)
         node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
 
@@ -109,7 +113,7 @@ class Agent:
                 self.review(rnd)
 
     def review(self, rnd: RoundInfo) -> None:
-        """Count a listed round as missed, or evaluate it when it is newly published."""
+        """Count a listed round as missed, or evaluate (or decide) a newly published one."""
         key = str(rnd.number)
         node_metrics.round_listed(
             rnd.number,
@@ -125,6 +129,11 @@ class Agent:
             and key not in self.state.refused
         ):
             self.evaluate_or_refuse(rnd)
+        elif rnd.state == "published" and rnd.is_evaluation and key not in self.state.refused:
+            if self.gate.concluded(rnd):
+                self.gate.post_pending(rnd)
+            else:  # every member decides, whether it took part in the round or not
+                self.evaluate_or_refuse(rnd)
 
     def give_up(self, step: str, number: int, why: str) -> None:
         """Stop retrying round ``number`` after repeated unexpected errors (not an objection)."""
@@ -161,8 +170,10 @@ class Agent:
         self.state.save(self.state_path)
 
     def evaluate_or_refuse(self, rnd: RoundInfo) -> dict[str, Any] | None:
-        """Evaluate a published aggregate, unless it is one this bank must not use."""
+        """Evaluate a published aggregate (decide a gate), unless this bank must not use it."""
         try:
+            if rnd.is_evaluation:
+                return self.gate.conclude(rnd)
             return self.evaluate_published(rnd)
         except Refused as exc:
             self.refuse(rnd.number, exc)
@@ -185,6 +196,7 @@ class Agent:
         check_guardrails(self.config.guardrails, rnd, rounds_last_day=recent, node_epochs=epochs)
         deps = [self.client.round(n) for n in (rnd.base_round, rnd.stats_round) if n is not None]
         check_dependencies(rnd, self.state.refused, deps)
+        self.gate.check_base(rnd)  # under a gated policy: a base this bank adopted itself
 
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
@@ -241,10 +253,13 @@ class Agent:
         return True
 
     def local_update(self, rnd: RoundInfo) -> tuple[np.ndarray, int, PrivacyClaim | None]:
-        """Feature moments for a statistics round; trained weights for a training round.
+        """Feature moments (statistics), score histograms (evaluation) or trained weights.
 
         The third value is the privacy claim sent with the upload (None without DP).
         """
+        if rnd.is_evaluation:  # scores, no training: no privacy spend to claim
+            histograms, n = self.gate.contribution(rnd)
+            return histograms, n, None
         if not rnd.is_training:
             moments, n = feature_moments(self.data)
             return moments, n, None
@@ -320,11 +335,10 @@ class Agent:
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon
-        save_global_model(self.config.state_dir, rnd, weights, threshold)
         self.report(rnd.number, metrics)
         self.state.evaluated[str(rnd.number)] = metrics
         self.state.save(self.state_path)
-        node_metrics.global_model_evaluated(rnd.number, metrics)
+        self.gate.keep(rnd, weights, threshold, metrics)  # served now, or once adopted
         log.info(
             "round %s: global model AUPRC %.4f on local held-out data",
             rnd.number,

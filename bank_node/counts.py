@@ -34,8 +34,9 @@ def training_count_unit(stats_rows: float | None) -> int:
 
 
 def round_count_unit(rnd: RoundInfo, stats_rows: float | None) -> int:
-    """The unit of ``rnd``'s counts: the protocol's for a statistics round, else derived."""
-    if not rnd.is_training:
+    """The unit of ``rnd``'s counts: the protocol's for a statistics or evaluation round
+    (both count rows of the bank's data), derived from the statistics round for training."""
+    if rnd.kind in ("statistics", "evaluation"):
         return STATS_COUNT_UNIT
     return training_count_unit(stats_rows if rnd.stats_round is not None else None)
 
@@ -53,6 +54,8 @@ def pack_checked(
 
 
 def _advice(rnd: RoundInfo, unit: int) -> str:
+    if rnd.is_evaluation:
+        return "the gate's histograms cannot exceed this bank's rows: a bug, please report it"
     if not rnd.is_training:
         return "a feature's square is too large for this bank's rows: rescale that feature"
     if rnd.stats_round is None:

@@ -21,6 +21,7 @@ from bank_node.aggregate_guard import Expected, check_global_model, check_moment
 from bank_node.checks import Refused, check_aggregate_file, check_manifest
 from bank_node.config import NodeConfig
 from bank_node.counts import round_count_unit
+from bank_node.gate_checks import check_gate_counts
 from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient
 from bank_node.secagg_steps import SecAggSteps
@@ -145,10 +146,12 @@ class PublishedModels:
             raise Refused("aggregate_integrity", str(exc)) from exc
         except HEError as exc:  # e.g. no key for its epoch, a statistics total not finite
             raise Refused("aggregate_unusable", f"round {number}: {exc}") from exc
-        if not info.is_training:
-            check_moments(number, weights, info.policy.n_features)
-        else:
+        if info.is_training:
             check_global_model(self.expected(info, unit, against_base), weights, rows)
+        elif info.is_evaluation:  # counts of rows per score bin, not a model
+            check_gate_counts(number, weights)
+        else:
+            check_moments(number, weights, info.policy.n_features)
         return weights, rows
 
     def expected(self, info: RoundInfo, unit: int, against_base: bool) -> Expected:

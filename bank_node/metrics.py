@@ -176,6 +176,9 @@ REFUSAL_REASONS = (
     "manifest_mismatch",
     "aggregate_integrity",
     "input_privacy",
+    # the evaluation gate (bank_node/gate.py, bank_node/gate_checks.py)
+    "evaluation_invalid",
+    "base_not_adopted",
     # secure aggregation v2 (bank_node/secagg.py, bank_node/secagg_record.py)
     "secagg_unpinned",
     "secagg_no_agreement_key",
@@ -201,6 +204,19 @@ REFUSAL_REASONS = (
     "portal_malformed",
     "other",
 )
+GATE_DECISIONS = Counter(
+    "bank_node_gate_decisions",
+    "Evaluation rounds this node decided itself from the decrypted consortium histograms, "
+    "by decision (adopt, reject).",
+    ["decision"],
+)
+GATE_CANDIDATE_AUPRC = Gauge(
+    "bank_node_gate_candidate_auprc", "The last gated candidate's consortium AUPRC."
+)
+GATE_CURRENT_AUPRC = Gauge(
+    "bank_node_gate_current_auprc",
+    "The consortium AUPRC of the model that candidate would replace.",
+)
 UNEXPECTED_ERRORS = Counter(
     "bank_node_unexpected_errors",
     "Exceptions no check anticipated, caught by the poll loop so the node keeps running, "
@@ -218,7 +234,9 @@ for _step in STEPS:
     UNEXPECTED_ERRORS.labels(_step)
 for _reason in ("skipped", "not_submitted"):
     ROUNDS_MISSED.labels(_reason)
-for _kind in ("training", "statistics"):
+for _decision in ("adopt", "reject"):
+    GATE_DECISIONS.labels(_decision)
+for _kind in ("training", "statistics", "evaluation"):
     LOCAL_UPDATE_SECONDS.labels(_kind)
 GLOBAL_MODEL_AUPRC.set(float("nan"))  # nothing evaluated yet
 
@@ -254,6 +272,12 @@ def global_model_evaluated(number: int, metrics: dict[str, Any]) -> None:
     GLOBAL_MODEL_AUPRC.set(float("nan") if auprc is None else float(auprc))
     GLOBAL_MODEL_ROUND.set(number)
     LAST_SUCCESSFUL_ROUND.set(time.time())
+
+
+def gate_decided(decision: str, candidate_auprc: float, current_auprc: float) -> None:
+    GATE_DECISIONS.labels(decision).inc()
+    GATE_CANDIDATE_AUPRC.set(candidate_auprc)
+    GATE_CURRENT_AUPRC.set(current_auprc)
 
 
 def test_positives(count: int, *, low: bool) -> None:

@@ -313,6 +313,14 @@ class BankClient(_Base):
         body = {"objection": objection, "signature": signature}
         return self._json("POST", "objections", json=body)
 
+    def send_verdict(self, number: int, verdict: dict[str, Any], signature: str) -> Any:
+        """Post this bank's signed gate verdict on evaluation round ``number``.
+
+        201 stores it, 200 answers the same verdict sent again (docs/robustness.md).
+        """
+        body = {"verdict": verdict, "signature": signature}
+        return self._json("POST", f"rounds/{int(number)}/verdicts", json=body)
+
     def report_metrics(self, number: int, metrics: dict[str, float | None]) -> MetricsReceipt:
         body = {"metrics": metrics}
         return self._parsed(MetricsReceipt.from_dict, "POST", f"rounds/{number}/metrics", json=body)

@@ -25,6 +25,8 @@ class NodeState:
     epsilon: float | None = None
     refused: dict[str, str] = field(default_factory=dict)  # round -> why its aggregate was not used
     submitted_at: dict[str, float] = field(default_factory=dict)  # round -> unix time of upload
+    # The evaluation gate: candidate round -> this bank's own verdict on it (bank_node/gate.py).
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> NodeState:
@@ -61,14 +63,39 @@ def save_global_model(
     """
     if _saved_round(state_dir) > rnd.number:
         return
-    np.save(state_dir / "global_model.npy", weights)
+    _write_model(state_dir, "global_model", rnd, weights, threshold)
+
+
+def keep_candidate(
+    state_dir: Path, rnd: RoundInfo, weights: np.ndarray, threshold: float | None
+) -> None:
+    """Keep a gated round's model on disk, not served until this bank's gate adopts it."""
+    _write_model(state_dir, f"candidate-round-{rnd.number}", rnd, weights, threshold)
+
+
+def serve_candidate(state_dir: Path, number: int) -> bool:
+    """Serve kept candidate ``number`` (adopted); False when none is kept or a newer is served."""
+    weights = state_dir / f"candidate-round-{number}.npy"
+    about = weights.with_suffix(".json")
+    if not (weights.exists() and about.exists()) or _saved_round(state_dir) > number:
+        return False
+    np.save(state_dir / "global_model.npy", np.load(weights))
+    (state_dir / "global_model.json").write_text(about.read_text())
+    return True
+
+
+def _write_model(
+    state_dir: Path, stem: str, rnd: RoundInfo, weights: np.ndarray, threshold: float | None
+) -> None:
+    """``stem``.npy (the weights) and ``stem``.json (how to use them: what score reads)."""
+    np.save(state_dir / f"{stem}.npy", weights)
     about = {
         "round": rnd.number,
         "policy": rnd.policy.to_dict(),
         "stats_round": rnd.stats_round,
         "threshold": threshold,
     }
-    (state_dir / "global_model.json").write_text(json.dumps(about, indent=2))
+    (state_dir / f"{stem}.json").write_text(json.dumps(about, indent=2))
 
 
 def _saved_round(state_dir: Path) -> int:

@@ -71,6 +71,11 @@ def test_a_statistics_round_counts_in_the_protocol_unit_and_a_round_without_one_
     assert round_count_unit(_round(stats_round=1), float(BIG_BANK)) == 128
 
 
+def test_an_evaluation_round_counts_validation_rows_in_the_protocol_unit_whatever_its_total():
+    # Its histograms count rows like a statistics round, however many the consortium has.
+    assert round_count_unit(_round("evaluation", None, 1), float(BIG_BANK)) == STATS_COUNT_UNIT
+
+
 def test_a_bank_too_large_for_counts_in_rows_is_told_to_enable_normalize_features():
     weights = np.random.default_rng(0).normal(0, 0.3, 100)
     with pytest.raises(HEError, match="enable normalize_features") as caught:
