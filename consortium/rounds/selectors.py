@@ -37,7 +37,7 @@ def round_list() -> QuerySet[Round]:
     # Nodes poll these rows many times a second: leave the public contexts (~230 KB each)
     # and the joined rounds' JSON behind; code that needs a context loads it on access.
     return Round.objects.select_related(
-        "key_epoch", "policy", "base_round__key_epoch", "stats_round"
+        "key_epoch", "policy", "base_round__key_epoch", "stats_round", "candidate_round"
     ).defer(
         "key_epoch__public_context",
         "base_round__key_epoch__public_context",
@@ -45,6 +45,8 @@ def round_list() -> QuerySet[Round]:
         "base_round__manifest",
         "stats_round__policy_snapshot",
         "stats_round__manifest",
+        "candidate_round__policy_snapshot",
+        "candidate_round__manifest",
     )
 
 
