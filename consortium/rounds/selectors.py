@@ -88,7 +88,7 @@ def round_table() -> QuerySet[Round]:
 def round_detail(number: int) -> Round | None:
     """A round with its policy, key epoch and base round, for the round's page."""
     return (
-        Round.objects.select_related("policy", "key_epoch", "base_round")
+        Round.objects.select_related("policy", "key_epoch", "base_round", "candidate_round")
         .defer("key_epoch__public_context")
         .filter(number=number)
         .first()
