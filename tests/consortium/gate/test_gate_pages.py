@@ -26,7 +26,7 @@ def op(operator: Any) -> Client:
 
 def _next(now=None) -> Round:
     round_open_next(now or timezone.now())
-    return Round.objects.order_by("-number").first()
+    return Round.objects.latest("number")
 
 
 @pytest.fixture

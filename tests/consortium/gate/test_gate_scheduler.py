@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db
 def _open(now=None) -> Round:
     done = round_open_next(now or timezone.now())
     assert len(done) == 1 and "opened" in done[0], done
-    return Round.objects.order_by("-number").first()
+    return Round.objects.latest("number")
 
 
 def _trained_and_evaluated(banks) -> tuple[Round, Round]:
@@ -52,7 +52,7 @@ def test_the_round_after_a_gated_training_round_is_its_evaluation_round(banks, g
     assert evaluation.base_round == candidate.base_round
     assert evaluation.stats_round == candidate.stats_round
     assert evaluation.vector_length == GATE_VECTOR_LENGTH + TRAILER_SLOTS
-    opened = AuditEvent.objects.filter(action="round.opened").order_by("-seq").first()
+    opened = AuditEvent.objects.filter(action="round.opened").latest("seq")
     assert opened.data["candidate_round"] == candidate.number
     assert opened.data["kind"] == "evaluation"
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 def _next() -> Round:
     round_open_next(timezone.now())
-    return Round.objects.order_by("-number").first()
+    return Round.objects.latest("number")
 
 
 @pytest.fixture
