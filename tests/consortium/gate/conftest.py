@@ -65,11 +65,18 @@ def verdict(
 ) -> GateVerdict:
     """What bank ``bank_id`` signs after decrypting ``evaluation``'s aggregate."""
     assert evaluation.candidate_round is not None
+    about = (evaluation.number, evaluation.candidate_round.number, evaluation.aggregate_digest)
+    return verdict_on(*about, bank_id, decision, **changes)
+
+
+def verdict_on(
+    number: int, candidate: int, digest: str, bank_id: str, decision: str, **changes: Any
+) -> GateVerdict:
     fields: dict[str, Any] = {
         "consortium_id": "acme",
-        "round_number": evaluation.number,
-        "candidate_round": evaluation.candidate_round.number,
-        "aggregate_digest": evaluation.aggregate_digest,
+        "round_number": number,
+        "candidate_round": candidate,
+        "aggregate_digest": digest,
         "decision": decision,
         "candidate_auprc": 0.61 if decision == "adopt" else 0.41,
         "current_auprc": 0.52,
