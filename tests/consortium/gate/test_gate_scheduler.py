@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from audit.models import AuditEvent
 from consortium.rounds.models import GateVerdict, Round, RoundKind, RoundState
@@ -160,3 +161,19 @@ def test_a_v2_evaluation_round_opens_in_the_sharing_phase_like_any_other(members
     assert evaluation.kind == RoundKind.EVALUATION
     assert evaluation.state == RoundState.SHARING and evaluation.masked
     assert evaluation.cohort == ["alpha", "beta", "delta", "gamma"]
+
+
+def test_a_decision_is_counted_in_the_scheduler_s_metrics_once_committed(
+    client, banks, gated, django_capture_on_commit_callbacks
+):
+    def count() -> float:
+        value = REGISTRY.get_sample_value("consortium_gate_decisions_total", {"decision": "reject"})
+        return value or 0.0
+
+    _candidate, evaluation = _trained_and_evaluated(banks)
+    all_agree(client, banks, evaluation, "reject")
+    before = count()
+    with django_capture_on_commit_callbacks(execute=True):
+        _open()
+    assert count() == before + 1
+    assert REGISTRY.get_sample_value("consortium_gate_last_decision") == 0.0
