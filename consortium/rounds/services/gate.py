@@ -122,9 +122,11 @@ def verdict_submit(
 
 
 def _evaluation_locked(number: int) -> Round:
-    # Locked so that a verdict and the scheduler's gate step see the same published round.
+    # Locked so that a verdict and the scheduler's gate step see the same published round,
+    # and two verdicts of one bank are stored one after the other. Only the round row:
+    # PostgreSQL cannot lock the nullable side of the candidate join.
     rnd = (
-        Round.objects.select_for_update()
+        Round.objects.select_for_update(of=("self",))
         .select_related("candidate_round")
         .filter(number=number)
         .first()
