@@ -214,3 +214,18 @@ def test_the_openapi_schema_documents_the_verdicts_endpoint(client):
     path = schema["paths"]["/api/v1/rounds/{number}/verdicts"]
     assert set(path) >= {"get", "post"}
     assert {"201", "200"} <= set(path["post"]["responses"])
+
+
+@pytest.mark.parametrize("number", [0, 2**31, 10**20])
+def test_a_round_number_out_of_range_is_a_404_not_a_500(client, banks, evaluation, number):
+    body = {"verdict": verdict(evaluation, "alpha").to_dict(), "signature": "x"}
+    for response in (
+        client.get(f"/api/v1/rounds/{number}/verdicts", **banks["alpha"].auth()),
+        client.post(
+            f"/api/v1/rounds/{number}/verdicts",
+            data=json.dumps(body),
+            content_type="application/json",
+            **banks["alpha"].auth(),
+        ),
+    ):
+        assert response.status_code == 404, response.content
