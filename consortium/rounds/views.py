@@ -103,9 +103,8 @@ def _current_round_payload() -> dict[str, Any] | None:
     if ttl > 0 and _current_cache is not None and now - _current_cache[0] < ttl:
         return _current_cache[1]
     rnd = selectors.round_in_flight()
-    data = None
-    if rnd is not None:
-        data = dict(RoundSerializer(rnd, context={"gates": _gates([rnd])}).data)
+    # No gate lookup: a round in flight is never a gated candidate with a verdict yet.
+    data = None if rnd is None else dict(RoundSerializer(rnd).data)
     _current_cache = (now, data)
     return data
 
