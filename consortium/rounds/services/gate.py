@@ -26,7 +26,7 @@ from consortium.rounds import gate_selectors
 from consortium.rounds.models import GateVerdict, Round, RoundKind, RoundPolicy, RoundState
 from governance import RosterError
 from governance.verdict import GateVerdict as SignedVerdict
-from governance.verdict_check import binding_refusal, signer_refusal
+from governance.verdict_check import GateTally, binding_refusal, signer_refusal
 
 
 class GateStep(enum.Enum):
@@ -54,23 +54,27 @@ def gate_next(policy: RoundPolicy, now: datetime) -> GateNext:
     if last.kind == RoundKind.TRAINING:
         evaluate = last.state == RoundState.PUBLISHED and gate_selectors.is_gated(last)
         return GateNext(GateStep.EVALUATE, last) if evaluate else GateNext(GateStep.TRAIN)
-    if last.kind != RoundKind.EVALUATION or last.state not in (
+    if last.kind == RoundKind.EVALUATION and last.state in (
         RoundState.PUBLISHED,
         RoundState.FAILED,
     ):
-        return GateNext(GateStep.TRAIN)
-    tally = gate_selectors.evaluation_tally(last)
-    decision = tally.decision if tally is not None else None
-    gate = gate_selectors.Gate(last, tally)
-    deadline = gate.verdict_deadline
-    waiting = last.state == RoundState.PUBLISHED and deadline is not None and now < deadline
-    if decision is None and waiting:
-        return GateNext(GateStep.WAIT)
-    gate_decided_record(last, decision, tally.as_dict() if tally is not None else None)
+        return _after_evaluation(last, now)
     return GateNext(GateStep.TRAIN)
 
 
-def gate_decided_record(evaluation: Round, decision: str | None, tally: Any) -> None:
+def _after_evaluation(evaluation: Round, now: datetime) -> GateNext:
+    """Wait while a published evaluation round is undecided before its verdict deadline;
+    otherwise record the outcome (a failed one leaves its candidate undecided) and train."""
+    gate = gate_selectors.Gate(evaluation, gate_selectors.evaluation_tally(evaluation))
+    deadline = gate.verdict_deadline
+    published = evaluation.state == RoundState.PUBLISHED
+    if gate.decision is None and published and deadline is not None and now < deadline:
+        return GateNext(GateStep.WAIT)
+    gate_decided_record(evaluation, gate.tally)
+    return GateNext(GateStep.TRAIN)
+
+
+def gate_decided_record(evaluation: Round, tally: GateTally | None) -> None:
     """Audit (and count) the gate's outcome for ``evaluation``, the first time only.
 
     Runs after this transaction locked the policy row, so two schedulers never both
@@ -78,7 +82,7 @@ def gate_decided_record(evaluation: Round, decision: str | None, tally: Any) -> 
     """
     if audit_round_event_recorded(action="round.gate_decided", round_number=evaluation.number):
         return
-    outcome = decision or "undecided"
+    outcome = (tally.decision if tally is not None else None) or "undecided"
     candidate = evaluation.candidate_round
     audit_record(
         action="round.gate_decided",
@@ -89,10 +93,11 @@ def gate_decided_record(evaluation: Round, decision: str | None, tally: Any) -> 
             "candidate_round": candidate.number if candidate is not None else None,
             "decision": outcome,
             "evaluation_state": evaluation.state,
-            "verdicts": (tally or {}).get("verdicts", {}),
-            "threshold": (tally or {}).get("threshold"),
+            "verdicts": tally.as_dict()["verdicts"] if tally is not None else {},
+            "threshold": tally.threshold if tally is not None else None,
         },
     )
+    # After commit: a rolled-back tick must not count a decision the trail does not hold.
     transaction.on_commit(lambda: metrics.gate_decided(outcome))
 
 
