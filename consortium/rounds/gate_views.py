@@ -35,8 +35,10 @@ def _evaluation_round(number: int) -> Round:
 class VerdictsView(APIView):
     """An evaluation round's signed verdicts and the decision they give; banks post theirs."""
 
+    permission_classes = [IsMemberOrStaff]
+
     def get_permissions(self):  # type: ignore[no-untyped-def]
-        return [IsBank()] if self.request.method == "POST" else [IsMemberOrStaff()]
+        return [IsBank()] if self.request.method == "POST" else super().get_permissions()
 
     @extend_schema(responses=VerdictsResponseSerializer)
     def get(self, request: Request, number: int) -> Response:
