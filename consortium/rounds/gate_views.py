@@ -61,4 +61,6 @@ class VerdictsView(APIView):
             signature=body.validated_data["signature"],
         )
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(VerdictSerializer(row).data, status=code)
+        # With the round's tally, so that "counted" says whether this verdict counts.
+        tally = gate_selectors.evaluation_tally(row.round)
+        return Response(VerdictSerializer(row, context={"tally": tally}).data, status=code)

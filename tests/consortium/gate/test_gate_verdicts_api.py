@@ -37,6 +37,7 @@ def test_a_bank_s_first_verdict_is_stored_and_audited(client, banks, evaluation)
     response = post_verdict(client, banks["alpha"], evaluation)
     assert response.status_code == 201, response.json()
     assert response.json()["bank"] == "alpha" and response.json()["round"] == evaluation.number
+    assert response.json()["counted"] is True and response.json()["ignored"] is None
     event = AuditEvent.objects.get(action="gate.verdict_recorded")
     assert event.data["round"] == evaluation.number
     assert event.data["verdict"]["decision"] == "adopt"
