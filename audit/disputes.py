@@ -24,7 +24,7 @@ from governance import (
 )
 
 
-def _state(section: Mapping[str, Any]) -> RosterState | None:
+def section_state(section: Mapping[str, Any]) -> RosterState | None:
     """The roster after the section's last version in force; None without one or if invalid.
 
     An invalid chain is reported by ``audit.roster_verify``; here it only means no disputes.
@@ -79,7 +79,7 @@ def section_disputes(
     """One record per round enough banks objected to (disputed or cleared), by round."""
     if not section:
         return []
-    state = _state(section)
+    state = section_state(section)
     if state is None:
         return []
     clearances = _clearances(section)

@@ -241,7 +241,7 @@ def _roster(roster: dict[str, Any] | None) -> list[Flowable]:
                 [w * mm for w in (30, 22, 12, 28, 82)],
             ),
         ]
-    return parts + _disputes(roster.get("disputes", []))
+    return parts + _disputes(roster.get("disputes", [])) + _gates(roster.get("gates", []))
 
 
 def _disputes(disputes: list[dict[str, Any]]) -> list[Flowable]:
@@ -263,6 +263,29 @@ def _disputes(disputes: list[dict[str, Any]]) -> list[Flowable]:
             ["Round", "State", "Objected to by", "Clearance signed by"],
             rows,
             [w * mm for w in (14, 22, 82, 56)],
+        ),
+    ]
+
+
+def _gates(gates: list[dict[str, Any]]) -> list[Flowable]:
+    """Evaluation gates: a candidate is a base only if the banks' verdicts adopted it."""
+    if not gates:
+        return []
+    rows = [
+        [
+            str(g["round"]),
+            str(g["candidate_round"]),
+            g["decision"] or "undecided",
+            ", ".join(f"{b}: {d}" for b, d in sorted(g["verdicts"].items())) or "-",
+        ]
+        for g in gates
+    ]
+    return [
+        Paragraph("Evaluation gate: decisions from the banks' signed verdicts", H3),
+        _grid(
+            ["Round", "Candidate", "Decision", "Verified verdicts"],
+            rows,
+            [w * mm for w in (14, 20, 22, 118)],
         ),
     ]
 

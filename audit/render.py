@@ -235,7 +235,40 @@ def _roster_rows(roster: dict[str, Any] | None) -> list[dict[str, Any]]:
             }
         )
     rows += [_dispute_row(d) for d in roster.get("disputes", [])]
+    rows += [_gate_row(g) for g in roster.get("gates", [])]
+    rows += [_verdict_row(v) for v in roster.get("verdicts", [])]
     return rows
+
+
+def _gate_row(gate: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation round's decision on its candidate, from the verified verdicts."""
+    signers = ", ".join(f"{b} {d}" for b, d in sorted(gate["verdicts"].items())) or "nobody"
+    return {
+        "record": "gate",
+        "round": gate["round"],
+        "action": gate["decision"] or "undecided",
+        "digest": gate["aggregate_digest"],
+        "status": "signed",
+        "detail": (
+            f"candidate round {gate['candidate_round']}; threshold {gate['threshold']}; "
+            f"verified verdicts: {signers}"
+        ),
+    }
+
+
+def _verdict_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """One bank's signed verdict, as stored (the verifier re-checks its signature)."""
+    verdict = entry["verdict"] if isinstance(entry["verdict"], dict) else {}
+    return {
+        "record": "verdict",
+        "round": entry["round"],
+        "at": entry["received_at"],
+        "bank": entry["bank"],
+        "action": verdict.get("decision"),
+        "digest": verdict.get("aggregate_digest"),
+        "status": "signed",
+        "detail": f"signature {entry['signature']}; signed body {canonical(verdict).decode()}",
+    }
 
 
 def _dispute_row(dispute: dict[str, Any]) -> dict[str, Any]:

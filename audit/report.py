@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from audit.chain import GENESIS, report_body_sha256, report_message
 from audit.disputes import section_disputes
+from audit.gates import section_gates
 from audit.models import AuditEvent, Checkpoint
 from audit.portal_key import portal_signing_key
 from audit.selectors import audit_chain_verify, audit_head
@@ -102,7 +103,8 @@ class ReportSource(Protocol):
     ``rounds`` answers one summary dict per round number (oldest first); ``key_epochs``
     and ``banks`` answer the epochs and banks those rounds and ``events`` name;
     ``roster`` answers the roster section (versions in force, pending or withdrawn
-    proposals, objections, dispute clearances; the report adds ``disputes``; its shape
+    proposals, objections, dispute clearances, gate verdicts; the report adds ``disputes``
+    and ``gates``; its shape
     is in docs/audit.md and ``audit.roster_verify`` checks it) up to ``until`` (None:
     up to now).
     """
@@ -165,6 +167,7 @@ def report_build(
     if roster is not None:
         # Derived from the signatures in the report itself; audit.verify recomputes it.
         roster["disputes"] = section_disputes(roster, events)
+        roster["gates"] = section_gates(roster, rounds, events)
     key = portal_signing_key()
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,

@@ -29,8 +29,9 @@ from governance import (
 )
 
 SECTION_LISTS = ("versions", "proposals", "objections")
-# Added with disputed rounds (``audit.disputes``); a report from before has neither.
-OPTIONAL_LISTS = ("clearances", "disputes")
+# Added with disputed rounds (``audit.disputes``) and the evaluation gate (``audit.gates``);
+# a report from before has none of them.
+OPTIONAL_LISTS = ("clearances", "disputes", "verdicts", "gates")
 
 
 class RosterProblem(Exception):

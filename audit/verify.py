@@ -7,7 +7,8 @@ the report holds the event a checkpoint names, that the two agree), re-verifies 
 submission signature, cross-checks manifests and submissions against the events,
 re-verifies the banks' roster chain and objections (``audit.roster_verify``),
 recomputes the disputed rounds from the signed objections and clearances
-(``audit.disputes``), checks the portal's signature over the whole report and finally
+(``audit.disputes``) and the gate decisions from the signed verdicts (``audit.gates``),
+checks the portal's signature over the whole report and finally
 that the file's bytes are exactly the signed encoding, so that changing any byte of the
 file is noticed.
 
@@ -41,6 +42,7 @@ from audit.chain import (
     verify_events,
 )
 from audit.disputes import check_disputes
+from audit.gates import check_gates
 from audit.roster_verify import (
     RosterProblem,
     check_roster,
@@ -328,6 +330,7 @@ def verify_report(
         lines.append(f"rounds: {len(report['rounds'])}; submission signatures valid: {subs}")
         lines.append(check_roster(report.get("roster"), genesis))
         lines.append(check_disputes(report.get("roster"), report["events"]))
+        lines.append(check_gates(report.get("roster"), report["rounds"], report["events"]))
         lines.append(_check_signature(report, raw, keys))
         check = report["verification"]
         if not check["ok"]:

@@ -22,7 +22,7 @@ from consortium.governance.models import (
 )
 from consortium.governance.selectors import signed_version
 from consortium.members.models import Bank
-from consortium.rounds.models import KeyEpoch, MetricReport, Round
+from consortium.rounds.models import GateVerdict, KeyEpoch, MetricReport, Round
 from he.signing import update_signature_valid, update_signed_digest
 from protocol import dp_enabled
 
@@ -97,7 +97,7 @@ def report_rounds(numbers: list[int]) -> list[dict[str, Any]]:
     """One summary per round: policy, privacy, submissions re-verified, metrics."""
     rounds = list(
         Round.objects.filter(number__in=numbers)
-        .select_related("policy", "key_epoch", "base_round")
+        .select_related("policy", "key_epoch", "base_round", "candidate_round")
         .prefetch_related("submissions__bank")
         .order_by("number")
     )
@@ -129,6 +129,7 @@ def report_rounds(numbers: list[int]) -> list[dict[str, Any]]:
                     "fingerprint": rnd.key_epoch.fingerprint,
                 },
                 "base_round": rnd.base_round.number if rnd.base_round else None,
+                "candidate_round": rnd.candidate_round.number if rnd.candidate_round else None,
                 "participants": [s.bank.slug for s in subs],
                 "submissions": [_submission(s, rnd.number, manifest, trail) for s in subs],
                 "aggregate_digest": rnd.aggregate_digest or None,
@@ -250,7 +251,29 @@ def report_roster(selection: Selection, until: datetime | None) -> dict[str, Any
         "proposals": [_roster_version(r, s) for r, s in listed if s != VersionStatus.IN_FORCE],
         "objections": [_objection(o, in_force) for o in chosen],
         "clearances": _clearances({o.round_number for o in chosen if o.round_number}, until),
+        "verdicts": _verdicts(selection, until),
     }
+
+
+def _verdicts(selection: Selection, until: datetime | None) -> list[dict[str, Any]]:
+    """The banks' signed gate verdicts in the selection (its rounds, or its period)."""
+    rows = GateVerdict.objects.select_related("round", "bank")
+    if until is not None:
+        rows = rows.filter(received_at__lt=until)
+    if selection.rounds is not None:
+        rows = rows.filter(round__number__in=selection.rounds)
+    elif selection.since is not None:
+        rows = rows.filter(received_at__gte=selection.since)
+    return [
+        {
+            "round": v.round.number,
+            "bank": v.bank.slug,
+            "verdict": v.verdict,
+            "signature": v.signature,
+            "received_at": v.received_at.isoformat(),
+        }
+        for v in rows.order_by("round__number", "bank__slug")
+    ]
 
 
 def _clearances(rounds: set[int], until: datetime | None) -> list[dict[str, Any]]:

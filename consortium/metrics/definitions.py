@@ -146,6 +146,23 @@ AUDIT_VERIFIED_EVENTS = Gauge(
     multiprocess_mode="mostrecent",
 )
 AUDIT_VERIFIED.set(float("nan"))  # not verified yet: neither intact nor broken
+# The evaluation gate (docs/robustness.md): what the scheduler found when it moved on
+# from an evaluation round, from the banks' verified verdicts.
+GATE_DECISION_VALUES = {"adopt": 1.0, "reject": 0.0, "undecided": -1.0}
+GATE_DECISIONS = Counter(
+    "consortium_gate_decisions",
+    "Evaluation-gate outcomes the scheduler recorded (decision: adopt, reject, or undecided "
+    "when too few verified verdicts agreed by the verdict deadline or the round failed).",
+    ["decision"],
+)
+for _decision in GATE_DECISION_VALUES:
+    GATE_DECISIONS.labels(_decision)  # export zeros, so increase() sees the first rejection
+GATE_LAST_DECISION = Gauge(
+    "consortium_gate_last_decision",
+    "The last evaluation-gate outcome: 1 adopt, 0 reject, -1 undecided (NaN: none yet).",
+    multiprocess_mode="mostrecent",
+)
+GATE_LAST_DECISION.set(float("nan"))
 
 # Metrics only the scheduler moves. Every process defines them (importing this module),
 # so the web tier's /metrics leaves them out: its zeros would read as "never verified"
@@ -160,6 +177,8 @@ SCHEDULER_ONLY = frozenset(
         AUDIT_VERIFIED,
         AUDIT_VERIFIED_AT,
         AUDIT_VERIFIED_EVENTS,
+        GATE_DECISIONS,
+        GATE_LAST_DECISION,
     )
 )
 
@@ -168,3 +187,11 @@ def round_published(opened_at: datetime, closed_at: datetime, aggregation_second
     """Record a publication: aggregation time and the round's open-to-publish time."""
     AGGREGATION_SECONDS.observe(aggregation_seconds)
     OPEN_TO_PUBLISH_SECONDS.observe(max(0.0, (closed_at - opened_at).total_seconds()))
+
+
+def gate_decided(decision: str) -> None:
+    """Record an evaluation-gate outcome; an unknown decision is a programming error."""
+    if decision not in GATE_DECISION_VALUES:
+        raise ValueError(f"unknown gate decision {decision!r}")
+    GATE_DECISIONS.labels(decision).inc()
+    GATE_LAST_DECISION.set(GATE_DECISION_VALUES[decision])

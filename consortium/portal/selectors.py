@@ -19,8 +19,9 @@ from audit import selectors as audit_selectors
 from consortium.members.models import Bank
 from consortium.portal.charts import Series, metric_series
 from consortium.portal.models import BankRepresentative
+from consortium.rounds import gate_selectors
 from consortium.rounds import selectors as rounds_selectors
-from consortium.rounds.models import Round, Submission
+from consortium.rounds.models import Round, RoundKind, RoundState, Submission
 from he.signing import update_message, verify
 
 if TYPE_CHECKING:  # annotations only: reads of the trail go through audit.selectors
@@ -197,3 +198,104 @@ def convergence(
         auprc = [s for s in auprc if s.name in keep]
         epsilon = [s for s in epsilon if s.name in keep]
     return Convergence(auprc, epsilon, min(numbers), max(numbers))
+
+
+# --- the evaluation gate -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    """A stored verdict as the round page lists it: does it count, and if not, why."""
+
+    bank: str
+    verdict: dict[str, Any]
+    counted: bool
+    ignored: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class GatePanel:
+    """What a round page says about the gate of a training round (or of an evaluation one).
+
+    ``status`` is ``adopt``, ``reject``, ``waiting`` (verdicts still awaited before the
+    deadline), ``undecided`` (deadline passed or evaluation failed) or ``pending`` (the
+    gated round has no evaluation round yet).
+    """
+
+    candidate: Round
+    evaluation: Round | None
+    status: str
+    threshold: int | None
+    deadline: datetime | None
+    rows: list[VerdictRow]
+    figures: dict[str, Any] | None  # a counted verdict that reached the decision
+    alert_budget: str = ""  # the candidate policy's gate_alert_rate, as a percentage
+
+
+def gate_panel(rnd: Round) -> GatePanel | None:
+    """The gate ``rnd`` is part of (as candidate or as evaluation round); None if none."""
+    if rnd.kind == RoundKind.EVALUATION and rnd.candidate_round is not None:
+        candidate = rnd.candidate_round
+    elif gate_selectors.is_gated(rnd):
+        candidate = rnd
+    else:
+        return None
+    gate = gate_selectors.gate_of(candidate)
+    if gate is None:
+        return GatePanel(candidate, None, "pending", None, None, [], None, _budget(candidate))
+    rows = gate_selectors.verdict_list(gate.evaluation)
+    tally = gate.tally
+    counted = {v.bank_id: v for v in tally.counted} if tally is not None else {}
+    listed = [
+        VerdictRow(
+            bank=row.bank.slug,
+            verdict=row.verdict,
+            counted=row.bank.slug in counted,
+            ignored=tally.ignored.get(row.bank.slug) if tally is not None else None,
+            received_at=row.received_at,
+        )
+        for row in rows
+    ]
+    agreeing = [v for v in counted.values() if v.decision == gate.decision]
+    return GatePanel(
+        candidate=candidate,
+        evaluation=gate.evaluation,
+        status=_gate_status(gate),
+        threshold=tally.threshold if tally is not None else None,
+        deadline=gate.verdict_deadline,
+        rows=listed,
+        figures=agreeing[0].to_dict() if agreeing else None,
+        alert_budget=_budget(candidate),
+    )
+
+
+def _budget(candidate: Round) -> str:
+    rate = candidate.policy_snapshot.get("gate_alert_rate")
+    return f"{rate:.2%}" if isinstance(rate, int | float) else "—"
+
+
+def _gate_status(gate: gate_selectors.Gate) -> str:
+    """adopt or reject; else undecided once the scheduler moved on (failed evaluation,
+    deadline passed, or its decision event in the trail), waiting before that."""
+    if gate.decision is not None:
+        return gate.decision
+    deadline = gate.verdict_deadline
+    moved_on = (
+        gate.evaluation.state == RoundState.FAILED
+        or (deadline is not None and timezone.now() >= deadline)
+        or audit_selectors.audit_round_event_recorded(
+            action="round.gate_decided", round_number=gate.evaluation.number
+        )
+    )
+    return "undecided" if moved_on else "waiting"
+
+
+def gate_decisions(rounds: Iterable[Round]) -> dict[int, str]:
+    """The gate status of each evaluated training round among ``rounds`` (rounds table).
+
+    Looked up by evaluation round rather than by the policy snapshot, which the table's
+    query leaves behind; a gated round not evaluated yet is simply not listed.
+    """
+    gates = gate_selectors.gates_for(r.number for r in rounds if r.kind == RoundKind.TRAINING)
+    return {n: _gate_status(gate) for n, gate in gates.items()}

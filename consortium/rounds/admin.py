@@ -24,6 +24,7 @@ from consortium.api.parsers import bounded_json_loads
 from consortium.members.admin import refused
 from consortium.rounds import services
 from consortium.rounds.models import (
+    GateVerdict,
     KeyEpoch,
     MetricReport,
     Round,
@@ -183,3 +184,12 @@ class MetricReportAdmin(ReadOnlyAdmin):
 
     list_display = ("round", "bank", "reported_at")
     readonly_fields = ("round", "bank", "metrics", "reported_at")
+
+
+@admin.register(GateVerdict)
+class GateVerdictAdmin(ReadOnlyAdmin):
+    """Banks post signed verdicts through the API; a row edited here would count for nothing
+    anyway (the decision is re-derived from the signatures), so nobody edits them."""
+
+    list_display = ("round", "bank", "received_at")
+    readonly_fields = ("round", "bank", "verdict", "signature", "received_at")

@@ -10,6 +10,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
+
+# Defined in its own module (this one is at its size limit) and imported here so that
+# Django registers it with the app's other models.
+from consortium.rounds.verdict_models import GateVerdict as GateVerdict
 from he.codec import TRAILER_SLOTS
 from protocol import (
     DEFAULT_GATE_ALERT_RATE,

@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from consortium.governance import selectors as roster
 from consortium.members.models import Bank
 from consortium.members.selectors import bank_list_active
+from consortium.rounds.gate_selectors import rounds_not_adopted
 from consortium.rounds.models import (
     IN_FLIGHT_STATES,
     KeyEpoch,
@@ -36,7 +37,7 @@ def round_list() -> QuerySet[Round]:
     # Nodes poll these rows many times a second: leave the public contexts (~230 KB each)
     # and the joined rounds' JSON behind; code that needs a context loads it on access.
     return Round.objects.select_related(
-        "key_epoch", "policy", "base_round__key_epoch", "stats_round"
+        "key_epoch", "policy", "base_round__key_epoch", "stats_round", "candidate_round"
     ).defer(
         "key_epoch__public_context",
         "base_round__key_epoch__public_context",
@@ -44,6 +45,8 @@ def round_list() -> QuerySet[Round]:
         "base_round__manifest",
         "stats_round__policy_snapshot",
         "stats_round__manifest",
+        "candidate_round__policy_snapshot",
+        "candidate_round__manifest",
     )
 
 
@@ -85,7 +88,7 @@ def round_table() -> QuerySet[Round]:
 def round_detail(number: int) -> Round | None:
     """A round with its policy, key epoch and base round, for the round's page."""
     return (
-        Round.objects.select_related("policy", "key_epoch", "base_round")
+        Round.objects.select_related("policy", "key_epoch", "base_round", "candidate_round")
         .defer("key_epoch__public_context")
         .filter(number=number)
         .first()
@@ -142,7 +145,11 @@ def round_stats_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
 
 
 def round_base_for(policy: RoundPolicy) -> Round | None:
-    """The newest undisputed published training round this policy can continue from."""
+    """The newest undisputed published training round this policy can continue from.
+
+    A gated round is a base only once the banks' verified verdicts adopted it: rejected
+    and undecided candidates are passed over (derived each time, like disputes).
+    """
     # Any key epoch: after a key rotation, members holding the previous key decrypt the
     # last aggregate made under it, and training continues instead of starting over.
     candidates = Round.objects.filter(
@@ -151,7 +158,8 @@ def round_base_for(policy: RoundPolicy) -> Round | None:
         vector_length=policy.vector_length,
     ).order_by("-number")[:BASE_CANDIDATES]
     usable = [r for r in candidates if r.policy_snapshot.get("model_spec") == policy.model_spec]
-    return _undisputed(usable)
+    not_adopted = rounds_not_adopted(usable)
+    return _undisputed([r for r in usable if r.number not in not_adopted])
 
 
 def round_is_disputed(rnd: Round) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from consortium.rounds.gate_selectors import Gate
 from consortium.rounds.models import KeyEpoch, Round, RoundPolicy, Submission
 from consortium.rounds.uploads import Readable, Upload
 from protocol import DERIVED_POLICY_FIELDS, MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT, PrivacyClaim
@@ -43,6 +44,18 @@ class RoundSerializer(serializers.ModelSerializer):
         source="base_round.number", allow_null=True, read_only=True
     )
     submissions = serializers.SerializerMethodField()
+    candidate_round = serializers.IntegerField(
+        source="candidate_round.number",
+        allow_null=True,
+        read_only=True,
+        help_text="An evaluation round: the training round it gates.",
+    )
+    gate_round = serializers.SerializerMethodField(
+        help_text="A gated training round: its evaluation round, once opened."
+    )
+    gate_decision = serializers.SerializerMethodField(
+        help_text="adopt or reject, derived from the banks' verified verdicts; null undecided."
+    )
 
     class Meta:
         model = Round
@@ -65,7 +78,25 @@ class RoundSerializer(serializers.ModelSerializer):
             "aggregate_size",
             "manifest",
             "submissions",
+            "candidate_round",
+            "gate_round",
+            "gate_decision",
         ]
+
+    def _gate(self, obj: Round) -> Gate | None:
+        # The view puts the gates of the rounds it shows in the context (one query for
+        # all of them); without them a round shows no gate rather than querying here.
+        gates = self.context.get("gates") or {}
+        gate = gates.get(obj.number)
+        return gate if isinstance(gate, Gate) else None
+
+    def get_gate_round(self, obj: Round) -> int | None:
+        gate = self._gate(obj)
+        return gate.evaluation.number if gate is not None else None
+
+    def get_gate_decision(self, obj: Round) -> str | None:
+        gate = self._gate(obj)
+        return gate.decision if gate is not None else None
 
     def get_submissions(self, obj: Round) -> int:
         # Annotated by the view's queryset where it matters; falls back to a count.

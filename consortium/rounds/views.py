@@ -29,8 +29,8 @@ from consortium.api.auth import (
 )
 from consortium.api.errors import ApplicationError, NotFound
 from consortium.api.throttles import BankUploadThrottle
-from consortium.rounds import selectors, services
-from consortium.rounds.models import Round, RoundState
+from consortium.rounds import gate_selectors, selectors, services
+from consortium.rounds.models import Round, RoundKind, RoundState
 from consortium.rounds.serializers import (
     KeyEpochCreateSerializer,
     KeyEpochSerializer,
@@ -62,6 +62,19 @@ class RoundListView(generics.ListAPIView):
     def get_queryset(self):  # type: ignore[no-untyped-def]
         return selectors.round_list_with_counts()
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.get_queryset()
+        page = self.paginate_queryset(queryset)
+        rows = list(page if page is not None else queryset)
+        context = {**self.get_serializer_context(), "gates": _gates(rows)}
+        data = RoundSerializer(rows, many=True, context=context).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+
+def _gates(rounds: list[Round]) -> dict[int, gate_selectors.Gate]:
+    """The gates of the training rounds among ``rounds``, for RoundSerializer's context."""
+    return gate_selectors.gates_for(r.number for r in rounds if r.kind == RoundKind.TRAINING)
+
 
 class RoundCurrentView(APIView):
     """The round in flight (open or aggregating); 204 when there is none."""
@@ -90,6 +103,7 @@ def _current_round_payload() -> dict[str, Any] | None:
     if ttl > 0 and _current_cache is not None and now - _current_cache[0] < ttl:
         return _current_cache[1]
     rnd = selectors.round_in_flight()
+    # No gate lookup: a round in flight is never a gated candidate with a verdict yet.
     data = None if rnd is None else dict(RoundSerializer(rnd).data)
     _current_cache = (now, data)
     return data
@@ -103,7 +117,7 @@ class RoundDetailView(APIView):
     @extend_schema(responses=RoundSerializer)
     def get(self, request: Request, number: int) -> Response:
         rnd = _round_or_404(number)
-        data: dict[str, Any] = dict(RoundSerializer(rnd).data)
+        data: dict[str, Any] = dict(RoundSerializer(rnd, context={"gates": _gates([rnd])}).data)
         # A bank sees its own submission and its own privacy spend, nobody else's.
         bank = caller_bank(request)
         submissions = selectors.submission_list_for_round(rnd, bank=bank)

@@ -50,6 +50,9 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("round-unmask", "GET", {BANK}),
     ("round-reveal", "POST", {BANK}),
     ("round-submission", "GET", AUTHENTICATED),
+    # The evaluation gate: everyone reads the signed verdicts; only a bank posts its own.
+    ("round-verdicts", "GET", AUTHENTICATED),
+    ("round-verdicts", "POST", {BANK}),
     ("key-epoch-current", "GET", AUTHENTICATED),
     ("key-epoch-create", "POST", {OPERATOR}),
     ("policy-list", "GET", AUTHENTICATED),
@@ -141,6 +144,7 @@ def _path(name: str, rnd: Any) -> str:
         "round-unmask": {"number": rnd.number},
         "round-reveal": {"number": rnd.number},
         "round-submission": {"number": rnd.number, "bank": "alpha"},
+        "round-verdicts": {"number": rnd.number},
         # Another bank's slug: a bank must not act on it, and an operator's request is
         # refused for its empty body, so nothing changes either way.
         "bank-rotate-credential": {"slug": "gamma"},

@@ -26,6 +26,8 @@ def round_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     context = {
         "page": page,
         "means": selectors.auprc_means(r.pk for r in page),
+        # Derived from the banks' verified verdicts: rejected candidates are marked.
+        "gates": selectors.gate_decisions(page),
         "states": RoundState.choices,
         "state": state,
         "convergence": conv,
@@ -64,6 +66,7 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
         # only looked up when the round has objections (most have none: one query less).
         "dispute": roster.dispute_get(rnd.number) if objections else None,
         "objections": objections,
+        "gate": selectors.gate_panel(rnd),
     }
     return render_page(request, viewer, "portal/round_detail.html", context)
 

@@ -27,6 +27,7 @@ from consortium.rounds.models import (
     RoundState,
     Submission,
 )
+from consortium.rounds.services.gate import GateStep, gate_next
 from consortium.rounds.services.secagg_aggregate import UnmaskFailed, secagg_sum
 from consortium.rounds.services.secagg_phases import (
     RoundNotOpened,
@@ -35,7 +36,9 @@ from consortium.rounds.services.secagg_phases import (
 )
 from consortium.rounds.services.transitions import round_fail
 from he.aggregate import sum_vectors
+from he.codec import TRAILER_SLOTS
 from he.errors import HEError
+from models.gate import GATE_VECTOR_LENGTH
 from protocol import Manifest, ManifestInput, SecAggRecord
 
 log = logging.getLogger(__name__)
@@ -197,33 +200,79 @@ def round_open_next(now: datetime) -> list[str]:
         RoundPolicy.objects.select_for_update().get(pk=policy.pk)
         if Round.objects.filter(state__in=IN_FLIGHT_STATES).exists():
             return []
-        history = list(policy.rounds.order_by("-number").values_list("state", "kind"))
-        trained = sum(
-            1 for s, k in history if s == RoundState.PUBLISHED and k == RoundKind.TRAINING
-        )
-        if trained >= policy.max_rounds:
+        if _stopped(policy):
             return []
-        failures = next(
-            (i for i, (s, _) in enumerate(history) if s != RoundState.FAILED), len(history)
-        )
-        if failures >= policy.max_consecutive_failures:
+        gate = gate_next(policy, now)
+        if gate.step == GateStep.WAIT:
             return []
-        if selectors.policy_privacy_budget_spent(policy):
+        if gate.step == GateStep.TRAIN and _done_training(policy):
             return []
-        stats = selectors.round_stats_for(policy, epoch)
-        kind = (
-            RoundKind.STATISTICS
-            if policy.normalize_features and stats is None
-            else RoundKind.TRAINING
-        )
+        kind, stats = _kind_next(policy, epoch, gate.step)
         try:
-            rnd = round_open(policy=policy, epoch=epoch, now=now, kind=kind, stats_round=stats)
+            rnd = round_open(
+                policy=policy,
+                epoch=epoch,
+                now=now,
+                kind=kind,
+                stats_round=stats,
+                candidate=gate.candidate,
+            )
         except IntegrityError:
             return []
         except RoundNotOpened as exc:
             log.warning("no round opened: %s", exc)
             return [f"no round opened: {exc}"]
     return [f"{kind} round {rnd.number} opened"]
+
+
+def _kind_next(policy: RoundPolicy, epoch: KeyEpoch, step: GateStep) -> tuple[str, Round | None]:
+    """The kind of the next round and, for a training round, its statistics round."""
+    if step == GateStep.EVALUATE:
+        return RoundKind.EVALUATION, None
+    stats = selectors.round_stats_for(policy, epoch)
+    if policy.normalize_features and stats is None:
+        return RoundKind.STATISTICS, None
+    return RoundKind.TRAINING, stats
+
+
+def _stopped(policy: RoundPolicy) -> bool:
+    """Too many failed rounds in a row under ``policy``: the scheduler opens nothing more."""
+    states = list(policy.rounds.order_by("-number").values_list("state", flat=True))
+    failures = next((i for i, s in enumerate(states) if s != RoundState.FAILED), len(states))
+    return failures >= policy.max_consecutive_failures
+
+
+def _done_training(policy: RoundPolicy) -> bool:
+    """``max_rounds`` training rounds published (evaluation rounds do not count), or the
+    consortium's privacy budget is spent."""
+    trained = policy.rounds.filter(kind=RoundKind.TRAINING, state=RoundState.PUBLISHED).count()
+    return trained >= policy.max_rounds or selectors.policy_privacy_budget_spent(policy)
+
+
+def _shape(
+    policy: RoundPolicy, kind: str, stats_round: Round | None, candidate: Round | None
+) -> dict[str, object]:
+    """What a round of ``kind`` carries: its vector length, base, statistics and candidate.
+
+    A statistics round carries feature moments and has no base. An evaluation round
+    carries the gate's score histograms and compares ``candidate`` with the candidate's
+    own base, normalised with the candidate's statistics round.
+    """
+    if kind == RoundKind.EVALUATION:
+        if candidate is None:
+            raise ValueError("an evaluation round needs the training round it gates")
+        return {
+            "vector_length": GATE_VECTOR_LENGTH + TRAILER_SLOTS,
+            "base_round": candidate.base_round,
+            "stats_round": candidate.stats_round,
+            "candidate_round": candidate,
+        }
+    training = kind == RoundKind.TRAINING
+    return {
+        "vector_length": policy.vector_length if training else policy.stats_vector_length,
+        "base_round": selectors.round_base_for(policy) if training else None,
+        "stats_round": stats_round if training else None,
+    }
 
 
 def round_open(
@@ -233,31 +282,31 @@ def round_open(
     now: datetime,
     kind: str = RoundKind.TRAINING,
     stats_round: Round | None = None,
+    candidate: Round | None = None,
 ) -> Round:
     """Open a round with a frozen snapshot of the policy and the newest usable base.
 
-    A statistics round carries feature moments instead of weights; it has no base. Under a
-    v2 policy the round opens in its sharing phase with its cohort and threshold, or not at
-    all (:class:`RoundNotOpened`).
+    A statistics round carries feature moments instead of weights; it has no base; an
+    evaluation round gates ``candidate`` (``_shape``). Under a v2 policy the round opens
+    in its sharing phase with its cohort and threshold, or not at all
+    (:class:`RoundNotOpened`).
     """
     secagg = secagg_open_fields(policy, now) if policy.secure_aggregation == "v2" else {}
     with transaction.atomic():
         number = (Round.objects.aggregate(n=Max("number"))["n"] or 0) + 1
-        training = kind == RoundKind.TRAINING
-        base = selectors.round_base_for(policy) if training else None
+        shape = _shape(policy, kind, stats_round, candidate)
         rnd = Round.objects.create(
             number=number,
             kind=kind,
-            vector_length=policy.vector_length if training else policy.stats_vector_length,
-            stats_round=stats_round if training else None,
             policy=policy,
             policy_snapshot=policy.snapshot(),
             key_epoch=epoch,
-            base_round=base,
             opened_at=now,
             deadline_at=now + policy.deadline,
+            **shape,
             **secagg,
         )
+        base = rnd.base_round
         audit_record(
             action="round.opened",
             actor="scheduler",
@@ -269,6 +318,7 @@ def round_open(
                 "policy": str(policy),
                 "key_epoch": epoch.fingerprint,
                 "base_round": base.number if base else None,
+                **({"candidate_round": candidate.number} if candidate is not None else {}),
                 "deadline_at": rnd.deadline_at.isoformat(),
                 **_secagg_audit(rnd),
             },
