@@ -188,7 +188,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if save is not None:
         check_save_target(config, save)
     torch.set_num_threads(max(1, config.torch_threads))
-    chosen = baseline_policy(config, Path(args.policy) if args.policy else None)
+    chosen = baseline_policy(config, args.policy)
     log.info("baseline: policy from %s; split: %s", chosen.source, config.evaluation.describe())
     policy = chosen.policy
     epochs = args.epochs or policy.local_epochs * policy.max_rounds
@@ -261,9 +261,11 @@ def _no_model_hint(model: str | None) -> str:
 def _baseline_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--policy",
-        help="policy snapshot JSON, or a round's JSON (GET /api/v1/rounds/current) whose "
-        "policy is used. Optional: without it, the policy of the portal's current round when "
-        "the portal answers, else the protocol defaults; the output's policy_source says which",
+        metavar="NAME:VERSION|FILE",
+        help="a policy version on the portal (e.g. fraud:2), or a JSON file: a policy snapshot "
+        "or a round's JSON (GET /api/v1/rounds/current) whose policy is used. Optional: "
+        "without it, the policy of the portal's current round when the portal answers, else "
+        "the protocol defaults; the output's policy_source says which",
     )
     c.add_argument(
         "--epochs",
