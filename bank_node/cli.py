@@ -204,7 +204,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bank_node.baseline import policy_snapshot
-    from bank_node.data import load_ibm_csv
+    from bank_node.data import load_transactions
     from bank_node.training import Normalizer, model_from_vector
     from models.features import compute_features
     from models.training import predict_scores
@@ -219,7 +219,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = model_from_vector(
         policy.model_spec, policy.n_features, np.load(state / "global_model.npy")
     )
-    frame = load_ibm_csv(Path(args.input))
+    frame = load_transactions(Path(args.input))
     x = compute_features(frame)
     if meta.get("stats_round") is not None:
         norm_path = state / f"normalization-round-{meta['stats_round']}.json"

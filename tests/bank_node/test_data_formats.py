@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from bank_node.data import (
-    PAYSIM_START,
     DataError,
     detect_format,
     load_paysim_csv,
     load_transactions,
     load_ulb_csv,
 )
+from bank_node.schemas import PAYSIM_START
 from models.features import (
     CARD_FEATURE_NAMES,
     FEATURE_NAMES,
@@ -147,6 +147,15 @@ def test_an_unknown_header_names_the_known_formats(tmp_path: Path) -> None:
     message = str(caught.value)
     assert caught.value.line == 1 and str(path) in message
     assert all(name in message for name in ("IBM AML", "PaySim", "ULB creditcard", "nameOrig"))
+
+
+def test_a_header_near_no_format_says_which_columns_the_nearest_one_needs(tmp_path: Path) -> None:
+    path = write(tmp_path, "step,type,amount,nameOrig,nameDest", ["1,TRANSFER,5.0,C1,C2"])
+    with pytest.raises(DataError, match="header matches no known format") as caught:
+        detect_format(path)
+    assert "the nearest, PaySim, also needs columns oldbalanceOrg, newbalanceOrig," in str(
+        caught.value
+    )
 
 
 def test_reading_paysim_in_small_chunks_gives_the_same_frame(tmp_path: Path) -> None:
