@@ -155,7 +155,10 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bank_node.data import check_header
+
     config = _config(args)
+    check_header(config.data_file)  # a wrong file fails now, naming it, not at round one
     agent = agent_from_config(config)
     if config.metrics_port:
         from bank_node.metrics import start_metrics_server

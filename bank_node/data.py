@@ -68,6 +68,17 @@ def _unknown_header(header: list[str], nearest: TransactionFormat | None) -> str
     return f"header matches no known format{near}. Known formats: {known}"
 
 
+def check_header(path: Path | str) -> TransactionFormat:
+    """The file's format, once its header holds every column that format needs.
+
+    Reads the header line only: a node checks its ``data_file`` at start-up this way, so
+    a wrong file is refused at once rather than at the first round.
+    """
+    fmt = detect_format(path)
+    _positions(Path(path), _read_header(Path(path)), fmt)
+    return fmt
+
+
 def load_ibm_csv(path: Path | str, *, chunksize: int = 200_000) -> pd.DataFrame:
     """Load an IBM "Transactions for Anti Money Laundering" CSV (or our synthetic one).
 

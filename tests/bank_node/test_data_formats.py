@@ -10,6 +10,7 @@ import pytest
 
 from bank_node.data import (
     DataError,
+    check_header,
     detect_format,
     load_paysim_csv,
     load_transactions,
@@ -192,3 +193,28 @@ def test_a_malformed_paysim_or_ulb_file_names_file_line_and_column(
     error = caught.value
     assert (error.path, error.line, error.column) == (str(path), line, column)
     assert f"line {line}" in str(error) and column in str(error)
+
+
+def test_check_header_reads_only_the_header_and_names_a_missing_column(tmp_path: Path) -> None:
+    good = write(tmp_path, PAYSIM_HEADER, ["not,a,row"], "good.csv")
+    assert check_header(good).name == "PaySim"  # the malformed row is never read
+    bad = write(tmp_path, PAYSIM_HEADER.replace(",isFraud", ""), [], "bad.csv")
+    with pytest.raises(DataError, match=r"bad\.csv, line 1, column isFraud: required PaySim"):
+        check_header(bad)
+
+
+def test_bank_node_run_refuses_a_data_file_without_a_required_column_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bank_node.cli import main
+
+    data = write(tmp_path, PAYSIM_HEADER.replace(",isFraud", ""), [], "wallet.csv")
+    (tmp_path / "node.toml").write_text(
+        'portal_url = "http://127.0.0.1:9"\nbank = "alpha"\ncredential_file = "credential"\n'
+        'signing_key_file = "signing.key"\nsecret_context_file = "consortium.secret"\n'
+        f'ckks_params_file = "ckks_params.json"\ndata_file = "{data}"\n'
+        'state_dir = "state"\nallow_unpinned_roster = true\n'
+    )
+    assert main(["run", "--config", str(tmp_path / "node.toml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}, line 1, column isFraud: required PaySim column 'isFraud' missing" in err
