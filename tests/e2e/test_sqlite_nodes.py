@@ -38,8 +38,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 BANKS = [f"bank-{i:02d}" for i in range(20)]
 FILES = 4  # generated bank files, shared round-robin by the 20 nodes
 TINY_MODEL = {"kind": "mlp", "hidden": [4], "seed": 1, "loss": "bce"}
-# Bounds for a failure only: on two free cores the nodes finish in about two minutes (most of
-# it 20 imports of torch and Lightning), on a loaded machine in several.
+# Bounds for a failure only: the nodes need about 170 CPU-seconds in all (most of it 20
+# imports of torch and Lightning), about 90 s on two free cores, minutes on a loaded machine.
 NODES_TIMEOUT = 600.0
 # No 20th upload by then (deadline_seconds) would publish the round without it.
 ROUND_DEADLINE = 900
