@@ -174,7 +174,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train_once(args: argparse.Namespace) -> int:
-    agent = agent_from_config(_config(args))
+    from bank_node.data import check_header
+
+    config = _config(args)
+    check_header(config.data_file)  # as `run` does: a wrong file fails before any round
+    agent = agent_from_config(config)
     agent.run(max_rounds=len(agent.state.evaluated) + 1, idle_exit_seconds=args.timeout)
     return 0
 

@@ -203,8 +203,9 @@ def test_check_header_reads_only_the_header_and_names_a_missing_column(tmp_path:
         check_header(bad)
 
 
-def test_bank_node_run_refuses_a_data_file_without_a_required_column_at_start(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("command", ["run", "train-once"])
+def test_the_node_refuses_a_data_file_without_a_required_column_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
     from bank_node.cli import main
 
@@ -215,6 +216,6 @@ def test_bank_node_run_refuses_a_data_file_without_a_required_column_at_start(
         f'ckks_params_file = "ckks_params.json"\ndata_file = "{data}"\n'
         'state_dir = "state"\nallow_unpinned_roster = true\n'
     )
-    assert main(["run", "--config", str(tmp_path / "node.toml")]) == 2
+    assert main([command, "--config", str(tmp_path / "node.toml")]) == 2
     err = capsys.readouterr().err
     assert f"{data}, line 1, column isFraud: required PaySim column 'isFraud' missing" in err
