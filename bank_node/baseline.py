@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ from protocol import (
 )
 
 log = logging.getLogger(__name__)
+
+# ``--policy fraud:2``: a policy version on the portal (names are slugs, versions numbers).
+POLICY_REFERENCE = re.compile(r"(?P<name>[-a-zA-Z0-9_]+):(?P<version>[0-9]+)")
 
 MODEL_WEIGHTS = "global_model.npy"
 MODEL_META = "global_model.json"
@@ -113,10 +117,10 @@ def policy_snapshot(raw: object, source: Path) -> PolicySnapshot:
         raise ConfigError(f"{source}: not a policy snapshot: {exc}") from exc
 
 
-def baseline_policy(config: NodeConfig, path: Path | None) -> BaselinePolicy:
+def baseline_policy(config: NodeConfig, choice: str | None) -> BaselinePolicy:
     """``--policy`` if given, else the portal's current round's policy, else the defaults."""
-    if path is not None:
-        return BaselinePolicy(policy_from_file(path), f"file {path}")
+    if choice is not None:
+        return chosen_policy(config, choice)
     try:
         client = BankClient(
             config.portal_url,
@@ -135,6 +139,34 @@ def baseline_policy(config: NodeConfig, path: Path | None) -> BaselinePolicy:
     return BaselinePolicy(
         policy, f"portal round {rnd.number} (policy {policy.name} v{policy.version})"
     )
+
+
+def chosen_policy(config: NodeConfig, choice: str) -> BaselinePolicy:
+    """``--policy``: NAME:VERSION fetched from the portal, or a JSON file's path.
+
+    An existing file wins over the NAME:VERSION reading of the same string.
+    """
+    reference = POLICY_REFERENCE.fullmatch(choice)
+    if reference is None or Path(choice).exists():
+        return BaselinePolicy(policy_from_file(Path(choice)), f"file {choice}")
+    name, version = reference["name"], int(reference["version"])
+    policy = policy_from_portal(config, name, version)
+    return BaselinePolicy(policy, f"portal policy {name} v{version}")
+
+
+def policy_from_portal(config: NodeConfig, name: str, version: int) -> PolicySnapshot:
+    """Policy ``name`` version ``version`` from the portal, or a ConfigError saying why not."""
+    try:
+        client = BankClient(config.portal_url, config.credential, timeout=10.0, max_retries=1)
+        return client.policy_version(name, version)
+    except PortalError as exc:
+        if exc.status is None:
+            why = f"the portal at {config.portal_url} is not reachable ({exc.message})"
+        else:
+            why = f"the portal answered {exc.status}: {exc.message}"
+        raise ConfigError(
+            f"--policy {name}:{version}: {why}. A JSON file path works without the portal"
+        ) from exc
 
 
 def train_baseline(

@@ -161,7 +161,10 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from bank_node.data import check_header
+
     config = _config(args)
+    check_header(config.data_file)  # a wrong file fails now, naming it, not at round one
     agent = agent_from_config(config)
     if config.metrics_port:
         from bank_node.metrics import start_metrics_server
@@ -177,7 +180,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train_once(args: argparse.Namespace) -> int:
-    agent = agent_from_config(_config(args))
+    from bank_node.data import check_header
+
+    config = _config(args)
+    check_header(config.data_file)  # as `run` does: a wrong file fails before any round
+    agent = agent_from_config(config)
     agent.run(max_rounds=len(agent.state.evaluated) + 1, idle_exit_seconds=args.timeout)
     return 0
 
@@ -194,7 +201,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if save is not None:
         check_save_target(config, save)
     torch.set_num_threads(max(1, config.torch_threads))
-    chosen = baseline_policy(config, Path(args.policy) if args.policy else None)
+    chosen = baseline_policy(config, args.policy)
     log.info("baseline: policy from %s; split: %s", chosen.source, config.evaluation.describe())
     policy = chosen.policy
     epochs = args.epochs or policy.local_epochs * policy.max_rounds
@@ -210,7 +217,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     import numpy as np
 
     from bank_node.baseline import policy_snapshot
-    from bank_node.data import load_ibm_csv
+    from bank_node.data import load_transactions
     from bank_node.training import Normalizer, model_from_vector
     from models.features import compute_features
     from models.training import predict_scores
@@ -225,7 +232,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     model = model_from_vector(
         policy.model_spec, policy.n_features, np.load(state / "global_model.npy")
     )
-    frame = load_ibm_csv(Path(args.input))
+    frame = load_transactions(Path(args.input))
     x = compute_features(frame)
     if meta.get("stats_round") is not None:
         norm_path = state / f"normalization-round-{meta['stats_round']}.json"
@@ -267,9 +274,11 @@ def _no_model_hint(model: str | None) -> str:
 def _baseline_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--policy",
-        help="policy snapshot JSON, or a round's JSON (GET /api/v1/rounds/current) whose "
-        "policy is used. Optional: without it, the policy of the portal's current round when "
-        "the portal answers, else the protocol defaults; the output's policy_source says which",
+        metavar="NAME:VERSION|FILE",
+        help="a policy version on the portal (e.g. fraud:2), or a JSON file: a policy snapshot "
+        "or a round's JSON (GET /api/v1/rounds/current) whose policy is used. Optional: "
+        "without it, the policy of the portal's current round when the portal answers, else "
+        "the protocol defaults; the output's policy_source says which",
     )
     c.add_argument(
         "--epochs",

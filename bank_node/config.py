@@ -439,7 +439,10 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         "beside it.",
     ),
     "ckks_params_file": ('"ckks_params.json"', "The CKKS parameters written with the context."),
-    "data_file": ('"transactions.csv"', "This bank's transactions (IBM AML CSV schema)."),
+    "data_file": (
+        '"transactions.csv"',
+        "This bank's transactions: IBM AML, PaySim or ULB creditcard CSV (from the header).",
+    ),
     "state_dir": (
         '"state"',
         "Where the node keeps its round state, models and logs (created if missing).",

@@ -24,6 +24,7 @@ from protocol import (
     KeyEpochInfo,
     MaskKeysPost,
     MetricsReceipt,
+    PolicySnapshot,
     PrivacyClaim,
     ProtocolError,
     Reveal,
@@ -190,6 +191,10 @@ class BankClient(_Base):
 
     def key_epoch(self) -> KeyEpochInfo:
         return self._parsed(KeyEpochInfo.from_dict, "GET", "key-epochs/current")
+
+    def policy_version(self, name: str, version: int) -> PolicySnapshot:
+        """One policy version's snapshot, whether or not a round has run under it."""
+        return self._parsed(PolicySnapshot.from_dict, "GET", f"policies/{name}/versions/{version}")
 
     def current_round(self) -> RoundInfo | None:
         """The round in flight, or None when there is none (the portal answers 204)."""

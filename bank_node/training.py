@@ -14,7 +14,7 @@ import numpy as np
 
 from bank_node import metrics as node_metrics
 from bank_node.config import Evaluation
-from bank_node.data import load_ibm_csv
+from bank_node.data import load_transactions
 from bank_node.splits import low_positive_warning, split_frame
 from models.features import compute_features
 from models.metrics import auprc, f1_at, f1_best_threshold, recall_at_budget
@@ -111,7 +111,7 @@ def feature_moments(data: LocalData) -> tuple[np.ndarray, int]:
 @functools.lru_cache(maxsize=2)
 def local_data(path: Path, evaluation: Evaluation = DEFAULT_EVALUATION) -> LocalData:
     """The bank's file as features, split as ``evaluation`` says; warns on few test positives."""
-    frame = load_ibm_csv(path)
+    frame = load_transactions(path)
     parts = split_frame(frame, evaluation, path)
     # Features are computed on the whole history (strictly as-of), then split, so the
     # first held-out rows still see the account history that precedes them.

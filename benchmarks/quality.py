@@ -15,9 +15,10 @@ Run: ``.venv/bin/python benchmarks/quality.py [--preset small|tiny] [--seed 0]``
    holdout typology the recall at the alert budget at the banks that never saw it while
    training. Targets are printed with pass/fail.
 
-Bring your own data: ``--data-dir DIR`` takes one CSV per bank (IBM AML schema, see
-DATA.md) instead of a generated world; no manifest is needed, and without a ``Typology``
-column the per-typology figures are skipped with a note. ``--train-before`` and
+Bring your own data: ``--data-dir DIR`` takes one CSV per bank (IBM AML, PaySim or ULB
+creditcard columns, recognised from the header; see DATA.md) instead of a generated world;
+no manifest is needed, and without a ``Typology`` column the per-typology figures are
+skipped with a note. ``--train-before`` and
 ``--evaluate-from`` split every bank by date, as a node's ``[evaluation]`` table does (the
 encrypted run's nodes get the same table). ``--no-encrypted`` leaves out the CKKS column
 (no portal, no node processes): local-only, centralised and plaintext FedAvg only.
@@ -30,31 +31,26 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bank_node.config import Evaluation  # noqa: E402
-from bank_node.data import load_ibm_csv  # noqa: E402
-from bank_node.splits import split_frame  # noqa: E402
+from bank_node.data import DataError  # noqa: E402
 from bank_node.training import (  # noqa: E402
-    LocalData,
     Normalizer,
-    check_test_positives,
     feature_moments,
     model_from_vector,
     train_round,
 )
 from he.codec import TRAILER_SLOTS  # noqa: E402
 from models.comparison import TITLES, BankInfo, comparison_report, score_bank  # noqa: E402
-from models.features import FEATURE_NAMES, compute_features  # noqa: E402
+from models.features import FEATURE_NAMES  # noqa: E402
 from models.federation import fedavg, run_fedavg  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
@@ -66,13 +62,12 @@ from protocol import (  # noqa: E402
     PolicySnapshot,
     default_ckks_params,
 )
+from simulation.bank_data import Bank, load_bank  # noqa: E402
 from simulation.datadir import (  # noqa: E402
-    TYPOLOGY_COLUMN,
-    BankFile,
+    DataDirError,
     add_data_arguments,
     bank_files,
     check_data_arguments,
-    has_column,
     load_manifest,
     typology_manifest,
 )
@@ -89,33 +84,6 @@ HYPER: dict[str, Any] = {
     "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10.0},
 }
 COLUMNS = ["local", "central", "fed_plain", "fed_enc"]
-
-
-@dataclass
-class Bank:
-    """One member bank's data as its node sees it, plus the held-out rows' typologies."""
-
-    bank_id: str
-    slug: str  # its name at the portal and its directory in the encrypted run
-    data: LocalData
-    test_typology: np.ndarray  # "" for every row when the file has no Typology column
-    rows: int
-
-
-def load_bank(file: BankFile, evaluation: Evaluation) -> Bank:
-    """Same steps as `bank_node.training.local_data`, keeping the test rows' typology."""
-    frame = load_ibm_csv(file.path)
-    parts = split_frame(frame, evaluation, file.path)
-    features = compute_features(frame)
-    labels = frame["label"].to_numpy(dtype=np.float32)
-    tr, va, te = (frame.index.get_indexer(p.index) for p in parts)
-    data = LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
-    check_test_positives(data, evaluation, file.path)
-    typology = np.full(len(frame), "", dtype=object)
-    if has_column(file.path, TYPOLOGY_COLUMN):
-        read = pd.read_csv(file.path, usecols=[TYPOLOGY_COLUMN], dtype=str, keep_default_na=False)
-        typology = read[TYPOLOGY_COLUMN].to_numpy()
-    return Bank(file.bank_id, file.slug, data, typology[te], len(frame))
 
 
 def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
@@ -348,6 +316,15 @@ def train_columns(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    try:
+        return run(args)
+    except (DataDirError, DataError) as exc:  # a bank's file or the directory: say which
+        print(f"quality: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """Every column on the chosen banks' files; the tables printed and written to --out."""
     hyper = hyper_of(args)
     work = Path(args.out or ROOT / "benchmarks" / "out" / f"quality-{args.preset}").resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,8 @@
 
 The generator writes ``bank_<id>.csv`` files and a ``manifest.json`` that names them and
 their typologies. A consortium bringing its own data has only the CSV files (any format
-`bank_node.data` reads; IBM AML for the demo's nodes), perhaps without a ``Typology``
-column: then per-typology figures are skipped, with a note.
+`bank_node.data` reads: IBM AML, PaySim, ULB creditcard, recognised from the header),
+perhaps without a ``Typology`` column: then per-typology figures are skipped, with a note.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def bank_files(directory: Path) -> list[BankFile]:
     if not pairs:
         raise DataDirError(
             f"{directory} holds no *.csv file: put one transaction file per bank there "
-            "(IBM AML schema, see DATA.md)"
+            "(IBM AML, PaySim or ULB creditcard columns, see DATA.md)"
         )
     files = [BankFile(bank_id, slug_of(path), path) for bank_id, path in pairs]
     _check_slugs(directory, files)
@@ -93,8 +93,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir",
         default=None,
-        help="the banks' own files, one CSV per bank (IBM AML schema, see DATA.md), instead "
-        "of a generated world; a manifest.json and a Typology column are optional",
+        help="the banks' own files, one CSV per bank (IBM AML, PaySim or ULB creditcard, see "
+        "DATA.md), instead of a generated world; a manifest.json and a Typology column are "
+        "optional",
     )
     p.add_argument(
         "--train-before",

@@ -209,6 +209,13 @@ def policy_get_by_version(name: str, version: int) -> RoundPolicy | None:
     return RoundPolicy.objects.filter(name=name, version=version).first()
 
 
+def policy_version_numbers(name: str) -> list[int]:
+    """The versions a policy name has, oldest first (empty for an unknown name)."""
+    return list(
+        RoundPolicy.objects.filter(name=name).order_by("version").values_list("version", flat=True)
+    )
+
+
 def policy_table() -> QuerySet[RoundPolicy]:
     return RoundPolicy.objects.annotate(round_count=Count("rounds")).order_by("name", "-version")
 

@@ -31,5 +31,10 @@ urlpatterns = [
     path("key-epochs/current", views.KeyEpochCurrentView.as_view(), name="key-epoch-current"),
     path("key-epochs/", views.KeyEpochCreateView.as_view(), name="key-epoch-create"),
     path("policies/", views.PolicyListCreateView.as_view(), name="policy-list"),
+    path(
+        "policies/<slug:name>/versions/<int:version>",
+        views.PolicyVersionView.as_view(),
+        name="policy-version",
+    ),
     path("policies/<int:pk>/activate", views.PolicyActivateView.as_view(), name="policy-activate"),
 ]

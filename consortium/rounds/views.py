@@ -301,6 +301,31 @@ class PolicyListCreateView(generics.ListCreateAPIView):
         return Response(PolicySerializer(policy).data, status=status.HTTP_201_CREATED)
 
 
+class PolicyVersionView(APIView):
+    """One policy version's snapshot, as a round under it would carry it.
+
+    A bank trains its local-only baseline under a named version
+    (``bank-node baseline --policy NAME:VERSION``) before any round runs it.
+    """
+
+    permission_classes = [IsMemberOrStaff]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request: Request, name: str, version: int) -> Response:
+        policy = selectors.policy_get_by_version(name, version)
+        if policy is None:
+            raise NotFound(_no_policy_version(name, version))
+        return Response(policy.snapshot())
+
+
+def _no_policy_version(name: str, version: int) -> str:
+    versions = selectors.policy_version_numbers(name)
+    if not versions:
+        return f"policy {name!r} does not exist"
+    listed = ", ".join(str(v) for v in versions)
+    return f"policy {name!r} has no version {version} (its versions: {listed})"
+
+
 class PolicyActivateView(APIView):
     permission_classes = [IsOperator]
 

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.django_db
 WRITES = ("post", "put", "patch", "delete")
 # Rows that may change while someone merely reads: sessions and sign-in bookkeeping.
 VOLATILE = {"sessions", "axes", "admin"}
-SAMPLE = {"slug": "alpha", "bank": "alpha", "action": "suspend", "number": "1", "pk": "1"}
+SAMPLE = {"slug": "alpha", "bank": "alpha", "action": "suspend", "number": "1", "pk": "1",
+          "name": "default", "version": "1"}  # fmt: skip
 
 
 def _routes(patterns: list[Any], prefix: str = "") -> list[str]:

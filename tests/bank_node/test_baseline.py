@@ -115,3 +115,60 @@ def test_the_defaults_are_the_portals_defaults_for_a_new_policy():
     fresh = RoundPolicy()  # a new policy's field defaults; no database needed
     fields = {name: getattr(fresh, name) for name in baseline.POLICY_DEFAULTS}
     assert fields == baseline.POLICY_DEFAULTS
+
+
+@pytest.fixture
+def portal_node_toml(tmp_path: Path, bank_file: Path, bank_alpha: Any, monkeypatch: Any) -> Path:
+    """A node.toml whose BankClient talks to this process's portal (Django's test client)."""
+    from django.test import Client
+
+    from bank_node.portal_client import BankClient
+    from tests.portal_transport import DjangoTransport
+
+    portal = "https://portal.example"
+    original = BankClient.__init__
+
+    def init(self: BankClient, base_url: str, credential: str, **kwargs: Any) -> None:
+        original(self, base_url, credential, **kwargs)
+        self.session.mount(portal, DjangoTransport(Client()))
+
+    monkeypatch.setattr(BankClient, "__init__", init)
+    (tmp_path / "credential").write_text(bank_alpha.credential)
+    path = tmp_path / "node.toml"
+    path.write_text(
+        f'portal_url = "{portal}"\nbank = "alpha"\ncredential_file = "credential"\n'
+        'signing_key_file = "signing.key"\nsecret_context_file = "consortium.secret"\n'
+        f'ckks_params_file = "ckks_params.json"\ndata_file = "{bank_file}"\nstate_dir = "state"\n'
+    )
+    return path
+
+
+@pytest.mark.django_db
+def test_a_policy_named_by_version_is_fetched_from_the_portal(portal_node_toml: Path, policy: Any):
+    chosen = baseline.baseline_policy(load_config(portal_node_toml), "default:1")
+    assert chosen.policy == policy.as_snapshot()
+    assert chosen.source == "portal policy default v1"
+
+
+@pytest.mark.django_db
+def test_baseline_with_an_unknown_policy_version_names_it_and_exits_2(
+    portal_node_toml: Path, policy: Any, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["baseline", "--config", str(portal_node_toml), "--policy", "default:4"]) == 2
+    err = capsys.readouterr().err
+    assert "--policy default:4: the portal answered 404" in err
+    assert "policy 'default' has no version 4 (its versions: 1)" in err
+
+
+def test_an_unreachable_portal_for_a_named_policy_is_a_config_error(node_toml: Path):
+    with pytest.raises(baseline.ConfigError, match=r"--policy fraud:2: the portal at .* is not"):
+        baseline.baseline_policy(load_config(node_toml), "fraud:2")
+
+
+def test_an_existing_file_named_like_a_policy_version_is_read_as_a_file(
+    node_toml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fraud:2").write_text(json.dumps(baseline.default_policy().to_dict()))
+    chosen = baseline.baseline_policy(load_config(node_toml), "fraud:2")
+    assert chosen.source == "file fraud:2" and chosen.policy == baseline.default_policy()

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from bank_node.data import (
-    PAYSIM_START,
     DataError,
+    check_header,
     detect_format,
     load_paysim_csv,
     load_transactions,
     load_ulb_csv,
 )
+from bank_node.schemas import PAYSIM_START
 from models.features import (
     CARD_FEATURE_NAMES,
     FEATURE_NAMES,
@@ -149,6 +150,15 @@ def test_an_unknown_header_names_the_known_formats(tmp_path: Path) -> None:
     assert all(name in message for name in ("IBM AML", "PaySim", "ULB creditcard", "nameOrig"))
 
 
+def test_a_header_near_no_format_says_which_columns_the_nearest_one_needs(tmp_path: Path) -> None:
+    path = write(tmp_path, "step,type,amount,nameOrig,nameDest", ["1,TRANSFER,5.0,C1,C2"])
+    with pytest.raises(DataError, match="header matches no known format") as caught:
+        detect_format(path)
+    assert "the nearest, PaySim, also needs columns oldbalanceOrg, newbalanceOrig," in str(
+        caught.value
+    )
+
+
 def test_reading_paysim_in_small_chunks_gives_the_same_frame(tmp_path: Path) -> None:
     path = write(tmp_path, PAYSIM_HEADER, PAYSIM_ROWS)
     pd.testing.assert_frame_equal(load_paysim_csv(path, chunksize=1), load_paysim_csv(path))
@@ -183,3 +193,29 @@ def test_a_malformed_paysim_or_ulb_file_names_file_line_and_column(
     error = caught.value
     assert (error.path, error.line, error.column) == (str(path), line, column)
     assert f"line {line}" in str(error) and column in str(error)
+
+
+def test_check_header_reads_only_the_header_and_names_a_missing_column(tmp_path: Path) -> None:
+    good = write(tmp_path, PAYSIM_HEADER, ["not,a,row"], "good.csv")
+    assert check_header(good).name == "PaySim"  # the malformed row is never read
+    bad = write(tmp_path, PAYSIM_HEADER.replace(",isFraud", ""), [], "bad.csv")
+    with pytest.raises(DataError, match=r"bad\.csv, line 1, column isFraud: required PaySim"):
+        check_header(bad)
+
+
+@pytest.mark.parametrize("command", ["run", "train-once"])
+def test_the_node_refuses_a_data_file_without_a_required_column_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    from bank_node.cli import main
+
+    data = write(tmp_path, PAYSIM_HEADER.replace(",isFraud", ""), [], "wallet.csv")
+    (tmp_path / "node.toml").write_text(
+        'portal_url = "http://127.0.0.1:9"\nbank = "alpha"\ncredential_file = "credential"\n'
+        'signing_key_file = "signing.key"\nsecret_context_file = "consortium.secret"\n'
+        f'ckks_params_file = "ckks_params.json"\ndata_file = "{data}"\n'
+        'state_dir = "state"\nallow_unpinned_roster = true\n'
+    )
+    assert main([command, "--config", str(tmp_path / "node.toml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}, line 1, column isFraud: required PaySim column 'isFraud' missing" in err

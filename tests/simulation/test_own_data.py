@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bank_node.schemas import PAYSIM_START
 from simulation.datadir import DataDirError, bank_files, typology_manifest
 from simulation.world import generate_world
 
@@ -33,6 +34,36 @@ def own_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=["Typology"])
         frame.columns = [c.removesuffix(".1") for c in frame.columns]  # IBM's two "Account"
         frame.to_csv(out / path.name.replace("bank_", "Our Bank "), index=False)
+    return out
+
+
+# How a generated IBM file reads as PaySim: payment formats to PaySim's transaction types.
+PAYSIM_TYPES = {"Cash": "CASH_OUT", "Wire": "TRANSFER", "Credit Card": "PAYMENT", "ACH": "DEBIT",
+                "Cheque": "DEBIT", "Bitcoin": "TRANSFER", "Reinvestment": "CASH_IN"}  # fmt: skip
+
+
+def _as_paysim(ibm: pd.DataFrame) -> pd.DataFrame:
+    """One generated bank's rows in PaySim's columns (whole hours from PaySim's start)."""
+    stamps = pd.to_datetime(ibm["Timestamp"], format="%Y/%m/%d %H:%M")
+    zero = "0.0"  # the generator keeps no balances; the loader reads them, features do not
+    return pd.DataFrame({
+        "step": ((stamps - PAYSIM_START) // pd.Timedelta(hours=1)).astype(int),
+        "type": ibm["Payment Format"].map(PAYSIM_TYPES), "amount": ibm["Amount Paid"],
+        "nameOrig": ibm["Account"], "oldbalanceOrg": zero, "newbalanceOrig": zero,
+        "nameDest": ibm["Account.1"], "oldbalanceDest": zero, "newbalanceDest": zero,
+        "isFraud": ibm["Is Laundering"], "isFlaggedFraud": "0",
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def paysim_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same kind of small world, each bank's file in the PaySim schema instead."""
+    world = tmp_path_factory.mktemp("world-paysim")
+    generate_world(world, n_banks=3, preset="tiny", seed=5)
+    out = tmp_path_factory.mktemp("paysim")
+    for path in sorted(world.glob("bank_*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        _as_paysim(frame).to_csv(out / path.name.replace("bank_", "Wallet "), index=False)
     return out
 
 
@@ -75,6 +106,40 @@ def test_quality_compares_local_central_and_federated_on_own_files_without_typol
     for column in result["results"].values():
         assert sorted(column) == ["Our Bank 1", "Our Bank 2", "Our Bank 3"]
         assert all(bank["typology_hits"] == {} and bank["auprc"] > 0 for bank in column.values())
+
+
+def test_quality_compares_the_columns_on_a_directory_of_paysim_files(
+    paysim_data: Path, tmp_path: Path
+):
+    argv = [sys.executable, "benchmarks/quality.py", "--data-dir", str(paysim_data),
+            "--no-encrypted", "--rounds", "1", "--local-epochs", "1", "--out", str(tmp_path),
+            "--train-before", "2022-10-10"]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = sum(sum(1 for _ in p.open()) - 1 for p in paysim_data.glob("*.csv"))
+    assert f"{paysim_data}; {rows:,} transactions; split: train before 2022-10-10" in done.stdout
+    result = json.loads((tmp_path / "quality.json").read_text())
+    for column in result["results"].values():
+        assert sorted(column) == ["Wallet 1", "Wallet 2", "Wallet 3"]
+        assert all(bank["auprc"] > 0 for bank in column.values())
+
+
+def test_quality_names_the_file_and_the_column_a_paysim_file_lacks(
+    paysim_data: Path, tmp_path: Path
+):
+    for path in sorted(paysim_data.glob("*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if path.name == "Wallet 2.csv":
+            frame = frame.drop(columns=["isFraud"])
+        frame.to_csv(tmp_path / path.name, index=False)
+    argv = [sys.executable, "benchmarks/quality.py", "--data-dir", str(tmp_path),
+            "--no-encrypted", "--out", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"quality: error: {tmp_path / 'Wallet 2.csv'}, line 1, column isFraud: "
+        "required PaySim column 'isFraud' missing"
+    )
 
 
 def test_quality_refuses_an_evaluate_from_before_train_before(own_data: Path, tmp_path: Path):
