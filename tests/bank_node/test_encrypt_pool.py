@@ -70,9 +70,7 @@ def test_a_pooled_upload_sums_with_in_process_ones_to_the_plain_sum(
     assert np.max(np.abs(total - sum(values))) < 1e-4
 
 
-def test_the_pooled_container_is_the_in_process_one_in_header_size_and_digest(
-    ckks, kits, binding
-):
+def test_the_pooled_container_is_the_in_process_one_in_header_size_and_digest(ckks, kits, binding):
     secret, _ = kits
     terms, _ = ring_masks(2, binding)
     values = np.random.default_rng(4).normal(size=LENGTH)
