@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from tests.he.secagg_support import decrypted_sum, ring_masks, write_all
 pytestmark = pytest.mark.filterwarnings("ignore")
 PARAMS = CkksParams()
 N = PARAMS.poly_modulus_degree
+ROOT = Path(__file__).resolve().parents[2]
 LENGTH = 3 * N + 5  # four chunks, the last one partly filled: two blocks of two
 
 
@@ -135,3 +138,25 @@ def test_a_public_context_is_refused_for_the_workers(ckks):
     public = load_public_context(ckks.public_bytes, PARAMS)
     with pytest.raises(PoolFailed, match="secret context"):
         worker_secret(public)
+
+
+def test_the_worker_imports_neither_torch_nor_the_agent():
+    probe = (
+        "import sys, bank_node.encrypt_worker; "
+        "print(sorted(m for m in ('torch', 'django', 'bank_node.agent') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_worker_whose_node_goes_away_exits_quietly():
+    done = subprocess.run(
+        [sys.executable, "-m", "bank_node.encrypt_worker"],
+        input=b"",
+        capture_output=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 1 and done.stderr == b""
