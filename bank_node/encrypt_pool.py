@@ -100,10 +100,11 @@ class _Worker:
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait()
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:
                 pipe.close()
+        # Reaped on a thread: waiting for the exit here would sit on the upload's path.
+        threading.Thread(target=self.process.wait, daemon=True).start()
 
 
 class EncryptPool:
