@@ -58,10 +58,8 @@ class _Worker:
 
     def __init__(self, task: WorkerTask, secret: bytes) -> None:
         self.task = task
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]),
-        }
+        path = [_ROOT, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bank_node.encrypt_worker"],
             stdin=subprocess.PIPE,
@@ -69,8 +67,8 @@ class _Worker:
             env=env,
         )
         self.error: BaseException | None = None
-        # The secret context is larger than a pipe's buffer and the worker reads it only
-        # once its imports are done: a thread writes it so the node goes on meanwhile.
+        # The secret context nearly fills a pipe's buffer and the worker reads it only once
+        # its imports are done: a thread writes it so the node goes on meanwhile.
         self._setup = threading.Thread(target=self._send_setup, args=(secret,), daemon=True)
         self._setup.start()
 
@@ -78,8 +76,8 @@ class _Worker:
         try:
             self.send(self.task.to_bytes())
             self.send(secret)
-        except OSError as exc:  # the worker died; reported when the node waits for it
-            self.error = exc
+        except (OSError, ValueError) as exc:  # the worker died, or the pool was closed
+            self.error = exc  # reported when the node waits for the worker
 
     def send(self, body: bytes | memoryview) -> None:
         assert self.process.stdin is not None
