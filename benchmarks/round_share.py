@@ -25,33 +25,51 @@ values (default 1,000,000, the issue's size) and the demo model's own vector. Ev
 is the median of ``--repeats`` runs, on two clocks: the process's CPU time (what a
 dedicated node waits; robust to other jobs on a shared machine) and wall-clock time.
 Prints the timings and the share T_enc / (T_train + T_enc) under each encryption, on each
-clock, against the target of at most 5 % at 1M values.
+clock, against the target of at most 5 % at 1M values. Clocks, keys and updates live in
+``round_share_common.py``, the workers' timing in ``round_share_workers.py``, beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import tenseal as ts
 import torch
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Its two helper modules sit beside it (loaded by path in the tests, as a script here).
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bank_node.encrypt_pool import POOL_MIN_VALUES, EncryptPool, worker_secret  # noqa: E402
+from round_share_common import (  # noqa: E402
+    CLOCKS,
+    FIRST_TRAINING_ROUND,
+    TARGET_PARAMS,
+    TARGET_SHARE,
+    Clock,
+    Crypto,
+    Timing,
+    crypto_setup,
+    encryption_share,
+    median_timing,
+    update_values,
+)
+from round_share_workers import (  # noqa: E402
+    measure_workers,
+    time_training_beside_workers,
+    worker_lines,
+    workers_overlap_line,
+)
+
+from bank_node.encrypt_pool import POOL_MIN_VALUES  # noqa: E402
 from bank_node.training import (  # noqa: E402
     LocalData,
     Normalizer,
@@ -60,12 +78,8 @@ from bank_node.training import (  # noqa: E402
     model_from_vector,
     train_round,
 )
-from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update  # noqa: E402
-from he.keys import fingerprint, generate_secret_context, public_context_bytes  # noqa: E402
-from he.masking import MaskTerm, RoundBinding, pairwise_terms  # noqa: E402
-from he.params import CkksParams  # noqa: E402
+from he.codec import TRAILER_SLOTS, encrypt_vector  # noqa: E402
 from he.premask import PrecomputedMasks, precompute_masks  # noqa: E402
-from he.ring import SealKit, kit_from_tenseal  # noqa: E402
 from he.seeded import Masker, encrypt_vector2, masker_for  # noqa: E402
 from models.features import FEATURE_NAMES  # noqa: E402
 from models.vector import vector_length  # noqa: E402
@@ -85,51 +99,6 @@ DEMO_HYPER: dict[str, Any] = {
     "fedprox_mu": 0.0,
     "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10},
 }
-TARGET_SHARE = 0.05
-TARGET_PARAMS = 1_000_000
-# The demo's first training round follows its statistics round; the node seeds with it.
-FIRST_TRAINING_ROUND = 2
-OWN_ID = "bank-own"
-
-
-Clock = Literal["cpu", "wall"]
-CLOCKS: dict[Clock, str] = {
-    # Training runs on one torch thread and encryption on one thread too, so a node's
-    # process CPU time is what it would wait on a machine of its own.
-    "cpu": "CPU seconds of this process (a dedicated one-thread node's wall time)",
-    "wall": "wall clock (inflated by whatever else shares this machine's cores)",
-}
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Medians over repeated runs: wall-clock seconds and this process's CPU seconds."""
-
-    wall: float
-    cpu: float
-
-    def on(self, clock: Clock) -> float:
-        return self.cpu if clock == "cpu" else self.wall
-
-
-def median_timing(action: Callable[[], object], repeats: int) -> Timing:
-    """The median wall-clock and CPU time of ``repeats`` runs of ``action``."""
-    if repeats < 1:
-        raise ValueError("repeats must be at least 1")
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        action()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return Timing(statistics.median(walls), statistics.median(cpus))
-
-
-def encryption_share(t_enc: float, t_train: float) -> float:
-    """The share of the round spent encrypting: ``T_enc / (T_train + T_enc)``."""
-    if t_enc < 0 or t_train < 0 or t_enc + t_train == 0:
-        raise ValueError("timings must be non-negative and not both zero")
-    return t_enc / (t_train + t_enc)
 
 
 def demo_policy(model_spec: dict[str, Any] | None = None) -> PolicySnapshot:
@@ -216,51 +185,6 @@ def overlap_line(alone: Timing, beside: Timing, length: int) -> str:
         f"{beside.wall:.3f}s wall against {alone.wall:.3f}s alone ({longer:+.1%}); "
         f"CPU of both threads {beside.cpu:.3f}s"
     )
-
-
-def workers_overlap_line(alone: Timing, beside: Timing, length: int, workers: int) -> str:
-    """How much starting the workers (and their masks) lengthens training, until ready."""
-    longer = beside.wall / alone.wall - 1 if alone.wall > 0 else float("nan")
-    return (
-        f"training while {workers} workers start and compute the masks of {length:,} values, "
-        f"until they are ready: {beside.wall:.3f}s wall against {alone.wall:.3f}s alone "
-        f"({longer:+.1%}); CPU of this process {beside.cpu:.3f}s"
-    )
-
-
-@dataclass
-class Crypto:
-    """One member's CKKS secret context and its v2 masks for a cohort of ``peers + 1``."""
-
-    params: CkksParams
-    secret: ts.Context
-    kit: SealKit
-    fingerprint: str
-    binding: RoundBinding
-    terms: list[MaskTerm]
-
-
-def crypto_setup(peers: int, params: CkksParams | None = None) -> Crypto:
-    """Keys and masks, made once before any timing (the node derives its seeds at round start)."""
-    params = params or CkksParams()
-    secret = generate_secret_context(params)
-    fp = fingerprint(public_context_bytes(secret))
-    binding = RoundBinding("benchmark", FIRST_TRAINING_ROUND, fp)
-    own = X25519PrivateKey.generate()
-    cohort = {f"bank-{i:03d}": X25519PrivateKey.generate().public_key() for i in range(peers)}
-    terms = [
-        *pairwise_terms(own, OWN_ID, cohort, binding),
-        MaskTerm(OWN_ID, os.urandom(32), 1),
-    ]
-    return Crypto(params, secret, kit_from_tenseal(secret, params), fp, binding, terms)
-
-
-def update_values(length: int, seed: int = 0) -> np.ndarray:
-    """A packed update ``[n w, n, tag]`` of ``length`` values (weights ~ N(0, 0.1))."""
-    if length <= TRAILER_SLOTS:
-        raise ValueError(f"an update has more than {TRAILER_SLOTS} values")
-    weights = np.random.default_rng(seed).normal(0, 0.1, length - TRAILER_SLOTS)
-    return pack_update(weights, 1000, 1.5)
 
 
 def time_encrypt_v2(crypto: Crypto, values: np.ndarray, path: Path, repeats: int) -> Timing:
@@ -386,124 +310,6 @@ def target_line(r: SizeResult, clock: Clock) -> str:
         f"masks precomputed {verdict(r.share_v2_pre(clock))}, "
         f"masks inline {verdict(r.share_v2(clock))}"
     )
-
-
-@dataclass(frozen=True)
-class WorkerResult:
-    """The v2 encryption of one update size by worker processes, beside the training time.
-
-    ``t_enc.cpu`` is the critical path (the node's CPU plus the slowest worker's),
-    ``cpu_total`` what every process spent.
-    """
-
-    label: str
-    values: int
-    t_train: Timing
-    t_enc: Timing
-    cpu_total: float
-
-    def share(self, clock: Clock) -> float:
-        return encryption_share(self.t_enc.on(clock), self.t_train.on(clock))
-
-
-def time_encrypt_workers(
-    crypto: Crypto, values: np.ndarray, path: Path, repeats: int, workers: int
-) -> tuple[Timing, float]:
-    """T_enc (workers) and the CPU of every process, medians; each run starts a fresh pool.
-
-    The workers' start-up and masks are waited for before the clocks start: the node
-    starts them with the round and they run while it trains (``training_beside_workers``).
-    """
-    secret = worker_secret(crypto.secret)
-    walls, critical, totals = [], [], []
-    for _ in range(repeats):
-        pool = EncryptPool(
-            FIRST_TRAINING_ROUND,
-            crypto.params,
-            secret,
-            crypto.terms,
-            crypto.binding,
-            values.size,
-            workers,
-        )
-        pool.wait_ready()
-        wall, cpu = time.perf_counter(), time.process_time()
-        with open(path, "wb") as out:
-            pool.encrypt(values, crypto.fingerprint, out)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        walls.append(wall)
-        critical.append(cpu + max(pool.worker_cpu))
-        totals.append(cpu + sum(pool.worker_cpu))
-    median = statistics.median
-    return Timing(median(walls), median(critical)), median(totals)
-
-
-def measure_workers(
-    crypto: Crypto, t_train: Timing, sizes: Sequence[tuple[str, int]], repeats: int, workers: int
-) -> list[WorkerResult]:
-    """The workers' encryption of each size the node gives them (at least POOL_MIN_VALUES)."""
-    results = []
-    with tempfile.TemporaryDirectory(prefix="round-share-") as tmp:
-        for label, length in sizes:
-            if length >= POOL_MIN_VALUES:
-                values, path = update_values(length), Path(tmp) / "update.ckks2"
-                t_enc, total = time_encrypt_workers(crypto, values, path, repeats, workers)
-                results.append(WorkerResult(label, length, t_train, t_enc, total))
-    return results
-
-
-def worker_lines(results: Sequence[WorkerResult], workers: int) -> list[str]:
-    """The workers' table (both clocks in one row) and the target's verdict on each clock."""
-    lines = [
-        "",
-        f"v2 by {workers} encryption worker processes (bank_node.encrypt_pool), masks ready; "
-        "cpu = the node's + the slowest worker's",
-        f"  {'update':<24} {'values':>10} {'T_train cpu':>11} {'T_enc cpu':>9} "
-        f"{'all CPU':>8} {'share cpu':>9} {'T_train wall':>12} {'T_enc wall':>10} "
-        f"{'share wall':>10}",
-    ]
-    for r in results:
-        lines.append(
-            f"  {r.label:<24} {r.values:>10,} {r.t_train.cpu:>10.3f}s {r.t_enc.cpu:>8.3f}s "
-            f"{r.cpu_total:>7.3f}s {r.share('cpu'):>9.2%} {r.t_train.wall:>11.3f}s "
-            f"{r.t_enc.wall:>9.3f}s {r.share('wall'):>10.2%}"
-        )
-    for r in results:
-        if r.values == TARGET_PARAMS:
-            for clock in CLOCKS:
-                met = "met" if r.share(clock) <= TARGET_SHARE else "MISSED"
-                lines.append(
-                    f"  target ({clock}): share v2 <= {TARGET_SHARE:.0%} at {TARGET_PARAMS:,} "
-                    f"values: {workers} workers {r.share(clock):.2%} ({met})"
-                )
-    return lines
-
-
-def time_training_beside_workers(
-    data: LocalData, policy: PolicySnapshot, crypto: Crypto, length: int, repeats: int, workers: int
-) -> Timing:
-    """T_train while the workers start and compute their masks, until they are ready.
-
-    As the node runs them: started with the round, waited for once training ends, so
-    start-up outlasting training is counted. CPU: this process only.
-    """
-    secret = worker_secret(crypto.secret)
-
-    def train_beside_workers() -> None:
-        pool = EncryptPool(
-            FIRST_TRAINING_ROUND,
-            crypto.params,
-            secret,
-            crypto.terms,
-            crypto.binding,
-            length,
-            workers,
-        )
-        train_round(data, policy, None, seed=FIRST_TRAINING_ROUND)
-        pool.wait_ready()
-        pool.close()
-
-    return median_timing(train_beside_workers, repeats)
 
 
 def json_object(text: str) -> dict[str, Any]:

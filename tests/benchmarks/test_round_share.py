@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -107,7 +108,8 @@ def test_a_timing_is_the_median_of_its_runs_on_each_clock(
     walls = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
     cpus = iter([0.0, 0.5, 1.0, 1.1, 2.0, 2.3])
     clocks = SimpleNamespace(perf_counter=walls.__next__, process_time=cpus.__next__)
-    monkeypatch.setattr(round_share, "time", clocks)
+    # median_timing lives in the script's helper module, round_share_common.
+    monkeypatch.setattr(sys.modules[round_share.median_timing.__module__], "time", clocks)
     runs: list[int] = []
     timing = round_share.median_timing(lambda: runs.append(1), repeats=3)
     assert len(runs) == 3
@@ -187,7 +189,8 @@ def test_the_workers_report_says_whether_the_target_is_met(
     round_share: ModuleType, t_enc: float, verdict: str
 ) -> None:
     timing = round_share.Timing
-    result = round_share.WorkerResult(
+    workers = sys.modules[round_share.worker_lines.__module__]  # round_share_workers
+    result = workers.WorkerResult(
         "1M", 1_000_000, timing(10.0, 10.0), timing(wall=t_enc * 10, cpu=t_enc), 3 * t_enc
     )
     lines = round_share.worker_lines([result], workers=2)
