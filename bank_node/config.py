@@ -97,6 +97,8 @@ class NodeConfig:
     request_timeout_seconds: float = 60.0
     max_retries: int = 8
     torch_threads: int = 1
+    # Worker processes that mask and encrypt a large v2 update (bank_node/encrypt_pool.py).
+    encrypt_workers: int = 2
     metrics_port: int = 0
     # Keep each round's plaintext update beside the ciphertext in state_dir (local only),
     # so a test or an auditor at the bank can check the decrypted aggregate against it.
@@ -411,6 +413,7 @@ FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "request_timeout_seconds": _number,
     "max_retries": _integer,
     "torch_threads": _integer,
+    "encrypt_workers": _integer,
     "metrics_port": _integer,
     "previous_key_dirs": _paths,
     "keep_plaintext_updates": _flag,
@@ -451,6 +454,11 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
     "request_timeout_seconds": (None, "Seconds before one request to the portal times out."),
     "max_retries": (None, "Retries of a failed request (with backoff) before giving up."),
     "torch_threads": (None, "CPU threads PyTorch may use for training."),
+    "encrypt_workers": (
+        None,
+        "Processes that mask and encrypt a v2 update of at least 262,144 values in parallel "
+        "(started while the node trains); 0: in the node's own process, as on a one-core node.",
+    ),
     "metrics_port": (None, "Port of /metrics, /healthz and /readyz; 0: not served."),
     "keep_plaintext_updates": (
         None,

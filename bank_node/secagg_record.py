@@ -12,18 +12,13 @@ exact modulo ``q``, so the recomputed container is byte for byte the portal's.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
-from itertools import combinations, islice
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bank_node.checks import Refused
 from bank_node.secagg import (
     check_advertised,
     check_cohort,
-    mask_public,
     round_binding,
     round_threshold,
     unb64,
@@ -31,28 +26,19 @@ from bank_node.secagg import (
 from governance import RosterState
 from he.errors import HEError
 from he.masking import MaskTerm, RoundBinding
-from he.recovery import (
-    check_self_seed,
-    dropout_terms,
-    recover_agreement_key,
-    recover_self_seed,
-    self_mask_terms,
-)
+from he.recovery import MASK_KEY, Advertised, RecoveryFailed, Revealed, rebuild_correction
 from he.ring import SealKit
 from he.seeded import masker_for, sum_vectors2
-from he.shamir import Share
 from he.signing import verify
 from protocol import (
     AdvertisedKey,
     CohortKeys,
     Manifest,
     PolicySnapshot,
-    Reveal,
     RoundInfo,
     SecAggRecord,
 )
 
-T = TypeVar("T")
 # Subsets of t reveals tried per rebuilt secret when the first ones do not rebuild it (a
 # survivor revealed a wrong share): enough to step past a few bad revealers, bounded so a
 # hostile record cannot make the node search for long.
@@ -139,75 +125,37 @@ def aggregate_chosen(
 def correction_terms(
     roster: RosterState, rnd: RoundInfo, record: SecAggRecord
 ) -> tuple[list[MaskTerm], RoundBinding]:
-    """The dropped banks' pair masks and the survivors' self-masks, rebuilt and checked."""
+    """The dropped banks' pair masks and the survivors' self-masks, rebuilt and checked.
+
+    The same rebuild as the portal's (``he.recovery.rebuild_correction``); a secret no
+    ``t`` reveals rebuild is a refusal of the record.
+    """
     binding, threshold = round_binding(roster, rnd), round_threshold(roster, rnd)
-    advertised = {k.bank: k for k in record.keys}
-    survivor_keys = {s: mask_public(advertised[s]) for s in record.survivors}
-    terms: list[MaskTerm] = []
-    for bank in sorted(record.dropped):
-        key = _mask_key(rnd.number, record.reveals, threshold, advertised[bank])
-        terms += dropout_terms(bank, key, survivor_keys, binding)
-    seeds = {
-        bank: _self_seed(rnd.number, record.reveals, threshold, advertised[bank], binding)
-        for bank in sorted(record.survivors)
-    }
-    return terms + self_mask_terms(seeds), binding
+    try:
+        correction = rebuild_correction(
+            advertised={k.bank: _advertised(k) for k in record.keys},
+            survivors=record.survivors,
+            dropped=record.dropped,
+            reveals=[Revealed(r.bank, r.key_shares, r.seed_shares) for r in record.reveals],
+            threshold=threshold,
+            binding=binding,
+            max_subsets=MAX_SUBSETS,
+        )
+    except RecoveryFailed as exc:
+        what = "mask key" if exc.secret == MASK_KEY else "self-mask seed"
+        raise _refused(
+            rnd.number, f"holds no {threshold} reveals that rebuild {exc.owner!r}'s {what}"
+        ) from None
+    except HEError as exc:  # a survivor or dropped bank without a usable advertised key
+        raise _refused(rnd.number, str(exc)) from None
+    # The node only checks the record: whom the portal should blame is not its concern.
+    return correction.terms, binding
 
 
-def _mask_key(
-    number: int, reveals: Sequence[Reveal], threshold: int, advertised: AdvertisedKey
-) -> X25519PrivateKey:
-    """A dropped bank's round mask key, checked against the key it advertised."""
-    expected = _raw(advertised)
-
-    def pick(reveal: Reveal) -> str:
-        return str(reveal.key_shares[advertised.bank])
-
-    def rebuild(shares: list[Share]) -> X25519PrivateKey:
-        return recover_agreement_key(shares, expected)
-
-    return _rebuild(number, reveals, threshold, pick, rebuild, f"{advertised.bank!r}'s mask key")
-
-
-def _self_seed(
-    number: int,
-    reveals: Sequence[Reveal],
-    threshold: int,
-    advertised: AdvertisedKey,
-    binding: RoundBinding,
-) -> bytes:
-    """A survivor's self-mask seed, checked against the commitment it signed."""
-    bank = advertised.bank
-
-    def pick(reveal: Reveal) -> str:
-        return str(reveal.seed_shares[bank])
-
-    def rebuild(shares: list[Share]) -> bytes:
-        seed = recover_self_seed(shares)
-        return check_self_seed(seed, advertised.seed_commitment, binding, bank)
-
-    return _rebuild(number, reveals, threshold, pick, rebuild, f"{bank!r}'s self-mask seed")
-
-
-def _raw(key: AdvertisedKey) -> bytes:
-    return unb64(key.mask_public_key, f"the mask key of {key.bank!r}")
-
-
-def _rebuild(
-    number: int,
-    reveals: Sequence[Reveal],
-    threshold: int,
-    pick: Callable[[Reveal], str],
-    rebuild: Callable[[list[Share]], T],
-    what: str,
-) -> T:
-    """The first subset of ``threshold`` reveals whose shares rebuild a checked value."""
-    for subset in islice(combinations(reveals, threshold), MAX_SUBSETS):
-        try:
-            return rebuild([Share.from_bytes(unb64(pick(r), what)) for r in subset])
-        except (HEError, Refused, ValueError, KeyError):
-            continue
-    raise _refused(number, f"holds no {threshold} reveals that rebuild {what}")
+def _advertised(key: AdvertisedKey) -> Advertised:
+    return Advertised(
+        unb64(key.mask_public_key, f"the mask key of {key.bank!r}"), key.seed_commitment
+    )
 
 
 def recompute_aggregate(

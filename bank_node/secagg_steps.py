@@ -16,6 +16,7 @@ import numpy as np
 from bank_node import metrics as node_metrics
 from bank_node.checks import Refused, file_sha256
 from bank_node.config import NodeConfig
+from bank_node.encrypt_pool import EncryptPool, PoolFailed, start_pool, worker_secret
 from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient
 from bank_node.secagg import (
@@ -57,6 +58,7 @@ class SecAggSteps:
         self._roster = roster
         self._kits: dict[str, SealKit] = {}
         self._masks: MaskJob | None = None
+        self._pool: EncryptPool | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -110,14 +112,38 @@ class SecAggSteps:
         return keys
 
     def start_masks(self, rnd: RoundInfo, keys: CohortKeys) -> None:
-        """Start computing the round's masks on a thread, for the training to overlap.
+        """Start computing the round's masks, for the training to overlap.
 
-        Only one round's masks are kept: a job of an earlier round the node sat out is
-        dropped. The thread reads the kit's primes only, so the node may decrypt the
-        round's base with the same kit meanwhile.
+        A large update gets worker processes (``encrypt_workers``) that compute their
+        blocks' masks now and encrypt them later; otherwise a thread computes them. Only
+        one round's are kept: those of an earlier round the node sat out are dropped. The
+        thread reads the kit's primes only, so the node may decrypt the round's base with
+        the same kit meanwhile.
         """
-        compute = self._mask_computation(rnd, keys, rnd.vector_length)
-        self._masks = MaskJob(rnd.number, rnd.vector_length, compute)
+        if self._pool is not None:
+            self._pool.close()
+        self._pool = self._start_pool(rnd, keys)
+        if self._pool is None:
+            compute = self._mask_computation(rnd, keys, rnd.vector_length)
+            self._masks = MaskJob(rnd.number, rnd.vector_length, compute)
+
+    def _start_pool(self, rnd: RoundInfo, keys: CohortKeys) -> EncryptPool | None:
+        roster = self.roster(rnd.number)
+        terms, binding = mask_terms(roster, rnd, self.config.bank, keys, self.state_dir)
+        ctx, params = self.keys.for_epoch(rnd.key_epoch)
+        try:
+            return start_pool(
+                rnd.number,
+                params,
+                lambda: worker_secret(ctx),
+                terms,
+                binding,
+                rnd.vector_length,
+                self.config.encrypt_workers,
+            )
+        except PoolFailed as exc:
+            log.warning("round %s: masks on a thread instead of workers: %s", rnd.number, exc)
+            return None
 
     def encrypt(self, rnd: RoundInfo, values: np.ndarray, keys: CohortKeys) -> tuple[str, Path]:
         """Mask and encrypt the packed update (``CKKSVEC2``) to a file; its digest and path.
@@ -126,6 +152,9 @@ class SecAggSteps:
         inline when that failed; ``bank_node_encrypt_duration_seconds`` times the rest.
         """
         path = self.state_dir / f"update-round-{rnd.number}.ckks2"
+        pool, self._pool = self._pool, None
+        if pool is not None and (digest := self._encrypt_pooled(pool, rnd, values, path)):
+            return digest, path
         roster, kit = self.roster(rnd.number), self.kit(rnd.key_epoch)
         job, self._masks = self._masks, None
         masks = masks_for(
@@ -136,6 +165,22 @@ class SecAggSteps:
                 kit, values, roster, rnd, self.config.bank, keys, path, self.state_dir, masks
             )
         return digest, path
+
+    def _encrypt_pooled(
+        self, pool: EncryptPool, rnd: RoundInfo, values: np.ndarray, path: Path
+    ) -> str | None:
+        """The workers' encryption of the update; None (logged) when they cannot give it."""
+        try:
+            if (pool.number, pool.length) != (rnd.number, values.size):
+                raise PoolFailed(f"they were started for round {pool.number}, {pool.length} values")
+            pool.wait_ready()
+            with node_metrics.ENCRYPT_SECONDS.time(), open(path, "wb") as stream:
+                return pool.encrypt(values, rnd.key_epoch, stream)
+        except PoolFailed as exc:
+            log.warning("round %s: encrypting in the node's process: %s", rnd.number, exc)
+            return None
+        finally:
+            pool.close()
 
     def _mask_computation(
         self, rnd: RoundInfo, keys: CohortKeys, length: int

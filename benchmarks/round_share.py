@@ -15,37 +15,61 @@ derived chunk by chunk while encrypting (``he.seeded.encrypt_vector2`` with ``ma
 on a thread while it trains) - T_mask; and the encryption with those masks ready - T_enc
 (v2 pre), the node's critical path once training ends. Also the v1 encryption of the same
 vector (``he.codec.encrypt_vector``) for comparison; every encryption is written to a file
-as the node does. Two update sizes: ``--params`` values (default 1,000,000, the issue's
-size) and the demo model's own vector. Every timing is the median of ``--repeats`` runs,
-on two clocks: the process's CPU time (what a dedicated node waits; robust to other jobs
-on a shared machine) and wall-clock time. Prints the timings and the share
-T_enc / (T_train + T_enc) under each encryption, on each clock, against the target of at
-most 5 % at 1M values.
+as the node does. Then, for updates of at least ``POOL_MIN_VALUES``, the v2 encryption by
+``--workers`` processes (``bank_node.encrypt_pool``, what the node runs for such updates):
+the workers start and compute their blocks' masks beforehand (while the node trains), and
+T_enc (workers) is the encryption once the update is ready, on the wall clock and as the
+critical path's CPU (the node's own CPU plus the slowest worker's: what a node with a core
+per worker waits), beside the CPU all processes spent. Two update sizes: ``--params``
+values (default 1,000,000, the issue's size) and the demo model's own vector. Every timing
+is the median of ``--repeats`` runs, on two clocks: the process's CPU time (what a
+dedicated node waits; robust to other jobs on a shared machine) and wall-clock time.
+Prints the timings and the share T_enc / (T_train + T_enc) under each encryption, on each
+clock, against the target of at most 5 % at 1M values. Clocks, keys and updates live in
+``round_share_common.py``, the workers' timing in ``round_share_workers.py``, beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import tenseal as ts
 import torch
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Its two helper modules sit beside it (loaded by path in the tests, as a script here).
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from round_share_common import (  # noqa: E402
+    CLOCKS,
+    FIRST_TRAINING_ROUND,
+    TARGET_PARAMS,
+    TARGET_SHARE,
+    Clock,
+    Crypto,
+    Timing,
+    crypto_setup,
+    encryption_share,
+    median_timing,
+    update_values,
+)
+from round_share_workers import (  # noqa: E402
+    measure_workers,
+    time_training_beside_workers,
+    worker_lines,
+    workers_overlap_line,
+)
+
+from bank_node.encrypt_pool import POOL_MIN_VALUES  # noqa: E402
 from bank_node.training import (  # noqa: E402
     LocalData,
     Normalizer,
@@ -54,12 +78,8 @@ from bank_node.training import (  # noqa: E402
     model_from_vector,
     train_round,
 )
-from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update  # noqa: E402
-from he.keys import fingerprint, generate_secret_context, public_context_bytes  # noqa: E402
-from he.masking import MaskTerm, RoundBinding, pairwise_terms  # noqa: E402
-from he.params import CkksParams  # noqa: E402
+from he.codec import TRAILER_SLOTS, encrypt_vector  # noqa: E402
 from he.premask import PrecomputedMasks, precompute_masks  # noqa: E402
-from he.ring import SealKit, kit_from_tenseal  # noqa: E402
 from he.seeded import Masker, encrypt_vector2, masker_for  # noqa: E402
 from models.features import FEATURE_NAMES  # noqa: E402
 from models.vector import vector_length  # noqa: E402
@@ -79,51 +99,6 @@ DEMO_HYPER: dict[str, Any] = {
     "fedprox_mu": 0.0,
     "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10},
 }
-TARGET_SHARE = 0.05
-TARGET_PARAMS = 1_000_000
-# The demo's first training round follows its statistics round; the node seeds with it.
-FIRST_TRAINING_ROUND = 2
-OWN_ID = "bank-own"
-
-
-Clock = Literal["cpu", "wall"]
-CLOCKS: dict[Clock, str] = {
-    # Training runs on one torch thread and encryption on one thread too, so a node's
-    # process CPU time is what it would wait on a machine of its own.
-    "cpu": "CPU seconds of this process (a dedicated one-thread node's wall time)",
-    "wall": "wall clock (inflated by whatever else shares this machine's cores)",
-}
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Medians over repeated runs: wall-clock seconds and this process's CPU seconds."""
-
-    wall: float
-    cpu: float
-
-    def on(self, clock: Clock) -> float:
-        return self.cpu if clock == "cpu" else self.wall
-
-
-def median_timing(action: Callable[[], object], repeats: int) -> Timing:
-    """The median wall-clock and CPU time of ``repeats`` runs of ``action``."""
-    if repeats < 1:
-        raise ValueError("repeats must be at least 1")
-    walls, cpus = [], []
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        action()
-        walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
-    return Timing(statistics.median(walls), statistics.median(cpus))
-
-
-def encryption_share(t_enc: float, t_train: float) -> float:
-    """The share of the round spent encrypting: ``T_enc / (T_train + T_enc)``."""
-    if t_enc < 0 or t_train < 0 or t_enc + t_train == 0:
-        raise ValueError("timings must be non-negative and not both zero")
-    return t_enc / (t_train + t_enc)
 
 
 def demo_policy(model_spec: dict[str, Any] | None = None) -> PolicySnapshot:
@@ -210,41 +185,6 @@ def overlap_line(alone: Timing, beside: Timing, length: int) -> str:
         f"{beside.wall:.3f}s wall against {alone.wall:.3f}s alone ({longer:+.1%}); "
         f"CPU of both threads {beside.cpu:.3f}s"
     )
-
-
-@dataclass
-class Crypto:
-    """One member's CKKS secret context and its v2 masks for a cohort of ``peers + 1``."""
-
-    params: CkksParams
-    secret: ts.Context
-    kit: SealKit
-    fingerprint: str
-    binding: RoundBinding
-    terms: list[MaskTerm]
-
-
-def crypto_setup(peers: int, params: CkksParams | None = None) -> Crypto:
-    """Keys and masks, made once before any timing (the node derives its seeds at round start)."""
-    params = params or CkksParams()
-    secret = generate_secret_context(params)
-    fp = fingerprint(public_context_bytes(secret))
-    binding = RoundBinding("benchmark", FIRST_TRAINING_ROUND, fp)
-    own = X25519PrivateKey.generate()
-    cohort = {f"bank-{i:03d}": X25519PrivateKey.generate().public_key() for i in range(peers)}
-    terms = [
-        *pairwise_terms(own, OWN_ID, cohort, binding),
-        MaskTerm(OWN_ID, os.urandom(32), 1),
-    ]
-    return Crypto(params, secret, kit_from_tenseal(secret, params), fp, binding, terms)
-
-
-def update_values(length: int, seed: int = 0) -> np.ndarray:
-    """A packed update ``[n w, n, tag]`` of ``length`` values (weights ~ N(0, 0.1))."""
-    if length <= TRAILER_SLOTS:
-        raise ValueError(f"an update has more than {TRAILER_SLOTS} values")
-    weights = np.random.default_rng(seed).normal(0, 0.1, length - TRAILER_SLOTS)
-    return pack_update(weights, 1000, 1.5)
 
 
 def time_encrypt_v2(crypto: Crypto, values: np.ndarray, path: Path, repeats: int) -> Timing:
@@ -391,6 +331,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", default="tiny", help="simulation.world preset")
     p.add_argument("--bank", default="1", help="the bank whose node is timed ('1' is largest)")
     p.add_argument("--seed", type=int, default=0, help="the world's seed")
+    p.add_argument("--workers", type=int, default=2, help="encryption worker processes")
     p.add_argument(
         "--model-spec",
         type=json_object,
@@ -398,8 +339,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="model spec JSON instead of the demo's (see models.nets.build_model)",
     )
     args = p.parse_args(argv)
-    if args.params <= TRAILER_SLOTS or args.peers < 0 or args.repeats < 1:
-        p.error(f"--params must exceed {TRAILER_SLOTS}, --peers be >= 0, --repeats >= 1")
+    if args.params <= TRAILER_SLOTS or args.peers < 0 or args.repeats < 1 or args.workers < 1:
+        p.error(
+            f"--params must exceed {TRAILER_SLOTS}, --peers be >= 0, --repeats and --workers >= 1"
+        )
     return args
 
 
@@ -431,8 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     crypto = crypto_setup(args.peers)
     results = measure_sizes(crypto, t_train, sizes, args.repeats)
     print("\n".join(report_lines(results, args.peers)))
+    workers = measure_workers(crypto, t_train, sizes, args.repeats, args.workers)
+    print("\n".join(worker_lines(workers, args.workers)))
     beside = time_training_beside_masks(data, policy, crypto, args.params, args.repeats)
     print("\n" + overlap_line(t_train, beside, args.params))
+    if args.params >= POOL_MIN_VALUES:
+        pooled = time_training_beside_workers(
+            data, policy, crypto, args.params, args.repeats, args.workers
+        )
+        print(workers_overlap_line(t_train, pooled, args.params, args.workers))
     return 0
 
 

@@ -34,6 +34,7 @@ class PrecomputedMasks:
 
     length: int
     words: np.ndarray | None  # (chunks, N * primes) uint64; None when there are no terms
+    first: int = 0  # the chunk index of ``words[0]`` (a worker holds only its own block)
 
     @property
     def chunks(self) -> int:
@@ -42,9 +43,11 @@ class PrecomputedMasks:
     def __call__(self, chunk: int) -> np.ndarray | None:
         if self.words is None:
             return None
-        if not 0 <= chunk < self.words.shape[0]:
-            raise HEError(f"no precomputed mask for chunk {chunk} of {self.words.shape[0]}")
-        return self.words[chunk]
+        row = chunk - self.first
+        if not 0 <= row < self.words.shape[0]:
+            stop = self.first + self.words.shape[0]
+            raise HEError(f"no precomputed mask for chunk {chunk} of {self.first}..{stop - 1}")
+        return self.words[row]
 
 
 def chunk_count(kit: SealKit, length: int) -> int:
@@ -56,22 +59,27 @@ def chunk_count(kit: SealKit, length: int) -> int:
 
 
 def precompute_masks(
-    kit: SealKit, terms: Sequence[MaskTerm], binding: RoundBinding, length: int
+    kit: SealKit,
+    terms: Sequence[MaskTerm],
+    binding: RoundBinding,
+    length: int,
+    block: range | None = None,
 ) -> PrecomputedMasks:
     """Every chunk's ``sum(sign * PRG(seed))`` for a ``length``-value upload.
 
-    Reads only the kit's parameters and primes (no SEAL object), so it may run on another
-    thread while the kit itself is in use.
+    ``block`` (consecutive chunk indices) limits it to those chunks, for a worker that
+    encrypts only them. Reads only the kit's parameters and primes (no SEAL object), so it
+    may run on another thread while the kit itself is in use.
     """
-    chunks = chunk_count(kit, length)
+    chunks = _block(chunk_count(kit, length), block)
     if not terms:
-        return PrecomputedMasks(length, None)
+        return PrecomputedMasks(length, None, chunks.start)
     width = kit.params.poly_modulus_degree
     q = np.repeat(np.asarray(kit.moduli, dtype=np.uint64), width)
-    acc = np.zeros((chunks, q.size), dtype=np.uint64)
+    acc = np.zeros((len(chunks), q.size), dtype=np.uint64)
     words = np.empty_like(acc)
     for count, term in enumerate(terms, start=1):
-        _term_words(term, binding, kit.moduli, words)
+        _term_words(term, binding, kit.moduli, words, chunks.start)
         if term.sign < 0:
             # q - w lies in (0, q]: the negation modulo q, left unreduced until the next %.
             np.subtract(q, words, out=words)
@@ -79,11 +87,20 @@ def precompute_masks(
         if count % _TERMS_PER_REDUCTION == 0:
             acc %= q
     acc %= q
-    return PrecomputedMasks(length, acc)
+    return PrecomputedMasks(length, acc, chunks.start)
+
+
+def _block(total: int, block: range | None) -> range:
+    """``block`` if it is a non-empty run of the upload's chunk indices (all by default)."""
+    if block is None:
+        return range(total)
+    if block.step != 1 or not 0 <= block.start < block.stop <= total:
+        raise HEError(f"chunks {block.start}..{block.stop - 1} are not a block of 0..{total - 1}")
+    return block
 
 
 def _term_words(
-    term: MaskTerm, binding: RoundBinding, moduli: Sequence[int], out: np.ndarray
+    term: MaskTerm, binding: RoundBinding, moduli: Sequence[int], out: np.ndarray, first: int
 ) -> None:
-    for chunk in range(out.shape[0]):
-        mask_words_into(term.seed, binding, chunk, moduli, out[chunk])
+    for row in range(out.shape[0]):
+        mask_words_into(term.seed, binding, first + row, moduli, out[row])

@@ -110,18 +110,42 @@ def encrypt_vector2(
     """
     if kit.encryptor is None:
         raise HEError("seeded symmetric encryption needs the members' secret context")
+    values, header = seeded_header(kit.params, values, fingerprint)
+    writer = HashingWriter(out)
+    write_header(writer, header)
+    for raw in encrypt_block(kit, values, 0, masker):
+        writer.write_chunk(raw)
+    return writer.hexdigest()
+
+
+def seeded_header(
+    params: CkksParams, values: np.ndarray, fingerprint: str
+) -> tuple[np.ndarray, Header2]:
+    """``values`` as one flat float64 array and the seeded v2 header that carries them.
+
+    Finiteness is checked here, once per vector (not per chunk).
+    """
     values = np.ascontiguousarray(values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(values)):
         raise HEError("refusing to encrypt NaN or infinity")
+    per = reals_per_chunk(params)
+    return values, Header2(fingerprint, values.size, -(-values.size // per), per, seeded=True)
+
+
+def encrypt_block(
+    kit: SealKit, values: np.ndarray, first: int, masker: Masker | None
+) -> Iterator[bytes]:
+    """The serialised seeded ciphertexts of ``values``, cut into chunks from chunk ``first``.
+
+    ``values`` starts at chunk ``first`` of its vector (0 for a whole vector; a worker
+    encrypting one block of chunks passes that block's), so each chunk gets its own mask.
+    """
     per = reals_per_chunk(kit.params)
-    header = Header2(fingerprint, values.size, -(-values.size // per), per, seeded=True)
-    writer = HashingWriter(out)
-    write_header(writer, header)
     plain = seal.Plaintext()  # one plaintext, re-encoded for every chunk
-    for index in range(header.chunks):
-        _encode_into(kit, values[index * per : (index + 1) * per], plain)
-        writer.write_chunk(encrypt_chunk(kit, plain, masker(index) if masker else None))
-    return writer.hexdigest()
+    for offset in range(0, values.size, per):
+        _encode_into(kit, values[offset : offset + per], plain)
+        index = first + offset // per
+        yield encrypt_chunk(kit, plain, masker(index) if masker else None)
 
 
 def encrypt_chunk(kit: SealKit, plain: seal.Plaintext, mask: np.ndarray | None) -> bytes:

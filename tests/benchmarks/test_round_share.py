@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -107,7 +108,8 @@ def test_a_timing_is_the_median_of_its_runs_on_each_clock(
     walls = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
     cpus = iter([0.0, 0.5, 1.0, 1.1, 2.0, 2.3])
     clocks = SimpleNamespace(perf_counter=walls.__next__, process_time=cpus.__next__)
-    monkeypatch.setattr(round_share, "time", clocks)
+    # median_timing lives in the script's helper module, round_share_common.
+    monkeypatch.setattr(sys.modules[round_share.median_timing.__module__], "time", clocks)
     runs: list[int] = []
     timing = round_share.median_timing(lambda: runs.append(1), repeats=3)
     assert len(runs) == 3
@@ -166,3 +168,49 @@ def test_a_model_spec_that_is_not_a_json_object_is_refused_with_a_message(
     with pytest.raises(SystemExit):
         round_share.parse_args(["--model-spec", "[1, 2]"])
     assert "must be a JSON object" in capsys.readouterr().err
+
+
+def test_the_workers_time_only_updates_the_node_gives_them_and_count_their_cpu(
+    round_share: ModuleType,
+) -> None:
+    crypto = round_share.crypto_setup(peers=2)
+    t_train = round_share.Timing(wall=1.0, cpu=1.0)
+    small = round_share.POOL_MIN_VALUES - 1
+    sizes = [("small", small), ("pooled", round_share.POOL_MIN_VALUES)]
+    [result] = round_share.measure_workers(crypto, t_train, sizes, repeats=1, workers=2)
+    assert (result.label, result.values) == ("pooled", round_share.POOL_MIN_VALUES)
+    # The critical path is the node's CPU plus one worker's: below what all processes spent.
+    assert 0 < result.t_enc.cpu < result.cpu_total and result.t_enc.wall > 0
+    assert result.share("cpu") == pytest.approx(result.t_enc.cpu / (1.0 + result.t_enc.cpu))
+
+
+@pytest.mark.parametrize(("t_enc", "verdict"), [(0.5, "(met)"), (2.0, "(MISSED)")])
+def test_the_workers_report_says_whether_the_target_is_met(
+    round_share: ModuleType, t_enc: float, verdict: str
+) -> None:
+    timing = round_share.Timing
+    workers = sys.modules[round_share.worker_lines.__module__]  # round_share_workers
+    result = workers.WorkerResult(
+        "1M", 1_000_000, timing(10.0, 10.0), timing(wall=t_enc * 10, cpu=t_enc), 3 * t_enc
+    )
+    lines = round_share.worker_lines([result], workers=2)
+    row = next(line for line in lines if line.strip().startswith("1M"))
+    assert row.split()[2:5] == ["10.000s", f"{t_enc:.3f}s", f"{3 * t_enc:.3f}s"]
+    targets = [line.strip() for line in lines if "target" in line]
+    prefix = "share v2 <= 5% at 1,000,000 values: 2 workers"
+    wall_verdict = "(met)" if t_enc * 10 / (10 + t_enc * 10) <= 0.05 else "(MISSED)"
+    assert targets == [
+        f"target (cpu): {prefix} {t_enc / (10 + t_enc):.2%} {verdict}",
+        f"target (wall): {prefix} {t_enc * 10 / (10 + t_enc * 10):.2%} {wall_verdict}",
+    ]
+
+
+def test_the_workers_overlap_line_says_how_much_longer_training_took(
+    round_share: ModuleType,
+) -> None:
+    timing = round_share.Timing
+    line = round_share.workers_overlap_line(timing(2.0, 2.0), timing(2.2, 2.1), 10, 2)
+    assert line == (
+        "training while 2 workers start and compute the masks of 10 values, until they are "
+        "ready: 2.200s wall against 2.000s alone (+10.0%); CPU of this process 2.100s"
+    )

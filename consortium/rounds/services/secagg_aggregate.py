@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Callable, Iterable
-from itertools import combinations, islice
 from pathlib import Path
-from typing import BinaryIO, TypeVar
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from typing import BinaryIO
 
 from audit.services import audit_record
 from consortium.governance import selectors as roster
@@ -28,15 +24,8 @@ from consortium.rounds.models import MaskKey, Round
 from consortium.rounds.selectors_secagg import mask_key_list, share_reveal_list
 from he.errors import HEError
 from he.masking import MaskTerm, RoundBinding
-from he.recovery import (
-    check_self_seed,
-    dropout_terms,
-    recover_agreement_key,
-    recover_self_seed,
-    self_mask_terms,
-)
+from he.recovery import Advertised, Blame, Revealed, rebuild_correction
 from he.seeded import masker_for, sum_vectors2
-from he.shamir import Share
 from protocol import AdvertisedKey, ProtocolError, Reveal, SecAggRecord
 
 log = logging.getLogger(__name__)
@@ -44,10 +33,6 @@ log = logging.getLogger(__name__)
 # Subsets of the reveals tried per secret: bounds the work wrong shares can cause (with one
 # wrong share among t + 1, the second subset tried already leaves it out).
 MAX_SUBSETS = 32
-
-T = TypeVar("T")
-Check = Callable[[list[Share]], T]
-Blame = dict[str, list[str]]  # revealer -> what its shares failed to rebuild
 
 
 class UnmaskFailed(Exception):
@@ -127,89 +112,29 @@ def _correction(
     blame: Blame,
 ) -> list[MaskTerm]:
     """``-(dropped banks' pair masks towards the survivors) - (survivors' self-masks)``."""
-    threshold = rnd.threshold or 0
-    survivors = {s: _public(s, keys[s]) for s in rnd.survivors}
-    terms: list[MaskTerm] = []
-    for bank in rnd.dropped:
-        shares = {r.bank: r.key_shares.get(bank) for r in reveals}
-        check = _key_check(base64.b64decode(keys[bank].mask_public_key))
-        key = _rebuild(bank, "round mask key", shares, threshold, check, blame)
-        terms += dropout_terms(bank, key, survivors, binding)
-    seeds = {}
-    for bank in rnd.survivors:
-        shares = {r.bank: r.seed_shares.get(bank) for r in reveals}
-        check_seed = _seed_check(keys[bank].seed_commitment, binding, bank)
-        seeds[bank] = _rebuild(bank, "self-mask seed", shares, threshold, check_seed, blame)
-    return terms + self_mask_terms(seeds)
-
-
-def _public(bank: str, key: MaskKey) -> X25519PublicKey:
     try:
-        return X25519PublicKey.from_public_bytes(base64.b64decode(key.mask_public_key))
+        correction = rebuild_correction(
+            advertised={bank: _advertised_secrets(bank, key) for bank, key in keys.items()},
+            survivors=rnd.survivors,
+            dropped=rnd.dropped,
+            reveals=[Revealed(r.bank, r.key_shares, r.seed_shares) for r in reveals],
+            threshold=rnd.threshold or 0,
+            binding=binding,
+            max_subsets=MAX_SUBSETS,
+        )
+    except HEError as exc:  # RecoveryFailed, or a bank without a usable mask key
+        raise UnmaskFailed(str(exc)) from None
+    for revealer, what in correction.blame.items():
+        blame.setdefault(revealer, []).extend(what)
+    return correction.terms
+
+
+def _advertised_secrets(bank: str, key: MaskKey) -> Advertised:
+    try:
+        public = base64.b64decode(key.mask_public_key)
     except ValueError:
         raise UnmaskFailed(f"{bank}'s advertised mask key is not an X25519 public key") from None
-
-
-def _key_check(expected_public: bytes) -> Check[X25519PrivateKey]:
-    return lambda shares: recover_agreement_key(shares, expected_public)
-
-
-def _seed_check(commitment: str, binding: RoundBinding, bank: str) -> Check[bytes]:
-    return lambda shares: check_self_seed(recover_self_seed(shares), commitment, binding, bank)
-
-
-def _rebuild(
-    owner: str,
-    what: str,
-    texts: dict[str, str | None],
-    threshold: int,
-    check: Check[T],
-    blame: Blame,
-) -> T:
-    """The checked secret from some ``threshold`` of the shares; blames those that disagree."""
-    shares = _parse_shares(texts, f"{owner}'s {what}", blame)
-    names = sorted(shares)
-    if len(names) < threshold:
-        raise UnmaskFailed(
-            f"{owner}'s {what} cannot be rebuilt: {len(names)} usable shares of the "
-            f"{threshold} needed{_blamed(blame, texts)}"
-        )
-    for subset in islice(combinations(names, threshold), MAX_SUBSETS):
-        value = _attempt(check, [shares[n] for n in subset])
-        if value is None:
-            continue
-        others = [shares[n] for n in subset[1:]]
-        for name in names:
-            if name not in subset and _attempt(check, [shares[name], *others]) is None:
-                blame.setdefault(name, []).append(f"a wrong share of {owner}'s {what}")
-        return value
-    raise UnmaskFailed(
-        f"no {threshold} of the shares revealed by {', '.join(names)} rebuild {owner}'s "
-        f"{what} (checked against what {owner} advertised): at least one of them revealed "
-        "a wrong share"
-    )
-
-
-def _parse_shares(texts: dict[str, str | None], what: str, blame: Blame) -> dict[str, Share]:
-    shares = {}
-    for revealer, text in sorted(texts.items()):
-        try:
-            shares[revealer] = Share.from_bytes(base64.b64decode(text or "", validate=True))
-        except (ValueError, HEError):
-            blame.setdefault(revealer, []).append(f"no readable share of {what}")
-    return shares
-
-
-def _blamed(blame: Blame, among: Iterable[str]) -> str:
-    named = sorted(set(blame) & set(among))
-    return f" (unusable from {', '.join(named)})" if named else ""
-
-
-def _attempt(check: Check[T], shares: list[Share]) -> T | None:
-    try:
-        return check(shares)
-    except HEError:
-        return None
+    return Advertised(public, key.seed_commitment)
 
 
 def _blame_record(rnd: Round, blame: Blame) -> None:
