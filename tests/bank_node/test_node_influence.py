@@ -2,8 +2,8 @@
 
 Three agents share one consortium key and train on their own banks' files; the "portal"
 here keeps their encrypted uploads, sums them with the public context as the scheduler
-does, and publishes the sum. An attacker is a fourth party in the test only: it trains
-with bank-c's real node, then scales its step by 100 before packing and encrypting it.
+does, and publishes the sum. The attacker exists in the test only: bank-c's real node
+trains, then the test scales its step by 100 before the node packs and encrypts it.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from tests.protocol.messages import manifest_dict, policy_dict, round_dict
 SPEC = {"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"}
 BANKS = ("bank-a", "bank-b", "bank-c")
 FEATURES = len(FEATURE_NAMES)
-# Far below an honest step on the tiny world (about 1 from the initial weights), so that
-# every honest node clips and the test sees it.
+# Below an honest step on the tiny world, so that every honest node clips (the first test
+# checks the pre-clip norm the node reports).
 CLIP = 0.2
 
 
