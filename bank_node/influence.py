@@ -98,8 +98,9 @@ def _record(rnd: RoundInfo, bounded: Bounded) -> None:
     """Log and count what the bounds did (the norm is this bank's own, on its own node)."""
     policy = rnd.policy
     if bounded.norm is not None:
-        node_metrics.update_norm_measured(bounded.norm, clipped=bounded.clipped)
+        node_metrics.UPDATE_NORM.set(bounded.norm)
         if bounded.clipped:
+            node_metrics.UPDATES_CLIPPED.inc()
             log.info(
                 "round %s: update clipped from L2 %.4g to the policy's update_clip_norm %g",
                 rnd.number,
@@ -107,7 +108,7 @@ def _record(rnd: RoundInfo, bounded: Bounded) -> None:
                 policy.update_clip_norm,
             )
     if bounded.capped:
-        node_metrics.count_capped()
+        node_metrics.COUNTS_CAPPED.inc()
         log.info(
             "round %s: count capped from %d to %d rows (max_bank_share %g)",
             rnd.number,

@@ -144,20 +144,16 @@ PRIVACY_EPSILON_SPENT = Gauge(
     "the policy asks for no DP.",
 )
 
-# Bounded influence (bank_node/influence.py): this bank's own step, on its own node.
+# Bounded influence (bank_node/influence.py sets them): this bank's own step, on its node.
 UPDATE_NORM = Gauge(
     "bank_node_update_norm",
-    "L2 distance of this bank's latest trained update from the round's base, before "
-    "clipping (training rounds under a policy with update_clip_norm; -1 before any).",
+    "L2 step of this bank's latest update from the round's base before clipping (-1: none).",
 )
 UPDATES_CLIPPED = Counter(
-    "bank_node_updates_clipped",
-    "Training rounds whose update this node clipped back to the policy's update_clip_norm.",
+    "bank_node_updates_clipped", "Training rounds whose update was clipped to update_clip_norm."
 )
 COUNTS_CAPPED = Counter(
-    "bank_node_counts_capped",
-    "Training rounds whose row count this node capped at the policy's max_bank_share of "
-    "the consortium's rows.",
+    "bank_node_counts_capped", "Training rounds whose row count was capped at max_bank_share."
 )
 
 ROSTER_PINNED = Gauge(
@@ -300,17 +296,6 @@ def unexpected_error(step: str) -> None:
 def set_privacy_spent(epsilon: float) -> None:
     """The total epsilon this bank has spent so far (from the DP-SGD accountant)."""
     PRIVACY_EPSILON_SPENT.set(epsilon)
-
-
-def update_norm_measured(norm: float, *, clipped: bool) -> None:
-    """The step before clipping, and whether the clip norm cut it."""
-    UPDATE_NORM.set(norm)
-    if clipped:
-        UPDATES_CLIPPED.inc()
-
-
-def count_capped() -> None:
-    COUNTS_CAPPED.inc()
 
 
 # --- the HTTP server ---------------------------------------------------------------------
