@@ -21,6 +21,7 @@ from bank_node.config import NodeConfig
 from bank_node.counts import pack_checked
 from bank_node.gate import EvaluationGate
 from bank_node.global_models import PublishedModels
+from bank_node.influence import bound_update
 from bank_node.keys import Keyring
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
@@ -268,7 +269,7 @@ class Agent:
         base = self.base_weights(rnd)
         if not policy.dp_enabled:
             weights, n = train_round(data, policy, base, seed=rnd.number)
-            return weights, n, None
+            return (*self.bound(rnd, weights, n, base), None)
         dp = dp_config(policy)
         rows = int(data.y_train.size)
         if would_exceed(self.state.dp_accountant, dp, n_samples=rows):
@@ -286,7 +287,17 @@ class Agent:
         self.state.save(self.state_path)
         node_metrics.set_privacy_spent(epsilon)
         budget_left = not would_exceed(accountant, dp, n_samples=rows)
-        return weights, n, PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
+        # Clipping after DP-SGD is post-processing: the privacy claim stands.
+        claim = PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
+        return (*self.bound(rnd, weights, n, base), claim)
+
+    def bound(
+        self, rnd: RoundInfo, weights: np.ndarray, n: int, base: np.ndarray | None
+    ) -> tuple[np.ndarray, int]:
+        """The policy's clip norm and share cap on this update (``bank_node.influence``)."""
+        norm = self.normalizer(rnd.stats_round)
+        bounded = bound_update(rnd, weights, n, base, norm.rows if norm is not None else None)
+        return bounded.weights, bounded.rows
 
     def pack(self, rnd: RoundInfo, weights: np.ndarray, n: int) -> np.ndarray:
         """Tag the update and pack it in the round's count unit; HEError if it cannot fit."""

@@ -4,9 +4,11 @@
 updates; it cannot tell an honest sum from one a member poisoned within its own slot (a
 count of 1e9, weights scaled by 100). These checks refuse what no honest round produces:
 a weight that is not finite, more rows than the consortium counted in its statistics
-round, a vector that is not the policy's model, and a model further from the one it was
-trained from than the bank's guardrail ``max_update_ratio`` allows. Each raises
-``Refused`` with its own reason; the agent keeps its last good model and objects.
+round, a vector that is not the policy's model, a model further from the one it was
+trained from than honest clipped updates can move it (the policy's ``update_clip_norm``,
+docs/robustness.md), and one further than the bank's own guardrail ``max_update_ratio``
+allows. Each raises ``Refused`` with its own reason; the agent keeps its last good model
+and objects.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from bank_node.checks import Refused
 from he.codec import count_unit_check
 from he.errors import HEError
 from he.integrity import COUNT_TOLERANCE, tag_tolerance
-from models.nets import build_model
-from models.vector import model_to_vector, vector_length
+from models.influence import norm_bound, update_norm
+from models.nets import build_model, initial_vector
+from models.vector import vector_length
 
 # A previous model this close to zero has no meaningful relative distance: the ratio is
 # taken against this floor instead (the policy's initial weights are far above it).
@@ -33,8 +36,9 @@ class Expected:
     """What a round's decrypted model must be: its policy's model, and the bank's bounds.
 
     ``consortium_rows``: the statistics round's total (None: the round has none);
-    ``previous``: the model it was trained from (None: no ratio check);
-    ``max_update_ratio``: the bank's guardrail (None: no limit).
+    ``previous``: the model it was trained from (None: no distance checks);
+    ``max_update_ratio``: the bank's guardrail (None: no limit);
+    ``clip_norm``: the policy's ``update_clip_norm`` (None: off).
     """
 
     number: int
@@ -45,6 +49,7 @@ class Expected:
     consortium_rows: int | None = None
     previous: np.ndarray | None = None
     max_update_ratio: float | None = None
+    clip_norm: float | None = None
 
 
 def check_global_model(expected: Expected, weights: np.ndarray, rows: float) -> None:
@@ -52,6 +57,8 @@ def check_global_model(expected: Expected, weights: np.ndarray, rows: float) -> 
     check_weights_finite(expected.number, weights)
     check_total_rows(expected, rows)
     check_model_length(expected, weights)
+    if expected.previous is not None and expected.clip_norm is not None:
+        check_clip_norm(expected.number, weights, expected.previous, expected.clip_norm)
     if expected.previous is not None and expected.max_update_ratio is not None:
         check_update_ratio(expected.number, weights, expected.previous, expected.max_update_ratio)
 
@@ -110,7 +117,7 @@ def policy_model_length(number: int, spec: dict[str, Any], n_features: int) -> i
 def initial_weights(number: int, spec: dict[str, Any], n_features: int) -> np.ndarray:
     """The policy's deterministic initial weights (a round without a base starts there)."""
     try:
-        return model_to_vector(build_model(spec, n_features))
+        return initial_vector(spec, n_features)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise Refused("model_invalid", f"round {number}: the policy's model spec: {exc}") from None
 
@@ -145,4 +152,23 @@ def check_update_ratio(
             "update_too_large",
             f"round {number}: the new global model is {ratio:.3g} times the previous model's "
             f"norm away from it; this bank's guardrail max_update_ratio is {limit:g}",
+        )
+
+
+def check_clip_norm(number: int, weights: np.ndarray, previous: np.ndarray, clip: float) -> None:
+    """The new model is no further from its base than an average of clipped updates can be.
+
+    Every honest update lies within ``clip`` of the base, so their weighted average does
+    too; ``norm_bound`` adds the CKKS noise. Anything further holds an unclipped update.
+    """
+    bound = norm_bound(clip, int(np.size(weights)))
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is inf: refused
+        distance = update_norm(weights, previous)
+    if not distance <= bound:  # also refuses a NaN distance
+        raise Refused(
+            "update_too_large",
+            f"round {number}: the new global model moved {distance:.4g} (L2) from the model "
+            f"it was trained from; the policy's update_clip_norm {clip:g} allows at most "
+            f"{bound:.4g} for an average of clipped updates: at least one member's update was "
+            "not clipped. This bank does not adopt it or train on it, and objects",
         )

@@ -159,7 +159,7 @@ class PublishedModels:
         policy, limit = info.policy, self.config.guardrails.max_update_ratio
         norm = self.normalizer(info.stats_round)
         previous = None
-        if against_base and limit is not None:
+        if against_base and (limit is not None or policy.update_clip_norm is not None):
             previous = self.previous_model(info)
         return Expected(
             info.number,
@@ -170,6 +170,7 @@ class PublishedModels:
             consortium_rows=norm.rows if norm is not None else None,
             previous=previous,
             max_update_ratio=limit,
+            clip_norm=policy.update_clip_norm,
         )
 
     def previous_model(self, info: RoundInfo) -> np.ndarray:

@@ -144,6 +144,18 @@ PRIVACY_EPSILON_SPENT = Gauge(
     "the policy asks for no DP.",
 )
 
+# Bounded influence (bank_node/influence.py sets them): this bank's own step, on its node.
+UPDATE_NORM = Gauge(
+    "bank_node_update_norm",
+    "L2 step of this bank's latest update from the round's base before clipping (-1: none).",
+)
+UPDATES_CLIPPED = Counter(
+    "bank_node_updates_clipped", "Training rounds whose update was clipped to update_clip_norm."
+)
+COUNTS_CAPPED = Counter(
+    "bank_node_counts_capped", "Training rounds whose row count was capped at max_bank_share."
+)
+
 ROSTER_PINNED = Gauge(
     "bank_node_roster_pinned",
     "1 when this node verifies the consortium's roster from a genesis it was given out of "
@@ -227,6 +239,7 @@ UNEXPECTED_ERRORS = Counter(
 # The steps of a poll (bank_node/resilience.py); anything else is counted as "other".
 STEPS = ("roster", "poll", "join", "evaluate", "other")
 ROSTER_VERSION.set(-1)
+UPDATE_NORM.set(-1)
 
 for _reason in REFUSAL_REASONS:
     REFUSALS.labels(_reason)

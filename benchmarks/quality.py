@@ -204,7 +204,11 @@ def data_argv(args: argparse.Namespace) -> list[str]:
 
 
 def demo_argv(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> list[str]:
-    """``python -m simulation.demo`` with the hyperparameters in ``hyper``."""
+    """``python -m simulation.demo`` with the hyperparameters in ``hyper``.
+
+    Clipping and the share cap are off, as in the plaintext column, so that the two
+    columns differ by the encryption alone.
+    """
     return [
         sys.executable, "-m", "simulation.demo", "--preset", args.preset,
         "--banks", str(args.banks), "--rounds", str(hyper["rounds"]),
@@ -214,6 +218,7 @@ def demo_argv(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> lis
         "--fedprox-mu", repr(hyper["fedprox_mu"]),
         "--model-spec", json.dumps(hyper["model_spec"]),
         "--deadline", str(args.deadline), "--timeout", str(args.timeout),
+        "--max-bank-share", "off", "--update-clip-norm", "off",
     ]  # fmt: skip
 
 

@@ -91,7 +91,7 @@ from protocol import (  # noqa: E402
 )
 from simulation.world import generate_world  # noqa: E402
 
-# The demo's policy (simulation/demo.py's command-line defaults; a test keeps them equal).
+# The demo's policy (simulation/demo_policy.py's flag defaults; a test keeps them equal).
 DEMO_HYPER: dict[str, Any] = {
     "local_epochs": 2,
     "batch_size": 256,

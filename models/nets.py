@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.vector import vector_length
+from models.vector import model_to_vector, vector_length
 
 LOSSES = ("bce", "focal")
 SPEC_KEYS = {
@@ -177,3 +177,12 @@ def build_model(spec: Mapping[str, Any], n_features: int) -> FraudMLP:
     if "hidden" in kwargs:
         kwargs["hidden"] = tuple(int(h) for h in kwargs["hidden"])
     return FraudMLP(n_features=n_features, **kwargs)
+
+
+def initial_vector(spec: Mapping[str, Any], n_features: int) -> np.ndarray:
+    """The spec's initial weights as one vector: what a round without a base starts from.
+
+    They depend on the spec's ``seed`` alone (``_init_weights`` draws from a private
+    generator, never torch's global one), so every node computes the same vector.
+    """
+    return model_to_vector(build_model(spec, n_features))

@@ -125,6 +125,12 @@ class PolicySnapshot:
         share = self.max_bank_share
         if share is not None and not 0.0 < share <= 1.0:
             raise ProtocolError("max_bank_share", f"must be in (0, 1] or null (got {share})")
+        if share is not None and not self.normalize_features:
+            raise ProtocolError(
+                "max_bank_share",
+                "needs normalize_features: the cap is a share of the consortium's rows, "
+                "which only the statistics round counts",
+            )
         if self.update_clip_norm is not None and not self.update_clip_norm > 0.0:
             raise ProtocolError(
                 "update_clip_norm", f"must be positive or null (got {self.update_clip_norm})"

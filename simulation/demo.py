@@ -39,6 +39,7 @@ from simulation.datadir import (
     load_manifest,
     slug_of,
 )
+from simulation.demo_policy import add_policy_arguments, policy_fields
 from simulation.processes import (
     PY,
     ROOT,
@@ -103,20 +104,7 @@ def run(args: argparse.Namespace) -> int:
             base64.b64encode((work / "ceremony" / PUBLIC_CONTEXT).read_bytes()).decode(),
             params.to_dict(),
         )
-        policy = op.policy_create(
-            name="demo",
-            active=False,  # active only once the banks have approved it in the charter
-            min_banks=MIN_BANKS_FLOOR,
-            local_epochs=args.local_epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            fedprox_mu=args.fedprox_mu,
-            dp_target_epsilon=args.dp_epsilon,
-            model_spec=json.loads(args.model_spec),
-            max_rounds=args.rounds,
-            deadline_seconds=args.deadline,
-            ckks_params=params.to_dict(),
-        )
+        policy = op.policy_create(**policy_fields(args, params.to_dict()))
         (work / "policy.json").write_text(json.dumps(policy, indent=2))
         print(
             f"[demo] key epoch {fingerprint[:16]}... registered; policy demo v{policy['version']}"
@@ -357,26 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "demo-output"))
     p.add_argument("--banks", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--local-epochs", type=int, default=2)
-    p.add_argument("--deadline", type=int, default=300, help="round deadline in seconds")
     p.add_argument("--preset", default="demo")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=int, default=900)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--fedprox-mu", type=float, default=0.0)
-    p.add_argument(
-        "--model-spec",
-        default='{"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10}',
-        help="model spec JSON (see models.nets.build_model)",
-    )
-    p.add_argument(
-        "--dp-epsilon",
-        type=float,
-        default=None,
-        help="train with DP-SGD to this epsilon per bank (default: no DP)",
-    )
+    add_policy_arguments(p)
     add_data_arguments(p)
     p.add_argument(
         "--skip-baselines",

@@ -121,6 +121,16 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
         "Aggregate checkers (v2)",
         "Nodes that recompute the aggregate before decrypting it; 0 = every node.",
     ),
+    "max_bank_share": (
+        "Largest share of rows per bank",
+        "0 < share <= 1, e.g. 0.5: no bank's update weighs more than half the consortium's "
+        "rows. Needs the feature statistics round; empty = no cap.",
+    ),
+    "update_clip_norm": (
+        "Update clip norm (L2)",
+        "Each bank clips its step to this distance from the round's base and nodes refuse "
+        "an aggregate that moved further; empty = off. Measured values: docs/robustness.md.",
+    ),
 }
 
 

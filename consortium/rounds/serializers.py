@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -114,6 +115,8 @@ class PolicySerializer(serializers.ModelSerializer):
     min_banks = serializers.IntegerField(
         required=False, default=RoundPolicy._meta.get_field("min_banks").get_default()
     )
+    max_bank_share = serializers.FloatField(required=False, allow_null=True)
+    update_clip_norm = serializers.FloatField(required=False, allow_null=True)
 
     class Meta:
         model = RoundPolicy
@@ -149,6 +152,22 @@ class PolicySerializer(serializers.ModelSerializer):
         if value < MIN_BANKS_FLOOR:
             raise serializers.ValidationError(
                 f"min_banks must be at least {MIN_BANKS_FLOOR}: {MIN_BANKS_FLOOR_TEXT}"
+            )
+        return value
+
+    def validate_max_bank_share(self, value: float | None) -> float | None:
+        if value is not None and not 0.0 < value <= 1.0:
+            raise serializers.ValidationError(
+                f"max_bank_share must be a share of the consortium's rows in (0, 1], e.g. 0.5 "
+                f"(no bank weighs more than half), or null for no cap; got {value:g}"
+            )
+        return value
+
+    def validate_update_clip_norm(self, value: float | None) -> float | None:
+        if value is not None and not (value > 0.0 and math.isfinite(value)):
+            raise serializers.ValidationError(
+                "update_clip_norm must be a positive L2 distance, e.g. 5.0 (measure your "
+                f"honest updates: docs/robustness.md), or null for no clipping; got {value:g}"
             )
         return value
 

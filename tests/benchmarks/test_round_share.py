@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _demo_defaults() -> dict[str, Any]:
-    """The defaults of simulation/demo.py's command-line flags, read from its source."""
-    tree = ast.parse((ROOT / "simulation" / "demo.py").read_text())
+    """The defaults of the demo's policy flags, read from simulation/demo_policy.py's source."""
+    tree = ast.parse((ROOT / "simulation" / "demo_policy.py").read_text())
     defaults: dict[str, Any] = {}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"):

@@ -17,6 +17,7 @@ from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
+from protocol import ProtocolError
 
 # An encrypted value costs at least 32 bytes on the wire (2 x 8-byte coefficients per
 # slot and data prime); a model whose update cannot fit the upload limit is refused before
@@ -76,6 +77,10 @@ def policy_create(*, name: str, actor: str, activate: bool = False, **fields: An
             "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()),
             fields=exc.message_dict,
         ) from exc
+    try:  # the wire's own rules across fields, e.g. a share cap needs a statistics round
+        policy.as_snapshot()
+    except ProtocolError as exc:
+        raise ApplicationError(str(exc), fields={exc.field: [exc.problem]}) from exc
     policy.save()
     audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
     if activate:
