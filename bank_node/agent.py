@@ -357,6 +357,11 @@ class Agent:
         )
         return metrics
 
+    def rounds_done(self) -> int:
+        """Training rounds evaluated; a gated one counts once this node decided its gate."""
+        pending = set(self.state.gated) - set(self.state.verdicts)
+        return sum(1 for number in self.state.evaluated if number not in pending)
+
     def report(self, number: int, metrics: dict[str, Any]) -> None:
         """Send quality figures only if this bank opted in; row counts and rates never."""
         if not self.config.report_metrics:
@@ -382,7 +387,7 @@ class Agent:
                 log.warning("portal: %s", exc)
             if (len(self.state.submitted), len(self.state.evaluated)) != before:
                 last_activity = time.monotonic()
-            if max_rounds and len(self.state.evaluated) >= max_rounds:
+            if max_rounds and self.rounds_done() >= max_rounds:
                 return
             if idle_exit_seconds and time.monotonic() - last_activity > idle_exit_seconds:
                 log.info("no activity for %.0fs; exiting", idle_exit_seconds)

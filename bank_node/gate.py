@@ -208,6 +208,9 @@ class EvaluationGate:
             node_metrics.global_model_evaluated(rnd.number, metrics)
             return
         keep_candidate(state_dir, rnd, weights, threshold)
+        if str(rnd.number) not in self.state.gated:
+            self.state.gated.append(str(rnd.number))
+            self.state.save(self.config.state_dir / "state.json")
         if self.state.verdicts.get(str(rnd.number), {}).get("decision") == "adopt":
             self.serve(rnd.number, metrics)
 

@@ -27,6 +27,8 @@ class NodeState:
     submitted_at: dict[str, float] = field(default_factory=dict)  # round -> unix time of upload
     # The evaluation gate: candidate round -> this bank's own verdict on it (bank_node/gate.py).
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Training rounds evaluated under a gated policy: done only once their gate is decided.
+    gated: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> NodeState:

@@ -218,7 +218,7 @@ def demo_argv(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> lis
         "--fedprox-mu", repr(hyper["fedprox_mu"]),
         "--model-spec", json.dumps(hyper["model_spec"]),
         "--deadline", str(args.deadline), "--timeout", str(args.timeout),
-        "--max-bank-share", "off", "--update-clip-norm", "off",
+        "--max-bank-share", "off", "--update-clip-norm", "off", "--gate-tolerance", "off",
     ]  # fmt: skip
 
 

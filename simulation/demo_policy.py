@@ -13,6 +13,8 @@ from protocol import MIN_BANKS_FLOOR
 # the demo's worlds (at most 4.95, in the first training round; benchmarks/update_norms.py).
 DEMO_MAX_BANK_SHARE = 0.5
 DEMO_UPDATE_CLIP_NORM = 6.0
+# The evaluation gate: a candidate at most 0.02 AUPRC below the current model is adopted.
+DEMO_GATE_TOLERANCE = 0.02
 
 
 def _off_or_float(text: str) -> float | None:
@@ -50,6 +52,13 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
         default=DEMO_UPDATE_CLIP_NORM,
         help="L2 clip norm of each bank's step ('off': none; docs/robustness.md)",
     )
+    p.add_argument(
+        "--gate-tolerance",
+        type=_off_or_float,
+        default=DEMO_GATE_TOLERANCE,
+        help="evaluation gate: largest AUPRC loss a candidate may show and be adopted "
+        "('off': no gate, no evaluation rounds; docs/robustness.md)",
+    )
 
 
 def policy_fields(args: argparse.Namespace, ckks_params: dict[str, Any]) -> dict[str, Any]:
@@ -69,4 +78,5 @@ def policy_fields(args: argparse.Namespace, ckks_params: dict[str, Any]) -> dict
         "ckks_params": ckks_params,
         "max_bank_share": args.max_bank_share,
         "update_clip_norm": args.update_clip_norm,
+        "gate_tolerance": args.gate_tolerance,
     }

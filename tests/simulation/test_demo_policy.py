@@ -23,3 +23,8 @@ def test_the_demo_runs_without_the_bounds_when_asked():
     fields = _fields("--max-bank-share", "off", "--update-clip-norm", "off")
     assert fields["max_bank_share"] is None and fields["update_clip_norm"] is None
     assert _fields("--update-clip-norm", "2.5")["update_clip_norm"] == 2.5
+
+
+def test_the_demo_gates_every_candidate_at_a_tolerance_of_two_hundredths_unless_turned_off():
+    assert _fields()["gate_tolerance"] == 0.02
+    assert _fields("--gate-tolerance", "off")["gate_tolerance"] is None
