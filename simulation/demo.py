@@ -278,6 +278,23 @@ def _baselines(work: Path, nodes: list[Any], args: argparse.Namespace) -> dict[s
     return results
 
 
+def _gate(rnd: dict[str, Any]) -> str:
+    """A training round's gate in words: adopted, rejected, pending, or blank if ungated."""
+    if rnd.get("candidate_round"):
+        return f"gates round {rnd['candidate_round']}"
+    if rnd.get("gate_round") is None:
+        return ""
+    return {"adopt": "adopted", "reject": "rejected"}.get(rnd.get("gate_decision") or "", "pending")
+
+
+def _served(state: dict[str, Any]) -> str:
+    """The newest round whose model the node serves: evaluated and, if gated, adopted."""
+    pending = set(state.get("gated", []))
+    adopted = {k for k, v in state.get("verdicts", {}).items() if v.get("decision") == "adopt"}
+    usable = [k for k in state["evaluated"] if k not in pending or k in adopted]
+    return max(usable or state["evaluated"], key=int)
+
+
 def _fmt(value: float | None) -> str:
     return "  n/a " if value is None else f"{value:6.3f}"
 
@@ -290,11 +307,11 @@ def _report(
     manifest: dict[str, Any] | None,
 ) -> None:
     print("\nRounds")
-    print(f"{'round':>5}  {'kind':<10} {'state':<10} {'updates':>7}  {'aggregate bytes':>15}")
+    print(f"{'round':>5}  {'kind':<10} {'state':<10} {'updates':>7}  {'aggregate bytes':>15}  gate")
     for rnd in sorted(rounds, key=lambda r: r["number"]):
         print(
             f"{rnd['number']:>5}  {rnd.get('kind', 'training'):<10} {rnd['state']:<10} "
-            f"{rnd['submissions']:>7}  {rnd['aggregate_size'] or 0:>15,}"
+            f"{rnd['submissions']:>7}  {rnd['aggregate_size'] or 0:>15,}  {_gate(rnd)}"
         )
     print("\nHeld-out AUPRC per bank (its test period; by default the last 20% of its timeline)")
     print(f"{'bank':<10} {'base rate':>9} {'local-only':>10} {'federated':>10} {'gain':>7}")
@@ -302,7 +319,7 @@ def _report(
     finals = {}
     for slug, _, _ in nodes:
         state = json.loads((work / "banks" / slug / "state" / "state.json").read_text())
-        last = state["evaluated"][max(state["evaluated"], key=int)]
+        last = state["evaluated"][_served(state)]
         finals[slug] = last
         local = baselines.get(slug, {"auprc": None})
         fed, loc = last["auprc"], local["auprc"]
