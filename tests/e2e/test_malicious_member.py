@@ -197,12 +197,22 @@ def _node_state(home: Path) -> dict[str, Any]:
         return {}
 
 
+def _disputed(client: BankClient, number: int) -> bool:
+    """The portal's answer, derived from the banks' signed objections (404: not disputed)."""
+    try:
+        return bool(client.dispute(number).get("disputed"))
+    except PortalError as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
 def _outcome(op: OperatorClient, client: BankClient, homes: dict[str, Path],
              alive: dict[str, bool]) -> Outcome:  # fmt: skip
     rounds = _rounds(op)
     log = homes[ATTACKER] / "state" / "attacks.json"
     attacks = {int(n): m for n, m in json.loads(log.read_text()).items()} if log.exists() else {}
-    disputed = {n for n in rounds if n in attacks and client.dispute(n).get("disputed")}
+    disputed = {n for n in rounds if n in attacks and _disputed(client, n)}
     return Outcome(
         rounds=rounds,
         attacks=attacks,
