@@ -18,18 +18,17 @@ the next base. One bank (``--attacker``) misbehaves in the attack rounds in one 
 AUPRC (each bank's test rows, the model the consortium ends with) lands from the run
 without an attacker.
 
-Left out, and why it does not change the figures: secure aggregation's pairwise masks
-(they cancel exactly modulo q, so the decrypted sum is the same; a foreign-key or
-random-coefficient upload is a real ciphertext here), the statistics round's encryption
-(its pooled moments are computed in plaintext, exactly, with the same row total every
-member decrypts) and the gate round's encryption (the histograms are summed in plaintext:
-counts are whole rows, the gate rounds the decrypted sum). The attacker reports honest
-histograms in the gate round.
+Left out, as they do not change the figures: secure aggregation's pairwise masks (they
+cancel exactly modulo q; the foreign-key and random-coefficient uploads are real
+ciphertexts), the statistics and gate rounds' encryption (pooled moments and summed
+histograms in plaintext: the same totals every member decrypts; the gate rounds counts to
+whole rows). The attacker sends honest histograms to the gate.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import io
 import json
@@ -56,19 +55,9 @@ from bank_node.training import (  # noqa: E402
     model_from_vector,
     train_round,
 )
+from he import integrity  # noqa: E402
+from he import keys as he_keys  # noqa: E402
 from he.codec import TRAILER_SLOTS, check_headroom, pack_update  # noqa: E402
-from he.integrity import (  # noqa: E402
-    AggregateRejected,
-    check_aggregate,
-    integrity_key_new,
-    tag_value,
-)
-from he.keys import (  # noqa: E402
-    fingerprint,
-    generate_secret_context,
-    load_public_context,
-    public_context_bytes,
-)
 from he.params import CkksParams  # noqa: E402
 from he.ring import kit_from_tenseal  # noqa: E402
 from he.seeded import decrypt_vector2, encrypt_vector2, sum_vectors2  # noqa: E402
@@ -129,14 +118,14 @@ class Consortium:
 
     def __init__(self, work: Path) -> None:
         params = CkksParams()
-        secret = generate_secret_context(params)
-        public = public_context_bytes(secret)
-        self.fingerprint = fingerprint(public)
+        secret = he_keys.generate_secret_context(params)
+        public = he_keys.public_context_bytes(secret)
+        self.fingerprint = he_keys.fingerprint(public)
         self.member = kit_from_tenseal(secret, params)
-        self.portal = kit_from_tenseal(load_public_context(public, params), params)
+        self.portal = kit_from_tenseal(he_keys.load_public_context(public, params), params)
         # The attacker's own key ceremony: real ciphertexts the consortium's key cannot open.
-        self.foreign = kit_from_tenseal(generate_secret_context(params), params)
-        self.integrity_key = integrity_key_new()
+        self.foreign = kit_from_tenseal(he_keys.generate_secret_context(params), params)
+        self.integrity_key = integrity.integrity_key_new()
         self.rng = np.random.default_rng(0)
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
@@ -171,7 +160,6 @@ class Bank:
 
     bank_id: str
     data: LocalData
-    flipped: LocalData  # the same rows with training labels flipped (label_flip mode)
 
 
 @dataclass
@@ -201,25 +189,15 @@ def load_banks(directory: Path) -> tuple[list[Bank], int]:
     moments = [feature_moments(d) for _, d in raw]
     total = sum(n for _, n in moments)
     norm = Normalizer.from_moments(fedavg(moments), 1, total)
-    banks = []
-    for bank_id, data in raw:
-        view = data.normalized(norm)
-        flipped = LocalData(view.x_train, 1.0 - view.y_train, view.x_val, view.y_val,
-                            view.x_test, view.y_test)  # fmt: skip
-        banks.append(Bank(bank_id, view, flipped))
-    return banks, total
+    return [Bank(bank_id, data.normalized(norm)) for bank_id, data in raw], total
 
 
 def honest_update(setup: Setup, bank: Bank, data: LocalData, base0: np.ndarray,
                   base: np.ndarray | None, number: int) -> tuple[np.ndarray, int]:  # fmt: skip
     """What an honest node sends: its trained weights clipped, its count capped."""
     weights, n = train_round(data, setup.policy, base, seed=number)
-    clip = setup.settings["update_clip_norm"]
-    if clip is not None:
-        weights, _ = clip_update(weights, base0, clip)
-    share = setup.settings["max_bank_share"]
-    rows = capped_rows(n, setup.total_rows, share) if share is not None else n
-    return weights, rows
+    weights, _ = clip_update(weights, base0, setup.settings["update_clip_norm"])
+    return weights, capped_rows(n, setup.total_rows, setup.settings["max_bank_share"])
 
 
 def uploads(setup: Setup, fed: Federation, number: int, mode: str | None) -> list[Path]:
@@ -228,9 +206,12 @@ def uploads(setup: Setup, fed: Federation, number: int, mode: str | None) -> lis
     paths = []
     for bank in setup.banks:
         bad = mode is not None and bank.bank_id == setup.attacker
-        data = bank.flipped if bad and mode == "label_flip" else bank.data
+        data = bank.data
+        if bad and mode == "label_flip":
+            data = dataclasses.replace(data, y_train=1.0 - data.y_train)
         weights, rows = honest_update(setup, bank, data, base0, fed.base, number)
-        tag = tag_value(setup.crypto.integrity_key, setup.crypto.fingerprint, number, bank.bank_id)
+        crypto = setup.crypto
+        tag = integrity.tag_value(crypto.integrity_key, crypto.fingerprint, number, bank.bank_id)
         attack = Attack(mode if bad else None, base0, setup.unit)
         paths.append(setup.crypto.upload(attack, weights, rows, tag, f"{number}-{bank.bank_id}"))
     return paths
@@ -245,9 +226,10 @@ def node_checks(setup: Setup, fed: Federation, number: int, summed: np.ndarray) 
     names = [b.bank_id for b in setup.banks]
     crypto = setup.crypto
     try:
-        weights, rows = check_aggregate(summed, names, crypto.integrity_key, crypto.fingerprint,
-                                        number, setup.unit)  # fmt: skip
-    except AggregateRejected as exc:
+        weights, rows = integrity.check_aggregate(
+            summed, names, crypto.integrity_key, crypto.fingerprint, number, setup.unit
+        )
+    except integrity.AggregateRejected as exc:
         raise Refused("aggregate_integrity", str(exc)) from exc
     spec, n_features = setup.policy.model_spec, setup.policy.n_features
     expected = Expected(number, spec, n_features, n_banks=len(names), count_unit=setup.unit,
@@ -255,7 +237,7 @@ def node_checks(setup: Setup, fed: Federation, number: int, summed: np.ndarray) 
     check_global_model(expected, weights, rows)
     clip = setup.settings["update_clip_norm"]
     base0 = fed.base if fed.base is not None else start_weights(setup)
-    if clip is not None and update_norm(weights, base0) > norm_bound(clip, weights.size):
+    if update_norm(weights, base0) > norm_bound(clip, weights.size):
         raise Refused("update_too_large", f"round {number}: moved further than the clip norm")
     return weights
 
@@ -263,8 +245,6 @@ def node_checks(setup: Setup, fed: Federation, number: int, summed: np.ndarray) 
 def gate_adopts(setup: Setup, fed: Federation, candidate: np.ndarray) -> bool:
     """The evaluation gate on every bank's validation rows: adopt the candidate or not."""
     tolerance = setup.settings["gate_tolerance"]
-    if tolerance is None:
-        return True
     cand, cur = model_of(setup, candidate), model_of(setup, fed.base)
     summed = sum(gate_vector(predict_scores(cand, b.data.x_val), predict_scores(cur, b.data.x_val),
                              b.data.y_val) for b in setup.banks)  # fmt: skip
@@ -415,8 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     (work / "robustness.json").write_text(json.dumps(
         {"args": vars(args), "attack_rounds": sorted(attack_rounds), "modes": figures},
         indent=2, default=str))  # fmt: skip
-    missed = [m for m, f in figures.items() if not f["pass"]]
-    return 1 if args.strict and missed else 0
+    return exit_code(figures, args.strict)
+
+
+def exit_code(figures: dict[str, Any], strict: bool) -> int:
+    """1 when ``strict`` and a mode missed the target; 0 otherwise (the table says it)."""
+    return 1 if strict and any(not f["pass"] for f in figures.values()) else 0
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from he.codec import pack_update
 from he.params import CkksParams
@@ -22,9 +25,12 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(robustness: ModuleType, work: Path) -> Any:
+def tiny(robustness: ModuleType, work: Path) -> Iterator[Any]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as main() and the nodes run: deterministic, and no spinning
     args = robustness.parse(["--preset", "tiny", "--rounds", str(ROUNDS), "--out", str(work)])
-    return robustness.build(args, work)  # generates the tiny world into work/data
+    yield robustness.build(args, work)  # generates the tiny world into work/data
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +76,27 @@ def test_the_table_marks_a_mode_further_than_the_target_as_a_miss(
     assert figures["none"]["diff"] == 0.0 and figures["none"]["pass"]
 
 
-def test_strict_exits_non_zero_only_on_a_miss(
+def test_a_run_writes_its_figures_and_strict_exits_non_zero_on_a_miss(
     robustness: ModuleType, tmp_path: Path, tiny: Any, work: Path
 ) -> None:
     # One refused round of two leaves the model a round behind: a miss on this tiny run.
-    argv = ["--preset", "tiny", "--rounds", str(ROUNDS), "--modes", "foreign_key"]
-    argv += ["--data-dir", str(work / "data"), "--out", str(tmp_path)]
-    assert robustness.main(argv) == 0
-    assert robustness.main([*argv, "--strict"]) == 1
+    argv = ["--preset", "tiny", "--rounds", str(ROUNDS), "--modes", "foreign_key", "--strict"]
+    assert robustness.main([*argv, "--data-dir", str(work / "data"), "--out", str(tmp_path)]) == 1
+    figures = json.loads((tmp_path / "robustness.json").read_text())["modes"]
+    assert set(figures) == {"none", "foreign_key"}
+    assert figures["foreign_key"]["caught_by"] == "refused (aggregate_integrity)"
+    assert not figures["foreign_key"]["pass"]
+
+
+@pytest.mark.parametrize(
+    ("passes", "strict", "code"),
+    [([True, True], True, 0), ([True, False], True, 1), ([True, False], False, 0)],
+)
+def test_only_strict_turns_a_miss_into_a_non_zero_exit(
+    robustness: ModuleType, passes: list[bool], strict: bool, code: int
+) -> None:
+    figures = {f"m{i}": {"pass": p} for i, p in enumerate(passes)}
+    assert robustness.exit_code(figures, strict) == code
 
 
 @pytest.mark.parametrize(
