@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import io
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -78,6 +79,10 @@ class MaliciousAgent(Agent):
         if str(rnd.number) in self.state.submitted or not rnd.is_training:
             return super().participate(rnd)
         self.mode = self.mode_for(rnd)
+        if self.mode != HONEST:
+            logging.getLogger("malicious_node").warning(
+                "round %s: attacking: %s", rnd.number, self.mode
+            )
         try:
             done = super().participate(rnd)
         finally:
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(plan) - {HONEST, *MODES}
     if unknown:
         p.error(f"unknown mode(s): {sorted(unknown)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     agent(Path(args.config), plan).run()
     return 0
 
