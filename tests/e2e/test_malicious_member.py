@@ -41,7 +41,7 @@ from simulation.processes import PortalOptions, free_port, portal_env, running_p
 from simulation.world import generate_world
 from tests.e2e.conftest import ROOT, LivePortal, _fresh_database, until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 HONEST = ("alpha", "beta", "gamma")
 ATTACKER = "mallory"
@@ -102,7 +102,7 @@ def _federation(factory: pytest.TempPathFactory, name: str, plan: tuple[str, ...
         op, client, homes = _found(portal, work, plan, extra)
         procs = _start_nodes(homes, plan)
         try:
-            until(lambda: _done(op, homes, len(plan)), timeout=DEADLINE * 3 * len(plan) + 300)
+            until(lambda: _done(op, homes, len(plan)), timeout=DEADLINE * 4 * len(plan) + 300)
             alive = {slug: proc.poll() is None for slug, proc in procs.items()}
         finally:
             for proc in procs.values():
