@@ -10,7 +10,7 @@ honest node (objections, so the round is disputed) or rejected by the evaluation
 no later round is built on it.
 
 Two federations, each with its own portal: the modes the integrity checks catch (count
-x1000, negative count, foreign key, random coefficients, overflow: about 5 minutes on two
+x1000, negative count, foreign key, random coefficients, overflow: 6 minutes on two
 shared cores), and the modes only bounded influence and the gate can catch (update x100,
 sign flip, label flip), written to docs/robustness.md's contract (``update_clip_norm``,
 ``max_bank_share``, ``gate_tolerance``; ``gate_decision`` on the round).
