@@ -33,3 +33,8 @@ def round_share() -> ModuleType:
 @pytest.fixture(scope="session")
 def quality() -> ModuleType:
     return _load_script("quality")
+
+
+@pytest.fixture(scope="session")
+def robustness() -> ModuleType:
+    return _load_script("robustness")
