@@ -21,6 +21,7 @@ from consortium.governance.selectors import policy_digest
 from consortium.rounds.models import Round, RoundKind, RoundState
 from consortium.rounds.selectors import round_base_for, round_stats_for
 from consortium.rounds.services import round_open_next
+from consortium.rounds.services.scheduler import round_close_due
 from governance import Objection, sign_clearance, sign_objection
 from he.signing import sign
 from tests.governance.portal_helpers import (  # noqa: F401  (founders: a fixture)
@@ -133,6 +134,21 @@ def test_the_next_round_is_based_on_the_newest_undisputed_published_round(
     assert opened.base_round == first
     event = AuditEvent.objects.get(action="round.opened", data__round=3)
     assert event.data["base_round"] == 1
+
+
+def test_a_round_in_flight_on_a_base_that_becomes_disputed_fails_at_once_with_the_reason(
+    client, banks, policy, epoch
+):
+    _published(policy, epoch, 1)
+    assert round_open_next(timezone.now()) == ["training round 2 opened"]
+    assert round_close_due(timezone.now()) == []  # its base is fine: nothing to do yet
+    _dispute(client, banks, 1)
+    assert round_close_due(timezone.now()) == [
+        "round 2 failed: round 1 it builds on is disputed by the banks' signed objections"
+    ]
+    failed = Round.objects.get(number=2)
+    assert failed.state == RoundState.FAILED and "round 1" in failed.failure_reason
+    assert AuditEvent.objects.filter(action="round.failed", data__round=2).count() == 1
 
 
 def test_a_disputed_statistics_round_is_not_used_for_normalisation(client, banks, policy, epoch):

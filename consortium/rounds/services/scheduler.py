@@ -66,6 +66,12 @@ def round_close_due(now: datetime) -> list[str]:
     rnd = Round.objects.select_for_update(skip_locked=True).filter(state__in=collecting).first()
     if rnd is None:
         return []
+    disputed = _disputed_dependency(rnd)
+    if disputed is not None:
+        # Every honest node refuses to build on it: waiting for the deadline gains nothing.
+        why = f"round {disputed} it builds on is disputed by the banks' signed objections"
+        round_fail(rnd, now, why)
+        return [f"round {rnd.number} failed: {why}"]
     if rnd.masked:
         return phase_close_due(rnd, now)
     submitted = selectors.submission_bank_ids(rnd)
@@ -90,6 +96,18 @@ def round_close_due(now: datetime) -> list[str]:
         )
         return [f"round {rnd.number} failed"]
     return []
+
+
+def _disputed_dependency(rnd: Round) -> int | None:
+    """The base (or, for an evaluation round, the candidate) of ``rnd`` if it is disputed.
+
+    A round opens on the newest published round before the nodes have checked it; when
+    enough of them refuse it, it becomes disputed, and the round in flight on top of it
+    can only fail. Derived from the signed objections each time, like every dispute.
+    """
+    numbers = [dep.number for dep in (rnd.base_round, rnd.candidate_round) if dep is not None]
+    disputed = roster.rounds_disputed(numbers) if numbers else set()
+    return min(disputed) if disputed else None
 
 
 @transaction.atomic
