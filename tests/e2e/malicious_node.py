@@ -11,7 +11,8 @@ Modes (issue 13, "Proof"): ``count_x1000`` and ``negative_count`` (the count slo
 weights packed with it, times 1000 or -1000), ``foreign_key`` (the masked update encrypted
 under a key of the attacker's own ceremony), ``random_coefficients`` (uniform words added to
 every ciphertext), ``overflow`` (every value 2^31, past what the data prime holds once
-summed), ``scaled_x100`` and ``sign_flip`` (the step from the base times 100 or -1),
+summed), ``scaled_x100`` (the step from the base times 100), ``sign_flip`` (the step reversed and,
+under a clip norm, stretched to it: the strongest reversal the bound admits),
 ``label_flip`` (trained on flipped labels).
 """
 
@@ -118,7 +119,11 @@ class MaliciousAgent(Agent):
         base = self.base_weights(rnd)
         if base is None:
             base = initial_weights(rnd.number, rnd.policy.model_spec, rnd.policy.n_features)
-        return base + factor * (weights - base), n, privacy
+        step = weights - base
+        clip, norm = rnd.policy.update_clip_norm, float(np.linalg.norm(step))
+        if self.mode == "sign_flip" and clip is not None and norm > 0:
+            factor = -clip / norm
+        return base + factor * step, n, privacy
 
     def pack(self, rnd: RoundInfo, weights: np.ndarray, n: int) -> np.ndarray:
         if self.mode == "overflow":

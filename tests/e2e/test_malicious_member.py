@@ -47,7 +47,8 @@ HONEST = ("alpha", "beta", "gamma")
 ATTACKER = "mallory"
 NODE_RUN = (sys.executable, "-m", "bank_node.cli", "run")
 MALICIOUS_RUN = (sys.executable, "-m", "tests.e2e.malicious_node")
-SPEC = {"kind": "mlp", "hidden": [16], "seed": 3, "loss": "bce"}
+# The demo's model: one that learns on the tiny world, so a harmful push shows at the gate.
+SPEC = {"kind": "mlp", "hidden": [32, 16], "seed": 3, "loss": "bce", "pos_weight": 10}
 # Each refused round costs the next one too: it opens on the refused base before the
 # objections dispute it, every node sits it out, and it fails at this deadline.
 DEADLINE = 40
@@ -135,7 +136,7 @@ def _found(portal: LivePortal, work: Path, plan: tuple[str, ...], extra: dict[st
     public = (work / "ceremony" / PUBLIC_CONTEXT).read_bytes()
     op.key_epoch_register(base64.b64encode(public).decode(), params.to_dict())
     policy = op.policy_create(
-        name="attacked", active=False, min_banks=3, local_epochs=1, batch_size=512,
+        name="attacked", active=False, min_banks=3, local_epochs=2, batch_size=256,
         learning_rate=3e-3, max_rounds=len(plan), max_consecutive_failures=50,
         deadline_seconds=DEADLINE, normalize_features=True, model_spec=SPEC,
         ckks_params=params.to_dict(), secure_aggregation="v2", aggregate_checkers=0, **extra,
