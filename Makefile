@@ -48,8 +48,10 @@ MYPY := $(STEP) mypy $(VENV)/bin/mypy
 # The whole suite against a real PostgreSQL server...
 PYTEST_POSTGRES := $(STEP) pytest-postgres bash scripts/with-postgres.sh $(VPY) -m pytest $(PYTEST_ARGS)
 # ...then everything but the multi-process e2e tests on SQLite (the settings'
-# default without DATABASE_URL), so that both backends keep working.
-PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+# default without DATABASE_URL), so that both backends keep working. The folders whose
+# tests touch no database (CKKS maths, models, charts, benchmarks) ran once already.
+SQLITE_SKIP := --ignore=tests/he --ignore=tests/models --ignore=tests/helm --ignore=tests/benchmarks
+PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest -m "not e2e" $(SQLITE_SKIP) $(PYTEST_ARGS)
 
 .PHONY: help venv checkov-venv system-deps lint test test-postgres test-sqlite demo clean \
 	images image-portal image-bank-node
