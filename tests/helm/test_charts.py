@@ -342,6 +342,20 @@ def test_bank_node_config_toml_is_accepted_by_the_node_config_loader(tmp_path: P
     secret_paths = [config.credential_file, config.signing_key_file, config.secret_context_file]
     assert all(str(p).startswith("/run/secrets/bank-node/") for p in secret_paths)
     assert tomllib.loads(text)["data_file"] == "/var/lib/bank-node/transactions.csv"
+    assert config.encrypt_workers == 2
+
+
+def test_a_one_core_node_can_encrypt_in_its_own_process_and_a_negative_count_is_refused(
+    tmp_path: Path,
+) -> None:
+    from bank_node.config import load_config
+
+    values = {"config": {"encryptWorkers": 0}}
+    path = tmp_path / "config.toml"
+    path.write_text(the(objects(BANK_NODE, values), "ConfigMap")["data"]["config.toml"])
+    assert load_config(path).encrypt_workers == 0
+    with pytest.raises(helm.HelmValuesError, match="encryptWorkers"):
+        objects(BANK_NODE, {"config": {"encryptWorkers": -1}})
 
 
 def test_bank_node_egress_allows_only_the_configured_portal_and_dns() -> None:

@@ -114,6 +114,7 @@ poll_interval_seconds = {{ .Values.config.pollIntervalSeconds }}
 request_timeout_seconds = {{ .Values.config.requestTimeoutSeconds }}
 max_retries = {{ .Values.config.maxRetries }}
 torch_threads = {{ .Values.config.torchThreads }}
+encrypt_workers = {{ .Values.config.encryptWorkers }}
 metrics_port = {{ .Values.metrics.port }}
 report_metrics = {{ .Values.config.reportMetrics }}
 {{- if $s.genesis.existingSecret }}
