@@ -28,7 +28,7 @@ from bank_node.portal_client import BankClient, PortalError
 from bank_node.resilience import StepGuard
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
-from bank_node.state import NodeState, dp_config
+from bank_node.state import NodeState, dp_config, state_file
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -73,7 +73,7 @@ class Agent:
             lambda: keeper.state.consortium_id if keeper is not None else None,
         )
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_path = config.state_dir / "state.json"
+        self.state_path = state_file(config.state_dir)
         self.state = NodeState.load(self.state_path)
         self.secagg = SecAggSteps(config, keys, client, lambda: self.roster)
         self.models = PublishedModels(

@@ -25,7 +25,14 @@ from bank_node.config import NodeConfig
 from bank_node.gate_checks import check_candidate, check_evaluation_round
 from bank_node.global_models import PublishedModels
 from bank_node.portal_client import BankClient, PortalError
-from bank_node.state import NodeState, keep_candidate, save_global_model, serve_candidate
+from bank_node.state import (
+    NodeState,
+    aggregate_file,
+    keep_candidate,
+    save_global_model,
+    serve_candidate,
+    state_file,
+)
 from bank_node.training import LocalData, model_from_vector
 from governance import RosterState
 from governance.verdict import GateVerdict, figure, sign_verdict
@@ -102,11 +109,11 @@ class EvaluationGate:
         policy = evaluation.policy
         assert policy.gate_tolerance is not None  # check_evaluation_round refuses otherwise
         outcome = gate_decide(counts * rows, policy.gate_tolerance, policy.gate_alert_rate)
-        aggregate = self.config.state_dir / f"aggregate-round-{evaluation.number}.ckks"
+        aggregate = aggregate_file(self.config.state_dir, evaluation.number)
         record = _record(evaluation.number, candidate, file_sha256(aggregate), outcome)
         record |= self._signed(record)
         self.state.verdicts[str(candidate)] = record
-        self.state.save(self.config.state_dir / "state.json")
+        self.state.save(state_file(self.config.state_dir))
         _log_outcome(evaluation.number, candidate, outcome, policy.gate_alert_rate)
         node_metrics.gate_decided(
             record["decision"], outcome.candidate.auprc, outcome.current.auprc
@@ -159,7 +166,7 @@ class EvaluationGate:
                 log.warning(
                     "round %s: verdict not recorded by the portal: %s", record["round"], exc
                 )
-        self.state.save(self.config.state_dir / "state.json")
+        self.state.save(state_file(self.config.state_dir))
 
     # --- the model this node trains from and serves -----------------------------------
 
@@ -210,7 +217,7 @@ class EvaluationGate:
         keep_candidate(state_dir, rnd, weights, threshold)
         if str(rnd.number) not in self.state.gated:
             self.state.gated.append(str(rnd.number))
-            self.state.save(self.config.state_dir / "state.json")
+            self.state.save(state_file(self.config.state_dir))
         if self.state.verdicts.get(str(rnd.number), {}).get("decision") == "adopt":
             self.serve(rnd.number, metrics)
 

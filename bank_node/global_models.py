@@ -25,7 +25,7 @@ from bank_node.gate_checks import check_gate_counts
 from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient
 from bank_node.secagg_steps import SecAggSteps
-from bank_node.state import NodeState
+from bank_node.state import NodeState, aggregate_file, state_file
 from bank_node.training import Normalizer
 from governance import RosterState
 from he.codec import decrypt_vector
@@ -69,7 +69,7 @@ class PublishedModels:
 
     @property
     def state_path(self) -> Path:
-        return self.config.state_dir / "state.json"
+        return state_file(self.config.state_dir)
 
     def count_unit(self, rnd: RoundInfo) -> int:
         """The rows one count unit of ``rnd`` stands for (``bank_node.counts``)."""
@@ -126,7 +126,7 @@ class PublishedModels:
         info = self.client.round(number)
         check_manifest(self.roster, info, info.manifest, self.config.guardrails)
         assert info.manifest is not None  # check_manifest refuses a round without one
-        path = self.config.state_dir / f"aggregate-round-{number}.ckks"
+        path = aggregate_file(self.config.state_dir, number)
         if info.policy.masked:  # before a byte is decrypted: the record, and maybe the sum
             self.secagg.check_published(info, info.manifest, path)
         if not path.exists():

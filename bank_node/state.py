@@ -13,6 +13,16 @@ from models.privacy import DPConfig
 from protocol import PolicySnapshot, RoundInfo
 
 
+def state_file(state_dir: Path) -> Path:
+    """Where the node keeps its ``NodeState``."""
+    return state_dir / "state.json"
+
+
+def aggregate_file(state_dir: Path, number: int) -> Path:
+    """Where the node keeps round ``number``'s downloaded aggregate."""
+    return state_dir / f"aggregate-round-{number}.ckks"
+
+
 @dataclass
 class NodeState:
     """What the node remembers across restarts (in ``state_dir/state.json``)."""
