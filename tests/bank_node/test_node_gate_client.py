@@ -8,16 +8,15 @@ reads a refusal, against a stand-in HTTP server.
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 
-from bank_node.portal_client import BankClient, PortalError
+from bank_node.portal_client import PortalError
 from governance.verdict import GateVerdict, sign_verdict, verify_verdict
 from tests.governance.roster_helpers import new_bank
+from tests.standin_portal import standin_portal
 
 
 @pytest.fixture
@@ -25,28 +24,15 @@ def portal() -> Iterator[dict[str, Any]]:
     """Answers every POST with ``seen["status"]`` and records path, headers and body."""
     seen: dict[str, Any] = {"status": 201, "answer": {"stored": True}}
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers["Content-Length"])
-            seen["path"], seen["auth"] = self.path, self.headers["Authorization"]
-            seen["body"] = json.loads(self.rfile.read(length))
-            body = json.dumps(seen["answer"]).encode()
-            self.send_response(seen["status"])
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(
+        method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        seen["path"], seen["auth"], seen["body"] = path, headers["Authorization"], json.loads(body)
+        return seen["status"], json.dumps(seen["answer"]).encode()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    seen["client"] = BankClient(f"http://127.0.0.1:{server.server_port}", "cred", max_retries=0)
-    try:
+    with standin_portal(answer) as client:
+        seen["client"] = client
         yield seen
-    finally:
-        server.shutdown()
 
 
 def _verdict() -> GateVerdict:

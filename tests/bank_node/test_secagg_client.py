@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bank_node.portal_client import BankClient, PortalError
+from bank_node.portal_client import PortalError
 from protocol import MaskKeysPost, Reveal
+from tests.standin_portal import standin_portal
 
 KEYS = {
     "round": 7,
@@ -38,29 +37,15 @@ def portal() -> Iterator[dict[str, Any]]:
     """A stand-in portal: answers ``routes[path]`` = (status, bytes) and records requests."""
     seen: dict[str, Any] = {"routes": {}, "requests": []}
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            seen["requests"].append((self.command, self.path, body))
-            status, payload = seen["routes"].get(self.path, (404, b'{"message": "no"}'))
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def answer(
+        method: str, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        seen["requests"].append((method, path, body))
+        return seen["routes"].get(path, (404, b'{"message": "no"}'))
 
-        do_GET = do_PUT = do_POST = _answer
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    seen["client"] = BankClient(f"http://127.0.0.1:{server.server_port}", "cred", max_retries=0)
-    try:
+    with standin_portal(answer) as client:
+        seen["client"] = client
         yield seen
-    finally:
-        server.shutdown()
 
 
 def test_cohort_keys_and_the_unmask_request_arrive_as_their_messages(portal):

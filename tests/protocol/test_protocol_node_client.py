@@ -3,42 +3,24 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from bank_node.portal_client import BankClient, PortalError
+from bank_node.portal_client import PortalError
 from protocol import RoundInfo
 from tests.protocol.messages import policy_dict, round_dict
+from tests.standin_portal import standin_portal
 
 
 @pytest.fixture
 def portal() -> Iterator[dict[str, Any]]:
     """A stand-in portal that answers every GET with ``answer["status"]``/``answer["body"]``."""
     answer: dict[str, Any] = {"status": 200, "body": b"{}"}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = answer["body"]
-            self.send_response(answer["status"])
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    answer["client"] = BankClient(f"http://127.0.0.1:{server.server_port}", "cred", max_retries=0)
-    try:
+    with standin_portal(lambda *_: (answer["status"], answer["body"])) as client:
+        answer["client"] = client
         yield answer
-    finally:
-        server.shutdown()
 
 
 def test_the_current_round_arrives_as_a_round_info(portal):
