@@ -63,15 +63,7 @@ def time_encrypt_workers(
     secret = worker_secret(crypto.secret)
     walls, critical, totals = [], [], []
     for _ in range(repeats):
-        pool = EncryptPool(
-            FIRST_TRAINING_ROUND,
-            crypto.params,
-            secret,
-            crypto.terms,
-            crypto.binding,
-            values.size,
-            workers,
-        )
+        pool = _pool(crypto, secret, values.size, workers)
         pool.wait_ready()
         wall, cpu = time.perf_counter(), time.process_time()
         with open(path, "wb") as out:
@@ -136,15 +128,7 @@ def time_training_beside_workers(
     secret = worker_secret(crypto.secret)
 
     def train_beside_workers() -> None:
-        pool = EncryptPool(
-            FIRST_TRAINING_ROUND,
-            crypto.params,
-            secret,
-            crypto.terms,
-            crypto.binding,
-            length,
-            workers,
-        )
+        pool = _pool(crypto, secret, length, workers)
         train_round(data, policy, None, seed=FIRST_TRAINING_ROUND)
         pool.wait_ready()
         pool.close()
@@ -159,4 +143,11 @@ def workers_overlap_line(alone: Timing, beside: Timing, length: int, workers: in
         f"training while {workers} workers start and compute the masks of {length:,} values, "
         f"until they are ready: {beside.wall:.3f}s wall against {alone.wall:.3f}s alone "
         f"({longer:+.1%}); CPU of this process {beside.cpu:.3f}s"
+    )
+
+
+def _pool(crypto: Crypto, secret: bytes, length: int, workers: int) -> EncryptPool:
+    """Workers for the benchmark's first training round, as a node starts them."""
+    return EncryptPool(
+        FIRST_TRAINING_ROUND, crypto.params, secret, crypto.terms, crypto.binding, length, workers
     )
