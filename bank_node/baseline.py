@@ -19,6 +19,7 @@ import numpy as np
 
 from bank_node.config import ConfigError, NodeConfig
 from bank_node.portal_client import BankClient, PortalError
+from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS
 from bank_node.training import (
     LocalData,
     Normalizer,
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 # ``--policy fraud:2``: a policy version on the portal (names are slugs, versions numbers).
 POLICY_REFERENCE = re.compile(r"(?P<name>[-a-zA-Z0-9_]+):(?P<version>[0-9]+)")
 
-MODEL_WEIGHTS = "global_model.npy"
-MODEL_META = "global_model.json"
 
 # The portal's defaults for a new policy (consortium/rounds/models.py, RoundPolicy): what a
 # bank trains with when it names no policy and cannot reach the portal.

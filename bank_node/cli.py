@@ -214,46 +214,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     """Score a CSV of transactions with the newest global model this node evaluated."""
     import csv
 
-    import numpy as np
-
-    from bank_node.baseline import policy_snapshot
     from bank_node.data import load_transactions
-    from bank_node.training import Normalizer, model_from_vector
-    from models.features import compute_features
-    from models.training import predict_scores
+    from bank_node.scoring_model import load_scoring_model
 
     config = _config(args)
     state = Path(args.model) if args.model else config.state_dir
-    meta_path = state / "global_model.json"
-    if not meta_path.exists():
-        raise ConfigError(f"{meta_path} does not exist: {_no_model_hint(args.model)}")
-    meta = json.loads(meta_path.read_text())
-    policy = policy_snapshot(meta.get("policy"), meta_path)
-    model = model_from_vector(
-        policy.model_spec, policy.n_features, np.load(state / "global_model.npy")
-    )
+    model = load_scoring_model(state, hint=_no_model_hint(args.model))
     frame = load_transactions(Path(args.input))
-    x = compute_features(frame)
-    if meta.get("stats_round") is not None:
-        norm_path = state / f"normalization-round-{meta['stats_round']}.json"
-        x = Normalizer.from_json(norm_path.read_text()).apply(x)
-    scores = predict_scores(model, x)
-    threshold = meta.get("threshold")
+    scores = model.score_frame(frame)
+    alerts = model.alerts(scores)
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["line", "score", "alert"])
-        for line, score in zip(frame.index + 2, scores, strict=True):
-            alert = int(threshold is not None and score >= threshold)
-            writer.writerow([int(line), f"{score:.6f}", alert])
-    alerts = int(np.sum(scores >= threshold)) if threshold is not None else 0
+        for line, score, alert in zip(frame.index + 2, scores, alerts, strict=True):
+            writer.writerow([int(line), f"{score:.6f}", int(alert)])
     print(
         json.dumps(
             {
                 "rows": int(scores.size),
-                "alerts": alerts,
-                "threshold": threshold,
-                "global_model_round": meta["round"],
-                "model": meta.get("model", "global"),
+                "alerts": int(alerts.sum()),
+                "threshold": model.threshold,
+                "global_model_round": model.round,
+                "model": model.label,
                 "out": args.out,
             }
         )

@@ -1,0 +1,102 @@
+"""A model ready to score transactions, read from a directory in the node's model format.
+
+The format is the one the agent writes for the newest evaluated global model
+(``bank_node.state.save_global_model``) and ``bank-node baseline --save`` writes for a
+local-only model: ``global_model.npy`` (the weights), ``global_model.json`` (round, policy
+snapshot, statistics round, alert threshold) and, when the policy normalises features,
+``normalization-round-N.json``. Everything that scores — ``bank-node score``, ``bank-node
+serve``, the model registry — loads a model through `load_scoring_model` and uses the same
+four steps: raw features, normalised features, scores, alerts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bank_node.config import ConfigError
+from bank_node.training import Normalizer, model_from_vector
+from models.features import FEATURE_NAMES, compute_features
+from models.training import predict_scores
+from protocol import PolicySnapshot, ProtocolError
+
+MODEL_WEIGHTS = "global_model.npy"
+MODEL_META = "global_model.json"
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """One model with everything needed to turn transactions into scores and alerts."""
+
+    net: torch.nn.Module
+    policy: PolicySnapshot
+    normalizer: Normalizer | None
+    threshold: float | None
+    round: int | None  # the published round it came from; None for a local-only model
+    label: str  # "global" or "local-only"
+    source: Path
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(FEATURE_NAMES)
+
+    def features(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw (un-normalised) features of a normalised transaction frame, in frame order."""
+        return compute_features(frame)
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        return raw if self.normalizer is None else self.normalizer.apply(raw)
+
+    def scores(self, normalised: np.ndarray) -> np.ndarray:
+        return predict_scores(self.net, normalised)
+
+    def alerts(self, scores: np.ndarray) -> np.ndarray:
+        """True where a score reaches the threshold (never, when the model has none)."""
+        if self.threshold is None:
+            return np.zeros(scores.shape, dtype=bool)
+        return scores >= self.threshold
+
+    def score_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.scores(self.normalise(self.features(frame)))
+
+
+def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
+    """The model in ``directory``, or a ConfigError naming the missing or bad file."""
+    meta_path = directory / MODEL_META
+    if not meta_path.exists():
+        raise ConfigError(f"{meta_path} does not exist" + (f": {hint}" if hint else ""))
+    try:
+        meta = json.loads(meta_path.read_text())
+        policy = PolicySnapshot.from_dict(meta.get("policy"))
+    except (json.JSONDecodeError, ProtocolError, AttributeError) as exc:
+        raise ConfigError(f"{meta_path}: not a model description: {exc}") from exc
+    weights_path = directory / MODEL_WEIGHTS
+    if not weights_path.exists():
+        raise ConfigError(f"{weights_path} does not exist (its {MODEL_META} does)")
+    try:
+        net = model_from_vector(policy.model_spec, policy.n_features, np.load(weights_path))
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{weights_path}: does not fit the policy's model: {exc}") from exc
+    return ScoringModel(
+        net=net,
+        policy=policy,
+        normalizer=_normalizer(directory, meta.get("stats_round")),
+        threshold=meta.get("threshold"),
+        round=meta.get("round"),
+        label=meta.get("model", "global"),
+        source=directory,
+    )
+
+
+def _normalizer(directory: Path, stats_round: int | None) -> Normalizer | None:
+    if stats_round is None:
+        return None
+    path = directory / f"normalization-round-{stats_round}.json"
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist (the model was trained on normalised features)")
+    return Normalizer.from_json(path.read_text())
