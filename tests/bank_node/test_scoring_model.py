@@ -54,14 +54,14 @@ def test_a_model_trained_on_normalised_features_normalises_before_scoring(tmp_pa
 def test_a_missing_normalisation_file_is_named(tmp_path: Path):
     directory, _ = _saved(tmp_path, norm=True)
     (directory / "normalization-round-3.json").unlink()
-    with pytest.raises(ConfigError, match="normalization-round-3.json does not exist"):
+    with pytest.raises(ConfigError, match=r"normalization-round-3\.json does not exist"):
         load_scoring_model(directory)
 
 
 def test_a_corrupt_description_or_missing_weights_is_named(tmp_path: Path):
     directory, _ = _saved(tmp_path, norm=False)
     (directory / MODEL_WEIGHTS).unlink()
-    with pytest.raises(ConfigError, match="global_model.npy does not exist"):
+    with pytest.raises(ConfigError, match=r"global_model\.npy does not exist"):
         load_scoring_model(directory)
     (directory / MODEL_META).write_text(json.dumps({"policy": {"model_spec": 3}}))
     with pytest.raises(ConfigError, match="not a model description"):
