@@ -45,6 +45,11 @@ from he.wire2 import write_header
 # Below this many values the in-process encryption takes a few tens of milliseconds, less
 # than starting a worker costs the node's cores (the demo's 1,987-value update is 1 chunk).
 POOL_MIN_VALUES = 1 << 18
+# A worker that stops answering without exiting (stopped, swapping, deadlocked in SEAL)
+# would hold the upload forever: past this many seconds the workers are killed and the node
+# encrypts in its own process. A 1M-value block takes a few seconds on a loaded core.
+DEADLINE_BASE_SECONDS = 60.0
+DEADLINE_SECONDS_PER_MILLION = 60.0
 # The project root, first on the workers' path: they run the node's own code.
 _ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -95,9 +100,13 @@ class _Worker:
         if self.receive() != READY:
             raise WorkerGone("the worker answered something else than READY")
 
-    def close(self) -> None:
+    def kill(self) -> None:
+        """Stop the process; its pipes stay open so a reader sees end of stream."""
         if self.process.poll() is None:
             self.process.kill()
+
+    def close(self) -> None:
+        self.kill()
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:
                 pipe.close()
@@ -117,8 +126,12 @@ class EncryptPool:
         binding: RoundBinding,
         length: int,
         workers: int,
+        deadline: float | None = None,
     ) -> None:
         self.number, self.length, self.params = number, length, params
+        self.deadline = deadline if deadline is not None else default_deadline(length)
+        self._watchdog: threading.Timer | None = None
+        self._expired = False
         blocks = split_blocks(params, length, workers)
         tasks = [WorkerTask(params, binding, tuple(terms), length, a, b) for a, b in blocks]
         self._workers: list[_Worker] = []
@@ -148,7 +161,7 @@ class EncryptPool:
             self._run(values, writer)
             return writer.hexdigest()
         except (WorkerGone, OSError) as exc:
-            raise PoolFailed(f"the encryption workers failed: {exc}") from exc
+            raise self._failure("the encryption workers failed", exc) from exc
         finally:
             self.close()
 
@@ -157,12 +170,13 @@ class EncryptPool:
         if self._ready:
             return
         started = time.monotonic()
+        self._arm()
         try:
             for worker in self._workers:
                 worker.wait_ready()
         except (WorkerGone, OSError) as exc:
             self.close()
-            raise PoolFailed(f"an encryption worker failed before the update: {exc}") from exc
+            raise self._failure("an encryption worker failed before the update", exc) from exc
         node_metrics.MASK_WAIT_SECONDS.observe(time.monotonic() - started)
         self._ready = True
 
@@ -183,8 +197,30 @@ class EncryptPool:
                 writer.write_chunk(raw)
             self.worker_cpu.append(collector.cpu)
 
+    def _arm(self) -> None:
+        """Start the deadline once: from the first wait on the workers to the last frame."""
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(self.deadline, self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _expire(self) -> None:
+        self._expired = True
+        for worker in list(self._workers):
+            worker.kill()  # the node's reads then end: WorkerGone, then PoolFailed
+
+    def _failure(self, what: str, exc: BaseException) -> PoolFailed:
+        if self._expired:
+            return PoolFailed(
+                f"the encryption workers did not finish within {self.deadline:.0f} s and "
+                "were stopped"
+            )
+        return PoolFailed(f"{what}: {exc}")
+
     def close(self) -> None:
         """Stop every worker still running (an unused pool, or one that failed)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for worker in self._workers:
             worker.close()
         self._workers = []
@@ -232,6 +268,11 @@ def start_pool(
     if workers < 1 or length < POOL_MIN_VALUES:
         return None
     return EncryptPool(number, params, secret(), terms, binding, length, workers)
+
+
+def default_deadline(length: int) -> float:
+    """Seconds the workers get for a ``length``-value update before they are stopped."""
+    return DEADLINE_BASE_SECONDS + DEADLINE_SECONDS_PER_MILLION * length / 1e6
 
 
 def worker_secret(ctx: ts.Context) -> bytes:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from bank_node.encrypt_pool import (
     POOL_MIN_VALUES,
     EncryptPool,
     PoolFailed,
+    default_deadline,
     start_pool,
     worker_secret,
 )
@@ -47,9 +50,9 @@ def binding(ckks) -> RoundBinding:
     return RoundBinding("consortium-test", 7, ckks.fingerprint)
 
 
-def _pool(ckks, binding: RoundBinding, terms, length: int = LENGTH, workers: int = 2):
+def _pool(ckks, binding: RoundBinding, terms, length: int = LENGTH, workers: int = 2, **options):
     secret = worker_secret(ckks.secret)
-    return EncryptPool(7, PARAMS, secret, terms, binding, length, workers)
+    return EncryptPool(7, PARAMS, secret, terms, binding, length, workers, **options)
 
 
 def test_a_pooled_upload_sums_with_in_process_ones_to_the_plain_sum(
@@ -118,6 +121,23 @@ def test_a_dead_worker_is_a_pool_failure_not_a_hang(ckks, binding):
     with pytest.raises(PoolFailed, match="worker"):
         pool.encrypt(np.zeros(LENGTH), ckks.fingerprint, io.BytesIO())
     assert pool._workers == []  # every worker was stopped
+
+
+def test_a_worker_that_stops_answering_is_stopped_at_the_deadline_not_waited_for(ckks, binding):
+    terms, _ = ring_masks(2, binding)
+    pool = _pool(ckks, binding, terms[0], deadline=3.0)
+    pool.wait_ready()
+    stalled = pool._workers[1].process
+    stalled.send_signal(signal.SIGSTOP)  # alive, holding its pipe, answering nothing
+    started = time.monotonic()
+    with pytest.raises(PoolFailed, match="did not finish within 3 s"):
+        pool.encrypt(np.zeros(LENGTH), ckks.fingerprint, io.BytesIO())
+    assert time.monotonic() - started < 30
+    assert stalled.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_the_deadline_grows_with_the_update():
+    assert default_deadline(4_000_000) > default_deadline(1_000_000) >= 60
 
 
 def test_nan_is_refused_before_any_worker_sees_the_update(ckks, binding):
