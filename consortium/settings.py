@@ -243,8 +243,23 @@ LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:overview"
 LOGOUT_REDIRECT_URL = "portal:login"
 
-# Ciphertext blobs (uploads and aggregates) live on a filesystem path; in Kubernetes a PVC.
+# Ciphertext blobs (uploads and aggregates) live on a filesystem path (in Kubernetes a
+# PVC) or, with CONSORTIUM_BLOB_STORE=s3, in an S3-compatible bucket; BLOB_DIR then holds
+# only staging files (consortium/rounds/storage.py).
 BLOB_DIR = Path(env("CONSORTIUM_BLOB_DIR", str(VAR_DIR / "blobs")) or "blobs")
+BLOB_STORE = env("CONSORTIUM_BLOB_STORE", "filesystem") or "filesystem"
+if BLOB_STORE not in ("filesystem", "s3"):
+    raise ImproperlyConfigured(f"CONSORTIUM_BLOB_STORE={BLOB_STORE!r}: choose 'filesystem' or 's3'")
+BLOB_S3_BUCKET = env("CONSORTIUM_S3_BUCKET", "") or ""
+BLOB_S3_PREFIX = env("CONSORTIUM_S3_PREFIX", "") or ""
+BLOB_S3_ENDPOINT_URL = env("CONSORTIUM_S3_ENDPOINT_URL", "") or ""
+BLOB_S3_REGION = env("CONSORTIUM_S3_REGION", "") or ""
+# Keys for the bucket, best as files (CONSORTIUM_S3_ACCESS_KEY_ID_FILE, ..._FILE); when
+# unset, boto3's own chain applies (AWS_* variables, web identity, instance role).
+BLOB_S3_ACCESS_KEY_ID = env("CONSORTIUM_S3_ACCESS_KEY_ID", "") or ""
+BLOB_S3_SECRET_ACCESS_KEY = env("CONSORTIUM_S3_SECRET_ACCESS_KEY", "") or ""
+if BLOB_STORE == "s3" and not BLOB_S3_BUCKET:
+    raise ImproperlyConfigured("CONSORTIUM_BLOB_STORE=s3 needs CONSORTIUM_S3_BUCKET")
 # Largest accepted upload body. 1M parameters at 8x float32 is about 33 MB.
 MAX_UPLOAD_BYTES = env_int("CONSORTIUM_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1024)
 # Uploads one worker process takes at once; more get 429 + Retry-After and the node

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import tempfile
-
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, JsonResponse
 
-from consortium.rounds.storage import blob_root
+from consortium.rounds.storage import store_check
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -24,12 +22,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["database"] = "ok"
     except DatabaseError as exc:
         checks["database"] = f"unreachable: {exc.__class__.__name__}"
-    try:
-        with tempfile.TemporaryFile(dir=blob_root() / "tmp") as handle:
-            handle.write(b"ok")
-        checks["storage"] = "ok"
-    except OSError as exc:
-        checks["storage"] = f"not writable: {exc.strerror}"
+    checks["storage"] = store_check()
     ok = all(v == "ok" for v in checks.values())
     return JsonResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503

@@ -21,9 +21,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _blob(relpath: str, size: int = 64) -> str:
-    path = storage.absolute(relpath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\0" * size)
+    """A stored blob of ``size`` zero bytes, in whichever store the settings choose."""
+    staged = storage.temp_path()
+    staged.write_bytes(b"\0" * size)
+    storage.commit(staged, relpath)
     return relpath
 
 

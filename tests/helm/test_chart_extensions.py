@@ -62,6 +62,19 @@ PORTAL_VALUES: dict[str, Any] = {
     "retention": {"enabled": True, "keepPublishedRounds": 30, "timeZone": "Europe/Amsterdam"},
 }
 
+S3 = {
+    "enabled": True,
+    "bucket": "consortium-blobs",
+    "prefix": "prod/",
+    "endpointUrl": "https://minio.storage.svc:9000",
+    "credentialsSecret": "portal-s3",
+}
+PORTAL_S3_VALUES: dict[str, Any] = {
+    "blobStorage": {"s3": S3},
+    "caBundle": {"secret": "portal-ca"},
+    "retention": {"enabled": True},
+}
+
 
 def node_pod(values: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     objs = objects(BANK_NODE, copy.deepcopy(values))
@@ -267,3 +280,49 @@ BAD_PORTAL_VALUES = [
 def test_the_portal_schema_rejects_a_bad_extension_value(values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
         objects(PORTAL, copy.deepcopy(values))
+
+
+# --- the portal's ciphertexts in an S3-compatible bucket --------------------------------------
+
+
+def test_with_s3_every_portal_pod_stages_on_an_emptydir_and_no_claim_is_made():
+    objs = objects(PORTAL, copy.deepcopy(PORTAL_S3_VALUES))
+    assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
+    specs = [spec for _, spec in pod_specs(objs)]
+    specs.append(the(objs, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"])
+    staged = [v for spec in specs for v in spec["volumes"] if v["name"] == "blobs"]
+    assert len(staged) == 3  # web, scheduler, retention (the migration job mounts none)
+    assert all(v == {"name": "blobs", "emptyDir": {"sizeLimit": "20Gi"}} for v in staged)
+
+
+def test_with_s3_the_settings_name_the_bucket_and_credentials_come_from_the_secret():
+    objs = objects(PORTAL, copy.deepcopy(PORTAL_S3_VALUES))
+    web = the(objs, "Deployment", "-web")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(web, objs)
+    assert env["CONSORTIUM_BLOB_STORE"]["value"] == "s3"
+    assert env["CONSORTIUM_S3_BUCKET"]["value"] == "consortium-blobs"
+    assert env["CONSORTIUM_S3_PREFIX"]["value"] == "prod/"
+    assert env["CONSORTIUM_S3_ENDPOINT_URL"]["value"] == "https://minio.storage.svc:9000"
+    # The keys are files from the Secret, never environment values.
+    assert env["CONSORTIUM_S3_ACCESS_KEY_ID_FILE"]["value"] == "/run/secrets/s3/AWS_ACCESS_KEY_ID"
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_SECRET_ACCESS_KEY" not in env
+    (mount,) = [m for m in web["volumeMounts"] if m["name"] == "s3-credentials"]
+    assert mount == {"name": "s3-credentials", "mountPath": "/run/secrets/s3", "readOnly": True}
+    pod = the(objs, "Deployment", "-web")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "s3-credentials"]
+    assert volume["secret"]["secretName"] == "portal-s3"
+    assert env["AWS_CA_BUNDLE"]["value"] == env["SSL_CERT_FILE"]["value"]
+
+
+def test_without_s3_the_blobs_stay_on_the_claim_and_no_s3_setting_is_rendered():
+    objs = objects(PORTAL)
+    claim = the(objs, "PersistentVolumeClaim")["metadata"]["name"]
+    web = the(objs, "Deployment", "-web")["spec"]["template"]["spec"]
+    (blobs,) = [v for v in web["volumes"] if v["name"] == "blobs"]
+    assert blobs["persistentVolumeClaim"]["claimName"] == claim
+    assert not [k for k in env_of(web["containers"][0], objs) if "S3" in k or "AWS" in k]
+
+
+def test_s3_without_a_bucket_is_refused_when_rendering():
+    with pytest.raises(helm.HelmValuesError, match="bucket"):
+        objects(PORTAL, {"blobStorage": {"s3": {"enabled": True}}})

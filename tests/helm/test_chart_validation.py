@@ -17,7 +17,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.helm.test_chart_extensions import BANK_VALUES, PORTAL_VALUES
+from tests.helm.test_chart_extensions import BANK_VALUES, PORTAL_S3_VALUES, PORTAL_VALUES
 from tests.helm.test_charts import BANK_NODE, PORTAL, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +89,8 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
         PORTAL,
         {**PORTAL_VALUES, "scheduler": {"replicaCount": 1}},
     ),
+    # Ciphertexts in an S3-compatible bucket: staging emptyDirs, no claim.
+    "portal-s3-retention": (PORTAL, PORTAL_S3_VALUES),
 }
 PINNED = {"portal-pinned-env-secrets", "bank-monitoring-pinned"}
 # Each a deliberate choice, explained in the chart's checkov.io/skip annotations.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from consortium.api.errors import ApplicationError
@@ -11,11 +10,11 @@ from consortium.rounds import storage
 
 def blob_open(relpath: str) -> Any:
     """Open a stored blob for streaming; the caller closes it."""
-    path = storage.absolute(relpath)
-    if not os.path.exists(path):
+    stream = storage.open_blob(relpath)
+    if stream is None:
         raise ApplicationError(
             "the stored blob is missing: the retention policy deletes old rounds' "
             "ciphertexts (manage.py blobs_retain); the manifest keeps their digests",
             status_code=410,
         )
-    return open(path, "rb")
+    return stream

@@ -186,11 +186,11 @@ def round_aggregate(number: int) -> list[str]:
 
 def _sum(rnd: Round, subs: list[Submission], out: BinaryIO) -> tuple[str, SecAggRecord | None]:
     """The round's encrypted sum into ``out``: its digest, and the v2 evidence if masked."""
-    paths = [storage.absolute(s.blob) for s in subs]
-    if rnd.masked:
-        return secagg_sum(rnd, paths, out)
-    epoch = rnd.key_epoch
-    return sum_vectors(paths, epoch_context(epoch), epoch_params(epoch), out), None
+    with storage.local_copies([s.blob for s in subs]) as paths:
+        if rnd.masked:
+            return secagg_sum(rnd, paths, out)
+        epoch = rnd.key_epoch
+        return sum_vectors(paths, epoch_context(epoch), epoch_params(epoch), out), None
 
 
 def _fault_pause_before_publish(number: int) -> None:

@@ -347,7 +347,7 @@ def _update_store(
         try:
             sub = _submission_record(rnd, bank, digest, signature, size, relpath, privacy)
         except BaseException:
-            storage.absolute(relpath).unlink(missing_ok=True)
+            storage.blob_remove(relpath)
             raise
         metrics.UPDATES_ACCEPTED.inc()
         return sub

@@ -45,6 +45,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The blobs volume: the claim, or with S3 a staging emptyDir. */}}
+{{- define "portal.blobVolume" -}}
+- name: blobs
+{{- if .Values.blobStorage.s3.enabled }}
+  # Staging only: uploads are checked here, then put in the bucket.
+  emptyDir:
+    sizeLimit: {{ .Values.blobStorage.s3.stagingSizeLimit }}
+{{- else }}
+  persistentVolumeClaim:
+    claimName: {{ include "portal.blobClaim" . }}
+{{- end }}
+{{- include "portal.s3Volume" . }}
+{{- end }}
+
+{{/* The bucket's keys as files (mounted where the settings point), when a Secret holds them. */}}
+{{- define "portal.s3Mount" -}}
+{{- if and .Values.blobStorage.s3.enabled .Values.blobStorage.s3.credentialsSecret }}
+- name: s3-credentials
+  mountPath: /run/secrets/s3
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- define "portal.s3Volume" -}}
+{{- if and .Values.blobStorage.s3.enabled .Values.blobStorage.s3.credentialsSecret }}
+- name: s3-credentials
+  secret:
+    secretName: {{ .Values.blobStorage.s3.credentialsSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
 {{/* Name of the blob-storage claim: the existing one or the chart's own. */}}
 {{- define "portal.blobClaim" -}}
 {{- default (printf "%s-blobs" (include "portal.fullname" .)) .Values.blobStorage.existingClaim }}
@@ -88,6 +119,19 @@ DJANGO_SECURE_COOKIES: {{ .Values.django.secureCookies | quote }}
 DATABASE_CONN_MAX_AGE: {{ .Values.django.connMaxAge | quote }}
 CONSORTIUM_LOG_LEVEL: {{ .Values.django.logLevel | quote }}
 CONSORTIUM_BLOB_DIR: {{ .Values.blobStorage.mountPath | quote }}
+{{- with .Values.blobStorage.s3 }}
+{{- if .enabled }}
+CONSORTIUM_BLOB_STORE: "s3"
+CONSORTIUM_S3_BUCKET: {{ required "blobStorage.s3.bucket is required when blobStorage.s3.enabled" .bucket | quote }}
+CONSORTIUM_S3_PREFIX: {{ .prefix | quote }}
+CONSORTIUM_S3_ENDPOINT_URL: {{ .endpointUrl | quote }}
+CONSORTIUM_S3_REGION: {{ .region | quote }}
+{{- if .credentialsSecret }}
+CONSORTIUM_S3_ACCESS_KEY_ID_FILE: "/run/secrets/s3/AWS_ACCESS_KEY_ID"
+CONSORTIUM_S3_SECRET_ACCESS_KEY_FILE: "/run/secrets/s3/AWS_SECRET_ACCESS_KEY"
+{{- end }}
+{{- end }}
+{{- end }}
 # The image's default var/ directory is on the read-only root filesystem.
 CONSORTIUM_VAR_DIR: /tmp/consortium
 CONSORTIUM_PORTAL_SIGNING_KEY_FILE: {{ printf "/run/secrets/portal-signing-key/%s" $sec.portalSigningKey.key | quote }}
@@ -171,6 +215,8 @@ OpenSSL SSL_CERT_FILE, requests REQUESTS_CA_BUNDLE, libpq PGSSLROOTCERT. */}}
 - name: REQUESTS_CA_BUNDLE
   value: {{ $file | quote }}
 - name: PGSSLROOTCERT
+  value: {{ $file | quote }}
+- name: AWS_CA_BUNDLE
   value: {{ $file | quote }}
 {{- end }}
 {{- end }}
