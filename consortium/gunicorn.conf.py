@@ -38,6 +38,13 @@ def on_starting(server: Any) -> None:
         stale.unlink()
 
 
+def post_worker_init(worker: Any) -> None:
+    """Start the worker's validation process now, not on its first upload (not waited for)."""
+    from consortium.rounds.validation_pool import warm
+
+    warm()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges; its counters stay and keep counting in the sum."""
     from prometheus_client import multiprocess

@@ -265,6 +265,9 @@ MAX_UPLOAD_BYTES = env_int("CONSORTIUM_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, min
 # Uploads one worker process takes at once; more get 429 + Retry-After and the node
 # retries. With threaded workers (gthread) this keeps threads free for status polls.
 MAX_CONCURRENT_UPLOADS = env_int("CONSORTIUM_MAX_CONCURRENT_UPLOADS", 4, minimum=1)
+# Check uploads' ciphertexts in a niced helper process per worker (validation_pool.py), so
+# a burst of uploads does not starve status polls of the interpreter lock and the cores.
+VALIDATION_PROCESS = env_bool("CONSORTIUM_VALIDATION_PROCESS", True)
 # How long a worker reuses its answer to GET /api/v1/rounds/current (seconds; 0 = never).
 STATUS_CACHE_SECONDS = float(env("CONSORTIUM_STATUS_CACHE_SECONDS", "1") or 0)
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)

@@ -14,14 +14,14 @@ from consortium import metrics
 from consortium.api.errors import ApplicationError, Conflict, Forbidden
 from consortium.members.models import Bank
 from consortium.rounds import storage
-from consortium.rounds.crypto import epoch_context, epoch_kit, epoch_params
+from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import Round, RoundState
 from consortium.rounds.selectors_secagg import mask_key_exists
+from consortium.rounds.validation_pool import validate
+from consortium.rounds.validation_worker import BodyJob
 from he import wire2
 from he.params import CkksParams
 from he.seeded import max_chunk_bytes2, reals_per_chunk
-from he.validate import validate_vector
-from he.validate2 import validate_vector2
 from he.wire import MAGIC, MAX_HEADER_BYTES
 from protocol import PrivacyClaim
 
@@ -82,24 +82,14 @@ def body_check(rnd: Round, path: Path) -> tuple[str, int]:
     key epoch's parameters; a v1 round a ``CKKSVEC1`` one.
     """
     epoch = rnd.key_epoch
-    with open(path, "rb") as body:
-        if rnd.masked:
-            checked2 = validate_vector2(
-                body,
-                epoch_kit(epoch),
-                fingerprint=epoch.fingerprint,
-                expected_length=rnd.vector_length,
-                seeded=True,
-            )
-            return checked2.digest, checked2.size_bytes
-        checked = validate_vector(
-            body,
-            epoch_context(epoch),
-            epoch_params(epoch),
-            fingerprint=epoch.fingerprint,
-            expected_length=rnd.vector_length,
-        )
-        return checked.digest, checked.size_bytes
+    job = BodyJob(
+        path=str(path),
+        masked=rnd.masked,
+        params=epoch_params(epoch),
+        fingerprint=epoch.fingerprint,
+        expected_length=rnd.vector_length,
+    )
+    return validate(job, lambda: epoch_context(epoch), lambda: bytes(epoch.public_context))
 
 
 def _too_big(limit: int) -> ApplicationError:
