@@ -167,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_header(config.data_file)  # a wrong file fails now, naming it, not at round one
     agent = agent_from_config(config)
     if config.metrics_port:
+        from bank_node import drift_metrics
         from bank_node.metrics import start_metrics_server
 
         start_metrics_server(
@@ -175,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             state_dir=config.state_dir,
             data_file=config.data_file,
         )
+        drift_metrics.watch(config.state_dir)  # what `score` records of drift
     agent.run(max_rounds=args.max_rounds, idle_exit_seconds=args.idle_exit_seconds)
     return 0
 
@@ -218,6 +220,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from bank_node.baseline import policy_snapshot
     from bank_node.data import load_transactions
+    from bank_node.drift_state import drift_record
+    from bank_node.explain import alert_reasons
     from bank_node.training import Normalizer, model_from_vector
     from models.features import compute_features
     from models.training import predict_scores
@@ -233,18 +237,22 @@ def cmd_score(args: argparse.Namespace) -> int:
         policy.model_spec, policy.n_features, np.load(state / "global_model.npy")
     )
     frame = load_transactions(Path(args.input))
-    x = compute_features(frame)
+    x = raw = compute_features(frame)
     if meta.get("stats_round") is not None:
         norm_path = state / f"normalization-round-{meta['stats_round']}.json"
-        x = Normalizer.from_json(norm_path.read_text()).apply(x)
+        x = Normalizer.from_json(norm_path.read_text()).apply(raw)
     scores = predict_scores(model, x)
     threshold = meta.get("threshold")
+    reasons = alert_reasons(model, x, raw, scores, threshold, top_k=args.reasons)
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["line", "score", "alert"])
-        for line, score in zip(frame.index + 2, scores, strict=True):
+        writer.writerow(["line", "score", "alert", "reasons"])
+        for line, score, why in zip(frame.index + 2, scores, reasons, strict=True):
             alert = int(threshold is not None and score >= threshold)
-            writer.writerow([int(line), f"{score:.6f}", alert])
+            writer.writerow([int(line), f"{score:.6f}", alert, why])
+    # Drift is the node's own record: kept only when scoring against its state dir.
+    stamps = frame["timestamp"].to_numpy()
+    drift = None if args.model else drift_record(state, meta, raw, scores, stamps)
     alerts = int(np.sum(scores >= threshold)) if threshold is not None else 0
     print(
         json.dumps(
@@ -255,10 +263,17 @@ def cmd_score(args: argparse.Namespace) -> int:
                 "global_model_round": meta["round"],
                 "model": meta.get("model", "global"),
                 "out": args.out,
+                "drift": drift,
             }
         )
     )
     return 0
+
+
+def _reason_count(text: str) -> int:
+    if not text.isdigit():  # digits only: a whole number, 0 or more
+        raise argparse.ArgumentTypeError(f"expected a whole number 0 or more, got {text!r}")
+    return int(text)
 
 
 def _no_model_hint(model: str | None) -> str:
@@ -347,13 +362,15 @@ def parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score transactions with the current global model")
     sc.add_argument("--config", required=True, help="node configuration (TOML)")
     sc.add_argument("--input", required=True, help="transactions CSV (IBM AML schema)")
-    sc.add_argument("--out", required=True, help="where to write line,score,alert")
+    sc.add_argument("--out", required=True, help="where to write line,score,alert,reasons")
     sc.add_argument(
         "--model",
         metavar="DIR",
         help="a model saved by `bank-node baseline --save DIR` (default: the newest global "
         "model, in state_dir)",
     )
+    reasons = "the top N reasons, in plain words, of each alerting row (0: none; default 3)"
+    sc.add_argument("--reasons", type=_reason_count, default=3, metavar="N", help=reasons)
     sc.set_defaults(func=cmd_score)
 
     return p
