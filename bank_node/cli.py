@@ -252,7 +252,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             writer.writerow([int(line), f"{score:.6f}", alert, why])
     # Drift is the node's own record: kept only when scoring against its state dir.
     stamps = frame["timestamp"].to_numpy()
-    drift = None if args.model else drift_record(state, meta, raw, scores, stamps)
+    drift = None if args.model else drift_record(state, meta.get("round"), raw, scores, stamps)
     alerts = int(np.sum(scores >= threshold)) if threshold is not None else 0
     print(
         json.dumps(

@@ -69,20 +69,19 @@ def drift_reference_save(
 
 def drift_record(
     state_dir: Path,
-    meta: Mapping[str, Any],
+    number: int | None,
     raw: np.ndarray,
     scores: np.ndarray,
     timestamps: np.ndarray,
 ) -> dict[str, Any] | None:
-    """Record the PSI of each day of scored rows against the served model's reference.
+    """Record the PSI of each day of scored rows against round ``number``'s reference.
 
-    ``meta`` is the served model's ``global_model.json``. Returns what ``score`` prints
-    (the days recorded, the newest day's score PSI and its largest feature PSI), or None
-    when the node kept no reference for that model (a local-only model has no round).
+    ``number`` is the served model's round. Returns what ``score`` prints (the days
+    recorded, the newest day's score PSI and its largest feature PSI), or None when the
+    node kept no reference for that model (a local-only model has no round).
     """
-    if meta.get("round") is None:
+    if number is None:
         return None
-    number = int(meta["round"])
     path = reference_file(state_dir, number)
     if not path.exists():
         return None

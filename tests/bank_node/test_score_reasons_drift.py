@@ -183,7 +183,7 @@ def test_the_training_split_measured_against_its_own_reference_shows_no_drift(se
     raw_scores = predict_scores(served["model"], x)  # any fixed model: its own reference
     drift_reference_save(state, 1, default_policy(), model_to_vector(served["model"]), data, None)
     stamps = np.full(len(x), np.datetime64("2024-01-01T12:00"))
-    summary = drift_record(state, {"round": 1}, x, raw_scores, stamps)
+    summary = drift_record(state, 1, x, raw_scores, stamps)
     assert summary is not None
     assert summary["score_psi"] < 1e-3 and max(summary["max_feature_psi"].values()) < 1e-3
 
