@@ -167,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_header(config.data_file)  # a wrong file fails now, naming it, not at round one
     agent = agent_from_config(config)
     if config.metrics_port:
+        from bank_node import drift_metrics
         from bank_node.metrics import start_metrics_server
 
         start_metrics_server(
@@ -175,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             state_dir=config.state_dir,
             data_file=config.data_file,
         )
+        drift_metrics.watch(config.state_dir)  # what `score` records of drift
     agent.run(max_rounds=args.max_rounds, idle_exit_seconds=args.idle_exit_seconds)
     return 0
 
@@ -215,19 +217,27 @@ def cmd_score(args: argparse.Namespace) -> int:
     import csv
 
     from bank_node.data import load_transactions
+    from bank_node.drift_state import drift_record
+    from bank_node.explain import alert_reasons
     from bank_node.scoring_model import load_scoring_model
 
     config = _config(args)
     state = Path(args.model) if args.model else config.state_dir
     model = load_scoring_model(state, hint=_no_model_hint(args.model))
     frame = load_transactions(Path(args.input))
-    scores = model.score_frame(frame)
+    raw = model.features(frame)
+    x = model.normalise(raw)
+    scores = model.scores(x)
     alerts = model.alerts(scores)
+    reasons = alert_reasons(model.net, x, raw, scores, model.threshold, top_k=args.reasons)
     with open(args.out, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["line", "score", "alert"])
-        for line, score, alert in zip(frame.index + 2, scores, alerts, strict=True):
-            writer.writerow([int(line), f"{score:.6f}", int(alert)])
+        writer.writerow(["line", "score", "alert", "reasons"])
+        for line, score, alert, why in zip(frame.index + 2, scores, alerts, reasons, strict=True):
+            writer.writerow([int(line), f"{score:.6f}", int(alert), why])
+    # Drift is the node's own record: kept only when scoring against its state dir.
+    stamps = frame["timestamp"].to_numpy()
+    drift = None if args.model else drift_record(state, model.round, raw, scores, stamps)
     print(
         json.dumps(
             {
@@ -237,10 +247,17 @@ def cmd_score(args: argparse.Namespace) -> int:
                 "global_model_round": model.round,
                 "model": model.label,
                 "out": args.out,
+                "drift": drift,
             }
         )
     )
     return 0
+
+
+def _reason_count(text: str) -> int:
+    if not text.isdigit():  # digits only: a whole number, 0 or more
+        raise argparse.ArgumentTypeError(f"expected a whole number 0 or more, got {text!r}")
+    return int(text)
 
 
 def _no_model_hint(model: str | None) -> str:
@@ -329,13 +346,15 @@ def parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score transactions with the current global model")
     sc.add_argument("--config", required=True, help="node configuration (TOML)")
     sc.add_argument("--input", required=True, help="transactions CSV (IBM AML schema)")
-    sc.add_argument("--out", required=True, help="where to write line,score,alert")
+    sc.add_argument("--out", required=True, help="where to write line,score,alert,reasons")
     sc.add_argument(
         "--model",
         metavar="DIR",
         help="a model saved by `bank-node baseline --save DIR` (default: the newest global "
         "model, in state_dir)",
     )
+    reasons = "the top N reasons, in plain words, of each alerting row (0: none; default 3)"
+    sc.add_argument("--reasons", type=_reason_count, default=3, metavar="N", help=reasons)
     sc.set_defaults(func=cmd_score)
 
     return p

@@ -22,6 +22,7 @@ import numpy as np
 from bank_node import metrics as node_metrics
 from bank_node.checks import Refused, file_sha256
 from bank_node.config import NodeConfig
+from bank_node.drift_state import drift_reference_save
 from bank_node.gate_checks import check_candidate, check_evaluation_round
 from bank_node.global_models import PublishedModels
 from bank_node.portal_client import BankClient, PortalError
@@ -210,6 +211,9 @@ class EvaluationGate:
     ) -> None:
         """Serve an evaluated model now (ungated), or keep it until the gate adopts it."""
         state_dir = self.config.state_dir
+        norm = self.models.normalizer(rnd.stats_round)
+        # The bins `score` measures drift against (bank_node/drift_state.py).
+        drift_reference_save(state_dir, rnd.number, rnd.policy, weights, self._data(), norm)
         if not rnd.policy.gated:
             save_global_model(state_dir, rnd, weights, threshold)
             node_metrics.global_model_evaluated(rnd.number, metrics)

@@ -21,12 +21,14 @@ from prometheus_client import REGISTRY
 
 from bank_node.agent import Agent
 from bank_node.checks import Refused
+from bank_node.drift_state import reference_file
 from bank_node.state import NodeState
 from bank_node.training import local_data, model_from_vector, train_round
 from governance import RosterState
 from governance.verdict import GateVerdict, verify_verdict
 from he.codec import STATS_COUNT_UNIT, decrypt_vector, encrypt_vector, pack_update
 from he.keys import load_public_context
+from models.features import FEATURE_NAMES
 from models.gate import gate_vector
 from models.training import predict_scores
 from simulation.world import generate_world
@@ -286,3 +288,14 @@ def test_a_verdict_the_portal_could_not_be_reached_for_is_sent_again_unchanged(h
         kept = records[str(number - 1)]
         assert (body, signature) == (kept["verdict"], kept["signature"])
     assert late.state.verdicts["1"]["posted"] and late.state.verdicts["3"]["posted"]
+
+
+def test_every_evaluated_model_keeps_its_drift_reference_beside_it_for_score(history):
+    for bank, agent in history.agents.items():
+        state_dir = agent.config.state_dir
+        rows = local_data(history.data_file(bank)).x_train.shape[0]
+        for number in (1, 3):  # served (adopted) and kept (rejected) alike
+            reference = json.loads(reference_file(state_dir, number).read_text())
+            assert reference["round"] == number
+            assert sum(reference["score_counts"]) == rows
+            assert reference["features"] == FEATURE_NAMES

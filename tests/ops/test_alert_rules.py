@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 import bank_node.metrics
 import consortium.metrics
+from bank_node.drift_metrics import DriftCollector
 from consortium.metrics.round_gauges import BlobStorageCollector
 from consortium.rounds.models import RoundPolicy
 from consortium.rounds.storage import blob_root
@@ -169,7 +170,7 @@ def test_every_dashboard_query_is_valid_promql(promtool, tmp_path):
 
 
 @pytest.fixture
-def exported(open_round, client) -> set[str]:
+def exported(open_round, client, tmp_path) -> set[str]:
     """Every sample name the portal (web, database collector, scheduler) and the node
     export, with a round in flight and a request served so that labelled series exist."""
     assert bank_node.metrics  # defines the node's metrics on import
@@ -181,6 +182,8 @@ def exported(open_round, client) -> set[str]:
         *REGISTRY.collect(),
         *consortium.metrics.DatabaseCollector().collect(),
         *BlobStorageCollector().collect(),
+        # `bank-node run` registers it with the node's state dir; empty, it exports no samples.
+        *DriftCollector(tmp_path).collect(),
     ]
     return {sample.name for family in families for sample in family.samples} | {
         family.name for family in families
