@@ -121,10 +121,9 @@ def halt_reasons() -> list[HaltReason]:
     if policy is None or epoch is None:
         return reasons
     try:
-        reasons += _roster_reasons(policy, epoch)
-    except RosterError as exc:
+        return reasons + _roster_reasons(policy, epoch) + _policy_reasons(policy)
+    except RosterError as exc:  # a stored roster that fails its checks: nothing else is sure
         return [*reasons, _roster_invalid(exc)]
-    return reasons + _policy_reasons(policy)
 
 
 def _setup_reasons(policy: RoundPolicy | None, epoch: KeyEpoch | None) -> list[HaltReason]:
