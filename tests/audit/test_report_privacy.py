@@ -19,7 +19,9 @@ from tests.conftest import encrypted_update, upload_headers
 pytestmark = pytest.mark.django_db
 
 
-def _upload_all(ckks: Any, banks: list[Any], **claim: str) -> int:
+def _upload_all(
+    ckks: Any, banks: list[Any], *, epsilon: str | None = None, budget_left: str | None = None
+) -> int:
     rnd = round_in_flight()
     assert rnd is not None
     for seed, persona in enumerate(banks):
@@ -28,7 +30,7 @@ def _upload_all(ckks: Any, banks: list[Any], **claim: str) -> int:
             f"/api/v1/rounds/{rnd.number}/update",
             data=body,
             content_type="application/octet-stream",
-            **upload_headers(persona, rnd.number, body, **claim),
+            **upload_headers(persona, rnd.number, body, epsilon=epsilon, budget_left=budget_left),
         )
         assert response.status_code == 201, response.content
     scheduler_tick()

@@ -56,14 +56,14 @@ def _publish(ckks: Any, banks: list[Any], *, epsilon: str | None = None) -> Roun
     scheduler_tick()
     rnd = round_in_flight()
     assert rnd is not None
-    claim = {"epsilon": epsilon, "budget_left": "true"} if epsilon else {}
+    left = "true" if epsilon else None
     for seed, persona in enumerate(banks):
         body, _ = encrypted_update(ckks, rnd.vector_length, seed=seed)
         response = Client().put(
             f"/api/v1/rounds/{rnd.number}/update",
             data=body,
             content_type="application/octet-stream",
-            **upload_headers(persona, rnd.number, body, **claim),
+            **upload_headers(persona, rnd.number, body, epsilon=epsilon, budget_left=left),
         )
         assert response.status_code == 201, response.content
     scheduler_tick()
