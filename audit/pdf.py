@@ -136,11 +136,21 @@ def _round_summary(report: dict[str, Any]) -> list[Flowable]:
 
 
 def _privacy_text(privacy: dict[str, Any]) -> str:
-    settings = privacy["dp_settings"]
+    """DP-SGD's settings in a DP training round, else what the round releases, in words."""
+    release = privacy.get("release")
     if privacy["differential_privacy"] == "off":
-        return "differential privacy off (no target epsilon, no noise multiplier)"
+        return f"differential privacy off: {release}" if release else "differential privacy off"
+    # A multiplier left empty is derived by each bank from the target: say so, not "None".
+    settings = {k: v for k, v in privacy["dp_settings"].items() if v is not None}
     parts = [f"{k.removeprefix('dp_').replace('_', ' ')} = {v}" for k, v in settings.items()]
+    if "dp_noise_multiplier" not in settings:
+        parts.append("noise multiplier derived by each bank from the target")
     return "differential privacy ON (DP-SGD at each bank): " + ", ".join(parts)
+
+
+def _json_without(metrics: Any, key: str) -> str:
+    kept = {k: v for k, v in metrics.items() if k != key} if isinstance(metrics, dict) else metrics
+    return json.dumps(kept, sort_keys=True)
 
 
 def _epsilon(value: Any) -> str:
@@ -162,7 +172,9 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
     ]
     if privacy["epsilon_spent"]:
         spent = ", ".join(f"{b}: {_epsilon(e)}" for b, e in privacy["epsilon_spent"].items())
-        facts.append(("Epsilon spent (cumulative, as each bank reported)", spent))
+        budget = privacy.get("epsilon_budget")
+        spent += f" (budget {budget:g} per bank)" if isinstance(budget, int | float) else ""
+        facts.append(("Epsilon spent (cumulative, signed by each bank with its upload)", spent))
     if rnd["aggregate_digest"]:
         facts.append(("Aggregate digest", _mono(rnd["aggregate_digest"])))
     parts: list[Flowable] = [Paragraph(f"Round {rnd['number']}", H3), _facts(facts)]
@@ -190,7 +202,8 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
             _grid(["Event", "Bank", "At", "Reason"], rows, [w * mm for w in (14, 26, 36, 88)]),
         ]
     if rnd["metrics"]:
-        rows = [[m["bank"], json.dumps(m["metrics"], sort_keys=True)] for m in rnd["metrics"]]
+        # A reported epsilon is the bank's word a round late; the signed one is above.
+        rows = [[m["bank"], _json_without(m["metrics"], "epsilon")] for m in rnd["metrics"]]
         parts += [
             Spacer(1, 2 * mm),
             _p("Metrics the banks reported (self-reported)", SMALL),

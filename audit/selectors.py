@@ -210,3 +210,32 @@ def audit_objections_recorded(*, rounds: list[int]) -> list[dict[str, Any]]:
     """
     rows = AuditEvent.objects.filter(action="objection.recorded", data__round_number__in=rounds)
     return [dict(data) for data in rows.order_by("seq").values_list("data", flat=True)]
+
+
+# The events that say the scheduler found the consortium halted, or running again.
+CONSORTIUM_STATE_ACTIONS = ("consortium.halted", "consortium.resumed")
+
+
+@dataclass(frozen=True)
+class RecordedState:
+    """The newest ``consortium.halted`` or ``consortium.resumed`` event, as the banner reads it."""
+
+    action: str
+    data: dict[str, Any]
+    created_at: datetime
+    seq: int
+
+    @property
+    def halted(self) -> bool:
+        return self.action == "consortium.halted"
+
+
+def audit_consortium_state_last() -> RecordedState | None:
+    """What the trail last said about the consortium halting or resuming (one query)."""
+    row = (
+        AuditEvent.objects.filter(action__in=CONSORTIUM_STATE_ACTIONS)
+        .order_by("-seq")
+        .values_list("action", "data", "created_at", "seq")
+        .first()
+    )
+    return RecordedState(*row) if row is not None else None

@@ -14,6 +14,7 @@ from audit.chain import canonical, checkpoint_message, event_hash
 from audit.models import AuditEvent, AuditHead, Checkpoint
 from audit.portal_key import portal_signing_key
 from audit.report import ReportSource, Selection, report_build
+from audit.selectors import RecordedState, audit_consortium_state_last
 from he.signing import public_key_b64, sign
 
 
@@ -87,6 +88,35 @@ def audit_refusal(
         return audit_record(
             action=action, actor=actor, target=target, data={"reason": reason, **(data or {})}
         )
+
+
+def audit_consortium_state(
+    *, halted: bool, data: dict[str, Any], actor: str = "scheduler"
+) -> AuditEvent | None:
+    """Record ``consortium.halted`` or ``consortium.resumed`` when the trail says otherwise.
+
+    Called on every scheduler tick, it writes only on a change: the first tick that finds
+    the consortium halted (or halted for other reasons, ``data["codes"]``), and the first
+    that finds it running again. Checked again under the head lock, so two schedulers
+    ticking together record a change once. Returns the event, or None when nothing changed.
+    """
+    if not _state_changed(audit_consortium_state_last(), halted, data):
+        return None  # the common case: no lock taken
+    with transaction.atomic():
+        _locked_head()
+        last = audit_consortium_state_last()
+        if not _state_changed(last, halted, data):
+            return None
+        if halted:
+            return audit_record(action="consortium.halted", actor=actor, data=data)
+        after = last.data.get("codes", []) if last is not None else []
+        return audit_record(action="consortium.resumed", actor=actor, data={**data, "after": after})
+
+
+def _state_changed(last: RecordedState | None, halted: bool, data: dict[str, Any]) -> bool:
+    if not halted:
+        return last is not None and last.halted
+    return last is None or not last.halted or last.data.get("codes") != data.get("codes")
 
 
 def audit_checkpoint_create(*, reason: str) -> Checkpoint:

@@ -22,7 +22,8 @@ from consortium.governance.models import (
 )
 from consortium.governance.selectors import signed_version
 from consortium.members.models import Bank
-from consortium.rounds.models import GateVerdict, KeyEpoch, MetricReport, Round
+from consortium.rounds.models import GateVerdict, KeyEpoch, MetricReport, Round, RoundKind
+from consortium.rounds.selectors_epsilon import epsilon_signed_by_round
 from he.signing import update_signature_valid, update_signed_digest
 from protocol import dp_enabled
 
@@ -45,25 +46,51 @@ def selection_parse(
     return selection
 
 
-def _privacy(snapshot: dict[str, Any], subs: list[Any]) -> dict[str, Any]:
-    """The settings that bound what the aggregate reveals, and the epsilon banks spent.
+def _privacy(rnd: Round, signed: dict[str, float]) -> dict[str, Any]:
+    """The settings that bound what the aggregate reveals, and the ε banks signed.
 
     DP is on when the policy sets a target epsilon or a noise multiplier
-    (``protocol.dp_enabled``, the rule the rounds app enforces); each bank reports its
-    cumulative epsilon with its upload.
+    (``protocol.dp_enabled``, the rule the rounds app enforces), and only in a training
+    round: DP-SGD noises the training, and the statistics and evaluation rounds release
+    exact sums (``release`` says what). ``epsilon_spent`` is the cumulative figure each
+    bank signed with its upload (``selectors_epsilon``), the one the budget check used.
     """
-    enabled = dp_enabled(snapshot.get("dp_target_epsilon"), snapshot.get("dp_noise_multiplier"))
+    snapshot = rnd.policy_snapshot
+    training = getattr(rnd, "kind", RoundKind.TRAINING) == RoundKind.TRAINING
+    enabled = training and dp_enabled(
+        snapshot.get("dp_target_epsilon"), snapshot.get("dp_noise_multiplier")
+    )
     return {
         "min_banks": snapshot.get("min_banks"),
         "ckks_params": snapshot.get("ckks_params"),
         "differential_privacy": "on" if enabled else "off",
-        "dp_settings": {k: v for k, v in sorted(snapshot.items()) if _PRIVACY_FIELD.search(k)},
-        "epsilon_spent": {
-            s.bank.slug: s.epsilon_spent
-            for s in subs
-            if getattr(s, "epsilon_spent", None) is not None
-        },
+        "dp_settings": (
+            {k: v for k, v in sorted(snapshot.items()) if _PRIVACY_FIELD.search(k)}
+            if training
+            else {}
+        ),
+        "epsilon_spent": signed,
+        "epsilon_budget": snapshot.get("dp_target_epsilon") if enabled else None,
+        "release": _release(getattr(rnd, "kind", RoundKind.TRAINING), enabled, snapshot),
     }
+
+
+def _release(kind: str, enabled: bool, snapshot: dict[str, Any]) -> str:
+    """What the round's aggregate reveals to the members, in words (docs/threat-model.md)."""
+    floor = f"summed over at least {snapshot.get('min_banks')} banks, encrypted: only members"
+    if kind == RoundKind.STATISTICS:
+        return (
+            f"exact sums of feature moments (sum of x and of x squared per feature) and row "
+            f"counts, {floor} decrypt them; no noise is added (differential privacy covers "
+            "training rounds only)"
+        )
+    if kind == RoundKind.EVALUATION:
+        return (
+            f"exact sums of the banks' score histograms on their validation data, {floor} "
+            "decrypt them; no noise is added"
+        )
+    noise = "noised by DP-SGD at each bank" if enabled else "without differential privacy"
+    return f"model weights trained {noise}, {floor} decrypt them"
 
 
 def _submission(sub: Any, number: int, manifest: set[str], trail: set[Any]) -> dict[str, Any]:
@@ -102,6 +129,7 @@ def report_rounds(numbers: list[int]) -> list[dict[str, Any]]:
         .order_by("number")
     )
     trail = audit_accepted_updates(rounds=numbers)
+    signed = epsilon_signed_by_round(numbers)
     rejections = audit_rejections(rounds=numbers)
     metrics: dict[int, list[dict[str, Any]]] = {n: [] for n in numbers}
     for report in MetricReport.objects.filter(round__in=rounds).select_related("round", "bank"):
@@ -123,7 +151,7 @@ def report_rounds(numbers: list[int]) -> list[dict[str, Any]]:
                 "closed_at": rnd.closed_at.isoformat() if rnd.closed_at else None,
                 "policy": {"name": rnd.policy.name, "version": rnd.policy.version},
                 "policy_snapshot": rnd.policy_snapshot,
-                "privacy": _privacy(rnd.policy_snapshot, subs),
+                "privacy": _privacy(rnd, signed.get(rnd.number, {})),
                 "key_epoch": {
                     "number": rnd.key_epoch.number,
                     "fingerprint": rnd.key_epoch.fingerprint,

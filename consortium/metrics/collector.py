@@ -15,7 +15,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from audit.selectors import audit_chain_length
 from consortium.members.models import Bank, BankStatus
 from consortium.metrics.definitions import DB_ERRORS, SCHEDULER_ONLY
-from consortium.metrics.round_gauges import BlobStorageCollector, in_flight_expectations, privacy
+from consortium.metrics.round_gauges import (
+    BlobStorageCollector,
+    halted,
+    in_flight_expectations,
+    privacy,
+)
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState, Submission
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,7 @@ class DatabaseCollector:
         yield from in_flight_expectations()
         yield self._missed(Round, RoundState, Bank, BankStatus)
         yield from privacy()
+        yield halted()
 
     @staticmethod
     def _in_flight(round_model: Any, in_flight: Any) -> Iterator[Metric]:

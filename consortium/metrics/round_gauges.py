@@ -1,5 +1,6 @@
 """Scrape-time gauges for dashboards and alerts: the round's expected and minimum updates,
-each bank's signed privacy spend against the budget, and the blob volume's free space."""
+each bank's signed privacy spend against the budget, why the consortium is halted, and the
+blob volume's free space."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import os
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list_active
-from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundPolicy, Submission
+from consortium.rounds.models import IN_FLIGHT_STATES, Round
+from consortium.rounds.selectors_epsilon import epsilon_budget, epsilon_newest_signed
+from consortium.rounds.selectors_state import ConsortiumStatus, HaltCode, consortium_state
 from governance import RosterError
 
 log = logging.getLogger(__name__)
@@ -57,10 +59,7 @@ def in_flight_expectations() -> Iterator[Metric]:
 def privacy() -> Iterator[Metric]:
     """Each active bank's cumulative epsilon as it signed it with its newest DP upload, and
     the active policy's budget: the figure the budget check uses, not a self-report."""
-    newest = Submission.objects.filter(bank=OuterRef("pk"), epsilon_spent__isnull=False)
-    rows = bank_list_active().annotate(
-        eps=Subquery(newest.order_by("-round__number").values("epsilon_spent")[:1])
-    )
+    rows = bank_list_active().annotate(eps=epsilon_newest_signed())
     spent = GaugeMetricFamily(
         "consortium_bank_privacy_epsilon",
         "Per active bank, the cumulative differential-privacy epsilon it signed with its newest "
@@ -71,14 +70,30 @@ def privacy() -> Iterator[Metric]:
         if eps is not None:
             spent.add_metric([slug], eps)
     yield spent
-    policy = RoundPolicy.objects.filter(active=True).order_by("-created_at").first()
-    if policy is not None and policy.dp_target_epsilon is not None:
+    budget = epsilon_budget()
+    if budget is not None:
         yield GaugeMetricFamily(
             "consortium_privacy_epsilon_budget",
             "The active policy's privacy budget (dp_target_epsilon) per bank over the whole "
             "training (absent without an active DP policy).",
-            value=policy.dp_target_epsilon,
+            value=budget,
         )
+
+
+def halted() -> Metric:
+    """One 0/1 series per halt reason: 1 while no round is in flight and that reason holds."""
+    state = consortium_state()
+    family = GaugeMetricFamily(
+        "consortium_halted",
+        "1 when no round is in flight and the scheduler will not open one for this reason "
+        "(no_policy, max_rounds, consecutive_failures, privacy_budget, too_few_members, ...), "
+        "else 0; the portal's banner and manage.py consortium_status say why in words.",
+        labels=["reason"],
+    )
+    holding = set(state.codes) if state.status == ConsortiumStatus.HALTED else set()
+    for code in HaltCode:
+        family.add_metric([str(code)], 1 if code in holding else 0)
+    return family
 
 
 class BlobStorageCollector:

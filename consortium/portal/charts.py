@@ -18,6 +18,7 @@ from typing import Any, Literal
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#8c6d1f")
 EMPHASIS_COLOUR = "#1f2933"
 FAINT_COLOUR = "#9aa5b1"
+REFERENCE_COLOUR = "#d55e00"  # a limit (the privacy budget), dashed: not a series of values
 MARKERS_UP_TO = 40  # points per series; beyond that, circles only clutter the line
 LEGEND_WIDTH = 240  # pixels right of the plot
 
@@ -29,6 +30,14 @@ class Series:
     name: str
     points: Sequence[tuple[float, float]]
     emphasis: bool = False
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A horizontal line at ``value`` across the plot, named in the legend and its tooltip."""
+
+    name: str
+    value: float
 
 
 def _finite(value: Any) -> float | None:
@@ -112,12 +121,14 @@ def line_chart(
     width: int = 820,
     height: int = 300,
     legend_limit: int = 7,
+    reference: Reference | None = None,
 ) -> str:
     """Draw ``series`` as an SVG line chart with axes, ticks, a legend and tooltips.
 
     The emphasised series is drawn last, thick and dark. With more than ``legend_limit``
     ordinary series, they are all drawn thin and grey and the legend counts them.
-    ``marker_x`` draws a dashed vertical line (e.g. "this round").
+    ``marker_x`` draws a dashed vertical line (e.g. "this round"); ``reference`` a dashed
+    horizontal one across the plot (e.g. the privacy budget), always inside the y range.
     """
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
@@ -130,6 +141,8 @@ def line_chart(
             f'fill="#52606d" font-size="14">No values reported yet</text></svg>'
         )
     xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if reference is not None:
+        ys.append(reference.value)
     x_ticks = _x_ticks(min(xs), max(xs))
     y_ticks = nice_ticks(min(0.0, min(ys)), max(ys) if max(ys) > 0 else 1.0)
     frame = _Frame(
@@ -143,6 +156,8 @@ def line_chart(
             f'<line x1="{mx:.1f}" y1="{frame.top}" x2="{mx:.1f}" '
             f'y2="{frame.top + frame.height}" stroke="#52606d" stroke-dasharray="4 3"/>'
         )
+    if reference is not None:
+        parts.append(_reference(frame, reference))
     ordinary = [s for s in series if not s.emphasis]
     faint = len(ordinary) > legend_limit
     styled = [
@@ -150,7 +165,8 @@ def line_chart(
         for i, s in enumerate(ordinary)
     ] + [(s, EMPHASIS_COLOUR, 3.2) for s in series if s.emphasis]
     parts += [_line(frame, s, colour, stroke) for s, colour, stroke in styled]
-    parts.append(_legend(width - LEGEND_WIDTH + 12, frame.top, styled, faint, len(ordinary)))
+    legend = _legend(width - LEGEND_WIDTH + 12, frame.top, styled, faint, len(ordinary), reference)
+    parts.append(legend)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -213,20 +229,37 @@ def _line(frame: _Frame, series: Series, colour: str, stroke: float) -> str:
     return "".join(out)
 
 
+def _reference(frame: _Frame, reference: Reference) -> str:
+    y = frame.y(reference.value)
+    name = escape(reference.name)
+    return (
+        f'<g class="reference" data-reference="{name}"><line x1="{frame.left}" y1="{y:.1f}" '
+        f'x2="{frame.left + frame.width}" y2="{y:.1f}" stroke="{REFERENCE_COLOUR}" '
+        f'stroke-width="2" stroke-dasharray="6 4"><title>{name}</title></line></g>'
+    )
+
+
 def _legend(
-    left: float, top: float, styled: list[tuple[Series, str, float]], faint: bool, ordinary: int
+    left: float,
+    top: float,
+    styled: list[tuple[Series, str, float]],
+    faint: bool,
+    ordinary: int,
+    reference: Reference | None = None,
 ) -> str:
-    rows = [(s.name, colour, stroke) for s, colour, stroke in styled if s.emphasis]
+    rows = [(s.name, colour, stroke, "") for s, colour, stroke in styled if s.emphasis]
+    if reference is not None:
+        rows.append((reference.name, REFERENCE_COLOUR, 2.0, ' stroke-dasharray="6 4"'))
     if faint:
-        rows.append((f"{ordinary} banks, one line each", FAINT_COLOUR, 1.2))
+        rows.append((f"{ordinary} banks, one line each", FAINT_COLOUR, 1.2, ""))
     else:
-        rows += [(s.name, colour, stroke) for s, colour, stroke in styled if not s.emphasis]
+        rows += [(s.name, colour, stroke, "") for s, colour, stroke in styled if not s.emphasis]
     out = []
-    for i, (name, colour, stroke) in enumerate(rows):
+    for i, (name, colour, stroke, dash) in enumerate(rows):
         y = top + 8 + i * 20
         out.append(
             f'<line x1="{left}" y1="{y}" x2="{left + 22}" y2="{y}" stroke="{colour}" '
-            f'stroke-width="{stroke}"/><text x="{left + 30}" y="{y + 4}" font-size="12" '
+            f'stroke-width="{stroke}"{dash}/><text x="{left + 30}" y="{y + 4}" font-size="12" '
             f'fill="#323f4b">{escape(_shorten(name, 32))}</text>'
         )
     return "".join(out)

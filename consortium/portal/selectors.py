@@ -17,11 +17,12 @@ from django.utils import timezone
 
 from audit import selectors as audit_selectors
 from consortium.members.models import Bank
-from consortium.portal.charts import Series, metric_series
+from consortium.portal.charts import Reference, Series, metric_series
 from consortium.portal.models import BankRepresentative
 from consortium.rounds import gate_selectors
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
+from consortium.rounds.selectors_epsilon import EpsilonFigure, epsilon_signed
 from he.signing import update_message, verify
 
 if TYPE_CHECKING:  # annotations only: reads of the trail go through audit.selectors
@@ -29,7 +30,21 @@ if TYPE_CHECKING:  # annotations only: reads of the trail go through audit.selec
 
 CHART_WINDOW = 50  # rounds a convergence plot shows, up to the round in view
 MEAN_LABEL = "consortium mean (self-reported)"
-EPSILON_MAX_LABEL = "highest ε of any bank"
+EPSILON_MAX_LABEL = "highest ε any bank signed"
+
+# --- the consortium's state ---------------------------------------------------------------
+
+
+def halt_recorded() -> audit_selectors.RecordedState | None:
+    """The halt the scheduler last recorded (``consortium.halted``), or None once it resumed.
+
+    What the banner shows: one query on every page, where deriving the state afresh
+    (``selectors_state.consortium_state``) takes a dozen; the scheduler records each change
+    on the tick it finds it, and the overview says when.
+    """
+    last = audit_selectors.audit_consortium_state_last()
+    return last if last is not None and last.halted else None
+
 
 # --- banks ---------------------------------------------------------------------------------
 
@@ -68,14 +83,20 @@ class ParticipationRow:
     round: Round
     submission: Submission | None
     metrics: dict[str, Any] | None
+    epsilon: float | None = None  # signed with the upload (selectors_epsilon), not reported
 
 
 def participation_rows(bank: Bank, rounds: Sequence[Round]) -> list[ParticipationRow]:
-    """Join one page of rounds with this bank's submissions and reports (two queries)."""
+    """Join one page of rounds with this bank's submissions, signed ε and reports (3 queries)."""
     ids = [r.pk for r in rounds]
     subs = rounds_selectors.submission_list_for_bank(bank, ids)
     reports = rounds_selectors.metric_report_metrics_for_bank(bank, ids)
-    return [ParticipationRow(r, subs.get(r.pk), reports.get(r.pk)) for r in rounds]
+    signed = {
+        f.round: f.epsilon for f in epsilon_signed(rounds=[r.number for r in rounds], bank=bank)
+    }
+    return [
+        ParticipationRow(r, subs.get(r.pk), reports.get(r.pk), signed.get(r.number)) for r in rounds
+    ]
 
 
 def bank_events(bank: Bank, limit: int = 10) -> list[AuditEvent]:
@@ -171,12 +192,14 @@ def auprc_means(round_ids: Iterable[int]) -> dict[int, float]:
 
 @dataclass(frozen=True)
 class Convergence:
-    """The series of the two plots: AUPRC per round, and ε per round when banks report it."""
+    """The series of the two plots: AUPRC per round (self-reported), and the ε each bank
+    signed with its upload (``selectors_epsilon``) against the budget when DP is on."""
 
     auprc: list[Series] = field(default_factory=list)
     epsilon: list[Series] = field(default_factory=list)
     first_round: int | None = None
     last_round: int | None = None
+    epsilon_budget: Reference | None = None
 
 
 def convergence(
@@ -190,14 +213,23 @@ def convergence(
     numbers = rounds_selectors.round_numbers_published(up_to=up_to, limit=CHART_WINDOW)
     if not numbers:
         return Convergence()
-    rows = rounds_selectors.metric_report_rows(numbers, bank if not with_consortium else None)
+    only = bank if not with_consortium else None
+    rows = rounds_selectors.metric_report_rows(numbers, only)
     auprc = metric_series(rows, "auprc", overall="mean", overall_name=MEAN_LABEL)
-    epsilon = metric_series(rows, "epsilon", overall="max", overall_name=EPSILON_MAX_LABEL)
+    figures = epsilon_signed(rounds=numbers, bank=only)
+    signed = [(f.round, f.bank, {"epsilon": f.epsilon}) for f in figures]
+    epsilon = metric_series(signed, "epsilon", overall="max", overall_name=EPSILON_MAX_LABEL)
     if bank is not None:
         keep = {bank.slug, MEAN_LABEL, EPSILON_MAX_LABEL} if with_consortium else {bank.slug}
         auprc = [s for s in auprc if s.name in keep]
         epsilon = [s for s in epsilon if s.name in keep]
-    return Convergence(auprc, epsilon, min(numbers), max(numbers))
+    return Convergence(auprc, epsilon, min(numbers), max(numbers), _budget_line(figures))
+
+
+def _budget_line(figures: list[EpsilonFigure]) -> Reference | None:
+    """The budget of the newest round in view that had one: the line ε must stay under."""
+    budget = next((f.budget for f in reversed(figures) if f.budget is not None), None)
+    return Reference(f"budget ε = {budget:g}", budget) if budget is not None else None
 
 
 # --- the evaluation gate -------------------------------------------------------------------

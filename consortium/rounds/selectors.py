@@ -23,6 +23,7 @@ from consortium.rounds.models import (
     RoundState,
     Submission,
 )
+from consortium.rounds.selectors_epsilon import epsilon_newest_signed
 from he.params import CkksParams
 
 log = logging.getLogger(__name__)
@@ -216,19 +217,26 @@ def policy_version_numbers(name: str) -> list[int]:
     )
 
 
+def _with_round_counts(policies: QuerySet[RoundPolicy]) -> QuerySet[RoundPolicy]:
+    """``round_count``: every round a version ran; ``training_count``: what its ``max_rounds``
+    counts (published training rounds; the statistics and evaluation rounds do not)."""
+    trained = Q(rounds__kind=RoundKind.TRAINING, rounds__state=RoundState.PUBLISHED)
+    return policies.annotate(
+        round_count=Count("rounds"), training_count=Count("rounds", filter=trained)
+    )
+
+
 def policy_table() -> QuerySet[RoundPolicy]:
-    return RoundPolicy.objects.annotate(round_count=Count("rounds")).order_by("name", "-version")
+    return _with_round_counts(RoundPolicy.objects.all()).order_by("name", "-version")
 
 
 def policy_by_pk(pk: int) -> RoundPolicy | None:
-    return RoundPolicy.objects.annotate(round_count=Count("rounds")).filter(pk=pk).first()
+    return _with_round_counts(RoundPolicy.objects.filter(pk=pk)).first()
 
 
 def policy_versions(policy: RoundPolicy) -> list[RoundPolicy]:
     return list(
-        RoundPolicy.objects.filter(name=policy.name)
-        .annotate(round_count=Count("rounds"))
-        .order_by("-version")
+        _with_round_counts(RoundPolicy.objects.filter(name=policy.name)).order_by("-version")
     )
 
 
@@ -245,22 +253,6 @@ def policy_and_epoch_next() -> tuple[RoundPolicy, KeyEpoch] | None:
         log.warning("active policy %s and key epoch %s disagree on CKKS parameters", policy, epoch)
         return None
     return policy, epoch
-
-
-def policy_privacy_budget_spent(policy: RoundPolicy) -> bool:
-    """The consortium's budget is spent when, in the last published training round, fewer
-    than ``min_banks`` banks said another round would still fit in their own DP budget."""
-    if not policy.dp_enabled or policy.dp_target_epsilon is None:
-        return False
-    last = (
-        policy.rounds.filter(kind=RoundKind.TRAINING, state=RoundState.PUBLISHED)
-        .order_by("-number")
-        .first()
-    )
-    if last is None:
-        return False
-    able = last.submissions.filter(budget_left=True).count()
-    return able < policy.min_banks
 
 
 # --- submissions ---------------------------------------------------------------------------
@@ -301,7 +293,8 @@ def submission_totals_for_bank(bank: Bank) -> dict[str, Any]:
 
 
 def bank_table() -> QuerySet[Bank]:
-    """Banks with the last round each submitted to and that round's key epoch.
+    """Banks with the last round each submitted to, that round's key epoch, and the newest ε
+    each signed (``selectors_epsilon``: the figure the budget check uses).
 
     The key epoch of a bank's newest accepted update is the best evidence the portal has
     of which consortium key the bank holds (it cannot see the key itself).
@@ -310,6 +303,7 @@ def bank_table() -> QuerySet[Bank]:
     return Bank.objects.annotate(
         last_round=Subquery(newest.values("round__number")[:1]),
         key_epoch_in_use=Subquery(newest.values("round__key_epoch__number")[:1]),
+        epsilon_signed=epsilon_newest_signed(),
     ).order_by("slug")
 
 

@@ -110,6 +110,9 @@ def seed_history(
                     signing_public_key=bank.signing_public_key,
                     size_bytes=65_600,
                     blob=f"r{rnd.number}/{bank.slug}",
+                    # What the bank signed with the upload: the ε pages and charts show.
+                    epsilon_spent=0.1 * rnd.number if epsilon else None,
+                    budget_left=True if epsilon else None,
                 )
             )
             if rnd.state == RoundState.PUBLISHED:

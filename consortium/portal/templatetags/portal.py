@@ -9,8 +9,11 @@ from typing import Any
 
 from django import template
 from django.http import HttpRequest
+from django.urls import reverse
 
-from consortium.portal.access import Viewer, viewer_of
+from audit.selectors import RecordedState
+from consortium.portal.access import STAFF, Viewer, viewer_of
+from consortium.portal.selectors import halt_recorded
 
 register = template.Library()
 
@@ -22,6 +25,52 @@ def portal_viewer(context: dict[str, Any]) -> Viewer | None:
     if request is None or not request.user.is_authenticated:
         return None
     return viewer_of(request)
+
+
+@register.simple_tag(takes_context=True)
+def consortium_halt(context: dict[str, Any]) -> RecordedState | None:
+    """The halt the scheduler recorded, for the banner of an operator's or auditor's page."""
+    viewer = portal_viewer(context)
+    if viewer is None or viewer.role not in STAFF:
+        return None
+    request = context["request"]
+    # The banner and the overview's panel ask on the same page: one query, not two.
+    if not hasattr(request, "_consortium_halt"):
+        request._consortium_halt = halt_recorded()
+    halt: RecordedState | None = request._consortium_halt
+    return halt
+
+
+# Where an operator acts on each halt reason (``selectors_state.HaltCode``); none for those
+# fixed outside the portal (a key epoch from the command line, a setting).
+HALT_ACTIONS = {
+    "no_policy": ("portal:policy-new", "create a policy"),
+    "max_rounds": ("portal:policy-list", "publish a new policy version"),
+    "consecutive_failures": ("portal:round-list", "see the failed rounds"),
+    "privacy_budget": ("portal:policy-list", "agree a new policy version"),
+    "ckks_mismatch": ("portal:policy-list", "publish a new policy version"),
+    "disputed": ("portal:roster", "see the disputes and clearances"),
+    "too_few_members": ("portal:bank-list", "reactivate or onboard members"),
+    "policy_not_approved": ("portal:roster", "propose a roster change"),
+    "key_epoch_not_in_force": ("portal:roster", "propose a roster change"),
+    "no_roster": ("portal:roster", "found the consortium"),
+    "roster_invalid": ("portal:roster", "check the roster"),
+}
+
+
+@register.simple_tag
+def halt_action(code: str) -> dict[str, str] | None:
+    """``{"url": ..., "label": ...}`` of the page to act on a halt reason, or None."""
+    found = HALT_ACTIONS.get(code)
+    if found is None:
+        return None
+    name, label = found
+    url = reverse(name)
+    if code == "consecutive_failures":
+        url += "?state=failed"
+    elif code == "too_few_members":
+        url += "?status=suspended"
+    return {"url": url, "label": label}
 
 
 @register.filter
@@ -83,6 +132,12 @@ def pretty_json(value: Any) -> str:
 @register.filter
 def compact_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+@register.filter
+def without(mapping: Any, key: str) -> Any:
+    """``mapping`` less ``key`` (a figure the page shows from a better source instead)."""
+    return {k: v for k, v in mapping.items() if k != key} if isinstance(mapping, dict) else mapping
 
 
 @register.filter

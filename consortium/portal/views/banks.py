@@ -34,6 +34,7 @@ from consortium.portal.views.common import (
     render_page,
 )
 from consortium.rounds import selectors as rounds_selectors
+from consortium.rounds.selectors_epsilon import epsilon_budget
 
 OPERATOR = frozenset({Role.OPERATOR})
 STATUS_OF_ACTION = {
@@ -53,6 +54,7 @@ def bank_list(request: HttpRequest, viewer: Viewer) -> HttpResponse:
         banks = banks.filter(Q(slug__icontains=query) | Q(name__icontains=query))
     context = {
         "page": paginate(request, banks),
+        "epsilon_budget": epsilon_budget(),
         "statuses": BankStatus.choices,
         "status": status,
         "q": query,

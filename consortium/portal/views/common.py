@@ -83,9 +83,10 @@ def epsilon_chart(conv: Convergence, marker: int | None = None) -> SafeString | 
     return _svg(
         line_chart(
             conv.epsilon,
-            title="Differential-privacy budget spent (ε) per round",
-            y_label="ε spent (self-reported)",
+            title="Differential-privacy budget spent (ε) per round, as each bank signed it",
+            y_label="ε spent (signed with the upload)",
             marker_x=marker,
             height=240,
+            reference=conv.epsilon_budget,
         )
     )

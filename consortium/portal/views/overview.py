@@ -10,6 +10,7 @@ from consortium.portal import selectors
 from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
 from consortium.portal.views.common import auprc_chart, paginate, render_page
 from consortium.rounds import selectors as rounds_selectors
+from consortium.rounds.selectors_epsilon import epsilon_budget
 
 
 @portal_view(roles=ANY_ROLE)
@@ -20,6 +21,7 @@ def overview(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     context = {
         "counts": members_selectors.bank_status_counts(),
         "banks": paginate(request, rounds_selectors.bank_table()),
+        "epsilon_budget": epsilon_budget(),
         "key_epoch": rounds_selectors.key_epoch_current_without_context(),
         "failed_rounds": rounds_selectors.round_list_failed_recent(),
         "rejected": selectors.uploads_rejected_recent(),

@@ -13,6 +13,7 @@ from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate,
 from consortium.rounds import secagg_selectors
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState
+from consortium.rounds.selectors_epsilon import epsilon_signed_by_round
 
 
 @portal_view(roles=STAFF)
@@ -53,6 +54,8 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
         "upload_bytes": sum(r.submission.size_bytes for r in rows),
         "all_signatures_ok": all(r.signature_ok for r in rows),
         "reports": rounds_selectors.metric_report_list_for_round(rnd),
+        # Signed with each upload: the ε the budget check uses, not the one a report carries.
+        "epsilon": epsilon_signed_by_round([rnd.number]).get(rnd.number, {}),
         "progress": selectors.round_progress(rnd) if in_flight else None,
         # v2: each phase with its deadline, who has acted and who the round still waits on.
         "secagg": secagg_selectors.secagg_progress(rnd)

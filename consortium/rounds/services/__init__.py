@@ -6,6 +6,7 @@ importing ``from consortium.rounds.services import x``.
 """
 
 from consortium.rounds.services.blobs import blob_open
+from consortium.rounds.services.halts import consortium_state_record
 from consortium.rounds.services.key_epochs import key_epoch_register
 from consortium.rounds.services.metric_reports import metrics_report
 from consortium.rounds.services.policies import (
@@ -33,6 +34,7 @@ __all__ = [
     "CIPHERTEXT_BYTES_PER_VALUE",
     "POLICY_FIELDS",
     "blob_open",
+    "consortium_state_record",
     "key_epoch_register",
     "mask_key_submit",
     "metrics_report",

@@ -16,7 +16,7 @@ from audit.services import audit_checkpoint_create, audit_record
 from consortium import metrics
 from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list_active
-from consortium.rounds import selectors, storage
+from consortium.rounds import selectors, selectors_state, storage
 from consortium.rounds.crypto import epoch_context, epoch_params
 from consortium.rounds.models import (
     IN_FLIGHT_STATES,
@@ -28,6 +28,7 @@ from consortium.rounds.models import (
     Submission,
 )
 from consortium.rounds.services.gate import GateStep, gate_next
+from consortium.rounds.services.halts import consortium_state_record
 from consortium.rounds.services.secagg_aggregate import UnmaskFailed, secagg_sum
 from consortium.rounds.services.secagg_phases import (
     RoundNotOpened,
@@ -51,6 +52,8 @@ def scheduler_tick(now: datetime | None = None) -> list[str]:
     for number in selectors.round_numbers_aggregating():
         done += round_aggregate(number)
     done += round_open_next(now)
+    # Logged and audited on a change only; not in ``done``, which lists rounds that moved.
+    consortium_state_record()
     storage.sweep_temp()
     return done
 
@@ -255,16 +258,14 @@ def _kind_next(policy: RoundPolicy, epoch: KeyEpoch, step: GateStep) -> tuple[st
 
 def _stopped(policy: RoundPolicy) -> bool:
     """Too many failed rounds in a row under ``policy``: the scheduler opens nothing more."""
-    states = list(policy.rounds.order_by("-number").values_list("state", flat=True))
-    failures = next((i for i, s in enumerate(states) if s != RoundState.FAILED), len(states))
-    return failures >= policy.max_consecutive_failures
+    return selectors_state.failures_in_a_row(policy) >= policy.max_consecutive_failures
 
 
 def _done_training(policy: RoundPolicy) -> bool:
-    """``max_rounds`` training rounds published (evaluation rounds do not count), or the
-    consortium's privacy budget is spent."""
-    trained = policy.rounds.filter(kind=RoundKind.TRAINING, state=RoundState.PUBLISHED).count()
-    return trained >= policy.max_rounds or selectors.policy_privacy_budget_spent(policy)
+    """``max_rounds`` training rounds published (statistics and evaluation rounds do not
+    count), or the consortium's privacy budget is spent (``selectors_state`` says so too)."""
+    trained = selectors_state.training_rounds_published(policy)
+    return trained >= policy.max_rounds or selectors_state.privacy_budget_spend(policy) is not None
 
 
 def _shape(

@@ -1,4 +1,4 @@
-"""The consortium at a glance: members, roster, key epochs, policies and rounds."""
+"""The consortium at a glance: its state and why, members, roster, key epochs, policies, rounds."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list
 from consortium.rounds import selectors
 from consortium.rounds.models import Round
+from consortium.rounds.selectors_state import consortium_state
+
+
+def state_lines() -> list[str]:
+    """The state derived afresh, then each reason with its detail and the way forward."""
+    state = consortium_state()
+    lines = [f"consortium {state.sentence}"]
+    for reason in state.reasons:
+        lines += [
+            f"  - {reason.summary} [{reason.code}]",
+            f"    {reason.detail}",
+            f"    way forward: {reason.way_forward}",
+        ]
+    return lines
 
 
 def member_lines() -> list[str]:
@@ -60,7 +74,8 @@ def policy_lines() -> list[str]:
             f"  {policy.name} v{policy.version:<3} {'active' if policy.active else 'inactive':<8} "
             f"sha256 {roster.policy_digest(policy)[:16]}… "
             f"{'approved' if approved else 'not approved by the roster'}, "
-            f"{getattr(policy, 'round_count', 0)} round(s)"
+            f"{getattr(policy, 'training_count', 0)} of {policy.max_rounds} training round(s) "
+            f"published, {getattr(policy, 'round_count', 0)} round(s) in all"
         )
     return lines
 
@@ -87,12 +102,21 @@ def round_lines(last: int) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Show members, the roster in force, key epochs, policies and the latest rounds."
+    help = (
+        "Show the consortium's state (running, waiting or halted, and why), members, the "
+        "roster in force, key epochs, policies and the latest rounds."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--rounds", type=int, default=5, help="how many recent rounds")
 
     def handle(self, *args: Any, rounds: int, **options: Any) -> None:
-        sections = [member_lines(), roster_lines(), key_epoch_lines(), policy_lines()]
+        sections = [
+            state_lines(),
+            member_lines(),
+            roster_lines(),
+            key_epoch_lines(),
+            policy_lines(),
+        ]
         for lines in [*sections, round_lines(max(0, rounds))]:
             self.stdout.write("\n".join(lines))
