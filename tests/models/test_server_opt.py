@@ -105,7 +105,7 @@ def test_a_state_of_another_optimiser_or_length_starts_afresh():
 
 
 def test_an_unknown_optimiser_is_refused_by_name():
-    with pytest.raises(ValueError, match="fedavg, fedavgm, fedadam, fedyogi.*'sgd'"):
+    with pytest.raises(ValueError, match=r"fedavg, fedavgm, fedadam, fedyogi.*'sgd'"):
         ServerOptParams("sgd")
 
 
