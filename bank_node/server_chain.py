@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,7 @@ class ServerChain:
 
 def _save(path: Path, result: Produced) -> None:
     """Write the cache atomically: a crash leaves the old file or none, never half of one."""
-    arrays = {"weights": result.weights, "steps": np.array(result.state.steps)}
+    arrays: dict[str, Any] = {"weights": result.weights, "steps": np.array(result.state.steps)}
     if result.state.m is not None:
         arrays["m"] = result.state.m
     if result.state.v is not None:
