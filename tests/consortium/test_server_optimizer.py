@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.core.management.base import CommandError
 
 from audit.models import AuditEvent
 from consortium.rounds.models import Round, RoundPolicy, RoundState
 from protocol import PolicySnapshot
 from tests.consortium.secagg_rounds.conftest import MODEL
+from tests.consortium.test_operator_cli import _policy_file, run
 
 pytestmark = pytest.mark.django_db
 
@@ -137,3 +139,17 @@ def test_the_migration_fills_old_snapshots_with_fedavg_and_keeps_their_digest(pu
     published.refresh_from_db()
     assert published.policy_snapshot["server_optimizer"] == "fedavg"
     assert PolicySnapshot.from_dict(published.policy_snapshot).digest() == before
+
+
+def test_policy_create_reads_the_server_optimiser_from_a_policy_file(tmp_path):
+    body = 'name = "fraud"\nserver_optimizer = "fedyogi"\nserver_lr = 0.05\n'
+    run("policy_create", "--file", str(_policy_file(tmp_path, body)))
+    policy = RoundPolicy.objects.get(name="fraud")
+    assert (policy.server_optimizer, policy.server_lr) == ("fedyogi", 0.05)
+    assert policy.as_snapshot().server_tau == 0.001
+
+
+def test_policy_create_names_the_line_of_a_server_optimiser_it_refuses(tmp_path):
+    body = 'name = "fraud"\nserver_optimizer = "fedadam"\nserver_beta2 = 1.0\n'
+    with pytest.raises(CommandError, match=r"server_beta2.*line 3"):
+        run("policy_create", "--file", str(_policy_file(tmp_path, body)))
