@@ -89,7 +89,8 @@ def test_every_node_produces_trains_from_and_reports_the_same_stepped_model(
     assert portal.digests[1] == [model_digest(by_hand)] * len(agents)
 
     second = training(2, fp, base=1, policy=first.policy.to_dict())
-    assert np.array_equal(agents[1].base_weights(second), by_hand)  # trained from the step
+    base = agents[1].base_weights(second)
+    assert base is not None and np.array_equal(base, by_hand)  # trained from the step
     _play(agents, portal, second)  # the clip check measures from the stepped base: accepted
     average2, _ = agents[0].global_weights(2, fp)
     by_hand2, _ = step(state, by_hand, average2, params)
@@ -136,10 +137,10 @@ def test_the_gate_scores_the_stepped_candidate_not_the_raw_average(
         None, initial_vector(SPEC, FEATURES), average, server_params(evaluation.policy)
     )
     data = node.data.normalized(None)
-    scores = [
-        predict_scores(model_from_vector(SPEC, FEATURES, w), data.x_val) for w in (stepped, None)
-    ]
+    cand, current, raw = (
+        predict_scores(model_from_vector(SPEC, FEATURES, w), data.x_val)
+        for w in (stepped, None, average)
+    )
     counts = histograms * rows  # the node sent counts / rows: back to whole counts
-    assert np.allclose(counts, gate_vector(*scores, data.y_val), rtol=0, atol=1e-6)
-    raw = predict_scores(model_from_vector(SPEC, FEATURES, average), data.x_val)
-    assert not np.allclose(counts, gate_vector(raw, scores[1], data.y_val), rtol=0, atol=0.5)
+    assert np.allclose(counts, gate_vector(cand, current, data.y_val), rtol=0, atol=1e-6)
+    assert not np.allclose(counts, gate_vector(raw, current, data.y_val), rtol=0, atol=0.5)
