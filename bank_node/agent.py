@@ -338,7 +338,8 @@ class Agent:
         return digest, path
 
     def evaluate_published(self, rnd: RoundInfo) -> dict[str, Any]:
-        weights, _total = self.global_weights(rnd.number, rnd.key_epoch)
+        produced = self.models.produced(rnd.number, rnd.key_epoch)  # the server optimiser's
+        weights = produced.weights
         policy = rnd.policy
         model = model_from_vector(policy.model_spec, policy.n_features, weights)
         stats_round = rnd.stats_round
@@ -346,7 +347,9 @@ class Agent:
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon
-        self.report(rnd.number, metrics)
+        # Under FedAvg the model is the decrypted aggregate the manifest pins: no digest.
+        digest = produced.digest if policy.server_optimizer != "fedavg" else ""
+        self.report(rnd.number, metrics, digest)
         self.state.evaluated[str(rnd.number)] = metrics
         self.state.save(self.state_path)
         self.gate.keep(rnd, weights, threshold, metrics)  # served now, or once adopted
@@ -362,13 +365,21 @@ class Agent:
         pending = set(self.state.gated) - set(self.state.verdicts)
         return sum(1 for number in self.state.evaluated if number not in pending)
 
-    def report(self, number: int, metrics: dict[str, Any]) -> None:
-        """Send quality figures only if this bank opted in; row counts and rates never."""
-        if not self.config.report_metrics:
+    def report(self, number: int, metrics: dict[str, Any], model_digest: str = "") -> None:
+        """Send quality figures only if this bank opted in; row counts and rates never.
+
+        ``model_digest`` (the produced model's, under a server optimiser other than FedAvg)
+        is sent whether or not the bank shares figures: every member computes the same
+        model, and the portal flags a node whose digest differs.
+        """
+        figures: dict[str, Any] = {}
+        if self.config.report_metrics:
+            figures = {name: metrics.get(name) for name in REPORTABLE_METRICS}
+        if not figures and not model_digest:
             return
-        figures = {name: metrics.get(name) for name in REPORTABLE_METRICS}
+        digest = {"model_digest": model_digest} if model_digest else {}
         try:
-            self.client.report_metrics(number, figures)
+            self.client.report_metrics(number, figures, **digest)
         except PortalError as exc:
             log.warning("round %s: metrics not reported: %s", number, exc.message)
 

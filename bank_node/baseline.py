@@ -36,6 +36,7 @@ from protocol import (
     DEFAULT_GATE_ALERT_RATE,
     DEFAULT_SECURE_AGGREGATION,
     MIN_BANKS_FLOOR,
+    SERVER_OPT_DEFAULTS,
     PolicySnapshot,
     ProtocolError,
     default_ckks_params,
@@ -91,6 +92,7 @@ def default_policy() -> PolicySnapshot:
         update_clip_norm=None,
         gate_tolerance=None,
         gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
+        **SERVER_OPT_DEFAULTS,
         **POLICY_DEFAULTS,
     )
 

@@ -77,7 +77,8 @@ class EvaluationGate:
         bank does not use; ``HEError`` (the node sits out, no objection) without rows.
         """
         candidate = self.candidate(evaluation)
-        cand_weights, _ = self.models.global_weights(candidate.number, candidate.key_epoch)
+        # The candidate is the model the round produces: the server optimiser's step applied.
+        cand_weights = self.models.produced(candidate.number, candidate.key_epoch).weights
         current = self.models.base_weights(evaluation)  # None: the policy's initial model
         data = self._data().normalized(self.models.normalizer(evaluation.stats_round))
         rows = int(data.y_val.size)

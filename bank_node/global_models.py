@@ -25,6 +25,7 @@ from bank_node.gate_checks import check_gate_counts
 from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient
 from bank_node.secagg_steps import SecAggSteps
+from bank_node.server_chain import Produced, ServerChain
 from bank_node.state import NodeState, aggregate_file, state_file
 from bank_node.training import Normalizer
 from governance import RosterState
@@ -58,6 +59,7 @@ class PublishedModels:
         self.secagg = secagg
         self._roster = roster
         self._state = state
+        self.chain = ServerChain(config.state_dir, self._base_average)
 
     @property
     def roster(self) -> RosterState | None:
@@ -90,15 +92,33 @@ class PublishedModels:
         return norm
 
     def base_weights(self, rnd: RoundInfo) -> np.ndarray | None:
-        """The round's starting point: None for initial weights, else the decrypted base."""
+        """The round's starting point: None for initial weights, else the base's model."""
         if rnd.base_round is None:
             return None
-        weights, _ = self.global_weights(rnd.base_round, rnd.base_key_epoch or "")
-        return weights
+        return self.produced(rnd.base_round, rnd.base_key_epoch or "").weights
+
+    def produced(self, number: int, epoch: str, *, against_base: bool = True) -> Produced:
+        """The model training round ``number`` produces at this node: its checked average
+        after the policy's server optimiser (``bank_node.server_chain``; FedAvg: the average).
+        """
+        weights, _, info = self.checked(number, epoch, against_base=against_base)
+        return self.chain.produced(info, weights)
+
+    def _base_average(self, number: int, epoch: str) -> tuple[np.ndarray, RoundInfo]:
+        """A base round's checked average, for the server optimiser's chain."""
+        weights, _, info = self.checked(number, epoch, against_base=False)
+        return weights, info
 
     def global_weights(
         self, number: int, epoch: str, *, against_base: bool = True
     ) -> tuple[np.ndarray, float]:
+        """The checked average of a published aggregate and its rows (``checked``)."""
+        weights, rows, _ = self.checked(number, epoch, against_base=against_base)
+        return weights, rows
+
+    def checked(
+        self, number: int, epoch: str, *, against_base: bool = True
+    ) -> tuple[np.ndarray, float, RoundInfo]:
         """Download (once), check, decrypt and average a published aggregate.
 
         Raises ``Refused`` (counted as a refused aggregate) when the manifest names
@@ -122,7 +142,7 @@ class PublishedModels:
 
     def _checked_aggregate(
         self, number: int, epoch: str, against_base: bool
-    ) -> tuple[np.ndarray, float]:
+    ) -> tuple[np.ndarray, float, RoundInfo]:
         info = self.client.round(number)
         check_manifest(self.roster, info, info.manifest, self.config.guardrails)
         assert info.manifest is not None  # check_manifest refuses a round without one
@@ -152,7 +172,7 @@ class PublishedModels:
             check_gate_counts(number, weights)
         else:
             check_moments(number, weights, info.policy.n_features)
-        return weights, rows
+        return weights, rows, info
 
     def expected(self, info: RoundInfo, unit: int, against_base: bool) -> Expected:
         """What ``info``'s model must be: the policy's, within the consortium total and rails."""
@@ -179,7 +199,7 @@ class PublishedModels:
         if info.base_round is None:
             return initial_weights(info.number, policy.model_spec, policy.n_features)
         epoch = info.base_key_epoch or info.key_epoch
-        return self.global_weights(info.base_round, epoch, against_base=False)[0]
+        return self.produced(info.base_round, epoch, against_base=False).weights
 
     def decrypt_aggregate(self, path: Path, epoch: str, *, masked: bool = False) -> np.ndarray:
         """Decrypt a downloaded aggregate; a malformed one is refused like a forged one."""

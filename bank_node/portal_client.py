@@ -326,8 +326,13 @@ class BankClient(_Base):
         body = {"verdict": verdict, "signature": signature}
         return self._json("POST", f"rounds/{int(number)}/verdicts", json=body)
 
-    def report_metrics(self, number: int, metrics: dict[str, float | None]) -> MetricsReceipt:
-        body = {"metrics": metrics}
+    def report_metrics(
+        self, number: int, metrics: dict[str, float | None], model_digest: str = ""
+    ) -> MetricsReceipt:
+        """Figures the bank chose to share, and (when given) its produced model's digest."""
+        body: dict[str, Any] = {"metrics": metrics}
+        if model_digest:
+            body["model_digest"] = model_digest
         return self._parsed(MetricsReceipt.from_dict, "POST", f"rounds/{number}/metrics", json=body)
 
 

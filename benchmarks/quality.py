@@ -59,6 +59,7 @@ from protocol import (  # noqa: E402
     DEFAULT_GATE_ALERT_RATE,
     DEFAULT_SECURE_AGGREGATION,
     MIN_BANKS_FLOOR,
+    SERVER_OPT_DEFAULTS,
     PolicySnapshot,
     default_ckks_params,
 )
@@ -115,6 +116,7 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
         update_clip_norm=None,
         gate_tolerance=None,
         gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
+        **SERVER_OPT_DEFAULTS,
     )
 
 

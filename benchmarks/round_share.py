@@ -86,6 +86,7 @@ from models.vector import vector_length  # noqa: E402
 from protocol import (  # noqa: E402
     DEFAULT_GATE_ALERT_RATE,
     MIN_BANKS_FLOOR,
+    SERVER_OPT_DEFAULTS,
     PolicySnapshot,
     default_ckks_params,
 )
@@ -133,6 +134,7 @@ def demo_policy(model_spec: dict[str, Any] | None = None) -> PolicySnapshot:
         update_clip_norm=None,
         gate_tolerance=None,
         gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
+        **SERVER_OPT_DEFAULTS,
     )
 
 

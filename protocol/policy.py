@@ -37,6 +37,20 @@ MIN_BANKS_FLOOR_TEXT = (
 # The gate's alert budget unless a policy says otherwise: 1% of rows flagged.
 DEFAULT_GATE_ALERT_RATE = 0.01
 
+# The server optimiser every node applies to the decrypted average (models.server_opt).
+SERVER_OPTIMIZERS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "fedyogi")
+# Their fields' defaults: plain FedAvg, today's behaviour. While a snapshot holds exactly
+# these, its canonical JSON leaves them out, so the digests banks signed before the fields
+# existed still name the same policies.
+SERVER_OPT_DEFAULTS: dict[str, Any] = {
+    "server_optimizer": "fedavg",
+    "server_lr": 1.0,
+    "server_momentum": 0.9,
+    "server_beta1": 0.9,
+    "server_beta2": 0.99,
+    "server_tau": 0.001,
+}
+
 
 def default_ckks_params() -> dict[str, Any]:
     """A fresh copy of the default CKKS parameters (callers may mutate it)."""
@@ -98,6 +112,15 @@ class PolicySnapshot:
     gate_tolerance: float | None
     # The alert budget at which the gate reports recall: this fraction of rows is flagged.
     gate_alert_rate: float
+    # The server optimiser each node applies to the decrypted average (models.server_opt,
+    # Reddi et al. 2021): "fedavg" (the average itself), "fedavgm", "fedadam" or "fedyogi";
+    # its learning rate, FedAvgM's momentum, and the adaptive ones' beta1, beta2 and tau.
+    server_optimizer: str
+    server_lr: float
+    server_momentum: float
+    server_beta1: float
+    server_beta2: float
+    server_tau: float
 
     def __post_init__(self) -> None:
         if self.secure_aggregation not in SECURE_AGGREGATION_PROTOCOLS:
@@ -109,6 +132,7 @@ class PolicySnapshot:
         if self.aggregate_checkers < 0:
             raise ProtocolError("aggregate_checkers", "must be 0 (every node) or more")
         self._check_robustness()
+        self._check_server_optimizer()
         if self.min_banks < MIN_BANKS_FLOOR:
             raise ProtocolError(
                 "min_banks",
@@ -142,6 +166,22 @@ class PolicySnapshot:
             raise ProtocolError(
                 "gate_alert_rate", f"must be in (0, 1) (got {self.gate_alert_rate})"
             )
+
+    def _check_server_optimizer(self) -> None:
+        """The server optimiser is one we implement, each hyperparameter within its range."""
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise ProtocolError(
+                "server_optimizer",
+                f"must be one of {', '.join(SERVER_OPTIMIZERS)} (got {self.server_optimizer!r})",
+            )
+        if not 0.0 < self.server_lr <= 10.0:
+            raise ProtocolError("server_lr", f"must be in (0, 10] (got {self.server_lr})")
+        for name in ("server_momentum", "server_beta1", "server_beta2"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ProtocolError(name, f"must be in [0, 1) (got {value})")
+        if not 0.0 < self.server_tau <= 1.0:
+            raise ProtocolError("server_tau", f"must be in (0, 1] (got {self.server_tau})")
 
     @property
     def gated(self) -> bool:
@@ -177,10 +217,17 @@ class PolicySnapshot:
         (separators ``","`` and ``":"``), ASCII-only output (``\\uXXXX`` escapes), floats
         as Python's shortest round-trip ``repr`` (``0.001``, ``1e-05``, ``1.0``), ints bare,
         absent values as ``null``, encoded as UTF-8. Ints given for float fields are made
-        floats by ``from_dict`` first, so ``1`` and ``1.0`` hash the same.
+        floats by ``from_dict`` first, so ``1`` and ``1.0`` hash the same. The server
+        optimiser's fields are left out while every one holds its default
+        (``SERVER_OPT_DEFAULTS``: plain FedAvg), so a policy's digest is the one it had
+        before those fields existed; any other value puts all six in.
         """
+        data = self.to_dict()
+        if all(data[name] == value for name, value in SERVER_OPT_DEFAULTS.items()):
+            for name in SERVER_OPT_DEFAULTS:
+                del data[name]
         text = json.dumps(
-            self.to_dict(),
+            data,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=True,

@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
+from consortium.rounds.server_opt_fields import ServerOptimizerFields
 
 # Defined in its own module (this one is at its size limit) and imported here so that
 # Django registers it with the app's other models.
@@ -50,7 +51,7 @@ def _operator_policy_fields() -> tuple[str, ...]:
 POLICY_FIELDS: tuple[str, ...] = _operator_policy_fields()
 
 
-class RoundPolicy(models.Model):
+class RoundPolicy(ServerOptimizerFields):
     """How rounds are run. Versioned: once a round has used a version it is frozen."""
 
     name = models.SlugField(max_length=50)
@@ -401,6 +402,9 @@ class MetricReport(models.Model):
     round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="metric_reports")
     bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="metric_reports")
     metrics = models.JSONField()
+    # The SHA-256 of the model the bank's node produced (models.server_opt.model_digest);
+    # every node should report the same one. Empty: not reported (FedAvg nodes send none).
+    model_digest = models.CharField(max_length=64, blank=True, default="")
     reported_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -180,11 +180,26 @@ class PolicySerializer(serializers.ModelSerializer):
 
 class MetricsSerializer(serializers.Serializer):
     metrics = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    model_digest = serializers.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        default="",
+        error_messages={"invalid": "model_digest must be 64 lowercase hex digits (SHA-256)"},
+        help_text="SHA-256 of the model the node produced (models.server_opt.model_digest).",
+    )
 
     def validate_metrics(self, value: dict[str, Any]) -> dict[str, Any]:
-        if not value or len(value) > 50:
+        if len(value) > 50:
             raise serializers.ValidationError("send between 1 and 50 named metrics")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # A node that does not share its figures still reports its model's digest.
+        if not attrs["metrics"] and not attrs.get("model_digest"):
+            raise serializers.ValidationError(
+                {"metrics": "send between 1 and 50 named metrics, or a model_digest"}
+            )
+        return attrs
 
 
 class UploadHeadersSerializer(serializers.Serializer):

@@ -243,6 +243,7 @@ class RoundMetricsView(APIView):
             rnd=_round_or_404(number),
             bank=request_bank(request),
             metrics=serializer.validated_data["metrics"],
+            model_digest=serializer.validated_data["model_digest"],
         )
         receipt = MetricsReceipt(round=number, metrics=report.metrics, self_reported=True)
         return Response(receipt.to_dict())

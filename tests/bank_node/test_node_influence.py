@@ -134,6 +134,11 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def federation(tmp_path: Path, world: Path, keys_dir: Path) -> tuple[list[Agent], Portal]:
     """Three nodes, one per bank of ``world``, sharing the consortium key and one portal."""
     portal = Portal(tmp_path, keys_dir / PUBLIC_CONTEXT)
+    return make_agents(tmp_path, world, keys_dir, portal), portal
+
+
+def make_agents(tmp_path: Path, world: Path, keys_dir: Path, portal: Portal) -> list[Agent]:
+    """One node per bank of ``world``, sharing the consortium key and ``portal``."""
     agents = []
     for i, bank in enumerate(BANKS, start=1):
         config = NodeConfig(
@@ -152,7 +157,7 @@ def federation(tmp_path: Path, world: Path, keys_dir: Path) -> tuple[list[Agent]
         agent = Agent(config, keys, portal)  # type: ignore[arg-type]  # a fake portal
         agent.objector.consortium_id = lambda: "consortium-1"  # as with a pinned roster
         agents.append(agent)
-    return agents, portal
+    return agents
 
 
 def _round_of_honest_updates(agents: list[Agent], portal: Portal, rnd: RoundInfo) -> None:

@@ -34,6 +34,12 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "update_clip_norm": None,
         "gate_tolerance": None,
         "gate_alert_rate": 0.01,
+        "server_optimizer": "fedavg",
+        "server_lr": 1.0,
+        "server_momentum": 0.9,
+        "server_beta1": 0.9,
+        "server_beta2": 0.99,
+        "server_tau": 0.001,
     } | overrides
 
 

@@ -13,6 +13,7 @@ from consortium.portal.views.common import auprc_chart, epsilon_chart, paginate,
 from consortium.rounds import secagg_selectors
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState
+from consortium.rounds.selectors_digests import model_digests
 from consortium.rounds.selectors_epsilon import epsilon_signed_by_round
 
 
@@ -47,13 +48,15 @@ def round_detail(request: HttpRequest, viewer: Viewer, number: int) -> HttpRespo
     in_flight = rnd.state in IN_FLIGHT_STATES
     conv = selectors.convergence(up_to=rnd.number)
     objections = list(roster.objection_list_for_round(rnd.number))
+    reports = rounds_selectors.metric_report_list_for_round(rnd)
     context = {
         "round": rnd,
         "has_newer": Round.objects.filter(number__gt=rnd.number).exists(),
         "rows": rows,
         "upload_bytes": sum(r.submission.size_bytes for r in rows),
         "all_signatures_ok": all(r.signature_ok for r in rows),
-        "reports": rounds_selectors.metric_report_list_for_round(rnd),
+        "reports": reports,
+        "digests": model_digests(reports),  # server optimisers: every node's model agrees
         # Signed with each upload: the ε the budget check uses, not the one a report carries.
         "epsilon": epsilon_signed_by_round([rnd.number]).get(rnd.number, {}),
         "progress": selectors.round_progress(rnd) if in_flight else None,

@@ -1,0 +1,158 @@
+"""Which server optimiser: FedAvg, FedAvgM, FedAdam, FedYogi, FedProx μ, on the validation split.
+
+Run: ``PYTHONPATH=. .venv/bin/python benchmarks/server_opt.py`` (defaults: the demo's world
+and hyperparameters, as ``benchmarks/update_norms.py``: preset ``demo``, 4 banks, seed 42,
+3 training rounds, 2 local epochs, learning rate 3e-3). ``--rounds 6`` looks further.
+
+In process, with the node's own steps: a statistics round's pooled moments normalise every
+bank, then each round every bank trains from the round's base with
+``bank_node.training.train_round`` (seeded with the round number, as a node), the updates
+are averaged by rows (``models.federation.fedavg``, the decrypted aggregate's plaintext
+twin), and ``models.server_opt.step`` turns the average into the next base, exactly as
+``bank_node.server_chain`` does at every node. Every configuration is scored after every
+round by the mean over banks of AUPRC on each bank's **validation** rows (the 20% of time
+before the test period): the figure defaults are chosen on. The test period is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Run as a script, its own folder is on sys.path (a site package is named benchmarks).
+from quality import HYPER, Bank, consortium_norm, policy_of  # noqa: E402
+from update_norms import load_world  # noqa: E402
+
+from bank_node.server_chain import server_params  # noqa: E402
+from bank_node.training import LocalData, model_from_vector, train_round  # noqa: E402
+from models.features import FEATURE_NAMES  # noqa: E402
+from models.federation import fedavg  # noqa: E402
+from models.metrics import auprc  # noqa: E402
+from models.nets import initial_vector  # noqa: E402
+from models.server_opt import ServerOptState, model_digest, step  # noqa: E402
+from models.training import predict_scores  # noqa: E402
+from protocol import SERVER_OPT_DEFAULTS, PolicySnapshot  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Config:
+    """One column: a name, the policy's server-optimiser fields, and FedProx's μ."""
+
+    name: str
+    server: dict[str, Any]
+    fedprox_mu: float = 0.0
+
+
+# Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
+# (each weight moves about 0.1 a round: docs/robustness.md's step norms over 1,985 weights).
+CONFIGS: tuple[Config, ...] = (
+    Config("fedavg", {}),
+    Config("fedavgm lr=1 m=0.5", {"server_optimizer": "fedavgm", "server_momentum": 0.5}),
+    Config("fedavgm lr=1 m=0.9", {"server_optimizer": "fedavgm", "server_momentum": 0.9}),
+    Config("fedadam lr=0.03", {"server_optimizer": "fedadam", "server_lr": 0.03}),
+    Config("fedadam lr=0.1", {"server_optimizer": "fedadam", "server_lr": 0.1}),
+    Config("fedyogi lr=0.03", {"server_optimizer": "fedyogi", "server_lr": 0.03}),
+    Config("fedprox mu=0.01", {}, fedprox_mu=0.01),
+    Config("fedprox mu=0.1", {}, fedprox_mu=0.1),
+)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--banks", type=int, default=4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", default=None, help="comma-separated config names to run")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "server-opt"))
+    p.add_argument("--train-before", default=None)
+    p.add_argument("--evaluate-from", default=None)
+    return p.parse_args(argv)
+
+
+def config_policy(base: PolicySnapshot, config: Config) -> PolicySnapshot:
+    """The demo's policy with this column's server optimiser and μ (validated as on the wire)."""
+    fields = {**SERVER_OPT_DEFAULTS, **config.server, "fedprox_mu": config.fedprox_mu}
+    return PolicySnapshot.from_dict(replace(base, **fields).to_dict())
+
+
+def validation_auprc(weights: np.ndarray, views: list[LocalData]) -> float:
+    """Mean over banks of AUPRC on each bank's validation rows (never the test period)."""
+    spec = HYPER["model_spec"]
+    model = model_from_vector(spec, len(FEATURE_NAMES), weights)
+    return float(np.nanmean([auprc(v.y_val, predict_scores(model, v.x_val)) for v in views]))
+
+
+class Updates:
+    """Every bank's trained update from a base, computed once per (base, μ, round)."""
+
+    def __init__(self, views: list[LocalData]) -> None:
+        self.views = views
+        self.cache: dict[tuple[str, float, int], list[tuple[np.ndarray, int]]] = {}
+
+    def __call__(
+        self, policy: PolicySnapshot, base: np.ndarray, number: int
+    ) -> list[tuple[np.ndarray, int]]:
+        key = (model_digest(base), policy.fedprox_mu, number)
+        if key not in self.cache:  # the first round starts every FedAvg-μ column alike
+            self.cache[key] = [train_round(v, policy, base, seed=number) for v in self.views]
+        return self.cache[key]
+
+
+def run_config(
+    config: Config, policy: PolicySnapshot, updates: Updates, rounds: int
+) -> list[float]:
+    """Validation AUPRC after each round of one column."""
+    params = server_params(policy)
+    model = initial_vector(policy.model_spec, policy.n_features)
+    state: ServerOptState | None = None
+    figures = []
+    for number in range(2, 2 + rounds):  # round 1: the statistics round
+        average = fedavg(updates(policy, model, number))
+        model, state = step(state, model, average, params)
+        figures.append(validation_auprc(model, updates.views))
+        print(f"[server_opt] {config.name}: round {number} {figures[-1]:.4f}", flush=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    torch.set_num_threads(1)  # as the nodes run (torch_threads = 1)
+    banks: list[Bank] = load_world(args)
+    views = [b.data.normalized(consortium_norm(banks, 1)) for b in banks]
+    base = policy_of({**HYPER, "rounds": args.rounds})
+    wanted = set(args.only.split(",")) if args.only else None
+    updates, results = Updates(views), {}
+    for config in CONFIGS:
+        if wanted is None or config.name in wanted:
+            results[config.name] = run_config(
+                config, config_policy(base, config), updates, args.rounds
+            )
+    rows = sum(int(v.y_val.size) for v in views)
+    print(f"\npreset {args.preset}, {len(banks)} banks, seed {args.seed}, {args.rounds} rounds; "
+          f"mean validation AUPRC over banks ({rows:,} validation rows)")  # fmt: skip
+    print(
+        f"{'configuration':<22}" + "".join(f"{'r' + str(n):>8}" for n in range(2, 2 + args.rounds))
+    )
+    for name, figures in results.items():
+        print(f"{name:<22}" + "".join(f"{f:>8.4f}" for f in figures))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.preset}-{args.seed}-r{args.rounds}.json").write_text(
+        json.dumps({"args": vars(args), "validation_auprc": results}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
