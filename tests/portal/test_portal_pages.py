@@ -14,6 +14,7 @@ from django.conf import settings
 from django.test import Client
 
 from audit.models import AuditEvent
+from audit.selectors import audit_head
 from consortium.members.models import Bank, BankStatus
 from consortium.portal.models import BankRepresentative
 from consortium.portal.selectors import MEAN_LABEL
@@ -338,11 +339,15 @@ def test_the_audit_trail_filters_by_action_actor_and_date(auditor, client_for, p
     assert "No event matches." in text(client.get("/audit/?until=2000-01-01"))
 
 
-def test_the_export_buttons_carry_the_chosen_period(auditor, client_for, published):
+def test_the_export_buttons_carry_the_chosen_period_and_one_snapshot(
+    auditor, client_for, published
+):
     html = client_for(auditor).get("/audit/?since=2020-01-01&until=2030-12-31").content.decode()
-    for fmt in ("pdf", "csv", "json"):
+    head = audit_head().seq
+    for fmt in ("zip", "pdf", "csv", "json"):
         assert (
-            f"/api/v1/audit/report?format={fmt}&amp;since=2020-01-01&amp;until=2030-12-31" in html
+            f"/api/v1/audit/report?format={fmt}&amp;since=2020-01-01&amp;until=2030-12-31"
+            f"&amp;at={head}" in html
         )
 
 
