@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('members', '0001_initial'),
+        ("members", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='bank',
-            name='previous_credential_expires_at',
+            model_name="bank",
+            name="previous_credential_expires_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='bank',
-            name='previous_credential_hash',
+            model_name="bank",
+            name="previous_credential_hash",
             field=models.CharField(blank=True, max_length=64),
         ),
         migrations.AddField(
-            model_name='bank',
-            name='previous_credential_prefix',
+            model_name="bank",
+            name="previous_credential_prefix",
             field=models.CharField(blank=True, db_index=True, max_length=32),
         ),
     ]
