@@ -7,6 +7,8 @@ page: who was shown a credential, and which person represents which bank.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
@@ -39,10 +41,14 @@ def bank_onboard(*, slug: str, name: str, signing_public_key: str, actor: str) -
 
 
 @transaction.atomic
-def bank_credential_reissue(*, bank: Bank, actor: str) -> str:
-    """Rotate the bank's credential and record that the new one was shown to ``actor``."""
-    credential = bank_rotate_credential(bank=bank, actor=actor)
-    bank.refresh_from_db(fields=["credential_prefix"])
+def bank_credential_reissue(*, bank: Bank, actor: str, grace: timedelta | None = None) -> str:
+    """Rotate the bank's credential and record that the new one was shown to ``actor``.
+
+    ``grace``: how long the old credential stays valid (None: the setting; see
+    ``members.services.bank_rotate_credential``).
+    """
+    credential = bank_rotate_credential(bank=bank, actor=actor, grace=grace)
+    bank.refresh_from_db(fields=["credential_prefix", "previous_credential_expires_at"])
     _credential_shown(bank, actor, "rotation")
     return credential
 
@@ -53,7 +59,7 @@ def representative_link(*, bank: Bank, username: str, actor: str) -> BankReprese
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
         raise ApplicationError(
-            f"there is no user {username!r}; create the account in the back office first"
+            f"there is no user {username!r}; create the account on the Accounts page first"
         )
     if user.is_superuser or user.groups.filter(name__in=[OPERATORS_GROUP, AUDITORS_GROUP]).exists():
         raise ApplicationError(
