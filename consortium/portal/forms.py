@@ -10,6 +10,8 @@ from django import forms
 from django.utils import timezone
 
 from consortium.api.errors import ApplicationError, refusal_record
+from consortium.members.models import Bank
+from consortium.portal.services import AccountRole
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 
@@ -107,6 +109,21 @@ class RepresentativeForm(ServiceErrorsMixin, PortalForm):
         max_length=150,
         help_text="An existing account (create one on the Accounts page). It will see this "
         "bank's page and nothing else.",
+    )
+
+
+class AccountCreateForm(ServiceErrorsMixin, PortalForm):
+    username = forms.SlugField(max_length=150, help_text="What the person signs in with.")
+    email = forms.EmailField(
+        required=False, help_text="Optional: where to reach them (no mail is sent from here)."
+    )
+    role = forms.ChoiceField(choices=AccountRole.choices, widget=forms.RadioSelect)
+    bank = forms.ModelChoiceField(
+        queryset=Bank.objects.all(),
+        required=False,
+        to_field_name="slug",
+        empty_label="(for a representative) choose the bank",
+        help_text="The one bank a representative sees.",
     )
 
 
