@@ -119,19 +119,21 @@ def account_create(
 ) -> tuple[Any, str]:
     """A representative's or auditor's account without a password, and its setup token.
 
-    The person chooses the password through the setup link (``account_setup_link``).
+    The person chooses the password through the setup link; ``account_setup_issue`` makes a new one.
     """
     users = get_user_model()
     if users.objects.filter(username=username).exists():
         taken = f"an account {username!r} already exists"
         raise Conflict(taken, fields={"username": [taken]})
-    if role == AccountRole.REPRESENTATIVE and bank is None:
+    if role == AccountRole.AUDITOR:
+        bank = None  # an auditor sees every bank: a bank chosen by mistake is ignored
+    elif bank is None:
         message = "a representative speaks for one bank: choose it"
         raise ApplicationError(message, fields={"bank": [message]})
     user = users(username=username, email=email)
     user.set_unusable_password()
     user.save()
-    if role == AccountRole.AUDITOR:
+    if bank is None:
         user.groups.add(Group.objects.get_or_create(name=AUDITORS_GROUP)[0])
     else:
         BankRepresentative.objects.create(user=user, bank=bank, created_by=actor)

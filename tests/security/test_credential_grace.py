@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -23,7 +24,7 @@ def _get(client: Client, credential: str) -> tuple[int, str]:
     return response.status_code, response.json().get("message", "")
 
 
-def _later(hours: float) -> mock._patch:  # type: ignore[type-arg]
+def _later(hours: float) -> Any:
     moment = timezone.now() + timedelta(hours=hours)
     return mock.patch("consortium.api.auth.timezone.now", return_value=moment)
 
@@ -35,7 +36,8 @@ def test_before_the_switch_the_old_and_the_new_credential_both_work(client, bank
     event = AuditEvent.objects.get(action="bank.credential_rotated")
     bank = Bank.objects.get(slug="alpha")
     assert event.data["previous_prefix"] == bank.previous_credential_prefix
-    assert event.data["previous_valid_until"] == bank.previous_credential_expires_at.isoformat()
+    until = bank.previous_credential_expires_at
+    assert until is not None and event.data["previous_valid_until"] == until.isoformat()
     assert _get(client, new)[0] == 200
 
 
@@ -69,6 +71,7 @@ def test_the_grace_period_comes_from_the_setting(bank_alpha, settings):
     before = timezone.now()
     bank_rotate_credential(bank=bank_alpha.bank, actor="user:olga")
     until = Bank.objects.get(slug="alpha").previous_credential_expires_at
+    assert until is not None
     assert before + timedelta(hours=2) <= until <= timezone.now() + timedelta(hours=2)
 
 

@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import PasswordResetConfirmView
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse, reverse_lazy
 from django.utils.encoding import force_bytes
@@ -129,7 +129,7 @@ class AccountSetupView(PasswordResetConfirmView):
     template_name = "portal/account_setup.html"
     success_url = reverse_lazy("portal:login")
 
-    def dispatch(self, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, *args: Any, **kwargs: Any) -> HttpResponseBase:
         return secure_headers(super().dispatch(*args, **kwargs))
 
     def form_valid(self, form: Any) -> HttpResponse:
