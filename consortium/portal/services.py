@@ -109,7 +109,7 @@ def _managed(user: Any) -> None:
     if user.is_superuser or user.groups.filter(name=OPERATORS_GROUP).exists():
         raise ApplicationError(
             f"{user.get_username()} is an operator; operator accounts are managed with "
-            "manage.py staff_user"
+            "manage.py create_operator"
         )
 
 

@@ -90,3 +90,17 @@ def test_the_old_credential_of_a_suspended_bank_is_refused_like_the_new_one(clie
     for credential in (bank_alpha.credential, new):
         status, message = _get(client, credential)
         assert status == 401 and "suspended" in message
+
+
+def test_the_api_rotation_answers_until_when_the_old_credential_works(client, bank_alpha, operator):
+    client.force_login(operator)
+    answer = client.post("/api/v1/banks/alpha/rotate-credential")
+    assert answer.status_code == 200
+    body = answer.json()
+    bank = Bank.objects.get(slug="alpha")
+    assert bank.previous_credential_expires_at is not None
+    assert body["previous_valid_until"] == bank.previous_credential_expires_at.isoformat()
+    client.logout()
+    assert _get(client, bank_alpha.credential)[0] == 200
+    assert _get(client, body["credential"])[0] == 200
+    assert _get(client, bank_alpha.credential)[0] == 401
