@@ -45,7 +45,7 @@ def _who(report: Report) -> str:
     return (
         f"{report['consortium']}: {_plural(len(banks), 'member bank')} appear in this report "
         f"({names}); {_plural(len(taking_part), 'bank')} sent updates in the rounds it covers. "
-        f"Exported by {report['generated_by']}."
+        f"Snapshot taken by {report['generated_by']}."
     )
 
 

@@ -94,9 +94,11 @@ def test_a_bad_account_is_a_400_naming_the_field(op, bank_alpha, data, field, me
 def test_a_setup_link_works_once_and_a_new_one_replaces_it(op, auditor):
     first = _link(op.post(f"/accounts/{auditor.pk}/setup", {"confirmed": "yes"}))
     second = _link(op.post(f"/accounts/{auditor.pk}/setup", {"confirmed": "yes"}))
-    assert "This setup link no longer works" in text(Client().get(first, follow=True))
+    replaced = Client().get(first, follow=True)
+    assert replaced.status_code == 404 and "This setup link no longer works" in text(replaced)
     _set_password(second)
-    assert "This setup link no longer works" in text(Client().get(second, follow=True))
+    used = Client().get(second, follow=True)
+    assert used.status_code == 404 and "This setup link no longer works" in text(used)
     assert AuditEvent.objects.filter(action="account.setup_issued").count() == 2
 
 

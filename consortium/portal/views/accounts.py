@@ -130,7 +130,11 @@ class AccountSetupView(PasswordResetConfirmView):
     success_url = reverse_lazy("portal:login")
 
     def dispatch(self, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        return secure_headers(super().dispatch(*args, **kwargs))
+        response = super().dispatch(*args, **kwargs)
+        if response.status_code == 200 and not self.validlink:
+            # A used, replaced or made-up link: the page explains, the status says so.
+            response.status_code = 404
+        return secure_headers(response)
 
     def form_valid(self, form: Any) -> HttpResponse:
         with transaction.atomic():
