@@ -28,6 +28,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -234,8 +235,6 @@ def main() -> None:
     try:
         _setup(work)
         _history()
-        import zipfile
-
         from audit.report import Selection
         from consortium.audit_api.services import audit_report_export
 
