@@ -19,7 +19,7 @@ from consortium.portal.views.common import paginate, render_page
 
 # The REST export (operators and auditors; the session cookie authenticates).
 EXPORT_FORMATS = (
-    ("zip", "Evidence pack (ZIP: PDF, CSV, JSON, signed manifest)"),
+    ("zip", "Evidence pack (ZIP)"),
     ("pdf", "PDF report"),
     ("csv", "CSV"),
     ("json", "JSON (signed)"),
