@@ -84,3 +84,33 @@ class Checkpoint(models.Model):
             "public_key": self.public_key,
             "signature": self.signature,
         }
+
+
+class ReportSnapshot(models.Model):
+    """One export's report, frozen at a chain head: every format is rendered from it.
+
+    Exporting PDF, CSV, JSON or the evidence pack of the same head and selection gives
+    the same signed report, whatever happened since: the rounds and roster it summarises
+    are read once, when the snapshot is taken, and kept here as the signed JSON.
+    """
+
+    seq = models.PositiveBigIntegerField()
+    selection = models.JSONField()
+    # The key: a selection of many rounds is too long for a unique index of its own.
+    selection_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=200)
+    report_sha256 = models.CharField(max_length=64)
+    # The signed report as audit.chain.encode_report wrote it, zlib-compressed.
+    content = models.BinaryField()
+
+    class Meta:
+        ordering = ["seq", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["seq", "selection_sha256"], name="audit_snapshot_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"report snapshot at #{self.seq}"

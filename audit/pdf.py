@@ -21,6 +21,8 @@ from reportlab.platypus import (
 )
 from reportlab.platypus.flowables import Flowable
 
+from audit.pdf_summary import json_sha256, numbered_canvas, summary_page
+
 _STYLES = getSampleStyleSheet()
 BODY = ParagraphStyle("body", parent=_STYLES["BodyText"], fontSize=8.5, leading=10.5)
 SMALL = ParagraphStyle("small", parent=BODY, fontSize=7.5, leading=9)
@@ -353,7 +355,7 @@ def _tables(report: dict[str, Any]) -> list[Flowable]:
 
 
 def build_pdf(report: dict[str, Any]) -> bytes:
-    """Lay the report out on A4 pages; every page names the report's SHA-256."""
+    """A4 pages: a summary in words first; every page names the snapshot and JSON digest."""
     selection = report["selection"]
     if selection["rounds"] is not None:
         chosen = "rounds " + ", ".join(map(str, selection["rounds"]))
@@ -362,6 +364,7 @@ def build_pdf(report: dict[str, Any]) -> bytes:
     else:
         chosen = "the whole trail"
     story: list[Flowable] = [
+        *summary_page(report),
         Paragraph(f"Audit report: {escape(report['consortium'])}", H1),
         _facts(
             [
@@ -372,6 +375,7 @@ def build_pdf(report: dict[str, Any]) -> bytes:
                 ),
                 ("Selection", chosen),
                 ("Generated", f"{_when(report['generated_at'])} by {report['generated_by']}"),
+                ("JSON report SHA-256", _mono(json_sha256(report))),
             ]
         ),
         *_verification(report),
@@ -382,15 +386,10 @@ def build_pdf(report: dict[str, Any]) -> bytes:
         story += [KeepTogether(parts[:2]), *parts[2:]]
     story += _roster(report.get("roster"))
     story += _tables(report)
-    footer = f"Consortium audit report, SHA-256 {report['signature']['body_sha256'][:16]}..."
-
-    def page(canvas: Any, doc: Any) -> None:
-        canvas.saveState()
-        canvas.setFont("Helvetica", 7)
-        canvas.drawString(18 * mm, 10 * mm, footer)
-        canvas.drawRightString(A4[0] - 18 * mm, 10 * mm, f"page {doc.page}")
-        canvas.restoreState()
-
+    footer = (
+        f"Consortium audit report, snapshot at event #{report['signed_head']['seq']}, "
+        f"JSON SHA-256 {json_sha256(report)[:16]}..."
+    )
     out = io.BytesIO()
     doc = SimpleDocTemplate(
         out,
@@ -400,8 +399,13 @@ def build_pdf(report: dict[str, Any]) -> bytes:
         topMargin=16 * mm,
         bottomMargin=18 * mm,
         title=f"Audit report: {report['consortium']}",
-        author="Consortium portal",
-        invariant=True,
+        author=f"Consortium portal, exported by {report['generated_by']}",
+        subject=(
+            f"Audit trail of {report['consortium']}: snapshot at event "
+            f"#{report['signed_head']['seq']}, JSON SHA-256 {json_sha256(report)}"
+        ),
+        creator="Consortium portal (audit.pdf)",
+        invariant=True,  # the same snapshot renders to the same bytes
     )
-    doc.build(story, onFirstPage=page, onLaterPages=page)
+    doc.build(story, canvasmaker=numbered_canvas(footer, report["generated_at"]))
     return out.getvalue()

@@ -1,4 +1,8 @@
-"""Render the report dict as JSON (for machines, signed), CSV (one table) or PDF (people)."""
+"""Render the report dict as JSON (for machines, signed), CSV (one table) or PDF (people).
+
+Each renderer is deterministic: one snapshot gives the same bytes every time, so the
+files of an evidence pack and the same formats exported one by one are identical.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,27 @@ from typing import Any
 from audit.chain import canonical, encode_report
 
 FORMATS = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
+# The evidence pack: the three formats and their signed manifest (audit.pack).
+PACK = "zip"
+EXPORT_FORMATS = {**FORMATS, PACK: "application/zip"}
 
 
 def check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
 
 
 def render(report: dict[str, Any], fmt: str) -> tuple[bytes, str]:
-    check_format(fmt)
+    """One format of the report (the pack is built by ``audit.services``, which signs it)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     renderer = {"json": encode_report, "csv": report_csv, "pdf": report_pdf}[fmt]
     return renderer(report), FORMATS[fmt]
+
+
+def evidence_files(report: dict[str, Any]) -> dict[str, bytes]:
+    """The pack's files, named as ``audit.pack.FILES`` lists them."""
+    return {f"report.{fmt}": render(report, fmt)[0] for fmt in FORMATS}
 
 
 # --- CSV --------------------------------------------------------------------------------

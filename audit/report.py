@@ -27,7 +27,7 @@ from audit.disputes import section_disputes
 from audit.gates import section_gates
 from audit.models import AuditEvent, Checkpoint
 from audit.portal_key import portal_signing_key
-from audit.selectors import audit_chain_verify, audit_head
+from audit.selectors import audit_chain_verify
 from he.signing import public_key_b64, sign
 
 REPORT_FORMAT = "consortium-audit-report-v1"
@@ -122,9 +122,10 @@ def _seq_range(selection: Selection, head_seq: int) -> tuple[int, int]:
     """The contiguous run of events the report carries (lo > hi when there are none).
 
     Contiguous, so the verifier can check every link inside it: a period's events are
-    the ones from its first to its last, whatever their clocks say in between.
+    the ones from its first to its last, whatever their clocks say in between. Nothing
+    after ``head_seq`` (the snapshot's head) is in it.
     """
-    events = AuditEvent.objects.all()
+    events = AuditEvent.objects.filter(seq__lte=head_seq)
     if selection.rounds is not None:
         events = events.filter(data__round__in=list(selection.rounds))
     else:
@@ -136,7 +137,7 @@ def _seq_range(selection: Selection, head_seq: int) -> tuple[int, int]:
     if bounds["lo"] is None:
         return 1, 0
     if selection.rounds is None and selection.until is None:
-        return bounds["lo"], head_seq  # open-ended: through the export event itself
+        return bounds["lo"], head_seq  # open-ended: through the snapshot's head
     return bounds["lo"], bounds["hi"]
 
 
@@ -152,11 +153,12 @@ def _round_numbers(events: Iterable[dict[str, Any]]) -> set[int]:
 def report_build(
     *, selection: Selection, generated_by: str, head: Checkpoint, source: ReportSource
 ) -> dict[str, Any]:
-    """Assemble and sign the report for ``selection``; ``head`` is the export's checkpoint.
+    """Assemble and sign the report for ``selection``; ``head`` is the snapshot's checkpoint.
 
-    ``source`` supplies the rounds, key epochs, banks and roster the report summarises.
+    The report carries no event after ``head.seq``. ``source`` supplies the rounds, key
+    epochs, banks and roster the report summarises.
     """
-    lo, hi = _seq_range(selection, audit_head().seq)
+    lo, hi = _seq_range(selection, head.seq)
     events = [e.as_record() for e in AuditEvent.objects.filter(seq__gte=lo, seq__lte=hi)]
     numbers = sorted(selection.rounds or _round_numbers(events))
     rounds = source.rounds(numbers)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from audit import render
-from audit.chain import canonical, checkpoint_message, event_hash
-from audit.models import AuditEvent, AuditHead, Checkpoint
+from audit import pack, render
+from audit.chain import GENESIS, canonical, checkpoint_message, encode_report, event_hash
+from audit.models import AuditEvent, AuditHead, Checkpoint, ReportSnapshot
 from audit.portal_key import portal_signing_key
-from audit.report import ReportSource, Selection, report_build
-from audit.selectors import RecordedState, audit_consortium_state_last
+from audit.report import ReportSource, Selection, SelectionError, report_build
+from audit.selectors import RecordedState, audit_consortium_state_last, audit_head
 from he.signing import public_key_b64, sign
 
 
@@ -119,22 +120,25 @@ def _state_changed(last: RecordedState | None, halted: bool, data: dict[str, Any
     return last is None or not last.halted or last.data.get("codes") != data.get("codes")
 
 
-def audit_checkpoint_create(*, reason: str) -> Checkpoint:
-    """Sign the current chain head with the portal's key and keep the signature.
+def audit_checkpoint_create(*, reason: str, seq: int | None = None) -> Checkpoint:
+    """Sign the chain head (or the event ``seq`` at or before it) with the portal's key.
 
     Called when a round closes (inside that transaction, so the checkpoint covers the
-    close event) and on demand. The head stays locked until the caller commits, so no
-    event can slip in between the head we read and the one we sign.
+    close event), for a report snapshot, and on demand. The head stays locked until the
+    caller commits, so no event can slip in between the head we read and the one we sign.
     """
     with transaction.atomic():
         head = _locked_head()
         key = portal_signing_key()
         signed_at = timezone.now()
         reason = " ".join(reason.split())[:200]
-        message = checkpoint_message(head.seq, head.hash, signed_at.isoformat(), reason)
+        at, at_hash = head.seq, head.hash
+        if seq is not None and seq != head.seq:
+            at, at_hash = seq, AuditEvent.objects.get(seq=seq).hash if seq else GENESIS
+        message = checkpoint_message(at, at_hash, signed_at.isoformat(), reason)
         return Checkpoint.objects.create(
-            seq=head.seq,
-            head_hash=head.hash,
+            seq=at,
+            head_hash=at_hash,
             signed_at=signed_at,
             reason=reason,
             public_key=public_key_b64(key),
@@ -148,27 +152,94 @@ class Export:
     content_type: str
     filename: str
     report: dict[str, Any]
+    # SHA-256 of the file given out; of a pack, of its signed manifest.
+    digest: str
+
+
+def _snapshot_stored(seq: int, key: str) -> dict[str, Any] | None:
+    found = ReportSnapshot.objects.filter(seq=seq, selection_sha256=key).first()
+    return json.loads(zlib.decompress(bytes(found.content))) if found is not None else None
+
+
+def audit_snapshot_take(
+    *, selection: Selection, at: int | None, actor: str, source: ReportSource
+) -> dict[str, Any]:
+    """The signed report of ``selection`` as of event ``at`` (None: the head now).
+
+    Taken once per (event, selection) and kept: every later export of it renders the
+    same report. The checkpoint is signed in a short transaction of its own and the
+    report built outside it: a PDF's worth of reading must not hold the head lock that
+    every upload waits for.
+    """
+    last = audit_head().seq
+    if at is not None and not 0 <= at <= last:
+        raise SelectionError(f"at={at}: the trail's events run from #1 to #{last}")
+    head_seq = last if at is None else at
+    key = pack.sha256(canonical(selection.as_dict()))
+    stored = _snapshot_stored(head_seq, key)
+    if stored is not None:
+        return stored
+    checkpoint = audit_checkpoint_create(
+        reason=f"report snapshot at event #{head_seq}", seq=head_seq
+    )
+    report = report_build(selection=selection, generated_by=actor, head=checkpoint, source=source)
+    try:
+        with transaction.atomic():
+            ReportSnapshot.objects.create(
+                seq=checkpoint.seq,
+                selection=selection.as_dict(),
+                selection_sha256=key,
+                created_at=checkpoint.signed_at,
+                created_by=actor,
+                report_sha256=report["signature"]["body_sha256"],
+                content=zlib.compress(encode_report(report)),
+            )
+    except IntegrityError:
+        # Another export of the same event and selection stored its snapshot first: use
+        # that one, so that both exports give the same report.
+        return _snapshot_stored(checkpoint.seq, key) or report
+    return report
+
+
+def _export_files(report: dict[str, Any], fmt: str) -> tuple[bytes, str, dict[str, Any] | None]:
+    """The export's bytes and type; the pack's manifest is built only for a pack."""
+    if fmt != render.PACK:
+        content, content_type = render.render(report, fmt)
+        return content, content_type, None
+    files = render.evidence_files(report)
+    manifest = pack.manifest_build(report, files, portal_signing_key())
+    return pack.pack_build(manifest, files), render.EXPORT_FORMATS[fmt], manifest
 
 
 def audit_report_export(
-    *, selection: Selection, fmt: str, actor: str, source: ReportSource
+    *, selection: Selection, fmt: str, actor: str, source: ReportSource, at: int | None = None
 ) -> Export:
-    """Record the export, sign the head, then build and render the report.
+    """Take (or reuse) the snapshot at event ``at``, render it, then record the export.
 
-    The event and the checkpoint commit first, in a short transaction: building a PDF
-    must not hold the head lock that every upload waits for. Events never change, so
-    reading them afterwards gives the same report. ``source`` supplies the rounds, key
-    epochs and banks (the portal's: ``consortium.audit_api.services``).
+    The export event comes after the snapshot, so it is not in the report it describes;
+    it names the snapshot, the report's digest and the file's (a pack: its manifest's).
+    ``source`` supplies the rounds, key epochs and banks (the portal's:
+    ``consortium.audit_api.services``).
     """
     render.check_format(fmt)
-    with transaction.atomic():
-        event = audit_record(
-            action="audit.report_exported",
-            actor=actor,
-            data={"format": fmt, **selection.as_dict()},
-        )
-        head = audit_checkpoint_create(reason=f"report export (event #{event.seq})")
-    report = report_build(selection=selection, generated_by=actor, head=head, source=source)
-    content, content_type = render.render(report, fmt)
-    stamp = head.signed_at.strftime("%Y%m%dT%H%M%SZ")
-    return Export(content, content_type, f"audit-report-{stamp}.{fmt}", report)
+    report = audit_snapshot_take(selection=selection, at=at, actor=actor, source=source)
+    content, content_type, manifest = _export_files(report, fmt)
+    head = report["signed_head"]
+    digest = pack.sha256(pack.encode_manifest(manifest) if manifest else content)
+    named = {"manifest_sha256": digest} if manifest else {"file_sha256": digest}
+    audit_record(
+        action="audit.report_exported",
+        actor=actor,
+        data={
+            "format": fmt,
+            **selection.as_dict(),
+            "snapshot_seq": head["seq"],
+            "snapshot_head_hash": head["head_hash"],
+            "report_sha256": report["signature"]["body_sha256"],
+            **named,
+        },
+    )
+    stamp = head["signed_at"][:19].replace("-", "").replace(":", "")
+    return Export(
+        content, content_type, f"audit-report-{stamp}Z-{head['seq']}.{fmt}", report, digest
+    )

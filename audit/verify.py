@@ -1,6 +1,12 @@
 """Check an exported audit report offline: no database, no Django, no portal.
 
     python -m audit.verify report.json --public-key portal.pub [--genesis genesis.json]
+    python -m audit.verify evidence-pack.zip --public-key portal.pub
+
+An evidence pack (``audit.pack``) is checked first as a whole: the portal's signature
+over its manifest, then every file's SHA-256 against it (each changed, missing or added
+file is named), then that the manifest and report.json name the same snapshot; then
+report.json as below.
 
 Re-computes every event hash and link, checks every checkpoint signature (and, where
 the report holds the event a checkpoint names, that the two agree), re-verifies every
@@ -28,7 +34,8 @@ import base64
 import binascii
 import json
 import sys
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,20 +50,17 @@ from audit.chain import (
 )
 from audit.disputes import check_disputes
 from audit.gates import check_gates
+from audit.pack import PackInvalid, PackMalformed, pack_open, snapshot_problem
+from audit.report_shape import Malformed, check_shape
 from audit.roster_verify import (
     RosterProblem,
     check_roster,
     load_pinned_genesis,
-    roster_shape_problem,
 )
 from governance import RosterVersion
 from he.signing import update_signature_valid, update_signed_digest, verify
 
 REPORT_FORMAT = "consortium-audit-report-v1"
-
-
-class Malformed(Exception):
-    """The file is unreadable or is not a report; the message says what is wrong."""
 
 
 class Invalid(Exception):
@@ -115,6 +119,11 @@ def load_report(path: str) -> tuple[dict[str, Any], bytes]:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise Malformed(f"{path}: cannot read the report ({exc.strerror or exc})") from exc
+    return parse_report(raw, path), raw
+
+
+def parse_report(raw: bytes, path: str) -> dict[str, Any]:
+    """A report from its bytes; ``path`` names it in the messages."""
     try:
         report = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -126,83 +135,10 @@ def load_report(path: str) -> tuple[dict[str, Any], bytes]:
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         raise Malformed(f"{path}: not a consortium audit report (format {REPORT_FORMAT})")
     try:
-        _check_shape(report)
+        check_shape(report)
     except Malformed as exc:
         raise Malformed(f"{path}: {exc}") from None
-    return report, raw
-
-
-# --- shape --------------------------------------------------------------------------------
-
-EVENT_FIELDS = {
-    "seq": int,
-    "created_at": str,
-    "actor": str,
-    "action": str,
-    "object_type": str,
-    "object_id": str,
-    "prev_hash": str,
-    "hash": str,
-}
-CHECKPOINT_FIELDS = {
-    "seq": int,
-    "head_hash": str,
-    "signed_at": str,
-    "reason": str,
-    "public_key": str,
-    "signature": str,
-}
-SUBMISSION_FIELDS = {
-    "bank": str,
-    "digest": str,
-    "signature": str,
-    "signing_public_key": str,
-    "signature_valid": bool,
-    "in_manifest": bool,
-}
-
-
-def _need(obj: Any, fields: Mapping[str, type], where: str) -> None:
-    if not isinstance(obj, dict):
-        raise Malformed(f"{where}: expected an object")
-    for name, kind in fields.items():
-        value = obj.get(name)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise Malformed(f"{where}: {name} is missing or not a {kind.__name__}")
-
-
-def _list(obj: Mapping[str, Any], name: str, where: str) -> list[Any]:
-    value = obj.get(name)
-    if not isinstance(value, list):
-        raise Malformed(f"{where}: {name} is missing or not a list")
-    return value
-
-
-def _check_shape(report: dict[str, Any]) -> None:
-    for i, event in enumerate(_list(report, "events", "report")):
-        _need(event, EVENT_FIELDS, f"events[{i}]")
-        if "data" not in event:
-            raise Malformed(f"events[{i}]: data is missing")
-    for i, cp in enumerate(_list(report, "checkpoints", "report")):
-        _need(cp, CHECKPOINT_FIELDS, f"checkpoints[{i}]")
-    _need(report.get("signed_head"), CHECKPOINT_FIELDS, "signed_head")
-    for i, rnd in enumerate(_list(report, "rounds", "report")):
-        _need(rnd, {"number": int, "state": str}, f"rounds[{i}]")
-        for j, sub in enumerate(_list(rnd, "submissions", f"rounds[{i}]")):
-            _need(sub, SUBMISSION_FIELDS, f"rounds[{i}].submissions[{j}]")
-        manifest = rnd.get("manifest")
-        if manifest is not None and not isinstance(manifest, dict):
-            raise Malformed(f"rounds[{i}]: manifest is not an object")
-    roster_problem = roster_shape_problem(report.get("roster"))
-    if roster_problem is not None:
-        raise Malformed(roster_problem)
-    _need(report.get("chain"), {"first_prev_hash": str}, "chain")
-    _need(report.get("verification"), {"ok": bool, "reason": str}, "verification")
-    _need(
-        report.get("signature"),
-        {"public_key": str, "body_sha256": str, "value": str},
-        "signature",
-    )
+    return report
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -344,7 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m audit.verify", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("report", help="the JSON report exported from the portal")
+    parser.add_argument(
+        "report", help="the JSON report or the evidence pack (ZIP) exported from the portal"
+    )
     parser.add_argument(
         "--public-key",
         action="append",
@@ -361,27 +299,60 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trusted = [load_public_key(path) for path in args.public_key]
         genesis = load_pinned_genesis(args.genesis) if args.genesis else None
+        if zipfile.is_zipfile(args.report):
+            return _main_pack(args.report, trusted, genesis)
         report, raw = load_report(args.report)
-    except (Malformed, ValueError) as exc:
+    except (Malformed, ValueError, PackMalformed) as exc:
         print(f"audit.verify: {exc}", file=sys.stderr)
         return 2
+    return _report_verdict(args.report, report, raw, trusted, genesis)
+
+
+def _main_pack(path: str, trusted: list[str], genesis: RosterVersion | None) -> int:
+    """Verify an evidence pack: its manifest and files, then the report inside it."""
+    try:
+        opened = pack_open(Path(path).read_bytes(), trusted)
+    except PackInvalid as exc:
+        print(f"{path}: INVALID: {exc}")
+        return 1
+    raw = opened.files["report.json"]
+    try:
+        report = parse_report(raw, f"{path}:report.json")
+    except Malformed as exc:
+        print(f"audit.verify: {exc}", file=sys.stderr)
+        return 2
+    problem = snapshot_problem(opened.manifest, report)
+    if problem is not None:
+        print(f"{path}: INVALID: {problem}")
+        return 1
+    snapshot = opened.manifest["snapshot"]
+    names = ", ".join(f["name"] for f in opened.manifest["files"])
+    print(f"  ok  manifest signature valid; files as signed: {names}")
+    print(f"  ok  snapshot: event #{snapshot['seq']}, head hash {snapshot['head_hash']}")
+    return _report_verdict(f"{path}:report.json", report, raw, trusted, genesis)
+
+
+def _report_verdict(
+    path: str,
+    report: dict[str, Any],
+    raw: bytes,
+    trusted: list[str],
+    genesis: RosterVersion | None,
+) -> int:
     try:
         verdict = verify_report(report, raw, trusted, genesis=genesis)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         # The shape check lets through only what the checks can read; this is the net
         # under it, so that no file, however odd, ends in a traceback.
-        print(f"audit.verify: {args.report}: unexpected structure ({exc!r})", file=sys.stderr)
+        print(f"audit.verify: {path}: unexpected structure ({exc!r})", file=sys.stderr)
         return 2
     for line in verdict.summary:
         print(f"  ok  {line}")
     if not verdict.ok:
-        print(f"{args.report}: INVALID: {verdict.failure}")
+        print(f"{path}: INVALID: {verdict.failure}")
         return 1
     period = report.get("period") or {}
-    print(
-        f"{args.report}: VALID - {report.get('consortium')}, "
-        f"{period.get('from')} to {period.get('to')}"
-    )
+    print(f"{path}: VALID - {report.get('consortium')}, {period.get('from')} to {period.get('to')}")
     return 0
 
 

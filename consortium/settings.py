@@ -270,6 +270,9 @@ MAX_CONCURRENT_UPLOADS = env_int("CONSORTIUM_MAX_CONCURRENT_UPLOADS", 4, minimum
 VALIDATION_PROCESS = env_bool("CONSORTIUM_VALIDATION_PROCESS", True)
 # How long a worker reuses its answer to GET /api/v1/rounds/current (seconds; 0 = never).
 STATUS_CACHE_SECONDS = float(env("CONSORTIUM_STATUS_CACHE_SECONDS", "1") or 0)
+# After a rotation the old API credential keeps working until the node first uses the new
+# one or this many hours pass (0: refused at once), so a node is not cut off mid-round.
+CREDENTIAL_GRACE = timedelta(hours=env_int("CONSORTIUM_CREDENTIAL_GRACE_HOURS", 24, maximum=720))
 SCHEDULER_INTERVAL_SECONDS = env_int("CONSORTIUM_SCHEDULER_INTERVAL", 2, minimum=1)
 # Upper bound on banks in one sum (v1 uploads beyond it are refused, a v2 cohort above it
 # never opens). Every node keeps its values within 1/MAX_BANKS_PER_SUM of the CKKS

@@ -1,35 +1,26 @@
 """Bank authentication by API credential, and the permission classes built on it.
 
-A credential looks like ``cbk_<prefix>_<secret>``. The portal stores the prefix (to find
-the row) and the SHA-256 of the whole credential; the credential is high-entropy, so a
-fast hash is right here, and the comparison runs in constant time.
+Credentials are made and hashed in ``consortium.members.credentials``. After a rotation
+the previous credential is accepted too, until the node first uses the new one or the
+grace period ends (``consortium.members.services.bank_rotate_credential``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from consortium.members.credentials import (
+    CREDENTIAL_PREFIX,
+    bank_credential_switch,
+    credential_hash,
+)
 from consortium.members.models import Bank, BankStatus
 from consortium.portal.models import BankRepresentative
-
-CREDENTIAL_PREFIX = "cbk"
-
-
-def credential_new() -> tuple[str, str, str]:
-    """Return (credential, lookup prefix, hash). Show the credential once; store the rest."""
-    prefix = secrets.token_hex(6)
-    credential = f"{CREDENTIAL_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    return credential, prefix, credential_hash(credential)
-
-
-def credential_hash(credential: str) -> str:
-    return hashlib.sha256(credential.encode()).hexdigest()
 
 
 class BankPrincipal:
@@ -58,19 +49,43 @@ class BankCredentialAuthentication(authentication.BaseAuthentication):
         parts = credential.split("_", 2)
         if len(parts) != 3 or parts[0] != CREDENTIAL_PREFIX:
             raise exceptions.AuthenticationFailed("malformed bank credential")
-        bank = Bank.objects.filter(credential_prefix=parts[1]).first()
+        bank, previous = _bank_of(parts[1])
         # Compare even when no row matched, so timing does not reveal valid prefixes.
-        stored = bank.credential_hash if bank else "0" * 64
+        stored = "0" * 64
+        if bank is not None:
+            stored = bank.previous_credential_hash if previous else bank.credential_hash
         if not hmac.compare_digest(stored, credential_hash(credential)) or bank is None:
             raise exceptions.AuthenticationFailed("invalid bank credential")
         if bank.status != BankStatus.ACTIVE:
             raise exceptions.AuthenticationFailed(
                 f"bank {bank.slug} is {bank.status}; contact the consortium operator"
             )
+        if previous:
+            _grace_check(bank)
+        elif bank.previous_credential_prefix:
+            bank = bank_credential_switch(bank=bank)  # first call with the new credential
         return BankPrincipal(bank), None
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+def _bank_of(prefix: str) -> tuple[Bank | None, bool]:
+    """The bank whose current credential (False) or previous one (True) has ``prefix``."""
+    bank = Bank.objects.filter(credential_prefix=prefix).first()
+    if bank is not None:
+        return bank, False
+    return Bank.objects.filter(previous_credential_prefix=prefix).first(), True
+
+
+def _grace_check(bank: Bank) -> None:
+    """Refuse a replaced credential once its grace period is over."""
+    until = bank.previous_credential_expires_at
+    if until is None or timezone.now() >= until:
+        raise exceptions.AuthenticationFailed(
+            f"this credential of bank {bank.slug} was replaced and its grace period ended "
+            f"{until.isoformat() if until else ''}; use the new credential"
+        )
 
 
 class LockoutAwareBasicAuthentication(authentication.BasicAuthentication):

@@ -38,7 +38,17 @@ class EventFilterSerializer(serializers.Serializer):
 
 
 class ReportQuerySerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=["json", "csv", "pdf"], default="json")
+    format = serializers.ChoiceField(
+        choices=["json", "csv", "pdf", "zip"],
+        default="json",
+        help_text="zip: the evidence pack (all three and a signed manifest)",
+    )
+    at = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        help_text="the snapshot: the event number the report runs to (default: the head "
+        "now); exports of the same snapshot give the same report",
+    )
     rounds = serializers.CharField(required=False, help_text="round numbers, e.g. 1,2")
     since = serializers.CharField(required=False, help_text="date or ISO datetime (UTC)")
     until = serializers.CharField(

@@ -8,11 +8,13 @@ from audit.services import Export
 from consortium.audit_api.selectors import PortalReportSource
 
 
-def audit_report_export(*, selection: Selection, fmt: str, actor: str) -> Export:
-    """Record the export, sign the head, then build and render the portal's report.
+def audit_report_export(
+    *, selection: Selection, fmt: str, actor: str, at: int | None = None
+) -> Export:
+    """Render the snapshot of ``selection`` at event ``at`` (None: now), then record it.
 
     See ``audit.services.audit_report_export``; this supplies the portal's tables.
     """
     return services.audit_report_export(
-        selection=selection, fmt=fmt, actor=actor, source=PortalReportSource()
+        selection=selection, fmt=fmt, actor=actor, source=PortalReportSource(), at=at
     )

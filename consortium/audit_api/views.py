@@ -77,7 +77,7 @@ class CheckpointListView(generics.ListAPIView):
 
 
 class AuditReportView(APIView):
-    """Export the trail for some rounds or a period as JSON (signed), CSV or PDF."""
+    """Export one snapshot of the trail as JSON (signed), CSV, PDF or the evidence pack."""
 
     permission_classes = [IsOperatorOrAuditor]
     renderer_classes = [JSONRenderer]
@@ -99,14 +99,19 @@ class AuditReportView(APIView):
             selection = selection_parse(
                 rounds=given.get("rounds"), since=given.get("since"), until=given.get("until")
             )
+            export = audit_report_export(
+                selection=selection,
+                fmt=given["format"],
+                actor=actor_of(request),
+                at=given.get("at"),
+            )
         except SelectionError as exc:
             raise ApplicationError(str(exc)) from exc
-        export = audit_report_export(
-            selection=selection, fmt=given["format"], actor=actor_of(request)
-        )
         response = HttpResponse(export.content, content_type=export.content_type)
         response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
         response["X-Report-SHA256"] = export.report["signature"]["body_sha256"]
+        response["X-Snapshot-Seq"] = str(export.report["signed_head"]["seq"])
+        response["X-Export-SHA256"] = export.digest
         return response
 
 

@@ -52,6 +52,13 @@ def refused(request: HttpRequest, exc: ApplicationError) -> None:
     request._admin_refused = True  # type: ignore[attr-defined]
 
 
+_PREVIOUS_CREDENTIAL = (
+    "previous_credential_prefix",
+    "previous_credential_hash",
+    "previous_credential_expires_at",
+)
+
+
 @admin.register(Bank)
 class BankAdmin(admin.ModelAdmin):
     def has_operate_permission(self, request: HttpRequest) -> bool:
@@ -71,7 +78,7 @@ class BankAdmin(admin.ModelAdmin):
         "created_at",
         "status_changed_at",
     )
-    exclude = ("credential_hash",)
+    exclude = ("credential_hash", "previous_credential_hash")
 
     def get_form(
         self, request: HttpRequest, obj: Any | None = None, change: bool = False, **kwargs: Any
@@ -83,7 +90,9 @@ class BankAdmin(admin.ModelAdmin):
         return () if obj is None else self.readonly_fields
 
     def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
-        return ("credential_hash", "credential_prefix", "status") if obj is None else self.exclude
+        if obj is None:
+            return ("credential_hash", "credential_prefix", "status", *_PREVIOUS_CREDENTIAL)
+        return (*self.exclude, "previous_credential_prefix", "previous_credential_expires_at")
 
     def save_model(self, request: HttpRequest, obj: Bank, form: Any, change: bool) -> None:
         try:

@@ -21,6 +21,11 @@ class Bank(models.Model):
     status = models.CharField(max_length=20, choices=BankStatus.choices, default=BankStatus.ACTIVE)
     credential_prefix = models.CharField(max_length=32, unique=True)
     credential_hash = models.CharField(max_length=64)
+    # The credential a rotation replaced, valid alongside the new one until the node
+    # first uses the new one or the grace period ends (``CREDENTIAL_GRACE``).
+    previous_credential_prefix = models.CharField(max_length=32, blank=True, db_index=True)
+    previous_credential_hash = models.CharField(max_length=64, blank=True)
+    previous_credential_expires_at = models.DateTimeField(null=True, blank=True)
     # Raw 32-byte Ed25519 public key, base64. Blank until the bank registers it.
     signing_public_key = models.CharField(max_length=64, blank=True)
     signing_key_registered_at = models.DateTimeField(null=True, blank=True)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from audit.services import audit_record
-from consortium.api.auth import credential_new
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
+from consortium.members.credentials import PREVIOUS_FIELDS, credential_new
 from consortium.members.models import Bank, BankStatus
 
 
@@ -98,13 +100,35 @@ def bank_set_status(*, bank: Bank, status: BankStatus, actor: str, reason: str =
 
 
 @transaction.atomic
-def bank_rotate_credential(*, bank: Bank, actor: str) -> str:
-    """Issue a new API credential; the old one stops working at once."""
+def bank_rotate_credential(*, bank: Bank, actor: str, grace: timedelta | None = None) -> str:
+    """Issue a new API credential; the old one stays valid for a grace period.
+
+    The old credential works until the node first calls with the new one
+    (``consortium.members.credentials.bank_credential_switch``) or ``grace`` passes (default
+    ``settings.CREDENTIAL_GRACE``; ``timedelta(0)``: refused at once, for a credential
+    that may have leaked). Only the credential in force before this rotation is kept:
+    one rotated away earlier stops working now.
+    """
     bank = _bank_locked(bank)
+    grace = settings.CREDENTIAL_GRACE if grace is None else grace
+    old_prefix = bank.credential_prefix
     credential, prefix, digest = credential_new()
+    until = timezone.now() + grace if grace > timedelta(0) else None
+    bank.previous_credential_prefix = old_prefix if until else ""
+    bank.previous_credential_hash = bank.credential_hash if until else ""
+    bank.previous_credential_expires_at = until
     bank.credential_prefix, bank.credential_hash = prefix, digest
-    bank.save(update_fields=["credential_prefix", "credential_hash"])
-    audit_record(action="bank.credential_rotated", actor=actor, target=bank)
+    bank.save(update_fields=["credential_prefix", "credential_hash", *PREVIOUS_FIELDS])
+    audit_record(
+        action="bank.credential_rotated",
+        actor=actor,
+        target=bank,
+        data={
+            "credential_prefix": prefix,
+            "previous_prefix": old_prefix,
+            "previous_valid_until": until.isoformat() if until else None,
+        },
+    )
     return credential
 
 

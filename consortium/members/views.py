@@ -124,7 +124,15 @@ class BankRotateCredentialView(APIView):
 
     @extend_schema(request=None, responses=dict)
     def post(self, request: Request, slug: str) -> Response:
-        credential = services.bank_rotate_credential(
-            bank=_bank_or_404(slug), actor=actor_of(request)
+        bank = _bank_or_404(slug)
+        credential = services.bank_rotate_credential(bank=bank, actor=actor_of(request))
+        bank.refresh_from_db(fields=["previous_credential_expires_at"])
+        until = bank.previous_credential_expires_at
+        # The old credential stays valid until the node uses the new one, or until then.
+        return Response(
+            {
+                "slug": slug,
+                "credential": credential,
+                "previous_valid_until": until.isoformat() if until else None,
+            }
         )
-        return Response({"slug": slug, "credential": credential})

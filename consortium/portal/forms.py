@@ -10,6 +10,8 @@ from django import forms
 from django.utils import timezone
 
 from consortium.api.errors import ApplicationError, refusal_record
+from consortium.members.models import Bank
+from consortium.portal.services import AccountRole
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
 
@@ -58,14 +60,21 @@ class BankOnboardForm(ServiceErrorsMixin, PortalForm):
 
 
 class BankStatusForm(ServiceErrorsMixin, PortalForm):
+    # No action is chosen for the operator: the empty first choice must be changed.
     action = forms.ChoiceField(
         choices=[
+            ("", "Choose an action…"),
             ("suspend", "Suspend (the node is refused until reactivated)"),
             ("reactivate", "Reactivate"),
             ("revoke", "Revoke (final)"),
-        ]
+        ],
+        error_messages={"required": "Choose what to do with this bank."},
     )
-    reason = forms.CharField(max_length=500, required=False, help_text="Kept in the audit trail.")
+    reason = forms.CharField(
+        max_length=500,
+        help_text="Why: kept in the audit trail.",
+        error_messages={"required": "Give a reason: it is kept in the audit trail."},
+    )
     confirm_revoke = forms.BooleanField(
         required=False, label="I understand that a revocation cannot be undone"
     )
@@ -75,6 +84,15 @@ class BankStatusForm(ServiceErrorsMixin, PortalForm):
         if data.get("action") == "revoke" and not data.get("confirm_revoke"):
             self.add_error("confirm_revoke", "Tick this box to revoke: it cannot be undone.")
         return data
+
+
+class CredentialRotateForm(PortalForm):
+    immediate = forms.BooleanField(
+        required=False,
+        label="The current credential may have leaked: refuse it at once",
+        help_text="Otherwise it keeps working until the node first uses the new one, or "
+        "the grace period ends.",
+    )
 
 
 class SigningKeyForm(ServiceErrorsMixin, PortalForm):
@@ -89,8 +107,23 @@ class SigningKeyForm(ServiceErrorsMixin, PortalForm):
 class RepresentativeForm(ServiceErrorsMixin, PortalForm):
     username = forms.CharField(
         max_length=150,
-        help_text="An existing account (create it in the back office). It will see this "
+        help_text="An existing account (create one on the Accounts page). It will see this "
         "bank's page and nothing else.",
+    )
+
+
+class AccountCreateForm(ServiceErrorsMixin, PortalForm):
+    username = forms.SlugField(max_length=150, help_text="What the person signs in with.")
+    email = forms.EmailField(
+        required=False, help_text="Optional: where to reach them (no mail is sent from here)."
+    )
+    role = forms.ChoiceField(choices=AccountRole.choices, widget=forms.RadioSelect)
+    bank = forms.ModelChoiceField(
+        queryset=Bank.objects.all(),
+        required=False,
+        to_field_name="slug",
+        empty_label="(for a representative) choose the bank",
+        help_text="The one bank a representative sees.",
     )
 
 

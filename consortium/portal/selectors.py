@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from audit import selectors as audit_selectors
 from consortium.members.models import Bank
+from consortium.portal.access import AUDITORS_GROUP
 from consortium.portal.charts import Reference, Series, metric_series
 from consortium.portal.models import BankRepresentative
 from consortium.rounds import gate_selectors
@@ -331,3 +333,16 @@ def gate_decisions(rounds: Iterable[Round]) -> dict[int, str]:
     """
     gates = gate_selectors.gates_for(r.number for r in rounds if r.kind == RoundKind.TRAINING)
     return {n: _gate_status(gate) for n, gate in gates.items()}
+
+
+def account_list() -> list[Any]:
+    """Representatives' and auditors' accounts (operators are managed from the CLI)."""
+    from_group = get_user_model().objects.filter(groups__name=AUDITORS_GROUP)
+    linked = get_user_model().objects.filter(bank_representative__isnull=False)
+    users = (
+        (from_group | linked)
+        .distinct()
+        .select_related("bank_representative__bank")
+        .order_by("username")
+    )
+    return list(users)

@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from consortium.portal.access import with_secure_headers
-from consortium.portal.views import audit, banks, overview, policies, roster, rounds
+from consortium.portal.views import accounts, audit, banks, overview, policies, roster, rounds
 
 app_name = "portal"
 
@@ -50,6 +50,11 @@ urlpatterns = [
     path("policies/new", policies.policy_new, name="policy-new"),
     path("policies/<int:pk>/", include(_policy_routes)),
     path("roster/", roster.roster_page, name="roster"),
+    path("accounts/", accounts.account_list, name="accounts"),
+    path("accounts/<int:pk>/setup", accounts.account_setup_resend, name="account-setup-resend"),
+    path("accounts/<int:pk>/deactivate", accounts.account_deactivate, name="account-deactivate"),
+    path("accounts/<int:pk>/reactivate", accounts.account_reactivate, name="account-reactivate"),
+    path("setup/<uidb64>/<token>/", accounts.AccountSetupView.as_view(), name="account-setup"),
     path("audit/", audit.audit_list, name="audit"),
     path("audit/verification", audit.audit_verification, name="audit-verification"),
 ]

@@ -8,12 +8,14 @@ keys, one refused upload, round 1 published from three real CKKS updates, metric
 reported, round 2 failed at its deadline, an auditor account and two sign-in attempts.
 Then the three banks found a signed roster (genesis), admit a fourth bank with two of
 three approvals and its own signature, and one bank sends a signed objection. Then it
-exports the trail once and renders it as JSON, CSV and PDF, and writes the
-portal's public key beside them, so that
+exports the trail once as an evidence pack (audit-evidence-pack.zip), writes its JSON,
+CSV and PDF beside it and the portal's public key, so that
 
-    python -m audit.verify docs/examples/audit-report.json --public-key docs/examples/portal.pub
+    cd docs/examples
+    python -m audit.verify audit-report.json --public-key portal.pub
+    python -m audit.verify audit-evidence-pack.zip --public-key portal.pub
 
-checks the committed example offline.
+check the committed example offline.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -232,14 +235,15 @@ def main() -> None:
     try:
         _setup(work)
         _history()
-        from audit import render
         from audit.report import Selection
         from consortium.audit_api.services import audit_report_export
 
-        # One export, three renderings: the PDF and CSV show exactly the signed JSON.
-        export = audit_report_export(selection=Selection(), fmt="json", actor="cli:example")
-        for fmt in ("json", "csv", "pdf"):
-            (HERE / f"audit-report.{fmt}").write_bytes(render.render(export.report, fmt)[0])
+        # One snapshot: the evidence pack, and its three files beside it to read.
+        export = audit_report_export(selection=Selection(), fmt="zip", actor="cli:example")
+        (HERE / "audit-evidence-pack.zip").write_bytes(export.content)
+        with zipfile.ZipFile(io.BytesIO(export.content)) as pack:
+            for fmt in ("json", "csv", "pdf"):
+                (HERE / f"audit-report.{fmt}").write_bytes(pack.read(f"report.{fmt}"))
         from audit.portal_key import portal_public_key
 
         (HERE / "portal.pub").write_text(portal_public_key() + "\n")

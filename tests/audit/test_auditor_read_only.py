@@ -22,7 +22,7 @@ WRITES = ("post", "put", "patch", "delete")
 # Rows that may change while someone merely reads: sessions and sign-in bookkeeping.
 VOLATILE = {"sessions", "axes", "admin"}
 SAMPLE = {"slug": "alpha", "bank": "alpha", "action": "suspend", "number": "1", "pk": "1",
-          "name": "default", "version": "1"}  # fmt: skip
+          "name": "default", "version": "1", "uidb64": "MQ", "token": "set-password"}  # fmt: skip
 
 
 def _routes(patterns: list[Any], prefix: str = "") -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import subprocess
@@ -15,6 +16,7 @@ from django.core.management.base import CommandError
 from audit.chain import report_body_sha256
 from audit.models import AuditEvent, Checkpoint
 from audit.report import Selection, SelectionError
+from audit.selectors import audit_head
 from consortium.audit_api.selectors import selection_parse
 from consortium.audit_api.services import audit_report_export
 from consortium.rounds.models import Round, Submission
@@ -67,7 +69,7 @@ def test_a_rounds_report_carries_a_contiguous_run_of_events_with_their_checkpoin
     close = Checkpoint.objects.get(reason="round 1 published")
     assert close.as_record() in report["checkpoints"]
     assert close.seq == published.seq  # signed in the same transaction as the close
-    assert report["signed_head"]["reason"].startswith("report export")
+    assert report["signed_head"]["reason"].startswith("report snapshot")
 
 
 def test_the_report_is_signed_over_its_whole_content(round_history):
@@ -77,16 +79,18 @@ def test_the_report_is_signed_over_its_whole_content(round_history):
     assert report["portal_public_key"] == report["signature"]["public_key"]
 
 
-def test_exporting_records_an_event_and_signs_the_head(round_history):
-    before = Checkpoint.objects.count()
+def test_exporting_signs_a_snapshot_of_the_head_then_records_an_event_after_it(round_history):
+    before, head = Checkpoint.objects.count(), audit_head().seq
     _, report = _export("csv")
     event = AuditEvent.objects.filter(action="audit.report_exported").last()
     assert event is not None and event.actor == "test" and event.data["format"] == "csv"
+    assert event.seq == head + 1
     assert Checkpoint.objects.count() == before + 1
     checkpoint = Checkpoint.objects.last()
-    assert checkpoint is not None and checkpoint.seq == event.seq
-    # The whole-trail report runs up to and including its own export event.
-    assert report["events"][-1]["seq"] == event.seq
+    assert checkpoint is not None and checkpoint.seq == head
+    # The whole-trail report runs to the snapshot's head: its own export event is not in it.
+    assert report["events"][-1]["seq"] == head == event.data["snapshot_seq"]
+    assert event.data["report_sha256"] == report["signature"]["body_sha256"]
 
 
 def test_a_period_report_holds_the_events_of_that_period(round_history):
@@ -130,7 +134,8 @@ def test_the_pdf_shows_the_figures_in_the_database(round_history, tmp_path):
     assert content.startswith(b"%PDF-")
     text = _pdf_text(content, tmp_path)
     assert "Chain intact" in text
-    assert f"{AuditEvent.objects.count()} events" in text
+    # The export event came after the snapshot that the report (and its check) describe.
+    assert f"{AuditEvent.objects.count() - 1} events" in text
     for sub in Submission.objects.filter(round__number__in=[1, 2]).select_related("bank"):
         assert sub.digest in text
     published = Round.objects.get(number=1)
@@ -180,7 +185,11 @@ def test_the_export_command_writes_the_file_and_records_it(round_history, tmp_pa
     event = AuditEvent.objects.filter(action="audit.report_exported").last()
     assert event is not None
     assert event.actor.startswith("cli:")
-    assert event.data == {"format": fmt, "rounds": [1], "since": None, "until": None}
+    named = {"format": fmt, "rounds": [1], "since": None, "until": None}
+    assert {k: event.data[k] for k in named} == named
+    # The event names the file it gave out and the snapshot that file shows.
+    assert event.data["file_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert event.data["snapshot_seq"] == event.seq - 1
 
 
 def test_the_export_command_explains_a_bad_round(round_history, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from consortium.members.models import Bank
@@ -30,8 +32,8 @@ def test_a_duplicate_slug_is_refused_with_409(client, operator, bank_alpha):
     assert response.status_code == 409
 
 
-def test_a_rotated_credential_stops_the_old_one_at_once(client, bank_alpha):
-    new = bank_rotate_credential(bank=bank_alpha.bank, actor="test")
+def test_a_credential_rotated_without_grace_stops_the_old_one_at_once(client, bank_alpha):
+    new = bank_rotate_credential(bank=bank_alpha.bank, actor="test", grace=timedelta(0))
     assert client.get("/api/v1/banks/me", **bank_alpha.auth()).status_code == 401
     assert client.get("/api/v1/banks/me", HTTP_AUTHORIZATION=f"Bearer {new}").status_code == 200
 

@@ -66,7 +66,7 @@ loss = "bce"
 
 
 def test_bank_onboard_prints_the_credential_once_and_stores_only_its_hash():
-    from consortium.api.auth import credential_hash
+    from consortium.members.credentials import credential_hash
     from consortium.members.models import Bank
 
     out = run("bank_onboard", "alpha", "--name", "Alpha Bank")
@@ -77,7 +77,7 @@ def test_bank_onboard_prints_the_credential_once_and_stores_only_its_hash():
 
 
 def test_bank_onboard_writes_the_credential_to_a_file_only_its_owner_can_read(tmp_path: Path):
-    from consortium.api.auth import credential_hash
+    from consortium.members.credentials import credential_hash
     from consortium.members.models import Bank
 
     path = tmp_path / "alpha.credential"

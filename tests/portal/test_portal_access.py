@@ -37,8 +37,8 @@ PAGES: dict[str, tuple[Any, ...]] = {
 # action -> (form data, what the operator gets)
 ACTIONS: dict[str, tuple[dict[str, str], int]] = {
     "/banks/new": ({"slug": "delta", "name": "Delta"}, 200),
-    "/banks/beta/status": ({"action": "suspend", "reason": "test"}, 302),
-    "/banks/beta/rotate-credential": ({}, 200),
+    "/banks/beta/status": ({"action": "suspend", "reason": "test", "confirmed": "yes"}, 302),
+    "/banks/beta/rotate-credential": ({"confirmed": "yes"}, 200),
     "/banks/beta/signing-key": ({"public_key": "not a key"}, 400),
     "/banks/beta/representatives": ({"username": "nora"}, 302),
     "/policies/new": ({"name": "other"}, 400),
@@ -114,7 +114,8 @@ def test_a_superuser_counts_as_an_operator(db, world, client_for, django_user_mo
     root = django_user_model.objects.create_superuser("root", password="root-password-1")
     client = client_for(root)
     assert client.get("/banks/new").status_code == 200
-    assert client.post("/banks/beta/status", {"action": "suspend"}).status_code == 302
+    suspend = {"action": "suspend", "reason": "test", "confirmed": "yes"}
+    assert client.post("/banks/beta/status", suspend).status_code == 302
     assert Bank.objects.get(slug="beta").status == BankStatus.SUSPENDED
 
 
@@ -128,7 +129,8 @@ def test_a_post_without_the_csrf_token_is_refused(operator, world):
 
     client = Client(enforce_csrf_checks=True)
     client.force_login(operator)
-    response = client.post("/banks/beta/status", {"action": "suspend"})
+    suspend = {"action": "suspend", "reason": "test", "confirmed": "yes"}
+    response = client.post("/banks/beta/status", suspend)
     assert response.status_code == 403
     assert Bank.objects.get(slug="beta").status == BankStatus.ACTIVE
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.test import Client
 
 from audit.models import AuditEvent
+from audit.selectors import audit_head
 from consortium.members.models import Bank, BankStatus
 from consortium.portal.models import BankRepresentative
 from consortium.portal.selectors import MEAN_LABEL
@@ -191,15 +192,30 @@ def test_onboarding_refuses_a_key_that_is_not_an_ed25519_public_key(op, db):
     assert not Bank.objects.filter(slug="delta").exists()
 
 
-def test_rotating_the_credential_shows_a_new_one_and_the_old_one_stops_working(op, bank_alpha):
-    response = op.post("/banks/alpha/rotate-credential")
+def test_rotating_the_credential_asks_first_then_shows_a_new_one_with_a_grace_period(
+    op, bank_alpha
+):
+    asked = op.post("/banks/alpha/rotate-credential")
+    assert asked.status_code == 200 and "Issue a new API credential for alpha?" in text(asked)
+    assert "keeps working until the node first calls with the new one" in text(asked)
+    assert not AuditEvent.objects.filter(action="bank.credential_rotated").exists()
+    response = op.post("/banks/alpha/rotate-credential", {"confirmed": "yes"})
     found = re.search(r"cbk_[A-Za-z0-9_\-]+", response.content.decode())
     assert found is not None
     new = found.group(0)
     assert new != bank_alpha.credential
+    assert "The previous credential stays valid until the node first calls" in text(response)
     api = Client()
-    assert api.get("/api/v1/banks/me", **bank_alpha.auth()).status_code == 401
+    assert api.get("/api/v1/banks/me", **bank_alpha.auth()).status_code == 200  # grace
     assert api.get("/api/v1/banks/me", HTTP_AUTHORIZATION=f"Bearer {new}").status_code == 200
+    assert api.get("/api/v1/banks/me", **bank_alpha.auth()).status_code == 401  # switched
+
+
+def test_a_credential_that_may_have_leaked_is_refused_at_once_after_rotation(op, bank_alpha):
+    asked = op.post("/banks/alpha/rotate-credential", {"immediate": "on"})
+    assert "The current credential stops working at once." in text(asked)
+    op.post("/banks/alpha/rotate-credential", {"immediate": "on", "confirmed": "yes"})
+    assert Client().get("/api/v1/banks/me", **bank_alpha.auth()).status_code == 401
 
 
 def test_an_operator_replaces_a_signing_key_and_a_bad_key_is_explained(op, bank_alpha):
@@ -213,13 +229,18 @@ def test_an_operator_replaces_a_signing_key_and_a_bad_key_is_explained(op, bank_
 
 
 def test_revoking_asks_for_confirmation_and_cannot_be_undone(op, bank_alpha):
-    unconfirmed = op.post("/banks/alpha/status", {"action": "revoke"})
+    unconfirmed = op.post("/banks/alpha/status", {"action": "revoke", "reason": "exit"})
     assert unconfirmed.status_code == 400
     assert "Tick this box to revoke" in text(unconfirmed)
     assert Bank.objects.get(slug="alpha").status == BankStatus.ACTIVE
-    op.post("/banks/alpha/status", {"action": "revoke", "confirm_revoke": "on", "reason": "exit"})
+    revoke = {"action": "revoke", "confirm_revoke": "on", "reason": "exit"}
+    asked = op.post("/banks/alpha/status", revoke)
+    assert asked.status_code == 200 and "Revoke alpha?" in text(asked)
+    assert "A revocation cannot be undone." in text(asked)
+    assert Bank.objects.get(slug="alpha").status == BankStatus.ACTIVE
+    op.post("/banks/alpha/status", {**revoke, "confirmed": "yes"})
     assert Bank.objects.get(slug="alpha").status == BankStatus.REVOKED
-    again = op.post("/banks/alpha/status", {"action": "reactivate"})
+    again = op.post("/banks/alpha/status", {"action": "reactivate", "reason": "back"})
     assert again.status_code == 400
     assert "bank alpha is revoked; revocation cannot be undone" in text(again)
 
@@ -236,7 +257,10 @@ def test_linking_a_representative_checks_the_account(op, bank_alpha, auditor, ro
     nora = Client()
     nora.force_login(roleless)
     assert nora.get("/banks/alpha/").status_code == 200
-    op.post(f"/banks/alpha/representatives/{link.pk}/remove")
+    asked = op.post(f"/banks/alpha/representatives/{link.pk}/remove")
+    assert "Remove nora as representative of alpha?" in text(asked)
+    assert nora.get("/banks/alpha/").status_code == 200
+    op.post(f"/banks/alpha/representatives/{link.pk}/remove", {"confirmed": "yes"})
     assert nora.get("/banks/alpha/").status_code == 403
 
 
@@ -339,11 +363,15 @@ def test_the_audit_trail_filters_by_action_actor_and_date(auditor, client_for, p
     assert "No event matches." in text(client.get("/audit/?until=2000-01-01"))
 
 
-def test_the_export_buttons_carry_the_chosen_period(auditor, client_for, published):
+def test_the_export_buttons_carry_the_chosen_period_and_one_snapshot(
+    auditor, client_for, published
+):
     html = client_for(auditor).get("/audit/?since=2020-01-01&until=2030-12-31").content.decode()
-    for fmt in ("pdf", "csv", "json"):
+    head = audit_head().seq
+    for fmt in ("zip", "pdf", "csv", "json"):
         assert (
-            f"/api/v1/audit/report?format={fmt}&amp;since=2020-01-01&amp;until=2030-12-31" in html
+            f"/api/v1/audit/report?format={fmt}&amp;since=2020-01-01&amp;until=2030-12-31"
+            f"&amp;at={head}" in html
         )
 
 
@@ -380,3 +408,37 @@ def test_static_files_are_served_by_the_portal_itself(client):
     css = client.get("/static/portal/portal.css")
     assert css.status_code == 200 and b"--accent" in b"".join(css.streaming_content)
     assert client.get("/static/portal/portal.js").status_code == 200
+
+
+def test_the_status_form_chooses_no_action_and_a_blank_reason_is_a_400_naming_it(op, bank_alpha):
+    page = op.get("/banks/alpha/").content.decode()
+    form = page.split('data-testid="status-form"', 1)[1].split("</form>", 1)[0]
+    options = re.findall(r"<option[^>]*>", form)
+    # Only the empty "Choose an action…" may be selected: never "Suspend".
+    assert options[0].startswith('<option value=""')
+    assert not [o for o in options[1:] if "selected" in o]
+    blank = op.post("/banks/alpha/status", {"action": "suspend", "reason": "   "})
+    assert blank.status_code == 400
+    assert "Reason" in text(blank) and "Give a reason: it is kept in the audit trail." in text(
+        blank
+    )
+    nothing = op.post("/banks/alpha/status", {"reason": "because"})
+    assert nothing.status_code == 400 and "Choose what to do with this bank." in text(nothing)
+    assert Bank.objects.get(slug="alpha").status == BankStatus.ACTIVE
+
+
+def test_suspending_shows_a_confirmation_page_that_works_without_javascript(op, bank_alpha):
+    asked = op.post("/banks/alpha/status", {"action": "suspend", "reason": "late reports"})
+    html = asked.content.decode()
+    assert asked.status_code == 200 and "Suspend alpha?" in text(asked)
+    assert "Reason recorded: late reports" in text(asked)
+    assert '<input type="hidden" name="confirmed" value="yes">' in html
+    assert '<input type="hidden" name="reason" value="late reports">' in html
+    assert Bank.objects.get(slug="alpha").status == BankStatus.ACTIVE
+    done = op.post(
+        "/banks/alpha/status", {"action": "suspend", "reason": "late reports", "confirmed": "yes"}
+    )
+    assert done.status_code == 302
+    assert Bank.objects.get(slug="alpha").status == BankStatus.SUSPENDED
+    event = AuditEvent.objects.get(action="bank.suspended")
+    assert event.data["reason"] == "late reports"

@@ -6,12 +6,15 @@ wraps them); a refusal is shown on the page with the service's own message.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from consortium.members import selectors as members_selectors
@@ -22,14 +25,17 @@ from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
 from consortium.portal.forms import (
     BankOnboardForm,
     BankStatusForm,
+    CredentialRotateForm,
     RepresentativeForm,
     SigningKeyForm,
 )
 from consortium.portal.models import BankRepresentative
 from consortium.portal.views.common import (
     auprc_chart,
+    confirmation_page,
     epsilon_chart,
     form_submit,
+    is_confirmed,
     paginate,
     render_page,
 )
@@ -116,9 +122,19 @@ def _bank_page(
         context.update(
             status_form=forms.get("status_form") or BankStatusForm(),
             key_form=forms.get("key_form") or SigningKeyForm(),
+            rotate_form=CredentialRotateForm(),
             rep_form=forms.get("rep_form") or RepresentativeForm(),
         )
     return render_page(request, viewer, "portal/bank_detail.html", context, status)
+
+
+# What each destructive status change does, in the words of its confirmation page.
+CONSEQUENCE = {
+    "suspend": "{bank} will be suspended: its node's calls are refused and its "
+    "representatives see nothing until an operator reactivates it.",
+    "revoke": "{bank} will be revoked: its node is refused for good. A revocation cannot "
+    "be undone.",
+}
 
 
 @require_POST
@@ -126,6 +142,18 @@ def _bank_page(
 def bank_status(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
     bank = _bank_or_404(viewer, slug)
     form = BankStatusForm(request.POST)
+    action = form.cleaned_data["action"] if form.is_valid() else ""
+    if action in CONSEQUENCE and not is_confirmed(request):
+        return confirmation_page(
+            request,
+            viewer,
+            title=f"{action.capitalize()} {bank.slug}?",
+            consequence=f"{CONSEQUENCE[action].format(bank=bank.name)} "
+            f"Reason recorded: {form.cleaned_data['reason']}",
+            button=f"Yes, {action} {bank.slug}",
+            back=reverse("portal:bank-detail", args=[bank.slug]),
+            fields=form.cleaned_data,
+        )
     done = form_submit(
         form,
         lambda: member_services.bank_set_status(
@@ -150,7 +178,28 @@ def _back_to_bank(request: HttpRequest, bank: Bank, message: str) -> HttpRespons
 @portal_view(post_roles=OPERATOR)
 def bank_rotate_credential(request: HttpRequest, viewer: Viewer, slug: str) -> HttpResponse:
     bank = _bank_or_404(viewer, slug)
-    credential = services.bank_credential_reissue(bank=bank, actor=viewer.actor)
+    form = CredentialRotateForm(request.POST)
+    immediate = form.is_valid() and form.cleaned_data["immediate"]
+    if not is_confirmed(request):
+        grace = settings.CREDENTIAL_GRACE
+        old = (
+            "The current credential stops working at once."
+            if immediate or not grace
+            else "The current credential keeps working until the node first calls with the "
+            f"new one, or for {grace} at most; then it is refused."
+        )
+        return confirmation_page(
+            request,
+            viewer,
+            title=f"Issue a new API credential for {bank.slug}?",
+            consequence=f"{old} The new credential is shown once, on the next page.",
+            button="Yes, issue a new credential",
+            back=reverse("portal:bank-detail", args=[bank.slug]),
+            fields={"immediate": "on" if immediate else ""},
+        )
+    credential = services.bank_credential_reissue(
+        bank=bank, actor=viewer.actor, grace=timedelta(0) if immediate else None
+    )
     return _credential_page(request, viewer, bank, credential, onboarding=False)
 
 
@@ -193,5 +242,14 @@ def bank_representative_remove(
 ) -> HttpResponse:
     bank = _bank_or_404(viewer, slug)
     link = get_object_or_404(BankRepresentative.objects.select_related("user"), pk=pk, bank=bank)
+    if not is_confirmed(request):
+        return confirmation_page(
+            request,
+            viewer,
+            title=f"Remove {link.user.get_username()} as representative of {bank.slug}?",
+            consequence=f"{link.user.get_username()} will no longer see {bank.name}'s page.",
+            button="Yes, remove",
+            back=reverse("portal:bank-detail", args=[bank.slug]),
+        )
     services.representative_unlink(link=link, actor=viewer.actor)
     return _back_to_bank(request, bank, f"{link.user.get_username()} no longer represents {bank}.")

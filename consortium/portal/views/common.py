@@ -1,4 +1,5 @@
-"""What every portal view shares: pagination, rendering, form submission, the two plots."""
+"""What every portal view shares: pagination, rendering, form submission, confirmations,
+the two plots."""
 
 from __future__ import annotations
 
@@ -42,6 +43,38 @@ def form_submit(form: ServiceForm, action: Callable[[], _Done]) -> _Done | None:
     except ApplicationError as exc:
         form.add_service_error(exc)
         return None
+
+
+# A destructive action's form is posted twice: first without this field, which shows a
+# confirmation page (no JavaScript needed), then from that page with it.
+CONFIRM_FIELD = "confirmed"
+
+
+def is_confirmed(request: HttpRequest) -> bool:
+    return request.POST.get(CONFIRM_FIELD) == "yes"
+
+
+def confirmation_page(
+    request: HttpRequest,
+    viewer: Viewer,
+    *,
+    title: str,
+    consequence: str,
+    button: str,
+    back: str,
+    fields: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """Ask before a destructive action: the same form again, posted with ``confirmed``."""
+    context = {
+        "title": title,
+        "consequence": consequence,
+        "button": button,
+        "back": back,
+        "action": request.path,
+        "fields": {k: v for k, v in (fields or {}).items() if v not in (None, False, "")},
+        "confirm_field": CONFIRM_FIELD,
+    }
+    return render_page(request, viewer, "portal/confirm.html", context)
 
 
 def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Page:

@@ -118,6 +118,7 @@ DJANGO_CSRF_TRUSTED_ORIGINS: {{ .Values.django.csrfTrustedOrigins | join "," | q
 DJANGO_SECURE_COOKIES: {{ .Values.django.secureCookies | quote }}
 DATABASE_CONN_MAX_AGE: {{ .Values.django.connMaxAge | quote }}
 CONSORTIUM_LOG_LEVEL: {{ .Values.django.logLevel | quote }}
+CONSORTIUM_CREDENTIAL_GRACE_HOURS: {{ .Values.django.credentialGraceHours | quote }}
 CONSORTIUM_BLOB_DIR: {{ .Values.blobStorage.mountPath | quote }}
 {{- with .Values.blobStorage.s3 }}
 {{- if .enabled }}
