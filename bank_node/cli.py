@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_node import config_reference, roster_cli
+from bank_node import config_reference, roster_cli, serve_cli
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
 from protocol import DEFAULT_CKKS_PARAMS
 
@@ -337,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
         "model, in state_dir)",
     )
     sc.set_defaults(func=cmd_score)
+    serve_cli.add_parser(sub)
 
     return p
 
