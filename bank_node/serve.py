@@ -195,10 +195,15 @@ class ScoringService:
                 self.store.check_writable()
         except sqlite3.Error as exc:
             checks["store"] = f"{self.store.path}: {exc}"
+        model = self.models.model
+        served = model_version(model) if model is not None else None
         if all(v == "ok" for v in checks.values()):
-            return json_response(200, {"ready": True, "checks": checks})
+            return json_response(200, {"ready": True, "checks": checks, "model": served})
         failing = [f"{k}: {v}" for k, v in checks.items() if v != "ok"]
-        body = {"message": "not ready: " + "; ".join(failing), "extra": {"checks": checks}}
+        body = {
+            "message": "not ready: " + "; ".join(failing),
+            "extra": {"checks": checks, "model": served},
+        }
         return json_response(503, body)
 
     def _authorise(self, headers: Mapping[str, str]) -> None:
