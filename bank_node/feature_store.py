@@ -79,6 +79,7 @@ class SqliteStore:
         self.cache_accounts = cache_accounts
         # key -> (state, how many of its events the file holds: pruned + stored)
         self._cache: OrderedDict[str, tuple[AccountState, int]] = OrderedDict()
+        self._pruned_at = self._read_pruned_at()
 
     def _check_meta(self) -> None:
         expected = {"schema": SCHEMA_VERSION, "features": ",".join(FEATURE_NAMES)}
@@ -167,10 +168,14 @@ class SqliteStore:
             self.put_account(key, state)
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_at', ?)", (str(now),))
         self.commit()
+        self._pruned_at = now
         return len(keys)
 
     def pruned_at(self) -> int | None:
         """The ``now`` of the last `prune`: no transaction before it can be scored right."""
+        return self._pruned_at
+
+    def _read_pruned_at(self) -> int | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'pruned_at'").fetchone()
         return int(row[0]) if row else None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bank_node import serve_metrics as metrics
@@ -61,6 +62,18 @@ def explain_alerts(
 ) -> list[list[dict[str, Any]]]:
     """Reasons per transaction. Empty for now: ``models.reasons.explain`` is wired here."""
     return [[] for _ in range(len(scores))]
+
+
+def served_scores(model: ScoringModel, normalised: np.ndarray) -> np.ndarray:
+    """``model.scores`` without its per-call switch to eval mode and back.
+
+    ``predict_scores`` walks the network twice per call to switch modes (0.7 ms of a 3 ms
+    request); the served network is put in eval mode once, when it is loaded, and never
+    trained, so the same forward pass and sigmoid give the same scores.
+    """
+    with torch.inference_mode():
+        logits = model.net(torch.from_numpy(np.ascontiguousarray(normalised, dtype=np.float32)))
+        return torch.sigmoid(logits).to(torch.float64).numpy()
 
 
 def _fingerprint(paths: list[Path]) -> tuple[tuple[int, int, int] | None, ...]:
@@ -109,6 +122,7 @@ class ModelHolder:
                 metrics.RELOADS.labels("failed").inc()
                 log.error("model not loaded from %s: %s", self.directory, exc)
                 return False
+            model.net.eval()  # for good: see served_scores
             self.model, self.problem = model, None
             self._seen = _fingerprint(self._watched())
         metrics.RELOADS.labels("loaded").inc()
@@ -250,7 +264,7 @@ class ScoringService:
             raise InputError(503, "no_model", f"no model to score with: {self.models.problem}")
         raw = self._features(request.transactions)
         normalised = model.normalise(raw.astype(np.float32))
-        scores = model.scores(normalised)
+        scores = served_scores(model, normalised)
         alerts = model.alerts(scores)
         reasons = explain_alerts(model, normalised, raw, scores)
         metrics.SCORED.inc(len(scores))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from calendar import timegm
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,8 @@ CHOICE_FIELDS = {
     "payment_currency": KNOWN_CURRENCIES,
     "payment_format": frozenset(PAYMENT_FORMATS),
 }
+# TIMESTAMP_FORMAT ("%Y/%m/%d %H:%M"), the IBM files' layout.
+_CSV_TIMESTAMP = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2}) (\d{1,2}):(\d{2})")
 REQUIRED = ("timestamp", *TEXT_FIELDS, *AMOUNT_FIELDS, *CHOICE_FIELDS)
 OPTIONAL = ("id",)  # the caller's own reference, echoed back in the answer
 
@@ -186,13 +189,16 @@ def _timestamp(value: Any, index: int, prefix: str) -> int:
     expected = f'a timestamp like "2022/09/01 14:05" ({TIMESTAMP_FORMAT}) or ISO 8601'
     if not isinstance(value, str):
         raise _bad("timestamp", index, prefix, expected, value)
+    # A regular expression rather than strptime, which takes a third of a request's parsing.
+    match = _CSV_TIMESTAMP.fullmatch(value.strip())
     try:
-        parsed = datetime.strptime(value.strip(), TIMESTAMP_FORMAT)
-    except ValueError:
-        try:
+        if match:
+            year, month, day, hour, minute = (int(part) for part in match.groups())
+            parsed = datetime(year, month, day, hour, minute)
+        else:
             parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise _bad("timestamp", index, prefix, expected, value) from None
+    except ValueError:
+        raise _bad("timestamp", index, prefix, expected, value) from None
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     # Whole seconds, as the batch's datetime64[s] cast keeps them.
