@@ -32,7 +32,9 @@ def save_test_model(directory: Path, *, threshold: float = 0.5, seed: int = 0) -
     return directory
 
 
-def make_service(tmp_path: Path, *, model: bool = True, max_batch: int = 1000) -> ScoringService:
+def make_service(
+    tmp_path: Path, *, model: bool = True, max_batch: int = 1000, token: str = TOKEN
+) -> ScoringService:
     model_dir = tmp_path / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     if model:
@@ -40,7 +42,7 @@ def make_service(tmp_path: Path, *, model: bool = True, max_batch: int = 1000) -
     holder = ModelHolder(model_dir)
     holder.load()
     store = SqliteStore(tmp_path / "state" / "accounts.sqlite3")
-    return ScoringService(models=holder, store=store, token=TOKEN, max_batch=max_batch)
+    return ScoringService(models=holder, store=store, token=token, max_batch=max_batch)
 
 
 def transaction(minute: int = 0, **changes: Any) -> dict[str, Any]:
