@@ -246,6 +246,10 @@ class ScoringService:
         except ValueError:
             raise InputError(411, "invalid", "Content-Length is required",
                              field="Content-Length") from None  # fmt: skip
+        if length < 0:
+            raise InputError(
+                400, "invalid", "Content-Length must not be negative", field="Content-Length"
+            )
         if length > self.body_limit:
             raise InputError(
                 413,

@@ -25,6 +25,9 @@ RELOAD_CHECK_SECONDS = 5.0  # how often the model files and the promoted pointer
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client streaming transactions reuses one
+    # A client that stops sending (an idle keep-alive, a body shorter than announced)
+    # frees its thread after this many seconds.
+    timeout = 30
     server: _Server
 
     def do_GET(self) -> None:
@@ -39,6 +42,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             headers = {name.lower(): value for name, value in self.headers.items()}
             response = self.server.service.handle(self.command, self.path, headers, self.rfile.read)
+        except (TimeoutError, ConnectionError):
+            metrics.ERRORS.labels("connection").inc()
+            self.close_connection = True  # the client went away or stalled mid-body
+            return
         except Exception:
             log.exception("internal error answering %s %s", self.command, path)
             metrics.ERRORS.labels("internal").inc()

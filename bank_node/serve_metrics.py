@@ -45,7 +45,7 @@ ERRORS = Counter(
     "bank_node_serve_errors",
     "Requests refused or failed, by reason: unauthorized, content_type, not_json, too_large, "
     "invalid (a field of a transaction), out_of_order, no_model, not_found, store (the state "
-    "file), internal.",
+    "file), connection (the client stalled or left mid-request), internal.",
     ["reason"],
     registry=REGISTRY,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.request
 from pathlib import Path
@@ -227,3 +228,26 @@ def test_over_http_garbage_is_never_a_500(running, headers, data):
     status, body = _http(f"{running}/score", data, headers)
     assert 400 <= status < 500
     assert "message" in json.loads(body)
+
+
+def test_a_negative_content_length_is_400_not_a_read_to_the_end(service):
+    headers = {**AUTH, "content-length": "-5"}
+
+    def read(n: int) -> bytes:
+        raise AssertionError("the body was read")
+
+    response = service.handle("POST", "/score", headers, read)
+    assert response.status == 400 and answer(response)["extra"]["field"] == "Content-Length"
+
+
+def test_over_http_a_body_shorter_than_announced_frees_the_connection(running, monkeypatch):
+    monkeypatch.setattr("bank_node.serve_http._Handler.timeout", 0.5)
+    host, port = running.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )  # fmt: skip
+        assert raw.recv(100) == b""  # closed by the server, without an answer
+    status, _ = _http(f"{running}/healthz")
+    assert status == 200
