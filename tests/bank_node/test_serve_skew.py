@@ -30,6 +30,9 @@ from models.features import FEATURE_NAMES, compute_features
 from simulation.world import generate_world
 from tests.bank_node.serve_helpers import TOKEN, save_test_model, write_node_config
 
+# Several processes over real HTTP: an end-to-end test (it runs with the e2e suite).
+pytestmark = pytest.mark.e2e
+
 ROWS = 1_500
 FIELDS = ["from_bank", "from_account", "to_bank", "to_account", "receiving_currency",
           "payment_currency", "payment_format"]  # fmt: skip
