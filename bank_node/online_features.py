@@ -39,7 +39,6 @@ N_OUT, SUM_OUT, N_IN, SUM_IN, NEW_OUT, NEW_IN = range(6)
 QUANTITIES = 6
 # The z-score's running sums: count, sum and sum of squares of the sender's log amounts.
 Z_N, Z_S, Z_S2 = range(3)
-_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 @dataclass(frozen=True)

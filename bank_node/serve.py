@@ -26,9 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bank_node import serve_metrics as metrics
 from bank_node.config import ConfigError
 from bank_node.feature_store import SqliteStore
-from bank_node.online_features import OnlineFeatures, Transaction, order_problem
+from bank_node.online_features import OnlineFeatures, order_problem
 from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS, ScoringModel, load_scoring_model
-from bank_node.serve_input import InputError, parse_body
+from bank_node.serve_input import InputError, ScoreRequest, parse_body
 from models.features import FEATURE_NAMES
 
 log = logging.getLogger("bank_node.serve")
@@ -266,7 +266,7 @@ class ScoringService:
         model = self.models.model
         if model is None:
             raise InputError(503, "no_model", f"no model to score with: {self.models.problem}")
-        raw = self._features(request.transactions)
+        raw = self._features(request)
         normalised = model.normalise(raw.astype(np.float32))
         scores = served_scores(model, normalised)
         alerts = model.alerts(scores)
@@ -281,16 +281,18 @@ class ScoringService:
         ]  # fmt: skip
         return json_response(200, {"results": results} if request.batch else results[0])
 
-    def _features(self, transactions: list[Transaction]) -> np.ndarray:
+    def _features(self, request: ScoreRequest) -> np.ndarray:
         """Raw features in the order given, computed in timestamp order; state committed."""
+        transactions = request.transactions
         order = sorted(range(len(transactions)), key=lambda i: transactions[i].timestamp)
         in_time = [transactions[i] for i in order]
         with self._lock:
             problem = order_problem(self.store, in_time)
             if problem is not None:
                 index = order[problem[0]]
+                field = f"transactions[{index}].timestamp" if request.batch else "timestamp"
                 raise InputError(
-                    422, "out_of_order", f"timestamp {problem[1]}", field="timestamp", index=index
+                    422, "out_of_order", f"{field} {problem[1]}", field=field, index=index
                 )
             try:
                 rows = self.online.rows(in_time)

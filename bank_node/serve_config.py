@@ -46,7 +46,7 @@ SERVE_REFERENCE: dict[str, tuple[str | None, str]] = {
     ),
     "serve.max_batch": (None, "Most transactions one POST /score may carry (413 above)."),
     "serve.model_dir": (
-        '"state/models/v3"',
+        '"state/models/round-7"',
         "Model directory to serve; unset: state_dir (the promoted model). Reloaded on SIGHUP "
         "or when its files change.",
     ),

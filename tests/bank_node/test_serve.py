@@ -146,8 +146,10 @@ def test_a_transaction_before_its_accounts_last_one_is_422_naming_it(service):
     response = post(service, {"transactions": [transaction(31, from_account="Z"), transaction(10)]})
     body = answer(response)
     assert response.status == 422
-    assert body["extra"] == {"field": "timestamp", "index": 1}
+    assert body["extra"] == {"field": "transactions[1].timestamp", "index": 1}
     assert "account 011/A1" in body["message"]
+    single = post(service, transaction(11))
+    assert answer(single)["extra"] == {"field": "timestamp", "index": 0}
 
 
 def test_without_a_model_scoring_is_503_and_readiness_says_why(tmp_path: Path):
