@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_node import config_reference, roster_cli
+from bank_node import config_reference, roster_cli, serve_cli
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
 from protocol import DEFAULT_CKKS_PARAMS
 
@@ -356,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
     reasons = "the top N reasons, in plain words, of each alerting row (0: none; default 3)"
     sc.add_argument("--reasons", type=_reason_count, default=3, metavar="N", help=reasons)
     sc.set_defaults(func=cmd_score)
+    serve_cli.add_parser(sub)
 
     return p
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bank_node.serve_config import SERVE_READERS, SERVE_REFERENCE, ServeConfig, read_serve
+
 
 class ConfigError(Exception):
     """The configuration file is missing, malformed or points at unreadable files."""
@@ -120,6 +122,7 @@ class NodeConfig:
     tls_client_key_file: Path | None = None
     guardrails: Guardrails = Guardrails()
     evaluation: Evaluation = Evaluation()
+    serve: ServeConfig = ServeConfig()  # noqa: RUF009 (frozen, so safe to share)
 
     @property
     def credential(self) -> str:
@@ -404,8 +407,20 @@ def _evaluation(path: Path, name: str, value: Any) -> Evaluation:
 # --- end of [evaluation] readers -----------------------------------------------------------
 
 
+def _serve(path: Path, name: str, value: Any) -> ServeConfig:
+    """The ``[serve]`` table (bank_node/serve_config.py); unknown keys refused."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    _refuse_unknown(path, name, value, SERVE_READERS)
+    try:
+        return read_serve(name, value, path.parent)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "evaluation": _evaluation,
+    "serve": _serve,
     "guardrails": _guardrails,
     "report_metrics": _flag,
     "allow_unpinned_roster": _flag,
@@ -537,4 +552,5 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         "20",
         "Warn (log and metric) when the test set has fewer positive rows than this.",
     ),
+    **SERVE_REFERENCE,
 }

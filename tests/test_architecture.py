@@ -56,6 +56,7 @@ LOCAL_IMPORT_REASONS: dict[str, str] = {
     # The CLI imports torch/Lightning only for the sub-commands that need them, so that
     # `bank-node --help`, `keygen` and `register` start in well under a second.
     "bank_node/cli.py": "lazy loading of the ML stack per sub-command",
+    "bank_node/serve_cli.py": "lazy loading of the ML stack per sub-command (bank-node serve)",
     "bank_node/training.py": "Opacus is loaded only when a policy asks for DP",
 }
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.helm.test_chart_extensions import BANK_VALUES, PORTAL_S3_VALUES, PORTAL_VALUES
+from tests.helm.test_chart_serve import SERVE_VALUES
 from tests.helm.test_charts import BANK_NODE, PORTAL, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +85,8 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
     "bank-probes-off": (BANK_NODE, {"metrics": {"livenessProbe": False, "readinessProbe": False}}),
     # A bank behind an egress proxy with a private CA, a client certificate and extras.
     "bank-proxy-ca-mtls-extras": (BANK_NODE, BANK_VALUES),
+    # The scoring service beside the node, with the bank's callers allowed in.
+    "bank-serve": (BANK_NODE, SERVE_VALUES),
     # Retention CronJob, proxy, CA bundle, extras; one scheduler.
     "portal-retention-proxy-ca-extras": (
         PORTAL,
@@ -128,6 +131,7 @@ def test_the_combinations_render_the_optional_kinds():
     assert "Deployment" in kinds["portal-minimal"] and "Job" not in kinds["portal-minimal"]
     assert kinds["bank-paused-closed"] == {"Deployment", "ConfigMap"}
     assert "CronJob" in kinds["portal-retention-proxy-ca-extras"]
+    assert {"PodDisruptionBudget", "Service", "NetworkPolicy"} <= kinds["bank-serve"]
 
 
 def _kubernetes_validate() -> str:

@@ -149,3 +149,42 @@ max_model_parameters = {{ int .maxModelParameters }}
 accepted_key_epochs = {{ .acceptedKeyEpochs | toJson }}
 {{- end }}
 {{- end }}
+
+{{/* The scoring service (bank-node serve): its own name, so no selector of the node's
+matches its pods (and the node's NetworkPolicy and Service stay the node's). */}}
+{{- define "bankNode.serveName" -}}
+{{- printf "%s-serve" (include "bankNode.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of the scoring service's pods. */}}
+{{- define "bankNode.serveSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-serve" (include "bankNode.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object of the scoring service. */}}
+{{- define "bankNode.serveLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "bankNode.serveSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: consortium
+app.kubernetes.io/component: serve
+{{- end }}
+
+{{/* Where the scoring service's token Secret is mounted. */}}
+{{- define "bankNode.serveTokenDir" -}}/run/secrets/bank-node-serve{{- end }}
+
+{{/* The scoring service's config.toml: the node's, plus its [serve] table. */}}
+{{- define "bankNode.serveConfigToml" -}}
+{{ include "bankNode.configToml" . }}
+
+[serve]
+host = "0.0.0.0"
+port = {{ .Values.serve.port }}
+max_batch = {{ .Values.serve.maxBatch }}
+token_file = {{ printf "%s/%s" (include "bankNode.serveTokenDir" .) .Values.serve.token.key | toJson }}
+{{- with .Values.serve.modelDir }}
+model_dir = {{ printf "%s/%s" $.Values.data.mountPath . | toJson }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,255 @@
+"""Latency and throughput of `bank-node serve` at a fixed offered load (open loop).
+
+    .venv/bin/python benchmarks/serve.py [--rate 500] [--seconds 20] [--batch 1] \
+        [--connections 16] [--warmup 2000]
+
+Starts `bank-node serve` in its own process on a fresh state directory with a model in the
+node's format (untrained weights: the cost of a forward pass does not depend on them),
+warms its account state up with ``--warmup`` transactions, then sends ``--rate``
+transactions per second for ``--seconds`` seconds, ``--batch`` per request. The client is
+open loop: request *i* is due at ``i / (rate / batch)`` seconds whether or not earlier ones
+were answered, and its latency runs from that due time (so a stalled server is charged
+for the queue it builds, not hidden by a client that waits). Transactions are the rows of
+one bank of the synthetic world (its accounts and amounts) stamped one simulated second
+per second, so each account's transactions arrive in time order. Prints p50/p90/p99/max
+latency, the throughput achieved and the errors, as a table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bank_node.baseline import default_policy, save_model  # noqa: E402
+from bank_node.data import load_transactions  # noqa: E402
+from models.features import FEATURE_NAMES  # noqa: E402
+from models.nets import build_model  # noqa: E402
+from models.vector import model_to_vector  # noqa: E402
+from simulation.world import generate_world  # noqa: E402
+
+TOKEN = "benchmark-token-0123456789abcdef"
+T0 = 1_662_000_000  # 2022-09-01: the simulated clock's start
+FIELDS = ["from_bank", "from_account", "to_bank", "to_account", "receiving_currency",
+          "payment_currency", "payment_format"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one run measured; latencies in milliseconds."""
+
+    offered_tps: float
+    batch: int
+    requests: int
+    transactions: int
+    seconds: float
+    achieved_tps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    server_cpu_ms_per_tx: float  # user + system time of the server process: load-independent
+
+
+def transactions_from_world(count: int, seed: int = 5) -> list[dict[str, Any]]:
+    """``count`` transactions with the accounts and amounts of one synthetic bank's rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = generate_world(Path(tmp), n_banks=3, preset="tiny", seed=seed)
+        first = next(iter(manifest["banks"].values()))
+        frame = load_transactions(Path(tmp) / first["file"])
+    rows = frame.sort_values("timestamp", kind="stable").to_dict("records")
+    out = []
+    for i in range(count):
+        row = rows[i % len(rows)]
+        tx = {name: row[name] for name in FIELDS}
+        tx["amount_paid"], tx["amount_received"] = row["amount_paid"], row["amount_received"]
+        out.append(tx)
+    return out
+
+
+def stamp(transactions: list[dict[str, Any]], start: int, per_second: float) -> None:
+    """Timestamps one simulated second per ``per_second`` transactions, from ``start``."""
+    for i, tx in enumerate(transactions):
+        t = time.gmtime(start + int(i / per_second))
+        tx["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", t)
+
+
+def _send(connection: http.client.HTTPConnection, body: bytes) -> int:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    connection.request("POST", "/score", body, headers)
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def _worker(host: str, port: int, jobs: queue.Queue[Any], done: list[tuple[float, ...]]) -> None:
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    while (job := jobs.get()) is not None:
+        due, body = job
+        time.sleep(max(0.0, due - time.perf_counter()))
+        try:
+            status = _send(connection, body)
+        except (OSError, http.client.HTTPException):
+            connection.close()
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            status = 0
+        done.append((due, time.perf_counter(), status))
+
+
+def bodies(transactions: list[dict[str, Any]], batch: int) -> list[bytes]:
+    if batch == 1:
+        return [json.dumps(tx).encode() for tx in transactions]
+    chunks = [transactions[i : i + batch] for i in range(0, len(transactions), batch)]
+    return [json.dumps({"transactions": chunk}).encode() for chunk in chunks]
+
+
+def offer(
+    url: str, payloads: list[bytes], *, per_second: float, connections: int
+) -> tuple[float, list[tuple[float, ...]]]:
+    """Send ``payloads`` open loop at ``per_second`` requests a second.
+
+    Returns the start and, per request, (due, answered, status) on ``time.perf_counter``.
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    jobs: queue.Queue[Any] = queue.Queue()
+    done: list[tuple[float, ...]] = []
+    threads = [
+        threading.Thread(target=_worker, args=(host, int(port), jobs, done), daemon=True)
+        for _ in range(connections)
+    ]
+    start = time.perf_counter() + 0.2
+    for i, body in enumerate(payloads):
+        jobs.put((start + i / per_second, body))
+    for thread in threads:
+        jobs.put(None)
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return start, done
+
+
+def figures(
+    start: float,
+    done: list[tuple[float, ...]],
+    *,
+    offered: float,
+    batch: int,
+    transactions: int,
+    cpu_seconds: float,
+) -> Figures:
+    """Percentiles of (answered - due); throughput over the first due to the last answer."""
+    latency = np.array([answered - due for due, answered, _ in done]) * 1000
+    elapsed = max(answered for _, answered, _ in done) - start
+    p50, p90, p99 = np.percentile(latency, [50, 90, 99])
+    return Figures(
+        offered_tps=offered, batch=batch, requests=len(done), transactions=transactions,
+        seconds=round(elapsed, 2), achieved_tps=round(transactions / elapsed, 1),
+        p50_ms=round(float(p50), 2), p90_ms=round(float(p90), 2), p99_ms=round(float(p99), 2),
+        max_ms=round(float(latency.max()), 2), errors=sum(1 for d in done if d[2] != 200),
+        server_cpu_ms_per_tx=round(cpu_seconds * 1000 / max(transactions, 1), 3),
+    )  # fmt: skip
+
+
+def write_node(directory: Path) -> Path:
+    """A node config with [serve] and a model directory, in ``directory``."""
+    model = directory / "model"
+    policy = default_policy()
+    weights = model_to_vector(build_model(policy.model_spec, len(FEATURE_NAMES)))
+    save_model(model, weights, policy, 0.5, None)
+    (directory / "serve.token").write_text(TOKEN)
+    (directory / "credential").write_text("unused")
+    (directory / "data.csv").write_text("unused")
+    config = directory / "node.toml"
+    config.write_text(
+        'portal_url = "http://127.0.0.1:9"\nbank = "bench"\ncredential_file = "credential"\n'
+        'signing_key_file = "x"\nsecret_context_file = "x"\nckks_params_file = "x"\n'
+        'data_file = "data.csv"\nstate_dir = "state"\n'
+        f'[serve]\ntoken_file = "serve.token"\nmodel_dir = "{model}"\n'
+    )
+    return config
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc; 0 without it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def serve_process(config: Path) -> Iterator[tuple[str, int]]:
+    """`bank-node serve` on a free port; yields its URL and process id."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "bank_node.cli", "serve", "--config", str(config), "--port", "0"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        yield json.loads(process.stdout.readline())["listening"], process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def run(url: str, *, rate: float, seconds: float, batch: int, connections: int,
+        warmup: int, pid: int | None = None) -> Figures:  # fmt: skip
+    """Warm the account state up, then measure one open-loop run against ``url``."""
+    count = int(rate * seconds)
+    transactions = transactions_from_world(warmup + count)
+    stamp(transactions, T0, rate)
+    if warmup:
+        offer(url, bodies(transactions[:warmup], 100), per_second=1e9, connections=1)
+    measured = transactions[warmup:]
+    cpu_before = cpu_seconds(pid)
+    start, done = offer(
+        url, bodies(measured, batch), per_second=rate / batch, connections=connections
+    )
+    cpu = cpu_seconds(pid) - cpu_before
+    return figures(
+        start, done, offered=rate, batch=batch, transactions=len(measured), cpu_seconds=cpu
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rate", type=float, default=500, help="transactions offered per second")
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--batch", type=int, default=1, help="transactions per request")
+    p.add_argument("--connections", type=int, default=16, help="client keep-alive connections")
+    p.add_argument("--warmup", type=int, default=2000, help="transactions sent before measuring")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, serve_process(write_node(Path(tmp))) as server:
+        url, pid = server
+        result = run(url, rate=args.rate, seconds=args.seconds, batch=args.batch,
+                     connections=args.connections, warmup=args.warmup, pid=pid)  # fmt: skip
+    print(f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f}")
+    print("offered tx/s  batch  requests  achieved tx/s  p50 ms  p90 ms  p99 ms  max ms  errors"
+          "  server cpu ms/tx")  # fmt: skip
+    print(f"{result.offered_tps:>12.0f}  {result.batch:>5}  {result.requests:>8}  "
+          f"{result.achieved_tps:>13.1f}  {result.p50_ms:>6.2f}  {result.p90_ms:>6.2f}  "
+          f"{result.p99_ms:>6.2f}  {result.max_ms:>6.1f}  {result.errors:>6}  "
+          f"{result.server_cpu_ms_per_tx:>16.3f}")  # fmt: skip
+    print(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main()
