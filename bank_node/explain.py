@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from models.features import CARD_FEATURE_NAMES, FEATURE_NAMES
-from models.reasons import explain
+from models.reasons import Reason, explain
 
 DEFAULT_REASONS = 3
 SEPARATOR = "; "
@@ -37,16 +37,30 @@ def alert_reasons(
     none) and every row when ``top_k`` is 0 get an empty cell: explaining every row would
     cost ~64 forward and backward passes each, too slow at a bank's volume.
     """
+    rows = alert_reason_lists(model, x, raw, scores, threshold, top_k=top_k)
+    return [SEPARATOR.join(reason.text for reason in row) for row in rows]
+
+
+def alert_reason_lists(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    raw: np.ndarray,
+    scores: np.ndarray,
+    threshold: float | None,
+    *,
+    top_k: int = DEFAULT_REASONS,
+) -> list[list[Reason]]:
+    """`alert_reasons` as structured reasons (feature, contribution, text) per row."""
     if top_k < 0:
         raise ValueError(f"the number of reasons must be 0 or more, got {top_k}")
-    cells = [""] * len(scores)
+    rows: list[list[Reason]] = [[] for _ in range(len(scores))]
     if top_k == 0 or threshold is None:
-        return cells
+        return rows
     alerting = np.flatnonzero(np.asarray(scores) >= threshold)
     if alerting.size == 0:
-        return cells
+        return rows
     names = feature_names_for(x.shape[1])
     reasons = explain(model, x[alerting], feature_names=names, raw=raw[alerting], top_k=top_k)
     for row, row_reasons in zip(alerting, reasons, strict=True):
-        cells[row] = SEPARATOR.join(reason.text for reason in row_reasons)
-    return cells
+        rows[row] = list(row_reasons)
+    return rows

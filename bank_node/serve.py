@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bank_node import serve_metrics as metrics
 from bank_node.config import ConfigError
+from bank_node.explain import alert_reason_lists
 from bank_node.feature_store import SqliteStore
 from bank_node.online_features import OnlineFeatures, order_problem
 from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS, ScoringModel, load_scoring_model
@@ -60,8 +61,15 @@ def json_response(status: int, payload: Any, **kwargs: Any) -> Response:
 def explain_alerts(
     model: ScoringModel, normalised: np.ndarray, raw: np.ndarray, scores: np.ndarray
 ) -> list[list[dict[str, Any]]]:
-    """Reasons per transaction. Empty for now: ``models.reasons.explain`` is wired here."""
-    return [[] for _ in range(len(scores))]
+    """The top reasons of each alerting transaction (none for the others), in plain words."""
+    rows = alert_reason_lists(model.net, normalised, raw, scores, model.threshold)
+    return [
+        [
+            {"feature": r.feature, "contribution": round(r.contribution, 6), "text": r.text}
+            for r in row
+        ]
+        for row in rows
+    ]
 
 
 def served_scores(model: ScoringModel, normalised: np.ndarray) -> np.ndarray:

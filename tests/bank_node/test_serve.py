@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 
+from bank_node.feature_store import SqliteStore
+from bank_node.serve import ModelHolder, ScoringService
 from bank_node.serve_http import make_server
+from models.features import FEATURE_NAMES
 from tests.bank_node.serve_helpers import (
     AUTH,
     TOKEN,
@@ -36,7 +39,29 @@ def test_one_transaction_gets_a_score_an_alert_the_model_and_reasons(service):
     assert body["alert"] == (body["score"] >= 0.5)
     assert body["model"] == {"round": None, "version": None, "threshold": 0.5,
                              "label": "local-only"}  # fmt: skip
-    assert body["reasons"] == [] and body["id"] == "tx-1" and body["index"] == 0
+    assert body["id"] == "tx-1" and body["index"] == 0
+    assert bool(body["reasons"]) == body["alert"]  # reasons for alerts only
+
+
+def test_an_alert_carries_its_top_reasons_in_plain_words_and_a_quiet_one_none(tmp_path: Path):
+    for threshold, alerting in ((0.0, True), (1.0, False)):
+        directory = tmp_path / str(threshold)
+        save_test_model(directory / "model", threshold=threshold)
+        holder = ModelHolder(directory / "model")
+        holder.load()
+        store = SqliteStore(directory / "accounts.sqlite3")
+        service = ScoringService(models=holder, store=store, token=TOKEN, max_batch=10)
+        body = answer(post(service, transaction()))
+        assert body["alert"] is alerting
+        if not alerting:
+            assert body["reasons"] == []
+            continue
+        assert 1 <= len(body["reasons"]) <= 3
+        for reason in body["reasons"]:
+            assert reason["feature"] in FEATURE_NAMES and reason["contribution"] > 0
+            assert isinstance(reason["text"], str) and reason["text"]
+        contributions = [r["contribution"] for r in body["reasons"]]
+        assert contributions == sorted(contributions, reverse=True)
 
 
 def test_a_batch_is_answered_in_the_order_sent_and_equals_the_same_stream(tmp_path: Path):
