@@ -58,6 +58,9 @@ LOCAL_IMPORT_REASONS: dict[str, str] = {
     "bank_node/cli.py": "lazy loading of the ML stack per sub-command",
     "bank_node/serve_cli.py": "lazy loading of the ML stack per sub-command (bank-node serve)",
     "bank_node/training.py": "Opacus is loaded only when a policy asks for DP",
+    # gunicorn reads its config in the master before Django is set up; the validation
+    # pool needs settings, so its hook imports it in the worker, after the app is loaded.
+    "consortium/gunicorn.conf.py": "gunicorn hooks run before/after Django is set up",
 }
 
 
