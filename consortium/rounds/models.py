@@ -13,6 +13,7 @@ from consortium.members.models import Bank
 
 # Defined in its own module (this one is at its size limit) and imported here so that
 # Django registers it with the app's other models.
+from consortium.rounds.served_models import ServedModel as ServedModel
 from consortium.rounds.verdict_models import GateVerdict as GateVerdict
 from he.codec import TRAILER_SLOTS
 from protocol import (
