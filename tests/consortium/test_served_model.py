@@ -8,7 +8,9 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEvent
+from bank_node.portal_client import BankClient, PortalError
 from consortium.rounds.models import Round, RoundState, ServedModel
+from tests.portal_transport import DjangoTransport
 
 pytestmark = pytest.mark.django_db
 
@@ -76,3 +78,14 @@ def test_the_banks_page_shows_the_version_it_serves_or_that_it_reported_none(
     assert _put(Client(), bank_alpha, open_round.number, {"version": "round-1"}).status_code == 200
     page = client.get("/banks/alpha/").content.decode()
     assert "round-1</span> (round 1)" in page
+
+
+def test_the_nodes_client_reports_through_the_real_endpoint(client, open_round, bank_alpha):
+    portal = BankClient("http://testserver", bank_alpha.credential, max_retries=0)
+    portal.session.mount("http://testserver", DjangoTransport(client))
+    with pytest.raises(PortalError, match="only a published round"):
+        portal.report_served_model(open_round.number, "round-1")
+    _publish(open_round)
+    answer = portal.report_served_model(open_round.number, "round-1")
+    assert answer["version"] == "round-1" and answer["round"] == open_round.number
+    assert ServedModel.objects.get(bank=bank_alpha.bank).version == "round-1"
