@@ -48,8 +48,6 @@ HELD_REASONS = (
     "local_drop",  # its local AUPRC fell more than promotion_tolerance
     "no_local_auprc",  # no local AUPRC to compare with the promoted version's
 )
-# Reasons `models promote` refuses unless --force (an older version is a deliberate choice).
-REFUSED_UNLESS_FORCED = frozenset(HELD_REASONS) - {"older_than_promoted"}
 
 _ROUND = re.compile(r"^round-(\d+)$")
 
@@ -157,11 +155,11 @@ class ModelRegistry:
     def promote(self, version: str, *, force: bool = False) -> Passport:
         """Promote ``version`` by hand; PromotionRefused (unless ``force``) names the rule."""
         passport = self.passport(version)
-        reason, detail = self.hold_reason(passport)
-        if reason in REFUSED_UNLESS_FORCED and not force:
+        reason, detail = self.refusal(passport)
+        if reason is not None and not force:
             raise PromotionRefused(f"{version} not promoted: {detail}; --force promotes it anyway")
         if self.promoted() != version:
-            self._point_to(version, "forced" if reason in REFUSED_UNLESS_FORCED else "manual")
+            self._point_to(version, "manual" if reason is None else "forced")
         passport = passport.holding(None)
         self.update(passport)
         return passport
@@ -199,6 +197,19 @@ class ModelRegistry:
             return None, ""
         if passport.round < current.round:
             return "older_than_promoted", f"it is older than the promoted {current.version}"
+        return self._drop(passport, current)
+
+    def refusal(self, passport: Passport) -> tuple[str | None, str]:
+        """Why ``models promote`` refuses ``passport`` without --force (None: it does not).
+
+        As the automatic policy, except that an older version is a choice a person may
+        make (its AUPRC is still held to the tolerance).
+        """
+        reason, detail = self.hold_reason(passport)
+        if reason != "older_than_promoted":
+            return reason, detail
+        current = self.promoted_passport()
+        assert current is not None  # older than the promoted version: there is one
         return self._drop(passport, current)
 
     def _drop(self, passport: Passport, current: Passport) -> tuple[str | None, str]:

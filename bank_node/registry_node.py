@@ -47,7 +47,8 @@ class NodeRegistry:
                 passport = passport.with_verdict(verdict)
             self.registry.store(rnd, weights, passport)
             self._offer(passport.version)
-        except (ConfigError, OSError) as exc:
+        # The registry never stops the node: the root model files are written regardless.
+        except (ConfigError, OSError, ValueError, TypeError) as exc:
             log.error("round %s: model not stored in the registry: %s", rnd.number, exc)
 
     def decided(self, candidate: int, verdict: dict[str, Any]) -> None:
@@ -58,7 +59,7 @@ class NodeRegistry:
         try:
             self.registry.update(self.registry.passport(version).with_verdict(verdict))
             self._offer(version)
-        except (ConfigError, OSError) as exc:
+        except (ConfigError, OSError, ValueError, TypeError) as exc:
             log.error("round %s: gate verdict not recorded in the registry: %s", candidate, exc)
 
     def _offer(self, version: str) -> None:

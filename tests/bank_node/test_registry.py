@@ -186,3 +186,18 @@ def test_a_corrupt_passport_or_a_missing_version_is_a_clear_error(tmp_path, bank
     with pytest.raises(ConfigError, match=r"names version 'round-7'.*does not exist"):
         load_scoring_model(tmp_path)
     assert REGISTRY.get_sample_value("bank_node_served_model_round") == -1
+
+
+def test_an_older_version_is_promoted_by_hand_only_within_the_tolerance(tmp_path, bank):
+    node = _node(tmp_path, bank)
+    trained, noise = bank.trained, bank.noise
+    node.evaluated(published(1, ungated_policy()), noise.weights, 0.5, noise.metrics, None)
+    node.evaluated(published(2, ungated_policy()), trained.weights, 0.5, trained.metrics, None)
+    node.evaluated(published(3, ungated_policy()), trained.weights, 0.5, trained.metrics, None)
+    registry = node.registry
+    assert registry.promoted() == "round-3"  # each no worse than the one before
+
+    assert registry.promote("round-2").version == "round-2"  # older, the same AUPRC
+    with pytest.raises(PromotionRefused, match="round-1 not promoted: its local AUPRC"):
+        registry.promote("round-1")
+    assert registry.promoted() == "round-2"
