@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from bank_node.cases import export_cases
-from bank_node.config import NodeConfig, load_config
+from bank_node.config import ConfigError, NodeConfig, load_config
 from bank_node.passport import Passport
 from bank_node.portal_client import BankClient
 from bank_node.registry import ModelRegistry, PromotionRefused
@@ -88,13 +88,17 @@ def _report(config: NodeConfig) -> None:
     """Tell the portal at once when the bank opted in; the running node repeats it anyway."""
     if not config.report_served_model:
         return
-    client = BankClient(
-        config.portal_url,
-        config.credential,
-        timeout=config.request_timeout_seconds,
-        max_retries=1,
-        client_cert=config.client_cert,
-    )
+    try:
+        client = BankClient(
+            config.portal_url,
+            config.credential,
+            timeout=config.request_timeout_seconds,
+            max_retries=1,
+            client_cert=config.client_cert,
+        )
+    except ConfigError as exc:  # the promotion stands; the running node reports it later
+        print(f"warning: served model not reported to the portal: {exc}", file=sys.stderr)
+        return
     NodeRegistry(config, client).report()
 
 

@@ -20,6 +20,7 @@ from tests.bank_node.registry_world import (
     tiny_bank,
     ungated_policy,
 )
+from tests.standin_portal import standin_portal
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -81,6 +82,23 @@ def test_promote_refuses_a_dropped_version_with_exit_1_unless_forced(node, capsy
     assert code == 0 and "round-1 is the promoted model again" in out
     code, _, err = _run(capsys, "models", "rollback", "--config", str(node))
     assert code == 2 and "nothing to roll back to" in err
+
+
+def test_promote_tells_the_portal_what_the_node_serves_when_the_bank_opted_in(node, capsys):
+    seen: list[tuple[str, str, bytes]] = []
+
+    def answer(method: str, path: str, headers: Any, body: bytes) -> tuple[int, bytes]:
+        seen.append((method, path, body))
+        return 200, b'{"round": 2, "version": "round-2"}'
+
+    with standin_portal(answer) as client:
+        text = node.read_text().replace("http://127.0.0.1:9", client.base_url.rstrip("/"))
+        node.write_text(text + "report_served_model = true\n")
+        (node.parent / "credential").write_text("cbk_test")
+        argv = ("models", "promote", "round-2", "--force", "--config", str(node))
+        code, _, _ = _run(capsys, *argv)
+    assert code == 0
+    assert seen == [("PUT", "/api/v1/rounds/2/served-model", b'{"version": "round-2"}')]
 
 
 def test_score_without_model_uses_the_promoted_version_not_the_newest(node, bank, capsys):
