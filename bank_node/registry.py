@@ -167,17 +167,12 @@ class ModelRegistry:
     def rollback(self) -> str:
         """Promote again the version promoted before the current one; its name."""
         current = self.promoted()
-        entries = self.history()
-        names = [str(e.get("version")) for e in entries]
-        if current is None or current not in names:
+        stack = _promotion_stack(self.history())
+        if current is None or not stack or stack[-1] != current:
             raise ConfigError(f"nothing to roll back: no promoted version in {self.root}")
-        cut = len(names) - 1 - names[::-1].index(current)
-        for index in range(cut - 1, -1, -1):
-            previous = names[index]
+        for previous in reversed(stack[:-1]):
             if previous != current and (self.root / previous).is_dir():
-                self._write_pointer(previous)
-                stamp = {"version": previous, "at": _now(), "how": "rollback"}
-                self._write_history([*entries[: index + 1], stamp])
+                self._point_to(previous, "rollback")
                 return previous
         raise ConfigError(
             f"nothing to roll back to: {current} is the first promoted version still stored"
@@ -191,7 +186,8 @@ class ModelRegistry:
             if passport.consortium_evaluation is None:
                 return "awaiting_gate", "this bank's gate has not decided on it yet"
             evaluation = passport.consortium_evaluation.get("round")
-            return "rejected_by_gate", f"this bank's gate rejected it (evaluation {evaluation})"
+            detail = f"this bank's gate rejected it (evaluation round {evaluation})"
+            return "rejected_by_gate", detail
         current = self.promoted_passport()
         if current is None or current.version == passport.version:
             return None, ""
@@ -239,6 +235,22 @@ class ModelRegistry:
 
     def _write_history(self, entries: list[dict[str, Any]]) -> None:
         _atomic_write(self.root / HISTORY_FILE, json.dumps(entries, indent=2))
+
+
+def _promotion_stack(entries: list[dict[str, Any]]) -> list[str]:
+    """The promoted versions a rollback walks back through, replayed from the history.
+
+    Each promotion pushes its version; a rollback to V pops back to V's last push. The
+    history itself keeps every entry, rollbacks included (who served what, and when).
+    """
+    stack: list[str] = []
+    for entry in entries:
+        version = str(entry.get("version"))
+        if entry.get("how") == "rollback" and version in stack:
+            stack = stack[: len(stack) - stack[::-1].index(version)]
+        else:
+            stack.append(version)
+    return stack
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -122,6 +122,8 @@ def test_promote_refuses_a_dropped_version_unless_forced_and_rollback_goes_back(
     assert registry.rollback() == "round-1" and registry.promoted() == "round-1"
     with pytest.raises(ConfigError, match="nothing to roll back to"):
         registry.rollback()
+    # The history keeps everything, the rollback included.
+    assert [e["how"] for e in registry.history()] == ["automatic", "forced", "rollback"]
 
 
 def test_a_gated_version_waits_for_the_gate_and_a_rejected_one_is_never_promoted(tmp_path, bank):
@@ -201,3 +203,16 @@ def test_an_older_version_is_promoted_by_hand_only_within_the_tolerance(tmp_path
     with pytest.raises(PromotionRefused, match="round-1 not promoted: its local AUPRC"):
         registry.promote("round-1")
     assert registry.promoted() == "round-2"
+
+
+def test_rollback_walks_back_through_the_promotions_one_at_a_time(tmp_path, bank):
+    node = _node(tmp_path, bank)
+    trained = bank.trained
+    for number in (1, 2, 3):
+        rnd = published(number, ungated_policy())
+        node.evaluated(rnd, trained.weights, 0.5, trained.metrics, None)
+    registry = node.registry
+    assert registry.promoted() == "round-3"
+    assert registry.rollback() == "round-2" and registry.rollback() == "round-1"
+    registry.promote("round-3")
+    assert registry.rollback() == "round-1"  # what was promoted before round-3, this time
