@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_node import config_reference, roster_cli, serve_cli
+from bank_node import config_reference, registry_cli, roster_cli, serve_cli
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
 from protocol import DEFAULT_CKKS_PARAMS
 
@@ -342,6 +342,7 @@ def parser() -> argparse.ArgumentParser:
             _baseline_arguments(c)
 
     roster_cli.add_parser(sub)
+    registry_cli.add_parser(sub)
 
     sc = sub.add_parser("score", help="score transactions with the current global model")
     sc.add_argument("--config", required=True, help="node configuration (TOML)")

@@ -113,6 +113,11 @@ class NodeConfig:
     # Send per-bank quality figures (AUPRC, recall, F1 on local held-out data) to the
     # portal after each round. Off by default: they describe this bank's data.
     report_metrics: bool = False
+    # The model registry (bank_node/registry.py): how far, in AUPRC points on this bank's
+    # held-out data, a new model may fall below the promoted one and still be promoted
+    # automatically; and whether to tell the portal which version the node serves.
+    promotion_tolerance: float = 0.02
+    report_served_model: bool = False
     # Without a pinned genesis a node would believe the portal about members, keys and
     # policies: it refuses to start unless this is set (a test consortium, never production).
     allow_unpinned_roster: bool = False
@@ -418,11 +423,20 @@ def _serve(path: Path, name: str, value: Any) -> ServeConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def _fraction_or_zero(path: Path, name: str, value: Any) -> float:
+    number = _number(path, name, value)
+    if number > 1:
+        raise ConfigError(f"{path}: {name} is in AUPRC points, between 0 and 1, not {value!r}")
+    return number
+
+
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "evaluation": _evaluation,
     "serve": _serve,
     "guardrails": _guardrails,
     "report_metrics": _flag,
+    "report_served_model": _flag,
+    "promotion_tolerance": _fraction_or_zero,
     "allow_unpinned_roster": _flag,
     "poll_interval_seconds": _number,
     "request_timeout_seconds": _number,
@@ -494,6 +508,17 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         None,
         "Send AUPRC, recall and F1 on this bank's held-out data to the portal after each "
         "round (they describe this bank's data).",
+    ),
+    "promotion_tolerance": (
+        None,
+        "How far (AUPRC points, 0.02 = two) a new model's AUPRC on this bank's held-out data "
+        "may fall below the promoted model's and still be promoted automatically; a larger "
+        "drop keeps it stored and held (docs/model-registry.md).",
+    ),
+    "report_served_model": (
+        None,
+        "Tell the portal which model version (and round) this node serves; the bank's page "
+        "shows it.",
     ),
     "allow_unpinned_roster": (
         None,

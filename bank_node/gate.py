@@ -26,6 +26,7 @@ from bank_node.drift_state import drift_reference_save
 from bank_node.gate_checks import check_candidate, check_evaluation_round
 from bank_node.global_models import PublishedModels
 from bank_node.portal_client import BankClient, PortalError
+from bank_node.registry_node import NodeRegistry
 from bank_node.state import (
     NodeState,
     aggregate_file,
@@ -63,6 +64,7 @@ class EvaluationGate:
         self._state = state
         self._roster = roster
         self._data = data
+        self.registry = NodeRegistry(config, client)  # every model kept, with its passport
 
     @property
     def state(self) -> NodeState:
@@ -116,6 +118,7 @@ class EvaluationGate:
         record |= self._signed(record)
         self.state.verdicts[str(candidate)] = record
         self.state.save(state_file(self.config.state_dir))
+        self.registry.decided(candidate, record)
         _log_outcome(evaluation.number, candidate, outcome, policy.gate_alert_rate)
         node_metrics.gate_decided(
             record["decision"], outcome.candidate.auprc, outcome.current.auprc
@@ -215,6 +218,7 @@ class EvaluationGate:
         norm = self.models.normalizer(rnd.stats_round)
         # The bins `score` measures drift against (bank_node/drift_state.py).
         drift_reference_save(state_dir, rnd.number, rnd.policy, weights, self._data(), norm)
+        self.registry.evaluated(rnd, weights, threshold, metrics, self.verdict_on(rnd.number))
         if not rnd.policy.gated:
             save_global_model(state_dir, rnd, weights, threshold)
             node_metrics.global_model_evaluated(rnd.number, metrics)
@@ -225,6 +229,9 @@ class EvaluationGate:
             self.state.save(state_file(self.config.state_dir))
         if self.state.verdicts.get(str(rnd.number), {}).get("decision") == "adopt":
             self.serve(rnd.number, metrics)
+
+    def verdict_on(self, number: int) -> dict[str, Any] | None:
+        return self.state.verdicts.get(str(number))
 
     def serve(self, number: int, metrics: dict[str, Any] | None = None) -> None:
         """Serve adopted candidate ``number`` if this node kept it and serves nothing newer."""

@@ -335,6 +335,11 @@ class BankClient(_Base):
             body["model_digest"] = model_digest
         return self._parsed(MetricsReceipt.from_dict, "POST", f"rounds/{number}/metrics", json=body)
 
+    def report_served_model(self, number: int, version: str) -> dict[str, Any]:
+        """Tell the portal this bank serves round ``number``'s model as ``version`` (opt-in)."""
+        body = {"version": version}
+        return self._json("PUT", f"rounds/{int(number)}/served-model", json=body)
+
 
 class OperatorClient(_Base):
     """Operator calls (HTTP basic auth over TLS in production), used by the demo and scripts."""

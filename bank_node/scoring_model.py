@@ -7,6 +7,10 @@ snapshot, statistics round, alert threshold) and, when the policy normalises fea
 ``normalization-round-N.json``. Everything that scores — ``bank-node score``, ``bank-node
 serve``, the model registry — loads a model through `load_scoring_model` and uses the same
 four steps: raw features, normalised features, scores, alerts.
+
+A node's state directory also holds its model registry (``bank_node.registry``):
+``models/<version>/`` in this same format, plus ``models/promoted`` naming the version
+this bank chose to serve. Loading a directory that holds a registry loads that version.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ import pandas as pd
 import torch
 
 from bank_node.config import ConfigError
+from bank_node.model_files import MODEL_META, MODEL_WEIGHTS, promoted_directory
 from bank_node.training import Normalizer, model_from_vector
 from models.features import FEATURE_NAMES, compute_features
 from models.training import predict_scores
 from protocol import PolicySnapshot, ProtocolError
 
-MODEL_WEIGHTS = "global_model.npy"
-MODEL_META = "global_model.json"
+__all__ = ["MODEL_META", "MODEL_WEIGHTS", "ScoringModel", "load_scoring_model"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class ScoringModel:
     round: int | None  # the published round it came from; None for a local-only model
     label: str  # "global" or "local-only"
     source: Path
+    version: str | None = None  # the registry version, when loaded from the registry
 
     @property
     def feature_names(self) -> list[str]:
@@ -66,7 +71,11 @@ class ScoringModel:
 
 
 def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
-    """The model in ``directory``, or a ConfigError naming the missing or bad file."""
+    """The model in ``directory`` (its promoted version, if it holds a registry).
+
+    A ConfigError names the missing or bad file.
+    """
+    directory, version = promoted_directory(directory)
     meta_path = directory / MODEL_META
     if not meta_path.exists():
         raise ConfigError(f"{meta_path} does not exist" + (f": {hint}" if hint else ""))
@@ -90,6 +99,7 @@ def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
         round=meta.get("round"),
         label=meta.get("model", "global"),
         source=directory,
+        version=version,
     )
 
 

@@ -10,10 +10,11 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
-from consortium.rounds.server_opt_fields import ServerOptimizerFields
 
-# Defined in its own module (this one is at its size limit) and imported here so that
-# Django registers it with the app's other models.
+# Defined in their own modules (this one is at its size limit) and imported here so that
+# Django registers them with the app's other models.
+from consortium.rounds.served_models import ServedModel as ServedModel
+from consortium.rounds.server_opt_fields import ServerOptimizerFields
 from consortium.rounds.verdict_models import GateVerdict as GateVerdict
 from he.codec import TRAILER_SLOTS
 from protocol import (

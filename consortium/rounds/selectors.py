@@ -21,6 +21,7 @@ from consortium.rounds.models import (
     RoundKind,
     RoundPolicy,
     RoundState,
+    ServedModel,
     Submission,
 )
 from consortium.rounds.selectors_epsilon import epsilon_newest_signed
@@ -317,6 +318,11 @@ def bank_list_missing_from(rnd: Round) -> list[Bank]:
 
 def metric_report_list_for_round(rnd: Round) -> list[MetricReport]:
     return list(rnd.metric_reports.select_related("bank").order_by("bank__slug"))
+
+
+def served_model_for_bank(bank: Bank) -> ServedModel | None:
+    """The model version ``bank`` last said its node serves (None: it never reported one)."""
+    return ServedModel.objects.filter(bank=bank).select_related("round").first()
 
 
 def metric_report_count_for_bank(bank: Bank) -> int:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from consortium.rounds import gate_views, secagg_views, views
+from consortium.rounds import gate_views, secagg_views, served_views, views
 
 urlpatterns = [
     path("rounds/", views.RoundListView.as_view(), name="round-list"),
@@ -13,6 +13,11 @@ urlpatterns = [
     ),
     path("rounds/<int:number>/update", views.RoundUpdateView.as_view(), name="round-update"),
     path("rounds/<int:number>/metrics", views.RoundMetricsView.as_view(), name="round-metrics"),
+    path(
+        "rounds/<int:number>/served-model",
+        served_views.ServedModelView.as_view(),
+        name="round-served-model",
+    ),
     # The evaluation gate (docs/robustness.md, "The evaluation gate").
     path("rounds/<int:number>/verdicts", gate_views.VerdictsView.as_view(), name="round-verdicts"),
     # Secure aggregation v2 (docs/secure-aggregation.md, "The round protocol (part 2)").

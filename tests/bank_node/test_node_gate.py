@@ -172,6 +172,18 @@ def test_a_worse_candidate_is_rejected_kept_on_disk_and_never_served(history):
         assert np.max(np.abs(np.load(state_dir / "global_model.npy") - history.trained)) < 1e-4
 
 
+def test_the_registry_promotes_the_adopted_candidate_and_holds_the_rejected_one(history):
+    for agent in history.agents.values():
+        registry = agent.gate.registry.registry
+        assert registry.names() == ["round-1", "round-3"] and registry.promoted() == "round-1"
+        adopted, rejected = registry.passport("round-1"), registry.passport("round-3")
+        assert adopted.adopted and adopted.held is None
+        verdict = agent.state.verdicts["1"]
+        assert adopted.consortium_auprc == verdict["candidate_auprc"]
+        assert adopted.local_evaluation == agent.state.evaluated["1"]
+        assert rejected.held == "rejected_by_gate" and not rejected.adopted
+
+
 def test_every_node_posts_verdicts_that_verify_under_its_roster_key_and_nothing_else(history):
     portal = history.portal
     posted = [v for v in portal.verdicts if v[0] in GATED_BANKS and v[1] in (2, 4)]

@@ -112,6 +112,7 @@ def _bank_page(
     context: dict[str, Any] = {
         "bank": bank,
         "summary": selectors.bank_summary(bank),
+        "served": rounds_selectors.served_model_for_bank(bank),
         "page": page,
         "rows": selectors.participation_rows(bank, list(page)),
         "events": selectors.bank_events(bank) if staff else [],

@@ -117,6 +117,8 @@ torch_threads = {{ .Values.config.torchThreads }}
 encrypt_workers = {{ .Values.config.encryptWorkers }}
 metrics_port = {{ .Values.metrics.port }}
 report_metrics = {{ .Values.config.reportMetrics }}
+promotion_tolerance = {{ .Values.config.promotionTolerance }}
+report_served_model = {{ .Values.config.reportServedModel }}
 {{- if $s.genesis.existingSecret }}
 genesis_file = {{ printf "%s/genesis/%s" $dir $s.genesis.key | toJson }}
 {{- end }}

@@ -1,0 +1,161 @@
+"""A model version's passport: where the model came from and how it was judged.
+
+Every version in the node's registry (``bank_node.registry``) carries one, written as
+``passport.json`` beside the model files. It is the evidence a fraud team attaches to an
+alert (``bank-node cases export``): the published round, the policy it was trained under
+(name, version and the digest the banks signed), the key epoch, this bank's signed ε,
+the digests of the aggregate and of every update in it, the consortium's evaluation (the
+gate's figures, under a gated policy), this bank's own evaluation, and the feature set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bank_node.config import ConfigError
+from models.features import FEATURE_NAMES
+from protocol import ProtocolError, RoundInfo
+from protocol.codec import decode, encode
+
+PASSPORT_FILE = "passport.json"
+
+# The figures of the gate's record that describe the consortium's evaluation of a candidate.
+CONSORTIUM_FIGURES = (
+    "round",
+    "decision",
+    "aggregate_digest",
+    "candidate_auprc",
+    "current_auprc",
+    "candidate_recall",
+    "current_recall",
+)
+
+
+def feature_set_version() -> str:
+    """A short digest of the feature names in order: a model only fits the features it knew."""
+    digest = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
+def version_name(round_number: int) -> str:
+    """The registry's name of the global model of published round ``round_number``."""
+    return f"round-{round_number}"
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """The policy a model was trained under, as the banks approved it."""
+
+    name: str
+    version: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class Passport:
+    """One model version's provenance and evaluations (``passport.json``).
+
+    ``adopted`` is true once the model may be served: at once under an ungated policy,
+    after this bank's own gate verdict adopted it under a gated one. ``held`` names why an
+    adopted or waiting version was not promoted automatically (None: promoted, or never
+    offered); ``held_detail`` says it in words.
+    """
+
+    version: str
+    round: int
+    created_at: str
+    policy: PolicyRef
+    key_epoch: str
+    epsilon: float | None
+    aggregate_digest: str
+    input_digests: dict[str, Any]  # bank -> the digest of its update in the aggregate
+    local_evaluation: dict[str, Any]
+    consortium_evaluation: dict[str, Any] | None
+    feature_set: str
+    threshold: float | None
+    gated: bool
+    adopted: bool
+    held: str | None = None
+    held_detail: str = ""
+
+    @property
+    def local_auprc(self) -> float | None:
+        value = self.local_evaluation.get("auprc")
+        return None if value is None else float(value)
+
+    @property
+    def consortium_auprc(self) -> float | None:
+        value = (self.consortium_evaluation or {}).get("candidate_auprc")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return encode(self)
+
+    def with_verdict(self, verdict: dict[str, Any]) -> Passport:
+        """This passport with the gate's verdict on it: its figures, and adopted or not."""
+        figures = {name: verdict.get(name) for name in CONSORTIUM_FIGURES}
+        return replace(
+            self, consortium_evaluation=figures, adopted=verdict.get("decision") == "adopt"
+        )
+
+    def holding(self, reason: str | None, detail: str = "") -> Passport:
+        return replace(self, held=reason, held_detail=detail)
+
+
+def passport_for(
+    rnd: RoundInfo, bank: str, local: dict[str, Any], threshold: float | None
+) -> Passport:
+    """The passport of published round ``rnd``'s model as this bank evaluated it."""
+    inputs = rnd.manifest.inputs if rnd.manifest is not None else ()
+    own = [i.epsilon for i in inputs if i.bank == bank]
+    # The ε this bank signed with its update to this round; else what its accountant says.
+    epsilon = own[0] if own and own[0] is not None else local.get("epsilon")
+    return Passport(
+        version=version_name(rnd.number),
+        round=rnd.number,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        policy=PolicyRef(rnd.policy.name, rnd.policy.version, rnd.policy.digest()),
+        key_epoch=rnd.key_epoch,
+        epsilon=_finite(epsilon),
+        aggregate_digest=rnd.aggregate_digest,
+        input_digests={i.bank: i.digest for i in inputs},
+        local_evaluation={name: _finite(value) for name, value in local.items()},
+        consortium_evaluation=None,
+        feature_set=feature_set_version(),
+        threshold=_finite(threshold),
+        gated=rnd.policy.gated,
+        adopted=not rnd.policy.gated,
+    )
+
+
+def read_passport(directory: Path) -> Passport:
+    """The passport in ``directory``, or a ConfigError naming the file and what is wrong."""
+    path = directory / PASSPORT_FILE
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: {directory.name} is not a complete version")
+    try:
+        return decode(Passport, json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, ProtocolError) as exc:
+        raise ConfigError(f"{path}: not a model passport: {exc}") from exc
+
+
+def write_passport(directory: Path, passport: Passport) -> None:
+    """Write ``passport.json`` whole or not at all (a reader never sees half a file)."""
+    path = directory / PASSPORT_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(passport.to_dict(), indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON-safe figure: None for a missing, NaN or infinite one."""
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
