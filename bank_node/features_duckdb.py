@@ -9,6 +9,7 @@ partitioned by date (``day=YYYY-MM-DD/``, for training) or one file ordered by `
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from bank_node.config import ConfigError
 from bank_node.staging import StagedInput, stage
 from models.features import FEATURE_NAMES
 from models.features_sql import features_query
 
-CARRY = ("source", "line", "day")  # staged columns the feature rows keep besides ``rid``
+CARRY = ("source", "line", "day")
+_MEMORY = re.compile(
+    r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE
+)  # staged columns the feature rows keep besides ``rid``
 
 
 def _cores() -> int:
@@ -36,6 +41,14 @@ class EngineSettings:
     memory_limit: str = "2GB"
     temp_directory: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     threads: int = field(default_factory=_cores)
+
+    def __post_init__(self) -> None:
+        if not _MEMORY.fullmatch(self.memory_limit):
+            raise ConfigError(
+                f"memory limit {self.memory_limit!r}: expected a size like 2GB, 512MB or 1.5GiB"
+            )
+        if self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, not {self.threads}")
 
 
 def connect(settings: EngineSettings) -> duckdb.DuckDBPyConnection:
@@ -81,6 +94,12 @@ def write_features(
             _write_empty(con, query, out, partition_by_date)
         else:
             con.execute(target)
+    except duckdb.Error as exc:
+        # Out of memory or of spill space: a setting to change, not a crash to report.
+        raise ConfigError(
+            f"feature engine failed ({exc}); memory_limit is {settings.memory_limit} and "
+            f"DuckDB spills to {settings.temp_directory}"
+        ) from exc
     finally:
         con.close()
     return out
@@ -117,7 +136,7 @@ def frame_features(frame: pd.DataFrame, *, float_type: str = "REAL") -> np.ndarr
         write_features(
             staged, out, settings=settings, partition_by_date=False, float_type=float_type
         )
-        table = pq.read_table(out, columns=FEATURE_NAMES)
+        table = pq.read_table(out, columns=["rid", *FEATURE_NAMES]).sort_by("rid")
     dtype = np.float32 if float_type == "REAL" else np.float64
     return (
         np.column_stack([table[n].to_numpy() for n in FEATURE_NAMES])

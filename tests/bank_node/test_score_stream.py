@@ -1,0 +1,157 @@
+"""Scoring at volume: a CSV, a Parquet file or a directory, streamed in batches."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bank_node.baseline import default_policy, save_model
+from bank_node.config import ConfigError
+from bank_node.data import DataError, load_transactions
+from bank_node.features_duckdb import EngineSettings
+from bank_node.score_stream import score_input
+from bank_node.scoring_model import ScoringModel, load_scoring_model
+from bank_node.training import Normalizer
+from models.features import FEATURE_NAMES, compute_features
+from models.nets import build_model
+from models.vector import model_to_vector
+from simulation.world import generate_world
+
+N = len(FEATURE_NAMES)
+
+
+@pytest.fixture(autouse=True)
+def _blob_dir() -> None:
+    """These tests touch no Django (the repo-wide fixture of this name needs it)."""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, n_banks=2, preset="tiny", seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(world: Path, tmp_path_factory: pytest.TempPathFactory) -> ScoringModel:
+    """A normalising model whose threshold (the median score of bank 2) makes many alerts."""
+    directory = tmp_path_factory.mktemp("model")
+    policy = default_policy()
+    weights = model_to_vector(build_model(policy.model_spec, N))
+    x = compute_features(load_transactions(world / "bank_2.csv")).astype(np.float64)
+    moments = np.concatenate([x.mean(axis=0), (x**2).mean(axis=0)])
+    normalizer = Normalizer.from_moments(moments, 1, rows=len(x))
+    save_model(directory, weights, policy, None, normalizer)
+    untuned = load_scoring_model(directory)
+    threshold = float(np.median(untuned.score_frame(load_transactions(world / "bank_2.csv"))))
+    save_model(directory, weights, policy, threshold, normalizer)
+    return load_scoring_model(directory)
+
+
+def settings(tmp_path: Path) -> EngineSettings:
+    return EngineSettings(memory_limit="512MB", temp_directory=tmp_path / "work")
+
+
+def scored(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def scored_as_before(model: ScoringModel, source: Path) -> list[dict[str, str]]:
+    """What `bank-node score` wrote before streaming: the whole file in one frame."""
+    frame = load_transactions(source)
+    scores = model.score_frame(frame)
+    alerts = model.alerts(scores)
+    return [
+        {"line": str(int(line)), "score": f"{score:.6f}", "alert": str(int(alert))}
+        for line, score, alert in zip(frame.index + 2, scores, alerts, strict=True)
+    ]
+
+
+def test_a_single_csv_is_scored_as_it_was_before_streaming(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.csv"
+    summary = score_input(model, world / "bank_2.csv", out, settings=settings(tmp_path))
+    ours, before = scored(out), scored_as_before(model, world / "bank_2.csv")
+    assert out.read_text().splitlines()[0] == "line,score,alert"
+    assert [r["line"] for r in ours] == [r["line"] for r in before]
+    assert [r["alert"] for r in ours] == [r["alert"] for r in before]
+    # Features differ from the in-memory ones by at most one float32 ulp (sums of amounts,
+    # tests/bank_node/test_features_duckdb.py), so a printed score by at most its last digit.
+    gap = np.abs(np.array([r["score"] for r in ours], float) - [float(r["score"]) for r in before])
+    assert gap.max() <= 1e-6
+    assert summary.rows == len(before) and summary.alerts == sum(int(r["alert"]) for r in before)
+    assert 0 < summary.alerts < summary.rows
+    assert not list((tmp_path / "work").iterdir())  # intermediate files removed
+
+
+def test_small_batches_give_the_same_output_as_one_batch(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    one, many = tmp_path / "one.csv", tmp_path / "many.csv"
+    score_input(model, world / "bank_1.csv", one, settings=settings(tmp_path))
+    score_input(model, world / "bank_1.csv", many, settings=settings(tmp_path), batch_rows=999)
+    assert one.read_bytes() == many.read_bytes()
+
+
+def test_a_directory_is_scored_file_by_file_with_a_file_column(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.csv"
+    summary = score_input(model, world, out, settings=settings(tmp_path))
+    rows = scored(out)
+    assert list(rows[0]) == ["file", "line", "score", "alert"]
+    for name in ("bank_1.csv", "bank_2.csv"):
+        lines = [int(r["line"]) for r in rows if r["file"] == name]
+        assert lines == list(range(2, len(load_transactions(world / name)) + 2))
+    assert summary.rows == len(rows)
+
+
+def test_a_parquet_file_of_normalised_columns_scores_like_its_csv(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    parquet = tmp_path / "bank_2.parquet"
+    load_transactions(world / "bank_2.csv").to_parquet(parquet)
+    from_csv, from_parquet = tmp_path / "csv.csv", tmp_path / "parquet.csv"
+    score_input(model, world / "bank_2.csv", from_csv, settings=settings(tmp_path))
+    score_input(model, parquet, from_parquet, settings=settings(tmp_path))
+    a, b = scored(from_csv), scored(from_parquet)
+    assert [r["score"] for r in a] == [r["score"] for r in b]
+    assert [int(r["line"]) for r in b] == list(range(1, len(a) + 1))  # Parquet: row number
+
+
+def test_a_parquet_file_without_the_needed_columns_is_refused_by_name(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    parquet = tmp_path / "partial.parquet"
+    load_transactions(world / "bank_2.csv").drop(columns=["amount_paid"]).to_parquet(parquet)
+    with pytest.raises(DataError, match="amount_paid"):
+        score_input(model, parquet, tmp_path / "out.csv", settings=settings(tmp_path))
+
+
+def test_a_missing_input_or_an_empty_directory_is_a_data_error(
+    model: ScoringModel, tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        score_input(model, tmp_path / "nope.csv", tmp_path / "o.csv", settings=settings(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no \.csv or \.parquet"):
+        score_input(model, tmp_path / "empty", tmp_path / "o.csv", settings=settings(tmp_path))
+
+
+def test_a_header_only_csv_gives_a_header_only_output(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text((world / "bank_2.csv").read_text().splitlines()[0] + "\n")
+    summary = score_input(model, empty, tmp_path / "out.csv", settings=settings(tmp_path))
+    assert summary.rows == 0 and (tmp_path / "out.csv").read_text() == "line,score,alert\n"
+
+
+def test_a_memory_limit_that_is_not_a_size_is_refused() -> None:
+    with pytest.raises(ConfigError, match="expected a size like 2GB"):
+        EngineSettings(memory_limit="lots")
