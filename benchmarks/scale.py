@@ -72,7 +72,8 @@ def _chunk(rng: np.random.Generator, n: int, accounts: int, minute: np.ndarray) 
         "ts": stamps.strftime("%Y/%m/%d %H:%M"),
         "fb": src_bank, "fa": np.char.add("A", src.astype(str)),
         "tb": dst_bank, "ta": np.char.add("A", dst.astype(str)),
-        "ar": amount, "rc": "US Dollar", "ap": amount, "pc": "US Dollar", "fmt": rng.choice(FORMATS, n),
+        "ar": amount, "rc": "US Dollar", "ap": amount, "pc": "US Dollar",
+        "fmt": rng.choice(FORMATS, n),
         "y": (rng.random(n) < 1e-3).astype(int),
     })  # fmt: skip
 
