@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bank_node.baseline import default_policy, save_model
+from bank_node.cli import main
 from bank_node.config import ConfigError
 from bank_node.data import DataError, load_transactions
 from bank_node.features_duckdb import EngineSettings
@@ -155,3 +157,27 @@ def test_a_header_only_csv_gives_a_header_only_output(
 def test_a_memory_limit_that_is_not_a_size_is_refused() -> None:
     with pytest.raises(ConfigError, match="expected a size like 2GB"):
         EngineSettings(memory_limit="lots")
+
+
+def test_the_score_command_scores_a_directory_and_refuses_a_bad_memory_limit(
+    model: ScoringModel, world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "credential").write_text("not-a-real-credential")
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'portal_url = "http://127.0.0.1:9"\nbank = "alpha"\ncredential_file = "credential"\n'
+        'signing_key_file = "signing.key"\nsecret_context_file = "consortium.secret"\n'
+        f'ckks_params_file = "ckks_params.json"\ndata_file = "{world / "bank_1.csv"}"\n'
+        'state_dir = "state"\n'
+    )
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--config", str(config), "--model", str(model.source), "--input", str(world)]
+    assert main([*argv, "--out", str(out), "--memory-limit", "plenty"]) == 2
+    assert "expected a size like 2GB" in capsys.readouterr().err
+    assert main([*argv, "--out", str(out), "--memory-limit", "300MB"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (
+        printed["rows"]
+        == len(scored(out))
+        == sum(len(load_transactions(f)) for f in sorted(world.glob("bank_*.csv")))
+    )
