@@ -95,8 +95,6 @@ def _row_columns() -> dict[str, str]:
         "self_transfer": _flag("from_bank = to_bank AND from_account = to_account"),
         "new_counterparty": "new_pair",
         "pair_count": f"{_log1p('pair_seen')} / 4",
-        "src_distinct_payees": f"{_log1p('src_payees')} / 4",
-        "dst_distinct_payers": f"{_log1p('dst_payers')} / 4",
     }
     for name in PAYMENT_FORMATS:
         cols["fmt_" + name.lower().replace(" ", "_")] = _flag(f"payment_format = '{name}'")
@@ -104,7 +102,7 @@ def _row_columns() -> dict[str, str]:
 
 
 def _pairs_cte() -> str:
-    """Each row's earlier rows of the same (sender, receiver) pair, and the fan degrees."""
+    """Each row's earlier rows of the same (sender, receiver) pair."""
     new_pair = _flag("pair_seen = 0")
     return f"""
 paired AS (
@@ -113,12 +111,7 @@ paired AS (
   FROM tx
 ),
 rowwise AS (
-  SELECT paired.*, {new_pair} AS new_pair,
-    SUM({new_pair}) OVER (PARTITION BY from_bank, from_account {_ROW_ORDER} {_CUMULATIVE})
-      AS src_payees,
-    SUM({new_pair}) OVER (PARTITION BY to_bank, to_account {_ROW_ORDER} {_CUMULATIVE})
-      AS dst_payers
-  FROM paired
+  SELECT paired.*, {new_pair} AS new_pair FROM paired
 )"""  # noqa: S608 (constant SQL text)
 
 
@@ -194,6 +187,10 @@ def _event_columns() -> dict[str, str]:
         cols[f"out_sum_{label}"] = f"{_log1p(f'out_amount_{label}')} / 10"
         cols[f"in_count_{label}"] = f"{_log1p(f'in_n_{label}')} / 4"
         cols[f"in_sum_{label}"] = f"{_log1p(f'in_amount_{label}')} / 10"
+    # Fan degrees: the running count of new pairs among the account's out (in) events is
+    # pandas' cumulative sum of new_pair grouped by sender (receiver), in the same order.
+    cols["distinct_payees"] = f"{_log1p('run_new_out')} / 4"
+    cols["distinct_payers"] = f"{_log1p('run_new_in')} / 4"
     cols["new_payees_24h"] = f"{_log1p('new_out_24h')} / 3"
     cols["new_payers_24h"] = f"{_log1p('new_in_24h')} / 3"
     return cols
