@@ -109,7 +109,7 @@ def _write_empty(
     con: duckdb.DuckDBPyConnection, query: str, out: Path, partition_by_date: bool
 ) -> None:
     """An empty input still gives a readable Parquet file with the feature columns."""
-    table = con.execute(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table()  # noqa: S608
+    table = con.sql(f"SELECT * FROM ({query}) LIMIT 0").to_arrow_table()  # noqa: S608
     if partition_by_date:
         out.mkdir(parents=True, exist_ok=True)
         out = out / "empty.parquet"
