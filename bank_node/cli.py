@@ -213,36 +213,31 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    """Score a CSV of transactions with the newest global model this node evaluated."""
-    import csv
-
-    from bank_node.data import load_transactions
-    from bank_node.drift_state import drift_record
-    from bank_node.explain import alert_reasons
+    """Score transactions with the newest global model this node evaluated (or --model)."""
+    from bank_node.drift_state import drift_counter, drift_save
+    from bank_node.features_duckdb import EngineSettings
+    from bank_node.score_stream import score_input
     from bank_node.scoring_model import load_scoring_model
 
     config = _config(args)
     state = Path(args.model) if args.model else config.state_dir
     model = load_scoring_model(state, hint=_no_model_hint(args.model))
-    frame = load_transactions(Path(args.input))
-    raw = model.features(frame)
-    x = model.normalise(raw)
-    scores = model.scores(x)
-    alerts = model.alerts(scores)
-    reasons = alert_reasons(model.net, x, raw, scores, model.threshold, top_k=args.reasons)
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["line", "score", "alert", "reasons"])
-        for line, score, alert, why in zip(frame.index + 2, scores, alerts, reasons, strict=True):
-            writer.writerow([int(line), f"{score:.6f}", int(alert), why])
+    work = Path(args.work_dir) if args.work_dir else config.state_dir / "score-work"
+    settings = EngineSettings(memory_limit=args.memory_limit, temp_directory=work)
     # Drift is the node's own record: kept only when scoring against its state dir.
-    stamps = frame["timestamp"].to_numpy()
-    drift = None if args.model else drift_record(state, model.round, raw, scores, stamps)
+    counts = None if args.model else drift_counter(state, model.round)
+    summary = score_input(
+        model, Path(args.input), Path(args.out), settings=settings, reasons=args.reasons,
+        drift=counts,
+    )  # fmt: skip
+    drift = None
+    if counts is not None and model.round is not None and summary.rows:
+        drift = drift_save(state, model.round, counts.drift())
     print(
         json.dumps(
             {
-                "rows": int(scores.size),
-                "alerts": int(alerts.sum()),
+                "rows": summary.rows,
+                "alerts": summary.alerts,
                 "threshold": model.threshold,
                 "global_model_round": model.round,
                 "model": model.label,
@@ -346,7 +341,18 @@ def parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score transactions with the current global model")
     sc.add_argument("--config", required=True, help="node configuration (TOML)")
-    sc.add_argument("--input", required=True, help="transactions CSV (IBM AML schema)")
+    sc.add_argument(
+        "--input",
+        required=True,
+        help="transactions: a CSV (IBM AML, PaySim or ULB), a Parquet file of normalised "
+        "columns, or a directory of them (scored in bounded memory)",
+    )
+    sc.add_argument("--memory-limit", default="2GB", help="the feature engine's memory ceiling")
+    sc.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="where intermediate files and spills go (default: state_dir/score-work)",
+    )
     sc.add_argument("--out", required=True, help="where to write line,score,alert,reasons")
     sc.add_argument(
         "--model",

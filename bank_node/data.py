@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +100,41 @@ def load_ulb_csv(path: Path | str, *, chunksize: int = 200_000) -> pd.DataFrame:
     return _load(Path(path), ULB, chunksize)
 
 
+def iter_transactions(path: Path | str, *, chunksize: int = 200_000) -> Iterator[pd.DataFrame]:
+    """The file as `load_transactions` reads it, one normalised chunk at a time.
+
+    Each chunk's index is its rows' 0-based position in the file (CSV line minus 2), so a
+    reader holding one chunk at a time still knows every row's line; the first bad cell
+    raises the same `DataError` as `load_transactions`, once the reader reaches it.
+    """
+    path = Path(path)
+    yield from _chunks(path, detect_format(path), chunksize)
+
+
 def _load(path: Path, fmt: TransactionFormat, chunksize: int) -> pd.DataFrame:
+    parts = list(_chunks(path, fmt, chunksize))
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _chunks(path: Path, fmt: TransactionFormat, chunksize: int) -> Iterator[pd.DataFrame]:
     header = _read_header(path)
     positions = _positions(path, header, fmt)
-    parts = []
     line = 2  # line of the first data row; assumes one physical line per row, as all three write
+    reader = _raw_chunks(path, len(header), chunksize)
+    for chunk in reader:
+        part = _normalise(chunk.iloc[:, positions], fmt, positions, path, line)
+        part.index = pd.RangeIndex(line - 2, line - 2 + len(part))
+        line += len(chunk)
+        yield part
+    if line == 2:
+        empty = {c.name: pd.Series(dtype=str) for c in fmt.columns}
+        yield _normalise(pd.DataFrame(empty), fmt, positions, path, 2)
+
+
+def _raw_chunks(path: Path, fields: int, chunksize: int) -> Iterator[pd.DataFrame]:
+    """The file's text cells, ``chunksize`` rows at a time; a malformed row is a DataError."""
     try:
         with warnings.catch_warnings():
             # A surplus field on the first data row only warns (pandas drops it); refuse it.
@@ -113,19 +143,19 @@ def _load(path: Path, fmt: TransactionFormat, chunksize: int) -> pd.DataFrame:
                 path, dtype=str, keep_default_na=False, skip_blank_lines=False,
                 index_col=False, chunksize=chunksize, encoding="utf-8",
             )  # fmt: skip
-            for chunk in reader:
-                parts.append(_normalise(chunk.iloc[:, positions], fmt, positions, path, line))
-                line += len(chunk)
+        while True:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                chunk = next(reader, None)
+            if chunk is None or len(chunk) == 0:
+                return
+            yield chunk
     except pd.errors.ParserWarning:
-        raise _surplus_on_first_row(path, len(header)) from None
+        raise _surplus_on_first_row(path, fields) from None
     except pd.errors.ParserError as exc:
         raise _parser_error(path, exc) from None
     except UnicodeDecodeError as exc:
         raise DataError(path, None, None, f"not UTF-8 text ({exc.reason})") from None
-    if not parts:
-        empty = {c.name: pd.Series(dtype=str) for c in fmt.columns}
-        return _normalise(pd.DataFrame(empty), fmt, positions, path, 2)
-    return pd.concat(parts, ignore_index=True)
 
 
 def _read_header(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from bank_node.explain import feature_names_for
 from bank_node.training import LocalData, Normalizer, model_from_vector
-from models.drift import Reference, WindowDrift, daily_drift, reference_from
+from models.drift import DailyCounts, Reference, WindowDrift, reference_from
 from models.training import predict_scores
 from protocol import PolicySnapshot
 
@@ -80,13 +80,25 @@ def drift_record(
     recorded, the newest day's score PSI and its largest feature PSI), or None when the
     node kept no reference for that model (a local-only model has no round).
     """
+    counts = drift_counter(state_dir, number)
+    if counts is None or number is None:
+        return None
+    counts.add(raw, scores, np.asarray(timestamps).astype("datetime64[D]"))
+    return drift_save(state_dir, number, counts.drift())
+
+
+def drift_counter(state_dir: Path, number: int | None) -> DailyCounts | None:
+    """A per-day counter against round ``number``'s reference; None when none was kept."""
     if number is None:
         return None
     path = reference_file(state_dir, number)
     if not path.exists():
         return None
-    reference = Reference.from_dict(json.loads(path.read_text()))
-    days = daily_drift(reference, raw, scores, timestamps)
+    return DailyCounts(Reference.from_dict(json.loads(path.read_text())))
+
+
+def drift_save(state_dir: Path, number: int, days: Mapping[str, WindowDrift]) -> dict[str, Any]:
+    """Record ``days`` (replacing days scored again) and return what ``score`` prints."""
     windows = load_windows(state_dir)
     recorded_at = datetime.now(UTC).isoformat(timespec="seconds")
     for day, drift in days.items():

@@ -31,16 +31,28 @@ EPSILON = 1e-4
 
 
 def quantile_edges(reference: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
-    """The inner bin edges of a 1-D reference sample: its distinct (1/n ... (n-1)/n) quantiles.
+    """The inner bin edges of a 1-D reference sample: its distinct (1/n ... (n-1)/n) quantiles,
+    each moved up halfway to the next distinct reference value.
 
     Bin ``i`` holds the values in ``(edge[i-1], edge[i]]``; the first and last bins are open.
+    Moving an edge into the gap above it leaves every reference row in its bin, but keeps a
+    value that the node computes one rounding step differently at scoring time (DuckDB's
+    features against pandas', ``docs/scale.md``) from crossing an edge that sat exactly on
+    it: for a count or a flag that would move a whole value's rows to the next bin.
     """
     values = _finite_1d(reference, "reference")
     if n_bins < 2:
         raise ValueError(f"n_bins must be at least 2, got {n_bins}")
     if values.size == 0:
         raise ValueError("the reference window has no rows to choose bins from")
-    return np.unique(np.quantile(values, np.arange(1, n_bins) / n_bins))
+    edges = np.unique(np.quantile(values, np.arange(1, n_bins) / n_bins))
+    distinct = np.unique(values)
+    above = np.searchsorted(distinct, edges, side="right")  # first value above each edge
+    has_above = above < distinct.size
+    snapped = np.where(
+        has_above, (edges + distinct[np.minimum(above, distinct.size - 1)]) / 2, edges
+    )
+    return np.unique(snapped)
 
 
 def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -144,10 +156,58 @@ def daily_drift(
     days = np.asarray(timestamps).astype("datetime64[D]")
     if days.shape != (len(scores),):
         raise ValueError(f"{days.size} timestamps for {len(scores)} scored rows")
-    return {
-        str(day): window_drift(reference, x[days == day], np.asarray(scores)[days == day])
-        for day in np.unique(days)
-    }
+    counts = DailyCounts(reference)
+    counts.add(x, scores, days)
+    return counts.drift()
+
+
+class DailyCounts:
+    """Per-day bin counts of scored rows, added batch by batch; the days' PSI at the end.
+
+    Counting is additive, so a file scored in batches (``bank_node.score_stream``) gives the
+    same PSI as the same rows at once (`daily_drift`).
+    """
+
+    def __init__(self, reference: Reference) -> None:
+        self.reference = reference
+        self._features: dict[str, list[np.ndarray]] = {}
+        self._scores: dict[str, np.ndarray] = {}
+
+    def add(self, x: np.ndarray, scores: np.ndarray, days: np.ndarray) -> None:
+        """Count rows ``x`` with their ``scores`` under their calendar ``days``."""
+        matrix = _matrix(x, self.reference.features)
+        days = np.asarray(days).astype("datetime64[D]")
+        scores = np.asarray(scores)
+        if not len(scores) == matrix.shape[0] == days.size:
+            raise ValueError(
+                f"{days.size} days and {len(scores)} scores for {matrix.shape[0]} rows"
+            )
+        for day in np.unique(days):
+            rows = days == day
+            key = str(day)
+            features = [
+                bin_counts(matrix[rows, j], edges) for j, edges in enumerate(self.reference.edges)
+            ]
+            score = bin_counts(scores[rows], self.reference.score_edges)
+            if key in self._scores:
+                features = [a + b for a, b in zip(self._features[key], features, strict=True)]
+                score = self._scores[key] + score
+            self._features[key], self._scores[key] = features, score
+
+    def drift(self) -> dict[str, WindowDrift]:
+        """Each counted day's PSI against the reference, keyed "YYYY-MM-DD"."""
+        ref = self.reference
+        return {
+            day: WindowDrift(
+                int(self._scores[day].sum()),
+                {
+                    name: psi(ref.counts[j], self._features[day][j])
+                    for j, name in enumerate(ref.features)
+                },
+                psi(ref.score_counts, self._scores[day]),
+            )
+            for day in sorted(self._scores)
+        }
 
 
 def _finite_1d(values: np.ndarray, what: str) -> np.ndarray:

@@ -38,3 +38,8 @@ def quality() -> ModuleType:
 @pytest.fixture(scope="session")
 def robustness() -> ModuleType:
     return _load_script("robustness")
+
+
+@pytest.fixture(scope="session")
+def scale() -> ModuleType:
+    return _load_script("scale")

@@ -9,6 +9,7 @@ import pytest
 
 from models.drift import (
     EPSILON,
+    DailyCounts,
     Reference,
     bin_counts,
     daily_drift,
@@ -104,3 +105,24 @@ def test_a_reference_survives_its_json_round_trip(reference):
 def test_bad_input_raises_a_value_error_naming_the_problem(reference, call, message):
     with pytest.raises(ValueError, match=message):
         call(reference)
+
+
+def test_counting_a_window_in_batches_gives_the_same_psi_as_all_at_once():
+    rng = np.random.default_rng(11)
+    x, scores = rng.normal(size=(3000, 4)), rng.uniform(size=3000)
+    reference = reference_from(x[:1000], scores[:1000], ["a", "b", "c", "d"])
+    stamps = np.datetime64("2022-09-01") + rng.integers(0, 3, 2000).astype("timedelta64[D]")
+    whole = daily_drift(reference, x[1000:] * 1.3, scores[1000:] ** 2, stamps)
+    counts = DailyCounts(reference)
+    for start in range(0, 2000, 333):
+        part = slice(start, start + 333)
+        counts.add((x[1000:] * 1.3)[part], (scores[1000:] ** 2)[part], stamps[part])
+    assert counts.drift() == whole and len(whole) == 3
+
+
+def test_a_counter_refuses_rows_days_and_scores_that_do_not_line_up():
+    reference = reference_from(
+        np.ones((10, 1)) * np.arange(10)[:, None], np.linspace(0, 1, 10), ["a"]
+    )
+    with pytest.raises(ValueError, match="2 days and 3 scores for 3 rows"):
+        DailyCounts(reference).add(np.zeros((3, 1)), np.zeros(3), np.zeros(2, "datetime64[D]"))

@@ -1,0 +1,145 @@
+"""Score transactions at volume: out-of-core features, then the model batch by batch.
+
+`score_input` takes a CSV, a Parquet file or a directory of them, stages it, has DuckDB
+write its features to one Parquet file in input order (`bank_node.features_duckdb`), then
+reads that file ``batch_rows`` rows at a time (``ParquetFile.iter_batches``) through the
+model's own steps (`bank_node.scoring_model.ScoringModel`: ``normalise``, ``scores``,
+``alerts``) and appends each batch's rows to the output CSV. Memory is DuckDB's limit plus
+one batch, whatever the input's size.
+
+Output: ``line,score,alert,reasons``, one row per input row in input order (``reasons``:
+the top reasons of alerting rows in plain words, `bank_node.explain`); for a directory, a
+first column ``file`` names each row's file. A ``drift`` counter, when given, counts every
+batch's features and scores per day (``models.drift.DailyCounts``).
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from bank_node.explain import DEFAULT_REASONS, alert_reasons
+from bank_node.features_duckdb import EngineSettings, write_features
+from bank_node.scoring_model import ScoringModel
+from bank_node.staging import stage
+from models.drift import DailyCounts
+from models.features import FEATURE_NAMES
+
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What `score_input` wrote: rows, alerts among them, and where."""
+
+    rows: int
+    alerts: int
+    out: Path
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch of feature rows: which input rows they are, and their raw features."""
+
+    files: list[str] | None  # each row's file name, when the input is a directory
+    lines: np.ndarray
+    raw: np.ndarray
+    days: np.ndarray  # each row's calendar day (datetime64[D])
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What each batch adds besides scores: reasons for alerts, drift counts."""
+
+    reasons: int = DEFAULT_REASONS
+    drift: DailyCounts | None = None
+
+
+def score_input(
+    model: ScoringModel,
+    source: Path,
+    out: Path,
+    *,
+    settings: EngineSettings | None = None,
+    batch_rows: int = BATCH_ROWS,
+    reasons: int = DEFAULT_REASONS,
+    drift: DailyCounts | None = None,
+) -> ScoreSummary:
+    """Score every row of ``source`` with ``model`` into the CSV ``out``, in bounded memory.
+
+    Intermediate files (the staged input, the features) go to a temporary directory under
+    ``settings.temp_directory`` and are removed afterwards.
+    """
+    settings = settings or EngineSettings()
+    settings.temp_directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.temp_directory, prefix="score-") as tmp:
+        work = Path(tmp)
+        staged = stage(source, work / "staged.parquet")
+        features = write_features(
+            staged, work / "features.parquet", settings=settings, partition_by_date=False
+        )
+        names = [p.name for p in staged.files] if source.is_dir() else None
+        batches = _batches(features, names, batch_rows)
+        return _write_scores(model, batches, out, names is not None, _Options(reasons, drift))
+
+
+def _batches(path: Path, names: list[str] | None, batch_rows: int) -> Iterator[_Batch]:
+    columns = ["rid", "source", "line", "day", *FEATURE_NAMES]
+    last_rid = -1
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+        rid = batch.column("rid").to_numpy()
+        if len(rid) and (rid[0] <= last_rid or (np.diff(rid) <= 0).any()):
+            raise RuntimeError(f"{path}: feature rows are not in input order")  # an engine bug
+        last_rid = int(rid[-1]) if len(rid) else last_rid
+        raw = np.column_stack([batch.column(n).to_numpy() for n in FEATURE_NAMES])
+        files = None if names is None else [names[i] for i in batch.column("source").to_pylist()]
+        days = np.asarray(batch.column("day").to_numpy(zero_copy_only=False), "datetime64[D]")
+        yield _Batch(files, batch.column("line").to_numpy(), raw.astype(np.float32), days)
+
+
+def _write_scores(
+    model: ScoringModel, batches: Iterator[_Batch], out: Path, by_file: bool, options: _Options
+) -> ScoreSummary:
+    rows = alerts = 0
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        header_written = False
+        for batch in batches:
+            columns = _batch_columns(model, batch, options)
+            if not header_written:
+                writer.writerow(columns)
+                header_written = True
+            writer.writerows(zip(*columns.values(), strict=True))
+            rows += len(batch.lines)
+            alerts += sum(columns["alert"])
+        if not header_written:
+            no_rows = np.zeros((0, len(FEATURE_NAMES)), np.float32)
+            no_days = np.zeros(0, "datetime64[D]")
+            empty = _Batch([] if by_file else None, np.zeros(0, np.int64), no_rows, no_days)
+            writer.writerow(_batch_columns(model, empty, options))
+    return ScoreSummary(rows, alerts, out)
+
+
+def _batch_columns(model: ScoringModel, batch: _Batch, options: _Options) -> dict[str, list[Any]]:
+    """The output columns of one batch (the single place a per-row column is added); the
+    batch is also counted for drift when a counter is given."""
+    normalised = model.normalise(batch.raw)
+    scores = model.scores(normalised)
+    alerts = model.alerts(scores)
+    columns: dict[str, list[Any]] = {} if batch.files is None else {"file": batch.files}
+    columns["line"] = batch.lines.tolist()
+    columns["score"] = [f"{score:.6f}" for score in scores.tolist()]
+    columns["alert"] = alerts.astype(int).tolist()
+    columns["reasons"] = alert_reasons(
+        model.net, normalised, batch.raw, scores, model.threshold, top_k=options.reasons
+    )
+    if options.drift is not None and len(scores):
+        options.drift.add(batch.raw, scores, batch.days)
+    return columns

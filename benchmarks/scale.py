@@ -1,0 +1,177 @@
+"""Feature pipeline at scale: peak memory and throughput, pandas against DuckDB (issue 18).
+
+For each size a synthetic bank's IBM-format CSV is written in chunks (bounded memory),
+then each engine featurises it in a child process of its own, so that process's peak RSS
+(``os.wait4``'s ``ru_maxrss``) is that engine's alone:
+
+* ``pandas``: ``bank_node.data.load_transactions`` + ``models.features.compute_features``,
+  the whole file in memory (today's node);
+* ``duckdb``: ``bank_node.staging.stage`` (chunked CSV to Parquet) + ``bank_node.
+  features_duckdb.write_features`` (the SQL of ``models.features_sql``, Parquet by date).
+
+Usage:
+  python benchmarks/scale.py --sizes 1000000 5000000 20000000 --pandas-max 5000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from simulation.world.presets import IBM_HEADER  # noqa: E402
+
+FORMATS = ["ACH", "Wire", "Cheque", "Credit Card", "Cash", "Bitcoin", "Reinvestment"]
+
+
+def write_bank(path: Path, rows: int, *, seed: int = 0, chunk_rows: int = 500_000) -> Path:
+    """A bank's CSV of ``rows`` transactions over a year, written ``chunk_rows`` at a time.
+
+    Bank "1" is the sender or the receiver of every row; about one account per 40 rows,
+    with skewed activity (a few accounts very busy), 20 counterparty banks, amounts
+    log-normal, one row in a thousand labelled. Rows are in time order, as banks' files are.
+    """
+    rng = np.random.default_rng(seed)
+    accounts = max(1_000, rows // 40)
+    minutes = 365 * 24 * 60
+    chunks = max(1, -(-rows // chunk_rows))
+    with path.open("w", newline="") as handle:
+        handle.write(",".join(IBM_HEADER) + "\n")
+        for i in range(chunks):
+            n = min(chunk_rows, rows - i * chunk_rows)
+            lo, hi = i * minutes // chunks, (i + 1) * minutes // chunks
+            _chunk(rng, n, accounts, np.sort(rng.integers(lo, hi, n))).to_csv(
+                handle, header=False, index=False, lineterminator="\n"
+            )
+    return path
+
+
+def _chunk(rng: np.random.Generator, n: int, accounts: int, minute: np.ndarray) -> pd.DataFrame:
+    own = rng.random(n) < 0.5  # is bank 1 the sender?
+    mine = (accounts * rng.random(n) ** 3).astype(np.int64)  # skewed: few busy accounts
+    other = (accounts * rng.random(n) ** 2).astype(np.int64)
+    other_bank = np.where(rng.random(n) < 0.3, "1", rng.integers(2, 22, n).astype(str))
+    src_bank, dst_bank = np.where(own, "1", other_bank), np.where(own, other_bank, "1")
+    src, dst = np.where(own, mine, other), np.where(own, other, mine)
+    amount = np.round(np.exp(rng.normal(5, 2, n)), 2) + 0.01
+    stamps = pd.Timestamp("2023-01-01") + pd.to_timedelta(minute, unit="min")
+    return pd.DataFrame({
+        "ts": stamps.strftime("%Y/%m/%d %H:%M"),
+        "fb": src_bank, "fa": np.char.add("A", src.astype(str)),
+        "tb": dst_bank, "ta": np.char.add("A", dst.astype(str)),
+        "ar": amount, "rc": "US Dollar", "ap": amount, "pc": "US Dollar",
+        "fmt": rng.choice(FORMATS, n),
+        "y": (rng.random(n) < 1e-3).astype(int),
+    })  # fmt: skip
+
+
+def run_engine(
+    engine: str, source: Path, work: Path, *, memory_limit: str = "2GB", save: bool = False
+) -> tuple[dict[str, Any], float]:
+    """Run one engine in a child process; its JSON report and its peak RSS in MiB."""
+    argv = [sys.executable, __file__, "child", engine, str(source), str(work), memory_limit]
+    process = subprocess.Popen([*argv, *(["--save"] if save else [])], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{engine} on {source} exited with {process.returncode}")
+    return json.loads(output.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool) -> None:
+    start = time.perf_counter()
+    report: dict[str, Any]
+    if engine == "pandas":
+        from bank_node.data import load_transactions
+        from models.features import compute_features
+
+        frame = load_transactions(source)
+        loaded = time.perf_counter()
+        features = compute_features(frame)
+        if save:
+            np.save(work / "pandas.npy", features)
+        report = {"rows": len(frame), "read_s": loaded - start}
+    else:
+        from bank_node.features_duckdb import EngineSettings, write_features
+        from bank_node.staging import stage
+
+        work.mkdir(parents=True, exist_ok=True)
+        staged = stage(source, work / "staged.parquet")
+        loaded = time.perf_counter()
+        settings = EngineSettings(memory_limit=memory_limit, temp_directory=work / "spill")
+        write_features(staged, work / "features", settings=settings)
+        report = {"rows": staged.rows, "read_s": loaded - start}
+    end = time.perf_counter()
+    report |= {"engine": engine, "features_s": end - loaded, "total_s": end - start}
+    print(json.dumps(report))
+
+
+def measure(size: int, work: Path, engines: list[str], memory_limit: str) -> list[dict[str, Any]]:
+    """Both engines on one generated bank of ``size`` rows (the CSV is kept for re-runs)."""
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / f"bank_{size}.csv"
+    if not source.exists():
+        started = time.perf_counter()
+        write_bank(source.with_suffix(".tmp"), size).rename(source)
+        print(f"  wrote {source.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    results = []
+    for engine in engines:
+        out = work / f"{engine}-{size}"
+        shutil.rmtree(out, ignore_errors=True)  # a previous run's features
+        report, rss = run_engine(engine, source, out, memory_limit=memory_limit)
+        shutil.rmtree(out, ignore_errors=True)
+        report |= {"peak_rss_mib": round(rss, 1), "tx_per_s": report["rows"] / report["total_s"]}
+        results.append(report)
+        print(_line(report), flush=True)
+    return results
+
+
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"  {r['engine']:>6} {r['rows']:>12,} rows  read {r['read_s']:7.1f} s  features "
+        f"{r['features_s']:7.1f} s  total {r['total_s']:7.1f} s  "
+        f"{r['tx_per_s'] / 1e3:7.0f}k tx/s  peak RSS {r['peak_rss_mib']:8.1f} MiB"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    p.add_argument("--pandas-max", type=int, default=5_000_000, help="largest size for pandas")
+    p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory_limit")
+    p.add_argument("--work", type=Path, default=Path("var/scale-bench"))
+    args = p.parse_args(argv)
+    print(f"cores: {len(os.sched_getaffinity(0))}, DuckDB memory_limit {args.memory_limit}")
+    duck = []
+    for size in args.sizes:
+        print(f"{size:,} transactions", flush=True)
+        engines = ["duckdb", *(["pandas"] if size <= args.pandas_max else [])]
+        results = measure(size, args.work, engines, args.memory_limit)
+        duck.append(results[0])
+    if len(duck) > 1:
+        ratio = duck[-1]["peak_rss_mib"] / duck[0]["peak_rss_mib"]
+        print(f"duckdb peak RSS {duck[-1]['rows']:,} / {duck[0]['rows']:,} rows: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["child"]:
+        engine, source, work, memory_limit = sys.argv[2:6]
+        _child(engine, Path(source), Path(work), memory_limit, "--save" in sys.argv[6:])
+        sys.exit(0)
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""benchmarks/scale.py at CI size: both engines agree and report their memory and speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.features import FEATURE_NAMES
+
+ROWS = 20_000
+
+
+@pytest.fixture(autouse=True)
+def _blob_dir() -> None:
+    """These tests touch no Django (the repo-wide fixture of this name needs it)."""
+
+
+def test_a_generated_bank_has_the_rows_asked_for_in_time_order(
+    scale: ModuleType, tmp_path: Path
+) -> None:
+    path = scale.write_bank(tmp_path / "bank.csv", 2_345, chunk_rows=1_000)
+    frame = pd.read_csv(path)
+    assert len(frame) == 2_345
+    assert frame["Timestamp"].is_monotonic_increasing
+    assert ((frame["From Bank"] == 1) | (frame["To Bank"] == 1)).all()
+
+
+def test_duckdb_and_pandas_agree_on_20k_rows_and_report_their_peak_memory(
+    scale: ModuleType, tmp_path: Path
+) -> None:
+    source = scale.write_bank(tmp_path / "bank.csv", ROWS, seed=1)
+    duck, duck_rss = scale.run_engine("duckdb", source, tmp_path / "duckdb", memory_limit="256MB")
+    panda, panda_rss = scale.run_engine("pandas", source, tmp_path, save=True)
+    assert duck["rows"] == panda["rows"] == ROWS
+    assert duck_rss > 50 and panda_rss > 50  # MiB: an interpreter with numpy is more than that
+    features = pd.read_parquet(tmp_path / "duckdb" / "features").sort_values("line")
+    assert features["line"].tolist() == list(range(2, ROWS + 2))
+    ours = features[FEATURE_NAMES].to_numpy(np.float32)
+    np.testing.assert_allclose(ours, np.load(tmp_path / "pandas.npy"), rtol=2**-23, atol=1e-9)
+    report = {**duck, "peak_rss_mib": duck_rss, "tx_per_s": ROWS / duck["total_s"]}
+    assert "peak RSS" in scale._line(report) and duck["total_s"] > 0
