@@ -134,7 +134,7 @@ class PlannedScheduling(LoadScopeScheduling):
     """xdist's scope scheduling with the units the workers planned (see the docstring)."""
 
     def __init__(self, config: pytest.Config, log: object | None = None) -> None:
-        super().__init__(config, log)  # type: ignore[arg-type]
+        super().__init__(config, log)
         self._units: dict[str, str] | None = None
 
     def _split_scope(self, nodeid: str) -> str:
