@@ -39,7 +39,8 @@ PYTEST_ARGS ?=
 # Both passes run on both cores: pytest-xdist workers, with tests/xdist_plan.py deciding
 # which tests share a worker (a module's live portal, tests/faults' own server), handing
 # out the multi-process tests first and giving each worker one BLAS/OpenMP thread.
-# Measured on the 2-core machine: see benchmarks/RESULTS.md, "Test suite wall time".
+# Wall time before/after: benchmarks/RESULTS.md, "Test suite wall time" (not yet measured
+# on an idle machine: the shared 2 cores ran at load 10-21 throughout, see there).
 PYTEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 DEMO_ARGS ?=
