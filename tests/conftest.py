@@ -16,6 +16,11 @@ from he.codec import TRAILER_SLOTS, encrypt_vector, pack_update
 from he.keys import fingerprint, generate_secret_context, public_context_bytes
 from he.params import CkksParams
 from he.signing import public_key_b64, sign, update_message, update_message_v2
+from tests.xdist_plan import (  # noqa: F401 - the suite on both cores: hooks found by name
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_xdist_make_scheduler,
+)
 
 PARAMS = CkksParams()
 
