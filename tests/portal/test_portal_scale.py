@@ -7,7 +7,6 @@ hundreds.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -55,14 +54,12 @@ def test_every_page_of_a_large_consortium_needs_a_fixed_number_of_queries(
     client = client_for(operator)
     for url, (limit, expected) in PAGES.items():
         with subtests.test(url=url):
-            started = time.perf_counter()
+            # The query count is the guard (no timings in unit tests: a loaded machine
+            # would fail them, and a loop over the history shows as hundreds of queries).
             with django_assert_max_num_queries(limit):
                 response = client.get(url)
-            elapsed = time.perf_counter() - started
             assert response.status_code == 200
             assert expected in response.content.decode()
-            # Generous: a page that loops over the history takes far longer.
-            assert elapsed < 3, f"{url} took {elapsed:.2f} s"
     with subtests.test(url="/banks/bank-010/ as its representative"):
         from consortium.members.models import Bank
         from consortium.portal.models import BankRepresentative
@@ -70,7 +67,8 @@ def test_every_page_of_a_large_consortium_needs_a_fixed_number_of_queries(
         rep = django_user_model.objects.create_user("rep", password="x")
         BankRepresentative.objects.create(user=rep, bank=Bank.objects.get(slug="bank-010"))
         rep_client = client_for(rep)
-        with django_assert_max_num_queries(17):
+        # +1 for the model version the bank serves (opt-in, docs/model-registry.md).
+        with django_assert_max_num_queries(18):
             response = rep_client.get("/banks/bank-010/?page=2")
         assert response.status_code == 200
         assert "bank-011" not in response.content.decode()
