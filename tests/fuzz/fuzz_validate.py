@@ -62,6 +62,9 @@ def upload_target() -> Callable[[bytes], None]:
         CONSORTIUM_UPLOAD_RATE="1000000/s",
         CONSORTIUM_LOG_LEVEL="CRITICAL",
         DJANGO_ALLOWED_HOSTS="testserver",
+        # Validate in this process: libFuzzer's coverage feedback sees only this process,
+        # and the check is the same function (consortium/rounds/validation_worker.py).
+        CONSORTIUM_VALIDATION_PROCESS="0",
     )
     with atheris.instrument_imports(include=["he", "consortium", "audit"]):
         import django
