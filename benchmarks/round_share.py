@@ -2,7 +2,7 @@
 
     python benchmarks/round_share.py [--params 1000000] [--peers 19] [--repeats 3]
                                      [--preset tiny] [--bank 1] [--seed 0]
-                                     [--model-spec JSON]
+                                     [--model-spec JSON] [--workers 2] [--banks 20]
 
 In one process: generate a seeded synthetic world (``simulation.world``, no download), then
 time one node's local training round on one bank's data exactly as the node runs it
@@ -25,8 +25,12 @@ values (default 1,000,000, the issue's size) and the demo model's own vector. Ev
 is the median of ``--repeats`` runs, on two clocks: the process's CPU time (what a
 dedicated node waits; robust to other jobs on a shared machine) and wall-clock time.
 Prints the timings and the share T_enc / (T_train + T_enc) under each encryption, on each
-clock, against the target of at most 5 % at 1M values. Clocks, keys and updates live in
-``round_share_common.py``, the workers' timing in ``round_share_workers.py``, beside it.
+clock, against the target of at most 5 % at 1M values. Then the rest of the node's round at
+``--params`` values (``round_share_rest.py``): recomputing the aggregate of ``--banks``
+uploads, decrypting it and evaluating the published model, and each encryption's share of
+that whole round, T_enc / (T_train + T_enc + T_check + T_decrypt + T_eval). Clocks, keys
+and updates live in ``round_share_common.py``, the workers' timing in
+``round_share_workers.py``, beside it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from round_share_common import (  # noqa: E402
     median_timing,
     update_values,
 )
+from round_share_rest import rest_lines, time_rest  # noqa: E402
 from round_share_workers import (  # noqa: E402
     measure_workers,
     time_training_beside_workers,
@@ -335,6 +340,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="the world's seed")
     p.add_argument("--workers", type=int, default=2, help="encryption worker processes")
     p.add_argument(
+        "--banks",
+        type=int,
+        default=None,
+        help="uploads in the aggregate the node checks and decrypts (default: --peers + 1)",
+    )
+    p.add_argument(
         "--model-spec",
         type=json_object,
         default=None,
@@ -345,6 +356,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(
             f"--params must exceed {TRAILER_SLOTS}, --peers be >= 0, --repeats and --workers >= 1"
         )
+    args.banks = args.peers + 1 if args.banks is None else args.banks
+    if args.banks < 1:
+        p.error("--banks must be at least 1")
     return args
 
 
@@ -378,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(report_lines(results, args.peers)))
     workers = measure_workers(crypto, t_train, sizes, args.repeats, args.workers)
     print("\n".join(worker_lines(workers, args.workers)))
+    rest = time_rest(crypto, data, policy, args.params, args.banks, args.repeats)
+    encryptions = {"v2 inline": results[0].t_enc_v2, "v2 pre": results[0].t_enc_v2_pre}
+    if workers and workers[0].values == args.params:
+        encryptions[f"{args.workers} workers"] = workers[0].t_enc
+    print("\n".join(rest_lines(rest, t_train, encryptions)))
     beside = time_training_beside_masks(data, policy, crypto, args.params, args.repeats)
     print("\n" + overlap_line(t_train, beside, args.params))
     if args.params >= POOL_MIN_VALUES:

@@ -214,3 +214,50 @@ def test_the_workers_overlap_line_says_how_much_longer_training_took(
         "training while 2 workers start and compute the masks of 10 values, until they are "
         "ready: 2.200s wall against 2.000s alone (+10.0%); CPU of this process 2.100s"
     )
+
+
+def test_the_rest_of_the_round_checks_and_decrypts_a_real_aggregate_whose_masks_cancel(
+    round_share: ModuleType, tmp_path: Path
+) -> None:
+    policy = round_share.demo_policy()
+    data = round_share.bank_data(tmp_path / "world", "tiny", 0, "4")
+    crypto = round_share.crypto_setup(peers=2)
+    rest_module = sys.modules[round_share.time_rest.__module__]  # round_share_rest
+    rest = round_share.time_rest(crypto, data, policy, 5000, banks=3, repeats=1)
+    assert (rest.values, rest.banks) == (5000, 3)
+    for clock in round_share.CLOCKS:
+        parts = (rest.t_check.on(clock), rest.t_decrypt.on(clock), rest.t_eval.on(clock))
+        assert min(parts) > 0
+        assert rest.total(clock) == pytest.approx(sum(parts))
+    # It refuses to time garbage: with one self-mask left unrevealed the sum does not cancel.
+    reveal = rest_module.revealed_self_masks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rest_module, "revealed_self_masks", lambda terms: reveal(terms)[1:])
+        with pytest.raises(RuntimeError, match="masks did not cancel"):
+            round_share.time_rest(crypto, data, policy, 5000, banks=3, repeats=1)
+
+
+@pytest.mark.parametrize(
+    ("t_enc", "t_train", "rest", "share"), [(1.0, 3.0, 1.0, 0.2), (0.0, 1.0, 0.0, 0.0)]
+)
+def test_the_whole_round_share_counts_the_rest_of_the_round(
+    round_share: ModuleType, t_enc: float, t_train: float, rest: float, share: float
+) -> None:
+    rest_module = sys.modules[round_share.time_rest.__module__]
+    assert rest_module.whole_round_share(t_enc, t_train, rest) == pytest.approx(share)
+    with pytest.raises(ValueError):
+        rest_module.whole_round_share(-1.0, t_train, rest)
+
+
+def test_the_rest_lines_give_each_encryptions_share_of_the_whole_round(
+    round_share: ModuleType,
+) -> None:
+    timing = round_share.Timing
+    rest_module = sys.modules[round_share.time_rest.__module__]
+    rest = rest_module.RestResult(
+        1_000_000, 20, timing(2.0, 1.0), timing(0.4, 0.2), timing(0.2, 0.1)
+    )
+    lines = rest_module.rest_lines(rest, timing(4.0, 2.5), {"pre": timing(0.4, 0.2)})
+    cpu = next(line for line in lines if line.strip().startswith("cpu")).split()
+    # cpu: 0.2 / (2.5 + 0.2 + 1.0 + 0.2 + 0.1) = 5.00%
+    assert cpu[1:] == ["1.000s", "0.200s", "0.100s", "2.500s", "5.00%"]
