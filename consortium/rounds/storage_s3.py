@@ -11,6 +11,7 @@ an instance role). Only
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -65,27 +66,29 @@ def put(path: Path, relpath: str) -> None:
 
 def open_stream(relpath: str) -> BinaryIO | None:
     """The object's body as a stream; None when it is not stored."""
-    try:
-        answer = _client().get_object(Bucket=_bucket(), Key=_key(relpath))
-    except ClientError as exc:
-        if _missing(exc):
-            return None
-        raise OSError(f"the blob store did not give {relpath}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise OSError(f"the blob store did not give {relpath}: {exc}") from exc
-    return cast(BinaryIO, answer["Body"])
+    answer = _stored_or_none(
+        "give", relpath, lambda: _client().get_object(Bucket=_bucket(), Key=_key(relpath))
+    )
+    return None if answer is None else cast(BinaryIO, answer["Body"])
 
 
 def size(relpath: str) -> int | None:
+    head = _stored_or_none(
+        "describe", relpath, lambda: _client().head_object(Bucket=_bucket(), Key=_key(relpath))
+    )
+    return None if head is None else int(head["ContentLength"])
+
+
+def _stored_or_none(what: str, relpath: str, call: Callable[[], Any]) -> Any | None:
+    """``call()``'s answer; None when the object is not stored; any other failure an OSError."""
     try:
-        head = _client().head_object(Bucket=_bucket(), Key=_key(relpath))
+        return call()
     except ClientError as exc:
         if _missing(exc):
             return None
-        raise OSError(f"the blob store did not describe {relpath}: {exc}") from exc
+        raise OSError(f"the blob store did not {what} {relpath}: {exc}") from exc
     except BotoCoreError as exc:
-        raise OSError(f"the blob store did not describe {relpath}: {exc}") from exc
-    return int(head["ContentLength"])
+        raise OSError(f"the blob store did not {what} {relpath}: {exc}") from exc
 
 
 def remove(relpath: str) -> bool:
