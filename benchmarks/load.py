@@ -77,6 +77,14 @@ class Portal:
 
     def __init__(self, database_url: str, workers: int, threads: int) -> None:
         self.var = Path(tempfile.mkdtemp(prefix="consortium-load-"))
+        # The chart keeps the workers' metric files in memory (an emptyDir of medium
+        # Memory); on disk they share the journal with 50 fsynced uploads and stall.
+        memory = Path("/dev/shm")
+        self.metrics_dir = Path(
+            tempfile.mkdtemp(
+                prefix="consortium-load-metrics-", dir=memory if memory.is_dir() else None
+            )
+        )
         self.password = secrets.token_urlsafe(16)
         self.env = portal_env(
             self.var,
@@ -92,7 +100,7 @@ class Portal:
             workers=workers,
             timeout=300,
             web_extra=tuple(extra),
-            multiproc_dir=self.var / "prometheus",
+            multiproc_dir=self.metrics_dir,
             new_session=True,
         )
         self.procs = Processes(stop_timeout=30)
@@ -118,6 +126,7 @@ class Portal:
 
     def close(self) -> None:
         self.procs.stop_all()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def percentile(values: list[float], q: float) -> float:
