@@ -6,7 +6,7 @@
 #   make lint          ruff check, ruff format --check, mypy
 #   make test          system-deps, venv, checkov-venv, lint, pytest on PostgreSQL, then on SQLite
 #   make test-postgres only the pytest run on a throwaway PostgreSQL server
-#   make test-sqlite   only the non-e2e pytest run on SQLite
+#   make test-sqlite   only the non-e2e pytest run on SQLite (the tests that touch a database)
 #   make demo          run simulation.demo (DEMO_ARGS are passed through)
 #   make clean         remove var/ and demo-output/ (the venv stays)
 #   make images        build both container images (needs Docker with BuildKit)
