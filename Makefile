@@ -6,7 +6,7 @@
 #   make lint          ruff check, ruff format --check, mypy
 #   make test          system-deps, venv, checkov-venv, lint, pytest on PostgreSQL, then on SQLite
 #   make test-postgres only the pytest run on a throwaway PostgreSQL server
-#   make test-sqlite   only the non-e2e pytest run on SQLite
+#   make test-sqlite   only the non-e2e pytest run on SQLite (the tests that touch a database)
 #   make demo          run simulation.demo (DEMO_ARGS are passed through)
 #   make clean         remove var/ and demo-output/ (the venv stays)
 #   make images        build both container images (needs Docker with BuildKit)
@@ -62,9 +62,13 @@ PYTEST_POSTGRES := $(STEP) pytest-postgres bash scripts/with-postgres.sh $(VPY) 
 PYTEST_POSTGRES_E2E := $(STEP) pytest-postgres-e2e bash scripts/with-postgres.sh $(VPY) -m pytest \
 	-m e2e $(PYTEST_ARGS)
 # ...then everything but the multi-process e2e tests on SQLite (the settings'
-# default without DATABASE_URL), so that both backends keep working. The folders whose
-# tests touch no database (CKKS maths, models, charts, benchmarks) ran once already.
-SQLITE_SKIP := --ignore=tests/he --ignore=tests/models --ignore=tests/helm --ignore=tests/benchmarks
+# default without DATABASE_URL), so that both backends keep working. The tests that touch
+# no database ran once already and prove nothing new on SQLite: the folders of them are
+# not even collected (CKKS maths, models, charts, benchmarks), and --database-tests-only
+# (tests/passes.py) deselects the rest of them, e.g. the bank node's (~780 tests, among
+# them tests/bank_node/test_score_stream.py's 15-20 s ones).
+SQLITE_SKIP := --ignore=tests/he --ignore=tests/models --ignore=tests/helm --ignore=tests/benchmarks \
+	--database-tests-only
 PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest $(XDIST) -m "not e2e" $(SQLITE_SKIP) \
 	$(PYTEST_ARGS)
 

@@ -22,6 +22,9 @@ from tests.xdist_plan import (  # noqa: F401 - the suite on both cores: hooks fo
     pytest_xdist_make_scheduler,
 )
 
+# The SQLite pass leaves out the tests that touch no database (--database-tests-only).
+pytest_plugins = ("tests.passes",)
+
 PARAMS = CkksParams()
 
 

@@ -5,9 +5,11 @@ CONSORTIUM_FUZZ_SECONDS (default 20) sets the time per target; raise it locally 
 longer. A failure leaves libFuzzer's reproducer (crash-*, timeout-*, oom-*) in the test's
 tmp directory; re-run it with `FUZZ_TARGET=... python tests/fuzz/<harness> <file>`.
 
-Marked e2e: each target is a separate process that runs for a fixed time, so it runs once,
-in the PostgreSQL pass of `make test`, not again in the SQLite pass (the upload harness
-brings its own SQLite database either way).
+Each target is one process that runs for a fixed time and touches no test database (the
+upload harness brings its own SQLite one): `make test` runs them once, beside the other
+tests of the PostgreSQL pass on its xdist workers, and the SQLite pass leaves them out
+(tests/passes.py). Not marked e2e: the serial e2e pass is for the tests that start a portal
+and several nodes, and one fuzzer beside one other test has the core it would have alone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 HERE = Path(__file__).resolve().parent
 SECONDS = int(os.environ.get("CONSORTIUM_FUZZ_SECONDS", "20"))
