@@ -21,6 +21,12 @@ from bank_node.serve import ScoringService, json_response
 log = logging.getLogger("bank_node.serve")
 
 RELOAD_CHECK_SECONDS = 5.0  # how often the model files and the promoted pointer are checked
+# Group commit: the account state of the batches answered in the last COMMIT_SECONDS is
+# committed at once (one commit per request cost more than the features); what a crash of
+# the process can lose (docs/serving.md, "State").
+COMMIT_SECONDS = 0.02
+# How often the write-ahead log is copied into the state file, off the request path.
+CHECKPOINT_SECONDS = 1.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -96,11 +102,26 @@ def _watch(service: ScoringService, stop: threading.Event) -> None:
         service.models.reload_if_changed()
 
 
+def _commit(service: ScoringService, stop: threading.Event) -> None:
+    checkpointed = time.monotonic()
+    while not stop.wait(COMMIT_SECONDS):
+        service.flush()
+        if time.monotonic() - checkpointed >= CHECKPOINT_SECONDS:
+            service.checkpoint()
+            checkpointed = time.monotonic()
+
+
 def serve_forever(server: _Server) -> None:
-    """Serve until SIGTERM or SIGINT; SIGHUP reloads the model. Main thread only."""
+    """Serve until SIGTERM or SIGINT; SIGHUP reloads the model. Main thread only.
+
+    Commits are grouped (`COMMIT_SECONDS`); the last group is committed before it returns.
+    """
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(server.service, stop), daemon=True)
     watcher.start()
+    server.service.defer_commits()
+    committer = threading.Thread(target=_commit, args=(server.service, stop), daemon=True)
+    committer.start()
 
     def _reload(signum: int, frame: FrameType | None) -> None:
         log.info("SIGHUP: reloading the model")
@@ -117,5 +138,7 @@ def serve_forever(server: _Server) -> None:
         server.serve_forever()
     finally:
         stop.set()
+        committer.join()
         server.server_close()
+        server.service.flush()
         server.service.store.close()
