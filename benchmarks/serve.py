@@ -6,13 +6,21 @@
 Starts `bank-node serve` in its own process on a fresh state directory with a model in the
 node's format (untrained weights: the cost of a forward pass does not depend on them),
 warms its account state up with ``--warmup`` transactions, then sends ``--rate``
-transactions per second for ``--seconds`` seconds, ``--batch`` per request. The client is
-open loop: request *i* is due at ``i / (rate / batch)`` seconds whether or not earlier ones
-were answered, and its latency runs from that due time (so a stalled server is charged
-for the queue it builds, not hidden by a client that waits). Transactions are the rows of
-one bank of the synthetic world (its accounts and amounts) stamped one simulated second
-per second, so each account's transactions arrive in time order. Prints p50/p90/p99/max
-latency, the throughput achieved and the errors, as a table and one JSON line.
+transactions per second for ``--seconds`` seconds, ``--batch`` per request.
+
+The client is a process of its own (``--client``, started by `offer`): one thread, a
+selector over ``--connections`` persistent keep-alive sockets opened before the clock
+starts, requests built beforehand, one request in flight per connection. It is open loop:
+request *i* is due at ``i / (rate / batch)`` seconds whether or not earlier ones were
+answered, waits for a free connection if none is, and its latency runs from that due time
+(coordinated omission: a stalled server is charged for the queue it builds, not hidden by
+a client that waits). Transactions are the rows of one bank of the synthetic world (its
+accounts and amounts) stamped one simulated second per ``rate`` transactions, so each
+account's transactions are sent in time order; two connections may still deliver an
+account's transactions of neighbouring seconds out of order, which the service refuses
+(422, counted in ``statuses``). Prints the load average at start and end, p50/p90/p99/max
+latency, the throughput achieved, the errors, the server's CPU time per transaction and the
+client's per request, as a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -66,6 +75,7 @@ class Figures:
     p99_ms: float
     max_ms: float
     errors: int
+    statuses: dict[str, int]  # answers by HTTP status (0: none); see the module docstring
     server_cpu_ms_per_tx: float  # user + system time of the server process: load-independent
     client_cpu_ms_per_request: float  # the client process's own cost, to show it is small
     load_start: float  # the machine's 1-minute load average when the measured run began
@@ -265,6 +275,7 @@ def figures(
         seconds=round(elapsed, 2), achieved_tps=round(transactions / elapsed, 1),
         p50_ms=round(float(p50), 2), p90_ms=round(float(p90), 2), p99_ms=round(float(p99), 2),
         max_ms=round(float(latency.max()), 2), errors=sum(1 for d in done if d[2] != 200),
+        statuses=dict(sorted(Counter(str(int(d[2])) for d in done).items())),
         server_cpu_ms_per_tx=round(cpu_seconds * 1000 / max(transactions, 1), 3),
         client_cpu_ms_per_request=round(client_cpu_seconds * 1000 / max(len(done), 1), 3),
         load_start=round(load[0], 2), load_end=round(load[1], 2),
