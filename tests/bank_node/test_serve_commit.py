@@ -63,11 +63,15 @@ def test_serving_commits_the_last_group_when_it_stops(tmp_path: Path, monkeypatc
     server = serve_http.make_server(service, "127.0.0.1", 0)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
 
+    statuses = []
+
     def score_then_stop() -> None:
-        while service.commit_each_batch:  # until serve_forever has deferred commits
-            threading.Event().wait(0.01)
-        assert post(service, transaction(1)).status == 200
-        server.shutdown()
+        try:
+            while service.commit_each_batch:  # until serve_forever has deferred commits
+                threading.Event().wait(0.01)
+            statuses.append(post(service, transaction(1)).status)
+        finally:
+            server.shutdown()  # whatever happened, serve_forever returns
 
     thread = threading.Thread(target=score_then_stop, daemon=True)
     thread.start()
@@ -77,4 +81,5 @@ def test_serving_commits_the_last_group_when_it_stops(tmp_path: Path, monkeypatc
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     thread.join(timeout=10)
+    assert statuses == [200]
     assert _pairs(tmp_path / "state" / "accounts.sqlite3") == {("A1", "B7"): 1}
