@@ -9,6 +9,12 @@ restarted service computes the same features as one that never stopped.
 Only one process may write the file (the service holds a lock around every batch and the
 chart runs one replica): the in-process cache of accounts is then always the truth, and a
 read goes to the file only for an account not in the cache.
+
+A batch of writes is a savepoint (`begin`, then `keep` or `undo`) inside a transaction that
+`commit` makes durable, so that the service can answer several batches per commit (group
+commit, docs/serving.md "State") and still undo one failed batch alone. `checkpoint` copies
+the write-ahead log into the file from a connection of its own, so that its fsync does not
+stall the writer when automatic checkpoints are off (`manual_checkpoints`).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class SqliteStore:
         # key -> (state, how many of its events the file holds: pruned + stored)
         self._cache: OrderedDict[str, tuple[AccountState, int]] = OrderedDict()
         self._pruned_at = self._read_pruned_at()
+        self._checkpointer: sqlite3.Connection | None = None
 
     def _check_meta(self) -> None:
         expected = {"schema": SCHEMA_VERSION, "features": ",".join(FEATURE_NAMES)}
@@ -153,9 +160,41 @@ class SqliteStore:
         """Undo the uncommitted writes and forget the cache, which may hold them."""
         self.db.rollback()
         self._cache.clear()
+        self._pruned_at = self._read_pruned_at()
+
+    def begin(self) -> None:
+        """Start a batch whose writes `undo` takes back alone; `keep` ends it, `commit` saves."""
+        if not self.db.in_transaction:
+            # An outer transaction: releasing the outermost savepoint would commit.
+            self.db.execute("BEGIN")
+        self.db.execute("SAVEPOINT batch")
+
+    def keep(self) -> None:
+        """End the batch begun last, its writes pending until the next `commit`."""
+        self.db.execute("RELEASE batch")
+
+    def undo(self) -> None:
+        """Take back the writes of the batch begun last (earlier batches stay pending)."""
+        self.db.execute("ROLLBACK TO batch")
+        self.db.execute("RELEASE batch")
+        # The cache may hold the batch's states; the file (with this connection's pending
+        # writes) holds the truth before it.
+        self._cache.clear()
+        self._pruned_at = self._read_pruned_at()
+
+    def manual_checkpoints(self) -> None:
+        """Stop the writer's automatic checkpoints: `checkpoint` is then called regularly."""
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+
+    def checkpoint(self) -> None:
+        """Copy committed pages from the write-ahead log into the file, beside the writer."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False)
+        # PASSIVE: never waits for the writer, so the next call takes what this one left.
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def prune(self, now: int) -> int:
-        """Drop every account's events older than the longest window before ``now``."""
+        """Drop every account's events older than the longest window before ``now``; uncommitted."""
         keys = [
             key
             for (key,) in self.db.execute(
@@ -167,8 +206,7 @@ class SqliteStore:
             state.prune(now)
             self.put_account(key, state)
         self.db.execute("INSERT OR REPLACE INTO meta VALUES ('pruned_at', ?)", (str(now),))
-        self.commit()
-        self._pruned_at = now
+        self._pruned_at = now  # durable with the next commit, as the pruned events are
         return len(keys)
 
     def pruned_at(self) -> int | None:
@@ -185,4 +223,7 @@ class SqliteStore:
         self.db.commit()
 
     def close(self) -> None:
+        """Close the file; writes not committed by then are lost (the caller commits first)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.db.close()

@@ -37,6 +37,7 @@ NO_HISTORY_MINUTES = 90 * 24 * 60
 # The windowed quantities, in the order an event carries their running sums.
 N_OUT, SUM_OUT, N_IN, SUM_IN, NEW_OUT, NEW_IN = range(6)
 QUANTITIES = 6
+_ZEROS = (0.0,) * QUANTITIES  # the running sums before an account's first event
 # The z-score's running sums: count, sum and sum of squares of the sender's log amounts.
 Z_N, Z_S, Z_S2 = range(3)
 
@@ -164,15 +165,18 @@ def _add_event(
     state.events.append(Event(t, tuple(state.sums)))
 
 
-def _windowed(state: AccountState, quantity: int, seconds: int) -> float:
-    """The quantity summed over the newest event's window, as running now minus running before."""
+def _before_window(state: AccountState, seconds: int) -> tuple[float, ...]:
+    """The running sums just before the newest event's window (zeros before any event)."""
     newest = state.events[-1]
     start = bisect_right(state.events, newest.t - seconds, key=lambda e: e.t)
     if start > 0:
-        before = state.events[start - 1].running[quantity]
-    else:
-        before = state.base[quantity] if state.base is not None else 0.0
-    return max(newest.running[quantity] - before, 0.0)
+        return state.events[start - 1].running
+    return state.base if state.base is not None else _ZEROS
+
+
+def _windowed(state: AccountState, before: tuple[float, ...], quantity: int) -> float:
+    """The quantity summed over a window, as running now minus running before the window."""
+    return max(state.events[-1].running[quantity] - before[quantity], 0.0)
 
 
 def _since_last(state: AccountState, t: int) -> tuple[float, float]:
@@ -208,14 +212,18 @@ def row_features(tx: Transaction) -> dict[str, float]:
 def _velocity(state: AccountState, side: str) -> dict[str, float]:
     count, total = (N_OUT, SUM_OUT) if side == "src" else (N_IN, SUM_IN)
     direction = "out" if side == "src" else "in"
+    # One search per window, shared by its quantities (the search is most of the cost).
+    before = {name: _before_window(state, seconds) for name, seconds in WINDOWS.items()}
     cols = {}
-    for name, seconds in WINDOWS.items():
-        cols[f"{side}_{direction}_count_{name}"] = math.log1p(_windowed(state, count, seconds)) / 4
-        cols[f"{side}_{direction}_sum_{name}"] = math.log1p(_windowed(state, total, seconds)) / 10
+    for name in WINDOWS:
+        n, amount = _windowed(state, before[name], count), _windowed(state, before[name], total)
+        cols[f"{side}_{direction}_count_{name}"] = math.log1p(n) / 4
+        cols[f"{side}_{direction}_sum_{name}"] = math.log1p(amount) / 10
+    day = before["24h"]
     new, label = (NEW_OUT, "payees") if side == "src" else (NEW_IN, "payers")
-    cols[f"{side}_new_{label}_24h"] = math.log1p(_windowed(state, new, WINDOWS["24h"])) / 3
-    money_in = _windowed(state, SUM_IN, WINDOWS["24h"])
-    money_out = _windowed(state, SUM_OUT, WINDOWS["24h"])
+    cols[f"{side}_new_{label}_24h"] = math.log1p(_windowed(state, day, new)) / 3
+    money_in = _windowed(state, day, SUM_IN)
+    money_out = _windowed(state, day, SUM_OUT)
     high = max(money_in, money_out)
     cols[f"{side}_pass_through_24h"] = min(money_in, money_out) / high if high > 0 else 0.0
     return cols

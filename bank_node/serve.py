@@ -168,6 +168,10 @@ class ScoringService:
         self.max_batch = max_batch
         self._token = token.encode()
         self._lock = threading.Lock()
+        # True: each batch is committed before it is answered. `defer_commits` (called by
+        # serve_http.serve_forever, whose thread then calls `flush`) commits several at once.
+        self.commit_each_batch = True
+        self._pending = False  # batches answered but not yet committed
 
     @property
     def body_limit(self) -> int:
@@ -290,7 +294,7 @@ class ScoringService:
         return json_response(200, {"results": results} if request.batch else results[0])
 
     def _features(self, request: ScoreRequest) -> np.ndarray:
-        """Raw features in the order given, computed in timestamp order; state committed."""
+        """Raw features in the order given, computed in timestamp order; state written."""
         transactions = request.transactions
         order = sorted(range(len(transactions)), key=lambda i: transactions[i].timestamp)
         in_time = [transactions[i] for i in order]
@@ -303,26 +307,78 @@ class ScoringService:
                     422, "out_of_order", f"{field} {problem[1]}", field=field, index=index
                 )
             try:
+                self.store.begin()
                 rows = self.online.rows(in_time)
                 self._prune(in_time[-1].timestamp)
-                self.store.commit()
+                self.store.keep()
             except sqlite3.Error as exc:
-                self.store.rollback()
-                log.error("account state not written to %s: %s", self.store.path, exc)
-                raise InputError(
-                    503, "store", f"the account state cannot be written: {exc}"
-                ) from exc
+                self._abandon()
+                raise _store_error(self.store, exc) from exc
             except Exception:
-                self.store.rollback()  # never leave half a batch in the cache or the file
+                self._abandon()  # never leave half a batch in the cache or the file
                 raise
+            self._written()
         out = np.empty_like(rows)
         out[order] = rows
         return out
+
+    def _abandon(self) -> None:
+        """Take back the batch being written; all pending writes if the savepoint is gone."""
+        try:
+            self.store.undo()
+        except sqlite3.Error:
+            self.store.rollback()
+
+    def _written(self) -> None:
+        """The batch kept: committed now, or by the next `flush` once commits are deferred."""
+        if not self.commit_each_batch:
+            self._pending = True
+            return
+        try:
+            self.store.commit()
+        except sqlite3.Error as exc:
+            self.store.rollback()
+            raise _store_error(self.store, exc) from exc
+
+    def defer_commits(self) -> None:
+        """Commit by `flush` from now on (group commit) and checkpoint by `checkpoint`.
+
+        The caller must then call `flush` every few milliseconds and `flush` once more
+        before closing: what a crash loses is what was answered since the last flush.
+        """
+        with self._lock:
+            self.commit_each_batch = False
+            self.store.manual_checkpoints()
+
+    def flush(self) -> None:
+        """Commit every batch answered since the last commit (a no-op when none was)."""
+        with self._lock:
+            if not self._pending:
+                return
+            self._pending = False
+            try:
+                self.store.commit()
+            except sqlite3.Error as exc:
+                # Their answers are out: as after a crash, those transactions' history is lost.
+                self.store.rollback()
+                log.error("account state not committed to %s: %s", self.store.path, exc)
+
+    def checkpoint(self) -> None:
+        """Copy the committed log into the state file, without the service's lock."""
+        try:
+            self.store.checkpoint()
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed (retried later): %s", self.store.path, exc)
 
     def _prune(self, newest: int) -> None:
         pruned = self.store.pruned_at()
         if pruned is None or newest - PRUNE_LAG - pruned >= DAY:
             self.store.prune(newest - PRUNE_LAG)
+
+
+def _store_error(store: SqliteStore, exc: sqlite3.Error) -> InputError:
+    log.error("account state not written to %s: %s", store.path, exc)
+    return InputError(503, "store", f"the account state cannot be written: {exc}")
 
 
 def _metrics() -> Response:

@@ -6,27 +6,35 @@
 Starts `bank-node serve` in its own process on a fresh state directory with a model in the
 node's format (untrained weights: the cost of a forward pass does not depend on them),
 warms its account state up with ``--warmup`` transactions, then sends ``--rate``
-transactions per second for ``--seconds`` seconds, ``--batch`` per request. The client is
-open loop: request *i* is due at ``i / (rate / batch)`` seconds whether or not earlier ones
-were answered, and its latency runs from that due time (so a stalled server is charged
-for the queue it builds, not hidden by a client that waits). Transactions are the rows of
-one bank of the synthetic world (its accounts and amounts) stamped one simulated second
-per second, so each account's transactions arrive in time order. Prints p50/p90/p99/max
-latency, the throughput achieved and the errors, as a table and one JSON line.
+transactions per second for ``--seconds`` seconds, ``--batch`` per request.
+
+The client is a process of its own (``--client``, started by `offer`): one thread, a
+selector over ``--connections`` persistent keep-alive sockets opened before the clock
+starts, requests built beforehand, one request in flight per connection. It is open loop:
+request *i* is due at ``i / (rate / batch)`` seconds whether or not earlier ones were
+answered, waits for a free connection if none is, and its latency runs from that due time
+(coordinated omission: a stalled server is charged for the queue it builds, not hidden by
+a client that waits). Transactions are the rows of one bank of the synthetic world (its
+accounts and amounts) stamped one simulated second per ``rate`` transactions, so each
+account's transactions are sent in time order; two connections may still deliver an
+account's transactions of neighbouring seconds out of order, which the service refuses
+(422, counted in ``statuses``). Prints the load average at start and end, p50/p90/p99/max
+latency, the throughput achieved, the errors, the server's CPU time per transaction and the
+client's per request, as a table and one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import queue
+import selectors
+import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -46,6 +54,7 @@ from models.vector import model_to_vector  # noqa: E402
 from simulation.world import generate_world  # noqa: E402
 
 TOKEN = "benchmark-token-0123456789abcdef"
+STALL_SECONDS = 60.0  # no answer for this long: the run is abandoned
 T0 = 1_662_000_000  # 2022-09-01: the simulated clock's start
 FIELDS = ["from_bank", "from_account", "to_bank", "to_account", "receiving_currency",
           "payment_currency", "payment_format"]  # fmt: skip
@@ -66,7 +75,11 @@ class Figures:
     p99_ms: float
     max_ms: float
     errors: int
+    statuses: dict[str, int]  # answers by HTTP status (0: none); see the module docstring
     server_cpu_ms_per_tx: float  # user + system time of the server process: load-independent
+    client_cpu_ms_per_request: float  # the client process's own cost, to show it is small
+    load_start: float  # the machine's 1-minute load average when the measured run began
+    load_end: float  # ... and when it ended: other work on the machine shows here
 
 
 def transactions_from_world(count: int, seed: int = 5) -> list[dict[str, Any]]:
@@ -92,29 +105,124 @@ def stamp(transactions: list[dict[str, Any]], start: int, per_second: float) -> 
         tx["timestamp"] = time.strftime("%Y-%m-%dT%H:%M:%S", t)
 
 
-def _send(connection: http.client.HTTPConnection, body: bytes) -> int:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    connection.request("POST", "/score", body, headers)
-    response = connection.getresponse()
-    response.read()
-    return response.status
+def _request_bytes(host: str, body: bytes) -> bytes:
+    """One ``POST /score`` as it goes on the wire, built before the clock starts."""
+    head = (
+        f"POST /score HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
-def _worker(host: str, port: int, jobs: queue.Queue[Any], done: list[tuple[float, ...]]) -> None:
-    connection = http.client.HTTPConnection(host, port, timeout=30)
-    while (job := jobs.get()) is not None:
-        due, body = job
-        time.sleep(max(0.0, due - time.perf_counter()))
+def _connect(host: str, port: int) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=STALL_SECONDS)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one small request: send now
+    return sock
+
+
+def _answer(buffer: bytearray) -> tuple[int, bool] | None:
+    """(status, connection closed) once ``buffer`` holds a whole response, else None."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end]).lower()
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name == b"content-length":
+            length = int(value)
+    if len(buffer) < end + 4 + length:
+        return None
+    return int(head[9:12]), b"connection: close" in head
+
+
+class _Client:
+    """Open-loop sender over persistent connections, one thread, one request per connection."""
+
+    def __init__(self, host: str, port: int, connections: int) -> None:
+        self.host, self.port = host, port
+        self.selector = selectors.DefaultSelector()
+        self.idle: list[socket.socket] = []
+        self.busy: dict[socket.socket, tuple[float, bytearray]] = {}
+        self.done: list[tuple[float, ...]] = []  # (due, answered, status; 0: no answer)
+        for _ in range(connections):
+            self._open()
+
+    def _open(self) -> None:
+        sock = _connect(self.host, self.port)
+        self.selector.register(sock, selectors.EVENT_READ)
+        self.idle.append(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        self.selector.unregister(sock)
+        sock.close()
+        self._open()  # persistent connections: a closed one is replaced before it is needed
+
+    def send(self, sock: socket.socket, due: float, request: bytes) -> None:
         try:
-            status = _send(connection, body)
-        except (OSError, http.client.HTTPException):
-            connection.close()
-            connection = http.client.HTTPConnection(host, port, timeout=30)
-            status = 0
-        done.append((due, time.perf_counter(), status))
+            sock.sendall(request)
+            self.busy[sock] = (due, bytearray())
+        except OSError:
+            self.done.append((due, time.perf_counter(), 0))
+            self._drop(sock)
+
+    def receive(self, timeout: float) -> None:
+        """Read whatever arrived within ``timeout``; a whole answer frees its connection."""
+        events = self.selector.select(timeout)
+        if not events and timeout >= STALL_SECONDS:
+            raise TimeoutError(f"the server answered nothing in {STALL_SECONDS} s")
+        for key, _ in events:
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            due, buffer = self.busy[sock]
+            try:
+                chunk = sock.recv(65_536)
+            except OSError:
+                chunk = b""
+            buffer += chunk
+            answer = _answer(buffer) if chunk else (0, True)
+            if answer is None:
+                continue
+            self.done.append((due, time.perf_counter(), answer[0]))
+            del self.busy[sock]
+            if answer[1]:
+                self._drop(sock)
+            else:
+                self.idle.append(sock)
+
+    def run(
+        self, requests: list[bytes], per_second: float
+    ) -> tuple[float, list[tuple[float, ...]]]:
+        """Request *i* is due at ``start + i / per_second``; latency runs from its due time."""
+        start = time.perf_counter() + 0.05
+        for i, request in enumerate(requests):
+            due = start + i / per_second
+            while True:
+                wait = due - time.perf_counter()
+                if wait <= 0 and self.idle:
+                    break
+                # Late or not, a request waits for a free connection; its clock keeps running.
+                self.receive(max(wait, 0.0) if self.idle else STALL_SECONDS)
+            self.send(self.idle.pop(), due, request)
+        while self.busy:
+            self.receive(STALL_SECONDS)
+        return start, self.done
+
+
+def _client_process(spec: Path) -> None:
+    """The client's own process: read the requests, send them, write (due, answered, status)."""
+    job = json.loads(spec.read_text())
+    payloads = Path(job["payloads"]).read_bytes().split(b"\n")
+    requests = [_request_bytes(job["host"], body) for body in payloads]
+    client = _Client(job["host"], job["port"], job["connections"])
+    cpu = time.process_time()
+    start, done = client.run(requests, job["per_second"])
+    result = {"start": start, "done": done, "cpu_seconds": time.process_time() - cpu}
+    Path(job["out"]).write_text(json.dumps(result))
 
 
 def bodies(transactions: list[dict[str, Any]], batch: int) -> list[bytes]:
+    """Request bodies of ``batch`` transactions each (one: the bare transaction object)."""
     if batch == 1:
         return [json.dumps(tx).encode() for tx in transactions]
     chunks = [transactions[i : i + batch] for i in range(0, len(transactions), batch)]
@@ -123,27 +231,28 @@ def bodies(transactions: list[dict[str, Any]], batch: int) -> list[bytes]:
 
 def offer(
     url: str, payloads: list[bytes], *, per_second: float, connections: int
-) -> tuple[float, list[tuple[float, ...]]]:
-    """Send ``payloads`` open loop at ``per_second`` requests a second.
+) -> tuple[float, list[tuple[float, ...]], float]:
+    """Send ``payloads`` open loop at ``per_second`` requests a second, from another process.
 
-    Returns the start and, per request, (due, answered, status) on ``time.perf_counter``.
+    The client runs in a process of its own so that its work never competes with the
+    server's for one interpreter. Returns the start and, per request, (due, answered,
+    status) on that process's ``time.perf_counter``, and the client's own CPU seconds.
     """
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    jobs: queue.Queue[Any] = queue.Queue()
-    done: list[tuple[float, ...]] = []
-    threads = [
-        threading.Thread(target=_worker, args=(host, int(port), jobs, done), daemon=True)
-        for _ in range(connections)
-    ]
-    start = time.perf_counter() + 0.2
-    for i, body in enumerate(payloads):
-        jobs.put((start + i / per_second, body))
-    for thread in threads:
-        jobs.put(None)
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return start, done
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # JSON bodies hold no raw newline, so one per line is unambiguous.
+        (work / "payloads").write_bytes(b"\n".join(payloads))
+        job = {"host": host, "port": int(port), "per_second": per_second,
+               "connections": connections, "payloads": str(work / "payloads"),
+               "out": str(work / "out.json")}  # fmt: skip
+        (work / "job.json").write_text(json.dumps(job))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run([sys.executable, __file__, "--client", str(work / "job.json")],
+                       check=True, env=env)  # fmt: skip
+        result = json.loads((work / "out.json").read_text())
+    done = [tuple(row) for row in result["done"]]
+    return float(result["start"]), done, float(result["cpu_seconds"])
 
 
 def figures(
@@ -154,6 +263,8 @@ def figures(
     batch: int,
     transactions: int,
     cpu_seconds: float,
+    client_cpu_seconds: float,
+    load: tuple[float, float],
 ) -> Figures:
     """Percentiles of (answered - due); throughput over the first due to the last answer."""
     latency = np.array([answered - due for due, answered, _ in done]) * 1000
@@ -164,7 +275,10 @@ def figures(
         seconds=round(elapsed, 2), achieved_tps=round(transactions / elapsed, 1),
         p50_ms=round(float(p50), 2), p90_ms=round(float(p90), 2), p99_ms=round(float(p99), 2),
         max_ms=round(float(latency.max()), 2), errors=sum(1 for d in done if d[2] != 200),
+        statuses=dict(sorted(Counter(str(int(d[2])) for d in done).items())),
         server_cpu_ms_per_tx=round(cpu_seconds * 1000 / max(transactions, 1), 3),
+        client_cpu_ms_per_request=round(client_cpu_seconds * 1000 / max(len(done), 1), 3),
+        load_start=round(load[0], 2), load_end=round(load[1], 2),
     )  # fmt: skip
 
 
@@ -219,17 +333,36 @@ def run(url: str, *, rate: float, seconds: float, batch: int, connections: int,
     if warmup:
         offer(url, bodies(transactions[:warmup], 100), per_second=1e9, connections=1)
     measured = transactions[warmup:]
+    load_start = os.getloadavg()[0]
     cpu_before = cpu_seconds(pid)
-    start, done = offer(
+    start, done, client_cpu = offer(
         url, bodies(measured, batch), per_second=rate / batch, connections=connections
     )
     cpu = cpu_seconds(pid) - cpu_before
     return figures(
-        start, done, offered=rate, batch=batch, transactions=len(measured), cpu_seconds=cpu
-    )
+        start, done, offered=rate, batch=batch, transactions=len(measured),
+        cpu_seconds=cpu, client_cpu_seconds=client_cpu, load=(load_start, os.getloadavg()[0]),
+    )  # fmt: skip
+
+
+def report(result: Figures) -> None:
+    """The figures as a table, then as one JSON line."""
+    print(f"cpus {os.cpu_count()}  load average (1 min) at start {result.load_start:.2f}, "
+          f"at end {result.load_end:.2f}")  # fmt: skip
+    print("offered tx/s  batch  requests  achieved tx/s  p50 ms  p90 ms  p99 ms  max ms  errors"
+          "  server cpu ms/tx  client cpu ms/req")  # fmt: skip
+    print(f"{result.offered_tps:>12.0f}  {result.batch:>5}  {result.requests:>8}  "
+          f"{result.achieved_tps:>13.1f}  {result.p50_ms:>6.2f}  {result.p90_ms:>6.2f}  "
+          f"{result.p99_ms:>6.2f}  {result.max_ms:>6.1f}  {result.errors:>6}  "
+          f"{result.server_cpu_ms_per_tx:>16.3f}  "
+          f"{result.client_cpu_ms_per_request:>17.3f}")  # fmt: skip
+    print(json.dumps(asdict(result)))
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--client"]:  # the client's own process (see offer)
+        _client_process(Path(sys.argv[2]))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rate", type=float, default=500, help="transactions offered per second")
     p.add_argument("--seconds", type=float, default=20)
@@ -237,18 +370,12 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=16, help="client keep-alive connections")
     p.add_argument("--warmup", type=int, default=2000, help="transactions sent before measuring")
     args = p.parse_args()
+    print(f"load average (1 min) before start-up {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, serve_process(write_node(Path(tmp))) as server:
         url, pid = server
         result = run(url, rate=args.rate, seconds=args.seconds, batch=args.batch,
                      connections=args.connections, warmup=args.warmup, pid=pid)  # fmt: skip
-    print(f"cpus {os.cpu_count()}  load average {os.getloadavg()[0]:.1f}")
-    print("offered tx/s  batch  requests  achieved tx/s  p50 ms  p90 ms  p99 ms  max ms  errors"
-          "  server cpu ms/tx")  # fmt: skip
-    print(f"{result.offered_tps:>12.0f}  {result.batch:>5}  {result.requests:>8}  "
-          f"{result.achieved_tps:>13.1f}  {result.p50_ms:>6.2f}  {result.p90_ms:>6.2f}  "
-          f"{result.p99_ms:>6.2f}  {result.max_ms:>6.1f}  {result.errors:>6}  "
-          f"{result.server_cpu_ms_per_tx:>16.3f}")  # fmt: skip
-    print(json.dumps(asdict(result)))
+    report(result)
 
 
 if __name__ == "__main__":
