@@ -138,7 +138,8 @@ class PolicySnapshot:
         if not FEATURE_SET_PATTERN.fullmatch(self.feature_set) or len(self.feature_set) > 32:
             raise ProtocolError(
                 "feature_set",
-                f"must be a feature set name like {DEFAULT_FEATURE_SET!r} (got {self.feature_set!r})",
+                f"must be a feature set name like {DEFAULT_FEATURE_SET!r} "
+                f"(got {self.feature_set!r})",
             )
         if self.secure_aggregation not in SECURE_AGGREGATION_PROTOCOLS:
             raise ProtocolError(
