@@ -202,7 +202,6 @@ class Agent:
     def check_round(self, rnd: RoundInfo) -> None:
         """Everything the roster and this bank's guardrails must allow before training."""
         check_round(self.roster, rnd)
-        self.check_data(rnd.policy)  # before training, and before v2 sharing commits us
         now = time.time()
         recent = sum(1 for t in self.state.submitted_at.values() if now - t < DAY_SECONDS)
         epochs = {self.keys.fingerprint, *self.keys.previous}
@@ -210,6 +209,7 @@ class Agent:
         deps = [self.client.round(n) for n in (rnd.base_round, rnd.stats_round) if n is not None]
         check_dependencies(rnd, self.state.refused, deps)
         self.gate.check_base(rnd)  # under a gated policy: a base this bank adopted itself
+        self.check_data(rnd.policy)  # before training, and before v2 sharing commits us
 
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
