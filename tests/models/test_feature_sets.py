@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bank_node.data import load_transactions
+from bank_node.explain import feature_names_for
 from models.feature_sets import (
     FEATURE_SETS,
     PAYSIM_EXTRA_NAMES,
@@ -79,3 +80,9 @@ def test_paysim_features_are_the_account_features_then_type_one_hot_and_rule_fla
     assert (one_hot[:, transfer] == (frame["transaction_type"] == "TRANSFER")).all()
     np.testing.assert_array_equal(matrix[:, -1], frame["rule_flag"].to_numpy())
     assert matrix[:, -1].any()  # the fixture's rule flags some large amounts
+
+
+def test_every_set_has_its_own_width_so_a_models_width_names_its_features():
+    assert len({s.n_features for s in FEATURE_SETS.values()}) == len(FEATURE_SETS)
+    for spec in FEATURE_SETS.values():
+        assert feature_names_for(spec.n_features) == list(spec.feature_names)
