@@ -37,6 +37,7 @@ from bank_node.features_duckdb import EngineSettings, write_features
 from bank_node.scoring_model import ScoringModel
 from bank_node.staging import PARQUET_SUFFIXES, input_files, stage
 from models.drift import DailyCounts
+from models.feature_sets import FeatureSet
 from models.features import FEATURE_NAMES
 from protocol import DEFAULT_FEATURE_SET as SQL_FEATURE_SET
 
@@ -120,7 +121,7 @@ def _memory_batches(model: ScoringModel, source: Path, batch_rows: int) -> Itera
     """A feature set the SQL does not define: the whole CSV input in memory, then batches."""
     spec = model.feature_set
     files = input_files(source)
-    frames = [_csv_frame(path, spec.name, spec.missing) for path in files]
+    frames = [_csv_frame(path, spec) for path in files]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     raw = model.features(frame).astype(np.float32)
     lines = np.concatenate([f.index.to_numpy(np.int64) + 2 for f in frames])
@@ -133,8 +134,9 @@ def _memory_batches(model: ScoringModel, source: Path, batch_rows: int) -> Itera
         yield _Batch(batch_files, lines[part], raw[part], days[part])
 
 
-def _csv_frame(path: Path, name: str, missing: Any) -> pd.DataFrame:
+def _csv_frame(path: Path, spec: FeatureSet) -> pd.DataFrame:
     """One CSV input, its index the rows' 0-based positions; it must hold the set's columns."""
+    name = spec.name
     if path.suffix.lower() in PARQUET_SUFFIXES:
         raise DataError(
             path, None, None,
@@ -142,7 +144,7 @@ def _csv_frame(path: Path, name: str, missing: Any) -> pd.DataFrame:
             f"Parquet computes {SQL_FEATURE_SET!r})",
         )  # fmt: skip
     frame = load_transactions(path)
-    if lacking := missing(frame.columns):
+    if lacking := spec.missing(frame.columns):
         raise DataError(
             path, 1, lacking[0], f"feature set {name!r} needs columns {lacking} this file lacks"
         )
