@@ -14,11 +14,13 @@ from bank_node.aggregate_guard import policy_model_length
 from bank_node.checks import (
     Refused,
     check_dependencies,
+    check_feature_set,
     check_guardrails,
     check_round,
 )
 from bank_node.config import NodeConfig
 from bank_node.counts import pack_checked
+from bank_node.data import check_header
 from bank_node.gate import EvaluationGate
 from bank_node.global_models import PublishedModels
 from bank_node.influence import bound_update
@@ -45,7 +47,7 @@ from he.errors import HEError
 from he.integrity import tag_value
 from he.signing import sign, update_message_v2
 from models.privacy import PrivacyBudgetExceeded, epsilon_after, would_exceed
-from protocol import CohortKeys, PrivacyClaim, RoundInfo
+from protocol import CohortKeys, PolicySnapshot, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
@@ -80,14 +82,23 @@ class Agent:
             config, keys, client, self.secagg, lambda: self.roster, lambda: self.state
         )
         self.gate = EvaluationGate(
-            config, client, self.models, lambda: self.state, lambda: self.roster, lambda: self.data
+            config, client, self.models, lambda: self.state, lambda: self.roster, self.data
         )
         self.guard = StepGuard(self.refuse, self.give_up)
         node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
 
-    @property
-    def data(self) -> LocalData:
-        return local_data(self.config.data_file, self.config.evaluation)
+    def data(self, policy: PolicySnapshot) -> LocalData:
+        """This bank's data as the policy's feature set; ``Refused`` if it cannot compute it."""
+        self.check_data(policy)
+        config = self.config
+        return local_data(
+            config.data_file, config.evaluation, policy.feature_set, config.data_format
+        )
+
+    def check_data(self, policy: PolicySnapshot) -> None:
+        """The policy's feature set is computable from this bank's data (header read only)."""
+        fmt = check_header(self.config.data_file, self.config.data_format)
+        check_feature_set(policy, fmt.name, fmt.frame_columns)
 
     # --- one poll ------------------------------------------------------------------
 
@@ -198,6 +209,7 @@ class Agent:
         deps = [self.client.round(n) for n in (rnd.base_round, rnd.stats_round) if n is not None]
         check_dependencies(rnd, self.state.refused, deps)
         self.gate.check_base(rnd)  # under a gated policy: a base this bank adopted itself
+        self.check_data(rnd.policy)  # before training, and before v2 sharing commits us
 
     def participate(self, rnd: RoundInfo) -> bool:
         """Train on the round's base and upload; False when the node must sit this one out."""
@@ -262,10 +274,10 @@ class Agent:
             histograms, n = self.gate.contribution(rnd)
             return histograms, n, None
         if not rnd.is_training:
-            moments, n = feature_moments(self.data)
+            moments, n = feature_moments(self.data(rnd.policy))
             return moments, n, None
         policy = rnd.policy
-        data = self.data.normalized(self.normalizer(rnd.stats_round))
+        data = self.data(policy).normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
         if not policy.dp_enabled:
             weights, n = train_round(data, policy, base, seed=rnd.number)
@@ -343,7 +355,7 @@ class Agent:
         policy = rnd.policy
         model = model_from_vector(policy.model_spec, policy.n_features, weights)
         stats_round = rnd.stats_round
-        metrics = evaluate(model, self.data.normalized(self.normalizer(stats_round)))
+        metrics = evaluate(model, self.data(policy).normalized(self.normalizer(stats_round)))
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon

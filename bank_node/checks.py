@@ -16,6 +16,7 @@ from bank_node.config import Guardrails
 from bank_node.counts import MAX_BANKS_PER_SUM
 from governance import RosterError, RosterState, check_cohort
 from he.signing import update_signature_valid
+from models.feature_sets import FEATURE_SETS
 from protocol import Manifest, ManifestInput, PolicySnapshot, RoundInfo
 
 
@@ -117,6 +118,38 @@ def check_guardrails(
             "guardrail",
             f"round {rnd.number}: key epoch {rnd.key_epoch[:16]}… is not among this bank's "
             "guardrail accepted_key_epochs",
+        )
+
+
+def check_feature_set(policy: PolicySnapshot, data_format: str, columns: Iterable[str]) -> None:
+    """The policy's feature set is one this node computes, from columns its data holds.
+
+    ``data_format`` names the bank's file format and ``columns`` its normalised frame's
+    columns (``TransactionFormat.frame_columns``). Refused before any training, naming the
+    feature set and what is missing, so a bank never uploads features it cannot compute.
+    """
+    name = _policy_name(policy)
+    spec = FEATURE_SETS.get(policy.feature_set)
+    if spec is None:
+        raise Refused(
+            "feature_set_unknown",
+            f"{name}: feature set {policy.feature_set!r} is not one this node computes "
+            f"(known: {', '.join(FEATURE_SETS)}); upgrade the node",
+        )
+    if policy.n_features != spec.n_features:
+        raise Refused(
+            "feature_set_mismatch",
+            f"{name}: n_features {policy.n_features} does not match feature set "
+            f"{spec.name!r}, which computes {spec.n_features}",
+        )
+    if missing := spec.missing(columns):
+        shown = ", ".join(missing[:6]) + (
+            f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+        )
+        raise Refused(
+            "feature_set_unusable",
+            f"{name}: feature set {spec.name!r} needs columns this bank's {data_format} data "
+            f"does not have: {shown}",
         )
 
 

@@ -164,7 +164,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bank_node.data import check_header
 
     config = _config(args)
-    check_header(config.data_file)  # a wrong file fails now, naming it, not at round one
+    check_header(config.data_file, config.data_format)  # a wrong file fails now, not at round one
     agent = agent_from_config(config)
     if config.metrics_port:
         from bank_node import drift_metrics
@@ -185,7 +185,7 @@ def cmd_train_once(args: argparse.Namespace) -> int:
     from bank_node.data import check_header
 
     config = _config(args)
-    check_header(config.data_file)  # as `run` does: a wrong file fails before any round
+    check_header(config.data_file, config.data_format)  # as `run` does
     agent = agent_from_config(config)
     agent.run(max_rounds=len(agent.state.evaluated) + 1, idle_exit_seconds=args.timeout)
     return 0
@@ -207,7 +207,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     log.info("baseline: policy from %s; split: %s", chosen.source, config.evaluation.describe())
     policy = chosen.policy
     epochs = args.epochs or policy.local_epochs * policy.max_rounds
-    data = local_data(config.data_file, config.evaluation)
+    data = local_data(config.data_file, config.evaluation, policy.feature_set, config.data_format)
     print(json.dumps(run_baseline(data, chosen, epochs, save)))
     return 0
 

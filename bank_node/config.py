@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bank_node.schemas import DATA_FORMATS
 from bank_node.serve_config import SERVE_READERS, SERVE_REFERENCE, ServeConfig, read_serve
 
 
@@ -95,6 +96,9 @@ class NodeConfig:
     ckks_params_file: Path
     data_file: Path
     state_dir: Path
+    # How data_file is read: "auto" recognises IBM AML, PaySim or ULB from the header; a
+    # format's key names it (a header then missing one of its columns is refused).
+    data_format: str = "auto"
     poll_interval_seconds: float = 2.0
     request_timeout_seconds: float = 60.0
     max_retries: int = 8
@@ -430,7 +434,17 @@ def _fraction_or_zero(path: Path, name: str, value: Any) -> float:
     return number
 
 
+def _data_format(path: Path, name: str, value: Any) -> str:
+    text = _text(path, name, value)
+    if text not in DATA_FORMATS:
+        raise ConfigError(
+            f"{path}: {name} must be one of {', '.join(DATA_FORMATS)} (got {value!r})"
+        )
+    return text
+
+
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "data_format": _data_format,
     "evaluation": _evaluation,
     "serve": _serve,
     "guardrails": _guardrails,
@@ -478,6 +492,11 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
     "state_dir": (
         '"state"',
         "Where the node keeps its round state, models and logs (created if missing).",
+    ),
+    "data_format": (
+        None,
+        "How data_file is read: auto (recognised from the header), ibm, paysim or ulb. The "
+        "policy's feature set must find its columns there (docs/own-data.md, 'Feature sets').",
     ),
     "poll_interval_seconds": (None, "Seconds between two polls of the portal."),
     "request_timeout_seconds": (None, "Seconds before one request to the portal times out."),

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bank_node.schemas import EXPECTED, FORMATS, IBM, PAYSIM, ULB, TransactionFormat
+from bank_node.schemas import DATA_FORMATS, EXPECTED, FORMATS, IBM, PAYSIM, ULB, TransactionFormat
 
 
 class DataError(ValueError):
@@ -28,14 +28,18 @@ class DataError(ValueError):
         super().__init__(f"{self.path}, {where}, column {column or '-'}: {problem}")
 
 
-def load_transactions(path: Path | str, *, chunksize: int = 200_000) -> pd.DataFrame:
+def load_transactions(
+    path: Path | str, *, chunksize: int = 200_000, data_format: str = "auto"
+) -> pd.DataFrame:
     """Load any known transaction file, recognised by its header (IBM AML, PaySim, ULB).
 
     Every format gives the `NORMALISED_COLUMNS`; PaySim adds ``transaction_type`` and
     ``rule_flag`` (its ``isFlaggedFraud`` rule, never the label), ULB adds ``v1``..``v28``.
     A header matching no format raises `DataError` listing the formats we know.
+    ``data_format`` ("ibm", "paysim", "ulb") reads the file as that format instead of
+    recognising it; a header lacking one of its columns raises `DataError` naming it.
     """
-    return _load(Path(path), detect_format(path), chunksize)
+    return _load(Path(path), check_header(path, data_format), chunksize)
 
 
 def detect_format(path: Path | str) -> TransactionFormat:
@@ -68,13 +72,18 @@ def _unknown_header(header: list[str], nearest: TransactionFormat | None) -> str
     return f"header matches no known format{near}. Known formats: {known}"
 
 
-def check_header(path: Path | str) -> TransactionFormat:
+def check_header(path: Path | str, data_format: str = "auto") -> TransactionFormat:
     """The file's format, once its header holds every column that format needs.
 
     Reads the header line only: a node checks its ``data_file`` at start-up this way, so
-    a wrong file is refused at once rather than at the first round.
+    a wrong file is refused at once rather than at the first round. ``data_format`` "auto"
+    recognises the format from the header; a format's key ("ibm", "paysim", "ulb") names it.
     """
-    fmt = detect_format(path)
+    if data_format not in DATA_FORMATS:
+        raise ValueError(
+            f"data_format must be one of {', '.join(DATA_FORMATS)}, not {data_format!r}"
+        )
+    fmt = detect_format(path) if data_format == "auto" else FORMATS[data_format]
     _positions(Path(path), _read_header(Path(path)), fmt)
     return fmt
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.features import CARD_FEATURE_NAMES, FEATURE_NAMES
+from models.feature_sets import FEATURE_SETS
 from models.reasons import Reason, explain
 
 DEFAULT_REASONS = 3
@@ -13,11 +13,12 @@ SEPARATOR = "; "
 
 
 def feature_names_for(width: int) -> list[str]:
-    """The feature names of a model ``width`` columns wide: transactions', card data's, or
-    ``feature_<i>`` for a width neither has (a policy's own features still get a name)."""
-    for names in (FEATURE_NAMES, CARD_FEATURE_NAMES):
-        if len(names) == width:
-            return list(names)
+    """The feature names of a model ``width`` columns wide: those of the registered feature
+    set of that width (``models.feature_sets``: each has its own), or ``feature_<i>`` for a
+    width none has (a policy's own features still get a name)."""
+    for spec in FEATURE_SETS.values():
+        if spec.n_features == width:
+            return list(spec.feature_names)
     return [f"feature_{i}" for i in range(width)]
 
 

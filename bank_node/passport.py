@@ -13,14 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bank_node.config import ConfigError
+from models.feature_sets import feature_set
 from models.features import FEATURE_NAMES
-from protocol import ProtocolError, RoundInfo
+from protocol import DEFAULT_FEATURE_SET, ProtocolError, RoundInfo
 from protocol.codec import decode, encode
 
 PASSPORT_FILE = "passport.json"
@@ -37,9 +39,9 @@ CONSORTIUM_FIGURES = (
 )
 
 
-def feature_set_version() -> str:
+def feature_set_version(names: Sequence[str] = FEATURE_NAMES) -> str:
     """A short digest of the feature names in order: a model only fits the features it knew."""
-    digest = hashlib.sha256(",".join(FEATURE_NAMES).encode()).hexdigest()
+    digest = hashlib.sha256(",".join(names).encode()).hexdigest()
     return f"sha256:{digest[:16]}"
 
 
@@ -83,6 +85,9 @@ class Passport:
     adopted: bool
     held: str | None = None
     held_detail: str = ""
+    # The policy's feature set by name (models.feature_sets); a passport written before the
+    # field existed was a model of the account-history set.
+    feature_set_name: str = DEFAULT_FEATURE_SET
 
     @property
     def local_auprc(self) -> float | None:
@@ -127,7 +132,8 @@ def passport_for(
         input_digests={i.bank: i.digest for i in inputs},
         local_evaluation={name: _finite(value) for name, value in local.items()},
         consortium_evaluation=None,
-        feature_set=feature_set_version(),
+        feature_set=feature_set_version(feature_set(rnd.policy.feature_set).feature_names),
+        feature_set_name=rnd.policy.feature_set,
         threshold=_finite(threshold),
         gated=rnd.policy.gated,
         adopted=not rnd.policy.gated,

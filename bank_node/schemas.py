@@ -96,6 +96,12 @@ class TransactionFormat:
     name: str
     columns: tuple[_Column, ...]
     build: Callable[[dict[str, pd.Series], int], pd.DataFrame]  # (checked columns, first row)
+    extra: tuple[str, ...] = ()  # the frame's columns beyond NORMALISED_COLUMNS
+
+    @property
+    def frame_columns(self) -> tuple[str, ...]:
+        """Every column of the normalised frame this format gives (what feature sets read)."""
+        return (*NORMALISED_COLUMNS, *self.extra)
 
     @property
     def headers(self) -> list[str]:
@@ -168,9 +174,11 @@ PAYSIM = TransactionFormat("PaySim", _cols(
     ("oldbalanceDest", "oldbalanceDest", _check_number),
     ("newbalanceDest", "newbalanceDest", _check_number), ("isFraud", "isFraud", _check_label),
     ("isFlaggedFraud", "isFlaggedFraud", _check_label),
-), _build_paysim)  # fmt: skip
+), _build_paysim, ("transaction_type", "rule_flag"))  # fmt: skip
 ULB = TransactionFormat("ULB creditcard", _cols(
     ("Time", "Time", _check_amount), *((v, v, _check_number) for v in ULB_COMPONENTS),
     ("Amount", "Amount", _check_amount), ("Class", "Class", _check_label),
-), _build_ulb)  # fmt: skip
+), _build_ulb, tuple(v.lower() for v in ULB_COMPONENTS))  # fmt: skip
 FORMATS = {"ibm": IBM, "paysim": PAYSIM, "ulb": ULB}
+# What a node's ``data_format`` may say: a format's key, or "auto" (from the header).
+DATA_FORMATS: tuple[str, ...] = ("auto", *FORMATS)

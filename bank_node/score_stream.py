@@ -11,6 +11,11 @@ Output: ``line,score,alert,reasons``, one row per input row in input order (``re
 the top reasons of alerting rows in plain words, `bank_node.explain`); for a directory, a
 first column ``file`` names each row's file. A ``drift`` counter, when given, counts every
 batch's features and scores per day (``models.drift.DailyCounts``).
+
+The SQL (`models.features_sql`) defines the ``aml-v1`` feature set only. A model of another
+set (``card-v1``, ``paysim-v1``: `models.feature_sets`) is scored from CSV input with the
+set's own pandas function over the whole input in memory, then batch by batch as above; a
+Parquet input is refused for it, naming the feature set.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 
+from bank_node.data import DataError, load_transactions
 from bank_node.explain import DEFAULT_REASONS, alert_reasons
 from bank_node.features_duckdb import EngineSettings, write_features
 from bank_node.scoring_model import ScoringModel
-from bank_node.staging import stage
+from bank_node.staging import PARQUET_SUFFIXES, input_files, stage
 from models.drift import DailyCounts
+from models.feature_sets import FeatureSet
 from models.features import FEATURE_NAMES
+from protocol import DEFAULT_FEATURE_SET as SQL_FEATURE_SET
 
 BATCH_ROWS = 65_536
 
@@ -77,6 +86,10 @@ def score_input(
     Intermediate files (the staged input, the features) go to a temporary directory under
     ``settings.temp_directory`` and are removed afterwards.
     """
+    if model.policy.feature_set != SQL_FEATURE_SET:
+        names = [p.name for p in input_files(source)] if source.is_dir() else None
+        batches = _memory_batches(model, source, batch_rows)
+        return _write_scores(model, batches, out, names is not None, _Options(reasons, drift))
     settings = settings or EngineSettings()
     settings.temp_directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.temp_directory, prefix="score-") as tmp:
@@ -104,6 +117,40 @@ def _batches(path: Path, names: list[str] | None, batch_rows: int) -> Iterator[_
         yield _Batch(files, batch.column("line").to_numpy(), raw.astype(np.float32), days)
 
 
+def _memory_batches(model: ScoringModel, source: Path, batch_rows: int) -> Iterator[_Batch]:
+    """A feature set the SQL does not define: the whole CSV input in memory, then batches."""
+    spec = model.feature_set
+    files = input_files(source)
+    frames = [_csv_frame(path, spec) for path in files]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    raw = model.features(frame).astype(np.float32)
+    lines = np.concatenate([f.index.to_numpy(np.int64) + 2 for f in frames])
+    which = np.concatenate([np.full(len(f), i) for i, f in enumerate(frames)])
+    days = frame["timestamp"].to_numpy().astype("datetime64[D]")
+    names = [p.name for p in files] if source.is_dir() else None
+    for start in range(0, len(frame), batch_rows):
+        part = slice(start, start + batch_rows)
+        batch_files = None if names is None else [names[i] for i in which[part]]
+        yield _Batch(batch_files, lines[part], raw[part], days[part])
+
+
+def _csv_frame(path: Path, spec: FeatureSet) -> pd.DataFrame:
+    """One CSV input, its index the rows' 0-based positions; it must hold the set's columns."""
+    name = spec.name
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        raise DataError(
+            path, None, None,
+            f"feature set {name!r} is scored from CSV files only (the SQL engine that reads "
+            f"Parquet computes {SQL_FEATURE_SET!r})",
+        )  # fmt: skip
+    frame = load_transactions(path)
+    if lacking := spec.missing(frame.columns):
+        raise DataError(
+            path, 1, lacking[0], f"feature set {name!r} needs columns {lacking} this file lacks"
+        )
+    return frame
+
+
 def _write_scores(
     model: ScoringModel, batches: Iterator[_Batch], out: Path, by_file: bool, options: _Options
 ) -> ScoreSummary:
@@ -120,7 +167,7 @@ def _write_scores(
             rows += len(batch.lines)
             alerts += sum(columns["alert"])
         if not header_written:
-            no_rows = np.zeros((0, len(FEATURE_NAMES)), np.float32)
+            no_rows = np.zeros((0, model.policy.n_features), np.float32)
             no_days = np.zeros(0, "datetime64[D]")
             empty = _Batch([] if by_file else None, np.zeros(0, np.int64), no_rows, no_days)
             writer.writerow(_batch_columns(model, empty, options))

@@ -26,7 +26,7 @@ import torch
 from bank_node.config import ConfigError
 from bank_node.model_files import MODEL_META, MODEL_WEIGHTS, promoted_directory
 from bank_node.training import Normalizer, model_from_vector
-from models.features import FEATURE_NAMES, compute_features
+from models.feature_sets import FeatureSet, feature_set
 from models.training import predict_scores
 from protocol import PolicySnapshot, ProtocolError
 
@@ -47,12 +47,27 @@ class ScoringModel:
     version: str | None = None  # the registry version, when loaded from the registry
 
     @property
+    def feature_set(self) -> FeatureSet:
+        """The feature set the policy names (``models.feature_sets``)."""
+        return feature_set(self.policy.feature_set)
+
+    @property
     def feature_names(self) -> list[str]:
-        return list(FEATURE_NAMES)
+        return list(self.feature_set.feature_names)
 
     def features(self, frame: pd.DataFrame) -> np.ndarray:
-        """Raw (un-normalised) features of a normalised transaction frame, in frame order."""
-        return compute_features(frame)
+        """Raw (un-normalised) features of a normalised transaction frame, in frame order.
+
+        A frame without the columns the model's feature set needs is a ValueError naming
+        the set and the columns.
+        """
+        spec = self.feature_set
+        if missing := spec.missing(frame.columns):
+            raise ValueError(
+                f"the model reads feature set {spec.name!r}, which needs columns {missing} "
+                "this data does not have"
+            )
+        return spec.compute(frame)
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         return raw if self.normalizer is None else self.normalizer.apply(raw)
@@ -84,6 +99,15 @@ def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
         policy = PolicySnapshot.from_dict(meta.get("policy"))
     except (json.JSONDecodeError, ProtocolError, AttributeError) as exc:
         raise ConfigError(f"{meta_path}: not a model description: {exc}") from exc
+    try:
+        spec = feature_set(policy.feature_set)
+    except ValueError as exc:
+        raise ConfigError(f"{meta_path}: {exc}; this node cannot compute its features") from exc
+    if spec.n_features != policy.n_features:
+        raise ConfigError(
+            f"{meta_path}: the policy reads {policy.n_features} features, its feature set "
+            f"{spec.name!r} computes {spec.n_features}"
+        )
     weights_path = directory / MODEL_WEIGHTS
     if not weights_path.exists():
         raise ConfigError(f"{weights_path} does not exist (its {MODEL_META} does)")

@@ -31,6 +31,7 @@ from bank_node.online_features import OnlineFeatures, order_problem
 from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS, ScoringModel, load_scoring_model
 from bank_node.serve_input import InputError, ScoreRequest, parse_body
 from models.features import FEATURE_NAMES
+from protocol import DEFAULT_FEATURE_SET as ONLINE_FEATURE_SET
 
 log = logging.getLogger("bank_node.serve")
 
@@ -119,6 +120,12 @@ class ModelHolder:
             seen = _fingerprint(self._watched())
             try:
                 model = load_scoring_model(self.directory)
+                if model.policy.feature_set != ONLINE_FEATURE_SET:
+                    raise ConfigError(
+                        f"{model.source}: the model reads feature set "
+                        f"{model.policy.feature_set!r}; bank-node serve computes only "
+                        f"{ONLINE_FEATURE_SET!r} online (score it in batches: bank-node score)"
+                    )
                 if model.policy.n_features != len(FEATURE_NAMES):
                     raise ConfigError(
                         f"{model.source}: the model reads {model.policy.n_features} features, "

@@ -16,7 +16,7 @@ from bank_node import metrics as node_metrics
 from bank_node.config import Evaluation
 from bank_node.data import load_transactions
 from bank_node.splits import low_positive_warning, split_frame
-from models.features import compute_features
+from models.feature_sets import DEFAULT_FEATURE_SET, feature_set
 from models.metrics import auprc, f1_at, f1_best_threshold, recall_at_budget
 from models.nets import FraudMLP, build_model
 from models.training import predict_scores, train_local
@@ -109,17 +109,29 @@ def feature_moments(data: LocalData) -> tuple[np.ndarray, int]:
 
 
 @functools.lru_cache(maxsize=2)
-def local_data(path: Path, evaluation: Evaluation = DEFAULT_EVALUATION) -> LocalData:
-    """The bank's file as features, split as ``evaluation`` says; warns on few test positives."""
-    frame = load_transactions(path)
+def local_data(
+    path: Path,
+    evaluation: Evaluation = DEFAULT_EVALUATION,
+    features: str = DEFAULT_FEATURE_SET,
+    data_format: str = "auto",
+) -> LocalData:
+    """The bank's file as the feature set ``features``, split as ``evaluation`` says.
+
+    Warns on few test positives. A set whose columns the file lacks raises ValueError
+    naming them (the agent refuses such a round first: ``checks.check_feature_set``).
+    """
+    spec = feature_set(features)
+    frame = load_transactions(path, data_format=data_format)
+    if missing := spec.missing(frame.columns):
+        raise ValueError(f"{path}: feature set {spec.name!r} needs columns {missing}")
     parts = split_frame(frame, evaluation, path)
     # Features are computed on the whole history (strictly as-of), then split, so the
     # first held-out rows still see the account history that precedes them.
-    features = compute_features(frame)
+    matrix = spec.compute(frame)
     labels = frame["label"].to_numpy(dtype=np.float32)
     index = [frame.index.get_indexer(p.index) for p in parts]
     tr, va, te = index
-    data = LocalData(features[tr], labels[tr], features[va], labels[va], features[te], labels[te])
+    data = LocalData(matrix[tr], labels[tr], matrix[va], labels[va], matrix[te], labels[te])
     check_test_positives(data, evaluation, path)
     return data
 

@@ -9,6 +9,7 @@ from protocol.errors import ProtocolError
 from protocol.members import BankInfo, KeyEpochInfo
 from protocol.policy import (
     DEFAULT_CKKS_PARAMS,
+    DEFAULT_FEATURE_SET,
     DEFAULT_GATE_ALERT_RATE,
     DEFAULT_MODEL_SPEC,
     DERIVED_POLICY_FIELDS,
@@ -47,6 +48,7 @@ from protocol.secagg import (
 
 __all__ = [
     "DEFAULT_CKKS_PARAMS",
+    "DEFAULT_FEATURE_SET",
     "DEFAULT_GATE_ALERT_RATE",
     "DEFAULT_MODEL_SPEC",
     "DEFAULT_SECURE_AGGREGATION",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -50,6 +51,13 @@ SERVER_OPT_DEFAULTS: dict[str, Any] = {
     "server_beta2": 0.99,
     "server_tau": 0.001,
 }
+
+
+# The feature set a policy names when it names none: the account-history features
+# (models.feature_sets, "aml-v1"). A snapshot holding it leaves the field out of its
+# canonical JSON, so digests signed before the field existed still name the same policies.
+DEFAULT_FEATURE_SET = "aml-v1"
+FEATURE_SET_PATTERN = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 
 def default_ckks_params() -> dict[str, Any]:
@@ -121,8 +129,18 @@ class PolicySnapshot:
     server_beta1: float
     server_beta2: float
     server_tau: float
+    # The features every bank computes for the model (models.feature_sets): its
+    # n_features is that set's width. Last, with a default: snapshots stored before the
+    # field existed read as the account-history set they were trained on.
+    feature_set: str = DEFAULT_FEATURE_SET
 
     def __post_init__(self) -> None:
+        if not FEATURE_SET_PATTERN.fullmatch(self.feature_set) or len(self.feature_set) > 32:
+            raise ProtocolError(
+                "feature_set",
+                f"must be a feature set name like {DEFAULT_FEATURE_SET!r} "
+                f"(got {self.feature_set!r})",
+            )
         if self.secure_aggregation not in SECURE_AGGREGATION_PROTOCOLS:
             raise ProtocolError(
                 "secure_aggregation",
@@ -220,9 +238,12 @@ class PolicySnapshot:
         floats by ``from_dict`` first, so ``1`` and ``1.0`` hash the same. The server
         optimiser's fields are left out while every one holds its default
         (``SERVER_OPT_DEFAULTS``: plain FedAvg), so a policy's digest is the one it had
-        before those fields existed; any other value puts all six in.
+        before those fields existed; any other value puts all six in. ``feature_set`` is
+        left out likewise while it is ``DEFAULT_FEATURE_SET``.
         """
         data = self.to_dict()
+        if data["feature_set"] == DEFAULT_FEATURE_SET:
+            del data["feature_set"]
         if all(data[name] == value for name, value in SERVER_OPT_DEFAULTS.items()):
             for name in SERVER_OPT_DEFAULTS:
                 del data[name]

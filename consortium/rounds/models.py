@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from consortium.members.models import Bank
+from consortium.rounds.feature_set_fields import FeatureSetFields
 
 # Defined in their own modules (this one is at its size limit) and imported here so that
 # Django registers them with the app's other models.
@@ -52,7 +53,7 @@ def _operator_policy_fields() -> tuple[str, ...]:
 POLICY_FIELDS: tuple[str, ...] = _operator_policy_fields()
 
 
-class RoundPolicy(ServerOptimizerFields):
+class RoundPolicy(ServerOptimizerFields, FeatureSetFields):
     """How rounds are run. Versioned: once a round has used a version it is frozen."""
 
     name = models.SlugField(max_length=50)

@@ -116,6 +116,9 @@ class PolicySerializer(serializers.ModelSerializer):
         required=False, default=RoundPolicy._meta.get_field("min_banks").get_default()
     )
     max_bank_share = serializers.FloatField(required=False, allow_null=True)
+    # Derived from feature_set; accepted only so that a different one is refused (400
+    # naming n_features by policy_create), never silently replaced.
+    n_features = serializers.IntegerField(required=False, min_value=1)
     update_clip_norm = serializers.FloatField(required=False, allow_null=True)
 
     class Meta:

@@ -40,7 +40,7 @@ from he.signing import public_key_b64
 from models.features import FEATURE_NAMES
 from models.influence import norm_bound, update_norm
 from models.nets import initial_vector
-from protocol import RoundInfo
+from protocol import PolicySnapshot, RoundInfo
 from simulation.world import generate_world
 from tests.bank_node.roster_fakes import objection_verifies
 from tests.bank_node.test_node_integrity import Portal as ReadPortal
@@ -236,7 +236,7 @@ def test_an_aggregate_with_one_update_scaled_100_times_is_refused_and_the_node_g
 def _statistics(agents: list[Agent], portal: Portal, number: int, counts: list[int]) -> None:
     """A published statistics round whose banks counted ``counts`` training rows."""
     keys, paths = agents[0].keys, []
-    moments, _ = feature_moments(agents[0].data)
+    moments, _ = feature_moments(agents[0].data(PolicySnapshot.from_dict(policy())))
     for bank, n in zip(BANKS, counts, strict=True):
         tag = tag_value(keys.integrity_key, keys.fingerprint, number, bank)
         paths.append(portal.tmp / f"stats-{bank}.ckks")
@@ -264,7 +264,7 @@ def test_a_node_reports_at_most_the_policys_share_of_the_consortiums_rows(
     agents, portal = federation
     node = agents[0]
     node.config = replace(node.config, keep_plaintext_updates=True)
-    rows = int(node.data.y_train.size)
+    rows = int(node.data(PolicySnapshot.from_dict(policy())).y_train.size)
     others = round(rows * (1 - share_of_rows) / share_of_rows / 2)
     _statistics(agents, portal, 1, [rows, others, others])
     total = rows + 2 * others

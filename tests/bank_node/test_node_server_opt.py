@@ -136,7 +136,7 @@ def test_the_gate_scores_the_stepped_candidate_not_the_raw_average(
     stepped, _ = step(
         None, initial_vector(SPEC, FEATURES), average, server_params(evaluation.policy)
     )
-    data = node.data.normalized(None)
+    data = node.data(evaluation.policy).normalized(None)
     cand, current, raw = (
         predict_scores(model_from_vector(SPEC, FEATURES, w), data.x_val)
         for w in (stepped, None, average)

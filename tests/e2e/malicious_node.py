@@ -44,7 +44,7 @@ from he.ring import SealKit, add_to_first_polynomial, kit_from_tenseal
 from he.seeded import max_chunk_bytes2
 from he.wire import HashingReader, HashingWriter
 from he.wire2 import iter_chunks2, read_header2, write_header
-from protocol import CohortKeys, PrivacyClaim, RoundInfo
+from protocol import CohortKeys, PolicySnapshot, PrivacyClaim, RoundInfo
 
 MODES = ("count_x1000", "negative_count", "foreign_key", "random_coefficients", "overflow",
          "scaled_x100", "sign_flip", "label_flip")  # fmt: skip
@@ -104,9 +104,8 @@ class MaliciousAgent(Agent):
 
     # --- corrupting the update ---------------------------------------------------------
 
-    @property
-    def data(self) -> LocalData:
-        data = super().data
+    def data(self, policy: PolicySnapshot) -> LocalData:
+        data = super().data(policy)
         if self.mode != "label_flip":
             return data
         return dataclasses.replace(data, y_train=1.0 - data.y_train)

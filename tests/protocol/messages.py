@@ -40,6 +40,7 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "server_beta1": 0.9,
         "server_beta2": 0.99,
         "server_tau": 0.001,
+        "feature_set": "aml-v1",
     } | overrides
 
 

@@ -17,7 +17,8 @@ from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
 from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
-from protocol import ProtocolError
+from models.feature_sets import FEATURE_SETS
+from protocol import DEFAULT_FEATURE_SET, ProtocolError
 
 # An encrypted value costs at least 32 bytes on the wire (2 x 8-byte coefficients per
 # slot and data prime); a model whose update cannot fit the upload limit is refused before
@@ -54,9 +55,30 @@ def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
         raise ApplicationError(f"model_spec is not a model we can build: {exc}") from exc
 
 
+def _n_features(feature_set: str, given: int | None) -> int:
+    """The feature set's width; a 400 names ``feature_set`` (unknown) or ``n_features`` (other)."""
+    spec = FEATURE_SETS.get(feature_set)
+    if spec is None:
+        problem = f"unknown feature set {feature_set!r}; known: {', '.join(FEATURE_SETS)}"
+        raise ApplicationError(f"feature_set: {problem}", fields={"feature_set": [problem]})
+    if given is not None and given != spec.n_features:
+        problem = (
+            f"feature set {feature_set!r} computes {spec.n_features} features, not {given}; "
+            "leave n_features out (the portal derives it) or choose the matching feature_set"
+        )
+        raise ApplicationError(f"n_features: {problem}", fields={"n_features": [problem]})
+    return spec.n_features
+
+
 @transaction.atomic
-def policy_create(*, name: str, actor: str, activate: bool = False, **fields: Any) -> RoundPolicy:
-    """Create the next version of policy ``name`` (version 1 if new)."""
+def policy_create(
+    *, name: str, actor: str, activate: bool = False, n_features: int | None = None, **fields: Any
+) -> RoundPolicy:
+    """Create the next version of policy ``name`` (version 1 if new).
+
+    ``n_features`` is derived from the policy's ``feature_set``; one given that differs
+    from it is refused rather than ignored.
+    """
     unknown = set(fields) - set(POLICY_FIELDS)
     if unknown:
         raise ApplicationError(f"unknown policy fields: {', '.join(sorted(unknown))}")
@@ -66,9 +88,7 @@ def policy_create(*, name: str, actor: str, activate: bool = False, **fields: An
         raise ApplicationError(f"ckks_params: {exc}") from exc
     latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
     policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
-    from models.features import FEATURE_NAMES
-
-    policy.n_features = len(FEATURE_NAMES)
+    policy.n_features = _n_features(fields.get("feature_set", DEFAULT_FEATURE_SET), n_features)
     policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
     try:
         policy.full_clean()
