@@ -44,6 +44,7 @@ from protocol.secagg import (
     mask_keys_message,
     secagg_threshold,
 )
+from protocol.sketch import SketchSpec
 
 __all__ = [
     "DEFAULT_CKKS_PARAMS",
@@ -73,6 +74,7 @@ __all__ = [
     "RoundInfo",
     "RoundPage",
     "SecAggRecord",
+    "SketchSpec",
     "UnmaskRequest",
     "UpdateReceipt",
     "default_ckks_params",

@@ -18,6 +18,7 @@ from he.params import CkksParams
 from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
 from protocol.secagg import SECURE_AGGREGATION_PROTOCOLS
+from protocol.sketch import SketchSpec
 
 # The CKKS parameters are chosen (and justified) in ``he.params.CkksParams``; this is
 # their one wire form, the default of every policy and of `bank-node keygen`.
@@ -121,6 +122,10 @@ class PolicySnapshot:
     server_beta1: float
     server_beta2: float
     server_tau: float
+    # Cross-bank counterparty sketches (protocol.sketch; docs/threat-model.md): a sketch
+    # round before training, and its features. The one field with a default: None is what
+    # the canonical JSON leaves out, so a snapshot without it has the digest banks signed.
+    counterparty_sketch: SketchSpec | None = None
 
     def __post_init__(self) -> None:
         if self.secure_aggregation not in SECURE_AGGREGATION_PROTOCOLS:
@@ -220,9 +225,12 @@ class PolicySnapshot:
         floats by ``from_dict`` first, so ``1`` and ``1.0`` hash the same. The server
         optimiser's fields are left out while every one holds its default
         (``SERVER_OPT_DEFAULTS``: plain FedAvg), so a policy's digest is the one it had
-        before those fields existed; any other value puts all six in.
+        before those fields existed; any other value puts all six in. So is
+        ``counterparty_sketch`` while it is None (off).
         """
         data = self.to_dict()
+        if data["counterparty_sketch"] is None:
+            del data["counterparty_sketch"]
         if all(data[name] == value for name, value in SERVER_OPT_DEFAULTS.items()):
             for name in SERVER_OPT_DEFAULTS:
                 del data[name]
