@@ -14,6 +14,7 @@ from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
+from consortium.rounds.services.sketch_rounds import sketch_fits_check
 from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
@@ -81,6 +82,7 @@ def policy_create(*, name: str, actor: str, activate: bool = False, **fields: An
         policy.as_snapshot()
     except ProtocolError as exc:
         raise ApplicationError(str(exc), fields={exc.field: [exc.problem]}) from exc
+    sketch_fits_check(policy.sketch_spec)
     policy.save()
     audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
     if activate:
