@@ -28,6 +28,7 @@ from bank_node.portal_client import BankClient, PortalError
 from bank_node.resilience import StepGuard
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
+from bank_node.sketch_round import SketchRounds
 from bank_node.state import NodeState, dp_config, state_file
 from bank_node.training import (
     LocalData,
@@ -78,6 +79,9 @@ class Agent:
         self.secagg = SecAggSteps(config, keys, client, lambda: self.roster)
         self.models = PublishedModels(
             config, keys, client, self.secagg, lambda: self.roster, lambda: self.state
+        )
+        self.sketches = SketchRounds(
+            config, keys, lambda n, e: self.models.global_weights(n, e), lambda: self.state
         )
         self.gate = EvaluationGate(
             config, client, self.models, lambda: self.state, lambda: self.roster, lambda: self.data
@@ -130,6 +134,9 @@ class Agent:
             and key not in self.state.refused
         ):
             self.evaluate_or_refuse(rnd)
+        elif rnd.state == "published" and rnd.is_sketch and key not in self.state.sketches:
+            if key not in self.state.refused:  # any member may use the others' sum
+                self.evaluate_or_refuse(rnd)
         elif rnd.state == "published" and rnd.is_evaluation and key not in self.state.refused:
             if self.gate.concluded(rnd):
                 self.gate.post_pending(rnd)
@@ -175,6 +182,8 @@ class Agent:
         try:
             if rnd.is_evaluation:
                 return self.gate.conclude(rnd)
+            if rnd.is_sketch:
+                return {"as_of": list(self.sketches.conclude(rnd).spec.as_of)}
             return self.evaluate_published(rnd)
         except Refused as exc:
             self.refuse(rnd.number, exc)
@@ -261,6 +270,8 @@ class Agent:
         if rnd.is_evaluation:  # scores, no training: no privacy spend to claim
             histograms, n = self.gate.contribution(rnd)
             return histograms, n, None
+        if rnd.is_sketch:  # noised counterparty sketches (bank_node/sketch_round.py)
+            return (*self.sketches.contribution(rnd), None)
         if not rnd.is_training:
             moments, n = feature_moments(self.data)
             return moments, n, None

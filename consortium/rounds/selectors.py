@@ -152,11 +152,11 @@ def round_sketch_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
     The key epoch matters twice: the members decrypt under it, and the sketch's keyed hash
     is derived from its integrity key, so a sketch of another epoch hashes accounts apart.
     """
+    length = policy.sketch_vector_length
+    if length is None:  # the policy asks for no sketches
+        return None
     candidates = Round.objects.filter(
-        kind=RoundKind.SKETCH,
-        state=RoundState.PUBLISHED,
-        key_epoch=epoch,
-        vector_length=policy.sketch_vector_length,
+        kind=RoundKind.SKETCH, state=RoundState.PUBLISHED, key_epoch=epoch, vector_length=length
     ).order_by("-number")[:BASE_CANDIDATES]
     spec = policy.counterparty_sketch
     same = [r for r in candidates if r.policy_snapshot.get("counterparty_sketch") == spec]
