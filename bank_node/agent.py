@@ -81,10 +81,14 @@ class Agent:
             config, keys, client, self.secagg, lambda: self.roster, lambda: self.state
         )
         self.sketches = SketchRounds(
-            config, keys, lambda n, e: self.models.global_weights(n, e), lambda: self.state
+            config,
+            keys,
+            lambda n, e: self.models.global_weights(n, e),
+            lambda: self.state,
+            lambda: self.client.rounds(limit=5),
         )
         self.gate = EvaluationGate(
-            config, client, self.models, lambda: self.state, lambda: self.roster, lambda: self.data
+            config, client, self.models, lambda: self.state, lambda: self.roster, self.round_data
         )
         self.guard = StepGuard(self.refuse, self.give_up)
         node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
@@ -92,6 +96,10 @@ class Agent:
     @property
     def data(self) -> LocalData:
         return local_data(self.config.data_file, self.config.evaluation)
+
+    def round_data(self, rnd: RoundInfo) -> LocalData:
+        """The data of ``rnd``'s policy: with cross-bank features when it asks for them."""
+        return self.sketches.data_for(rnd, self.data)
 
     # --- one poll ------------------------------------------------------------------
 
@@ -273,10 +281,10 @@ class Agent:
         if rnd.is_sketch:  # noised counterparty sketches (bank_node/sketch_round.py)
             return (*self.sketches.contribution(rnd), None)
         if not rnd.is_training:
-            moments, n = feature_moments(self.data)
+            moments, n = feature_moments(self.round_data(rnd))
             return moments, n, None
         policy = rnd.policy
-        data = self.data.normalized(self.normalizer(rnd.stats_round))
+        data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
         if not policy.dp_enabled:
             weights, n = train_round(data, policy, base, seed=rnd.number)
@@ -354,7 +362,7 @@ class Agent:
         policy = rnd.policy
         model = model_from_vector(policy.model_spec, policy.n_features, weights)
         stats_round = rnd.stats_round
-        metrics = evaluate(model, self.data.normalized(self.normalizer(stats_round)))
+        metrics = evaluate(model, self.round_data(rnd).normalized(self.normalizer(stats_round)))
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon

@@ -9,6 +9,8 @@ of training and scoring (``sketch_features_for``).
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -19,10 +21,13 @@ import numpy as np
 import pandas as pd
 
 from bank_node.checks import Refused
-from bank_node.config import NodeConfig
+from bank_node.config import Evaluation, NodeConfig
 from bank_node.data import load_transactions
 from bank_node.keys import Keyring
+from bank_node.splits import split_frame
 from bank_node.state import NodeState, state_file
+from bank_node.training import LocalData, local_data
+from he.errors import HEError
 from models.counterparty_sketch import (
     AsOf,
     SketchShape,
@@ -97,7 +102,8 @@ class SketchRounds:
     """A node's sketch rounds: its contribution, and the others' sums once published.
 
     ``checked(number, epoch)`` is ``PublishedModels.global_weights``: the checked,
-    decrypted aggregate and its count (here the number of banks, one unit each).
+    decrypted aggregate and its count (here the number of banks, one unit each);
+    ``listed()`` the portal's latest rounds.
     """
 
     def __init__(
@@ -106,11 +112,13 @@ class SketchRounds:
         keys: Keyring,
         checked: Callable[[int, str], tuple[np.ndarray, float]],
         state: Callable[[], NodeState],
+        listed: Callable[[], list[RoundInfo]],
     ) -> None:
         self.config = config
         self.keys = keys
         self._checked = checked
         self._state = state
+        self._listed = listed
 
     def key(self, fingerprint: str) -> bytes:
         """The sketch hash key of an epoch: HKDF over its integrity key, members only."""
@@ -136,22 +144,50 @@ class SketchRounds:
         own_path = own_sketch_file(self.config.state_dir, rnd.number)
         own = np.load(own_path) if own_path.exists() else np.zeros(shape)
         others = others_sketch(summed, own)
-        _write_private(others_sketch_file(self.config.state_dir, rnd.number), others)
+        others_path = others_sketch_file(self.config.state_dir, rnd.number)
+        _write_private(others_path, others)
+        others_path.with_suffix(".json").write_text(json.dumps(spec.to_dict()))
         state = self._state()
         state.sketches[str(rnd.number)] = {"as_of": list(spec.as_of), "spec": spec.to_dict()}
         state.save(state_file(self.config.state_dir))
         log.info("round %s: cross-bank sketches of %d banks kept", rnd.number, int(banks))
         return CrossBankSketch(rnd.number, spec, others)
 
-    def latest(self) -> CrossBankSketch | None:
-        """The newest kept sketch round, or None when this node has none."""
+    def kept_for(self, spec: SketchSpec) -> int | None:
+        """The newest kept sketch round of ``spec``, or None when this node has none."""
         kept = self._state().sketches
-        if not kept:
-            return None
-        number = max(int(n) for n in kept)
-        spec = SketchSpec.from_dict(kept[str(number)]["spec"])
-        others = np.load(others_sketch_file(self.config.state_dir, number))
-        return CrossBankSketch(number, spec, others)
+        same = [int(n) for n, about in kept.items() if about["spec"] == spec.to_dict()]
+        return max(same, default=None)
+
+    def conclude_listed(self, spec: SketchSpec) -> int | None:
+        """Conclude the newest published sketch round of ``spec`` the portal lists, if any."""
+        for listed in self._listed():
+            if listed.is_sketch and listed.state == "published":
+                if listed.policy.counterparty_sketch == spec:
+                    return self.conclude(listed).round_number
+        return None
+
+    def data_for(self, rnd: RoundInfo, base: LocalData) -> LocalData:
+        """``base``, or with the cross-bank features when ``rnd``'s policy asks for them.
+
+        ``HEError`` (the node sits the round out) when no sketch round of the policy's spec
+        is kept yet: the node concludes a published one when it reviews the rounds.
+        """
+        spec = rnd.policy.counterparty_sketch
+        if spec is None:
+            return base
+        number = self.kept_for(spec)
+        if number is None:  # a training round may open before this node reviewed the sketch
+            number = self.conclude_listed(spec)
+        if number is None:
+            raise HEError(
+                f"round {rnd.number}: its policy adds cross-bank features and this node keeps "
+                "no published sketch round of its spec yet"
+            )
+        config = self.config
+        return sketched_local_data(
+            config.data_file, config.evaluation, config.state_dir, number, self.key(rnd.key_epoch)
+        )
 
 
 def round_spec(rnd: RoundInfo) -> SketchSpec:
@@ -172,3 +208,39 @@ def _write_private(path: Path, values: np.ndarray) -> None:
     with os.fdopen(fd, "wb") as out:
         np.save(out, values)
     tmp.replace(path)
+
+
+def with_cross_bank(data: LocalData, parts: list[np.ndarray], extra: np.ndarray) -> LocalData:
+    """``data`` with the cross-bank columns ``extra`` (rows in ``frame`` order) appended."""
+    tr, va, te = parts
+    return LocalData(
+        np.hstack([data.x_train, extra[tr]]),
+        data.y_train,
+        np.hstack([data.x_val, extra[va]]),
+        data.y_val,
+        np.hstack([data.x_test, extra[te]]),
+        data.y_test,
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def sketched_local_data(
+    path: Path, evaluation: Evaluation, state_dir: Path, number: int, key: bytes
+) -> LocalData:
+    """The bank's splits with the cross-bank features of kept sketch round ``number``.
+
+    Each row's features come from the latest sketch dated on or before it
+    (``models.counterparty_sketch.features_as_of``): a row of the test period sees no
+    label of its own period, and a row before the first date sees zeros.
+    """
+    frame = load_transactions(path)
+    parts = split_frame(frame, evaluation, path)
+    spec_path = others_sketch_file(state_dir, number).with_suffix(".json")
+    sketch = CrossBankSketch(
+        number,
+        SketchSpec.from_dict(json.loads(spec_path.read_text())),
+        np.load(others_sketch_file(state_dir, number)),
+    )
+    extra = sketch.features(key, frame)
+    index = [frame.index.get_indexer(p.index) for p in parts]
+    return with_cross_bank(local_data(path, evaluation), index, extra)

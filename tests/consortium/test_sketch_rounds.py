@@ -8,8 +8,10 @@ import pytest
 from django.test import Client
 
 from consortium.api.errors import ApplicationError
-from consortium.rounds.models import Round, RoundKind, RoundState
+from consortium.rounds.models import Round, RoundKind, RoundPolicy, RoundState
 from consortium.rounds.services import policy_create, scheduler_tick
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.features import FEATURE_NAMES
 from protocol import PolicySnapshot
 from tests.conftest import encrypted_update, upload_headers
 from tests.protocol.messages import sketch_dict
@@ -46,15 +48,13 @@ def _publish(client: Client, ckks: Any, rnd: Round, personas: list[Any]) -> None
     assert rnd.state == RoundState.PUBLISHED
 
 
-def test_a_sketch_round_opens_after_the_statistics_round_and_before_training(
+def test_a_sketch_round_opens_before_the_statistics_round_and_training(
     client, ckks, epoch, bank_alpha, bank_beta, bank_gamma
 ):
     policy = _policy(counterparty_sketch=sketch_dict())
+    assert policy.n_features == len(FEATURE_NAMES) + len(SKETCH_FEATURE_NAMES)
     personas = [bank_alpha, bank_beta, bank_gamma]
     scheduler_tick()
-    stats = Round.objects.get(state=RoundState.OPEN)
-    assert stats.kind == RoundKind.STATISTICS
-    _publish(client, ckks, stats, personas)
     sketch = Round.objects.get(state=RoundState.OPEN)
     assert sketch.kind == RoundKind.SKETCH
     assert sketch.vector_length == 2 * 4 * 2 * 64 + 2  # dates x channels x depth x width
@@ -63,6 +63,10 @@ def test_a_sketch_round_opens_after_the_statistics_round_and_before_training(
     assert detail["kind"] == "sketch"
     assert detail["policy"]["counterparty_sketch"] == sketch_dict()
     _publish(client, ckks, sketch, personas)
+    stats = Round.objects.get(state=RoundState.OPEN)  # with the cross-bank features' moments
+    assert stats.kind == RoundKind.STATISTICS
+    assert stats.vector_length == 2 * policy.n_features + 2
+    _publish(client, ckks, stats, personas)
     training = Round.objects.get(state=RoundState.OPEN)
     assert training.kind == RoundKind.TRAINING
     assert training.vector_length == policy.vector_length
@@ -79,6 +83,7 @@ def test_a_policy_without_sketches_opens_no_sketch_round(
     )
     assert Round.objects.get(state=RoundState.OPEN).kind == RoundKind.TRAINING
     assert not Round.objects.filter(kind=RoundKind.SKETCH).exists()
+    assert RoundPolicy.objects.get().n_features == len(FEATURE_NAMES)
 
 
 def test_a_policy_without_sketches_keeps_the_digest_it_had_before_the_field(epoch):

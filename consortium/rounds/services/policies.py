@@ -14,7 +14,7 @@ from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
-from consortium.rounds.services.sketch_rounds import sketch_fits_check
+from consortium.rounds.services.sketch_rounds import sketch_feature_count, sketch_fits_check
 from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
@@ -69,7 +69,7 @@ def policy_create(*, name: str, actor: str, activate: bool = False, **fields: An
     policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
     from models.features import FEATURE_NAMES
 
-    policy.n_features = len(FEATURE_NAMES)
+    policy.n_features = len(FEATURE_NAMES) + sketch_feature_count(policy.counterparty_sketch)
     policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
     try:
         policy.full_clean()

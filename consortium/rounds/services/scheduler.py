@@ -250,11 +250,12 @@ def _kind_next(policy: RoundPolicy, epoch: KeyEpoch, step: GateStep) -> tuple[st
     """The kind of the next round and, for a training round, its statistics round."""
     if step == GateStep.EVALUATE:
         return RoundKind.EVALUATION, None
+    # Sketches first: the statistics round then has the cross-bank features' moments too.
+    if policy.counterparty_sketch is not None and selectors.round_sketch_for(policy, epoch) is None:
+        return RoundKind.SKETCH, None
     stats = selectors.round_stats_for(policy, epoch)
     if policy.normalize_features and stats is None:
         return RoundKind.STATISTICS, None
-    if policy.counterparty_sketch is not None and selectors.round_sketch_for(policy, epoch) is None:
-        return RoundKind.SKETCH, None  # counterparty sketches, summed before training
     return RoundKind.TRAINING, stats
 
 
