@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 
 from bank_node.sketch_round import others_sketch_file, own_sketch_file, spec_sigma
+from he.errors import HEError
 from he.keys import load_public_context
 from he.ring import kit_from_tenseal
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.features import FEATURE_NAMES
 from protocol import PolicySnapshot, RoundInfo, SketchSpec
 from simulation.world import generate_world
 from tests.bank_node.secagg_nodes import Federation, manifest_for, portal_correction, portal_sum
@@ -108,3 +111,38 @@ def test_a_bank_sketch_is_noised_at_the_policys_scale(ckks, tmp_path, world):
     assert sigma > 10  # epsilon 1, delta 1e-6 over two dates: about 4.9 x sqrt(24)
     assert np.std(values) >= 0.8 * sigma
     assert np.abs(residual).max() > 0  # noise, not integer counts
+
+
+def _training_round(fingerprint: str) -> RoundInfo:
+    n_features = len(FEATURE_NAMES) + len(SKETCH_FEATURE_NAMES)
+    policy = policy_dict(
+        counterparty_sketch=SKETCH, normalize_features=False, n_features=n_features
+    )
+    fields = {"number": NUMBER + 1, "state": "open", "policy": policy, "key_epoch": fingerprint}
+    return RoundInfo.from_dict(
+        round_dict(**fields, base_round=None, base_key_epoch=None, stats_round=None)
+    )
+
+
+def test_a_sketch_policy_trains_on_six_more_columns_from_the_kept_sketch(ckks, tmp_path, world):
+    ceremony = found()
+    rnd = _sketch_round(ckks.fingerprint)
+    roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
+    agent = _agents(tmp_path, world, ckks, ceremony, roster, RelayPortal(tmp_path, rnd))["alpha"]
+    training = _training_round(ckks.fingerprint)
+    with pytest.raises(HEError, match="no published sketch round"):
+        agent.round_data(training)
+    spec = SketchSpec.from_dict(SKETCH)
+    shape = (len(spec.as_of), 4, spec.depth, spec.width)
+    others = np.zeros(shape)
+    others[:, 0] = 40.0  # every account: 40 labelled flows in, seen by the other members
+    agent.sketches._checked = lambda number, epoch: (others.ravel() / 3, 3.0)
+    agent.sketches.conclude(dataclasses.replace(rnd, state="published"))
+    base, data = agent.data, agent.round_data(training)
+    assert data.x_train.shape == (base.x_train.shape[0], base.x_train.shape[1] + 6)
+    np.testing.assert_array_equal(data.x_test[:, : base.x_test.shape[1]], base.x_test)
+    column = len(FEATURE_NAMES) + SKETCH_FEATURE_NAMES.index("xb_dst_labelled_in")
+    # The world starts on 2022-09-01: rows before the first date (09-15) see no sketch.
+    values = np.unique(data.x_train[:, column])
+    np.testing.assert_allclose(values, [0.0, np.log1p(40) / np.log1p(1000)], rtol=1e-6)
+    assert data.x_test[:, column].min() > 0  # the test period lies after the first date
