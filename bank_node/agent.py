@@ -30,6 +30,7 @@ from bank_node.portal_client import BankClient, PortalError
 from bank_node.resilience import StepGuard
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
+from bank_node.sketch_round import SketchRounds
 from bank_node.state import NodeState, dp_config, state_file
 from bank_node.training import (
     LocalData,
@@ -81,8 +82,15 @@ class Agent:
         self.models = PublishedModels(
             config, keys, client, self.secagg, lambda: self.roster, lambda: self.state
         )
+        self.sketches = SketchRounds(
+            config,
+            keys,
+            lambda n, e: self.models.global_weights(n, e),
+            lambda: self.state,
+            lambda: self.client.rounds(limit=5),
+        )
         self.gate = EvaluationGate(
-            config, client, self.models, lambda: self.state, lambda: self.roster, self.data
+            config, client, self.models, lambda: self.state, lambda: self.roster, self.round_data
         )
         self.guard = StepGuard(self.refuse, self.give_up)
         node_metrics.set_privacy_spent(self.state.epsilon or 0.0)  # as of the last DP round
@@ -99,6 +107,10 @@ class Agent:
         """The policy's feature set is computable from this bank's data (header read only)."""
         fmt = check_header(self.config.data_file, self.config.data_format)
         check_feature_set(policy, fmt.name, fmt.frame_columns)
+
+    def round_data(self, rnd: RoundInfo) -> LocalData:
+        """The data of ``rnd``'s policy: with cross-bank features when it asks for them."""
+        return self.sketches.data_for(rnd, self.data(rnd.policy))
 
     # --- one poll ------------------------------------------------------------------
 
@@ -141,6 +153,9 @@ class Agent:
             and key not in self.state.refused
         ):
             self.evaluate_or_refuse(rnd)
+        elif rnd.state == "published" and rnd.is_sketch and key not in self.state.sketches:
+            if key not in self.state.refused:  # any member may use the others' sum
+                self.evaluate_or_refuse(rnd)
         elif rnd.state == "published" and rnd.is_evaluation and key not in self.state.refused:
             if self.gate.concluded(rnd):
                 self.gate.post_pending(rnd)
@@ -186,6 +201,8 @@ class Agent:
         try:
             if rnd.is_evaluation:
                 return self.gate.conclude(rnd)
+            if rnd.is_sketch:
+                return {"as_of": list(self.sketches.conclude(rnd).spec.as_of)}
             return self.evaluate_published(rnd)
         except Refused as exc:
             self.refuse(rnd.number, exc)
@@ -273,11 +290,13 @@ class Agent:
         if rnd.is_evaluation:  # scores, no training: no privacy spend to claim
             histograms, n = self.gate.contribution(rnd)
             return histograms, n, None
+        if rnd.is_sketch:  # noised counterparty sketches (bank_node/sketch_round.py)
+            return (*self.sketches.contribution(rnd), None)
         if not rnd.is_training:
-            moments, n = feature_moments(self.data(rnd.policy))
+            moments, n = feature_moments(self.round_data(rnd))
             return moments, n, None
         policy = rnd.policy
-        data = self.data(policy).normalized(self.normalizer(rnd.stats_round))
+        data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
         if not policy.dp_enabled:
             weights, n = train_round(data, policy, base, seed=rnd.number)
@@ -355,7 +374,7 @@ class Agent:
         policy = rnd.policy
         model = model_from_vector(policy.model_spec, policy.n_features, weights)
         stats_round = rnd.stats_round
-        metrics = evaluate(model, self.data(policy).normalized(self.normalizer(stats_round)))
+        metrics = evaluate(model, self.round_data(rnd).normalized(self.normalizer(stats_round)))
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon

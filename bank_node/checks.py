@@ -16,6 +16,7 @@ from bank_node.config import Guardrails
 from bank_node.counts import MAX_BANKS_PER_SUM
 from governance import RosterError, RosterState, check_cohort
 from he.signing import update_signature_valid
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
 from models.feature_sets import FEATURE_SETS
 from protocol import Manifest, ManifestInput, PolicySnapshot, RoundInfo
 
@@ -136,11 +137,14 @@ def check_feature_set(policy: PolicySnapshot, data_format: str, columns: Iterabl
             f"{name}: feature set {policy.feature_set!r} is not one this node computes "
             f"(known: {', '.join(FEATURE_SETS)}); upgrade the node",
         )
-    if policy.n_features != spec.n_features:
+    # A policy with cross-bank sketches reads their columns after the feature set's.
+    sketched = len(SKETCH_FEATURE_NAMES) if policy.counterparty_sketch is not None else 0
+    if policy.n_features != spec.n_features + sketched:
+        with_sketch = f" plus {sketched} cross-bank sketch features" if sketched else ""
         raise Refused(
             "feature_set_mismatch",
             f"{name}: n_features {policy.n_features} does not match feature set "
-            f"{spec.name!r}, which computes {spec.n_features}",
+            f"{spec.name!r}, which computes {spec.n_features}{with_sketch}",
         )
     if missing := spec.missing(columns):
         shown = ", ".join(missing[:6]) + (

@@ -38,6 +38,8 @@ def round_count_unit(rnd: RoundInfo, stats_rows: float | None) -> int:
     (both count rows of the bank's data), derived from the statistics round for training."""
     if rnd.kind in ("statistics", "evaluation"):
         return STATS_COUNT_UNIT
+    if rnd.is_sketch:  # each bank counts 1: the sum counts banks, not any bank's flows
+        return 1
     return training_count_unit(stats_rows if rnd.stats_round is not None else None)
 
 
@@ -56,6 +58,8 @@ def pack_checked(
 def _advice(rnd: RoundInfo, unit: int) -> str:
     if rnd.is_evaluation:
         return "the gate's histograms cannot exceed this bank's rows: a bug, please report it"
+    if rnd.is_sketch:
+        return "a sketch cell holds too many flows: ask for a wider sketch or a shorter window"
     if not rnd.is_training:
         return "a feature's square is too large for this bank's rows: rescale that feature"
     if rnd.stats_round is None:

@@ -41,7 +41,7 @@ from governance.verdict import GateVerdict, figure, sign_verdict
 from he.errors import HEError
 from models.gate import GateOutcome, gate_decide, gate_vector
 from models.training import predict_scores
-from protocol import PolicySnapshot, RoundInfo
+from protocol import RoundInfo
 
 log = logging.getLogger("bank_node")
 
@@ -56,7 +56,7 @@ class EvaluationGate:
         models: PublishedModels,
         state: Callable[[], NodeState],
         roster: Callable[[], RosterState | None],
-        data: Callable[[PolicySnapshot], LocalData],
+        data: Callable[[RoundInfo], LocalData],
     ) -> None:
         self.config = config
         self.client = client
@@ -82,9 +82,7 @@ class EvaluationGate:
         # The candidate is the model the round produces: the server optimiser's step applied.
         cand_weights = self.models.produced(candidate.number, candidate.key_epoch).weights
         current = self.models.base_weights(evaluation)  # None: the policy's initial model
-        data = self._data(evaluation.policy).normalized(
-            self.models.normalizer(evaluation.stats_round)
-        )
+        data = self._data(evaluation).normalized(self.models.normalizer(evaluation.stats_round))
         rows = int(data.y_val.size)
         if rows == 0:
             raise HEError(f"round {evaluation.number}: no validation rows to score models on")
@@ -219,8 +217,7 @@ class EvaluationGate:
         state_dir = self.config.state_dir
         norm = self.models.normalizer(rnd.stats_round)
         # The bins `score` measures drift against (bank_node/drift_state.py).
-        data = self._data(rnd.policy)
-        drift_reference_save(state_dir, rnd.number, rnd.policy, weights, data, norm)
+        drift_reference_save(state_dir, rnd.number, rnd.policy, weights, self._data(rnd), norm)
         self.registry.evaluated(rnd, weights, threshold, metrics, self.verdict_on(rnd.number))
         if not rnd.policy.gated:
             save_global_model(state_dir, rnd, weights, threshold)

@@ -26,6 +26,7 @@ from bank_node.keys import Keyring
 from bank_node.portal_client import BankClient
 from bank_node.secagg_steps import SecAggSteps
 from bank_node.server_chain import Produced, ServerChain
+from bank_node.sketch_round import check_sketch_sum, round_spec
 from bank_node.state import NodeState, aggregate_file, state_file
 from bank_node.training import Normalizer
 from governance import RosterState
@@ -170,6 +171,8 @@ class PublishedModels:
             check_global_model(self.expected(info, unit, against_base), weights, rows)
         elif info.is_evaluation:  # counts of rows per score bin, not a model
             check_gate_counts(number, weights)
+        elif info.is_sketch:  # counterparty sketches, not a model
+            check_sketch_sum(number, weights, round_spec(info))
         else:
             check_moments(number, weights, info.policy.n_features)
         return weights, rows, info

@@ -249,7 +249,7 @@ for _reason in ("skipped", "not_submitted"):
     ROUNDS_MISSED.labels(_reason)
 for _decision in ("adopt", "reject"):
     GATE_DECISIONS.labels(_decision)
-for _kind in ("training", "statistics", "evaluation"):
+for _kind in ("training", "statistics", "evaluation", "sketch"):
     LOCAL_UPDATE_SECONDS.labels(_kind)
 GLOBAL_MODEL_AUPRC.set(float("nan"))  # nothing evaluated yet
 

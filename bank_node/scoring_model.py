@@ -99,6 +99,12 @@ def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
         policy = PolicySnapshot.from_dict(meta.get("policy"))
     except (json.JSONDecodeError, ProtocolError, AttributeError) as exc:
         raise ConfigError(f"{meta_path}: not a model description: {exc}") from exc
+    if policy.counterparty_sketch is not None:
+        raise ConfigError(
+            f"{meta_path}: the model reads cross-bank sketch features, which `bank-node score` "
+            "and `bank-node serve` do not compute yet (issue 15 item 2); score with a model of "
+            "a policy without counterparty_sketch"
+        )
     try:
         spec = feature_set(policy.feature_set)
     except ValueError as exc:

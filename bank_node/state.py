@@ -39,6 +39,8 @@ class NodeState:
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Training rounds evaluated under a gated policy: done only once their gate is decided.
     gated: list[str] = field(default_factory=list)
+    # Published sketch rounds kept (bank_node/sketch_round.py): round -> as-of dates and spec.
+    sketches: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> NodeState:

@@ -45,6 +45,7 @@ from protocol.secagg import (
     mask_keys_message,
     secagg_threshold,
 )
+from protocol.sketch import SketchSpec
 
 __all__ = [
     "DEFAULT_CKKS_PARAMS",
@@ -75,6 +76,7 @@ __all__ = [
     "RoundInfo",
     "RoundPage",
     "SecAggRecord",
+    "SketchSpec",
     "UnmaskRequest",
     "UpdateReceipt",
     "default_ckks_params",

@@ -19,6 +19,7 @@ from he.params import CkksParams
 from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
 from protocol.secagg import SECURE_AGGREGATION_PROTOCOLS
+from protocol.sketch import SketchSpec
 
 # The CKKS parameters are chosen (and justified) in ``he.params.CkksParams``; this is
 # their one wire form, the default of every policy and of `bank-node keygen`.
@@ -133,6 +134,10 @@ class PolicySnapshot:
     # n_features is that set's width. Last, with a default: snapshots stored before the
     # field existed read as the account-history set they were trained on.
     feature_set: str = DEFAULT_FEATURE_SET
+    # Cross-bank counterparty sketches (protocol.sketch; docs/threat-model.md): a sketch
+    # round before training, and its features. With a default too: None is what the
+    # canonical JSON leaves out, so a snapshot without it has the digest banks signed.
+    counterparty_sketch: SketchSpec | None = None
 
     def __post_init__(self) -> None:
         if not FEATURE_SET_PATTERN.fullmatch(self.feature_set) or len(self.feature_set) > 32:
@@ -239,11 +244,14 @@ class PolicySnapshot:
         optimiser's fields are left out while every one holds its default
         (``SERVER_OPT_DEFAULTS``: plain FedAvg), so a policy's digest is the one it had
         before those fields existed; any other value puts all six in. ``feature_set`` is
-        left out likewise while it is ``DEFAULT_FEATURE_SET``.
+        left out likewise while it is ``DEFAULT_FEATURE_SET``, and ``counterparty_sketch``
+        while it is None (off).
         """
         data = self.to_dict()
         if data["feature_set"] == DEFAULT_FEATURE_SET:
             del data["feature_set"]
+        if data["counterparty_sketch"] is None:
+            del data["counterparty_sketch"]
         if all(data[name] == value for name, value in SERVER_OPT_DEFAULTS.items()):
             for name in SERVER_OPT_DEFAULTS:
                 del data[name]

@@ -17,8 +17,8 @@ from protocol.secagg import SecAggRecord
 ROUND_STATES = ("sharing", "open", "unmasking", "aggregating", "published", "failed")
 # An "evaluation" round is the gate of a training round (docs/robustness.md): its
 # ``candidate_round`` is that training round and its ``base_round`` the model it is
-# compared against.
-ROUND_KINDS = ("training", "statistics", "evaluation")
+# compared against. A "sketch" round sums the banks' counterparty sketches (protocol.sketch).
+ROUND_KINDS = ("training", "statistics", "evaluation", "sketch")
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,10 @@ class RoundInfo:
     @property
     def is_evaluation(self) -> bool:
         return self.kind == "evaluation"
+
+    @property
+    def is_sketch(self) -> bool:
+        return self.kind == "sketch"
 
 
 @dataclass(frozen=True)

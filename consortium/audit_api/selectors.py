@@ -84,6 +84,11 @@ def _release(kind: str, enabled: bool, snapshot: dict[str, Any]) -> str:
             f"counts, {floor} decrypt them; no noise is added (differential privacy covers "
             "training rounds only)"
         )
+    if kind == RoundKind.SKETCH:
+        return (
+            f"sums of the banks' counterparty sketches (count-min, keyed hash), each noised "
+            f"by its bank with the Gaussian mechanism before encryption, {floor} decrypt them"
+        )
     if kind == RoundKind.EVALUATION:
         return (
             f"exact sums of the banks' score histograms on their validation data, {floor} "

@@ -16,6 +16,7 @@ from consortium.rounds.feature_set_fields import FeatureSetFields
 # Django registers them with the app's other models.
 from consortium.rounds.served_models import ServedModel as ServedModel
 from consortium.rounds.server_opt_fields import ServerOptimizerFields
+from consortium.rounds.sketch_fields import CounterpartySketchFields
 from consortium.rounds.verdict_models import GateVerdict as GateVerdict
 from he.codec import TRAILER_SLOTS
 from protocol import (
@@ -53,7 +54,7 @@ def _operator_policy_fields() -> tuple[str, ...]:
 POLICY_FIELDS: tuple[str, ...] = _operator_policy_fields()
 
 
-class RoundPolicy(ServerOptimizerFields, FeatureSetFields):
+class RoundPolicy(ServerOptimizerFields, FeatureSetFields, CounterpartySketchFields):
     """How rounds are run. Versioned: once a round has used a version it is frozen."""
 
     name = models.SlugField(max_length=50)
@@ -245,6 +246,7 @@ class RoundKind(models.TextChoices):
     TRAINING = "training", "Training"
     STATISTICS = "statistics", "Feature statistics"
     EVALUATION = "evaluation", "Evaluation gate"
+    SKETCH = "sketch", "Counterparty sketches"
 
 
 class Round(models.Model):

@@ -146,6 +146,23 @@ def round_stats_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
     return _undisputed(list(candidates))
 
 
+def round_sketch_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
+    """The newest undisputed published sketch round of this policy's spec under ``epoch``.
+
+    The key epoch matters twice: the members decrypt under it, and the sketch's keyed hash
+    is derived from its integrity key, so a sketch of another epoch hashes accounts apart.
+    """
+    length = policy.sketch_vector_length
+    if length is None:  # the policy asks for no sketches
+        return None
+    candidates = Round.objects.filter(
+        kind=RoundKind.SKETCH, state=RoundState.PUBLISHED, key_epoch=epoch, vector_length=length
+    ).order_by("-number")[:BASE_CANDIDATES]
+    spec = policy.counterparty_sketch
+    same = [r for r in candidates if r.policy_snapshot.get("counterparty_sketch") == spec]
+    return _undisputed(same)
+
+
 def round_base_for(policy: RoundPolicy) -> Round | None:
     """The newest undisputed published training round this policy can continue from.
 

@@ -16,6 +16,7 @@ from models.features import FEATURE_NAMES
 from models.nets import build_model
 from models.vector import model_to_vector
 from protocol import PolicySnapshot
+from tests.protocol.messages import sketch_dict
 
 N = len(FEATURE_NAMES)
 
@@ -72,4 +73,13 @@ def test_weights_that_do_not_fit_the_policy_are_refused(tmp_path: Path):
     directory, weights = _saved(tmp_path, norm=False)
     np.save(directory / MODEL_WEIGHTS, weights[:-7])
     with pytest.raises(ConfigError, match="does not fit the policy's model"):
+        load_scoring_model(directory)
+
+
+def test_a_model_with_cross_bank_features_is_refused_for_scoring_with_the_reason(tmp_path: Path):
+    directory, _ = _saved(tmp_path, norm=False)
+    meta = json.loads((directory / MODEL_META).read_text())
+    meta["policy"]["counterparty_sketch"] = sketch_dict()
+    (directory / MODEL_META).write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="cross-bank sketch features"):
         load_scoring_model(directory)

@@ -41,6 +41,20 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "server_beta2": 0.99,
         "server_tau": 0.001,
         "feature_set": "aml-v1",
+        "counterparty_sketch": None,
+    } | overrides
+
+
+def sketch_dict(**overrides: Any) -> dict[str, Any]:
+    """A counterparty sketch spec (protocol.SketchSpec) small enough for tests."""
+    return {
+        "as_of": ["2022-09-08", "2022-09-11"],
+        "window_days": 30,
+        "label_delay_days": 0,
+        "depth": 2,
+        "width": 64,
+        "epsilon": 1.0,
+        "delta": 1e-06,
     } | overrides
 
 

@@ -48,7 +48,11 @@ def gate_next(policy: RoundPolicy, now: datetime) -> GateNext:
 
     Moving on from an evaluation round records its decision once (``round.gate_decided``).
     """
-    last = policy.rounds.exclude(kind=RoundKind.STATISTICS).order_by("-number").first()
+    last = (
+        policy.rounds.exclude(kind__in=(RoundKind.STATISTICS, RoundKind.SKETCH))
+        .order_by("-number")
+        .first()
+    )
     if last is None:
         return GateNext(GateStep.TRAIN)
     if last.kind == RoundKind.TRAINING:

@@ -14,6 +14,7 @@ from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
+from consortium.rounds.services.sketch_rounds import sketch_feature_count, sketch_fits_check
 from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
@@ -88,7 +89,20 @@ def policy_create(
         raise ApplicationError(f"ckks_params: {exc}") from exc
     latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
     policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
-    policy.n_features = _n_features(fields.get("feature_set", DEFAULT_FEATURE_SET), n_features)
+    feature_set = fields.get("feature_set", DEFAULT_FEATURE_SET)
+    if policy.counterparty_sketch is None:
+        policy.n_features = _n_features(feature_set, n_features)
+    else:  # the cross-bank sketch's columns come after the feature set's
+        policy.n_features = _n_features(feature_set, None) + sketch_feature_count(
+            policy.counterparty_sketch
+        )
+        if n_features is not None and n_features != policy.n_features:
+            problem = (
+                f"feature set {feature_set!r} with cross-bank sketch features computes "
+                f"{policy.n_features} features, not {n_features}; leave n_features out "
+                "(the portal derives it)"
+            )
+            raise ApplicationError(f"n_features: {problem}", fields={"n_features": [problem]})
     policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
     try:
         policy.full_clean()
@@ -101,6 +115,7 @@ def policy_create(
         policy.as_snapshot()
     except ProtocolError as exc:
         raise ApplicationError(str(exc), fields={exc.field: [exc.problem]}) from exc
+    sketch_fits_check(policy.sketch_spec)
     policy.save()
     audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
     if activate:

@@ -250,6 +250,9 @@ def _kind_next(policy: RoundPolicy, epoch: KeyEpoch, step: GateStep) -> tuple[st
     """The kind of the next round and, for a training round, its statistics round."""
     if step == GateStep.EVALUATE:
         return RoundKind.EVALUATION, None
+    # Sketches first: the statistics round then has the cross-bank features' moments too.
+    if policy.counterparty_sketch is not None and selectors.round_sketch_for(policy, epoch) is None:
+        return RoundKind.SKETCH, None
     stats = selectors.round_stats_for(policy, epoch)
     if policy.normalize_features and stats is None:
         return RoundKind.STATISTICS, None
@@ -273,7 +276,8 @@ def _shape(
 ) -> dict[str, object]:
     """What a round of ``kind`` carries: its vector length, base, statistics and candidate.
 
-    A statistics round carries feature moments and has no base. An evaluation round
+    A statistics round carries feature moments and has no base; a sketch round the
+    banks' counterparty sketches, with no base either. An evaluation round
     carries the gate's score histograms and compares ``candidate`` with the candidate's
     own base, normalised with the candidate's statistics round.
     """
@@ -287,6 +291,12 @@ def _shape(
             "candidate_round": candidate,
         }
     training = kind == RoundKind.TRAINING
+    if kind == RoundKind.SKETCH:
+        return {
+            "vector_length": policy.sketch_vector_length,
+            "base_round": None,
+            "stats_round": None,
+        }
     return {
         "vector_length": policy.vector_length if training else policy.stats_vector_length,
         "base_round": selectors.round_base_for(policy) if training else None,

@@ -1,0 +1,149 @@
+"""Four agents play a v2 sketch round through ``Agent.step``: noised sketches in, the others' out.
+
+The same relaying fake portal as ``test_secagg_agents``: delta advertises and drops, the
+other three upload their noised counterparty sketches, reveal, and each keeps the sum less
+its own contribution, with the round's as-of dates, in its state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bank_node.sketch_round import others_sketch_file, own_sketch_file, spec_sigma
+from he.errors import HEError
+from he.keys import load_public_context
+from he.ring import kit_from_tenseal
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.features import FEATURE_NAMES
+from protocol import PolicySnapshot, RoundInfo, SketchSpec
+from simulation.world import generate_world
+from tests.bank_node.secagg_nodes import Federation, manifest_for, portal_correction, portal_sum
+from tests.bank_node.test_secagg_agents import NUMBER, PARAMS, RelayPortal, _agents, _roster
+from tests.governance.roster_helpers import found
+from tests.protocol.messages import policy_dict, round_dict, sketch_dict
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+# The policy reads the feature set's columns, then the cross-bank ones.
+WIDTH = len(FEATURE_NAMES) + len(SKETCH_FEATURE_NAMES)
+SKETCH = sketch_dict(as_of=["2022-09-15", "2022-10-01"], depth=3, width=256, window_days=14)
+SURVIVORS = ("alpha", "beta", "gamma")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate_world(out, n_banks=4, preset="tiny", seed=3)
+    return out
+
+
+def _sketch_round(fingerprint: str) -> RoundInfo:
+    policy = policy_dict(
+        counterparty_sketch=SKETCH, normalize_features=False, min_banks=3, n_features=WIDTH
+    )
+    spec = SketchSpec.from_dict(SKETCH)
+    fields = {
+        "number": NUMBER,
+        "kind": "sketch",
+        "state": "sharing",
+        "policy": policy,
+        "key_epoch": fingerprint,
+        "vector_length": spec.values + 2,
+    }
+    return RoundInfo.from_dict(
+        round_dict(**fields, base_round=None, base_key_epoch=None, stats_round=None)
+    )
+
+
+def test_agents_sum_noised_sketches_and_each_keeps_what_the_others_added(ckks, tmp_path, world):
+    ceremony = found()
+    rnd = _sketch_round(ckks.fingerprint)
+    roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
+    portal = RelayPortal(tmp_path, rnd)
+    agents = _agents(tmp_path, world, ckks, ceremony, roster, portal)
+    for agent in agents.values():
+        agent.step()
+    portal.state("open")
+    for bank in SURVIVORS:  # delta drops after advertising its key
+        agents[bank].step()
+    assert sorted(portal.uploads) == list(SURVIVORS)
+    portal.state("unmasking")
+    for bank in SURVIVORS:
+        agents[bank].step()
+    reveals = [portal.reveals[b] for b in SURVIVORS]
+    fed = Federation(dataclasses.replace(ceremony, state=roster), portal.rnd, {}, portal.posts)
+    public = kit_from_tenseal(load_public_context(ckks.public_bytes, PARAMS), PARAMS)
+    terms = portal_correction(fed, reveals, SURVIVORS, ("delta",))
+    digest = portal_sum(fed, public, portal.uploads, terms, portal.aggregate)
+    manifest = manifest_for(fed, portal.uploads, digest, SURVIVORS, ("delta",), reveals)
+    portal.state("published", manifest=manifest, aggregate_digest=digest)
+    portal.published = True
+    for bank in SURVIVORS:
+        agents[bank].step()
+
+    assert portal.objections == []
+    own = {b: np.load(own_sketch_file(tmp_path / b, NUMBER)) for b in SURVIVORS}
+    for bank in SURVIVORS:
+        kept = agents[bank].state.sketches[str(NUMBER)]
+        assert kept["as_of"] == SKETCH["as_of"]
+        others = np.load(others_sketch_file(tmp_path / bank, NUMBER))
+        expected = sum(own[b] for b in SURVIVORS if b != bank)
+        assert np.max(np.abs(others - expected)) < 1e-3  # the CKKS error only
+        assert stat.S_IMODE(others_sketch_file(tmp_path / bank, NUMBER).stat().st_mode) == 0o600
+    # Each upload carries its bank's noised sketches and a count of one bank.
+    plain = np.load(tmp_path / "alpha" / f"plain-round-{NUMBER}.npy")
+    np.testing.assert_array_equal(plain[:-2], own["alpha"].ravel())
+    assert plain[-2] == 1.0
+
+
+def test_a_bank_sketch_is_noised_at_the_policys_scale(ckks, tmp_path, world):
+    ceremony = found()
+    rnd = dataclasses.replace(_sketch_round(ckks.fingerprint), state="open")
+    roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
+    agent = _agents(tmp_path, world, ckks, ceremony, roster, RelayPortal(tmp_path, rnd))["alpha"]
+    values, count = agent.sketches.contribution(rnd)
+    assert count == 1
+    spec = SketchSpec.from_dict(SKETCH)
+    # Most cells of a 256-wide sketch hold small counts: their spread is the noise's.
+    residual = values - np.rint(values)
+    assert values.size == spec.values
+    sigma = spec_sigma(spec)
+    assert sigma > 10  # epsilon 1, delta 1e-6 over two dates: about 4.9 x sqrt(24)
+    assert np.std(values) >= 0.8 * sigma
+    assert np.abs(residual).max() > 0  # noise, not integer counts
+
+
+def _training_round(fingerprint: str) -> RoundInfo:
+    policy = policy_dict(counterparty_sketch=SKETCH, normalize_features=False, n_features=WIDTH)
+    fields = {"number": NUMBER + 1, "state": "open", "policy": policy, "key_epoch": fingerprint}
+    return RoundInfo.from_dict(
+        round_dict(**fields, base_round=None, base_key_epoch=None, stats_round=None)
+    )
+
+
+def test_a_sketch_policy_trains_on_six_more_columns_from_the_kept_sketch(ckks, tmp_path, world):
+    ceremony = found()
+    rnd = _sketch_round(ckks.fingerprint)
+    roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
+    agent = _agents(tmp_path, world, ckks, ceremony, roster, RelayPortal(tmp_path, rnd))["alpha"]
+    training = _training_round(ckks.fingerprint)
+    with pytest.raises(HEError, match="no published sketch round"):
+        agent.round_data(training)
+    spec = SketchSpec.from_dict(SKETCH)
+    shape = (len(spec.as_of), 4, spec.depth, spec.width)
+    others = np.zeros(shape)
+    others[:, 0] = 40.0  # every account: 40 labelled flows in, seen by the other members
+    agent.sketches._checked = lambda number, epoch: (others.ravel() / 3, 3.0)
+    agent.sketches.conclude(dataclasses.replace(rnd, state="published"))
+    base, data = agent.data(training.policy), agent.round_data(training)
+    assert data.x_train.shape == (base.x_train.shape[0], base.x_train.shape[1] + 6)
+    np.testing.assert_array_equal(data.x_test[:, : base.x_test.shape[1]], base.x_test)
+    column = len(FEATURE_NAMES) + SKETCH_FEATURE_NAMES.index("xb_dst_labelled_in")
+    # The world starts on 2022-09-01: rows before the first date (09-15) see no sketch.
+    values = np.unique(data.x_train[:, column])
+    np.testing.assert_allclose(values, [0.0, np.log1p(40) / np.log1p(1000)], rtol=1e-6)
+    assert data.x_test[:, column].min() > 0  # the test period lies after the first date
