@@ -39,6 +39,7 @@ from bank_node.training import (
     train_round,
     train_round_private,
 )
+from bank_node.training_stream import node_moments, node_train_round
 from governance import RosterState
 from he.codec import encrypt_to_file
 from he.errors import HEError
@@ -261,10 +262,15 @@ class Agent:
         if rnd.is_evaluation:  # scores, no training: no privacy spend to claim
             histograms, n = self.gate.contribution(rnd)
             return histograms, n, None
+        streams = self.config.training.streams  # [training] data = "stream"
         if not rnd.is_training:
-            moments, n = feature_moments(self.data)
+            moments, n = node_moments(self.config) if streams else feature_moments(self.data)
             return moments, n, None
         policy = rnd.policy
+        if streams:
+            base, norm = self.base_weights(rnd), self.normalizer(rnd.stats_round)
+            weights, n = node_train_round(self.config, policy, base, rnd.number, norm)
+            return (*self.bound(rnd, weights, n, base), None)
         data = self.data.normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
         if not policy.dp_enabled:
