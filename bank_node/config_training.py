@@ -77,7 +77,8 @@ TRAINING_REFERENCE: dict[str, tuple[str | None, str]] = {
     ),
     "training.accelerator": (
         None,
-        'Lightning\'s accelerator: "auto" (a GPU when present, else the CPU), "cpu" or "gpu".',
+        'Lightning\'s accelerator for streamed training: "auto" (a GPU when present, else the '
+        'CPU), "cpu" or "gpu"; data = "memory" trains on the CPU, as before.',
     ),
     "training.devices": (
         None,
