@@ -10,16 +10,28 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bank_node.agent import Agent
 from bank_node.baseline import default_policy
 from bank_node.checks import Refused
 from bank_node.config import Evaluation, NodeConfig, load_config
 from bank_node.config_training import TrainingConfig
+from bank_node.keys import (
+    PARAMS,
+    SECRET_CONTEXT,
+    SIGNING_KEY,
+    ckks_keygen,
+    keyring_load,
+    signing_keygen,
+)
 from bank_node.training import Normalizer, feature_moments, local_data
 from bank_node.training_stream import node_moments, node_train_round, streamed_data
+from he.params import CkksParams
 from models.nets import initial_vector
 from models.stream_data import count_rows
+from protocol import RoundInfo
 from simulation.world import generate_world
 from tests.bank_node.serve_helpers import write_node_config
+from tests.protocol.messages import round_dict
 
 STREAM = TrainingConfig(data="stream", accelerator="cpu", buffer_rows=4096)
 
@@ -73,3 +85,36 @@ def test_a_dp_policy_is_refused_when_the_node_streams(node: NodeConfig) -> None:
     policy = dataclasses.replace(default_policy(), dp_target_epsilon=8.0)
     with pytest.raises(Refused, match=r"DP-SGD samples from rows held in memory"):
         node_train_round(node, policy, None, 3, None)
+
+
+def _streaming_agent(node: NodeConfig, tmp_path: Path) -> Agent:
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    ckks_keygen(keys_dir, CkksParams())
+    signing_keygen(keys_dir)
+    config = dataclasses.replace(
+        node,
+        signing_key_file=keys_dir / SIGNING_KEY,
+        secret_context_file=keys_dir / SECRET_CONTEXT,
+        ckks_params_file=keys_dir / PARAMS,
+    )
+    keys = keyring_load(
+        config.secret_context_file, config.ckks_params_file, config.signing_key_file
+    )
+    return Agent(config, keys, client=None)  # type: ignore[arg-type]  # no HTTP in this test
+
+
+def test_a_streaming_node_answers_a_statistics_round_without_loading_its_file(
+    node: NodeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = _streaming_agent(node, tmp_path)
+
+    def in_memory(*args: object) -> None:
+        raise AssertionError("a streaming node read its whole file")
+
+    monkeypatch.setattr("bank_node.agent.local_data", in_memory)
+    rnd = RoundInfo.from_dict(round_dict(kind="statistics", stats_round=None, base_round=None))
+    moments, n, claim = agent.local_update(rnd)
+    expected, rows = node_moments(node)
+    assert claim is None and n == rows
+    np.testing.assert_array_equal(moments, expected)
