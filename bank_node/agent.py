@@ -42,6 +42,7 @@ from bank_node.training import (
     train_round,
     train_round_private,
 )
+from bank_node.training_stream import check_streamable, node_moments, node_train_round
 from governance import RosterState
 from he.codec import encrypt_to_file
 from he.errors import HEError
@@ -292,10 +293,19 @@ class Agent:
             return histograms, n, None
         if rnd.is_sketch:  # noised counterparty sketches (bank_node/sketch_round.py)
             return (*self.sketches.contribution(rnd), None)
+        streams = self.config.training.streams  # [training] data = "stream"
+        if streams:
+            check_streamable(rnd.policy)
         if not rnd.is_training:
-            moments, n = feature_moments(self.round_data(rnd))
+            moments, n = (
+                node_moments(self.config) if streams else feature_moments(self.round_data(rnd))
+            )
             return moments, n, None
         policy = rnd.policy
+        if streams:
+            base, norm = self.base_weights(rnd), self.normalizer(rnd.stats_round)
+            weights, n = node_train_round(self.config, policy, base, rnd.number, norm)
+            return (*self.bound(rnd, weights, n, base), None)
         data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
         if not policy.dp_enabled:

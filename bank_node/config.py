@@ -7,11 +7,21 @@ import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, dataclass, fields
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bank_node.config_evaluation import (
+    EVALUATION_REFERENCE,
+    Evaluation,
+    read_evaluation,
+)
+from bank_node.config_training import (
+    TRAINING_READERS,
+    TRAINING_REFERENCE,
+    TrainingConfig,
+    read_training,
+)
 from bank_node.schemas import DATA_FORMATS
 from bank_node.serve_config import SERVE_READERS, SERVE_REFERENCE, ServeConfig, read_serve
 
@@ -39,49 +49,6 @@ class Guardrails:
     accepted_key_epochs: tuple[str, ...] = ()
     # Largest ||new global model - previous|| / ||previous|| this bank adopts (None: any).
     max_update_ratio: float | None = None
-
-
-# --- [evaluation]: how the bank's own data is split (issue 14) ----------------------------
-# Kept together, apart from the rest, so that other changes to the config do not collide.
-
-# A test period with fewer positives than this gives AUPRC and recall figures that move by
-# several points when one transaction changes side: the node warns (log and metric).
-MIN_TEST_POSITIVES = 20
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """How the bank's own data is split into train, validation and test (``[evaluation]``).
-
-    Without dates: the first 60% of the file's time span trains, the next 20% validates
-    (it picks the alert threshold), the last 20% tests. With ``train_before`` (and
-    optionally ``evaluate_from``, which defaults to it): rows before ``train_before``
-    train, except the last ``validation_fraction`` of their time span, which validates;
-    rows from ``evaluate_from`` on test; rows in between (a gap a bank may leave for
-    late labels) are not used. ``min_test_positives`` is the fewest positive test rows
-    before the node warns that its figures are unreliable.
-    """
-
-    train_before: date | None = None
-    evaluate_from: date | None = None
-    validation_fraction: float = 0.25
-    min_test_positives: int = MIN_TEST_POSITIVES
-
-    @property
-    def by_date(self) -> bool:
-        return self.train_before is not None
-
-    def describe(self) -> str:
-        """One line for logs and reports: which split this is."""
-        if self.train_before is None:
-            return "60/20/20 of the file's time span (no [evaluation] dates set)"
-        return (
-            f"train before {self.train_before} (its last {self.validation_fraction:.0%} of "
-            f"time validates), test from {self.evaluate_from}"
-        )
-
-
-# --- end of [evaluation] -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -130,8 +97,9 @@ class NodeConfig:
     tls_client_cert_file: Path | None = None
     tls_client_key_file: Path | None = None
     guardrails: Guardrails = Guardrails()
-    evaluation: Evaluation = Evaluation()
+    evaluation: Evaluation = Evaluation()  # noqa: RUF009 (frozen, so safe to share)
     serve: ServeConfig = ServeConfig()  # noqa: RUF009 (frozen, so safe to share)
+    training: TrainingConfig = TrainingConfig()  # noqa: RUF009 (frozen, so safe to share)
 
     @property
     def credential(self) -> str:
@@ -358,73 +326,23 @@ def _guardrails(path: Path, name: str, value: Any) -> Guardrails:
     return Guardrails(**read)
 
 
-# --- [evaluation] readers (issue 14) ------------------------------------------------------
+def _table_reader(
+    readers: dict[str, Any] | None, read: Callable[[str, dict[str, Any], Path], Any]
+) -> Callable[[Path, str, Any], Any]:
+    """A table kept in its own module, its ValueError named by file; unknown keys refused
+    (here with the nearest name, or by ``read`` itself when ``readers`` is None)."""
 
-
-def _date(path: Path, name: str, value: Any) -> date:
-    """A TOML date (2024-03-21) or the same as a string ("2024-03-21")."""
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
+    def table(path: Path, name: str, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        if readers is not None:
+            _refuse_unknown(path, name, value, readers)
         try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise ConfigError(f'{path}: {name} must be a date like "2024-03-21", not {value!r}')
+            return read(name, value, path.parent)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
 
-
-def _fraction(path: Path, name: str, value: Any) -> float:
-    number = _number(path, name, value)
-    if not 0 < number < 1:
-        raise ConfigError(f"{path}: {name} must lie strictly between 0 and 1, not {value!r}")
-    return number
-
-
-EVALUATION_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
-    "train_before": _date,
-    "evaluate_from": _date,
-    "validation_fraction": _fraction,
-    "min_test_positives": _integer,
-}
-
-
-def _evaluation(path: Path, name: str, value: Any) -> Evaluation:
-    """The ``[evaluation]`` table; every key optional, unknown keys refused."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    unknown = set(value) - set(EVALUATION_READERS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) in [{name}]: {', '.join(sorted(unknown))}")
-    read = {k: EVALUATION_READERS[k](path, f"{name}.{k}", v) for k, v in value.items()}
-    before, start = read.get("train_before"), read.get("evaluate_from")
-    if before is None and start is not None:
-        raise ConfigError(
-            f"{path}: {name}.evaluate_from is set without {name}.train_before; set both "
-            f'(e.g. train_before = "2024-03-21" and evaluate_from = "2024-03-21")'
-        )
-    if before is not None and start is None:
-        read["evaluate_from"] = start = before
-    if before is not None and start is not None and start < before:
-        raise ConfigError(
-            f"{path}: {name}.evaluate_from ({start}) is before {name}.train_before ({before}): "
-            "the test period would overlap the training data; set evaluate_from on or after "
-            "train_before"
-        )
-    return Evaluation(**read)
-
-
-# --- end of [evaluation] readers -----------------------------------------------------------
-
-
-def _serve(path: Path, name: str, value: Any) -> ServeConfig:
-    """The ``[serve]`` table (bank_node/serve_config.py); unknown keys refused."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    _refuse_unknown(path, name, value, SERVE_READERS)
-    try:
-        return read_serve(name, value, path.parent)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    return table
 
 
 def _fraction_or_zero(path: Path, name: str, value: Any) -> float:
@@ -445,8 +363,9 @@ def _data_format(path: Path, name: str, value: Any) -> str:
 
 FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "data_format": _data_format,
-    "evaluation": _evaluation,
-    "serve": _serve,
+    "evaluation": _table_reader(None, read_evaluation),
+    "serve": _table_reader(SERVE_READERS, read_serve),
+    "training": _table_reader(TRAINING_READERS, read_training),
     "guardrails": _guardrails,
     "report_metrics": _flag,
     "report_served_model": _flag,
@@ -574,27 +493,7 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         "Refuse a published model further than this from the model it was trained from "
         "(L2 norm of the difference over the previous model's norm); unset: no limit.",
     ),
-    "evaluation": (
-        None,
-        "How the bank's own data is split; without dates, 60/20/20 of the file's time span "
-        "(docs/own-data.md).",
-    ),
-    "evaluation.train_before": (
-        '"2026-03-21"',
-        "A date (YYYY-MM-DD): rows before it train (the last part of their span validates).",
-    ),
-    "evaluation.evaluate_from": (
-        '"2026-03-21"',
-        "A date: rows from it on test; defaults to train_before (a later date leaves a gap "
-        "for late labels).",
-    ),
-    "evaluation.validation_fraction": (
-        "0.25",
-        "With dates: the share of the training span, at its end, that picks the threshold.",
-    ),
-    "evaluation.min_test_positives": (
-        "20",
-        "Warn (log and metric) when the test set has fewer positive rows than this.",
-    ),
+    **EVALUATION_REFERENCE,
     **SERVE_REFERENCE,
+    **TRAINING_REFERENCE,
 }

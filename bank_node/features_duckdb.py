@@ -24,10 +24,10 @@ from bank_node.staging import StagedInput, stage
 from models.features import FEATURE_NAMES
 from models.features_sql import features_query
 
-CARRY = ("source", "line", "day")
-_MEMORY = re.compile(
-    r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE
-)  # staged columns the feature rows keep besides ``rid``
+# Staged columns the feature rows keep besides ``rid``: where each row came from, its day
+# (the partition), and for streamed training its timestamp (the split) and its label.
+CARRY = ("source", "line", "day", "tick", "label")
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE)
 
 
 def _cores() -> int:

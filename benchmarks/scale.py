@@ -7,10 +7,15 @@ then each engine featurises it in a child process of its own, so that process's 
 * ``pandas``: ``bank_node.data.load_transactions`` + ``models.features.compute_features``,
   the whole file in memory (today's node);
 * ``duckdb``: ``bank_node.staging.stage`` (chunked CSV to Parquet) + ``bank_node.
-  features_duckdb.write_features`` (the SQL of ``models.features_sql``, Parquet by date).
+  features_duckdb.write_features`` (the SQL of ``models.features_sql``, Parquet by date);
+* ``train`` (``--train``): on DuckDB's Parquet features, the statistics round's moments in
+  one streaming pass (``models.stream_data.stream_moments``) and one local epoch streamed
+  (``models.training.train_stream``, the demo policy's model, ``--batch-size`` rows a step,
+  a shuffle buffer of ``--buffer-rows``), in a child of its own: the pipeline's peak is the
+  larger of the ``duckdb`` and ``train`` children's.
 
 Usage:
-  python benchmarks/scale.py --sizes 1000000 5000000 20000000 --pandas-max 5000000
+  python benchmarks/scale.py --sizes 1000000 5000000 20000000 --pandas-max 5000000 --train
 """
 
 from __future__ import annotations
@@ -81,7 +86,10 @@ def _chunk(rng: np.random.Generator, n: int, accounts: int, minute: np.ndarray) 
 def run_engine(
     engine: str, source: Path, work: Path, *, memory_limit: str = "2GB", save: bool = False
 ) -> tuple[dict[str, Any], float]:
-    """Run one engine in a child process; its JSON report and its peak RSS in MiB."""
+    """Run one engine in a child process; its JSON report and its peak RSS in MiB.
+
+    For ``train``, ``memory_limit`` is ``"batch_size,buffer_rows"``.
+    """
     argv = [sys.executable, __file__, "child", engine, str(source), str(work), memory_limit]
     process = subprocess.Popen([*argv, *(["--save"] if save else [])], stdout=subprocess.PIPE)
     assert process.stdout is not None
@@ -93,10 +101,41 @@ def run_engine(
     return json.loads(output.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
+def _train_child(features: Path, batching: str) -> dict[str, Any]:
+    """Moments in one pass, then one streamed epoch, over the Parquet feature files."""
+    import torch
+
+    from bank_node.training import Normalizer
+    from models.features import FEATURE_NAMES
+    from models.nets import build_model
+    from models.stream_data import StreamSpec, parquet_files, stream_moments
+    from models.training import train_stream
+    from protocol.policy import DEFAULT_MODEL_SPEC
+
+    torch.set_num_threads(1)  # the node's default torch_threads
+    batch_size, buffer_rows = (int(v) for v in batching.split(","))
+    spec = StreamSpec(parquet_files(features), tuple(FEATURE_NAMES), shuffle=False)
+    start = time.perf_counter()
+    moments, rows = stream_moments(spec)
+    counted = time.perf_counter()
+    norm = Normalizer.from_moments(moments, 1, rows)
+    spec = StreamSpec(
+        spec.files, spec.columns, batch_size=batch_size, buffer_rows=buffer_rows,
+        mean=norm.mean, std=norm.std,
+    )  # fmt: skip
+    model = build_model(DEFAULT_MODEL_SPEC, len(FEATURE_NAMES))
+    train_stream(model, spec, epochs=1, lr=1e-3)
+    end = time.perf_counter()
+    return {"rows": rows, "read_s": counted - start, "features_s": end - counted}
+
+
 def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool) -> None:
     start = time.perf_counter()
     report: dict[str, Any]
-    if engine == "pandas":
+    if engine == "train":
+        report = _train_child(source, memory_limit)
+        loaded = start + report["read_s"]
+    elif engine == "pandas":
         from bank_node.data import load_transactions
         from models.features import compute_features
 
@@ -121,8 +160,11 @@ def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool)
     print(json.dumps(report))
 
 
-def measure(size: int, work: Path, engines: list[str], memory_limit: str) -> list[dict[str, Any]]:
-    """Both engines on one generated bank of ``size`` rows (the CSV is kept for re-runs)."""
+def measure(
+    size: int, work: Path, engines: list[str], memory_limit: str, batching: str | None = None
+) -> list[dict[str, Any]]:
+    """Both engines on one generated bank of ``size`` rows (the CSV is kept for re-runs);
+    with ``batching`` (``"batch_size,buffer_rows"``), one streamed epoch on DuckDB's features."""
     work.mkdir(parents=True, exist_ok=True)
     source = work / f"bank_{size}.csv"
     if not source.exists():
@@ -133,12 +175,20 @@ def measure(size: int, work: Path, engines: list[str], memory_limit: str) -> lis
     for engine in engines:
         out = work / f"{engine}-{size}"
         shutil.rmtree(out, ignore_errors=True)  # a previous run's features
-        report, rss = run_engine(engine, source, out, memory_limit=memory_limit)
+        results.append(_record(run_engine(engine, source, out, memory_limit=memory_limit)))
+        if engine == "duckdb" and batching is not None:
+            results.append(
+                _record(run_engine("train", out / "features", out, memory_limit=batching))
+            )
         shutil.rmtree(out, ignore_errors=True)
-        report |= {"peak_rss_mib": round(rss, 1), "tx_per_s": report["rows"] / report["total_s"]}
-        results.append(report)
-        print(_line(report), flush=True)
     return results
+
+
+def _record(run: tuple[dict[str, Any], float]) -> dict[str, Any]:
+    report, rss = run
+    report |= {"peak_rss_mib": round(rss, 1), "tx_per_s": report["rows"] / report["total_s"]}
+    print(_line(report), flush=True)
+    return report
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -155,13 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pandas-max", type=int, default=5_000_000, help="largest size for pandas")
     p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory_limit")
     p.add_argument("--work", type=Path, default=Path("var/scale-bench"))
+    p.add_argument("--train", action="store_true", help="also one streamed epoch (and moments)")
+    p.add_argument("--batch-size", type=int, default=256, help="rows per step when training")
+    p.add_argument("--buffer-rows", type=int, default=262_144, help="the shuffle buffer")
     args = p.parse_args(argv)
+    batching = f"{args.batch_size},{args.buffer_rows}" if args.train else None
     print(f"cores: {len(os.sched_getaffinity(0))}, DuckDB memory_limit {args.memory_limit}")
     duck = []
     for size in args.sizes:
         print(f"{size:,} transactions", flush=True)
         engines = ["duckdb", *(["pandas"] if size <= args.pandas_max else [])]
-        results = measure(size, args.work, engines, args.memory_limit)
+        results = measure(size, args.work, engines, args.memory_limit, batching)
         duck.append(results[0])
     if len(duck) > 1:
         ratio = duck[-1]["peak_rss_mib"] / duck[0]["peak_rss_mib"]

@@ -1,4 +1,4 @@
-"""LightningDataModule over in-memory (features, labels) arrays."""
+"""LightningDataModules: over in-memory (features, labels) arrays, or streamed from Parquet."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from models.stream_data import StreamDataset, StreamSpec
 
 
 def as_training_arrays(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +44,7 @@ class FraudDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 4096,
         seed: int = 0,
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         if (x_val is None) != (y_val is None):
@@ -68,7 +71,10 @@ class FraudDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "call setup() first"
         generator = torch.Generator().manual_seed(int(self.hparams["seed"]))
         return DataLoader(
-            self.train_set, batch_size=self.hparams["batch_size"], shuffle=True, generator=generator
+            self.train_set,
+            batch_size=self.hparams["batch_size"],
+            shuffle=bool(self.hparams["shuffle"]),
+            generator=generator,
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -80,6 +86,34 @@ class FraudDataModule(pl.LightningDataModule):
     def has_validation(self) -> bool:
         """Whether `setup` will produce validation data (known before `setup` runs)."""
         return self._arrays[2] is not None or self.hparams["val_fraction"] > 0
+
+
+class StreamDataModule(pl.LightningDataModule):
+    """The training rows of Parquet feature files, streamed (`models.stream_data`); no validation.
+
+    ``workers`` DataLoader processes each keep every ``workers``-th batch; they persist
+    across epochs, so each one's epoch counter (its shuffle seed) moves on.
+    """
+
+    def __init__(self, spec: StreamSpec, *, workers: int = 0) -> None:
+        super().__init__()
+        self.spec = spec
+        self.workers = workers
+        self.train_set: StreamDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = StreamDataset(self.spec)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        # batch_size=None: the dataset yields whole batches (one tensor per batch, not per row).
+        return DataLoader(
+            self.train_set,
+            batch_size=None,
+            num_workers=self.workers,
+            persistent_workers=self.workers > 0,
+        )
 
 
 def _dataset(features: np.ndarray, labels: np.ndarray) -> TensorDataset:

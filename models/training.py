@@ -6,14 +6,46 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from models.data import FraudDataModule
+from models.data import FraudDataModule, StreamDataModule
+from models.stream_data import StreamSpec, count_rows
 
 _CHATTY_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda")
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Where Lightning trains: its ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``.
+
+    The default is one CPU process, as a node trained before these settings existed.
+    """
+
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        return {
+            "accelerator": self.accelerator,
+            "devices": self.devices,
+            "num_nodes": self.num_nodes,
+            "strategy": self.strategy,
+        }
+
+
+def _trainer(epochs: int, settings: TrainerSettings, limit_val_batches: int | None) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
+        limit_val_batches=limit_val_batches, **settings.trainer_kwargs(),
+    )  # fmt: skip
 
 
 def train_local(
@@ -27,6 +59,8 @@ def train_local(
     seed: int = 0,
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    shuffle: bool = True,
+    settings: TrainerSettings = TrainerSettings(),
 ) -> int:
     """Train ``model`` in place on one bank's rows and return the number of training rows.
 
@@ -37,20 +71,42 @@ def train_local(
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be positive")
     data = FraudDataModule(
-        x_train, y_train, x_val=x_val, y_val=y_val, batch_size=batch_size, seed=seed
-    )
+        x_train, y_train, x_val=x_val, y_val=y_val, batch_size=batch_size, seed=seed,
+        shuffle=shuffle,
+    )  # fmt: skip
     # Without validation data, validation is switched off rather than left to warn.
     limit_val_batches = None if data.has_validation else 0
     with _learning_rate(model, lr), _quiet(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        trainer = pl.Trainer(
-            accelerator="cpu", devices=1, max_epochs=epochs, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            deterministic=True, num_sanity_val_steps=0, limit_val_batches=limit_val_batches,
-        )  # fmt: skip
-        trainer.fit(model, datamodule=data)
-    assert data.train_set is not None  # fit() ran setup()
-    return len(data.train_set)
+        _trainer(epochs, settings, limit_val_batches).fit(model, datamodule=data)
+    return len(x_train)
+
+
+def train_stream(
+    model: pl.LightningModule,
+    spec: StreamSpec,
+    *,
+    epochs: int,
+    lr: float | None = None,
+    seed: int = 0,
+    settings: TrainerSettings = TrainerSettings(),
+    workers: int = 0,
+) -> int:
+    """Train ``model`` in place on the rows ``spec`` streams; return their number.
+
+    The loss, labels and weights are the model's own, as in `train_local`. Under a
+    distributed ``settings.strategy`` the weights the caller's ``model`` ends with are those
+    every process agreed on (``ddp_spawn`` loads rank zero's back into this process), so the
+    caller produces its update once.
+    """
+    if epochs < 1:
+        raise ValueError("epochs must be positive")
+    rows = count_rows(spec)
+    data = StreamDataModule(spec, workers=workers)
+    with _learning_rate(model, lr), _quiet(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _trainer(epochs, settings, 0).fit(model, datamodule=data)
+    return rows
 
 
 def predict_scores(model: torch.nn.Module, x: np.ndarray, *, batch_size: int = 8192) -> np.ndarray:
