@@ -84,6 +84,25 @@ def test_promote_refuses_a_dropped_version_with_exit_1_unless_forced(node, capsy
     assert code == 2 and "nothing to roll back to" in err
 
 
+def test_rollback_pins_the_version_and_list_and_show_say_by_whom_until_a_promote(node, capsys):
+    _run(capsys, "models", "promote", "round-2", "--force", "--config", str(node))
+    code, out, _ = _run(capsys, "models", "rollback", "--by", "olivia", "--config", str(node))
+    assert code == 0 and "pinned" in out
+    _, listed, _ = _run(capsys, "models", "list", "--config", str(node))
+    assert "round-1 pinned by rollback at " in listed and ", by olivia" in listed
+    _, shown, _ = _run(capsys, "models", "show", "round-1", "--config", str(node))
+    pinned = json.loads(shown)["pinned"]
+    assert pinned["version"] == "round-1" and pinned["by"] == "olivia"
+    assert pinned["text"].startswith("round-1 pinned by rollback at ")
+    _, other, _ = _run(capsys, "models", "show", "round-2", "--config", str(node))
+    assert json.loads(other)["pinned"] is None
+
+    _run(capsys, "models", "promote", "round-1", "--config", str(node))
+    _, listed, _ = _run(capsys, "models", "list", "--config", str(node))
+    _, shown, _ = _run(capsys, "models", "show", "round-1", "--config", str(node))
+    assert "pinned" not in listed and json.loads(shown)["pinned"] is None
+
+
 def test_promote_tells_the_portal_what_the_node_serves_when_the_bank_opted_in(node, capsys):
     seen: list[tuple[str, str, bytes]] = []
 
