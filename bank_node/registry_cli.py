@@ -174,11 +174,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cases = sub.add_parser("cases", help="alerts with their model passport, for a SAR")
     case_verbs = cases.add_subparsers(dest="verb", required=True)
     export = _with_config(case_verbs.add_parser("export", help="export a scored file's alerts"))
-    export.add_argument("--from", dest="scored", required=True, help="CSV written by `score`")
+    export.add_argument(
+        "--from", dest="scored", required=True, help="the CSV or Parquet file `score` wrote"
+    )
     export.add_argument("--out", required=True, help="cases.json or cases.csv")
     export.add_argument(
         "--version",
-        help="the model version that scored the file (default: the promoted one)",
+        help="the model version that scored the file (default: the one its model_version "
+        "column names; for a file without that column, the promoted one)",
     )
     export.add_argument(
         "--input",

@@ -129,6 +129,36 @@ def test_score_without_model_uses_the_promoted_version_not_the_newest(node, bank
     _run(capsys, "models", "promote", "round-2", "--force", "--config", str(node))
     code, printed, _ = _run(capsys, *argv)
     assert json.loads(printed.strip().splitlines()[-1])["global_model_round"] == 2
+    with open(out, newline="") as handle:
+        assert {row["model_version"] for row in csv.DictReader(handle)} == {"round-2"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cases_export_takes_the_version_each_row_names_not_the_one_promoted_since(
+    node, bank, capsys, suffix
+):
+    scored = node.parent / f"scored{suffix}"
+    argv = ("score", "--config", str(node), "--input", str(bank.data_file), "--out", str(scored))
+    code, printed, _ = _run(capsys, *argv)
+    assert code == 0 and json.loads(printed.strip().splitlines()[-1])["model_version"] == "round-1"
+    _run(capsys, "models", "promote", "round-2", "--force", "--config", str(node))
+
+    out = node.parent / "cases.json"
+    code, _ = _export(capsys, node, scored, out)
+    document = json.loads(out.read_text())
+    assert code == 0 and document["model"]["version"] == "round-1"
+    assert document["cases"] and {c["model_version"] for c in document["cases"]} == {"round-1"}
+    assert document["cases"][0]["case_id"].startswith("round-1-line-")
+
+    code, err = _export(capsys, node, scored, out, "--version", "round-2")
+    assert code == 2 and f"--version round-2, but {scored} was scored by round-1" in err
+
+
+def test_cases_export_refuses_a_file_scored_by_two_versions(node, capsys):
+    scored = node.parent / "scored.csv"
+    scored.write_text("line,score,alert,model_version\n2,0.9,1,round-1\n3,0.8,1,round-2\n")
+    code, err = _export(capsys, node, scored, node.parent / "cases.json")
+    assert code == 2 and "scored by more than one model version (round-1, round-2)" in err
 
 
 def test_a_pointer_to_a_missing_version_makes_score_exit_2_naming_it(node, bank, capsys):
