@@ -13,6 +13,7 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,12 @@ class ServingDemo:
     labels: list[int]  # their labels in the bank's file (1: laundering), for the reader
     answers: list[dict[str, Any]]  # the service's results, in the same order
     exit_code: int  # the service's, after SIGTERM
+    seconds: float  # the whole ending, promotion to stop (the demo's time budget)
 
 
 def serve_demo(slug: str, config_path: Path, procs: Processes) -> ServingDemo:
     """Promote the newest adopted model of ``slug``, serve it, score, stop; what happened."""
+    started = time.monotonic()
     config = load_config(config_path)
     registry = ModelRegistry(config.state_dir, config.promotion_tolerance)
     version, promotion = _promote(config_path, registry)
@@ -65,7 +68,9 @@ def serve_demo(slug: str, config_path: Path, procs: Processes) -> ServingDemo:
     answers = [_post(url, token, sent[0])]
     answers += _post(url, token, {"transactions": sent[1:]})["results"]
     labels = [int(v) for v in frame["label"]]
-    return ServingDemo(slug, version, promotion, url, sent, labels, answers, _stop(proc))
+    code = _stop(proc)
+    seconds = time.monotonic() - started
+    return ServingDemo(slug, version, promotion, url, sent, labels, answers, code, seconds)
 
 
 def newest_adopted(registry: ModelRegistry) -> str:
@@ -157,7 +162,10 @@ def report_serving(serving: ServingDemo, work: Path) -> None:
     ):
         how = "alone  " if n == 0 else "batch  "
         print(f"  {how}{_line(tx, label, answer)}")
-    print(f"  bank-node serve stopped on SIGTERM, exit code {serving.exit_code}")
+    print(
+        f"  bank-node serve stopped on SIGTERM, exit code {serving.exit_code} "
+        f"(serving took {serving.seconds:.0f}s)"
+    )
     (work / SERVING_FILE).write_text(json.dumps(asdict(serving), indent=2))
 
 
