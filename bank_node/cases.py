@@ -1,8 +1,9 @@
 """Case export: a scored file's alerts with their model passport, for a suspicious-activity report.
 
-``bank-node cases export --from SCORED.csv --out cases.json|cases.csv`` reads what
-``bank-node score`` wrote (``line``, ``score``, ``alert`` and, when present, ``reasons``)
-and writes one case per alert with the passport of the model version that scored it
+``bank-node cases export --from SCORED.csv|SCORED.parquet --out cases.json|cases.csv``
+reads what ``bank-node score`` wrote (``line``, ``score``, ``alert`` and, when present,
+``model_version`` and ``reasons``) and writes one case per alert with the passport of the
+model version that scored it (the one its ``model_version`` column names)
 (docs/model-registry.md, "Case export", lists every field). Reasons are taken as
 ``score`` wrote them; this module computes no attribution.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from bank_node.config import ConfigError
 from bank_node.passport import Passport
 from bank_node.registry import ModelRegistry
+from bank_node.score_output import read_scored
 
 SCORED_COLUMNS = ("line", "score", "alert")
 FORMATS = (".json", ".csv")
@@ -52,11 +53,9 @@ def export_cases(
     """Write the cases of ``scored`` to ``out`` (JSON or CSV by its suffix); a summary."""
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"--out {out}: write cases.json or cases.csv (the suffix picks)")
-    name = version or registry.promoted()
-    if name is None:
-        raise ConfigError("no model version is promoted; name the one that scored: --version")
-    passport = registry.passport(name)
-    cases = list(_alerts(scored, passport))
+    alerts, scored_by = _alerts(scored)
+    passport = registry.passport(_version(registry, scored, scored_by, version))
+    cases = [_case(scored, number, row, passport) for number, row in alerts]
     if transactions is not None:
         _attach_transactions(cases, transactions)
     header = {
@@ -73,23 +72,53 @@ def export_cases(
     return {"cases": len(cases), "model_version": passport.version, "out": str(out)}
 
 
-def _alerts(scored: Path, passport: Passport) -> Iterator[dict[str, Any]]:
-    """The alert rows of a scored CSV, checked; ConfigError names the line and column."""
-    try:
-        handle = open(scored, newline="")
-    except OSError as exc:
-        raise ConfigError(f"--from {scored}: cannot read: {exc.strerror}") from exc
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in SCORED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(
-                f"{scored}: not a file written by `bank-node score`: no column {', '.join(missing)}"
-            )
-        for number, row in enumerate(reader, start=2):
-            if row["alert"].strip() != "1":
-                continue
-            yield _case(scored, number, row, passport)
+def _version(
+    registry: ModelRegistry, scored: Path, scored_by: set[str] | None, version: str | None
+) -> str:
+    """The version whose passport the cases carry: the one the file names in its rows.
+
+    A file written before ``score`` named its model (no ``model_version`` column) takes
+    ``--version``, else the promoted version, as it always has.
+    """
+    if not scored_by:  # no column, or no rows
+        name = version or registry.promoted()
+        if name is None:
+            raise ConfigError("no model version is promoted; name the one that scored: --version")
+        return name
+    if len(scored_by) > 1:
+        raise ConfigError(
+            f"{scored} was scored by more than one model version ({', '.join(sorted(scored_by))})"
+            ": export the cases of each scoring run's file separately"
+        )
+    (name,) = scored_by
+    if version is not None and version != name:
+        raise ConfigError(
+            f"--version {version}, but {scored} was scored by {name} (its model_version column)"
+        )
+    return name
+
+
+def _alerts(scored: Path) -> tuple[list[tuple[int, dict[str, str]]], set[str] | None]:
+    """The alert rows of a scored file with their row numbers, and the versions named in it.
+
+    The versions are None for a file without a ``model_version`` column. A ConfigError
+    names a missing column.
+    """
+    columns, rows = read_scored(scored)
+    missing = [c for c in SCORED_COLUMNS if c not in columns]
+    if missing:
+        raise ConfigError(
+            f"{scored}: not a file written by `bank-node score`: no column {', '.join(missing)}"
+        )
+    named = "model_version" in columns
+    alerts: list[tuple[int, dict[str, str]]] = []
+    versions: set[str] = set()
+    for number, row in enumerate(rows, start=2):
+        if named:
+            versions.add(row["model_version"].strip())
+        if row["alert"].strip() == "1":
+            alerts.append((number, row))
+    return alerts, versions if named else None
 
 
 def _case(scored: Path, number: int, row: dict[str, str], passport: Passport) -> dict[str, Any]:
@@ -102,6 +131,7 @@ def _case(scored: Path, number: int, row: dict[str, str], passport: Passport) ->
         "line": line,
         "score": score,
         "threshold": passport.threshold,
+        "model_version": passport.version,
         "reasons": (row.get("reasons") or "").strip(),
     }
 

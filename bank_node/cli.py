@@ -241,6 +241,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                 "threshold": model.threshold,
                 "global_model_round": model.round,
                 "model": model.label,
+                "model_version": model.model_version,
                 "out": args.out,
                 "drift": drift,
             }
@@ -353,7 +354,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where intermediate files and spills go (default: state_dir/score-work)",
     )
-    sc.add_argument("--out", required=True, help="where to write line,score,alert,reasons")
+    sc.add_argument(
+        "--out",
+        required=True,
+        help="where to write line,score,alert,model_version,reasons: Parquet when the name "
+        "ends in .parquet, else CSV",
+    )
     sc.add_argument(
         "--model",
         metavar="DIR",

@@ -6,13 +6,15 @@ Layout, inside the node's ``state_dir`` (docs/model-registry.md):
   file, in exactly the format ``bank_node.scoring_model`` loads, plus ``passport.json``;
 - ``models/promoted``: the name of the version ``bank-node score`` and ``serve`` use,
   replaced atomically;
-- ``models/history.json``: the versions promoted so far, in order (``models rollback``).
+- ``models/history.json``: the versions promoted so far, in order (``models rollback``);
+- ``models/pin.json``: present after a rollback until the next ``models promote``
+  (``bank_node.registry_pin``).
 
 Promotion policy: a version is promoted automatically only once it is adopted (at once
 under an ungated policy; under a gated one when this bank's own gate verdict adopts it),
 is not older than the promoted one, and its AUPRC on this bank's held-out data is at most
-``promotion_tolerance`` below the promoted version's. Otherwise it is kept and held, with
-the reason in its passport.
+``promotion_tolerance`` below the promoted version's, and no rollback pinned the promoted
+version. Otherwise it is kept and held, with the reason in its passport.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from bank_node.model_files import (
     promoted_directory,
 )
 from bank_node.passport import Passport, read_passport, write_passport
+from bank_node.registry_pin import PINNED, Pin, clear_pin, read_pin, write_pin
 from protocol import RoundInfo
 
 HISTORY_FILE = "history.json"
@@ -47,6 +50,7 @@ HELD_REASONS = (
     "older_than_promoted",  # a newer version is promoted already
     "local_drop",  # its local AUPRC fell more than promotion_tolerance
     "no_local_auprc",  # no local AUPRC to compare with the promoted version's
+    PINNED,  # a rollback pinned the promoted version until a person promotes another
 )
 
 _ROUND = re.compile(r"^round-(\d+)$")
@@ -101,6 +105,10 @@ class ModelRegistry:
         name = self.promoted()
         return None if name is None else self.passport(name)
 
+    def pin(self) -> Pin | None:
+        """The rollback pin (None: automatic promotion is on); ConfigError if corrupt."""
+        return read_pin(self.root)
+
     def history(self) -> list[dict[str, Any]]:
         path = self.root / HISTORY_FILE
         if not path.exists():
@@ -152,27 +160,33 @@ class ModelRegistry:
         self.update(passport)
         return passport
 
-    def promote(self, version: str, *, force: bool = False) -> Passport:
-        """Promote ``version`` by hand; PromotionRefused (unless ``force``) names the rule."""
+    def promote(self, version: str, *, force: bool = False, by: str | None = None) -> Passport:
+        """Promote ``version`` by hand; PromotionRefused (unless ``force``) names the rule.
+
+        A person's promotion is the explicit decision a rollback pin waits for: it lifts the
+        pin, and automatic promotion applies again from the next adopted version.
+        """
         passport = self.passport(version)
         reason, detail = self.refusal(passport)
         if reason is not None and not force:
             raise PromotionRefused(f"{version} not promoted: {detail}; --force promotes it anyway")
         if self.promoted() != version:
-            self._point_to(version, "manual" if reason is None else "forced")
+            self._point_to(version, "manual" if reason is None else "forced", by)
+        clear_pin(self.root)
         passport = passport.holding(None)
         self.update(passport)
         return passport
 
-    def rollback(self) -> str:
-        """Promote again the version promoted before the current one; its name."""
+    def rollback(self, *, by: str = "unknown") -> str:
+        """Promote again the version promoted before the current one, pinned; its name."""
         current = self.promoted()
         stack = _promotion_stack(self.history())
         if current is None or not stack or stack[-1] != current:
             raise ConfigError(f"nothing to roll back: no promoted version in {self.root}")
         for previous in reversed(stack[:-1]):
             if previous != current and (self.root / previous).is_dir():
-                self._point_to(previous, "rollback")
+                stamp = self._point_to(previous, "rollback", by)
+                write_pin(self.root, Pin(previous, stamp["at"], by))
                 return previous
         raise ConfigError(
             f"nothing to roll back to: {current} is the first promoted version still stored"
@@ -182,12 +196,18 @@ class ModelRegistry:
 
     def hold_reason(self, passport: Passport) -> tuple[str | None, str]:
         """Why ``passport``'s version must not be promoted now (None: it may), in words."""
-        if not passport.adopted:
-            if passport.consortium_evaluation is None:
-                return "awaiting_gate", "this bank's gate has not decided on it yet"
-            evaluation = passport.consortium_evaluation.get("round")
-            detail = f"this bank's gate rejected it (evaluation round {evaluation})"
-            return "rejected_by_gate", detail
+        gate = _gate_reason(passport)
+        if gate[0] is not None:
+            return gate
+        pin = self.pin()
+        if pin is not None and pin.version != passport.version:
+            return PINNED, (
+                f"{pin.describe()}; `bank-node models promote {passport.version}` serves it"
+            )
+        return self._against_promoted(passport)
+
+    def _against_promoted(self, passport: Passport) -> tuple[str | None, str]:
+        """An adopted version against the promoted one: not older, no larger AUPRC drop."""
         current = self.promoted_passport()
         if current is None or current.version == passport.version:
             return None, ""
@@ -199,9 +219,12 @@ class ModelRegistry:
         """Why ``models promote`` refuses ``passport`` without --force (None: it does not).
 
         As the automatic policy, except that an older version is a choice a person may
-        make (its AUPRC is still held to the tolerance).
+        make (its AUPRC is still held to the tolerance) and a rollback pin does not apply
+        (a person promoting is what the pin waits for).
         """
-        reason, detail = self.hold_reason(passport)
+        reason, detail = _gate_reason(passport)
+        if reason is None:
+            reason, detail = self._against_promoted(passport)
         if reason != "older_than_promoted":
             return reason, detail
         current = self.promoted_passport()
@@ -225,16 +248,30 @@ class ModelRegistry:
 
     # --- the pointer and its history ------------------------------------------------
 
-    def _point_to(self, version: str, how: str) -> None:
+    def _point_to(self, version: str, how: str, by: str | None = None) -> dict[str, Any]:
+        """Point at ``version`` and record it in the history; the history's new entry."""
         self._write_pointer(version)
         stamp = {"version": version, "at": _now(), "how": how}
+        if by is not None:  # a person's act (promote, rollback): who, for the record
+            stamp["by"] = by
         self._write_history([*self.history(), stamp])
+        return stamp
 
     def _write_pointer(self, version: str) -> None:
         _atomic_write(self.root / PROMOTED, version + "\n")
 
     def _write_history(self, entries: list[dict[str, Any]]) -> None:
         _atomic_write(self.root / HISTORY_FILE, json.dumps(entries, indent=2))
+
+
+def _gate_reason(passport: Passport) -> tuple[str | None, str]:
+    """Why the gate keeps ``passport``'s version from being served (None: it adopted it)."""
+    if passport.adopted:
+        return None, ""
+    if passport.consortium_evaluation is None:
+        return "awaiting_gate", "this bank's gate has not decided on it yet"
+    evaluation = passport.consortium_evaluation.get("round")
+    return "rejected_by_gate", f"this bank's gate rejected it (evaluation round {evaluation})"
 
 
 def _promotion_stack(entries: list[dict[str, Any]]) -> list[str]:

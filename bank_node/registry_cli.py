@@ -17,6 +17,7 @@ from bank_node.passport import Passport
 from bank_node.portal_client import BankClient
 from bank_node.registry import ModelRegistry, PromotionRefused
 from bank_node.registry_node import NodeRegistry
+from bank_node.registry_pin import current_user
 
 COLUMNS = ("version", "round", "promoted", "local AUPRC", "consortium AUPRC", "held")
 
@@ -53,6 +54,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     _, registry = _registry(args)
     promoted = registry.promoted()
     print(table([_row(p, promoted) for p in registry.versions()]))
+    pin = registry.pin()
+    if pin is not None:
+        print(
+            f"\n{pin.describe()}: newer versions are held, not promoted automatically, "
+            "until `bank-node models promote VERSION`"
+        )
     return 0
 
 
@@ -60,6 +67,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     _, registry = _registry(args)
     passport = registry.passport(args.version).to_dict()
     passport["promoted"] = registry.promoted() == args.version
+    pin = registry.pin()
+    passport["pinned"] = None
+    if pin is not None and pin.version == args.version:
+        passport["pinned"] = {**pin.to_dict(), "text": pin.describe()}
     print(json.dumps(passport, indent=2, sort_keys=True))
     return 0
 
@@ -67,7 +78,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     config, registry = _registry(args)
     try:
-        passport = registry.promote(args.version, force=args.force)
+        passport = registry.promote(args.version, force=args.force, by=args.by)
     except PromotionRefused as exc:
         print(f"bank-node models promote: refused: {exc}", file=sys.stderr)
         return 1
@@ -78,8 +89,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     config, registry = _registry(args)
-    version = registry.rollback()
-    print(f"rolled back: {version} is the promoted model again")
+    version = registry.rollback(by=args.by)
+    print(
+        f"rolled back: {version} is the promoted model again, pinned: newer versions are "
+        "held until `bank-node models promote VERSION`"
+    )
     _report(config)
     return 0
 
@@ -121,6 +135,15 @@ def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def _with_by(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument(
+        "--by",
+        default=current_user(),
+        help="who decided, for the history and the pin (default: the login name)",
+    )
+    return parser
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """``models`` and ``cases``: one call from ``bank_node.cli.parser``."""
     models = sub.add_parser("models", help="the model registry: list, show, promote, roll back")
@@ -129,7 +152,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     show = _with_config(verbs.add_parser("show", help="one version's passport (JSON)"))
     show.add_argument("version")
     show.set_defaults(func=cmd_show)
-    promote = _with_config(verbs.add_parser("promote", help="serve VERSION from now on"))
+    promote = _with_by(
+        _with_config(
+            verbs.add_parser("promote", help="serve VERSION from now on (lifts a rollback pin)")
+        )
+    )
     promote.add_argument("version")
     promote.add_argument(
         "--force",
@@ -138,17 +165,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "more than promotion_tolerance, or this bank's gate did not adopt it)",
     )
     promote.set_defaults(func=cmd_promote)
-    rollback = verbs.add_parser("rollback", help="serve the previously promoted version again")
-    _with_config(rollback).set_defaults(func=cmd_rollback)
+    rollback = verbs.add_parser(
+        "rollback",
+        help="serve the previously promoted version again, pinned until the next promote",
+    )
+    _with_by(_with_config(rollback)).set_defaults(func=cmd_rollback)
 
     cases = sub.add_parser("cases", help="alerts with their model passport, for a SAR")
     case_verbs = cases.add_subparsers(dest="verb", required=True)
     export = _with_config(case_verbs.add_parser("export", help="export a scored file's alerts"))
-    export.add_argument("--from", dest="scored", required=True, help="CSV written by `score`")
+    export.add_argument(
+        "--from", dest="scored", required=True, help="the CSV or Parquet file `score` wrote"
+    )
     export.add_argument("--out", required=True, help="cases.json or cases.csv")
     export.add_argument(
         "--version",
-        help="the model version that scored the file (default: the promoted one)",
+        help="the model version that scored the file (default: the one its model_version "
+        "column names; for a file without that column, the promoted one)",
     )
     export.add_argument(
         "--input",

@@ -25,8 +25,9 @@ VERSIONS_HELD = Counter(
     "bank_node_model_versions_held",
     "Model versions this node stored but did not promote automatically, by reason: "
     "rejected_by_gate, older_than_promoted, local_drop (its AUPRC on this bank's held-out "
-    "data fell more than promotion_tolerance below the promoted version's) or "
-    "no_local_auprc. A version waiting for its gate verdict is not counted.",
+    "data fell more than promotion_tolerance below the promoted version's), "
+    "no_local_auprc or pinned_by_rollback (a rollback pinned the promoted version until "
+    "the next models promote). A version waiting for its gate verdict is not counted.",
     ["reason"],
 )
 

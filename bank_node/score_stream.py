@@ -7,10 +7,13 @@ model's own steps (`bank_node.scoring_model.ScoringModel`: ``normalise``, ``scor
 ``alerts``) and appends each batch's rows to the output CSV. Memory is DuckDB's limit plus
 one batch, whatever the input's size.
 
-Output: ``line,score,alert,reasons``, one row per input row in input order (``reasons``:
-the top reasons of alerting rows in plain words, `bank_node.explain`); for a directory, a
-first column ``file`` names each row's file. A ``drift`` counter, when given, counts every
-batch's features and scores per day (``models.drift.DailyCounts``).
+Output: ``line,score,alert,model_version,reasons``, one row per input row in input order
+(``model_version``: the version that scored the row, `ScoringModel.model_version`;
+``reasons``: the top reasons of alerting rows in plain words, `bank_node.explain`); for a
+directory, a first column ``file`` names each row's file. ``out`` ending in ``.parquet``
+is written as Parquet, any other name as CSV (`bank_node.score_output`). A ``drift``
+counter, when given, counts every batch's features and scores per day
+(``models.drift.DailyCounts``).
 
 The SQL (`models.features_sql`) defines the ``aml-v1`` feature set only. A model of another
 set (``card-v1``, ``paysim-v1``: `models.feature_sets`) is scored from CSV input with the
@@ -20,7 +23,6 @@ Parquet input is refused for it, naming the feature set.
 
 from __future__ import annotations
 
-import csv
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ import pyarrow.parquet as pq
 from bank_node.data import DataError, load_transactions
 from bank_node.explain import DEFAULT_REASONS, alert_reasons
 from bank_node.features_duckdb import EngineSettings, write_features
+from bank_node.score_output import open_sink
 from bank_node.scoring_model import ScoringModel
 from bank_node.staging import PARQUET_SUFFIXES, input_files, stage
 from models.drift import DailyCounts
@@ -155,23 +158,25 @@ def _write_scores(
     model: ScoringModel, batches: Iterator[_Batch], out: Path, by_file: bool, options: _Options
 ) -> ScoreSummary:
     rows = alerts = 0
-    with out.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        header_written = False
+    sink = open_sink(out)
+    try:
         for batch in batches:
             columns = _batch_columns(model, batch, options)
-            if not header_written:
-                writer.writerow(columns)
-                header_written = True
-            writer.writerows(zip(*columns.values(), strict=True))
+            sink.write(columns)
             rows += len(batch.lines)
             alerts += sum(columns["alert"])
-        if not header_written:
-            no_rows = np.zeros((0, model.policy.n_features), np.float32)
-            no_days = np.zeros(0, "datetime64[D]")
-            empty = _Batch([] if by_file else None, np.zeros(0, np.int64), no_rows, no_days)
-            writer.writerow(_batch_columns(model, empty, options))
+        if rows == 0:  # the header (and the Parquet schema) of an empty output
+            empty = _empty_batch(by_file, model.policy.n_features)
+            sink.write(_batch_columns(model, empty, options))
+    finally:
+        sink.close()
     return ScoreSummary(rows, alerts, out)
+
+
+def _empty_batch(by_file: bool, n_features: int) -> _Batch:
+    no_rows = np.zeros((0, n_features), np.float32)
+    no_days = np.zeros(0, "datetime64[D]")
+    return _Batch([] if by_file else None, np.zeros(0, np.int64), no_rows, no_days)
 
 
 def _batch_columns(model: ScoringModel, batch: _Batch, options: _Options) -> dict[str, list[Any]]:
@@ -182,8 +187,9 @@ def _batch_columns(model: ScoringModel, batch: _Batch, options: _Options) -> dic
     alerts = model.alerts(scores)
     columns: dict[str, list[Any]] = {} if batch.files is None else {"file": batch.files}
     columns["line"] = batch.lines.tolist()
-    columns["score"] = [f"{score:.6f}" for score in scores.tolist()]
+    columns["score"] = scores.astype(np.float64).tolist()  # the CSV sink shows six decimals
     columns["alert"] = alerts.astype(int).tolist()
+    columns["model_version"] = [model.model_version] * len(scores)
     columns["reasons"] = alert_reasons(
         model.net, normalised, batch.raw, scores, model.threshold, top_k=options.reasons
     )

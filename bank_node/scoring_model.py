@@ -25,6 +25,7 @@ import torch
 
 from bank_node.config import ConfigError
 from bank_node.model_files import MODEL_META, MODEL_WEIGHTS, promoted_directory
+from bank_node.passport import version_name
 from bank_node.training import Normalizer, model_from_vector
 from models.feature_sets import FeatureSet, feature_set
 from models.training import predict_scores
@@ -50,6 +51,17 @@ class ScoringModel:
     def feature_set(self) -> FeatureSet:
         """The feature set the policy names (``models.feature_sets``)."""
         return feature_set(self.policy.feature_set)
+
+    @property
+    def model_version(self) -> str:
+        """The version each scored row names: the registry's, else ``round-N``, else the label.
+
+        A model loaded from the root ``global_model.*`` files is the model of its round,
+        which the registry stores under the same name (``bank_node.passport.version_name``).
+        """
+        if self.version is not None:
+            return self.version
+        return self.label if self.round is None else version_name(self.round)
 
     @property
     def feature_names(self) -> list[str]:

@@ -1,5 +1,7 @@
 """The multi-bank demo: a live portal, one node process per bank, real HTTP, CKKS rounds.
 
+It ends with serving: the first bank promotes the federated model and scores a few of its
+held-out transactions through `bank-node serve` (``simulation.demo_serve``).
 Run with ``make demo`` (or ``python -m simulation.demo``). Everything it makes stays in
 ``demo-output/`` for inspection: the portal's SQLite database and blobs, every bank's
 keys, data, state and logs.
@@ -40,6 +42,7 @@ from simulation.datadir import (
     slug_of,
 )
 from simulation.demo_policy import add_policy_arguments, policy_fields
+from simulation.demo_serve import report_serving, serve_demo
 from simulation.processes import (
     PY,
     ROOT,
@@ -133,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
         rounds = [r.to_dict() for r in op.rounds()]
         (work / "policy-snapshot.json").write_text(json.dumps(rounds[0]["policy"], indent=2))
         baselines = {} if args.skip_baselines else _baselines(work, nodes, args)
+        serving = serve_demo(nodes[0][0], nodes[0][1], procs)
     finally:
         procs.stop_all()
 
     _report(work, nodes, rounds, baselines, manifest)
+    report_serving(serving, work)
     print(
         f"[demo] finished in {time.monotonic() - started:.0f}s; portal database, blobs and "
         f"logs kept in {work}"

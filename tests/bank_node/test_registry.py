@@ -216,3 +216,69 @@ def test_rollback_walks_back_through_the_promotions_one_at_a_time(tmp_path, bank
     assert registry.rollback() == "round-2" and registry.rollback() == "round-1"
     registry.promote("round-3")
     assert registry.rollback() == "round-1"  # what was promoted before round-3, this time
+
+
+def test_after_a_rollback_the_node_holds_the_next_adopted_version_until_a_person_promotes(
+    tmp_path, bank, caplog
+):
+    node = _node(tmp_path, bank)
+    trained = bank.trained
+    for number in (1, 2):
+        node.evaluated(
+            published(number, ungated_policy()), trained.weights, 0.5, trained.metrics, None
+        )
+    assert node.registry.rollback(by="olivia") == "round-1"
+    pin = node.registry.pin()
+    assert pin is not None and (pin.version, pin.by) == ("round-1", "olivia")
+    held_before = _held("pinned_by_rollback")
+
+    # Round 3 is as good as round 1 (within any tolerance), and still not promoted.
+    with caplog.at_level(logging.WARNING, logger="bank_node"):
+        node.evaluated(published(3, ungated_policy()), trained.weights, 0.5, trained.metrics, None)
+    passport = node.registry.passport("round-3")
+    assert node.registry.promoted() == "round-1"
+    assert passport.held == "pinned_by_rollback"
+    assert f"round-1 pinned by rollback at {pin.at}, by olivia" in passport.held_detail
+    assert "pinned by rollback" in caplog.text
+    assert _held("pinned_by_rollback") == held_before + 1
+
+    # A person's promotion lifts the pin; the next adopted version is promoted again.
+    node.registry.promote("round-3", by="olivia")
+    assert node.registry.pin() is None and node.registry.promoted() == "round-3"
+    node.evaluated(published(4, ungated_policy()), trained.weights, 0.5, trained.metrics, None)
+    assert node.registry.promoted() == "round-4"
+    hows = [(e["how"], e.get("by")) for e in node.registry.history()]
+    assert hows == [("automatic", None), ("automatic", None), ("rollback", "olivia"),
+                    ("manual", "olivia"), ("automatic", None)]  # fmt: skip
+
+
+def test_a_pinned_node_holds_a_version_its_gate_adopts_later(tmp_path, bank):
+    node = _node(tmp_path, bank)
+    trained = bank.trained
+    adopt = {"round": 9, "decision": "adopt", "candidate_auprc": 0.6, "current_auprc": 0.5}
+    for number in (1, 3):
+        node.evaluated(published(number, gated()), trained.weights, 0.5, trained.metrics, adopt)
+    node.registry.rollback(by="olivia")
+    node.evaluated(published(5, gated()), trained.weights, 0.5, trained.metrics, None)
+    assert node.registry.passport("round-5").held == "awaiting_gate"
+
+    node.decided(5, adopt)  # the gate adopts it: without the pin it would be served now
+    assert node.registry.passport("round-5").held == "pinned_by_rollback"
+    assert node.registry.promoted() == "round-1"
+
+
+def test_a_second_rollback_moves_the_pin_back_and_a_corrupt_pin_is_a_clear_error(tmp_path, bank):
+    node = _node(tmp_path, bank)
+    trained = bank.trained
+    for number in (1, 2, 3):
+        node.evaluated(
+            published(number, ungated_policy()), trained.weights, 0.5, trained.metrics, None
+        )
+    node.registry.rollback(by="a")
+    assert node.registry.rollback(by="b") == "round-1"
+    pin = node.registry.pin()
+    assert pin is not None and (pin.version, pin.by) == ("round-1", "b")
+
+    (tmp_path / "models" / "pin.json").write_text("{")
+    with pytest.raises(ConfigError, match=r"pin\.json: not a rollback pin"):
+        node.registry.pin()

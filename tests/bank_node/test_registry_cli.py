@@ -84,6 +84,25 @@ def test_promote_refuses_a_dropped_version_with_exit_1_unless_forced(node, capsy
     assert code == 2 and "nothing to roll back to" in err
 
 
+def test_rollback_pins_the_version_and_list_and_show_say_by_whom_until_a_promote(node, capsys):
+    _run(capsys, "models", "promote", "round-2", "--force", "--config", str(node))
+    code, out, _ = _run(capsys, "models", "rollback", "--by", "olivia", "--config", str(node))
+    assert code == 0 and "pinned" in out
+    _, listed, _ = _run(capsys, "models", "list", "--config", str(node))
+    assert "round-1 pinned by rollback at " in listed and ", by olivia" in listed
+    _, shown, _ = _run(capsys, "models", "show", "round-1", "--config", str(node))
+    pinned = json.loads(shown)["pinned"]
+    assert pinned["version"] == "round-1" and pinned["by"] == "olivia"
+    assert pinned["text"].startswith("round-1 pinned by rollback at ")
+    _, other, _ = _run(capsys, "models", "show", "round-2", "--config", str(node))
+    assert json.loads(other)["pinned"] is None
+
+    _run(capsys, "models", "promote", "round-1", "--config", str(node))
+    _, listed, _ = _run(capsys, "models", "list", "--config", str(node))
+    _, shown, _ = _run(capsys, "models", "show", "round-1", "--config", str(node))
+    assert "pinned" not in listed and json.loads(shown)["pinned"] is None
+
+
 def test_promote_tells_the_portal_what_the_node_serves_when_the_bank_opted_in(node, capsys):
     seen: list[tuple[str, str, bytes]] = []
 
@@ -110,6 +129,36 @@ def test_score_without_model_uses_the_promoted_version_not_the_newest(node, bank
     _run(capsys, "models", "promote", "round-2", "--force", "--config", str(node))
     code, printed, _ = _run(capsys, *argv)
     assert json.loads(printed.strip().splitlines()[-1])["global_model_round"] == 2
+    with open(out, newline="") as handle:
+        assert {row["model_version"] for row in csv.DictReader(handle)} == {"round-2"}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cases_export_takes_the_version_each_row_names_not_the_one_promoted_since(
+    node, bank, capsys, suffix
+):
+    scored = node.parent / f"scored{suffix}"
+    argv = ("score", "--config", str(node), "--input", str(bank.data_file), "--out", str(scored))
+    code, printed, _ = _run(capsys, *argv)
+    assert code == 0 and json.loads(printed.strip().splitlines()[-1])["model_version"] == "round-1"
+    _run(capsys, "models", "promote", "round-2", "--force", "--config", str(node))
+
+    out = node.parent / "cases.json"
+    code, _ = _export(capsys, node, scored, out)
+    document = json.loads(out.read_text())
+    assert code == 0 and document["model"]["version"] == "round-1"
+    assert document["cases"] and {c["model_version"] for c in document["cases"]} == {"round-1"}
+    assert document["cases"][0]["case_id"].startswith("round-1-line-")
+
+    code, err = _export(capsys, node, scored, out, "--version", "round-2")
+    assert code == 2 and f"--version round-2, but {scored} was scored by round-1" in err
+
+
+def test_cases_export_refuses_a_file_scored_by_two_versions(node, capsys):
+    scored = node.parent / "scored.csv"
+    scored.write_text("line,score,alert,model_version\n2,0.9,1,round-1\n3,0.8,1,round-2\n")
+    code, err = _export(capsys, node, scored, node.parent / "cases.json")
+    assert code == 2 and "scored by more than one model version (round-1, round-2)" in err
 
 
 def test_a_pointer_to_a_missing_version_makes_score_exit_2_naming_it(node, bank, capsys):

@@ -107,7 +107,10 @@ def test_alerting_rows_carry_their_top_three_reasons_and_other_rows_none(
     out = tmp_path / "scored.csv"
     summary = score(node_toml, bank_file, out, capsys)
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["line", "score", "alert", "reasons"]
+    assert list(rows[0]) == ["line", "score", "alert", "model_version", "reasons"]
+    # The root global model of round 7 (no registry): every row names it by its round.
+    assert summary["model_version"] == f"round-{ROUND}"
+    assert {r["model_version"] for r in rows} == {f"round-{ROUND}"}
     alerting = [r for r in rows if r["alert"] == "1"]
     assert summary["alerts"] == len(alerting) > 0
     assert all(r["reasons"] == "" for r in rows if r["alert"] == "0")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from bank_node.baseline import default_policy, save_model
@@ -80,7 +82,7 @@ def test_a_single_csv_is_scored_as_it_was_before_streaming(
     out = tmp_path / "scores.csv"
     summary = score_input(model, world / "bank_2.csv", out, settings=settings(tmp_path))
     ours, before = scored(out), scored_as_before(model, world / "bank_2.csv")
-    assert out.read_text().splitlines()[0] == "line,score,alert,reasons"
+    assert out.read_text().splitlines()[0] == "line,score,alert,model_version,reasons"
     assert [r["line"] for r in ours] == [r["line"] for r in before]
     assert [bool(r["reasons"]) for r in ours] == [r["alert"] == "1" for r in ours]
     assert [r["alert"] for r in ours] == [r["alert"] for r in before]
@@ -108,7 +110,7 @@ def test_a_directory_is_scored_file_by_file_with_a_file_column(
     out = tmp_path / "scores.csv"
     summary = score_input(model, world, out, settings=settings(tmp_path))
     rows = scored(out)
-    assert list(rows[0]) == ["file", "line", "score", "alert", "reasons"]
+    assert list(rows[0]) == ["file", "line", "score", "alert", "model_version", "reasons"]
     for name in ("bank_1.csv", "bank_2.csv"):
         lines = [int(r["line"]) for r in rows if r["file"] == name]
         assert lines == list(range(2, len(load_transactions(world / name)) + 2))
@@ -126,6 +128,44 @@ def test_a_parquet_file_of_normalised_columns_scores_like_its_csv(
     a, b = scored(from_csv), scored(from_parquet)
     assert [r["score"] for r in a] == [r["score"] for r in b]
     assert [int(r["line"]) for r in b] == list(range(1, len(a) + 1))  # Parquet: row number
+
+
+def test_every_row_names_the_model_version_and_a_parquet_output_holds_what_the_csv_does(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    as_csv, as_parquet = tmp_path / "scores.csv", tmp_path / "scores.parquet"
+    score_input(model, world / "bank_2.csv", as_csv, settings=settings(tmp_path))
+    summary = score_input(model, world / "bank_2.csv", as_parquet, settings=settings(tmp_path))
+    rows, table = scored(as_csv), pq.read_table(as_parquet).to_pylist()
+    assert model.model_version == "local-only"  # saved by `baseline --save`: no round
+    assert {r["model_version"] for r in rows} == {"local-only"}
+    assert list(table[0]) == ["line", "score", "alert", "model_version", "reasons"]
+    assert summary.rows == len(table) == len(rows)
+    for row, record in zip(rows, table, strict=True):
+        assert (int(row["line"]), int(row["alert"])) == (record["line"], record["alert"])
+        assert (row["model_version"], row["reasons"]) == (
+            record["model_version"],
+            record["reasons"],
+        )
+        assert row["score"] == f"{record['score']:.6f}"  # the CSV shows the Parquet double
+
+
+def test_a_directory_scored_to_parquet_keeps_the_file_column(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.parquet"
+    summary = score_input(model, world, out, settings=settings(tmp_path))
+    table = pq.read_table(out)
+    assert table.column_names == ["file", "line", "score", "alert", "model_version", "reasons"]
+    assert set(table.column("file").to_pylist()) == {"bank_1.csv", "bank_2.csv"}
+    assert summary.rows == table.num_rows
+
+
+def test_the_model_version_is_the_registry_version_else_the_round_else_the_label(
+    model: ScoringModel,
+) -> None:
+    assert replace(model, round=4, label="global").model_version == "round-4"
+    assert replace(model, round=4, version="round-3").model_version == "round-3"
 
 
 def test_a_parquet_file_without_the_needed_columns_is_refused_by_name(
@@ -154,7 +194,10 @@ def test_a_header_only_csv_gives_a_header_only_output(
     empty.write_text((world / "bank_2.csv").read_text().splitlines()[0] + "\n")
     summary = score_input(model, empty, tmp_path / "out.csv", settings=settings(tmp_path))
     assert summary.rows == 0
-    assert (tmp_path / "out.csv").read_text() == "line,score,alert,reasons\n"
+    assert (tmp_path / "out.csv").read_text() == "line,score,alert,model_version,reasons\n"
+    score_input(model, empty, tmp_path / "out.parquet", settings=settings(tmp_path))
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.num_rows == 0 and "model_version" in table.column_names
 
 
 def test_a_memory_limit_that_is_not_a_size_is_refused() -> None:

@@ -179,7 +179,9 @@ def test_a_bank_scores_a_csv_with_the_global_model(federation):
     )
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
-    assert lines[0] == "line,score,alert,reasons"
+    assert lines[0] == "line,score,alert,model_version,reasons"
+    version = json.loads(result.stdout.strip().splitlines()[-1])["model_version"]
+    assert version.startswith("round-") and {line.split(",")[3] for line in lines[1:]} == {version}
     assert len(lines) - 1 == len(csv.read_text().splitlines()) - 1
     scores = [float(line.split(",")[1]) for line in lines[1:]]
     assert all(0.0 <= v <= 1.0 for v in scores) and len(set(scores)) > 10

@@ -176,3 +176,19 @@ def test_the_demo_federates_the_banks_own_files_with_their_date_split(
     assert sorted(results["federated"]) == ["our-bank-1", "our-bank-2", "our-bank-3"]
     toml = (out / "banks" / "our-bank-1" / "node.toml").read_text()
     assert '[evaluation]\ntrain_before = "2022-10-10"\nevaluate_from = "2022-10-10"' in toml
+
+    # The ending: our-bank-1 promoted the federated model and scored through bank-node serve.
+    serving = json.loads((out / "serving.json").read_text())
+    promoted = (out / "banks" / "our-bank-1" / "state" / "models" / "promoted").read_text()
+    assert serving["bank"] == "our-bank-1" and serving["version"] == promoted.strip()
+    assert serving["promotion"].startswith(f"promoted {serving['version']} (round ")
+    assert len(serving["answers"]) == len(serving["sent"]) == 4 and serving["exit_code"] == 0
+    assert [a["id"] for a in serving["answers"]] == [t["id"] for t in serving["sent"]]
+    for answer in serving["answers"]:
+        assert answer["model"]["version"] == serving["version"]
+        assert 0.0 <= answer["score"] <= 1.0
+        assert answer["alert"] == (answer["score"] >= answer["model"]["threshold"])
+    printed = done.stdout.split("Serving at our-bank-1", 1)[1].splitlines()
+    scored = [line for line in printed if f"model {serving['version']}" in line]
+    assert len(scored) == 4
+    assert any("bank-node serve stopped on SIGTERM, exit code 0" in line for line in printed)
