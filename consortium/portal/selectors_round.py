@@ -117,8 +117,9 @@ def submission_rows_filtered(
 
 def _auprc(report: MetricReport) -> float:
     value = report.metrics.get("auprc") if isinstance(report.metrics, dict) else None
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok else float("nan")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
 
 
 def report_rows_filtered(reports: Sequence[MetricReport], wanted: RowFilter) -> list[MetricReport]:
