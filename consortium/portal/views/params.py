@@ -21,7 +21,7 @@ def _round_number(request: HttpRequest, name: str) -> int | None:
     if not raw:
         return None
     if not raw.isdigit() or int(raw) < 1:
-        raise BadQuery(f"?{name}= must be a round number (1 or more), not {raw[:40]!r}")
+        raise BadQuery(f"?{name}= must be a round number (1 or more), not {raw[:40]}")
     return int(raw)
 
 
@@ -44,7 +44,7 @@ def _choice(request: HttpRequest, name: str, allowed: object, default: str = "")
     value = request.GET.get(name, "").strip()
     if value and value not in allowed:  # type: ignore[operator]
         options = ", ".join(sorted(allowed))  # type: ignore[call-overload]
-        raise BadQuery(f"?{name}={value[:40]!r} is not one of: {options}")
+        raise BadQuery(f"?{name}={value[:40]} is not one of: {options}")
     return value or default
 
 
