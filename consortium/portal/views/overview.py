@@ -18,7 +18,7 @@ from consortium.rounds.selectors_attention import (
     bank_list_needing_attention,
     rounds_closed_recent,
 )
-from consortium.rounds.selectors_epsilon import epsilon_budget
+from consortium.rounds.selectors_epsilon import epsilon_budget, epsilon_highest_signed
 
 if TYPE_CHECKING:  # annotations only: reads of the trail go through audit.selectors
     from audit.models import AuditEvent
@@ -34,6 +34,7 @@ def overview(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     context = {
         "counts": members_selectors.bank_status_counts(),
         "epsilon_budget": budget,
+        "epsilon_highest": epsilon_highest_signed(),
         "key_epoch": rounds_selectors.key_epoch_current_without_context(),
         "failed_rounds": rounds_selectors.round_list_failed_recent(),
         "rejected": rejected,
