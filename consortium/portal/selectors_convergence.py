@@ -13,6 +13,9 @@ from consortium.rounds.selectors_epsilon import EpsilonFigure, epsilon_signed
 
 CHART_WINDOW = 50  # rounds a plot shows by default, up to the round in view
 WINDOW_MAX = 10_000  # rounds an explicit ?from= window may span
+# Rounds a plot reads at most: a longer window is thinned to every k-th round, so 10,000
+# rounds of 200 banks cost what 400 do (the reports are read and parsed in Python).
+POINTS_MAX = 400
 FEW_BANKS = 7  # up to this many banks, each gets its own coloured line as before
 SELECTED_MAX = 7  # banks a person may pick (?banks=): one palette colour each
 MEAN_LABEL = "consortium mean (self-reported)"
@@ -42,6 +45,7 @@ class Convergence:
     auprc_band: Band | None = None
     epsilon_band: Band | None = None
     banks_reporting: int = 0
+    step: int = 1  # every step-th published round of the window is drawn
 
 
 def unknown_banks(slugs: Sequence[str]) -> list[str]:
@@ -66,7 +70,7 @@ def convergence(
     the consortium line, plus the lines of the banks the window names.
     """
     window = window or ChartWindow()
-    numbers = _round_numbers(up_to, window)
+    numbers, step = thin_rounds(_round_numbers(up_to, window))
     if not numbers:
         return Convergence()
     only = bank if not with_consortium else None
@@ -81,11 +85,12 @@ def convergence(
         keep = {bank.slug, MEAN_LABEL, EPSILON_MAX_LABEL} if with_consortium else {bank.slug}
         auprc = [s for s in auprc if s.name in keep]
         epsilon = [s for s in epsilon if s.name in keep]
-        return Convergence(auprc, epsilon, *span, _budget_line(figures), None, None, reporting)
+        budget = _budget_line(figures)
+        return Convergence(auprc, epsilon, *span, budget, None, None, reporting, step)
     auprc, auprc_band = _focus(auprc, window.banks)
     epsilon, epsilon_band = _focus(epsilon, window.banks)
     budget = _budget_line(figures)
-    return Convergence(auprc, epsilon, *span, budget, auprc_band, epsilon_band, reporting)
+    return Convergence(auprc, epsilon, *span, budget, auprc_band, epsilon_band, reporting, step)
 
 
 def _round_numbers(up_to: int | None, window: ChartWindow) -> list[int]:
@@ -95,6 +100,12 @@ def _round_numbers(up_to: int | None, window: ChartWindow) -> list[int]:
     return rounds_selectors.round_numbers_published(
         up_to=last, limit=WINDOW_MAX, since=window.first
     )
+
+
+def thin_rounds(numbers: list[int]) -> tuple[list[int], int]:
+    """At most ``POINTS_MAX`` of ``numbers`` (newest first), evenly spaced, the newest kept."""
+    step = -(-len(numbers) // POINTS_MAX)  # ceiling division
+    return (numbers[::step], step) if step > 1 else (numbers, 1)
 
 
 def _focus(series: list[Series], selected: Sequence[str]) -> tuple[list[Series], Band | None]:

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from consortium.members.models import Bank, BankStatus
-from consortium.portal.selectors_convergence import BAND_LABEL
+from consortium.portal.selectors_convergence import BAND_LABEL, POINTS_MAX, thin_rounds
 from consortium.rounds.models import MetricReport, Round, RoundState, Submission
 from consortium.rounds.services import scheduler_tick
 from tests.portal.conftest import report, submit
@@ -127,3 +127,11 @@ def test_with_many_banks_the_chart_draws_a_band_and_only_the_banks_asked_for(op,
     assert f'data-band="{BAND_LABEL}"' in html
     assert 'data-series="x3"' in html and 'data-series="x4"' not in html
     assert 'data-series="alpha"' not in html
+
+
+def test_a_long_window_isthin_rounds_to_a_bounded_number_of_rounds():
+    numbers = list(range(1000, 0, -1))
+    thinned, step = thin_rounds(numbers)
+    assert step == 3 and len(thinned) <= POINTS_MAX
+    assert thinned[0] == 1000  # the newest round is always drawn
+    assert thin_rounds(numbers[:50]) == (numbers[:50], 1)
