@@ -70,9 +70,11 @@ def convergence(
     the consortium line, plus the lines of the banks the window names.
     """
     window = window or ChartWindow()
-    numbers, step = thin_rounds(_round_numbers(up_to, window))
-    if not numbers:
+    in_window = _round_numbers(up_to, window)
+    if not in_window:
         return Convergence()
+    numbers, step = thin_rounds(in_window)
+    span = (min(in_window), max(in_window))  # the window's rounds, whichever are drawn
     only = bank if not with_consortium else None
     rows = rounds_selectors.metric_report_rows(numbers, only)
     auprc = metric_series(rows, "auprc", overall="mean", overall_name=MEAN_LABEL)
@@ -80,7 +82,6 @@ def convergence(
     signed = [(f.round, f.bank, {"epsilon": f.epsilon}) for f in figures]
     epsilon = metric_series(signed, "epsilon", overall="max", overall_name=EPSILON_MAX_LABEL)
     reporting = len({slug for _, slug, _ in rows})
-    span = (min(numbers), max(numbers))
     if bank is not None:
         keep = {bank.slug, MEAN_LABEL, EPSILON_MAX_LABEL} if with_consortium else {bank.slug}
         auprc = [s for s in auprc if s.name in keep]
