@@ -19,6 +19,7 @@ PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#8
 EMPHASIS_COLOUR = "#1f2933"
 FAINT_COLOUR = "#9aa5b1"
 REFERENCE_COLOUR = "#d55e00"  # a limit (the privacy budget), dashed: not a series of values
+BAND_COLOUR = "#9aa5b1"
 MARKERS_UP_TO = 40  # points per series; beyond that, circles only clutter the line
 LEGEND_WIDTH = 240  # pixels right of the plot
 
@@ -38,6 +39,14 @@ class Reference:
 
     name: str
     value: float
+
+
+@dataclass(frozen=True)
+class Band:
+    """A shaded range per x, e.g. the 10th to the 90th percentile of the banks' values."""
+
+    name: str
+    points: Sequence[tuple[float, float, float]]  # (x, low, high) sorted by x
 
 
 def _finite(value: Any) -> float | None:
@@ -72,6 +81,29 @@ def metric_series(
     lines = [Series(bank, sorted(points)) for bank, points in sorted(per_bank.items())]
     combined = [(n, combine(per_round[n])) for n in sorted(per_round)]
     return [*lines, Series(overall_name, combined, emphasis=True)]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of ``values``, interpolated between ranks as numpy does."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    below, above = math.floor(position), math.ceil(position)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def percentile_band(
+    lines: Iterable[Series], name: str, low: float = 0.1, high: float = 0.9
+) -> Band | None:
+    """Per x, the ``low`` to ``high`` quantile of the ordinary lines' values (None if none)."""
+    per_x: dict[float, list[float]] = defaultdict(list)
+    for line in lines:
+        if not line.emphasis:
+            for x, y in line.points:
+                per_x[x].append(y)
+    if not per_x:
+        return None
+    points = [(x, percentile(v, low), percentile(v, high)) for x, v in sorted(per_x.items())]
+    return Band(name, points)
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -122,19 +154,23 @@ def line_chart(
     height: int = 300,
     legend_limit: int = 7,
     reference: Reference | None = None,
+    band: Band | None = None,
 ) -> str:
     """Draw ``series`` as an SVG line chart with axes, ticks, a legend and tooltips.
 
     The emphasised series is drawn last, thick and dark. With more than ``legend_limit``
     ordinary series, they are all drawn thin and grey and the legend counts them.
     ``marker_x`` draws a dashed vertical line (e.g. "this round"); ``reference`` a dashed
-    horizontal one across the plot (e.g. the privacy budget), always inside the y range.
+    horizontal one across the plot (e.g. the privacy budget), always inside the y range;
+    ``band`` a shaded range under the lines. The y axis fits the values drawn, not 0 to 1.
     """
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'class="chart" role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
     )
     points = [p for s in series for p in s.points]
+    if band is not None:
+        points += [(x, v) for x, low, high in band.points for v in (low, high)]
     if not points:
         return (
             f'{head}<text x="{width / 2}" y="{height / 2}" text-anchor="middle" '
@@ -144,7 +180,7 @@ def line_chart(
     if reference is not None:
         ys.append(reference.value)
     x_ticks = _x_ticks(min(xs), max(xs))
-    y_ticks = nice_ticks(min(0.0, min(ys)), max(ys) if max(ys) > 0 else 1.0)
+    y_ticks = nice_ticks(*_y_range(min(ys), max(ys)))
     frame = _Frame(
         58, 16, width - 58 - LEGEND_WIDTH, height - 16 - 46,
         x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1],
@@ -156,6 +192,8 @@ def line_chart(
             f'<line x1="{mx:.1f}" y1="{frame.top}" x2="{mx:.1f}" '
             f'y2="{frame.top + frame.height}" stroke="#52606d" stroke-dasharray="4 3"/>'
         )
+    if band is not None:
+        parts.append(_band(frame, band))
     if reference is not None:
         parts.append(_reference(frame, reference))
     ordinary = [s for s in series if not s.emphasis]
@@ -165,10 +203,22 @@ def line_chart(
         for i, s in enumerate(ordinary)
     ] + [(s, EMPHASIS_COLOUR, 3.2) for s in series if s.emphasis]
     parts += [_line(frame, s, colour, stroke) for s, colour, stroke in styled]
-    legend = _legend(width - LEGEND_WIDTH + 12, frame.top, styled, faint, len(ordinary), reference)
+    legend = _legend(
+        width - LEGEND_WIDTH + 12, frame.top, styled, faint, len(ordinary), reference, band
+    )
     parts.append(legend)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _y_range(low: float, high: float) -> tuple[float, float]:
+    """The values' own range with a little room; a flat line gets a band around it."""
+    if high - low < 1e-9:
+        pad = abs(high) * 0.05 or 0.05
+        return low - pad, high + pad
+    pad = (high - low) * 0.05
+    # Not below zero when every value is a non-negative figure (AUPRC, ε).
+    return (max(low - pad, 0.0) if low >= 0 else low - pad), high + pad
 
 
 def _x_ticks(low: float, high: float) -> list[float]:
@@ -229,6 +279,17 @@ def _line(frame: _Frame, series: Series, colour: str, stroke: float) -> str:
     return "".join(out)
 
 
+def _band(frame: _Frame, band: Band) -> str:
+    upper = [f"{frame.x(x):.1f},{frame.y(high):.1f}" for x, _, high in band.points]
+    lower = [f"{frame.x(x):.1f},{frame.y(low):.1f}" for x, low, _ in reversed(band.points)]
+    name = escape(band.name)
+    return (
+        f'<g class="band" data-band="{name}"><polygon points="{" ".join(upper + lower)}" '
+        f'fill="{BAND_COLOUR}" fill-opacity="0.35" stroke="none"><title>{name}</title>'
+        f"</polygon></g>"
+    )
+
+
 def _reference(frame: _Frame, reference: Reference) -> str:
     y = frame.y(reference.value)
     name = escape(reference.name)
@@ -246,8 +307,11 @@ def _legend(
     faint: bool,
     ordinary: int,
     reference: Reference | None = None,
+    band: Band | None = None,
 ) -> str:
     rows = [(s.name, colour, stroke, "") for s, colour, stroke in styled if s.emphasis]
+    if band is not None:
+        rows.append((band.name, BAND_COLOUR, 8.0, ' stroke-opacity="0.35"'))
     if reference is not None:
         rows.append((reference.name, REFERENCE_COLOUR, 2.0, ' stroke-dasharray="6 4"'))
     if faint:

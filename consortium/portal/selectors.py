@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,20 +19,16 @@ from django.utils import timezone
 from audit import selectors as audit_selectors
 from consortium.members.models import Bank
 from consortium.portal.access import AUDITORS_GROUP
-from consortium.portal.charts import Reference, Series, metric_series
 from consortium.portal.models import BankRepresentative
 from consortium.rounds import gate_selectors
 from consortium.rounds import selectors as rounds_selectors
 from consortium.rounds.models import Round, RoundKind, RoundState, Submission
-from consortium.rounds.selectors_epsilon import EpsilonFigure, epsilon_signed
-from he.signing import update_message, verify
+from consortium.rounds.selectors_attention import NEAR_BUDGET
+from consortium.rounds.selectors_epsilon import epsilon_signed
 
 if TYPE_CHECKING:  # annotations only: reads of the trail go through audit.selectors
     from audit.models import AuditEvent
 
-CHART_WINDOW = 50  # rounds a convergence plot shows, up to the round in view
-MEAN_LABEL = "consortium mean (self-reported)"
-EPSILON_MAX_LABEL = "highest ε any bank signed"
 
 # --- the consortium's state ---------------------------------------------------------------
 
@@ -152,33 +148,6 @@ def round_progress(rnd: Round) -> Progress:
     return Progress(rnd, submitted, missing)
 
 
-@dataclass(frozen=True)
-class SubmissionRow:
-    """An accepted update as the round page shows it, with its signature checked again."""
-
-    submission: Submission
-    signature_ok: bool
-    key_still_current: bool
-    in_manifest: bool
-
-
-def submission_rows(rnd: Round) -> list[SubmissionRow]:
-    """Re-verify every stored signature with the key that verified it at upload time."""
-    manifest = {(i.get("bank"), i.get("digest")) for i in rnd.manifest.get("inputs", [])}
-    rows = []
-    for sub in rounds_selectors.submission_list_for_round(rnd):
-        message = update_message(rnd.number, sub.bank.slug, sub.digest)
-        rows.append(
-            SubmissionRow(
-                submission=sub,
-                signature_ok=verify(sub.signing_public_key, message, sub.signature),
-                key_still_current=sub.signing_public_key == sub.bank.signing_public_key,
-                in_manifest=(sub.bank.slug, sub.digest) in manifest,
-            )
-        )
-    return rows
-
-
 def auprc_means(round_ids: Iterable[int]) -> dict[int, float]:
     """Mean self-reported AUPRC per round, for one page of rounds (one query)."""
     values: dict[int, list[float]] = defaultdict(list)
@@ -187,51 +156,6 @@ def auprc_means(round_ids: Iterable[int]) -> dict[int, float]:
         if isinstance(value, int | float) and not isinstance(value, bool):
             values[round_id].append(float(value))
     return {k: sum(v) / len(v) for k, v in values.items()}
-
-
-# --- convergence plots -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Convergence:
-    """The series of the two plots: AUPRC per round (self-reported), and the ε each bank
-    signed with its upload (``selectors_epsilon``) against the budget when DP is on."""
-
-    auprc: list[Series] = field(default_factory=list)
-    epsilon: list[Series] = field(default_factory=list)
-    first_round: int | None = None
-    last_round: int | None = None
-    epsilon_budget: Reference | None = None
-
-
-def convergence(
-    *, up_to: int | None = None, bank: Bank | None = None, with_consortium: bool = True
-) -> Convergence:
-    """Metrics of the last ``CHART_WINDOW`` published rounds up to round ``up_to``.
-
-    With ``bank``, only that bank's line is kept, plus the consortium line when
-    ``with_consortium`` (a bank's representative does not see other banks' figures).
-    """
-    numbers = rounds_selectors.round_numbers_published(up_to=up_to, limit=CHART_WINDOW)
-    if not numbers:
-        return Convergence()
-    only = bank if not with_consortium else None
-    rows = rounds_selectors.metric_report_rows(numbers, only)
-    auprc = metric_series(rows, "auprc", overall="mean", overall_name=MEAN_LABEL)
-    figures = epsilon_signed(rounds=numbers, bank=only)
-    signed = [(f.round, f.bank, {"epsilon": f.epsilon}) for f in figures]
-    epsilon = metric_series(signed, "epsilon", overall="max", overall_name=EPSILON_MAX_LABEL)
-    if bank is not None:
-        keep = {bank.slug, MEAN_LABEL, EPSILON_MAX_LABEL} if with_consortium else {bank.slug}
-        auprc = [s for s in auprc if s.name in keep]
-        epsilon = [s for s in epsilon if s.name in keep]
-    return Convergence(auprc, epsilon, min(numbers), max(numbers), _budget_line(figures))
-
-
-def _budget_line(figures: list[EpsilonFigure]) -> Reference | None:
-    """The budget of the newest round in view that had one: the line ε must stay under."""
-    budget = next((f.budget for f in reversed(figures) if f.budget is not None), None)
-    return Reference(f"budget ε = {budget:g}", budget) if budget is not None else None
 
 
 # --- the evaluation gate -------------------------------------------------------------------
@@ -346,3 +270,58 @@ def account_list() -> list[Any]:
         .order_by("username")
     )
     return list(users)
+
+
+# --- banks needing attention (the overview) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionRow:
+    """A bank the overview lists, and every reason to look at it, in words."""
+
+    bank: Bank
+    reasons: list[str]
+
+
+def refused_banks(events: Iterable[AuditEvent]) -> dict[str, str]:
+    """``{bank slug: reason}`` of the refused uploads among ``events`` (newest wins)."""
+    out: dict[str, str] = {}
+    for event in events:
+        if event.actor.startswith("bank:"):
+            out.setdefault(event.actor.removeprefix("bank:"), str(event.data.get("reason", "")))
+    return out
+
+
+def attention_rows(
+    banks: Iterable[Any],
+    *,
+    recent: Sequence[Round],
+    budget: float | None,
+    flagged: dict[str, str],
+    now: datetime,
+) -> list[AttentionRow]:
+    """Word each reason of ``selectors_attention.bank_list_needing_attention`` rows."""
+    rows = []
+    for bank in banks:
+        reasons = []
+        if bank.status == "suspended":
+            reasons.append("suspended: its node may not take part")
+        if getattr(bank, "sat_out", False) and bank.status == "active" and recent:
+            reasons.append(f"sat out the last {len(recent)} rounds")
+        if (
+            budget
+            and bank.epsilon_signed is not None
+            and bank.epsilon_signed >= NEAR_BUDGET * budget
+        ):
+            reasons.append(
+                f"privacy budget nearly spent: ε {bank.epsilon_signed:.2f} of {budget:g}"
+            )
+        expires = bank.previous_credential_expires_at
+        if expires is not None and expires > now:
+            reasons.append(f"old credential still valid until {expires:%Y-%m-%d %H:%M} UTC")
+        if bank.status == "active" and not bank.signing_public_key:
+            reasons.append("no signing key registered")
+        if bank.slug in flagged:
+            reasons.append(f"upload refused lately: {flagged[bank.slug] or 'no reason given'}")
+        rows.append(AttentionRow(bank, reasons))
+    return rows

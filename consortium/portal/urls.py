@@ -43,6 +43,7 @@ urlpatterns = [
     path("rounds/", rounds.round_list, name="round-list"),
     path("rounds/progress", overview.progress, name="round-progress"),
     path("rounds/<int:number>/", rounds.round_detail, name="round-detail"),
+    path("rounds/<int:number>/manifest.json", rounds.round_manifest, name="round-manifest"),
     path("banks/", banks.bank_list, name="bank-list"),
     path("banks/new", banks.bank_onboard, name="bank-onboard"),
     path("banks/<slug:slug>/", include(_bank_routes)),

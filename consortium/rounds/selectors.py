@@ -123,9 +123,14 @@ def round_list_for_bank(bank: Bank) -> QuerySet[Round]:
     )
 
 
-def round_numbers_published(*, up_to: int | None, limit: int) -> list[int]:
-    """The newest ``limit`` published round numbers, up to round ``up_to``, newest first."""
+def round_numbers_published(
+    *, up_to: int | None, limit: int, since: int | None = None
+) -> list[int]:
+    """The newest ``limit`` published round numbers from ``since`` up to ``up_to``, newest
+    first (either bound open when None)."""
     published = Round.objects.filter(state=RoundState.PUBLISHED)
+    if since is not None:
+        published = published.filter(number__gte=since)
     if up_to is not None:
         published = published.filter(number__lte=up_to)
     return list(published.order_by("-number").values_list("number", flat=True)[:limit])

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.db.models import OuterRef, Subquery
+from django.db.models import Max, OuterRef, Subquery
 
 from consortium.members.models import Bank
 from consortium.rounds.models import RoundPolicy, Submission
@@ -69,3 +69,9 @@ def epsilon_budget() -> float | None:
         .values_list("dp_target_epsilon", flat=True)
         .first()
     )
+
+
+def epsilon_highest_signed() -> float | None:
+    """The highest cumulative ε any bank has signed with an upload (None: none signed one)."""
+    value = Submission.objects.aggregate(top=Max("epsilon_spent"))["top"]
+    return float(value) if value is not None else None

@@ -75,11 +75,12 @@ def seed_history(
     )
     all_banks = list(Bank.objects.order_by("slug"))
     start = timezone.now() - timedelta(days=rounds)
+    snapshot = policy.snapshot()  # the same for every round: building it 1,000 times costs seconds
     Round.objects.bulk_create(
         Round(
             number=n,
             policy=policy,
-            policy_snapshot=policy.snapshot(),
+            policy_snapshot=snapshot,
             key_epoch=epoch,
             vector_length=policy.vector_length,
             state=RoundState.FAILED if n % 10 == 0 else RoundState.PUBLISHED,
@@ -146,3 +147,77 @@ def report(rnd: Any, persona: Any, metrics: dict[str, float]) -> Any:
         content_type="application/json",
         **persona.auth(),
     )
+
+
+def key_epoch_row() -> Any:
+    """A key epoch row for pages to name, without generating a CKKS context (seconds)."""
+    from consortium.rounds.models import KeyEpoch
+
+    return KeyEpoch.objects.create(
+        number=1, fingerprint="f" * 64, ckks_params={}, public_context=b"", created_by="test"
+    )
+
+
+def seed_crowded_rounds(
+    *, published: Any, open_round: Any, banks: list[Any], took_part: int
+) -> None:
+    """Give ``published`` an upload, a report and a manifest input from each of the first
+    ``took_part`` banks besides those it has, and ``open_round`` uploads from as many:
+    the rest of the banks are missing from it (bulk inserts, no services)."""
+    from consortium.rounds.models import MetricReport, Submission
+
+    have = set(published.submissions.values_list("bank_id", flat=True))
+    joining = [b for b in banks[:took_part] if b.pk not in have]
+
+    def upload(rnd: Any, bank: Any, i: int) -> Any:
+        return Submission(
+            round=rnd,
+            bank=bank,
+            digest=f"{rnd.number:032d}{1000 + i:032d}",
+            signature="c2ln",
+            signing_public_key=bank.signing_public_key,
+            size_bytes=65_600 + i,
+            blob=f"r{rnd.number}/{bank.slug}",
+            epsilon_spent=0.1 * rnd.number,
+            budget_left=True,
+        )
+
+    Submission.objects.bulk_create(
+        [upload(published, b, i) for i, b in enumerate(joining)]
+        + [upload(open_round, b, i) for i, b in enumerate(banks[:took_part])],
+        batch_size=2000,
+    )
+    MetricReport.objects.bulk_create(
+        MetricReport(round=published, bank=b, metrics={"auprc": 0.3 + 0.002 * i, "loss": 0.1})
+        for i, b in enumerate(joining)
+    )
+    inputs = published.submissions.select_related("bank").order_by("bank__slug")
+    published.manifest = {
+        "round": published.number,
+        "key_epoch": published.key_epoch.fingerprint,
+        "aggregate_digest": "a" * 64,
+        "inputs": [{"bank": s.bank.slug, "digest": s.digest, "signature": "c2ln"} for s in inputs],
+    }
+    published.save(update_fields=["manifest"])
+
+
+def policy_row(**fields: Any) -> Any:
+    """An active policy row for pages to read, made without ``policy_create``: that service
+    builds the model with torch to size its update, which costs a cold import (seconds).
+    Its sizes are made up; nothing here trains or encrypts."""
+    from consortium.rounds.models import RoundPolicy
+
+    defaults: dict[str, Any] = {
+        "name": "default",
+        "version": 1,
+        "created_by": "test",
+        "active": True,
+        "min_banks": 3,
+        "max_rounds": 3,
+        "normalize_features": False,
+        "model_spec": {"kind": "mlp", "hidden": [8], "seed": 1, "loss": "bce"},
+        "secure_aggregation": "v1",
+        "n_features": 10,
+        "vector_length": 10 * 8 + 8 + 8 + 1 + 2,
+    }
+    return RoundPolicy.objects.create(**{**defaults, **fields})

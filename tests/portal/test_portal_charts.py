@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from consortium.portal.charts import Series, line_chart, metric_series, nice_ticks
+from consortium.portal.charts import (
+    Series,
+    line_chart,
+    metric_series,
+    nice_ticks,
+    percentile,
+    percentile_band,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -89,3 +96,30 @@ def test_the_marker_line_is_drawn_only_inside_the_plotted_rounds():
     with_marker = line_chart(series, title="t", y_label="y", marker_x=3)
     outside = line_chart(series, title="t", y_label="y", marker_x=50)
     assert "stroke-dasharray" in with_marker and "stroke-dasharray" not in outside
+
+
+def test_the_band_runs_from_the_10th_to_the_90th_percentile_of_the_banks_each_round():
+    lines = [Series(f"b{i}", [(1, i / 10), (2, 0.5)]) for i in range(11)]
+    band = percentile_band([*lines, Series("mean", [(1, 0.5)], emphasis=True)], "band")
+    assert band is not None
+    assert band.points == [(1, pytest.approx(0.1), pytest.approx(0.9)), (2, 0.5, 0.5)]
+    assert percentile([1.0, 2.0], 0.5) == 1.5
+
+
+def test_the_band_is_drawn_under_the_lines_and_named_in_the_legend():
+    band = percentile_band([Series("a", [(1, 0.2)]), Series("b", [(1, 0.4)])], "middle 80%")
+    svg = line_chart([Series("mean", [(1, 0.3)], True)], title="t", y_label="y", band=band)
+    root = ET.fromstring(svg)
+    assert root.find(f"{SVG}g[@data-band='middle 80%']/{SVG}polygon") is not None
+    assert svg.index('class="band"') < svg.index('class="series')
+    assert "middle 80%</text>" in svg
+
+
+def test_the_y_axis_fits_the_values_instead_of_starting_at_zero():
+    svg = line_chart([Series("a", [(1, 0.62), (2, 0.68)])], title="t", y_label="y")
+    labels = [
+        float(t.text)
+        for t in ET.fromstring(svg).iter(f"{SVG}text")
+        if t.get("text-anchor") == "end" and t.text
+    ]
+    assert min(labels) >= 0.6 and max(labels) <= 0.7

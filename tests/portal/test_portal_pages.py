@@ -17,7 +17,7 @@ from audit.models import AuditEvent
 from audit.selectors import audit_head
 from consortium.members.models import Bank, BankStatus
 from consortium.portal.models import BankRepresentative
-from consortium.portal.selectors import MEAN_LABEL
+from consortium.portal.selectors_convergence import MEAN_LABEL
 from consortium.rounds.models import Round, RoundPolicy, RoundState, Submission
 from consortium.rounds.services import scheduler_tick
 from he.signing import public_key_b64
@@ -65,11 +65,12 @@ def test_the_progress_panel_names_who_has_submitted_and_who_is_missing(
     assert "left" in page  # time to the deadline
 
 
-def test_the_overview_shows_each_bank_with_its_last_round_and_key_epoch(
+def test_the_bank_list_shows_each_bank_with_its_last_round_and_key_epoch(
     op, ckks, open_round, bank_alpha
 ):
+    # The overview lists only the banks needing attention; every bank is on /banks/.
     submit(ckks, open_round, bank_alpha)
-    page = op.get("/").content.decode()
+    page = op.get("/banks/").content.decode()
     row = re.search(r"<td><a href=\"/banks/alpha/\">alpha</a></td>.*?</tr>", page, re.S)
     assert row is not None
     assert f">{open_round.number}</a>" in row.group(0)

@@ -30,6 +30,7 @@ from consortium.portal.forms import (
     SigningKeyForm,
 )
 from consortium.portal.models import BankRepresentative
+from consortium.portal.selectors_convergence import convergence
 from consortium.portal.views.common import (
     auprc_chart,
     confirmation_page,
@@ -108,7 +109,7 @@ def _bank_page(
 ) -> HttpResponse:
     staff = viewer.role in STAFF
     page = paginate(request, rounds_selectors.round_list_for_bank(bank), per_page=25)
-    conv = selectors.convergence(bank=bank, with_consortium=staff)
+    conv = convergence(bank=bank, with_consortium=staff)
     context: dict[str, Any] = {
         "bank": bank,
         "summary": selectors.bank_summary(bank),

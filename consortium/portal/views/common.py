@@ -14,7 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 from consortium.api.errors import ApplicationError
 from consortium.portal.access import Viewer
 from consortium.portal.charts import line_chart
-from consortium.portal.selectors import Convergence
+from consortium.portal.selectors_convergence import Convergence
 
 PAGE_SIZE = 50
 
@@ -77,9 +77,12 @@ def confirmation_page(
     return render_page(request, viewer, "portal/confirm.html", context)
 
 
-def paginate(request: HttpRequest, items: Any, per_page: int = PAGE_SIZE) -> Page:
-    """One page of ``items``; a missing or bad ``?page=`` gives the first or last page."""
-    return Paginator(items, per_page).get_page(request.GET.get("page"))
+def paginate(
+    request: HttpRequest, items: Any, per_page: int = PAGE_SIZE, param: str = "page"
+) -> Page:
+    """One page of ``items``; a missing or bad ``?page=`` (or ``param``) gives the first or
+    last page."""
+    return Paginator(items, per_page).get_page(request.GET.get(param))
 
 
 def render_page(
@@ -106,6 +109,7 @@ def auprc_chart(conv: Convergence, marker: int | None = None) -> SafeString | No
             title="Reported AUPRC of the federated model per round",
             y_label="AUPRC (held-out, self-reported)",
             marker_x=marker,
+            band=conv.auprc_band,
         )
     )
 
@@ -121,5 +125,6 @@ def epsilon_chart(conv: Convergence, marker: int | None = None) -> SafeString | 
             marker_x=marker,
             height=240,
             reference=conv.epsilon_budget,
+            band=conv.epsilon_band,
         )
     )
