@@ -54,22 +54,24 @@ def _model_vector_length(spec: dict[str, Any], n_features: int) -> int:
         raise ApplicationError(f"model_spec is not a model we can build: {exc}") from exc
 
 
-@transaction.atomic
-def policy_create(*, name: str, actor: str, activate: bool = False, **fields: Any) -> RoundPolicy:
-    """Create the next version of policy ``name`` (version 1 if new)."""
+def _policy_build(*, name: str, version: int, actor: str, **fields: Any) -> RoundPolicy:
+    """An unsaved version with every rule checked: the fields' own, the model's size, the
+    wire's rules across fields. Raises ``ApplicationError`` naming the field."""
     unknown = set(fields) - set(POLICY_FIELDS)
     if unknown:
         raise ApplicationError(f"unknown policy fields: {', '.join(sorted(unknown))}")
     try:
         CkksParams.from_dict(fields.get("ckks_params") or RoundPolicy().ckks_params)
     except HEError as exc:
-        raise ApplicationError(f"ckks_params: {exc}") from exc
-    latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
-    policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
+        raise ApplicationError(f"ckks_params: {exc}", fields={"ckks_params": [str(exc)]}) from exc
+    policy = RoundPolicy(name=name, version=version, created_by=actor, **fields)
     from models.features import FEATURE_NAMES
 
     policy.n_features = len(FEATURE_NAMES)
-    policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
+    try:
+        policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
+    except ApplicationError as exc:  # name the field, so that a form shows it there
+        raise ApplicationError(exc.message, fields={"model_spec": [exc.message]}) from exc
     try:
         policy.full_clean()
     except ValidationError as exc:
@@ -81,6 +83,34 @@ def policy_create(*, name: str, actor: str, activate: bool = False, **fields: An
         policy.as_snapshot()
     except ProtocolError as exc:
         raise ApplicationError(str(exc), fields={exc.field: [exc.problem]}) from exc
+    return policy
+
+
+def _next_version(name: str, *, lock: bool) -> int:
+    versions = RoundPolicy.objects.filter(name=name)
+    if lock:  # two operators saving a version of one name at once must not share a number
+        versions = versions.select_for_update()
+    return (versions.aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def policy_preview(*, name: str, actor: str, **fields: Any) -> RoundPolicy:
+    """The version ``policy_create`` would save, checked the same way but not saved: what a
+    confirmation page compares with the version it replaces."""
+    return _policy_build(name=name, version=_next_version(name, lock=False), actor=actor, **fields)
+
+
+def policy_preview_version(*, base: RoundPolicy, actor: str, **changes: Any) -> RoundPolicy:
+    """``policy_preview`` of ``base`` with ``changes``, as ``policy_new_version`` copies it."""
+    fields = {f: getattr(base, f) for f in POLICY_FIELDS}
+    fields.update(changes)
+    return policy_preview(name=base.name, actor=actor, **fields)
+
+
+@transaction.atomic
+def policy_create(*, name: str, actor: str, activate: bool = False, **fields: Any) -> RoundPolicy:
+    """Create the next version of policy ``name`` (version 1 if new)."""
+    version = _next_version(name, lock=True)
+    policy = _policy_build(name=name, version=version, actor=actor, **fields)
     policy.save()
     audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
     if activate:
