@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -54,7 +54,7 @@ MODEL_LABELS: dict[str, str] = {
     "loss": "Loss",
     "pos_weight": "Positive-class weight",
     "lr": "Model learning rate",
-    "focal_gamma": "Focal γ",
+    "focal_gamma": "Focal gamma",
     "fedprox_mu": "Model's FedProx μ",
     "weight_decay": "Weight decay",
 }
@@ -105,7 +105,7 @@ def value_words(field: str, value: Any) -> str:
 def _part_words(key: str, value: Any) -> str:
     if value is None:
         return "default"
-    if key == "hidden":
+    if isinstance(value, list):  # layer widths, CKKS primes
         return value_words(key, value)
     return str(value)
 
@@ -116,7 +116,9 @@ def _parts(
     """The keys of a JSON field that differ, known keys first in their order."""
     keys = [*labels, *sorted((set(old) | set(new)) - set(labels))]
     return [
-        Change(f"{field}.{k}", labels.get(k, k), _part_words(k, old.get(k)), _part_words(k, new.get(k)))
+        Change(
+            f"{field}.{k}", labels.get(k, k), _part_words(k, old.get(k)), _part_words(k, new.get(k))
+        )
         for k in keys
         # 2 and 2.0 are equal numbers but not the same JSON (nor the same policy digest)
         if old.get(k) != new.get(k) or type(old.get(k)) is not type(new.get(k))
@@ -126,9 +128,7 @@ def _parts(
 PARTS: dict[str, Mapping[str, str]] = {"model_spec": MODEL_LABELS, "ckks_params": CKKS_LABELS}
 
 
-def policy_diff(
-    old: Mapping[str, Any], new: Mapping[str, Any], words: Callable[[str, Any], str] = value_words
-) -> list[Change]:
+def policy_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     """Every operator-chosen field whose value differs from ``old`` to ``new`` (mappings of
     ``POLICY_FIELDS``), the model spec and CKKS parameters key by key."""
     changes: list[Change] = []
@@ -137,7 +137,9 @@ def policy_diff(
         if field in PARTS:
             changes += _parts(field, PARTS[field], before or {}, after or {})
         elif before != after:
-            changes.append(Change(field, LABELS[field], words(field, before), words(field, after)))
+            changes.append(
+                Change(field, LABELS[field], value_words(field, before), value_words(field, after))
+            )
     return changes
 
 

@@ -40,7 +40,7 @@ NUMBER_KEYS: dict[str, tuple[str, str, str, float, bool]] = {
     "lr": ("model_lr", "Model learning rate", "Adam's rate inside the model, above 0.", 0.0, False),
     "focal_gamma": (
         "model_focal_gamma",
-        "Focal γ",
+        "Focal gamma",
         "For the focal loss, 0 or more (blank: 2).",
         0.0,
         True,
@@ -65,18 +65,20 @@ SPEC_KEYS = frozenset({"kind", "hidden", "seed", "loss", *NUMBER_KEYS})
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-class JsonNumberField(forms.CharField):
+class JsonNumberField(forms.Field):
     """A number kept as it is written: "10" stays an integer and "10.0" a float, so that a
     value shown from a saved spec is saved back with the same JSON."""
 
     def __init__(self, *, minimum: float, inclusive: bool, **kwargs: Any) -> None:
-        super().__init__(required=False, max_length=40, **kwargs)
+        super().__init__(required=False, widget=forms.TextInput, **kwargs)
         self.minimum, self.inclusive = minimum, inclusive
 
-    def to_python(self, value: Any) -> int | float | None:  # type: ignore[override]
-        text = str(super().to_python(value)).strip()
+    def to_python(self, value: Any) -> int | float | None:
+        text = "" if value is None else str(value).strip()
         if not text:
             return None
+        if len(text) > 40:
+            raise forms.ValidationError("Enter a number of at most 40 characters.")
         try:
             number: int | float = int(text) if _INTEGER.fullmatch(text) else float(text)
         except ValueError as exc:
@@ -112,9 +114,7 @@ def parse_hidden(text: str) -> list[int] | None:
         )
     widths = [int(p) for p in parts]
     if any(not 1 <= w <= MAX_LAYER_WIDTH for w in widths):
-        raise forms.ValidationError(
-            f"Each layer has 1 to {MAX_LAYER_WIDTH} units."
-        )
+        raise forms.ValidationError(f"Each layer has 1 to {MAX_LAYER_WIDTH} units.")
     if len(widths) > MAX_LAYERS:
         raise forms.ValidationError(f"At most {MAX_LAYERS} layers.")
     return widths
@@ -233,7 +233,9 @@ def ckks_choices(
     params_of: dict[str, Mapping[str, Any]] = {}
     for epoch in epochs:
         key = ckks_key(epoch.ckks_params)
-        seen.setdefault(key, []).append(f"epoch {epoch.number}{' (active)' if epoch.active else ''}")
+        seen.setdefault(key, []).append(
+            f"epoch {epoch.number}{' (active)' if epoch.active else ''}"
+        )
         params_of[key] = epoch.ckks_params
     choices = [
         (key, f"Key {', '.join(names)}: {ckks_words(params_of[key])}")

@@ -76,9 +76,7 @@ def new_version_applies(base: RoundPolicy | None, *, activate: bool) -> WhenItAp
     active at once unless a roster is in force (its digest needs the banks' approval first)."""
     under_roster = roster.roster_state() is not None
     at_once = (base is not None and base.active and not under_roster) or activate
-    in_flight = (
-        Round.objects.select_related("policy").filter(state__in=IN_FLIGHT_STATES).first()
-    )
+    in_flight = Round.objects.select_related("policy").filter(state__in=IN_FLIGHT_STATES).first()
     return WhenItApplies(at_once, next_round_number(), in_flight, under_roster)
 
 

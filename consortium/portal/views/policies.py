@@ -68,7 +68,9 @@ def policy_compare(request: HttpRequest, viewer: Viewer) -> HttpResponse:
     context: dict[str, Any] = {"form": form, "changes": None}
     if form.is_valid():
         old, new = form.cleaned_data["a"], form.cleaned_data["b"]
-        context.update(old=old, new=new, changes=policy_diff(policy_values(old), policy_values(new)))
+        context.update(
+            old=old, new=new, changes=policy_diff(policy_values(old), policy_values(new))
+        )
     status = 400 if form.is_bound and form.errors else 200
     return render_page(request, viewer, "portal/policy_compare.html", context, status)
 
@@ -143,7 +145,9 @@ def _preview(form: PolicyForm, base: RoundPolicy | None) -> RoundPolicy:
     actor = "preview"
     if base is not None:
         return services.policy_preview_version(base=base, actor=actor, **form.policy_fields())
-    return services.policy_preview(name=form.cleaned_data["name"], actor=actor, **form.policy_fields())
+    return services.policy_preview(
+        name=form.cleaned_data["name"], actor=actor, **form.policy_fields()
+    )
 
 
 def _policy_form_page(
