@@ -1,6 +1,6 @@
 """Scrape-time gauges for dashboards and alerts: the round's expected and minimum updates,
-each bank's signed privacy spend against the budget, why the consortium is halted, and the
-blob volume's free space."""
+each bank's signed privacy spend against the budget, why the consortium is halted, the
+quality the banks reported for the newest model, and the blob volume's free space."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from consortium.governance import selectors as roster
 from consortium.members.selectors import bank_list_active
-from consortium.rounds.models import IN_FLIGHT_STATES, Round
+from consortium.rounds.models import (
+    IN_FLIGHT_STATES,
+    MetricReport,
+    Round,
+    RoundKind,
+    RoundState,
+)
 from consortium.rounds.selectors_epsilon import epsilon_budget, epsilon_newest_signed
 from consortium.rounds.selectors_state import ConsortiumStatus, HaltCode, consortium_state
 from governance import RosterError
@@ -94,6 +100,37 @@ def halted() -> Metric:
     for code in HaltCode:
         family.add_metric([str(code)], 1 if code in holding else 0)
     return family
+
+
+def reported_quality() -> Iterator[Metric]:
+    """Each bank's AUPRC for the newest published training round any bank reported on, and
+    that round's number: the consortium's quality as the banks measured it (self-reported,
+    on their own held-out data; the dashboard shows its mean, spread and weakest banks).
+    Both have no sample until a bank reports."""
+    reports = MetricReport.objects.filter(
+        round__kind=RoundKind.TRAINING, round__state=RoundState.PUBLISHED
+    )
+    number = reports.order_by("-round__number").values_list("round__number", flat=True).first()
+    newest = GaugeMetricFamily(
+        "consortium_reported_auprc_round",
+        "The newest published training round a bank reported metrics for.",
+        labels=[],
+    )
+    family = GaugeMetricFamily(
+        "consortium_bank_reported_auprc",
+        "Per bank, the AUPRC it reported for that round's model on its own held-out data "
+        "(self-reported; absent for a bank that reported none).",
+        labels=["bank"],
+    )
+    if number is not None:
+        newest.add_metric([], number)
+        rows = reports.filter(round__number=number).values_list("bank__slug", "metrics")
+        for slug, metrics in rows.order_by("bank__slug"):
+            value = metrics.get("auprc") if isinstance(metrics, dict) else None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                family.add_metric([slug], float(value))
+    yield newest
+    yield family
 
 
 class BlobStorageCollector:
