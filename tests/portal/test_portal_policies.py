@@ -302,7 +302,7 @@ def test_a_version_links_the_rounds_it_ran_and_says_what_its_maximum_counts(op, 
         f'href="/rounds/{later.number}/"' in html and f'href="/rounds/{open_round.number}/"' in html
     )
     assert f"Applies from round {open_round.number} , the first round" in page
-    assert "3 published training rounds; 1 of 3 run" in page
+    assert "3 published training rounds; 1 published so far" in page
     assert "The statistics round, evaluation rounds and failed rounds do not count" in page
     assert "2 in all (1 published statistics, 1 published training)" in page
     listed = text(op.get("/policies/"))
