@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def in_flight_expectations() -> Iterator[Metric]:
-    """How many updates the round in flight expects, and how many it needs to publish."""
+    """How many updates the round in flight expects, how many it needs to publish, and which
+    expected banks have not sent theirs yet."""
     rnd = (
         Round.objects.filter(state__in=IN_FLIGHT_STATES)
         .only("cohort", "threshold", "policy_snapshot")
@@ -40,9 +41,10 @@ def in_flight_expectations() -> Iterator[Metric]:
         floor = roster.roster_min_banks()
         # A v2 round fixed its cohort when it opened; a v1 round waits for every active member.
         if rnd.masked:
-            expected = len(rnd.cohort)
+            expected = sorted(rnd.cohort)
         else:
-            expected = roster.roster_filter_active(bank_list_active()).count()
+            members = roster.roster_filter_active(bank_list_active())
+            expected = sorted(members.values_list("slug", flat=True))
     except RosterError as exc:
         # A stored roster that no longer verifies must not take the whole scrape down; the
         # scheduler refuses to act on it and says so in its log.
@@ -52,7 +54,7 @@ def in_flight_expectations() -> Iterator[Metric]:
         "consortium_round_in_flight_expected_updates",
         "Updates the round in flight waits for: its cohort (secure aggregation v2) or the "
         "active roster members (absent when no round is in flight).",
-        value=expected,
+        value=len(expected),
     )
     yield GaugeMetricFamily(
         "consortium_round_in_flight_min_updates",
@@ -60,6 +62,22 @@ def in_flight_expectations() -> Iterator[Metric]:
         "policy's and the roster's min_banks (absent when no round is in flight).",
         value=max(int(rnd.policy_snapshot.get("min_banks", 0)), floor),
     )
+    yield _missing_banks(rnd, expected)
+
+
+def _missing_banks(rnd: Round, expected: list[str]) -> Metric:
+    """1 per expected bank without an accepted update yet: who the stall alert names."""
+    family = GaugeMetricFamily(
+        "consortium_round_in_flight_missing_bank",
+        "1 for each bank the round in flight waits for that has not sent its update yet "
+        "(no series once it has, or when no round is in flight).",
+        labels=["bank"],
+    )
+    sent = set(rnd.submissions.values_list("bank__slug", flat=True))
+    for slug in expected:
+        if slug not in sent:
+            family.add_metric([slug], 1)
+    return family
 
 
 def privacy() -> Iterator[Metric]:
