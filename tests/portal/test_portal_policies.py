@@ -317,3 +317,20 @@ def test_a_later_version_links_what_changed_from_the_one_before(op, epoch, polic
     assert "Applies from round 1, the next round the scheduler opens." in text(
         op.get(f"/policies/{new.pk}/")
     )
+
+
+def test_a_representative_reads_the_rounds_a_version_ran_without_links_it_cannot_follow(
+    open_round, policy, bank_rep, client_for
+):
+    response = client_for(bank_rep).get(f"/policies/{policy.pk}/")
+    assert response.status_code == 200
+    assert f"Round {open_round.number}" in text(response)
+    assert f'href="/rounds/{open_round.number}/"' not in response.content.decode()
+
+
+def test_a_first_policy_with_none_active_says_there_is_nothing_to_compare(op, epoch, policy):
+    RoundPolicy.objects.filter(pk=policy.pk).update(active=False)
+    data = {**form_post(policy, confirmed=False), "name": "first"}
+    page = text(op.post("/policies/new", data))
+    assert "No policy is active, so there is nothing to compare it with." in page
+    assert "Save first v1?" in page

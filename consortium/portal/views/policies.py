@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from consortium.api.errors import ApplicationError, refusal_record
 from consortium.portal import selectors_policies
-from consortium.portal.access import ANY_ROLE, Role, Viewer, portal_view
+from consortium.portal.access import ANY_ROLE, STAFF, Role, Viewer, portal_view
 from consortium.portal.forms import PolicyCompareForm, PolicyForm
 from consortium.portal.policy_diff import policy_diff, policy_values
 from consortium.portal.policy_fields import ckks_words, model_words
@@ -56,6 +56,7 @@ def policy_detail(request: HttpRequest, viewer: Viewer, pk: int) -> HttpResponse
         "rounds": paginate(request, selectors_policies.policy_rounds(policy), ROUNDS_PER_PAGE),
         "model_words": model_words(policy.model_spec),
         "ckks_words": ckks_words(policy.ckks_params),
+        "round_links": viewer.role in STAFF,  # a representative has no round pages
     }
     return render_page(request, viewer, "portal/policy_detail.html", context)
 
