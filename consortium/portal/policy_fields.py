@@ -17,7 +17,7 @@ from he.params import CkksParams
 from protocol import default_ckks_params
 
 # What ``models.nets.build_model`` accepts, repeated here because importing it loads torch
-# on every portal request; tests/portal/test_policy_form.py holds the two lists equal.
+# on every portal request; tests/portal/test_policy_diff.py holds the two lists equal.
 MODEL_KINDS = [("mlp", "Feed-forward network (mlp)")]
 LOSSES = ("bce", "focal")
 
