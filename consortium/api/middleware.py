@@ -41,8 +41,8 @@ class DeepJSONMiddleware:
     """A 400 for JSON that Python's json module cannot decode without overflowing its stack.
 
     API bodies are bounded by :class:`consortium.api.parsers.BoundedJSONParser`; this catches
-    the rest: JSON typed into a form field (a policy's ``model_spec`` in the portal or the
-    back office), which Django decodes with plain ``json.loads``.
+    the rest: JSON typed into a form field (a policy's ``model_spec`` in the back office),
+    which Django decodes with plain ``json.loads``.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

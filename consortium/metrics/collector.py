@@ -20,6 +20,7 @@ from consortium.metrics.round_gauges import (
     halted,
     in_flight_expectations,
     privacy,
+    reported_quality,
 )
 from consortium.rounds.models import IN_FLIGHT_STATES, Round, RoundState, Submission
 
@@ -82,6 +83,7 @@ class DatabaseCollector:
         yield self._missed(Round, RoundState, Bank, BankStatus)
         yield from privacy()
         yield halted()
+        yield from reported_quality()
 
     @staticmethod
     def _in_flight(round_model: Any, in_flight: Any) -> Iterator[Metric]:

@@ -11,9 +11,16 @@ from django.utils import timezone
 
 from consortium.api.errors import ApplicationError, refusal_record
 from consortium.members.models import Bank
+from consortium.portal.policy_fields import (
+    ckks_field,
+    model_spec_fields,
+    model_spec_from,
+    parse_hidden,
+)
+from consortium.portal.selectors_policies import key_epochs_for_policies
 from consortium.portal.services import AccountRole
-from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
-from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT
+from consortium.rounds.models import POLICY_FIELDS, KeyEpoch, RoundPolicy
+from protocol import MIN_BANKS_FLOOR, MIN_BANKS_FLOOR_TEXT, default_model_spec
 
 
 class PortalForm(forms.Form):
@@ -129,7 +136,6 @@ class AccountCreateForm(ServiceErrorsMixin, PortalForm):
 
 # Labels and explanations a person understands, for the policy fields the model names tersely.
 POLICY_LABELS: dict[str, tuple[str, str]] = {
-    "model_spec": ("Model specification (JSON)", "kind, hidden layer sizes, seed and loss."),
     "local_epochs": ("Local epochs", "Passes over its own data each bank makes per round."),
     "batch_size": ("Batch size", ""),
     "learning_rate": ("Learning rate", ""),
@@ -143,7 +149,6 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
         "Stop after failed rounds in a row",
         "No new round opens after this many consecutive failures.",
     ),
-    "ckks_params": ("CKKS parameters (JSON)", "Must match the registered key epoch."),
     "normalize_features": ("Feature statistics round first", ""),
     "dp_target_epsilon": ("Privacy budget ε (DP-SGD)", ""),
     "dp_delta": ("DP δ", ""),
@@ -168,45 +173,43 @@ POLICY_LABELS: dict[str, tuple[str, str]] = {
 
 
 class PolicyForm(ServiceErrorsMixin, PortalForm):
-    """Every policy field, pre-filled from ``base``; the deadline is asked in minutes."""
+    """Every policy field, pre-filled from ``base``: the deadline in minutes, the model spec
+    field by field, the CKKS parameters chosen among the key epochs' (``policy_fields``)."""
 
-    field_aliases = {"deadline": "deadline_minutes", "name": "name"}
+    field_aliases = {"deadline": "deadline_minutes", "name": "name", "model_spec": "model_hidden"}
 
-    def __init__(self, *args: Any, base: RoundPolicy | None = None, **kwargs: Any) -> None:
-        initial = dict(kwargs.pop("initial", None) or {})
-        if base is not None:
-            initial.update({f: getattr(base, f) for f in POLICY_FIELDS if f != "deadline"})
-            initial["deadline_minutes"] = int(base.deadline.total_seconds() // 60)
+    def __init__(
+        self,
+        *args: Any,
+        base: RoundPolicy | None = None,
+        epochs: list[KeyEpoch] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        initial = {**_policy_initial(base), **(kwargs.pop("initial", None) or {})}
         super().__init__(*args, initial=initial, **kwargs)
         if base is None:
             self.fields["name"] = forms.SlugField(
                 max_length=50, help_text="A new policy's name; its first version is 1."
             )
-        model_fields = forms.fields_for_model(
-            RoundPolicy, fields=[f for f in POLICY_FIELDS if f != "deadline"]
-        )
-        for name, form_field in model_fields.items():
-            form_field.show_hidden_initial = False
-            if isinstance(form_field, forms.JSONField):
-                form_field.widget.attrs.update(rows=2, spellcheck="false")
-            label, help_text = POLICY_LABELS.get(name, (None, None))
-            if label:
-                form_field.label = label
-            if help_text:
-                form_field.help_text = help_text
-            self.fields[name] = form_field
+        spec = base.model_spec if base is not None else default_model_spec()
+        if epochs is None:
+            epochs = key_epochs_for_policies()
+        current = (base.ckks_params, f"as in {base} (no key epoch has them)") if base else None
+        for name in POLICY_FIELDS:
+            if name in FORM_SKIPPED:
+                continue
+            if name == "model_spec":
+                self.fields.update(model_spec_fields(spec))
+            elif name == "ckks_params":
+                self.fields[name] = ckks_field(epochs, *(current or (None, "")))
+            elif name != "deadline":
+                self.fields[name] = _policy_model_field(name)
             if name == "max_rounds":
                 self.fields["deadline_minutes"] = forms.IntegerField(
                     min_value=1,
                     label="Deadline (minutes)",
                     help_text="How long a round waits for updates.",
                 )
-        self.fields.setdefault(
-            "deadline_minutes", forms.IntegerField(min_value=1, label="Deadline (minutes)")
-        )
-        if base is None:
-            default = RoundPolicy._meta.get_field("deadline").get_default()
-            self.fields["deadline_minutes"].initial = int(default.total_seconds() // 60)
         if base is None or not base.active:
             # A new version of the active policy is active at once (policy_new_version).
             self.fields["activate"] = forms.BooleanField(
@@ -215,10 +218,61 @@ class PolicyForm(ServiceErrorsMixin, PortalForm):
                 help_text="The scheduler opens the next round under the active policy.",
             )
 
+    def clean_model_hidden(self) -> list[int] | None:
+        return parse_hidden(self.cleaned_data.get("model_hidden") or "")
+
     def policy_fields(self) -> dict[str, Any]:
         data = {f: self.cleaned_data[f] for f in POLICY_FIELDS if f in self.cleaned_data}
+        data["model_spec"] = model_spec_from(self.cleaned_data)
         data["deadline"] = timedelta(minutes=self.cleaned_data["deadline_minutes"])
         return data
+
+
+# Set through the API or a policy file, not this form (a new version keeps its base's): the
+# cross-bank sketch is a JSON spec of dates and noise parameters, off unless a consortium
+# has decided to run it (docs/threat-model.md).
+FORM_SKIPPED = ("counterparty_sketch",)
+
+
+def _policy_initial(base: RoundPolicy | None) -> dict[str, Any]:
+    """The form's starting values: ``base``'s, or the model's defaults for a new policy."""
+    structured = ("deadline", "model_spec", "ckks_params", *FORM_SKIPPED)
+    plain = [f for f in POLICY_FIELDS if f not in structured]
+    if base is None:
+        default = RoundPolicy._meta.get_field("deadline").get_default()
+        return {"deadline_minutes": int(default.total_seconds() // 60)}
+    initial = {f: getattr(base, f) for f in plain}
+    initial["deadline_minutes"] = int(base.deadline.total_seconds() // 60)
+    return initial
+
+
+def _policy_model_field(name: str) -> forms.Field:
+    """The model's own form field for ``name``, with the label a person understands."""
+    form_field = forms.fields_for_model(RoundPolicy, fields=[name])[name]
+    form_field.show_hidden_initial = False
+    label, help_text = POLICY_LABELS.get(name, (None, None))
+    if label:
+        form_field.label = label
+    if help_text:
+        form_field.help_text = help_text
+    return form_field
+
+
+class PolicyCompareForm(PortalForm):
+    """Two versions to compare: from ``a`` to ``b``, any names."""
+
+    def __init__(self, *args: Any, versions: list[RoundPolicy], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, label in (("a", "From"), ("b", "To")):
+            self.fields[name] = forms.TypedChoiceField(
+                choices=[("", "choose a version")] + [(str(p.pk), str(p)) for p in versions],
+                coerce=lambda pk: next(p for p in versions if str(p.pk) == pk),
+                label=label,
+                error_messages={
+                    "invalid_choice": "%(value)s is not a policy version.",
+                    "required": "Choose a policy version.",
+                },
+            )
 
 
 class AuditFilterForm(PortalForm):

@@ -49,6 +49,7 @@ urlpatterns = [
     path("banks/<slug:slug>/", include(_bank_routes)),
     path("policies/", policies.policy_list, name="policy-list"),
     path("policies/new", policies.policy_new, name="policy-new"),
+    path("policies/compare", policies.policy_compare, name="policy-compare"),
     path("policies/<int:pk>/", include(_policy_routes)),
     path("roster/", roster.roster_page, name="roster"),
     path("accounts/", accounts.account_list, name="accounts"),

@@ -11,7 +11,14 @@ from django.db.models import Max
 from consortium.members.models import BankStatus
 from consortium.members.services import bank_set_status
 from consortium.metrics import round_gauges
-from consortium.rounds.models import Round, RoundPolicy, RoundState, Submission
+from consortium.rounds.models import (
+    MetricReport,
+    Round,
+    RoundKind,
+    RoundPolicy,
+    RoundState,
+    Submission,
+)
 from governance import RosterError
 from tests.ops.test_portal_metrics import scrape
 
@@ -105,3 +112,52 @@ def test_a_roster_that_does_not_verify_leaves_the_expectations_out_not_the_scrap
     assert got[("consortium_database_up", ())] == 1
     assert ("consortium_round_in_flight_min_updates", ()) not in got
     assert ("consortium_round_in_flight_submissions", ()) in got
+
+
+def test_the_banks_still_missing_from_the_round_in_flight_are_named_until_they_send(
+    client, open_round, bank_alpha, bank_beta, bank_gamma
+):
+    missing = {
+        labels
+        for name, labels in scrape(client)
+        if name == "consortium_round_in_flight_missing_bank"
+    }
+    assert missing == {(("bank", "alpha"),), (("bank", "beta"),), (("bank", "gamma"),)}
+    _signed(open_round, bank_beta, None)
+    got = scrape(client)
+    assert ("consortium_round_in_flight_missing_bank", (("bank", "beta"),)) not in got
+    assert got[("consortium_round_in_flight_missing_bank", (("bank", "gamma"),))] == 1
+
+
+def test_a_v2_round_names_only_its_cohorts_missing_banks(client, open_round, bank_alpha):
+    Round.objects.filter(pk=open_round.pk).update(cohort=["alpha", "beta"], threshold=2)
+    _signed(open_round, bank_alpha, None)
+    missing = {
+        labels
+        for name, labels in scrape(client)
+        if name == "consortium_round_in_flight_missing_bank"
+    }
+    assert missing == {(("bank", "beta"),)}
+
+
+def test_quality_is_each_banks_reported_auprc_for_the_newest_reported_training_round(
+    client, open_round, bank_alpha, bank_beta
+):
+    fields = {
+        f.attname: getattr(open_round, f.attname)
+        for f in Round._meta.concrete_fields
+        if f.attname not in {"id", "number", "state", "kind"}
+    }
+    old, new, stats = (
+        Round.objects.create(**fields, number=90 + i, state=RoundState.PUBLISHED, kind=kind)
+        for i, kind in enumerate([RoundKind.TRAINING, RoundKind.TRAINING, RoundKind.STATISTICS])
+    )
+    assert scrape(client).get(("consortium_reported_auprc_round", ())) is None  # no report yet
+    MetricReport.objects.create(round=old, bank=bank_alpha.bank, metrics={"auprc": 0.2})
+    MetricReport.objects.create(round=new, bank=bank_alpha.bank, metrics={"auprc": 0.41})
+    MetricReport.objects.create(round=new, bank=bank_beta.bank, metrics={"recall_at_1pct": 0.5})
+    MetricReport.objects.create(round=stats, bank=bank_beta.bank, metrics={"auprc": 0.9})
+    got = scrape(client)
+    assert got[("consortium_reported_auprc_round", ())] == new.number
+    assert got[("consortium_bank_reported_auprc", (("bank", "alpha"),))] == 0.41
+    assert ("consortium_bank_reported_auprc", (("bank", "beta"),)) not in got  # no AUPRC in it

@@ -29,6 +29,7 @@ PAGES: dict[str, tuple[Any, ...]] = {
     "/policies/": (OK, OK, OK, FORBIDDEN, LOGIN),
     "/policies/{policy}/": (OK, OK, OK, FORBIDDEN, LOGIN),
     "/policies/new": (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, LOGIN),
+    "/policies/compare": (OK, OK, OK, FORBIDDEN, LOGIN),
     "/policies/{policy}/new-version": (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, LOGIN),
     "/audit/": (OK, OK, FORBIDDEN, FORBIDDEN, LOGIN),
     "/audit/verification": (OK, OK, FORBIDDEN, FORBIDDEN, LOGIN),

@@ -124,7 +124,8 @@ def test_the_policy_pages_count_training_rounds_against_max_rounds(
     listed = client.get("/policies/").content.decode()
     assert '<td class="num nowrap" data-testid="training-rounds">1 of 1</td>' in listed
     detail = client.get(f"/policies/{policy.pk}/").content.decode()
-    assert "1 training round; 1 published (2 rounds in all" in detail
+    assert "1 published training round; 1 published so far" in detail
+    assert "2 in all (1 published statistics, 1 published training)" in detail
 
 
 def _publish_statistics(ckks: Any, banks: list[Any]) -> None:

@@ -309,14 +309,16 @@ def test_a_new_version_leaves_the_base_alone(op, policy):
     assert "Policy default v2" in text(op.get(response["Location"]))
 
 
-def test_a_new_policy_explains_bad_json_and_a_model_it_cannot_build(op, policy):
-    data = {**_policy_post(policy), "name": "wide", "model_spec": "{not json"}
-    response = op.post("/policies/new", data)
-    assert response.status_code == 400 and "Enter a valid JSON" in text(response)
-    data["model_spec"] = '{"kind": "transformer"}'
+def test_a_new_policy_explains_a_bad_layer_list_and_a_model_too_big_to_upload(op, policy):
+    data = {**_policy_post(policy), "name": "wide", "model_hidden": "32, sixteen"}
     response = op.post("/policies/new", data)
     assert response.status_code == 400
-    assert "model_spec is not a model we can build" in text(response)
+    assert "Hidden layer widths: Whole numbers separated by commas" in text(response)
+    data["model_hidden"] = "4096, 4096, 4096"
+    response = op.post("/policies/new", data)
+    assert response.status_code == 400
+    assert "Hidden layer widths: model_spec has about" in text(response)
+    assert "upload limit" in text(response)
     assert not RoundPolicy.objects.filter(name="wide").exists()
 
 
@@ -330,7 +332,8 @@ def test_an_operator_activates_another_policy(op, policy):
 
 
 def _policy_post(policy: RoundPolicy, **changes: Any) -> dict[str, Any]:
-    """The form as the page pre-fills it from ``policy``, with ``changes``."""
+    """The form as the page pre-fills it from ``policy``, with ``changes``, as posted from
+    the confirmation page (``confirmed``: the step that saves)."""
     from consortium.portal.forms import PolicyForm
 
     form = PolicyForm(base=policy)
@@ -342,6 +345,7 @@ def _policy_post(policy: RoundPolicy, **changes: Any) -> dict[str, Any]:
                 data[name] = "on"
         else:
             data[name] = "" if value is None else value
+    data["confirmed"] = "yes"
     data.update(changes)
     return data
 

@@ -15,6 +15,8 @@ from consortium.rounds.services.policies import (
     policy_activate,
     policy_create,
     policy_new_version,
+    policy_preview,
+    policy_preview_version,
 )
 from consortium.rounds.services.scheduler import (
     round_aggregate,
@@ -41,6 +43,8 @@ __all__ = [
     "policy_activate",
     "policy_create",
     "policy_new_version",
+    "policy_preview",
+    "policy_preview_version",
     "reveal_submit",
     "round_aggregate",
     "round_close_due",

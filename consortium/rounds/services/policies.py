@@ -71,14 +71,30 @@ def _n_features(feature_set: str, given: int | None) -> int:
     return spec.n_features
 
 
-@transaction.atomic
-def policy_create(
-    *, name: str, actor: str, activate: bool = False, n_features: int | None = None, **fields: Any
-) -> RoundPolicy:
-    """Create the next version of policy ``name`` (version 1 if new).
+def _policy_n_features(policy: RoundPolicy, given: int | None) -> int:
+    """The feature set's width, plus the cross-bank sketch's columns when it is on; one
+    ``given`` that differs is refused (400 naming ``n_features``) rather than ignored."""
+    feature_set = policy.feature_set or DEFAULT_FEATURE_SET
+    if policy.counterparty_sketch is None:
+        return _n_features(feature_set, given)
+    width = _n_features(feature_set, None) + sketch_feature_count(policy.counterparty_sketch)
+    if given is not None and given != width:
+        problem = (
+            f"feature set {feature_set!r} with cross-bank sketch features computes {width} "
+            f"features, not {given}; leave n_features out (the portal derives it)"
+        )
+        raise ApplicationError(f"n_features: {problem}", fields={"n_features": [problem]})
+    return width
 
-    ``n_features`` is derived from the policy's ``feature_set``; one given that differs
-    from it is refused rather than ignored.
+
+def _policy_build(
+    *, name: str, version: int, actor: str, n_features: int | None = None, **fields: Any
+) -> RoundPolicy:
+    """An unsaved version with every rule checked: the fields' own, the model's size, the
+    wire's rules across fields. Raises ``ApplicationError`` naming the field.
+
+    ``n_features`` is derived from the policy's ``feature_set`` (and its cross-bank sketch);
+    one given that differs from it is refused rather than ignored.
     """
     unknown = set(fields) - set(POLICY_FIELDS)
     if unknown:
@@ -86,24 +102,13 @@ def policy_create(
     try:
         CkksParams.from_dict(fields.get("ckks_params") or RoundPolicy().ckks_params)
     except HEError as exc:
-        raise ApplicationError(f"ckks_params: {exc}") from exc
-    latest = RoundPolicy.objects.select_for_update().filter(name=name).aggregate(v=Max("version"))
-    policy = RoundPolicy(name=name, version=(latest["v"] or 0) + 1, created_by=actor, **fields)
-    feature_set = fields.get("feature_set", DEFAULT_FEATURE_SET)
-    if policy.counterparty_sketch is None:
-        policy.n_features = _n_features(feature_set, n_features)
-    else:  # the cross-bank sketch's columns come after the feature set's
-        policy.n_features = _n_features(feature_set, None) + sketch_feature_count(
-            policy.counterparty_sketch
-        )
-        if n_features is not None and n_features != policy.n_features:
-            problem = (
-                f"feature set {feature_set!r} with cross-bank sketch features computes "
-                f"{policy.n_features} features, not {n_features}; leave n_features out "
-                "(the portal derives it)"
-            )
-            raise ApplicationError(f"n_features: {problem}", fields={"n_features": [problem]})
-    policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
+        raise ApplicationError(f"ckks_params: {exc}", fields={"ckks_params": [str(exc)]}) from exc
+    policy = RoundPolicy(name=name, version=version, created_by=actor, **fields)
+    policy.n_features = _policy_n_features(policy, n_features)
+    try:
+        policy.vector_length = _model_vector_length(policy.model_spec, policy.n_features)
+    except ApplicationError as exc:  # name the field, so that a form shows it there
+        raise ApplicationError(exc.message, fields={"model_spec": [exc.message]}) from exc
     try:
         policy.full_clean()
     except ValidationError as exc:
@@ -116,6 +121,34 @@ def policy_create(
     except ProtocolError as exc:
         raise ApplicationError(str(exc), fields={exc.field: [exc.problem]}) from exc
     sketch_fits_check(policy.sketch_spec)
+    return policy
+
+
+def _next_version(name: str, *, lock: bool) -> int:
+    versions = RoundPolicy.objects.filter(name=name)
+    if lock:  # two operators saving a version of one name at once must not share a number
+        versions = versions.select_for_update()
+    return (versions.aggregate(v=Max("version"))["v"] or 0) + 1
+
+
+def policy_preview(*, name: str, actor: str, **fields: Any) -> RoundPolicy:
+    """The version ``policy_create`` would save, checked the same way but not saved: what a
+    confirmation page compares with the version it replaces."""
+    return _policy_build(name=name, version=_next_version(name, lock=False), actor=actor, **fields)
+
+
+def policy_preview_version(*, base: RoundPolicy, actor: str, **changes: Any) -> RoundPolicy:
+    """``policy_preview`` of ``base`` with ``changes``, as ``policy_new_version`` copies it."""
+    fields = {f: getattr(base, f) for f in POLICY_FIELDS}
+    fields.update(changes)
+    return policy_preview(name=base.name, actor=actor, **fields)
+
+
+@transaction.atomic
+def policy_create(*, name: str, actor: str, activate: bool = False, **fields: Any) -> RoundPolicy:
+    """Create the next version of policy ``name`` (version 1 if new)."""
+    version = _next_version(name, lock=True)
+    policy = _policy_build(name=name, version=version, actor=actor, **fields)
     policy.save()
     audit_record(action="policy.created", actor=actor, target=policy, data=policy.snapshot())
     if activate:

@@ -49,13 +49,20 @@ def test_an_operator_makes_a_policy_version_and_is_told_why_min_banks_2_is_refus
     page.get_by_role("link", name="New version from this one").click()
     page.get_by_label("Minimum banks per aggregate").fill("2")
     page.get_by_role("button", name="Create version 2").click()
-    expect(page.get_by_role("alert").filter(has_text="min_banks")).to_contain_text(
+    # the form's summary names the field; the same words stand under the field itself
+    expect(page.get_by_test_id("form-errors")).to_contain_text(
+        "Minimum banks per aggregate: min_banks must be at least 3: with two banks each "
+        "learns the other's update"
+    )
+    expect(page.get_by_test_id("policy-form").get_by_role("alert")).to_contain_text(
         "min_banks must be at least 3: with two banks each learns the other's update"
     )
     shot("flow-policy-refused")
     page.get_by_label("Minimum banks per aggregate").fill("4")
     page.get_by_label("Local epochs").fill("3")
     page.get_by_role("button", name="Create version 2").click()
+    expect(page.get_by_test_id("policy-diff")).to_contain_text("Minimum banks 3 → 4")
+    page.get_by_role("button", name="Save version 2").click()
     expect(page.get_by_role("heading", name="Policy default v2")).to_be_visible()
     expect(page.get_by_test_id("policy-settings")).to_contain_text("3")
     new = RoundPolicy.objects.get(name="default", version=2)
