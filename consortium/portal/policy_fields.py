@@ -195,7 +195,10 @@ def model_words(spec: Mapping[str, Any]) -> str:
     """A spec in words: ``mlp; hidden layers 32, 16; seed 7; loss bce``."""
     names = {"hidden": "hidden layers", "lr": "learning rate", "pos_weight": "positive weight"}
     parts = [str(spec.get("kind", "?"))]
-    for key, value in spec.items():
+    # In the form's order, whatever order the database kept the keys in (jsonb sorts them).
+    first = [k for k in ("hidden", "seed", "loss", *NUMBER_KEYS) if k in spec]
+    for key in [*first, *(k for k in spec if k not in first)]:
+        value = spec[key]
         if key != "kind":
             shown = hidden_text(value) if key == "hidden" else value
             parts.append(f"{names.get(key, key.replace('_', ' '))} {shown}")
