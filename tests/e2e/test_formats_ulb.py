@@ -43,7 +43,7 @@ def test_the_published_model_beats_the_fraud_base_rate_on_held_out_rows(federati
 def test_every_bank_scores_its_card_file_with_the_published_model(federation):
     for slug, lines in zip(federation["banks"], score_with_cli(federation), strict=True):
         rows = federation["files"][slug].read_text().splitlines()
-        assert lines[0] == "line,score,alert,reasons" and len(lines) == len(rows)
+        assert lines[0] == "line,score,alert,model_version,reasons" and len(lines) == len(rows)
         scores = [float(line.split(",")[1]) for line in lines[1:]]
         assert all(0.0 <= v <= 1.0 for v in scores) and len(set(scores)) > 10
 
