@@ -16,7 +16,7 @@ from bank_node.config import Guardrails
 from bank_node.counts import MAX_BANKS_PER_SUM
 from governance import RosterError, RosterState, check_cohort
 from he.signing import update_signature_valid
-from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.counterparty_sketch import sketch_feature_count
 from models.feature_sets import FEATURE_SETS
 from protocol import Manifest, ManifestInput, PolicySnapshot, RoundInfo
 
@@ -138,7 +138,7 @@ def check_feature_set(policy: PolicySnapshot, data_format: str, columns: Iterabl
             f"(known: {', '.join(FEATURE_SETS)}); upgrade the node",
         )
     # A policy with cross-bank sketches reads their columns after the feature set's.
-    sketched = len(SKETCH_FEATURE_NAMES) if policy.counterparty_sketch is not None else 0
+    sketched = sketch_feature_count(policy.counterparty_sketch)
     if policy.n_features != spec.n_features + sketched:
         with_sketch = f" plus {sketched} cross-bank sketch features" if sketched else ""
         raise Refused(

@@ -41,6 +41,16 @@ SKETCH_FEATURE_NAMES: list[str] = [
     "xb_dst_labelled_in", "xb_dst_labelled_out", "xb_dst_flows_in",
     "xb_src_labelled_in", "xb_src_labelled_out", "xb_src_flows_out",
 ]  # fmt: skip
+
+
+def sketch_feature_count(spec: object) -> int:
+    """Columns the cross-bank features add to a policy's features (0: sketches off).
+
+    The portal derives ``n_features`` with it and the node checks a policy's width with it.
+    """
+    return len(SKETCH_FEATURE_NAMES) if spec is not None else 0
+
+
 _FEATURE_CELLS = (("dst", 0), ("dst", 1), ("dst", 2), ("src", 0), ("src", 1), ("src", 3))
 # Counts above this are clipped before scaling: beyond it "many" is all a feature says,
 # and a noisy cell cannot blow a feature up.

@@ -14,10 +14,11 @@ from audit.services import audit_record
 from consortium.api.errors import ApplicationError, Conflict
 from consortium.governance import selectors as roster
 from consortium.rounds.models import POLICY_FIELDS, RoundPolicy
-from consortium.rounds.services.sketch_rounds import sketch_feature_count, sketch_fits_check
+from consortium.rounds.services.sketch_rounds import sketch_fits_check
 from he.codec import TRAILER_SLOTS
 from he.errors import HEError
 from he.params import CkksParams
+from models.counterparty_sketch import sketch_feature_count
 from models.feature_sets import FEATURE_SETS
 from protocol import DEFAULT_FEATURE_SET, ProtocolError
 

@@ -10,16 +10,10 @@ from django.conf import settings
 
 from consortium.api.errors import ApplicationError
 from he.codec import TRAILER_SLOTS
-from models.counterparty_sketch import SKETCH_FEATURE_NAMES
 from protocol import SketchSpec
 
 # An encrypted value costs at least 32 bytes on the wire (services.policies says why).
 CIPHERTEXT_BYTES_PER_VALUE = 32
-
-
-def sketch_feature_count(spec: object) -> int:
-    """Columns the cross-bank features add to a policy's features (0: sketches off)."""
-    return len(SKETCH_FEATURE_NAMES) if spec is not None else 0
 
 
 def sketch_fits_check(spec: SketchSpec | None) -> None:
