@@ -8,8 +8,10 @@ its own contribution, with the round's as-of dates, in its state.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,7 +61,11 @@ def _sketch_round(fingerprint: str) -> RoundInfo:
     )
 
 
-def test_agents_sum_noised_sketches_and_each_keeps_what_the_others_added(ckks, tmp_path, world):
+def _play_sketch_round(
+    ckks: Any, tmp_path: Path, world: Path, *, substitute: str | None = None
+) -> tuple[dict[str, Any], RelayPortal]:
+    """The sketch round to publication (delta drops after advertising its key); with
+    ``substitute``, the operator publishes that bank's own upload as "the aggregate"."""
     ceremony = found()
     rnd = _sketch_round(ckks.fingerprint)
     roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
@@ -68,7 +74,7 @@ def test_agents_sum_noised_sketches_and_each_keeps_what_the_others_added(ckks, t
     for agent in agents.values():
         agent.step()
     portal.state("open")
-    for bank in SURVIVORS:  # delta drops after advertising its key
+    for bank in SURVIVORS:
         agents[bank].step()
     assert sorted(portal.uploads) == list(SURVIVORS)
     portal.state("unmasking")
@@ -79,11 +85,19 @@ def test_agents_sum_noised_sketches_and_each_keeps_what_the_others_added(ckks, t
     public = kit_from_tenseal(load_public_context(ckks.public_bytes, PARAMS), PARAMS)
     terms = portal_correction(fed, reveals, SURVIVORS, ("delta",))
     digest = portal_sum(fed, public, portal.uploads, terms, portal.aggregate)
+    if substitute is not None:
+        portal.aggregate.write_bytes(portal.uploads[substitute].read_bytes())
+        digest = hashlib.sha256(portal.aggregate.read_bytes()).hexdigest()
     manifest = manifest_for(fed, portal.uploads, digest, SURVIVORS, ("delta",), reveals)
     portal.state("published", manifest=manifest, aggregate_digest=digest)
     portal.published = True
     for bank in SURVIVORS:
         agents[bank].step()
+    return agents, portal
+
+
+def test_agents_sum_noised_sketches_and_each_keeps_what_the_others_added(ckks, tmp_path, world):
+    agents, portal = _play_sketch_round(ckks, tmp_path, world)
 
     assert portal.objections == []
     own = {b: np.load(own_sketch_file(tmp_path / b, NUMBER)) for b in SURVIVORS}
@@ -147,3 +161,16 @@ def test_a_sketch_policy_trains_on_six_more_columns_from_the_kept_sketch(ckks, t
     values = np.unique(data.x_train[:, column])
     np.testing.assert_allclose(values, [0.0, np.log1p(40) / np.log1p(1000)], rtol=1e-6)
     assert data.x_test[:, column].min() > 0  # the test period lies after the first date
+
+
+def test_a_substituted_sketch_aggregate_is_refused_and_no_bank_keeps_a_sketch(
+    ckks, tmp_path, world
+):
+    # The operator publishes alpha's own masked upload as the sum of everyone's sketches.
+    agents, portal = _play_sketch_round(ckks, tmp_path, world, substitute="alpha")
+    # Every surviving node recomputes the sum, refuses it and says so in a signed objection.
+    objected = {(o["bank_id"], o["reason_code"]) for o in portal.objections}
+    assert objected == {(bank, "aggregate_substituted") for bank in SURVIVORS}
+    for bank in SURVIVORS:
+        assert str(NUMBER) not in agents[bank].state.sketches
+        assert not others_sketch_file(tmp_path / bank, NUMBER).exists()
