@@ -158,6 +158,23 @@ def key_epoch_row() -> Any:
     )
 
 
+def round_in_flight_row(policy: Any, epoch: Any, number: int) -> Any:
+    """An open round of ``policy`` at ``epoch`` with half an hour to go (a row, no services)."""
+    from consortium.rounds.models import Round, RoundState
+
+    now = timezone.now()
+    return Round.objects.create(
+        number=number,
+        policy=policy,
+        policy_snapshot=policy.snapshot(),
+        key_epoch=epoch,
+        vector_length=policy.vector_length,
+        state=RoundState.OPEN,
+        opened_at=now,
+        deadline_at=now + timedelta(minutes=30),
+    )
+
+
 def seed_crowded_rounds(
     *, published: Any, open_round: Any, banks: list[Any], took_part: int
 ) -> None:

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 
 from consortium.members.models import Bank, BankStatus
 from consortium.portal.models import BankRepresentative
-from consortium.rounds.models import Round, RoundState
-from tests.portal.conftest import key_epoch_row, policy_row, seed_crowded_rounds, seed_history
+from consortium.rounds.models import Round
+from tests.portal.conftest import (
+    key_epoch_row,
+    policy_row,
+    round_in_flight_row,
+    seed_crowded_rounds,
+    seed_history,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -66,17 +70,7 @@ def history(db: Any) -> None:
     banks, rounds = seed_history(
         banks=BANKS, rounds=ROUNDS, per_round=PER_ROUND, policy=policy, epoch=epoch, epsilon=True
     )
-    now = timezone.now()
-    in_flight = Round.objects.create(
-        number=ROUNDS + 1,
-        policy=policy,
-        policy_snapshot=policy.snapshot(),
-        key_epoch=epoch,
-        vector_length=policy.vector_length,
-        state=RoundState.OPEN,
-        opened_at=now,
-        deadline_at=now + timedelta(minutes=30),
-    )
+    in_flight = round_in_flight_row(policy, epoch, ROUNDS + 1)
     seed_crowded_rounds(published=rounds[998], open_round=in_flight, banks=banks, took_part=CROWD)
     Bank.objects.filter(slug="bank-007").update(status=BankStatus.SUSPENDED)
 

@@ -7,15 +7,18 @@ reports and manifest inputs; round 61 is in flight with 110 banks in and 10 miss
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 from playwright.sync_api import expect
 
-from consortium.rounds.models import Round, RoundState
-from tests.portal.conftest import key_epoch_row, policy_row, seed_crowded_rounds, seed_history
+from tests.portal.conftest import (
+    key_epoch_row,
+    policy_row,
+    round_in_flight_row,
+    seed_crowded_rounds,
+    seed_history,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -29,17 +32,7 @@ def crowded(operator: Any) -> None:
     banks, rounds = seed_history(
         banks=BANKS, rounds=ROUNDS, per_round=5, policy=policy, epoch=epoch, epsilon=True
     )
-    now = timezone.now()
-    in_flight = Round.objects.create(
-        number=ROUNDS + 1,
-        policy=policy,
-        policy_snapshot=policy.snapshot(),
-        key_epoch=epoch,
-        vector_length=policy.vector_length,
-        state=RoundState.OPEN,
-        opened_at=now,
-        deadline_at=now + timedelta(minutes=30),
-    )
+    in_flight = round_in_flight_row(policy, epoch, ROUNDS + 1)
     seed_crowded_rounds(published=rounds[58], open_round=in_flight, banks=banks, took_part=CROWD)
 
 
