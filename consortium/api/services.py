@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from axes.helpers import get_client_ip_address
@@ -29,21 +29,34 @@ def sign_in_failures_key(source: str, now: datetime) -> str:
     return f"signin-failures:{source}:{_minute(now):%Y%m%d%H%M}"
 
 
-def sign_in_failures_count(*, source: str) -> int:
-    """Failed sign-ins from ``source`` in the current minute, over every worker."""
-    return int(caches["throttle"].get(sign_in_failures_key(source, timezone.now()), 0))
+def sign_in_failures_count(*, source: str, now: datetime | None = None) -> int:
+    """Failed sign-ins from ``source`` in the current and the previous minute, over every worker.
+
+    Two buckets, not one: with the current minute alone a source could fail ``limit - 1`` times
+    at hh:mm:59 and ``limit - 1`` more a second later, and a count taken just after the
+    boundary would forget the first burst. Summing the previous minute refuses any ``limit``
+    failures less than a minute apart (and some up to two minutes apart: the safe side).
+    """
+    now = now or timezone.now()
+    keys = [
+        sign_in_failures_key(source, now - timedelta(minutes=1)),
+        sign_in_failures_key(source, now),
+    ]
+    return sum(int(v) for v in caches["throttle"].get_many(keys).values())
 
 
-def sign_in_failure_record(*, source: str, username: str, path: str) -> SignInFailure:
+def sign_in_failure_record(
+    *, source: str, username: str, path: str, now: datetime | None = None
+) -> SignInFailure:
     """Count one failed sign-in: the per-source counter and the bounded security log."""
-    now = timezone.now()
+    now = now or timezone.now()
     cache = caches["throttle"]
     key = sign_in_failures_key(source, now)
-    cache.add(key, 0, timeout=120)  # outlives its minute; later minutes use new keys
+    cache.add(key, 0, timeout=180)  # outlives the next minute, which still counts it
     try:
         cache.incr(key)
     except ValueError:  # expired between add and incr: this failure starts the count
-        cache.set(key, 1, timeout=120)
+        cache.set(key, 1, timeout=180)
     with transaction.atomic():
         row, created = SignInFailure.objects.get_or_create(
             source=source,

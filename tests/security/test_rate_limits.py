@@ -260,3 +260,22 @@ def test_failed_sign_ins_land_in_a_bounded_security_log_and_not_the_chain(
     assert len(rows) == 10  # the newest ten; older ones were pruned on write
     assert [r.username for r in rows] == [f"user{i}" for i in range(5, 15)]
     assert rows[-1].count == 2  # the same source, username and minute: one row, counted
+
+
+def test_failures_either_side_of_a_minute_boundary_still_add_up():
+    from datetime import UTC, datetime, timedelta
+
+    from consortium.api.services import sign_in_failure_record, sign_in_failures_count
+
+    boundary = datetime(2026, 12, 2, 7, 25, tzinfo=UTC)
+    source = "10.9.9.9"
+    for i in range(3):
+        sign_in_failure_record(
+            source=source, username=f"u{i}", path="/login/", now=boundary - timedelta(seconds=1)
+        )
+    sign_in_failure_record(source=source, username="u3", path="/login/", now=boundary)
+    # A fixed one-minute window would see 1 here and let the burst go on.
+    assert sign_in_failures_count(source=source, now=boundary + timedelta(seconds=1)) == 4
+    # Two minutes on, the old failures no longer count; another source never did.
+    assert sign_in_failures_count(source=source, now=boundary + timedelta(minutes=2)) == 0
+    assert sign_in_failures_count(source="10.9.9.8", now=boundary) == 0
