@@ -30,8 +30,7 @@ from bank_node.feature_store import SqliteStore
 from bank_node.online_features import OnlineFeatures, order_problem
 from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS, ScoringModel, load_scoring_model
 from bank_node.serve_input import InputError, ScoreRequest, parse_body
-from models.features import FEATURE_NAMES
-from protocol import DEFAULT_FEATURE_SET as ONLINE_FEATURE_SET
+from bank_node.serve_sets import SERVED_SETS, ServedSet, check_consistent
 
 log = logging.getLogger("bank_node.serve")
 
@@ -119,17 +118,13 @@ class ModelHolder:
         with self._lock:
             seen = _fingerprint(self._watched())
             try:
+                # Checks the width against the feature set, refuses sketch models.
                 model = load_scoring_model(self.directory)
-                if model.policy.feature_set != ONLINE_FEATURE_SET:
+                if model.policy.feature_set not in SERVED_SETS:
                     raise ConfigError(
                         f"{model.source}: the model reads feature set "
-                        f"{model.policy.feature_set!r}; bank-node serve computes only "
-                        f"{ONLINE_FEATURE_SET!r} online (score it in batches: bank-node score)"
-                    )
-                if model.policy.n_features != len(FEATURE_NAMES):
-                    raise ConfigError(
-                        f"{model.source}: the model reads {model.policy.n_features} features, "
-                        f"the service computes {len(FEATURE_NAMES)} (models.features)"
+                        f"{model.policy.feature_set!r}; bank-node serve computes "
+                        f"{', '.join(SERVED_SETS)} online (score it in batches: bank-node score)"
                     )
             except (ConfigError, OSError, ValueError) as exc:
                 self.problem = str(exc)
@@ -281,11 +276,14 @@ class ScoringService:
 
     def _score(self, headers: Mapping[str, str], read_body: Callable[[int], bytes]) -> Response:
         self._authorise(headers)
-        request = parse_body(self._read(headers, read_body), max_batch=self.max_batch)
-        model = self.models.model
+        body = self._read(headers, read_body)
+        model = self.models.model  # the fields to read depend on the model's feature set
         if model is None:
             raise InputError(503, "no_model", f"no model to score with: {self.models.problem}")
-        raw = self._features(request)
+        served = SERVED_SETS[model.policy.feature_set]
+        request = parse_body(body, max_batch=self.max_batch, fields=served.fields)
+        check_consistent(served, request)
+        raw = self._features(request, served)
         normalised = model.normalise(raw.astype(np.float32))
         scores = served_scores(model, normalised)
         alerts = model.alerts(scores)
@@ -300,8 +298,13 @@ class ScoringService:
         ]  # fmt: skip
         return json_response(200, {"results": results} if request.batch else results[0])
 
-    def _features(self, request: ScoreRequest) -> np.ndarray:
-        """Raw features in the order given, computed in timestamp order; state written."""
+    def _features(self, request: ScoreRequest, served: ServedSet) -> np.ndarray:
+        """Raw features in the order given: history (if the set reads it), then its own."""
+        history = self._history(request) if served.fields.history else None
+        return served.features(history, request.values)
+
+    def _history(self, request: ScoreRequest) -> np.ndarray:
+        """History features in the order given, computed in timestamp order; state written."""
         transactions = request.transactions
         order = sorted(range(len(transactions)), key=lambda i: transactions[i].timestamp)
         in_time = [transactions[i] for i in order]

@@ -56,12 +56,14 @@ class FeatureSet:
         return [c for c in self.columns if c not in have]
 
 
-def compute_paysim_features(df: pd.DataFrame) -> np.ndarray:
-    """`compute_features` plus PaySim's transaction type (one-hot) and its rule flag.
+def paysim_extra_columns(df: pd.DataFrame) -> np.ndarray:
+    """PaySim's own columns as features: its transaction type (one-hot) and its rule flag.
 
     The type tells CASH_IN from CASH_OUT, which the normalised ``payment_format`` merges
     ("Cash"); fraud in PaySim happens only in TRANSFER and CASH_OUT. The rule flag is
     PaySim's ``isFlaggedFraud`` (a fixed amount rule), a column a bank would have too.
+    ``bank-node serve`` calls this on the transactions of a request, batch scoring on the
+    whole file: one function, so the two agree.
     """
     missing = [c for c in ("transaction_type", "rule_flag") if c not in df.columns]
     if missing:
@@ -69,8 +71,14 @@ def compute_paysim_features(df: pd.DataFrame) -> np.ndarray:
     kinds = df["transaction_type"].astype(str).to_numpy()
     extra = [kinds == t for t in PAYSIM_TYPES]
     extra.append(df["rule_flag"].to_numpy(dtype=np.float64) > 0)
-    matrix = np.column_stack([compute_features(df), *(np.asarray(e, np.float32) for e in extra)])
-    return matrix.astype(np.float32).reshape(len(df), len(FEATURE_NAMES) + len(extra))
+    return np.column_stack([np.asarray(e, np.float32) for e in extra]).reshape(len(df), len(extra))
+
+
+def compute_paysim_features(df: pd.DataFrame) -> np.ndarray:
+    """`compute_features` plus PaySim's transaction type and rule flag (`paysim_extra_columns`)."""
+    extra = paysim_extra_columns(df)
+    matrix = np.column_stack([compute_features(df), extra])
+    return matrix.astype(np.float32).reshape(len(df), len(FEATURE_NAMES) + extra.shape[1])
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {

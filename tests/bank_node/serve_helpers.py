@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -13,32 +14,51 @@ from bank_node.baseline import default_policy, save_model
 from bank_node.feature_store import SqliteStore
 from bank_node.serve import ModelHolder, Response, ScoringService
 from bank_node.training import Normalizer
+from he.codec import TRAILER_SLOTS
+from models.feature_sets import feature_set as registered_set
 from models.features import FEATURE_NAMES
 from models.nets import build_model
-from models.vector import model_to_vector
+from models.vector import model_to_vector, vector_length
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
 N = len(FEATURE_NAMES)
 
 
-def save_test_model(directory: Path, *, threshold: float = 0.5, seed: int = 0) -> Path:
+def save_test_model(
+    directory: Path, *, threshold: float = 0.5, seed: int = 0, feature_set: str = "aml-v1"
+) -> Path:
     """A model in the node's format: untrained weights, normalised features, a threshold."""
+    width = registered_set(feature_set).n_features
     policy = default_policy()
+    if feature_set != policy.feature_set:
+        net = build_model(policy.model_spec, width)
+        policy = dataclasses.replace(
+            policy,
+            feature_set=feature_set,
+            n_features=width,
+            vector_length=vector_length(net) + TRAILER_SLOTS,
+        )
     torch.manual_seed(seed)  # the same weights for the same seed
-    weights = model_to_vector(build_model(policy.model_spec, N))
-    moments = np.concatenate([np.full(N, 0.3), np.full(N, 0.5)])
+    weights = model_to_vector(build_model(policy.model_spec, width))
+    moments = np.concatenate([np.full(width, 0.3), np.full(width, 0.5)])
     save_model(directory, weights, policy, threshold, Normalizer.from_moments(moments, 1, rows=9))
     return directory
 
 
 def make_service(
-    tmp_path: Path, *, model: bool = True, max_batch: int = 1000, token: str = TOKEN
+    tmp_path: Path,
+    *,
+    model: bool = True,
+    max_batch: int = 1000,
+    token: str = TOKEN,
+    feature_set: str = "aml-v1",
+    threshold: float = 0.5,
 ) -> ScoringService:
     model_dir = tmp_path / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     if model:
-        save_test_model(model_dir)
+        save_test_model(model_dir, feature_set=feature_set, threshold=threshold)
     holder = ModelHolder(model_dir)
     holder.load()
     store = SqliteStore(tmp_path / "state" / "accounts.sqlite3")
