@@ -42,7 +42,12 @@ from bank_node.training import (
     train_round,
     train_round_private,
 )
-from bank_node.training_stream import check_streamable, node_moments, node_train_round
+from bank_node.training_stream import (
+    check_streamable,
+    node_evaluate,
+    node_moments,
+    node_train_round,
+)
 from governance import RosterState
 from he.codec import encrypt_to_file
 from he.errors import HEError
@@ -383,8 +388,11 @@ class Agent:
         weights = produced.weights
         policy = rnd.policy
         model = model_from_vector(policy.model_spec, policy.n_features, weights)
-        stats_round = rnd.stats_round
-        metrics = evaluate(model, self.round_data(rnd).normalized(self.normalizer(stats_round)))
+        norm = self.normalizer(rnd.stats_round)
+        if self.config.training.streams:  # held-out rows scored as they are read
+            metrics = node_evaluate(self.config, model, norm)
+        else:
+            metrics = evaluate(model, self.round_data(rnd).normalized(norm))
         threshold = metrics.pop("threshold", None)
         if self.state.epsilon is not None:
             metrics["epsilon"] = self.state.epsilon

@@ -262,7 +262,7 @@ def chronological_split(
     which suits real files whose volume is uneven over time. Rows keep their relative
     order; ties in time never straddle a ``"time"`` cut.
     """
-    cuts = _cumulative(fractions)
+    cuts = cumulative_fractions(fractions)
     ordered = df.iloc[np.argsort(df["timestamp"].to_numpy(), kind="stable")]
     if by == "rows":
         bounds = np.round(cuts * len(ordered)).astype(int)
@@ -282,7 +282,7 @@ def _time_bounds(stamps: pd.Series, cuts: np.ndarray) -> np.ndarray:
     return np.append(np.searchsorted(micros, edges, side="left"), len(micros))
 
 
-def _cumulative(fractions: Sequence[float]) -> np.ndarray:
+def cumulative_fractions(fractions: Sequence[float]) -> np.ndarray:
     values = np.asarray(fractions, dtype=float)
     if values.ndim != 1 or len(values) == 0 or (values < 0).any() or abs(values.sum() - 1) > 1e-6:
         raise ValueError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")

@@ -57,12 +57,21 @@ def drift_reference_save(
     on the normalised rows, as ``score`` computes it. A split without rows keeps nothing.
     """
     if data.x_train.shape[0] == 0:
-        log.warning("round %s: no training rows, so no drift reference", number)
+        drift_reference_keep(state_dir, number, None)
         return
     model = model_from_vector(policy.model_spec, policy.n_features, weights)
     x = data.x_train if norm is None else norm.apply(data.x_train)
     names = feature_names_for(data.x_train.shape[1])
-    reference = reference_from(data.x_train, predict_scores(model, x), names)
+    drift_reference_keep(
+        state_dir, number, reference_from(data.x_train, predict_scores(model, x), names)
+    )
+
+
+def drift_reference_keep(state_dir: Path, number: int, reference: Reference | None) -> None:
+    """Write round ``number``'s reference bins (None: no training rows, nothing kept)."""
+    if reference is None:
+        log.warning("round %s: no training rows, so no drift reference", number)
+        return
     about = {"round": number, **reference.to_dict()}
     _write_json(reference_file(state_dir, number), about)
 

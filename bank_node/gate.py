@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import torch
 
 from bank_node import metrics as node_metrics
 from bank_node.checks import Refused, file_sha256
 from bank_node.config import NodeConfig
-from bank_node.drift_state import drift_reference_save
+from bank_node.drift_state import drift_reference_keep, drift_reference_save
 from bank_node.gate_checks import check_candidate, check_evaluation_round
 from bank_node.global_models import PublishedModels
 from bank_node.portal_client import BankClient, PortalError
@@ -36,6 +37,7 @@ from bank_node.state import (
     state_file,
 )
 from bank_node.training import LocalData, model_from_vector
+from bank_node.training_stream import held_out, node_drift_reference
 from governance import RosterState
 from governance.verdict import GateVerdict, figure, sign_verdict
 from he.errors import HEError
@@ -82,17 +84,22 @@ class EvaluationGate:
         # The candidate is the model the round produces: the server optimiser's step applied.
         cand_weights = self.models.produced(candidate.number, candidate.key_epoch).weights
         current = self.models.base_weights(evaluation)  # None: the policy's initial model
-        data = self._data(evaluation).normalized(self.models.normalizer(evaluation.stats_round))
-        rows = int(data.y_val.size)
+        norm = self.models.normalizer(evaluation.stats_round)
+        spec, n_features = evaluation.policy.model_spec, evaluation.policy.n_features
+        nets: list[torch.nn.Module] = [
+            model_from_vector(spec, n_features, w) for w in (cand_weights, current)
+        ]
+        if self.config.training.streams:  # validation rows scored as they are read
+            val, _ = held_out(self.config, nets, norm)
+            labels, (cand_scores, cur_scores) = val.labels, val.scores
+        else:
+            data = self._data(evaluation).normalized(norm)
+            labels = data.y_val
+            cand_scores, cur_scores = (predict_scores(net, data.x_val) for net in nets)
+        rows = int(labels.size)
         if rows == 0:
             raise HEError(f"round {evaluation.number}: no validation rows to score models on")
-        spec, n_features = evaluation.policy.model_spec, evaluation.policy.n_features
-        cand_scores, cur_scores = (
-            predict_scores(model_from_vector(spec, n_features, w), data.x_val)
-            for w in (cand_weights, current)
-        )
-        counts = gate_vector(cand_scores, cur_scores, data.y_val)
-        return counts / rows, rows
+        return gate_vector(cand_scores, cur_scores, labels) / rows, rows
 
     def candidate(self, evaluation: RoundInfo) -> RoundInfo:
         """E's candidate round as the portal describes it, checked against E."""
@@ -217,7 +224,13 @@ class EvaluationGate:
         state_dir = self.config.state_dir
         norm = self.models.normalizer(rnd.stats_round)
         # The bins `score` measures drift against (bank_node/drift_state.py).
-        drift_reference_save(state_dir, rnd.number, rnd.policy, weights, self._data(rnd), norm)
+        if self.config.training.streams:
+            net = model_from_vector(rnd.policy.model_spec, rnd.policy.n_features, weights)
+            drift_reference_keep(
+                state_dir, rnd.number, node_drift_reference(self.config, net, norm)
+            )
+        else:
+            drift_reference_save(state_dir, rnd.number, rnd.policy, weights, self._data(rnd), norm)
         self.registry.evaluated(rnd, weights, threshold, metrics, self.verdict_on(rnd.number))
         if not rnd.policy.gated:
             save_global_model(state_dir, rnd, weights, threshold)

@@ -233,16 +233,31 @@ def train_round_private(
 
 def evaluate(model: FraudMLP, data: LocalData) -> dict[str, float | None]:
     """Held-out metrics; the threshold for F1 is chosen on the validation split."""
-    val_scores = predict_scores(model, data.x_val)
-    threshold, _ = f1_best_threshold(data.y_val, val_scores)
-    scores = predict_scores(model, data.x_test)
+    return metrics_from_scores(
+        data.y_val,
+        predict_scores(model, data.x_val),
+        data.y_test,
+        predict_scores(model, data.x_test),
+    )
+
+
+def metrics_from_scores(
+    y_val: np.ndarray, val_scores: np.ndarray, y_test: np.ndarray, scores: np.ndarray
+) -> dict[str, float | None]:
+    """`evaluate`'s figures from a model's scores of the validation and test rows.
+
+    The rows must be in time order (ties in file order): recall at the budget takes equal
+    scores in row order. A streaming node computes the scores batch by batch
+    (``bank_node.stream_periods``) and calls this too.
+    """
+    threshold, _ = f1_best_threshold(y_val, val_scores)
     return {
-        "auprc": _finite(auprc(data.y_test, scores)),
-        "recall_at_0.5pct": _finite(recall_at_budget(data.y_test, scores, 0.005)),
-        "f1": _finite(f1_at(data.y_test, scores, threshold)),
-        "base_rate": float(np.mean(data.y_test)) if data.y_test.size else None,
+        "auprc": _finite(auprc(y_test, scores)),
+        "recall_at_0.5pct": _finite(recall_at_budget(y_test, scores, 0.005)),
+        "f1": _finite(f1_at(y_test, scores, threshold)),
+        "base_rate": float(np.mean(y_test)) if y_test.size else None,
         "threshold": _finite(threshold),
-        "test_rows": float(data.y_test.size),
+        "test_rows": float(y_test.size),
     }
 
 

@@ -13,34 +13,41 @@ from __future__ import annotations
 import functools
 import shutil
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import torch
 
 from bank_node.checks import Refused
 from bank_node.config import Evaluation, NodeConfig
 from bank_node.config_training import TrainingConfig
 from bank_node.features_duckdb import EngineSettings, features_of
-from bank_node.splits import DEFAULT_FRACTIONS
-from bank_node.training import Normalizer, _local_fit, _round_start
+from bank_node.stream_periods import (
+    PeriodEdges,
+    PeriodScores,
+    held_out_scores,
+    period_edges,
+    training_reference,
+)
+from bank_node.training import Normalizer, _local_fit, _round_start, metrics_from_scores
+from models.drift import Reference
 from models.features import FEATURE_NAMES
-from models.stream_data import TICK, StreamSpec, parquet_files, stream_moments
+from models.stream_data import StreamSpec, parquet_files, stream_moments
 from models.training import TrainerSettings, train_stream
 from models.vector import model_to_vector
 from protocol import DEFAULT_FEATURE_SET, PolicySnapshot
 
-_NS_PER_US = 1000
-
 
 @dataclass(frozen=True)
 class StreamedData:
-    """The bank's features as Parquet files, and the end (exclusive, ns) of its training period."""
+    """The bank's features as Parquet files, and where its periods start and end (ns)."""
 
     files: tuple[Path, ...]
-    before_tick: int
+    edges: PeriodEdges
+
+    @property
+    def before_tick(self) -> int:
+        return self.edges.train_end
 
     def spec(self, training: TrainingConfig, **options: object) -> StreamSpec:
         """The training period's stream, batched and buffered as ``training`` says."""
@@ -74,43 +81,7 @@ def _streamed(
     settings = EngineSettings(memory_limit=memory_limit, temp_directory=work / "spill")
     files = parquet_files(features_of(source, work, settings=settings))
     (work / "staged.parquet").unlink(missing_ok=True)  # the features carry all we need
-    return StreamedData(files, training_end(files, evaluation))
-
-
-def training_end(files: tuple[Path, ...], evaluation: Evaluation) -> int:
-    """The first timestamp (ns) after the training period, as `bank_node.splits` cuts it.
-
-    The in-memory split keeps the rows whose microsecond timestamp lies below
-    ``first + (last - first) * cut``; with whole microseconds that is ``tick`` below the
-    edge rounded up, in nanoseconds.
-    """
-    before = None if evaluation.train_before is None else _day_ns(evaluation.train_before)
-    first, last = _tick_range(files, before)
-    cut = DEFAULT_FRACTIONS[0] if before is None else 1 - evaluation.validation_fraction
-    lo, hi = np.int64(first // _NS_PER_US), np.int64(last // _NS_PER_US)
-    edge = lo + (hi - lo) * np.float64(cut)
-    return int(np.ceil(edge)) * _NS_PER_US
-
-
-def _day_ns(day: date) -> int:
-    return int(np.datetime64(day.isoformat(), "ns").astype(np.int64))
-
-
-def _tick_range(files: tuple[Path, ...], before: int | None) -> tuple[int, int]:
-    """The first and last ``tick`` of the rows (below ``before`` when given), in one pass."""
-    lows, highs = [], []
-    for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(columns=[TICK]):
-            ticks = batch.column(TICK)
-            if before is not None:
-                ticks = ticks.filter(pc.less(ticks, before))
-            if len(ticks):
-                bounds = pc.min_max(ticks)
-                lows.append(bounds["min"].as_py())
-                highs.append(bounds["max"].as_py())
-    if not lows:
-        raise Refused("no_training_rows", f"no training rows in the features of {files[:1]}")
-    return min(lows), max(highs)
+    return StreamedData(files, period_edges(files, evaluation))
 
 
 def streamed_moments(data: StreamedData, training: TrainingConfig) -> tuple[np.ndarray, int]:
@@ -172,3 +143,27 @@ def train_round_stream(
     settings = TrainerSettings(**training.trainer_kwargs())
     n = train_stream(model, spec, epochs=fit["epochs"], lr=fit["lr"], seed=seed, settings=settings)
     return model_to_vector(model), n
+
+
+def held_out(
+    config: NodeConfig, nets: list[torch.nn.Module], norm: Normalizer | None
+) -> tuple[PeriodScores, PeriodScores]:
+    """The validation and test periods of the node's own data scored by ``nets``, streamed."""
+    data = streamed_data(config)
+    return held_out_scores(data.files, FEATURE_NAMES, data.edges, nets, norm)
+
+
+def node_evaluate(
+    config: NodeConfig, net: torch.nn.Module, norm: Normalizer | None
+) -> dict[str, float | None]:
+    """`bank_node.training.evaluate` of ``net`` on the node's held-out periods, streamed."""
+    val, test = held_out(config, [net], norm)
+    return metrics_from_scores(val.labels, val.scores[0], test.labels, test.scores[0])
+
+
+def node_drift_reference(
+    config: NodeConfig, net: torch.nn.Module, norm: Normalizer | None
+) -> Reference | None:
+    """The drift reference of ``net`` over the node's training period, streamed."""
+    spec = streamed_data(config).spec(config.training, shuffle=False)
+    return training_reference(spec, net, norm, FEATURE_NAMES)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from bank_node.agent import Agent
 from bank_node.baseline import default_policy
@@ -23,16 +24,22 @@ from bank_node.keys import (
     keyring_load,
     signing_keygen,
 )
-from bank_node.training import Normalizer, feature_moments, local_data
+from bank_node.stream_periods import training_reference
+from bank_node.training import Normalizer, evaluate, feature_moments, local_data
 from bank_node.training_stream import (
     check_streamable,
+    held_out,
+    node_evaluate,
     node_moments,
     node_train_round,
     streamed_data,
 )
 from he.params import CkksParams
-from models.nets import initial_vector
+from models.drift import reference_from
+from models.features import FEATURE_NAMES
+from models.nets import build_model, initial_vector
 from models.stream_data import count_rows
+from models.training import predict_scores
 from protocol import PolicySnapshot, RoundInfo
 from simulation.world import generate_world
 from tests.bank_node.serve_helpers import write_node_config
@@ -137,3 +144,64 @@ def test_streamed_training_refuses_a_policy_whose_features_it_does_not_compute(
     with pytest.raises(Refused, match='set \\[training\\] data = "memory"') as refused:
         check_streamable(PolicySnapshot.from_dict(policy_dict(**changes)))
     assert refused.value.reason == "stream_unsupported"
+
+
+def _norm(node: NodeConfig) -> Normalizer:
+    moments, rows = node_moments(node)
+    return Normalizer.from_moments(moments, 1, rows)
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [Evaluation(), Evaluation(train_before=date(2022, 10, 10), evaluate_from=date(2022, 10, 12))],
+)
+def test_a_streaming_node_scores_the_in_memory_held_out_rows_in_their_order(
+    node: NodeConfig, evaluation: Evaluation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = dataclasses.replace(node, evaluation=evaluation)
+    memory = local_data(node.data_file, evaluation).normalized(_norm(node))
+    policy = default_policy()
+    torch.manual_seed(4)
+    net = build_model(policy.model_spec, policy.n_features)
+
+    def in_memory(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a streaming node read its whole file")
+
+    monkeypatch.setattr("bank_node.training.local_data", in_memory)
+    monkeypatch.setattr("bank_node.data.load_transactions", in_memory)
+    val, test = held_out(node, [net], _norm(node))
+    # The same rows, labelled alike, in the same order (time, ties in file order).
+    assert len(val.labels) == len(memory.y_val) > 0 and len(test.labels) == len(memory.y_test) > 0
+    np.testing.assert_array_equal(val.labels, memory.y_val)
+    np.testing.assert_array_equal(test.labels, memory.y_test)
+    np.testing.assert_allclose(test.scores[0], predict_scores(net, memory.x_test), atol=1e-5)
+
+    streamed = node_evaluate(node, net, _norm(node))
+    expected = evaluate(net, memory)
+    assert streamed.keys() == expected.keys() and streamed["test_rows"] == expected["test_rows"]
+    for name, value in expected.items():
+        assert streamed[name] == pytest.approx(value, abs=1e-4), name
+
+
+def test_the_streamed_drift_reference_bins_every_training_row(node: NodeConfig) -> None:
+    policy = default_policy()
+    torch.manual_seed(5)
+    net = build_model(policy.model_spec, policy.n_features)
+    memory = local_data(node.data_file, node.evaluation)
+    norm = _norm(node)
+    exact = reference_from(
+        memory.x_train, predict_scores(net, norm.apply(memory.x_train)), FEATURE_NAMES
+    )
+    spec = streamed_data(node).spec(STREAM, shuffle=False)
+    whole = training_reference(spec, net, norm, FEATURE_NAMES)
+    assert whole is not None
+    # With every row in the sample, the edges are the in-memory edges.
+    for mine, theirs in zip(whole.edges, exact.edges, strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+    sampled = training_reference(spec, net, norm, FEATURE_NAMES, sample_rows=500)
+    assert sampled is not None
+    rows = len(memory.y_train)
+    # Edges from 500 rows, counts over all of them: every row binned once per feature.
+    assert {int(c.sum()) for c in sampled.counts} == {rows} and sampled.score_counts.sum() == rows
+    # Deciles from a sample stay deciles: no bin of the score holds twice its share.
+    assert sampled.score_counts.max() <= 2 * rows / len(sampled.score_counts)
