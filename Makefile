@@ -34,6 +34,8 @@ PIP := $(VPY) -m pip --disable-pip-version-check
 CHECKOV_VENV := .venv-checkov
 CHECKOV_REQUIREMENTS := scripts/checkov-requirements.txt
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+# PySpark (the `spark` extra, ~0.5 GB) only for the tests: tests/bank_node/test_features_spark.py.
+SPARK_STAMP := $(VENV)/.installed-spark
 
 PYTEST_ARGS ?=
 # Both passes run on both cores: pytest-xdist workers, with tests/xdist_plan.py deciding
@@ -72,7 +74,7 @@ SQLITE_SKIP := --ignore=tests/he --ignore=tests/models --ignore=tests/helm --ign
 PYTEST_SQLITE := $(STEP) pytest-sqlite env -u DATABASE_URL $(VPY) -m pytest $(XDIST) -m "not e2e" $(SQLITE_SKIP) \
 	$(PYTEST_ARGS)
 
-.PHONY: help venv checkov-venv system-deps lint test test-postgres test-sqlite demo clean \
+.PHONY: help venv spark-venv checkov-venv system-deps lint test test-postgres test-sqlite demo clean \
 	images image-portal image-bank-node
 
 help:
@@ -87,6 +89,12 @@ $(VPY):
 $(STAMP): pyproject.toml | $(VPY)
 	$(STEP) pip-torch $(PIP) install --quiet $(TORCH_PIN)
 	$(STEP) pip-project $(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+spark-venv: $(SPARK_STAMP)
+
+$(SPARK_STAMP): $(STAMP)
+	$(STEP) pip-spark $(PIP) install --quiet -e '.[dev,spark]'
 	@touch $@
 
 checkov-venv: $(CHECKOV_STAMP)
@@ -107,7 +115,7 @@ lint: venv
 	$(MYPY)
 
 # One recipe, so the steps run in this order even under `make -j`.
-test: system-deps venv checkov-venv
+test: system-deps venv spark-venv checkov-venv
 	$(RUFF)
 	$(RUFF_FORMAT)
 	$(MYPY)
@@ -115,11 +123,11 @@ test: system-deps venv checkov-venv
 	$(PYTEST_POSTGRES_E2E)
 	$(PYTEST_SQLITE)
 
-test-postgres: system-deps venv checkov-venv
+test-postgres: system-deps venv spark-venv checkov-venv
 	$(PYTEST_POSTGRES)
 	$(PYTEST_POSTGRES_E2E)
 
-test-sqlite: venv checkov-venv
+test-sqlite: venv spark-venv checkov-venv
 	$(PYTEST_SQLITE)
 
 demo: venv

@@ -65,13 +65,20 @@ def _log1p(expr: str) -> str:
     return f"LN(1 + ({expr}))"
 
 
+def _double(number: float) -> str:
+    """A DOUBLE constant. Spark SQL reads ``3600.0`` as a DECIMAL, and a DECIMAL quotient
+    keeps six decimal places (an hour of day off by up to 5e-7, its sine by ~1e-7); a
+    cast makes the division a double's in every engine, as numpy's."""
+    return f"CAST({number!r} AS DOUBLE)"
+
+
 def _flag(condition: str) -> str:
     return f"CASE WHEN {condition} THEN 1.0 ELSE 0.0 END"
 
 
 def _row_columns() -> dict[str, str]:
     """Features of the row alone: calendar, amount shape, banks, currency, format."""
-    hour = "((secs % 86400) / 3600.0)"
+    hour = f"((secs % 86400) / {_double(3600.0)})"
     weekday = "(((secs - secs % 86400) / 86400 + 3) % 7)"  # 1970-01-01 was a Thursday
     paid = "amount_paid"
     cents = f"({paid} * 100)"
@@ -173,8 +180,8 @@ def _event_columns() -> dict[str, str]:
     prev_same_row = "(rid_1 IS NOT NULL AND rid_1 = rid)"  # a self-transfer's own out event
     prev_secs = f"CASE WHEN {prev_same_row} THEN secs_2 ELSE secs_1 END"
     seen = f"(CASE WHEN {prev_same_row} THEN rid_2 ELSE rid_1 END) IS NOT NULL"
-    cap = float(_NO_HISTORY_MINUTES)
-    minutes = f"CASE WHEN {seen} THEN (secs - {prev_secs}) / 60.0 ELSE {cap} END"
+    cap = _double(float(_NO_HISTORY_MINUTES))
+    minutes = f"CASE WHEN {seen} THEN (secs - {prev_secs}) / {_double(60.0)} ELSE {cap} END"
     low, high = "LEAST(in_amount_24h, out_amount_24h)", "GREATEST(in_amount_24h, out_amount_24h)"
     cols = {
         "since_last": f"{_log1p(f'LEAST({minutes}, {cap})')} / 10",
