@@ -121,8 +121,10 @@ class Tally:
 def _summed(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
     out = dict(total)
     for key, value in part.items():
-        out[key] = _summed(total.get(key, {}), value) if isinstance(value, dict) else (
-            total.get(key, 0) + value
+        out[key] = (
+            _summed(total.get(key, {}), value)
+            if isinstance(value, dict)
+            else (total.get(key, 0) + value)
         )
     return out
 
@@ -161,8 +163,9 @@ def write_windows(world: World, out_dir: Path, *, seed: int, chunk_days: int) ->
 def _write(world: World, rows: Rows, out_dir: Path, tally: Tally, *, append: bool) -> None:
     tally.add(rows)
     bank = world.accounts.bank
+    src, dst = bank[rows.src], bank[rows.dst]
     for index, bank_id in enumerate(bank_ids(world)[: world.n_members].tolist()):
-        mine = (bank[rows.src] == index) | (bank[rows.dst] == index)
+        mine = (src == index) | (dst == index)
         tally.add_bank(index, bank_counts(world, rows, mine))
         table = bank_table(world, rows.take(np.flatnonzero(mine)))
         write_bank_file(out_dir / f"bank_{bank_id}.csv", table, append=append)

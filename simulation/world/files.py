@@ -67,9 +67,8 @@ def bank_table(w: World, rows: Rows) -> pa.Table:
     paid = _round(rows.usd * per_usd[pay_cur], decimals)
     received = _round(paid * per_usd[recv_cur] / per_usd[pay_cur], decimals)
     label = rows.attempt >= 0
-    minutes = w.start.astype("datetime64[m]") + rows.t
     columns = [
-        pc.strftime(pa.array(minutes.astype("datetime64[s]")), format="%Y/%m/%d %H:%M"),
+        _stamps(w, rows.t),
         ids.take(pa.array(bank[rows.src])), _account_names(w, bank, rows.src),
         ids.take(pa.array(bank[rows.dst])), _account_names(w, bank, rows.dst),
         _fmt_amount(received, btc), _names(CURRENCIES, recv_cur),
@@ -80,6 +79,14 @@ def bank_table(w: World, rows: Rows) -> pa.Table:
         _names(BENIGN_KINDS + TYPOLOGIES, rows.kind),
     ]  # fmt: skip
     return pa.Table.from_arrays(columns, names=[f"c{i}" for i in range(len(columns))])
+
+
+def _stamps(w: World, t: np.ndarray) -> pa.Array:
+    """Minutes as ``YYYY/MM/DD hh:mm``: each minute of the span formatted once, then looked up."""
+    first = int(t.min(initial=0))
+    span = w.start.astype("datetime64[m]") + np.arange(first, int(t.max(initial=0)) + 1)
+    text = pc.strftime(pa.array(span.astype("datetime64[s]")), format="%Y/%m/%d %H:%M")
+    return text.take(pa.array(t - first))
 
 
 def _names(names: list[str], index: np.ndarray) -> pa.Array:
