@@ -18,7 +18,7 @@ later rows are carried over and written, in time order, with that window's rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -143,20 +143,50 @@ def split_at(rows: Rows, end: int) -> tuple[Rows, Rows]:
     return rows.take(np.arange(cut)), rows.take(np.arange(cut, len(rows.t)))
 
 
-def write_windows(world: World, out_dir: Path, *, seed: int, chunk_days: int) -> Tally:
-    """Generate ``world`` ``chunk_days`` days at a time, appending to the banks' files."""
-    if chunk_days < 1:
-        raise ValueError("chunk_days must be at least 1")
-    fixed, tally = FixedDraws(seed), Tally(world)
-    carry, next_attempt = Rows.empty(), 0
-    for number, first in enumerate(range(0, world.days, chunk_days)):
-        days = min(chunk_days, world.days - first)
+MIN_WINDOW_DAYS = 3  # any 3 days hold a weekday, which office-hours flows need
+
+
+def window_starts(days: int, chunk_days: int) -> list[tuple[int, int]]:
+    """``(first day, days)`` of each window; a remainder under 3 days joins the last one."""
+    if chunk_days < MIN_WINDOW_DAYS:
+        raise ValueError(f"chunk_days must be at least {MIN_WINDOW_DAYS} (or 0: all in memory)")
+    firsts = list(range(0, days, chunk_days))
+    if len(firsts) > 1 and days - firsts[-1] < MIN_WINDOW_DAYS:
+        firsts.pop()
+    ends = [*firsts[1:], days]
+    return [(first, end - first) for first, end in zip(firsts, ends, strict=True)]
+
+
+def window_stream(world: World, *, seed: int, chunk_days: int) -> Iterator[tuple[int, Rows]]:
+    """Each window's visible rows (in the world's minutes, unsorted) and the window's end.
+
+    Rows of a scheme that runs past the window's end are among them; `in_time_order`
+    carries them on.
+    """
+    fixed, next_attempt = FixedDraws(seed), 0
+    for number, (first, days) in enumerate(window_starts(world.days, chunk_days)):
         window = Window(world, first, days, np.random.default_rng([seed, 2, number]), fixed)
         window.attempt_base = next_attempt  # attempt ids stay unique across windows
         rows = window_rows(window)
         next_attempt = max(next_attempt, int(rows.attempt.max(initial=-1)) + 1)
-        ready, carry = split_at(Rows.concat([carry, rows]), window.offset + window.minutes)
-        _write(world, ready, out_dir, tally, append=number > 0)
+        yield window.offset + window.minutes, rows
+
+
+def in_time_order(stream: Iterable[tuple[int, Rows]]) -> Iterator[Rows]:
+    """The rows of the stream in time order, window by window: each window's rows before
+    its end, with those of earlier windows that ran on past theirs."""
+    carry = Rows.empty()
+    for end, rows in stream:
+        ready, carry = split_at(Rows.concat([carry, rows]), end)
+        yield ready
+
+
+def write_windows(world: World, out_dir: Path, *, seed: int, chunk_days: int) -> Tally:
+    """Generate ``world`` ``chunk_days`` days at a time, appending to the banks' files."""
+    tally = Tally(world)
+    stream = window_stream(world, seed=seed, chunk_days=chunk_days)
+    for number, rows in enumerate(in_time_order(stream)):
+        _write(world, rows, out_dir, tally, append=number > 0)
     return tally
 
 

@@ -117,8 +117,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attempts_per_day": 192.0,
     },
 }
-# Presets generated a window of days at a time by default (about 1M transactions a window).
-CHUNK_DAYS: dict[str, int] = {"hi-medium": 6, "hi-large": 2}
+# Presets generated a window of days at a time by default (1M to 1.5M transactions a window).
+CHUNK_DAYS: dict[str, int] = {"hi-medium": 6, "hi-large": 3}
 
 MERCHANT, COMPANY, UTILITY = range(3)  # roles of business accounts
 HOUR_W = {  # relative activity by hour of day
