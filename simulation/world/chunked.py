@@ -98,7 +98,6 @@ class Tally:
     """The manifest's counts, summed over the windows."""
 
     def __init__(self, world: World) -> None:
-        self.world = world
         self.banks: list[dict[str, Any]] = [{} for _ in range(world.n_members)]
         self.rows = 0
         self.laundering_rows = 0
