@@ -8,14 +8,18 @@ import sys
 from pathlib import Path
 
 from simulation import demo
-from simulation.world import generate_world
+from simulation.world import CHUNK_DAYS, generate_world
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write the world and print its manifest, less the parameters, truncated."""
     try:
         manifest = generate_world(
-            Path(args.out), n_banks=args.banks, preset=args.preset, seed=args.seed
+            Path(args.out),
+            n_banks=args.banks,
+            preset=args.preset,
+            seed=args.seed,
+            chunk_days=args.chunk_days,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -33,6 +37,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--banks", type=int, default=None, help="default: the preset's bank count")
     g.add_argument("--preset", default="tiny")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--chunk-days",
+        type=int,
+        default=None,
+        help="generate and write this many days at a time, in bounded memory (another world "
+        "than the in-memory one for the seed); 0 = all in memory; default: 0, except for the "
+        f"presets {', '.join(f'{p} ({d})' for p, d in CHUNK_DAYS.items())}",
+    )
     g.set_defaults(func=cmd_synth)
     # Listed for --help only: main() hands everything after "demo" to the demo's own parser.
     sub.add_parser("demo", help="run the multi-bank demo (see: demo --help)", add_help=False)

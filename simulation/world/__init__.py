@@ -3,6 +3,7 @@
 from simulation.world.generate import generate_world
 from simulation.world.presets import (
     BENIGN_KINDS,
+    CHUNK_DAYS,
     CURRENCIES,
     EXTRA_HEADER,
     FORMATS,
@@ -15,6 +16,7 @@ from simulation.world.presets import (
 
 __all__ = [
     "BENIGN_KINDS",
+    "CHUNK_DAYS",
     "CURRENCIES",
     "EXTRA_HEADER",
     "FORMATS",

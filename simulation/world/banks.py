@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from simulation.world.presets import (
     UNITS_PER_USD,
     UTILITY,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,6 +46,10 @@ class Rows:
             np.asarray(usd, np.float64), np.broadcast_to(np.asarray(fmt, np.int64), (n,)).copy(),
             np.full(n, BENIGN_KINDS.index(kind)), np.full(n, -1), np.full(n, -1),
         )  # fmt: skip
+
+    @classmethod
+    def empty(cls) -> Rows:
+        return cls(*(np.zeros(0, np.float64 if f.name == "usd" else np.int64) for f in fields(cls)))
 
     @classmethod
     def concat(cls, parts: list[Rows]) -> Rows:
@@ -83,20 +90,35 @@ class World:
         self.days = int(params["days"])
         self.minutes = self.days * 1440
         self.train_end = round(self.minutes * float(params["train_fraction"]))
+        # The whole world's period in this object's minutes; a window of it (chunked
+        # generation) sees the period from inside, so these then differ from 0 and `minutes`.
+        self.period_start, self.period_end = 0, self.minutes
+        self.attempt_base = 0  # id of this object's first laundering attempt
         self._calendar()
         self._banks()
         self.accounts = Accounts()
         self._populate()
 
+    def fixed(self, key: str, draw: Callable[[np.random.Generator], T]) -> T:
+        """A draw that describes the world (an employer, a supplier list), not an event.
+
+        The whole world in memory makes it from its one stream, in the order it always
+        did; a window of the world (`simulation.world.chunked`) makes it once and reuses it.
+        """
+        return draw(self.rng)
+
+    def earners(self, salary: Rows) -> np.ndarray:
+        """The accounts that may sweep their salary on: those paid in this period."""
+        return np.unique(salary.dst)
+
+    def attempt_days(self) -> tuple[float, float]:
+        """Days over which training-period and held-out-period attempts are expected."""
+        fraction = float(self.p["train_fraction"])
+        return self.days * fraction, self.days * (1 - fraction)
+
     def _calendar(self) -> None:
-        start = np.datetime64(self.p["start"], "D")
-        self.start = start
-        day_numbers = (start + np.arange(self.days)).astype(np.int64)
-        self.weekday = (day_numbers + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-        months = np.arange(
-            start.astype("datetime64[M]"), (start + self.days).astype("datetime64[M]") + 1
-        )
-        self.month_start_day = (months.astype("datetime64[D]") - start).astype(np.int64)
+        self.start = np.datetime64(self.p["start"], "D")
+        self.weekday, self.month_start_day = calendar(self.start, self.days)
 
     def _banks(self) -> None:
         rng, m = self.rng, self.n_members
@@ -155,14 +177,32 @@ class World:
         return self.at(day, self.hours(n, profile))
 
     def hours(self, n: int, profile: str) -> np.ndarray:
-        w = np.asarray(HOUR_W[profile], float)
-        return self.rng.choice(24, n, p=w / w.sum())
+        return hours_of(self.rng, n, profile)
 
     def at(self, day: np.ndarray, hour: np.ndarray) -> np.ndarray:
         return day * 1440 + hour * 60 + self.rng.integers(0, 60, len(day))
 
     def lognormal(self, median: float, sigma: float, n: int) -> np.ndarray:
-        return self.rng.lognormal(math.log(median), sigma, n)
+        return lognormal_of(self.rng, median, sigma, n)
+
+
+def calendar(start: np.datetime64, days: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weekday (Monday = 0) of each of ``days`` days from ``start``, and the day number
+    (from ``start``, possibly negative) of the first of each month they touch."""
+    day_numbers = (start + np.arange(days)).astype(np.int64)
+    weekday = (day_numbers + 3) % 7  # 1970-01-01 was a Thursday
+    months = np.arange(start.astype("datetime64[M]"), (start + days).astype("datetime64[M]") + 1)
+    return weekday, (months.astype("datetime64[D]") - start).astype(np.int64)
+
+
+def hours_of(rng: np.random.Generator, n: int, profile: str) -> np.ndarray:
+    """``n`` hours of the day drawn from one of the `HOUR_W` activity profiles."""
+    w = np.asarray(HOUR_W[profile], float)
+    return rng.choice(24, n, p=w / w.sum())
+
+
+def lognormal_of(rng: np.random.Generator, median: float, sigma: float, n: int) -> np.ndarray:
+    return rng.lognormal(math.log(median), sigma, n)
 
 
 def _train_assignment(rng: np.random.Generator, n_members: int, per_bank: int) -> np.ndarray:

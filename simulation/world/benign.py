@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulation.world.banks import Rows, World, local_to_usd, note_unit
+from simulation.world.banks import Rows, World, hours_of, local_to_usd, lognormal_of, note_unit
 from simulation.world.presets import COMPANY, FORMATS, MERCHANT, UTILITY
+
+JOBS = "jobs"  # the fixed draw of who works where (its first item: the employees)
 
 
 def benign_flows(w: World) -> list[Rows]:
@@ -19,36 +21,31 @@ def _card_spend(w: World) -> Rows:
     persons, merchants = w.persons, w.businesses(MERCHANT)
     n = w.rng.poisson(float(w.p["card_rate"]) * len(persons) * w.days)
     payer = w.rng.choice(persons, n)
-    merchant = _popular(w, merchants, n)
+    merchant = _popular(w, merchants, n, "popular")
     bank = w.accounts.bank
     local = w.rng.random(n) < 0.6  # most shopping is with merchants banking nearby
     for b in range(w.n_banks):
         here = local & (bank[payer] == b)
         pool = merchants[bank[merchants] == b]
         if len(pool):
-            merchant[here] = _popular(w, pool, int(here.sum()))
+            merchant[here] = _popular(w, pool, int(here.sum()), f"popular at {b}")
     usd = w.lognormal(35, 1.0, n) * w.person_wealth[payer - persons[0]]
     return Rows.benign(
         w.times(n, "card"), payer, merchant, usd, FORMATS.index("Credit Card"), "card"
     )
 
 
-def _popular(w: World, merchants: np.ndarray, n: int) -> np.ndarray:
+def _popular(w: World, merchants: np.ndarray, n: int, key: str) -> np.ndarray:
     """Zipf-popular merchants: a few big ones receive most payments (a benign fan-in)."""
     popularity = 1.0 / np.arange(1, len(merchants) + 1) ** 1.1
-    return w.rng.permutation(merchants)[
-        w.rng.choice(len(merchants), n, p=popularity / popularity.sum())
-    ]
+    ranked = w.fixed(key, lambda rng: rng.permutation(merchants))  # who is popular stays so
+    return ranked[w.rng.choice(len(merchants), n, p=popularity / popularity.sum())]
 
 
 def _payroll(w: World) -> tuple[Rows, Rows]:
     """Monthly salaries paid by each employer within one hour (a benign fan-out)."""
-    rng, persons, companies = w.rng, w.persons, w.businesses(COMPANY)
-    staff = persons[rng.random(len(persons)) < float(w.p["employment_rate"])]
-    employer = _employer_for(w, staff, companies)
-    payday = rng.choice([1, 15, 25, 28], len(companies))[np.searchsorted(companies, employer)]
-    hour = rng.integers(6, 9, len(companies))[np.searchsorted(companies, employer)]
-    salary = w.lognormal(3200, 0.45, len(staff)) * w.person_wealth[staff - persons[0]]
+    rng = w.rng
+    staff, employer, payday, hour, salary = w.fixed(JOBS, lambda r: _jobs(w, r))
     n_months = len(w.month_start_day)
     day = (w.month_start_day[:, None] + payday[None, :] - 1).ravel()
     t = w.at(day, np.tile(hour, n_months))
@@ -62,22 +59,34 @@ def _payroll(w: World) -> tuple[Rows, Rows]:
     return rows, _savings_sweep(w, rows)
 
 
-def _employer_for(w: World, staff: np.ndarray, companies: np.ndarray) -> np.ndarray:
+def _jobs(w: World, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Who is employed, by whom, paid which day of the month, at which hour, how much."""
+    persons, companies = w.persons, w.businesses(COMPANY)
+    staff = persons[rng.random(len(persons)) < float(w.p["employment_rate"])]
+    employer = _employer_for(w, rng, staff, companies)
+    payday = rng.choice([1, 15, 25, 28], len(companies))[np.searchsorted(companies, employer)]
+    hour = rng.integers(6, 9, len(companies))[np.searchsorted(companies, employer)]
+    salary = lognormal_of(rng, 3200, 0.45, len(staff)) * w.person_wealth[staff - persons[0]]
+    return staff, employer, payday, hour, salary
+
+
+def _employer_for(
+    w: World, rng: np.random.Generator, staff: np.ndarray, companies: np.ndarray
+) -> np.ndarray:
     bank = w.accounts.bank
-    anywhere = w.rng.choice(companies, len(staff))
+    anywhere = rng.choice(companies, len(staff))
     local = np.empty(len(staff), np.int64)
     for b in range(w.n_banks):  # one pass per bank: employers are mostly local
         here, pool = bank[staff] == b, companies[bank[companies] == b]
-        local[here] = w.rng.choice(pool, here.sum()) if len(pool) else anywhere[here]
-    return np.where(w.rng.random(len(staff)) < 0.7, local, anywhere)
+        local[here] = rng.choice(pool, here.sum()) if len(pool) else anywhere[here]
+    return np.where(rng.random(len(staff)) < 0.7, local, anywhere)
 
 
 def _savings_sweep(w: World, salary: Rows) -> Rows:
     """Some earners move most of their salary to their own account elsewhere within hours."""
     rng = w.rng
-    earners = np.unique(salary.dst)
-    savers = earners[rng.random(len(earners)) < float(w.p["sweep_share"])]
-    pocket = rng.choice(w.persons, len(savers))  # their own account, anywhere
+    earners = w.earners(salary)
+    savers, pocket = w.fixed("savers", lambda r: _savers(w, r, earners))
     pick = np.flatnonzero(np.isin(salary.dst, savers) & (rng.random(len(salary.dst)) < 0.8))
     src = salary.dst[pick]
     dst = pocket[np.searchsorted(savers, src)]
@@ -88,16 +97,15 @@ def _savings_sweep(w: World, salary: Rows) -> Rows:
     return Rows.benign(t[keep], src[keep], dst[keep], usd[keep], fmt[keep], "savings_sweep")
 
 
+def _savers(w: World, rng: np.random.Generator, earners: np.ndarray) -> tuple[np.ndarray, ...]:
+    savers = earners[rng.random(len(earners)) < float(w.p["sweep_share"])]
+    return savers, rng.choice(w.persons, len(savers))  # their own account, anywhere
+
+
 def _bills(w: World) -> Rows:
-    rng, persons, utilities = w.rng, w.persons, w.businesses(UTILITY)
-    per = rng.integers(int(w.p["bills_min"]), int(w.p["bills_max"]) + 1, len(persons))
-    payer = np.repeat(persons, per)
+    rng = w.rng
+    payer, payee, dom, hour, usd, fmt = w.fixed("bills", lambda r: _standing_orders(w, r))
     n = len(payer)
-    payee, dom, hour = rng.choice(utilities, n), rng.integers(1, 29, n), w.hours(n, "bills")
-    usd = w.lognormal(120, 0.9, n) * w.person_wealth[payer - persons[0]]
-    fmt = rng.choice(
-        [FORMATS.index(f) for f in ("ACH", "Cheque", "Credit Card")], n, p=[0.75, 0.1, 0.15]
-    )
     n_months = len(w.month_start_day)
     day = (w.month_start_day[:, None] + dom[None, :] - 1).ravel()
     t = w.at(day, np.tile(hour, n_months))
@@ -106,6 +114,20 @@ def _bills(w: World) -> Rows:
     idx, t = idx[keep], t[keep]
     usd_t = usd[idx] * rng.uniform(0.85, 1.15, len(idx))
     return Rows.benign(t, payer[idx], payee[idx], usd_t, fmt[idx], "bill")
+
+
+def _standing_orders(w: World, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Each person's monthly bills: payee, day of month, hour, usual amount, format."""
+    persons, utilities = w.persons, w.businesses(UTILITY)
+    per = rng.integers(int(w.p["bills_min"]), int(w.p["bills_max"]) + 1, len(persons))
+    payer = np.repeat(persons, per)
+    n = len(payer)
+    payee, dom, hour = rng.choice(utilities, n), rng.integers(1, 29, n), hours_of(rng, n, "bills")
+    usd = lognormal_of(rng, 120, 0.9, n) * w.person_wealth[payer - persons[0]]
+    fmt = rng.choice(
+        [FORMATS.index(f) for f in ("ACH", "Cheque", "Credit Card")], n, p=[0.75, 0.1, 0.15]
+    )
+    return payer, payee, dom, hour, usd, fmt
 
 
 def _cash(w: World) -> Rows:
@@ -133,7 +155,8 @@ def _merchant_cash(w: World) -> Rows:
 
 def _b2b(w: World) -> Rows:
     rng, business = w.rng, w.business
-    suppliers = rng.choice(business, (len(business), 4))  # regular suppliers, not new ones
+    # Regular suppliers, not new ones: each business keeps its four.
+    suppliers = w.fixed("suppliers", lambda r: r.choice(business, (len(business), 4)))
     weekdays = int((w.weekday < 5).sum())
     n = rng.poisson(float(w.p["b2b_rate"]) * len(business) * weekdays)
     payer = rng.integers(0, len(business), n)

@@ -79,27 +79,46 @@ _SMALL: dict[str, Any] = {
     # met them cannot guess them; cycles share the generic signs (fresh mules, large sums).
     "holdout": {"structuring": ["2"], "scatter_gather": ["3", "6"], "cycle": ["4"]},
 }
+_HI_SMALL: dict[str, Any] = {
+    **_SMALL,
+    "banks": 30,
+    "days": 120,
+    "persons_largest_bank": 19500,
+    "external_banks": 16,
+    "attempts_per_day": 16.0,
+    "holdout": {
+        "structuring": ["2"],
+        "scatter_gather": ["3", "6"],
+        "cycle": ["4"],
+        "account_takeover": ["5"],
+    },
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": _TINY,
     "demo": {**_TINY, "days": 70, "persons_largest_bank": 1200},
     # About 20 banks and 2M transactions, with two holdout typologies.
     "small": _SMALL,
     # Near IBM's HI-Small (about 5M transactions, 30 banks).
-    "hi-small": {
-        **_SMALL,
-        "banks": 30,
-        "days": 120,
-        "persons_largest_bank": 19500,
-        "external_banks": 16,
-        "attempts_per_day": 16.0,
-        "holdout": {
-            "structuring": ["2"],
-            "scatter_gather": ["3", "6"],
-            "cycle": ["4"],
-            "account_takeover": ["5"],
-        },
+    "hi-small": _HI_SMALL,
+    # IBM's HI-Medium and HI-Large sizes (about 30M and 180M transactions): hi-small's
+    # banks and holdouts with more customers over a longer period, and attempts scaled with
+    # the customers so the laundering rate per row stays about hi-small's. Too large for
+    # memory: generated `CHUNK_DAYS` days at a time (`simulation.world.chunked`).
+    "hi-medium": {
+        **_HI_SMALL,
+        "days": 180,
+        "persons_largest_bank": 78000,
+        "attempts_per_day": 64.0,
+    },
+    "hi-large": {
+        **_HI_SMALL,
+        "days": 360,
+        "persons_largest_bank": 234000,
+        "attempts_per_day": 192.0,
     },
 }
+# Presets generated a window of days at a time by default (1M to 1.5M transactions a window).
+CHUNK_DAYS: dict[str, int] = {"hi-medium": 6, "hi-large": 3}
 
 MERCHANT, COMPANY, UTILITY = range(3)  # roles of business accounts
 HOUR_W = {  # relative activity by hour of day

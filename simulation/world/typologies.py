@@ -35,8 +35,9 @@ def _draw_attempts(w: World) -> list[_Attempts]:
     """
     rng, m = w.rng, w.n_members
     rate = float(w.p["attempts_per_day"])
-    n_train = rng.poisson(rate * w.days * float(w.p["train_fraction"]))
-    n_test = rng.poisson(rate * w.days * (1 - float(w.p["train_fraction"])))
+    train_days, test_days = w.attempt_days()
+    n_train = rng.poisson(rate * train_days)
+    n_test = rng.poisson(rate * test_days)
     weight = w.size_weight * w.rate_factor
     train_weight = weight * (w.mix.sum(axis=1) > 0)  # a bank allowed nothing launders nothing
     home = np.concatenate([
@@ -46,7 +47,7 @@ def _draw_attempts(w: World) -> list[_Attempts]:
     train = np.arange(n_train + n_test) < n_train
     typ = rng.integers(0, len(TYPOLOGIES), n_train + n_test)
     typ[:n_train] = categorical(rng, w.mix[home[:n_train]])
-    ids = np.arange(n_train + n_test)
+    ids = w.attempt_base + np.arange(n_train + n_test)
     return [
         _Attempts(ids[typ == k], home[typ == k], train[typ == k], k) for k in range(len(TYPOLOGIES))
     ]
@@ -260,17 +261,23 @@ def _account_takeover(w: World, att: _Attempts) -> Rows:
 
 
 def _place_in_time(w: World, rows: Rows, att: _Attempts) -> Rows:
-    """Turn attempt-relative offsets into absolute times inside each attempt's period."""
+    """Turn attempt-relative offsets into absolute times inside each attempt's period.
+
+    A scheme starts on a day of this object's calendar (the whole world, or one window of
+    it) and within its period; it ends before the period does, but may run on past the
+    window's end (the chunked writer carries those rows into the next window).
+    """
     margin = 6 * 60  # keep schemes clear of the train/holdout boundary
     local = np.searchsorted(att.ids, rows.attempt)
     span = np.zeros(len(att.ids), np.int64)
     np.maximum.at(span, local, rows.t)
-    lo = np.where(att.train, 0, w.train_end + margin)
-    hi = np.where(att.train, w.train_end - margin, w.minutes) - span
+    lo = np.where(att.train, w.period_start, w.train_end + margin)
+    hi = np.where(att.train, w.train_end - margin, w.period_end) - span
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, w.minutes)
     first_day, last_day = -(-lo // 1440), np.maximum(-(-lo // 1440), hi // 1440)
     day = first_day + (w.rng.random(len(att.ids)) * (last_day - first_day)).astype(np.int64)
     rows.t = rows.t + day[local] * 1440
-    return rows.take(np.flatnonzero((rows.t >= lo[local]) & (rows.t < w.minutes)))
+    return rows.take(np.flatnonzero((rows.t >= lo[local]) & (rows.t < w.period_end)))
 
 
 def laundering(w: World) -> Rows:
@@ -286,4 +293,4 @@ def laundering(w: World) -> Rows:
                     "scatter_gather": _scatter_gather, "gather_scatter": _gather_scatter,
                     "account_takeover": _account_takeover}[name](w, att)  # fmt: skip
         parts.append(_place_in_time(w, rows, att))
-    return Rows.concat(parts)
+    return Rows.concat(parts) if parts else Rows.empty()  # a short window may have none
