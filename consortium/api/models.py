@@ -57,7 +57,7 @@ class IdempotentRequest(models.Model):
                 fields=["caller", "key_digest"], name="idempotency_key_per_caller"
             )
         ]
-        indexes = [models.Index(fields=["caller", "created_at"])]
+        indexes = [models.Index(fields=["created_at"])]
 
     def __str__(self) -> str:
         return f"{self.caller} {self.key_digest[:12]} -> {self.status_code}"

@@ -113,12 +113,10 @@ def idempotent_replay(
 ) -> Replay | None:
     """The stored answer to this caller's key, None if there is none (or it expired).
 
-    Call inside the transaction that will run the request: the expired rows of the caller
-    go first, and the same key sent with another request is a 422.
+    The same key sent with another request is a 422.
     """
     now = now or timezone.now()
-    rows = IdempotentRequest.objects.filter(caller=caller)
-    rows.filter(created_at__lt=now - IDEMPOTENCY_KEEP).delete()
+    rows = IdempotentRequest.objects.filter(caller=caller, created_at__gte=now - IDEMPOTENCY_KEEP)
     row = rows.filter(key_digest=_derived(b"key", key).hex()).first()
     if row is None:
         return None
@@ -144,9 +142,14 @@ def idempotent_claim(*, caller: str, key: str, request_digest: str) -> Idempoten
     ``IntegrityError`` in the retry once this transaction commits). Nobody sees the row
     before :func:`idempotent_record` fills it: both commit together or not at all.
     """
+    key_digest = _derived(b"key", key).hex()
+    # An expired answer to this key goes first: the key may run a request again.
+    IdempotentRequest.objects.filter(
+        caller=caller, key_digest=key_digest, created_at__lt=timezone.now() - IDEMPOTENCY_KEEP
+    ).delete()
     return IdempotentRequest.objects.create(
         caller=caller,
-        key_digest=_derived(b"key", key).hex(),
+        key_digest=key_digest,
         request_digest=request_digest,
         status_code=0,
         response=b"",
@@ -159,3 +162,10 @@ def idempotent_record(*, row: IdempotentRequest, key: str, status_code: int, bod
     row.status_code = status_code
     row.response = _fernet(key).encrypt(body)
     row.save(update_fields=["status_code", "response"])
+
+
+def idempotent_prune(*, now: datetime | None = None) -> int:
+    """Forget the answers older than a day (the scheduler calls it every tick); how many."""
+    cutoff = (now or timezone.now()) - IDEMPOTENCY_KEEP
+    deleted, _ = IdempotentRequest.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

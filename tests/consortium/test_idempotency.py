@@ -7,13 +7,16 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 
 from bank_node.portal_client import BankClient, OperatorClient, PortalError
 from consortium.api.idempotency import HEADER, REPLAYED_HEADER
 from consortium.api.models import IdempotentRequest
 from consortium.members.models import Bank
+from consortium.rounds.management.commands import run_scheduler
 from consortium.rounds.models import RoundPolicy
 from tests.portal_transport import AnswersLost, DjangoTransport
 
@@ -140,6 +143,21 @@ def test_a_malformed_key_is_a_400_naming_the_header(client, operator, key):
     assert response.status_code == 400
     assert response.json()["message"].startswith(f"{HEADER} must be 16 to 200 printable ASCII")
     assert not RoundPolicy.objects.filter(name="retried").exists()
+
+
+def test_the_scheduler_forgets_every_callers_answers_once_a_day_old(client, operator, monkeypatch):
+    # The command closes stale connections each tick; the test's is the one it must keep.
+    monkeypatch.setattr(run_scheduler, "close_old_connections", lambda: None)
+    client.force_login(operator)
+    assert _post(client, "policies/", POLICY, "old-answer-key-01").status_code == 201
+    assert _post(client, "policies/", POLICY, "new-answer-key-01").status_code == 201
+    day_ago = timezone.now() - timedelta(hours=24, seconds=1)
+    IdempotentRequest.objects.filter(pk=IdempotentRequest.objects.earliest("pk").pk).update(
+        created_at=day_ago
+    )
+    call_command("run_scheduler", "--once", "--metrics-port", "0")
+    (kept,) = IdempotentRequest.objects.all()
+    assert kept.created_at > day_ago
 
 
 def test_a_post_without_a_key_still_runs_as_before(client, operator):
