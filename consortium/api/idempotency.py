@@ -28,8 +28,8 @@ from consortium.api.models import IdempotentRequest
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-# A random UUID is 36 characters; fewer than 16 would be guessable by whoever else could
-# read the stored answers' digests, more than 200 is not a key but a payload.
+# A random UUID is 36 characters. A short key could be found by trying keys against its
+# stored digest, and the stored answer opened with it; over 200 is not a key but a payload.
 KEY_LENGTH = (16, 200)
 
 Handler = Callable[..., Response]
@@ -69,7 +69,8 @@ def _claim(caller: str, key: str, digest: str) -> IdempotentRequest | services.R
     except IntegrityError:  # an earlier attempt with this key committed while we waited
         replay = services.idempotent_replay(caller=caller, key=key, request_digest=digest)
     if replay is None:
-        raise Conflict(f"a request with this {HEADER} is still running; retry it shortly")
+        # Only when the first attempt's answer vanished in between (expired, or pruned).
+        raise Conflict(f"another request with this {HEADER} ran at the same time; retry it")
     return replay
 
 
