@@ -7,80 +7,18 @@ import json
 from typing import Any
 from xml.sax.saxutils import escape
 
-from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import (
     KeepTogether,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
-    Table,
-    TableStyle,
 )
 from reportlab.platypus.flowables import Flowable
 
+from audit.pdf_style import H1, H2, H3, SMALL, facts, grid, mono, para, when
 from audit.pdf_summary import json_sha256, numbered_canvas, summary_page
-
-_STYLES = getSampleStyleSheet()
-BODY = ParagraphStyle("body", parent=_STYLES["BodyText"], fontSize=8.5, leading=10.5)
-SMALL = ParagraphStyle("small", parent=BODY, fontSize=7.5, leading=9)
-MONO = ParagraphStyle("mono", parent=BODY, fontName="Courier", fontSize=6.5, leading=8)
-H1 = _STYLES["Title"]
-H2 = _STYLES["Heading2"]
-H3 = ParagraphStyle("h3", parent=_STYLES["Heading3"], fontSize=10.5, spaceBefore=8)
-GRID = TableStyle(
-    [
-        ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
-        ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#e8ecf2")),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-    ]
-)
-FACTS = TableStyle(
-    [
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 2),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-        ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-        ("TOPPADDING", (0, 0), (-1, -1), 1),
-    ]
-)
-
-
-def _p(text: Any, style: ParagraphStyle = BODY) -> Paragraph:
-    return Paragraph(escape("" if text is None else str(text)), style)
-
-
-def _mono(text: Any) -> Paragraph:
-    return _p(text, MONO)
-
-
-def _when(iso: str | None) -> str:
-    """``2026-11-27T09:02:00.123456+00:00`` -> ``2026-11-27 09:02:00 UTC``."""
-    if not iso:
-        return "-"
-    return iso[:19].replace("T", " ") + " UTC"
-
-
-def _facts(rows: list[tuple[str, Any]]) -> Table:
-    cells = [
-        [_p(label, SMALL), value if isinstance(value, Flowable) else _p(value)]
-        for label, value in rows
-    ]
-    table = Table(cells, colWidths=[38 * mm, 132 * mm], hAlign="LEFT")
-    table.setStyle(FACTS)
-    return table
-
-
-def _grid(header: list[str], rows: list[list[Any]], widths: list[float]) -> Table:
-    cells = [[_p(h, SMALL) for h in header]]
-    cells += [[c if isinstance(c, Flowable) else _p(c, SMALL) for c in row] for row in rows]
-    table = Table(cells, colWidths=widths, repeatRows=1, hAlign="LEFT")
-    table.setStyle(GRID)
-    return table
 
 
 def _verification(report: dict[str, Any]) -> list[Flowable]:
@@ -97,20 +35,20 @@ def _verification(report: dict[str, Any]) -> list[Flowable]:
         )
     return [
         Paragraph("Verification", H2),
-        _p(verdict),
+        para(verdict),
         Spacer(1, 2 * mm),
-        _facts(
+        facts(
             [
-                ("Signed head", f"event #{head['seq']}, signed {_when(head['signed_at'])}"),
-                ("Head hash", _mono(head["head_hash"])),
-                ("Head signature", _mono(head["signature"])),
-                ("Portal public key", _mono(report["portal_public_key"])),
-                ("Report SHA-256", _mono(report["signature"]["body_sha256"])),
-                ("Report signature", _mono(report["signature"]["value"])),
+                ("Signed head", f"event #{head['seq']}, signed {when(head['signed_at'])}"),
+                ("Head hash", mono(head["head_hash"])),
+                ("Head signature", mono(head["signature"])),
+                ("Portal public key", mono(report["portal_public_key"])),
+                ("Report SHA-256", mono(report["signature"]["body_sha256"])),
+                ("Report signature", mono(report["signature"]["value"])),
             ]
         ),
         Spacer(1, 2 * mm),
-        _p(
+        para(
             "Anyone can re-check the JSON form of this report without the portal: "
             "python -m audit.verify report.json --public-key portal.pub",
             SMALL,
@@ -134,7 +72,7 @@ def _round_summary(report: dict[str, Any]) -> list[Flowable]:
     ]
     header = ["Round", "Kind", "State", "Policy", "Banks", "Valid signatures", "Rejected", "DP"]
     widths = [w * mm for w in (13, 20, 20, 30, 13, 27, 17, 12)]
-    return [Paragraph("Rounds", H2), _grid(header, rows, widths)]
+    return [Paragraph("Rounds", H2), grid(header, rows, widths)]
 
 
 def _privacy_text(privacy: dict[str, Any]) -> str:
@@ -161,11 +99,11 @@ def _epsilon(value: Any) -> str:
 
 def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
     privacy = rnd["privacy"]
-    facts = [
+    rows_of_facts = [
         ("State", rnd["state"] + (f": {rnd['failure_reason']}" if rnd["failure_reason"] else "")),
-        ("Opened / closed", f"{_when(rnd['opened_at'])} / {_when(rnd['closed_at'])}"),
+        ("Opened / closed", f"{when(rnd['opened_at'])} / {when(rnd['closed_at'])}"),
         ("Policy", f"{rnd['policy']['name']} version {rnd['policy']['version']}"),
-        ("Key epoch", _mono(f"{rnd['key_epoch']['number']}: {rnd['key_epoch']['fingerprint']}")),
+        ("Key epoch", mono(f"{rnd['key_epoch']['number']}: {rnd['key_epoch']['fingerprint']}")),
         ("Base round", rnd["base_round"] or "initial weights"),
         ("Minimum banks", privacy["min_banks"]),
         ("CKKS parameters", json.dumps(privacy["ckks_params"], sort_keys=True)),
@@ -176,15 +114,17 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
         spent = ", ".join(f"{b}: {_epsilon(e)}" for b, e in privacy["epsilon_spent"].items())
         budget = privacy.get("epsilon_budget")
         spent += f" (budget {budget:g} per bank)" if isinstance(budget, int | float) else ""
-        facts.append(("Epsilon spent (cumulative, signed by each bank with its upload)", spent))
+        rows_of_facts.append(
+            ("Epsilon spent (cumulative, signed by each bank with its upload)", spent)
+        )
     if rnd["aggregate_digest"]:
-        facts.append(("Aggregate digest", _mono(rnd["aggregate_digest"])))
-    parts: list[Flowable] = [Paragraph(f"Round {rnd['number']}", H3), _facts(facts)]
+        rows_of_facts.append(("Aggregate digest", mono(rnd["aggregate_digest"])))
+    parts: list[Flowable] = [Paragraph(f"Round {rnd['number']}", H3), facts(rows_of_facts)]
     if rnd["submissions"]:
         rows = [
             [
                 s["bank"],
-                _mono(s["digest"]),
+                mono(s["digest"]),
                 "valid" if s["signature_valid"] else "INVALID",
                 "yes" if s["in_manifest"] else "no",
                 _epsilon(s.get("epsilon_spent")),
@@ -194,22 +134,22 @@ def _round_detail(rnd: dict[str, Any]) -> list[Flowable]:
         header = ["Bank", "Submission digest (SHA-256)", "Signature", "In aggregate", "Epsilon"]
         parts += [
             Spacer(1, 2 * mm),
-            _grid(header, rows, [w * mm for w in (24, 94, 16, 18, 16)]),
+            grid(header, rows, [w * mm for w in (24, 94, 16, 18, 16)]),
         ]
     if rnd["rejections"]:
-        rows = [[str(j["seq"]), j["bank"], _when(j["at"]), j["reason"]] for j in rnd["rejections"]]
+        rows = [[str(j["seq"]), j["bank"], when(j["at"]), j["reason"]] for j in rnd["rejections"]]
         parts += [
             Spacer(1, 2 * mm),
-            _p("Rejected submissions", SMALL),
-            _grid(["Event", "Bank", "At", "Reason"], rows, [w * mm for w in (14, 26, 36, 88)]),
+            para("Rejected submissions", SMALL),
+            grid(["Event", "Bank", "At", "Reason"], rows, [w * mm for w in (14, 26, 36, 88)]),
         ]
     if rnd["metrics"]:
         # A reported epsilon is the bank's word a round late; the signed one is above.
         rows = [[m["bank"], _json_without(m["metrics"], "epsilon")] for m in rnd["metrics"]]
         parts += [
             Spacer(1, 2 * mm),
-            _p("Metrics the banks reported (self-reported)", SMALL),
-            _grid(["Bank", "Metrics"], rows, [28 * mm, 136 * mm]),
+            para("Metrics the banks reported (self-reported)", SMALL),
+            grid(["Bank", "Metrics"], rows, [28 * mm, 136 * mm]),
         ]
     return parts
 
@@ -225,32 +165,32 @@ def _roster(roster: dict[str, Any] | None) -> list[Flowable]:
     rows = [
         [
             str(v["number"]),
-            _when(v["in_force_at"]) if v["status"] == "in_force" else v["status"],
+            when(v["in_force_at"]) if v["status"] == "in_force" else v["status"],
             v["summary"],
             _signers(v),
-            _mono(f"{v['version_hash']} after {v['previous_hash'][:16]}..."),
+            mono(f"{v['version_hash']} after {v['previous_hash'][:16]}..."),
         ]
         for v in roster["versions"] + roster["proposals"]
     ]
     header = ["Version", "In force", "Change (plain words)", "Signed by", "Version hash"]
     parts: list[Flowable] = [
         Paragraph("Roster: the banks' signed charter and its changes", H2),
-        _p(
+        para(
             f"Consortium {roster['consortium_id'] or '-'}. Each version is hash-chained to "
             "the one before it and in force only with the banks' own signatures; the full "
             "signed versions are in the JSON report, which python -m audit.verify re-checks.",
             SMALL,
         ),
-        _grid(header, rows, [w * mm for w in (14, 30, 66, 24, 40)]),
+        grid(header, rows, [w * mm for w in (14, 30, 66, 24, 40)]),
     ]
     if roster["objections"]:
         rows = [
-            [_when(o["received_at"]), o["bank"], str(o["round"]), o["reason_code"], o["message"]]
+            [when(o["received_at"]), o["bank"], str(o["round"]), o["reason_code"], o["message"]]
             for o in roster["objections"]
         ]
         parts += [
             Paragraph("Objections: rounds the banks' nodes refused (signed)", H3),
-            _grid(
+            grid(
                 ["Received", "Bank", "Round", "Reason", "Message"],
                 rows,
                 [w * mm for w in (30, 22, 12, 28, 82)],
@@ -274,7 +214,7 @@ def _disputes(disputes: list[dict[str, Any]]) -> list[Flowable]:
     ]
     return [
         Paragraph("Disputed rounds: objected to by the roster's number of banks", H3),
-        _grid(
+        grid(
             ["Round", "State", "Objected to by", "Clearance signed by"],
             rows,
             [w * mm for w in (14, 22, 82, 56)],
@@ -297,7 +237,7 @@ def _gates(gates: list[dict[str, Any]]) -> list[Flowable]:
     ]
     return [
         Paragraph("Evaluation gate: decisions from the banks' signed verdicts", H3),
-        _grid(
+        grid(
             ["Round", "Candidate", "Decision", "Verified verdicts"],
             rows,
             [w * mm for w in (14, 20, 22, 118)],
@@ -309,30 +249,30 @@ def _tables(report: dict[str, Any]) -> list[Flowable]:
     parts: list[Flowable] = []
     if report["key_epochs"]:
         rows = [
-            [str(e["number"]), _mono(e["fingerprint"]), _when(e["created_at"]), e["created_by"]]
+            [str(e["number"]), mono(e["fingerprint"]), when(e["created_at"]), e["created_by"]]
             for e in report["key_epochs"]
         ]
         header = ["Epoch", "Public context fingerprint", "Registered", "By"]
         parts += [
             Paragraph("Key epochs", H2),
-            _grid(header, rows, [w * mm for w in (14, 94, 36, 26)]),
+            grid(header, rows, [w * mm for w in (14, 94, 36, 26)]),
         ]
     if report["banks"]:
         rows = [[b["slug"], b["name"], b["status"]] for b in report["banks"]]
         parts += [
             Paragraph("Banks", H2),
-            _grid(["Bank", "Name", "Status now"], rows, [w * mm for w in (40, 90, 30)]),
+            grid(["Bank", "Name", "Status now"], rows, [w * mm for w in (40, 90, 30)]),
         ]
     rows = [
-        [str(c["seq"]), _when(c["signed_at"]), c["reason"], _mono(c["head_hash"])]
+        [str(c["seq"]), when(c["signed_at"]), c["reason"], mono(c["head_hash"])]
         for c in report["checkpoints"]
     ]
     parts += [
         Paragraph("Signed checkpoints", H2),
-        _grid(["Head", "Signed", "Why", "Head hash"], rows, [w * mm for w in (12, 33, 33, 94)]),
+        grid(["Head", "Signed", "Why", "Head hash"], rows, [w * mm for w in (12, 33, 33, 94)]),
     ]
     rows = [
-        [str(e["seq"]), _when(e["created_at"]), e["actor"], e["action"], _mono(e["hash"][:16])]
+        [str(e["seq"]), when(e["created_at"]), e["actor"], e["action"], mono(e["hash"][:16])]
         for e in report["events"]
     ]
     chain = report["chain"]
@@ -344,8 +284,8 @@ def _tables(report: dict[str, Any]) -> list[Flowable]:
     )
     parts += [
         Paragraph("Events", H2),
-        _p(span, SMALL),
-        _grid(
+        para(span, SMALL),
+        grid(
             ["#", "At", "Actor", "Action", "Hash (start)"],
             rows,
             [w * mm for w in (14, 36, 40, 48, 32)],
@@ -360,22 +300,22 @@ def build_pdf(report: dict[str, Any]) -> bytes:
     if selection["rounds"] is not None:
         chosen = "rounds " + ", ".join(map(str, selection["rounds"]))
     elif selection["since"] or selection["until"]:
-        chosen = f"from {_when(selection['since'])} until {_when(selection['until'])}"
+        chosen = f"from {when(selection['since'])} until {when(selection['until'])}"
     else:
         chosen = "the whole trail"
     story: list[Flowable] = [
         *summary_page(report),
         Paragraph(f"Audit report: {escape(report['consortium'])}", H1),
-        _facts(
+        facts(
             [
                 ("Consortium", report["consortium"]),
                 (
                     "Period",
-                    f"{_when(report['period']['from'])} to {_when(report['period']['to'])}",
+                    f"{when(report['period']['from'])} to {when(report['period']['to'])}",
                 ),
                 ("Selection", chosen),
-                ("Generated", f"{_when(report['generated_at'])} by {report['generated_by']}"),
-                ("JSON report SHA-256", _mono(json_sha256(report))),
+                ("Generated", f"{when(report['generated_at'])} by {report['generated_by']}"),
+                ("JSON report SHA-256", mono(json_sha256(report))),
             ]
         ),
         *_verification(report),

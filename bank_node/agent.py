@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bank_node import metrics as node_metrics
+from bank_node.agent_update import UpdateSteps
 from bank_node.aggregate_guard import policy_model_length
 from bank_node.checks import (
     Refused,
@@ -19,11 +17,9 @@ from bank_node.checks import (
     check_round,
 )
 from bank_node.config import NodeConfig
-from bank_node.counts import pack_checked
 from bank_node.data import check_header
 from bank_node.gate import EvaluationGate
 from bank_node.global_models import PublishedModels
-from bank_node.influence import bound_update
 from bank_node.keys import Keyring
 from bank_node.objections import Objector
 from bank_node.portal_client import BankClient, PortalError
@@ -31,30 +27,19 @@ from bank_node.resilience import StepGuard
 from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
 from bank_node.sketch_round import SketchRounds
-from bank_node.state import NodeState, dp_config, state_file
+from bank_node.state import NodeState, state_file
 from bank_node.training import (
     LocalData,
-    Normalizer,
     evaluate,
-    feature_moments,
     local_data,
     model_from_vector,
-    train_round,
-    train_round_private,
 )
-from bank_node.training_stream import (
-    check_streamable,
-    node_evaluate,
-    node_moments,
-    node_train_round,
-)
+from bank_node.training_stream import node_evaluate
 from governance import RosterState
-from he.codec import encrypt_to_file
 from he.errors import HEError
-from he.integrity import tag_value
 from he.signing import sign, update_message_v2
-from models.privacy import PrivacyBudgetExceeded, epsilon_after, would_exceed
-from protocol import CohortKeys, PolicySnapshot, PrivacyClaim, RoundInfo
+from models.privacy import PrivacyBudgetExceeded
+from protocol import PolicySnapshot, PrivacyClaim, RoundInfo
 
 log = logging.getLogger("bank_node")
 
@@ -63,7 +48,9 @@ DAY_SECONDS = 86400.0
 REPORTABLE_METRICS = ("auprc", "recall_at_0.5pct", "f1")
 
 
-class Agent:
+class Agent(UpdateSteps):
+    """A bank's node: polls the portal and acts on each round (``bank-node run``)."""
+
     def __init__(
         self,
         config: NodeConfig,
@@ -287,101 +274,6 @@ class Agent:
         self.state.skipped[str(rnd.number)] = reason
         self.state.save(self.state_path)
         return True
-
-    def local_update(self, rnd: RoundInfo) -> tuple[np.ndarray, int, PrivacyClaim | None]:
-        """Feature moments (statistics), score histograms (evaluation) or trained weights.
-
-        The third value is the privacy claim sent with the upload (None without DP).
-        """
-        if rnd.is_evaluation:  # scores, no training: no privacy spend to claim
-            histograms, n = self.gate.contribution(rnd)
-            return histograms, n, None
-        if rnd.is_sketch:  # noised counterparty sketches (bank_node/sketch_round.py)
-            return (*self.sketches.contribution(rnd), None)
-        streams = self.config.training.streams  # [training] data = "stream"
-        if streams:
-            check_streamable(rnd.policy)
-        if not rnd.is_training:
-            moments, n = (
-                node_moments(self.config) if streams else feature_moments(self.round_data(rnd))
-            )
-            return moments, n, None
-        policy = rnd.policy
-        if streams:
-            base, norm = self.base_weights(rnd), self.normalizer(rnd.stats_round)
-            weights, n = node_train_round(self.config, policy, base, rnd.number, norm)
-            return (*self.bound(rnd, weights, n, base), None)
-        data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
-        base = self.base_weights(rnd)
-        if not policy.dp_enabled:
-            weights, n = train_round(data, policy, base, seed=rnd.number)
-            return (*self.bound(rnd, weights, n, base), None)
-        dp = dp_config(policy)
-        rows = int(data.y_train.size)
-        if would_exceed(self.state.dp_accountant, dp, n_samples=rows):
-            spent = epsilon_after(self.state.dp_accountant, dp.delta)
-            raise PrivacyBudgetExceeded(
-                f"privacy budget: another round would take epsilon from {spent:.3f} past the "
-                f"policy's {dp.target_epsilon:g}; this bank stops contributing"
-            )
-        weights, n, epsilon, accountant = train_round_private(
-            data, policy, base, self.state.dp_accountant, dp
-        )
-        # Saved before the upload: a crash then a retrain counts the spend twice, which is
-        # the safe direction.
-        self.state.dp_accountant, self.state.epsilon = accountant, epsilon
-        self.state.save(self.state_path)
-        node_metrics.set_privacy_spent(epsilon)
-        budget_left = not would_exceed(accountant, dp, n_samples=rows)
-        # Clipping after DP-SGD is post-processing: the privacy claim stands.
-        claim = PrivacyClaim(epsilon=epsilon, budget_left=budget_left)
-        return (*self.bound(rnd, weights, n, base), claim)
-
-    def bound(
-        self, rnd: RoundInfo, weights: np.ndarray, n: int, base: np.ndarray | None
-    ) -> tuple[np.ndarray, int]:
-        """The policy's clip norm and share cap on this update (``bank_node.influence``)."""
-        norm = self.normalizer(rnd.stats_round)
-        bounded = bound_update(rnd, weights, n, base, norm.rows if norm is not None else None)
-        return bounded.weights, bounded.rows
-
-    def pack(self, rnd: RoundInfo, weights: np.ndarray, n: int) -> np.ndarray:
-        """Tag the update and pack it in the round's count unit; HEError if it cannot fit."""
-        tag = tag_value(
-            self.keys.integrity_key, self.keys.fingerprint, rnd.number, self.config.bank
-        )
-        unit = self.count_unit(rnd)
-        return pack_checked(rnd, weights, n, tag, unit, self.keys.params)
-
-    # --- published models (bank_node/global_models.py) ------------------------------------
-
-    def count_unit(self, rnd: RoundInfo) -> int:
-        return self.models.count_unit(rnd)
-
-    def normalizer(self, stats_round: int | None) -> Normalizer | None:
-        return self.models.normalizer(stats_round)
-
-    def base_weights(self, rnd: RoundInfo) -> np.ndarray | None:
-        return self.models.base_weights(rnd)
-
-    def global_weights(self, number: int, epoch: str) -> tuple[np.ndarray, float]:
-        return self.models.global_weights(number, epoch)
-
-    def encrypt(
-        self, rnd: RoundInfo, values: np.ndarray, cohort: CohortKeys | None = None
-    ) -> tuple[str, Path]:
-        """Mask-encrypt the packed update (v2) towards ``cohort``, or encrypt it (v1)."""
-        number = rnd.number
-        path = self.config.state_dir / f"update-round-{number}.ckks"
-        if self.config.keep_plaintext_updates:
-            np.save(self.config.state_dir / f"plain-round-{number}.npy", values)
-        if cohort is not None:  # times its masks and its encryption apart
-            return self.secagg.encrypt(rnd, values, cohort)
-        with node_metrics.ENCRYPT_SECONDS.time():
-            digest = encrypt_to_file(
-                self.keys.secret_context, values, self.keys.params, self.keys.fingerprint, path
-            )
-        return digest, path
 
     def evaluate_published(self, rnd: RoundInfo) -> dict[str, Any]:
         produced = self.models.produced(rnd.number, rnd.key_epoch)  # the server optimiser's

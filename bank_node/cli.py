@@ -29,8 +29,10 @@ def agent_from_config(config: NodeConfig) -> Any:
 
     from bank_node.agent import Agent
     from bank_node.portal_client import BankClient
+    from bank_node.scratch import scratch_sweep
 
     torch.set_num_threads(max(1, config.torch_threads))
+    scratch_sweep()  # what earlier runs of this node killed with SIGKILL left in /dev/shm
     keys = node_keyring(config)
     client = BankClient(
         config.portal_url,

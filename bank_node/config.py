@@ -1,11 +1,15 @@
-"""The node's typed configuration, read from a TOML file and checked at start-up."""
+"""The node's typed configuration, read from a TOML file and checked at start-up.
+
+The value readers are in ``config_readers.py``; the ``[guardrails]``, ``[evaluation]``,
+``[training]`` and ``[serve]`` tables each in their own module. Their public names
+(``ConfigError``, ``Guardrails``, ``Evaluation``...) are importable from here as well.
+"""
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,18 @@ from bank_node.config_evaluation import (
     Evaluation,
     read_evaluation,
 )
+from bank_node.config_guardrails import GUARDRAILS_REFERENCE, Guardrails, read_guardrails
+from bank_node.config_readers import (
+    REFERENCE_DOC,
+    ConfigError,
+    as_flag,
+    as_integer,
+    as_number,
+    as_path,
+    as_paths,
+    as_text,
+    refuse_unknown,
+)
 from bank_node.config_training import (
     TRAINING_READERS,
     TRAINING_REFERENCE,
@@ -24,31 +40,6 @@ from bank_node.config_training import (
 )
 from bank_node.schemas import DATA_FORMATS
 from bank_node.serve_config import SERVE_READERS, SERVE_REFERENCE, ServeConfig, read_serve
-
-
-class ConfigError(Exception):
-    """The configuration file is missing, malformed or points at unreadable files."""
-
-
-@dataclass(frozen=True)
-class Guardrails:
-    """What this bank accepts, whatever the consortium agreed (the ``[guardrails]`` table).
-
-    Like a site's own authorisation policy in other federated frameworks: a round policy
-    outside these limits is refused by this node even when the roster approved it.
-    ``None`` (or an empty list) means no limit of the bank's own.
-    """
-
-    # Fewest distinct banks a round may need (policy min_banks) and an aggregate may sum.
-    min_cohort: int = 3
-    dp_required: bool = False
-    epsilon_ceiling: float | None = None
-    max_rounds_per_day: int | None = None
-    max_model_parameters: int | None = None
-    # Key epoch fingerprints (64 hex) this bank accepts; empty: those the roster has in force.
-    accepted_key_epochs: tuple[str, ...] = ()
-    # Largest ||new global model - previous|| / ||previous|| this bank adopts (None: any).
-    max_update_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +87,7 @@ class NodeConfig:
     # or the bank's egress gateway, asks for mutual TLS. Both or neither.
     tls_client_cert_file: Path | None = None
     tls_client_key_file: Path | None = None
-    guardrails: Guardrails = Guardrails()
+    guardrails: Guardrails = Guardrails()  # noqa: RUF009 (frozen, so safe to share)
     evaluation: Evaluation = Evaluation()  # noqa: RUF009 (frozen, so safe to share)
     serve: ServeConfig = ServeConfig()  # noqa: RUF009 (frozen, so safe to share)
     training: TrainingConfig = TrainingConfig()  # noqa: RUF009 (frozen, so safe to share)
@@ -177,7 +168,7 @@ def load_config(path: Path) -> NodeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     known = {f.name: f for f in fields(NodeConfig)}
-    _refuse_unknown(path, "", raw, known)
+    refuse_unknown(path, "", raw, known)
     missing = [n for n, f in known.items() if f.default is MISSING and n not in raw]
     if missing:
         raise ConfigError(
@@ -194,52 +185,12 @@ def load_config(path: Path) -> NodeConfig:
     return NodeConfig(**values)
 
 
-REFERENCE_DOC = "docs/node-config.md"
-
-
-def _refuse_unknown(path: Path, table: str, raw: dict[str, Any], known: Iterable[str]) -> None:
-    """Refuse a field the node does not know, with the nearest known name as the fix."""
-    names = sorted(known)
-    for name in sorted(set(raw) - set(names)):
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"the fields are {', '.join(names)}"
-        where = f"[{table}] " if table else ""
-        raise ConfigError(
-            f"{path}: unknown field {where}{name!r}: {hint} (every field: {REFERENCE_DOC})"
-        )
-
-
-def _text(path: Path, name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(
-            f'{path}: {name} must be a non-empty string in quotes, e.g. {name} = "..."'
-        )
-    return value
-
-
-def _path(path: Path, name: str, value: Any) -> Path:
-    p = Path(_text(path, name, value))
-    return p if p.is_absolute() else (path.parent / p).resolve()
-
-
-def _paths(path: Path, name: str, value: Any) -> tuple[Path, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f'{path}: {name} must be a list of directory paths, e.g. ["keys-1/"]')
-    return tuple(_path(path, name, v) for v in value)
-
-
-def _flag(path: Path, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}: {name} must be true or false")
-    return value
-
-
 def _read_field(path: Path, name: str, value: Any) -> Any:
     """One field's value, checked and converted; anything not listed is a string."""
     if name in PATH_FIELDS:
-        return _path(path, name, value)
+        return as_path(path, name, value)
     reader = FIELD_READERS.get(name)
-    return reader(path, name, value) if reader is not None else _text(path, name, value)
+    return reader(path, name, value) if reader is not None else as_text(path, name, value)
 
 
 def _is_loopback(host: str) -> bool:
@@ -268,64 +219,6 @@ def _check_portal_url(path: Path, url: str) -> None:
         )
 
 
-def _number(path: Path, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{path}: {name} must be a non-negative number, not {value!r}")
-    return float(value)
-
-
-def _integer(path: Path, name: str, value: Any) -> int:
-    return int(_number(path, name, value))
-
-
-def _count(path: Path, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{path}: {name} must be a whole number >= 1, not {value!r}")
-    return value
-
-
-def _epochs(path: Path, name: str, value: Any) -> tuple[str, ...]:
-    ok = isinstance(value, list) and all(
-        isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
-        for v in value
-    )
-    if not ok:
-        raise ConfigError(f"{path}: {name} must be a list of 64-hex key epoch fingerprints")
-    return tuple(value)
-
-
-def _ceiling(path: Path, name: str, value: Any) -> float:
-    number = _number(path, name, value)
-    if number <= 0:
-        raise ConfigError(f"{path}: {name} must be > 0, not {value!r}")
-    return number
-
-
-GUARDRAIL_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
-    "min_cohort": _count,
-    "dp_required": _flag,
-    "epsilon_ceiling": _ceiling,
-    "max_rounds_per_day": _count,
-    "max_model_parameters": _count,
-    "accepted_key_epochs": _epochs,
-    "max_update_ratio": _ceiling,
-}
-
-
-def _guardrails(path: Path, name: str, value: Any) -> Guardrails:
-    """The ``[guardrails]`` table; every key optional, unknown keys refused."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: [{name}] must be a table")
-    _refuse_unknown(path, name, value, GUARDRAIL_READERS)
-    read = {k: GUARDRAIL_READERS[k](path, f"{name}.{k}", v) for k, v in value.items()}
-    if read.get("min_cohort", 3) < 3:
-        raise ConfigError(
-            f"{path}: {name}.min_cohort must be at least 3: with two banks each learns the "
-            "other's update from the aggregate by subtraction"
-        )
-    return Guardrails(**read)
-
-
 def _table_reader(
     readers: dict[str, Any] | None, read: Callable[[str, dict[str, Any], Path], Any]
 ) -> Callable[[Path, str, Any], Any]:
@@ -336,7 +229,7 @@ def _table_reader(
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: [{name}] must be a table")
         if readers is not None:
-            _refuse_unknown(path, name, value, readers)
+            refuse_unknown(path, name, value, readers)
         try:
             return read(name, value, path.parent)
         except ValueError as exc:
@@ -346,14 +239,14 @@ def _table_reader(
 
 
 def _fraction_or_zero(path: Path, name: str, value: Any) -> float:
-    number = _number(path, name, value)
+    number = as_number(path, name, value)
     if number > 1:
         raise ConfigError(f"{path}: {name} is in AUPRC points, between 0 and 1, not {value!r}")
     return number
 
 
 def _data_format(path: Path, name: str, value: Any) -> str:
-    text = _text(path, name, value)
+    text = as_text(path, name, value)
     if text not in DATA_FORMATS:
         raise ConfigError(
             f"{path}: {name} must be one of {', '.join(DATA_FORMATS)} (got {value!r})"
@@ -366,19 +259,19 @@ FIELD_READERS: dict[str, Callable[[Path, str, Any], Any]] = {
     "evaluation": _table_reader(None, read_evaluation),
     "serve": _table_reader(SERVE_READERS, read_serve),
     "training": _table_reader(TRAINING_READERS, read_training),
-    "guardrails": _guardrails,
-    "report_metrics": _flag,
-    "report_served_model": _flag,
+    "guardrails": read_guardrails,
+    "report_metrics": as_flag,
+    "report_served_model": as_flag,
     "promotion_tolerance": _fraction_or_zero,
-    "allow_unpinned_roster": _flag,
-    "poll_interval_seconds": _number,
-    "request_timeout_seconds": _number,
-    "max_retries": _integer,
-    "torch_threads": _integer,
-    "encrypt_workers": _integer,
-    "metrics_port": _integer,
-    "previous_key_dirs": _paths,
-    "keep_plaintext_updates": _flag,
+    "allow_unpinned_roster": as_flag,
+    "poll_interval_seconds": as_number,
+    "request_timeout_seconds": as_number,
+    "max_retries": as_integer,
+    "torch_threads": as_integer,
+    "encrypt_workers": as_integer,
+    "metrics_port": as_integer,
+    "previous_key_dirs": as_paths,
+    "keep_plaintext_updates": as_flag,
 }
 
 
@@ -469,31 +362,22 @@ FIELD_REFERENCE: dict[str, tuple[str | None, str]] = {
         "tls_client_key_file.",
     ),
     "tls_client_key_file": ('"client.key"', "The private key (PEM) of tls_client_cert_file."),
-    "guardrails": (None, "What this bank accepts, whatever the consortium approved."),
-    "guardrails.min_cohort": (
-        None,
-        "Fewest distinct banks in a round or an aggregate; never below 3.",
-    ),
-    "guardrails.dp_required": (None, "Refuse a policy without differential privacy."),
-    "guardrails.epsilon_ceiling": (
-        "8.0",
-        "Refuse a policy whose target epsilon is higher; unset: no ceiling.",
-    ),
-    "guardrails.max_rounds_per_day": ("24", "Refuse more rounds than this a day; unset: none."),
-    "guardrails.max_model_parameters": (
-        "100000",
-        "Refuse a model with more parameters; unset: no limit.",
-    ),
-    "guardrails.accepted_key_epochs": (
-        None,
-        "Key epoch fingerprints (64 hex) this bank accepts; []: those the roster has in force.",
-    ),
-    "guardrails.max_update_ratio": (
-        "2.0",
-        "Refuse a published model further than this from the model it was trained from "
-        "(L2 norm of the difference over the previous model's norm); unset: no limit.",
-    ),
+    **GUARDRAILS_REFERENCE,
     **EVALUATION_REFERENCE,
     **SERVE_REFERENCE,
     **TRAINING_REFERENCE,
 }
+
+__all__ = [
+    "FIELD_REFERENCE",
+    "KEY_FIELDS",
+    "REFERENCE_DOC",
+    "ConfigError",
+    "Evaluation",
+    "Guardrails",
+    "NodeConfig",
+    "ServeConfig",
+    "TrainingConfig",
+    "files_check",
+    "load_config",
+]

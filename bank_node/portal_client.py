@@ -1,7 +1,9 @@
 """The only module of the node that speaks HTTP: a small client for the portal's REST API.
 
 Retries with exponential backoff on connection errors, 429 and 5xx (the portal answers 503
-while its database is away); 4xx answers are final and carry the portal's message. Every
+while its database is away); 4xx answers are final and carry the portal's message. A POST
+carries one random ``Idempotency-Key`` on all its attempts, so a retry after a timeout
+gets the first attempt's answer instead of creating twice (``consortium/api/idempotency.py``). Every
 answer the node acts on is parsed into its ``protocol`` dataclass; one that does not have
 its declared shape raises ``PortalError`` naming the field, never a ``KeyError``.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +40,7 @@ from protocol import (
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 M = TypeVar("M")
 
@@ -82,6 +86,8 @@ class _Base:
         self, method: str, path: str, *, body_file: Path | None = None, **kwargs: Any
     ) -> requests.Response:
         url = f"{self.base_url}/api/v1/{path.lstrip('/')}"
+        if method == "POST":  # the one method the API does not make idempotent by itself
+            kwargs["headers"] = {IDEMPOTENCY_HEADER: str(uuid.uuid4()), **kwargs.get("headers", {})}
         delay = 0.5
         for attempt in range(self.max_retries + 1):
             try:

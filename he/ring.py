@@ -6,13 +6,18 @@ this module reads them out and builds a plaintext back from words. SEAL exposes 
 so the plaintext is rebuilt with ``Plaintext.load`` from its uncompressed serialisation
 (SEAL ``serialization.h``: a 16-byte header, then parms_id, coefficient count, scale and a
 ``DynArray`` with its own header, size and words). TenSEAL's bindings save and load only
-through file paths, so each kit owns a private scratch directory for that round trip.
+through file paths, so each kit owns a private scratch directory for that round trip,
+locked (``flock``) while the kit lives so that a sweep can tell a killed owner's directory
+from a live one (``bank_node/scratch.py``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import struct
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +31,33 @@ from he.params import CkksParams
 # /dev/shm keeps the save/load round trip (masked plaintexts, ciphertexts) in memory where
 # the system offers it; the directory itself comes from mkdtemp (mode 0700, random name).
 _SHM = Path("/dev/shm")  # noqa: S108
-_SCRATCH_ROOT = str(_SHM) if _SHM.is_dir() else None
+SCRATCH_ROOT = _SHM if _SHM.is_dir() else Path(tempfile.gettempdir())
+SCRATCH_PREFIX = "secagg-"
+# Held with an exclusive flock for the kit's life: the kernel drops it when the process dies,
+# however it dies (SIGKILL included), so an unlocked lock file marks a directory as stale.
+SCRATCH_LOCK = ".lock"
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compression, reserved, size
 _PLAIN_META = struct.Struct("<4QQd")  # parms_id, coefficient count, scale
 # parms_id, NTT form, polynomials, degree, primes, scale, correction factor (SEAL 4)
 _CIPHER_META = struct.Struct("<4QBQQQdQ")
+
+
+class ScratchDir:
+    """A private directory (mode 0700, random name) for SEAL's save/load round trip.
+
+    Removed when the object is collected; while it lives, its lock file is held with an
+    exclusive ``flock``.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX, dir=root or SCRATCH_ROOT)
+        self.path = Path(self._dir.name)
+        # Locked under another name, then renamed: a sweep never finds the lock file unlocked.
+        staged = self.path / f"{SCRATCH_LOCK}.new"
+        lock = os.open(staged, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        weakref.finalize(self, os.close, lock)
+        staged.rename(self.path / SCRATCH_LOCK)
 
 
 @dataclass
@@ -50,9 +77,7 @@ class SealKit:
     moduli: tuple[int, ...]
     encryptor: seal.Encryptor | None = None
     decryptor: seal.Decryptor | None = None
-    _scratch: tempfile.TemporaryDirectory[str] = field(
-        default_factory=lambda: tempfile.TemporaryDirectory(prefix="secagg-", dir=_SCRATCH_ROOT)
-    )
+    _scratch: ScratchDir = field(default_factory=ScratchDir)
 
     @property
     def scale(self) -> float:
@@ -65,7 +90,7 @@ class SealKit:
 
     def __post_init__(self) -> None:
         # A plain string: save and load take a path string, once per chunk on the hot path.
-        self.scratch_file = str(Path(self._scratch.name) / "obj")
+        self.scratch_file = str(self._scratch.path / "obj")
         # Each word's prime, block by block: the modulus of every word of a plaintext.
         self.modulus_column = np.repeat(
             np.asarray(self.moduli, dtype=np.uint64), self.params.poly_modulus_degree

@@ -2,7 +2,8 @@
 
 Every request goes through the portal's URLs, authentication, views and services in the
 test's database transaction (a live server would need a transactional database, which the
-append-only audit tables forbid to flush on SQLite).
+append-only audit tables forbid to flush on SQLite). ``AnswersLost`` injects a fault on that
+path: the portal does the work and the answer is lost.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.test import Client
-from requests import PreparedRequest, Response
+from requests import PreparedRequest, ReadTimeout, Response
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -53,3 +54,24 @@ class DjangoTransport(BaseAdapter):
 
     def close(self) -> None:
         pass
+
+
+class AnswersLost(DjangoTransport):
+    """A fault: the portal handles the first ``lose`` requests of ``method`` in full, then the
+    node's read times out, as when a slow answer outlives ``request_timeout_seconds``.
+
+    Every request that reached the portal is kept in ``sent``, headers and all.
+    """
+
+    def __init__(self, client: Client, *, method: str = "POST", lose: int = 1) -> None:
+        super().__init__(client)
+        self.method, self.lose = method, lose
+        self.sent: list[PreparedRequest] = []
+
+    def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
+        self.sent.append(request)
+        response = super().send(request, *args, **kwargs)
+        if request.method == self.method and self.lose > 0:
+            self.lose -= 1
+            raise ReadTimeout(f"read timed out (fault injected after {response.status_code})")
+        return response

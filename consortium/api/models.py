@@ -31,3 +31,33 @@ class SignInFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} failed sign-in(s) for {self.username!r} from {self.source}"
+
+
+class IdempotentRequest(models.Model):
+    """A POST made with an ``Idempotency-Key``, and the answer a retry of it gets again.
+
+    Stored in the transaction that made the request's change, so a request either left its
+    change and this row, or neither. The key itself is not stored, only its digest; the
+    answer is encrypted under a key derived from it (a new bank's credential is in one),
+    so only the caller holding the key can read it. Pruned a day after ``created_at``.
+    """
+
+    caller = models.CharField(max_length=80, help_text="bank:<pk> or user:<pk>")
+    key_digest = models.CharField(max_length=64, help_text="SHA-256 of the Idempotency-Key")
+    request_digest = models.CharField(
+        max_length=64, help_text="SHA-256 of the method, path and canonical JSON body"
+    )
+    status_code = models.PositiveSmallIntegerField()
+    response = models.BinaryField(help_text="the answer's JSON body, encrypted (Fernet)")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["caller", "key_digest"], name="idempotency_key_per_caller"
+            )
+        ]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.key_digest[:12]} -> {self.status_code}"

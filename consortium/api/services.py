@@ -1,18 +1,24 @@
-"""Writes of the API plumbing: the security log and the per-source sign-in failure counter."""
+"""Writes of the API plumbing: the security log, the sign-in failure counter, idempotent POSTs."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from axes.helpers import get_client_ip_address
+from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from consortium.api.models import SignInFailure
+from consortium.api.errors import ApplicationError
+from consortium.api.models import IdempotentRequest, SignInFailure
 
 
 def _minute(now: datetime) -> datetime:
@@ -79,3 +85,87 @@ def _prune(newest_pk: int) -> None:
     cap = settings.SECURITY_LOG_MAX_ROWS
     if newest_pk > cap:
         SignInFailure.objects.filter(pk__lte=newest_pk - cap).delete()
+
+
+# A retry comes within minutes (the node backs off up to 30 s between attempts, eight times);
+# a day covers an operator re-running a command the next morning, and bounds the table.
+IDEMPOTENCY_KEEP = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The answer a request with this Idempotency-Key got the first time."""
+
+    status_code: int
+    body: Any
+
+
+def _derived(label: bytes, key: str) -> bytes:
+    return hashlib.sha256(b"consortium-idempotency-" + label + b"|" + key.encode()).digest()
+
+
+def _fernet(key: str) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(_derived(b"answer", key)))
+
+
+def idempotent_replay(
+    *, caller: str, key: str, request_digest: str, now: datetime | None = None
+) -> Replay | None:
+    """The stored answer to this caller's key, None if there is none (or it expired).
+
+    The same key sent with another request is a 422.
+    """
+    now = now or timezone.now()
+    rows = IdempotentRequest.objects.filter(caller=caller, created_at__gte=now - IDEMPOTENCY_KEEP)
+    row = rows.filter(key_digest=_derived(b"key", key).hex()).first()
+    if row is None:
+        return None
+    if row.request_digest != request_digest:
+        raise ApplicationError(
+            "this Idempotency-Key was already used for a different request (another path or "
+            "body); send a new key with every new request",
+            status_code=422,
+            idempotency_key_reused=True,
+        )
+    try:
+        body = json.loads(_fernet(key).decrypt(bytes(row.response)))
+    except InvalidToken as exc:  # only a row edited in the database gets here
+        raise ApplicationError("the stored answer to this Idempotency-Key is unreadable") from exc
+    return Replay(row.status_code, body)
+
+
+def idempotent_claim(*, caller: str, key: str, request_digest: str) -> IdempotentRequest:
+    """Take the caller's key for this request, before the request runs.
+
+    Inserted first in the request's transaction so that a retry arriving while it runs
+    waits on the unique (caller, key) index and then finds its answer (PostgreSQL raises
+    ``IntegrityError`` in the retry once this transaction commits). Nobody sees the row
+    before :func:`idempotent_record` fills it: both commit together or not at all.
+    """
+    key_digest = _derived(b"key", key).hex()
+    # An expired answer to this key goes first: the key may run a request again.
+    IdempotentRequest.objects.filter(
+        caller=caller, key_digest=key_digest, created_at__lt=timezone.now() - IDEMPOTENCY_KEEP
+    ).delete()
+    return IdempotentRequest.objects.create(
+        caller=caller,
+        key_digest=key_digest,
+        request_digest=request_digest,
+        status_code=0,
+        response=b"",
+        created_at=timezone.now(),
+    )
+
+
+def idempotent_record(*, row: IdempotentRequest, key: str, status_code: int, body: bytes) -> None:
+    """Keep the answer (its rendered JSON body) to replay it to a retry of the same request."""
+    row.status_code = status_code
+    row.response = _fernet(key).encrypt(body)
+    row.save(update_fields=["status_code", "response"])
+
+
+def idempotent_prune(*, now: datetime | None = None) -> int:
+    """Forget the answers older than a day (the scheduler calls it every tick); how many."""
+    cutoff = (now or timezone.now()) - IDEMPOTENCY_KEEP
+    deleted, _ = IdempotentRequest.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 
 from consortium.api.auth import BankPrincipal, IsBank, IsMemberOrStaff, IsOperator, actor_of
 from consortium.api.errors import ApplicationError, NotFound
+from consortium.api.idempotency import idempotent
 from consortium.governance import selectors, services
 from consortium.governance.models import Objection
 from consortium.governance.serializers import (
@@ -94,6 +95,7 @@ class RosterProposalView(APIView):
     permission_classes = [IsOperator]
 
     @extend_schema(request=ProposalSerializer, responses={201: RosterVersionSerializer})
+    @idempotent
     def post(self, request: Request) -> Response:
         body = _strict_body(request, {"genesis", "change"})
         if len(body) != 1:
@@ -114,6 +116,7 @@ class RosterSignatureView(APIView):
     permission_classes = [IsBank]
 
     @extend_schema(request=SignatureSerializer, responses=RosterVersionSerializer)
+    @idempotent
     def post(self, request: Request, number: int) -> Response:
         serializer = SignatureSerializer(data=_strict_body(request, {"signature"}))
         serializer.is_valid(raise_exception=True)
@@ -131,6 +134,7 @@ class RosterWithdrawView(APIView):
     permission_classes = [IsOperator]
 
     @extend_schema(request=None, responses=RosterVersionSerializer)
+    @idempotent
     def post(self, request: Request, number: int) -> Response:
         row = services.roster_version_withdraw(number=number, actor=actor_of(request))
         return Response(RosterVersionSerializer(row).data)
@@ -149,6 +153,7 @@ class ObjectionListCreateView(generics.ListAPIView):
         return [IsBank()] if self.request.method == "POST" else super().get_permissions()
 
     @extend_schema(request=ObjectionCreateSerializer, responses={201: ObjectionSerializer})
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = ObjectionCreateSerializer(
             data=_strict_body(request, {"objection", "signature"})
@@ -191,6 +196,7 @@ class DisputeClearanceView(APIView):
     permission_classes = [IsBank]
 
     @extend_schema(request=SignatureSerializer, responses=DisputeSerializer)
+    @idempotent
     def post(self, request: Request, number: int) -> Response:
         serializer = SignatureSerializer(data=_strict_body(request, {"signature"}))
         serializer.is_valid(raise_exception=True)

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 
 from consortium.api.auth import IsBank, IsOperator, actor_of, request_bank
 from consortium.api.errors import NotFound
+from consortium.api.idempotency import idempotent
 from consortium.members import services
 from consortium.members.models import Bank, BankStatus
 from consortium.members.selectors import bank_get
@@ -58,6 +59,7 @@ class BankListCreateView(generics.ListAPIView):
     permission_classes = [IsOperator]
 
     @extend_schema(request=BankCreateSerializer, responses={201: dict})
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = BankCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -87,6 +89,7 @@ class BankStatusView(APIView):
     }
 
     @extend_schema(request=StatusChangeSerializer, responses=BankSerializer)
+    @idempotent
     def post(self, request: Request, slug: str, action: str) -> Response:
         if action not in self.action_to_status:
             raise NotFound(f"unknown action {action!r}; use suspend, reactivate or revoke")
@@ -123,6 +126,7 @@ class BankRotateCredentialView(APIView):
     permission_classes = [IsOperator]
 
     @extend_schema(request=None, responses=dict)
+    @idempotent
     def post(self, request: Request, slug: str) -> Response:
         bank = _bank_or_404(slug)
         credential = services.bank_rotate_credential(bank=bank, actor=actor_of(request))

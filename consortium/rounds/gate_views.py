@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from consortium.api.auth import IsBank, IsMemberOrStaff, request_bank
 from consortium.api.errors import Conflict, NotFound
+from consortium.api.idempotency import idempotent
 from consortium.rounds import gate_selectors, selectors
 from consortium.rounds.gate_serializers import (
     VerdictPostSerializer,
@@ -51,6 +52,7 @@ class VerdictsView(APIView):
     @extend_schema(
         request=VerdictPostSerializer, responses={200: VerdictSerializer, 201: VerdictSerializer}
     )
+    @idempotent
     def post(self, request: Request, number: int) -> Response:
         body = VerdictPostSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -14,6 +14,8 @@ from consortium.rounds.feature_set_fields import FeatureSetFields
 
 # Defined in their own modules (this one is at its size limit) and imported here so that
 # Django registers them with the app's other models.
+from consortium.rounds.secagg_models import MaskKey as MaskKey
+from consortium.rounds.secagg_models import ShareReveal as ShareReveal
 from consortium.rounds.served_models import ServedModel as ServedModel
 from consortium.rounds.server_opt_fields import ServerOptimizerFields
 from consortium.rounds.sketch_fields import CounterpartySketchFields
@@ -355,49 +357,6 @@ class Submission(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bank} -> round {self.round.number}"
-
-
-class MaskKey(models.Model):
-    """A bank's advertised mask key for a v2 round, and the share boxes it sealed to peers.
-
-    ``shares`` maps each recipient's slug to its base64 share box; the portal cannot open
-    them and hands each recipient only its own.
-    """
-
-    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="mask_keys")
-    bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="mask_keys")
-    mask_public_key = models.CharField(max_length=64)
-    seed_commitment = models.CharField(max_length=64)
-    signature = models.CharField(max_length=100)
-    shares = models.JSONField()
-    received_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["round", "bank"]
-        constraints = [
-            models.UniqueConstraint(fields=["round", "bank"], name="one_mask_key_per_bank")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.bank} mask key for round {self.round.number}"
-
-
-class ShareReveal(models.Model):
-    """A survivor's signed reveal for a v2 round (``protocol.Reveal`` as JSON)."""
-
-    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="reveals")
-    bank = models.ForeignKey(Bank, on_delete=models.PROTECT, related_name="reveals")
-    body = models.JSONField()
-    received_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["round", "bank"]
-        constraints = [
-            models.UniqueConstraint(fields=["round", "bank"], name="one_reveal_per_bank")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.bank} reveal for round {self.round.number}"
 
 
 class MetricReport(models.Model):

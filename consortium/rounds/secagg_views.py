@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from consortium.api.auth import IsBank, IsMemberOrStaff, actor_of, request_bank
 from consortium.api.errors import ApplicationError, Conflict, Forbidden, NotFound
+from consortium.api.idempotency import idempotent
 from consortium.members.models import Bank
 from consortium.rounds import secagg_selectors, selectors, services
 from consortium.rounds.models import Round, RoundState
@@ -104,6 +105,7 @@ class RevealView(APIView):
     permission_classes = [IsBank]
 
     @extend_schema(request=RevealSerializer, responses={200: RevealReceiptSerializer})
+    @idempotent
     def post(self, request: Request, number: int) -> Response:
         row = services.reveal_submit(
             number=number,

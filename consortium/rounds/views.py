@@ -28,6 +28,7 @@ from consortium.api.auth import (
     request_bank,
 )
 from consortium.api.errors import ApplicationError, NotFound
+from consortium.api.idempotency import idempotent
 from consortium.api.throttles import BankUploadThrottle
 from consortium.rounds import gate_selectors, selectors, services
 from consortium.rounds.models import Round, RoundKind, RoundState
@@ -236,6 +237,7 @@ class RoundMetricsView(APIView):
     permission_classes = [IsBank]
 
     @extend_schema(request=MetricsSerializer, responses={200: dict})
+    @idempotent
     def post(self, request: Request, number: int) -> Response:
         serializer = MetricsSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -266,6 +268,7 @@ class KeyEpochCreateView(APIView):
     permission_classes = [IsOperator]
 
     @extend_schema(request=KeyEpochCreateSerializer, responses={201: KeyEpochSerializer})
+    @idempotent
     def post(self, request: Request) -> Response:
         serializer = KeyEpochCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -293,6 +296,7 @@ class PolicyListCreateView(generics.ListCreateAPIView):
     def get_permissions(self):  # type: ignore[no-untyped-def]
         return [IsOperator()] if self.request.method == "POST" else super().get_permissions()
 
+    @idempotent
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -331,6 +335,7 @@ class PolicyActivateView(APIView):
     permission_classes = [IsOperator]
 
     @extend_schema(request=None, responses=PolicySerializer)
+    @idempotent
     def post(self, request: Request, pk: int) -> Response:
         policy = selectors.policy_get(pk)
         if policy is None:

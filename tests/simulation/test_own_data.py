@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bank_node.schemas import PAYSIM_START
 from simulation.datadir import DataDirError, bank_files, typology_manifest
+from simulation.formats import as_paysim
 from simulation.world import generate_world
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,24 +37,6 @@ def own_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# How a generated IBM file reads as PaySim: payment formats to PaySim's transaction types.
-PAYSIM_TYPES = {"Cash": "CASH_OUT", "Wire": "TRANSFER", "Credit Card": "PAYMENT", "ACH": "DEBIT",
-                "Cheque": "DEBIT", "Bitcoin": "TRANSFER", "Reinvestment": "CASH_IN"}  # fmt: skip
-
-
-def _as_paysim(ibm: pd.DataFrame) -> pd.DataFrame:
-    """One generated bank's rows in PaySim's columns (whole hours from PaySim's start)."""
-    stamps = pd.to_datetime(ibm["Timestamp"], format="%Y/%m/%d %H:%M")
-    zero = "0.0"  # the generator keeps no balances; the loader reads them, features do not
-    return pd.DataFrame({
-        "step": ((stamps - PAYSIM_START) // pd.Timedelta(hours=1)).astype(int),
-        "type": ibm["Payment Format"].map(PAYSIM_TYPES), "amount": ibm["Amount Paid"],
-        "nameOrig": ibm["Account"], "oldbalanceOrg": zero, "newbalanceOrig": zero,
-        "nameDest": ibm["Account.1"], "oldbalanceDest": zero, "newbalanceDest": zero,
-        "isFraud": ibm["Is Laundering"], "isFlaggedFraud": "0",
-    })  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def paysim_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same kind of small world, each bank's file in the PaySim schema instead."""
@@ -63,7 +45,7 @@ def paysim_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("paysim")
     for path in sorted(world.glob("bank_*.csv")):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        _as_paysim(frame).to_csv(out / path.name.replace("bank_", "Wallet "), index=False)
+        as_paysim(frame).to_csv(out / path.name.replace("bank_", "Wallet "), index=False)
     return out
 
 

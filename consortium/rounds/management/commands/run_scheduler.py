@@ -1,7 +1,8 @@
 """Advance rounds on a timer: close, aggregate, publish, open the next.
 
 Every CONSORTIUM_AUDIT_VERIFY_INTERVAL seconds it also walks the whole audit chain (an
-error is logged if it is broken). With a metrics port (``--metrics-port`` or
+error is logged if it is broken); every tick it forgets the API's replayable answers older
+than a day (``Idempotency-Key``). With a metrics port (``--metrics-port`` or
 CONSORTIUM_SCHEDULER_METRICS_PORT) it serves /metrics, /healthz and /readyz there; see
 consortium/metrics/.
 """
@@ -18,6 +19,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
 from consortium import metrics
+from consortium.api.services import idempotent_prune
 from consortium.rounds.services import scheduler_tick
 
 log = logging.getLogger("consortium.scheduler")
@@ -55,6 +57,7 @@ class Command(BaseCommand):
                 for line in scheduler_tick():
                     log.info(line)
                 metrics.audit_verify_if_due(settings.AUDIT_VERIFY_INTERVAL_SECONDS)
+                idempotent_prune()  # replayable answers are kept a day, then forgotten
                 metrics.SCHEDULER_LAST_TICK.set_to_current_time()
             except DatabaseError as exc:
                 metrics.DB_ERRORS.labels("scheduler").inc()
