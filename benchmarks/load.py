@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from load_clients import Poller, Uploaders, UploadResult  # noqa: E402
-from load_pools import LAYOUTS, Pool, PoolSpec, Portal  # noqa: E402
+from load_pools import LAYOUTS, Pool, PoolSpec, Portal, tree_cpu_seconds  # noqa: E402
 
 from bank_node.portal_client import BankClient, OperatorClient  # noqa: E402
 from he.codec import encrypt_to_file  # noqa: E402
@@ -243,11 +243,15 @@ def burst(
     poller = Poller(reads.url, next(iter(credentials.values())), rate)
     poller.start()
     time.sleep(QUIET_SECONDS)
+    parts = {"poll_pool": reads.proc.pid, "upload_pool": uploads.proc.pid,
+             "uploaders": uploaders.pid, "poller": poller.pid}  # fmt: skip
+    cpu_before = {name: tree_cpu_seconds(pid) for name, pid in parts.items()}
     load_before, busy_before = os.getloadavg()[0], cpu_jiffies()
     t0 = time.monotonic()
     results = uploaders.burst(uploads.url, credentials, rnd.number, updates)
     window = (t0, time.monotonic())
     load_after, busy_after = os.getloadavg()[0], cpu_jiffies()
+    cpu = {name: round(tree_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in parts.items()}
     time.sleep(QUIET_SECONDS)
     poller.finish()
     busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
@@ -261,6 +265,8 @@ def burst(
         "update_bytes": size,
         "load_average_1min": [round(load_before, 2), round(load_after, 2)],
         "cpu_busy_percent_during_uploads": round(100 * busy, 1),
+        # CPU seconds each part used during the burst (one pool: both pool figures are it).
+        "cpu_seconds_during_uploads": cpu,
         "uploads": upload_figures(results, window, size),
         "polls": poll_figures(poller, window, rate),
     }

@@ -60,6 +60,10 @@ class Poller:
         self.samples: list[tuple[float, float, float, int]] = []
         self.started = self.ended = 0.0
 
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
     def start(self) -> None:
         """Start polling; return once the process has started (spawning imports a while)."""
         self.process.start()
@@ -154,7 +158,7 @@ class Uploaders:
             initargs=(niceness,),
         )
         # Started now, not at the first burst: spawning imports the client stack.
-        self.pool.submit(os.getpid).result()
+        self.pid = self.pool.submit(os.getpid).result()
 
     def burst(
         self, url: str, credentials: dict[str, str], number: int, updates: dict[str, Update]

@@ -14,6 +14,7 @@ one run, on one machine in one state.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -73,6 +74,27 @@ class Pool:
                 if line.startswith("VmHWM:"):
                     out[pid] = int(line.split()[1]) / 1024
         return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants.
+
+    Unlike latencies, this does not depend on what else the machine runs: it says what
+    a burst costs each part (web workers, validation helpers, clients).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+        todo += [int(c) for c in children.split()]
+    return total
 
 
 def gunicorn_extra(spec: PoolSpec) -> tuple[str, ...]:
