@@ -200,16 +200,8 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for path, _, _ in updates.values():
                 path.unlink()
         after_4mb = one.peak_rss_mb()
-        memory = memory_comparison(
-            op,
-            one,
-            big,
-            banks,
-            secret,
-            fp,
-            work,
-            uploaders[0] if 0 in uploaders else next(iter(uploaders.values())),
-        )
+        first = uploaders[args.client_niceness[0]]
+        memory = memory_comparison(op, one, big, banks, secret, fp, work, first)
     finally:
         for each in uploaders.values():
             each.close()
