@@ -1,33 +1,35 @@
 """Load on loopback: many banks uploading large ciphertexts at once, plus status polling.
 
     bash scripts/with-postgres.sh .venv/bin/python benchmarks/load.py \
-        [--banks 50] [--poll-rate 200] [--workers 3] [--threads 8]
+        [--banks 50] [--poll-rate 200] [--layouts one,split] [--client-niceness 0,19] \
+        [--repeats 1] [--workers 3] [--threads 8] [--read-workers 2] [--upload-niceness 10]
 
-Starts the portal (gunicorn + scheduler) on a fresh database next to the one DATABASE_URL
-names, onboards ``--banks`` banks through the REST API, and opens a round whose model makes
-each encrypted update about 4 MB. Then every bank uploads its (pre-encrypted, signed) update
-at the same moment while a poller sends ``GET /api/v1/rounds/current`` at ``--poll-rate``
-requests per second, open loop. Prints throughput, p50/p99 latency and errors for both,
-the time to aggregate, and each gunicorn worker's peak RSS (VmHWM) after 4 MB uploads and
-again after ~30 MB uploads: if uploads stream to disk, the second peak is no higher.
+Starts the portal on a fresh database next to the one DATABASE_URL names: the scheduler
+and the gunicorn pools the layouts need (``load_pools.py``: ``one`` pool for everything,
+or ``split``, reads and a niced uploads pool, as the chart's ``uploads`` Deployment and
+Ingress deploy it). It onboards ``--banks`` banks through the REST API and opens rounds
+whose model makes each encrypted update about 4 MB. Then, once per layout and uploaders'
+niceness, taking turns (``--repeats`` times), every bank uploads its (pre-encrypted,
+signed) update at the same moment while a poller sends ``GET /api/v1/rounds/current`` at
+``--poll-rate`` requests per second, open loop (``load_clients.py``). Prints, per burst,
+throughput, p50/p99 latency and errors for both, the poller's own send lag and the load
+average; then the time to aggregate, and the one-pool workers' peak RSS (VmHWM) after 4 MB
+uploads and again after ~30 MB uploads: if uploads stream to disk, the second peak is no
+higher.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import http.client
+import itertools
 import json
-import multiprocessing
-import multiprocessing.queues
 import os
 import secrets
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,27 +39,26 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Its two helper modules sit beside it (imported by name here and in the spawned clients).
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from load_clients import Poller, Uploaders, UploadResult  # noqa: E402
+from load_pools import LAYOUTS, Pool, PoolSpec, Portal, tree_cpu_seconds  # noqa: E402
 
 from bank_node.portal_client import BankClient, OperatorClient  # noqa: E402
 from he.codec import encrypt_to_file  # noqa: E402
 from he.keys import fingerprint, generate_secret_context, public_context_bytes  # noqa: E402
 from he.params import CkksParams  # noqa: E402
 from he.signing import public_key_b64, sign, update_message  # noqa: E402
-from protocol import RoundInfo, UpdateReceipt  # noqa: E402
-from simulation.processes import (  # noqa: E402
-    PortalOptions,
-    Processes,
-    free_port,
-    portal_env,
-    prepare_database,
-    start_portal,
-)
+from protocol import RoundInfo  # noqa: E402
 
 # n_features = 44: 44*1024+1024 + 1024*84+84 + 84+1 (+1 count slot) = 132,266 values,
 # 65 ciphertexts of 2048 slots: 4.27 MB per update.
 MODEL_4MB = {"kind": "mlp", "hidden": [1024, 84], "seed": 1, "loss": "bce"}
 # About 975,000 values, 477 ciphertexts: 31 MB per update (for the memory comparison).
 MODEL_31MB = {"kind": "mlp", "hidden": [4096, 192], "seed": 1, "loss": "bce"}
+# Seconds of polling alone before and after each upload burst.
+QUIET_SECONDS = 5
 
 
 def fresh_database(base_url: str) -> str:
@@ -72,75 +73,19 @@ def fresh_database(base_url: str) -> str:
     return base_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-class Portal:
-    """gunicorn + scheduler on a fresh database and a temporary blob store."""
-
-    def __init__(self, database_url: str, workers: int, threads: int) -> None:
-        self.var = Path(tempfile.mkdtemp(prefix="consortium-load-"))
-        # The chart keeps the workers' metric files in memory (an emptyDir of medium
-        # Memory); on disk they share the journal with 50 fsynced uploads and stall.
-        memory = Path("/dev/shm")
-        self.metrics_dir = Path(
-            tempfile.mkdtemp(
-                prefix="consortium-load-metrics-", dir=memory if memory.is_dir() else None
-            )
-        )
-        self.password = secrets.token_urlsafe(16)
-        self.env = portal_env(
-            self.var,
-            database_url=database_url,
-            CONSORTIUM_LOG_LEVEL="WARNING",
-            DATABASE_CONN_MAX_AGE="60",
-        )
-        prepare_database(self.env, self.password)
-        extra = ["--backlog", "2048"]
-        if threads > 1:
-            extra += ["--worker-class", "gthread", "--threads", str(threads)]
-        options = PortalOptions(
-            workers=workers,
-            timeout=300,
-            web_extra=tuple(extra),
-            multiproc_dir=self.metrics_dir,
-            new_session=True,
-        )
-        self.procs = Processes(stop_timeout=30)
-        try:
-            running = start_portal(self.procs, self.env, free_port(), options)
-        except RuntimeError as exc:
-            self.procs.stop_all()
-            raise SystemExit(str(exc)) from exc
-        self.url, self.web = running.url, running.web
-
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children").read_text()
-        return sorted(int(p) for p in children.split())
-
-    def peak_rss_mb(self) -> dict[int, float]:
-        """VmHWM (peak resident set) of every worker, in MB."""
-        out = {}
-        for pid in self.worker_pids():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    out[pid] = int(line.split()[1]) / 1024
-        return out
-
-    def close(self) -> None:
-        self.procs.stop_all()
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-
-
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def wait_round(op: OperatorClient, state: str, after: int = 0, timeout: float = 600) -> RoundInfo:
+def wait_round(op: OperatorClient, state: str, number: int, timeout: float = 600) -> RoundInfo:
+    """Round ``number`` once it is in ``state``; 0 means any round in it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for rnd in op.rounds(limit=5):
-            if rnd.number > after and rnd.state == state:
+            if number in (0, rnd.number) and rnd.state == state:
                 return rnd
         time.sleep(0.5)
-    raise SystemExit(f"no round reached {state!r} in {timeout}s")
+    raise SystemExit(f"round {number or 'any'} did not reach {state!r} in {timeout}s")
 
 
 def make_updates(secret: Any, fp: str, number: int, length: int, banks: dict, out: Path) -> dict:
@@ -154,100 +99,42 @@ def make_updates(secret: Any, fp: str, number: int, length: int, banks: dict, ou
     return updates
 
 
-class Poller:
-    """GET /rounds/current at a fixed rate, open loop (a slow answer does not delay the next).
-
-    It runs in a process of its own, so that the upload threads' share of this process's
-    GIL does not show up as poll latency; each of its threads keeps one HTTP connection.
-    """
-
-    def __init__(self, url: str, credential: str, rate: float, threads: int = 64) -> None:
-        self.args = (url, credential, rate, threads)
-        self.stop = multiprocessing.Event()
-        self.results: multiprocessing.queues.Queue = multiprocessing.Queue()
-        self.process = multiprocessing.Process(target=self._main, daemon=True)
-        self.samples: list[tuple[float, float, float, int]] = []
-
-    def start(self) -> None:
-        self.process.start()
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.started, self.ended, self.samples = self.results.get(timeout=120)
-        self.process.join(timeout=30)
-
-    def _main(self) -> None:
-        url, credential, rate, threads = self.args
-        host, port = url.removeprefix("http://").split(":")
-        headers = {"Authorization": f"Bearer {credential}"}
-        local = threading.local()
-        # (sent at, lag behind schedule, latency, status); list.append is atomic.
-        samples: list[tuple[float, float, float, int]] = []
-
-        def get() -> int:
-            if getattr(local, "conn", None) is None:
-                local.conn = http.client.HTTPConnection(host, int(port), timeout=30)
-            local.conn.request("GET", "/api/v1/rounds/current", headers=headers)
-            response = local.conn.getresponse()
-            response.read()
-            return response.status
-
-        def one(scheduled: float) -> None:
-            started = time.monotonic()
-            status = 0
-            for _ in range(2):  # a kept-alive connection the server has since closed: reconnect
-                try:
-                    status = get()
-                    break
-                except (OSError, http.client.HTTPException):
-                    local.conn = None
-            samples.append((started, started - scheduled, time.monotonic() - started, status))
-
-        pool = ThreadPoolExecutor(max_workers=threads)
-        interval, next_at = 1.0 / rate, time.monotonic()
-        first = next_at
-        while not self.stop.is_set():
-            pool.submit(one, next_at)
-            next_at += interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
-        last = time.monotonic()
-        pool.shutdown(wait=True)
-        self.results.put((first, last, samples))
-
-
-def upload_all(
-    url: str, banks: dict, number: int, updates: dict
-) -> list[tuple[str, float, Any, int]]:
-    """Every bank's node uploads at the same moment, retrying as a node does (429, 5xx)."""
-    barrier = threading.Barrier(len(banks))
-
-    def one(slug: str) -> tuple[str, float, Any, int]:
-        path, digest, signature = updates[slug]
-        client = BankClient(url, banks[slug][0], timeout=300)
-        barrier.wait()
-        started = time.perf_counter()
-        try:
-            answer: Any = client.upload_update(number, path, digest, signature)
-        except Exception as exc:  # every failure is an error to count
-            answer = exc
-        return slug, time.perf_counter() - started, answer, client.retries_made
-
-    with ThreadPoolExecutor(max_workers=len(banks)) as pool:
-        return list(pool.map(one, banks))
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--banks", type=int, default=50)
+    parser.add_argument("--poll-rate", type=float, default=200)
+    parser.add_argument("--layouts", default="one,split", help="comma-separated: one, split")
+    parser.add_argument(
+        "--client-niceness", default="0", help="comma-separated niceness of the uploaders' process"
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="bursts per layout and niceness")
+    parser.add_argument(
+        "--workers", type=int, default=3, help="workers of the one pool and of the uploads pool"
+    )
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker (gthread)")
+    parser.add_argument("--read-workers", type=int, default=2, help="workers of the reads pool")
+    parser.add_argument("--upload-niceness", type=int, default=10, help="of the uploads pool")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    args.layouts = tuple(args.layouts.split(","))
+    args.client_niceness = tuple(int(n) for n in args.client_niceness.split(","))
+    if not set(args.layouts) <= set(LAYOUTS):
+        parser.error(f"--layouts takes {', '.join(LAYOUTS)}, not {','.join(args.layouts)}")
+    if not all(0 <= n <= 19 for n in args.client_niceness):
+        parser.error("--client-niceness takes numbers 0-19")
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--banks", type=int, default=50)
-    parser.add_argument("--poll-rate", type=float, default=200)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker (gthread)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+    args = parse_args()
     if not (os.environ.get("DATABASE_URL") or "").startswith("postgres"):
         raise SystemExit("run under scripts/with-postgres.sh (DATABASE_URL=postgres://...)")
-
-    portal = Portal(fresh_database(os.environ["DATABASE_URL"]), args.workers, args.threads)
+    one = PoolSpec(args.workers, args.threads)
+    split = (
+        PoolSpec(args.read_workers, args.threads),
+        PoolSpec(args.workers, args.threads, args.upload_niceness),
+    )
+    portal = Portal(fresh_database(os.environ["DATABASE_URL"]), args.layouts, one, split)
     work = Path(tempfile.mkdtemp(prefix="consortium-load-updates-"))
     try:
         results = run(portal, args, work)
@@ -261,6 +148,18 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+def onboard(op: OperatorClient, url: str, count: int) -> dict[str, tuple[str, Any]]:
+    """``count`` banks, each with its credential and registered signing key."""
+    banks = {}
+    for i in range(count):
+        slug = f"bank-{i:02d}"
+        key = Ed25519PrivateKey.generate()
+        credential = op.bank_create(slug)["credential"]
+        BankClient(url, credential).register_signing_key(public_key_b64(key))
+        banks[slug] = (credential, key)
+    return banks
+
+
 def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     params = CkksParams()
     secret = generate_secret_context(params)
@@ -268,95 +167,198 @@ def run(portal: Portal, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     fp = fingerprint(public)
     op = OperatorClient(portal.url, "operator", portal.password)
     op.key_epoch_register(base64.b64encode(public).decode(), params.to_dict())
-    banks = {}
-    for i in range(args.banks):
-        slug = f"bank-{i:02d}"
-        key = Ed25519PrivateKey.generate()
-        credential = op.bank_create(slug)["credential"]
-        BankClient(portal.url, credential).register_signing_key(public_key_b64(key))
-        banks[slug] = (credential, key)
+    banks = onboard(op, portal.url, args.banks)
+    turns = [
+        (layout, nice)
+        for _, nice, layout in itertools.product(
+            range(args.repeats), args.client_niceness, args.layouts
+        )
+    ]
     # v1 containers from hand-made banks (no roster): the load on the portal's upload path.
-    common = {"min_banks": 3, "max_rounds": 1, "normalize_features": False,
+    common = {"min_banks": 3, "normalize_features": False,
               "ckks_params": params.to_dict(), "secure_aggregation": "v1"}  # fmt: skip
     # Both policies up front, so that importing torch (to size a model) happens before the
-    # memory baseline is taken.
+    # memory baseline is taken. One round of the 4 MB model per burst.
     big = op.policy_create(name="load-31mb", active=False, model_spec=MODEL_31MB,
-                           deadline_seconds=30, **common)  # fmt: skip
+                           deadline_seconds=30, max_rounds=1, **common)  # fmt: skip
     op.policy_create(name="load-4mb", active=True, model_spec=MODEL_4MB, deadline_seconds=900,
-                     **common)  # fmt: skip
-    rnd = wait_round(op, "open")
-    t0 = time.perf_counter()
-    updates = make_updates(secret, fp, rnd.number, rnd.vector_length, banks, work)
-    encrypt_s = time.perf_counter() - t0
-    size = next(iter(updates.values()))[0].stat().st_size
-    baseline = portal.peak_rss_mb()
-
-    poller = Poller(portal.url, next(iter(banks.values()))[0], args.poll_rate)
-    poller.start()
-    time.sleep(5)  # polling alone first
-    t0 = time.monotonic()
-    uploads = upload_all(portal.url, banks, rnd.number, updates)
-    upload_wall = time.monotonic() - t0
-    time.sleep(5)  # and polling alone after
-    poller.finish()
-    after_4mb = portal.peak_rss_mb()
-    published = wait_round(op, "published")
-
-    # The memory comparison: two banks upload ~31 MB each to a round of the bigger model.
-    op._json("POST", f"policies/{big['id']}/activate")
-    rnd2 = wait_round(op, "open", after=rnd.number)
-    two = dict(list(banks.items())[:2])
-    big_updates = make_updates(secret, fp, rnd2.number, rnd2.vector_length, two, work)
-    big_size = next(iter(big_updates.values()))[0].stat().st_size
-    big_uploads = upload_all(portal.url, two, rnd2.number, big_updates)
-    after_31mb = portal.peak_rss_mb()
-
-    ok = [u for u in uploads if isinstance(u[2], UpdateReceipt)]
-    polls = poller.samples
-    poll_ok = [lat for _, _, lat, status in polls if status in (200, 204)]
-    duration = poller.ended - poller.started
-    burst = (t0, t0 + upload_wall)
-    during = [lat for at, _, lat, st in polls if st in (200, 204) and burst[0] <= at <= burst[1]]
-    idle = [lat for at, _, lat, st in polls if st in (200, 204) and not burst[0] <= at <= burst[1]]
+                     max_rounds=len(turns), **common)  # fmt: skip
+    one = portal.pools["all"]
+    baseline = one.peak_rss_mb()
+    uploaders = {nice: Uploaders(nice) for nice in args.client_niceness}
+    bursts, last = [], None
+    try:
+        for layout, nice in turns:
+            rnd = wait_round(op, "open", 0 if last is None else last.number + 1)
+            updates = make_updates(secret, fp, rnd.number, rnd.vector_length, banks, work)
+            figures = burst(portal, layout, uploaders[nice], banks, rnd, updates, args.poll_rate)
+            last = wait_round(op, "published", rnd.number)
+            figures["aggregation_seconds"] = _seconds(last.aggregating_at, last.closed_at)
+            figures["published_inputs"] = len(last.manifest.inputs) if last.manifest else 0
+            bursts.append(figures)
+            print(json.dumps(figures), flush=True)
+            for path, _, _ in updates.values():
+                path.unlink()
+        after_4mb = one.peak_rss_mb()
+        first = uploaders[args.client_niceness[0]]
+        memory = memory_comparison(op, one, big, banks, secret, fp, work, first)
+    finally:
+        for each in uploaders.values():
+            each.close()
     return {
         "machine": f"{os.cpu_count()} cores",
-        "gunicorn": f"{args.workers} workers x {args.threads} threads",
+        "pools": {name: pool.spec.describe() for name, pool in portal.pools.items()},
         "banks": args.banks,
-        "update_bytes": size,
-        "encrypt_all_seconds": round(encrypt_s, 1),
-        "uploads": {
-            "accepted": len(ok),
-            "errors": len(uploads) - len(ok),
-            "busy_answers_retried": sum(u[3] for u in uploads),
-            "error_samples": [str(u[2])[:200] for u in uploads if u not in ok][:3],
-            "wall_seconds": round(upload_wall, 2),
-            "throughput_MB_s": round(len(ok) * size / upload_wall / 1e6, 1),
-            "p50_s": round(percentile([u[1] for u in ok], 50), 2),
-            "p99_s": round(percentile([u[1] for u in ok], 99), 2),
-        },
-        "polls": {
-            "sent": len(polls),
-            "target_rate": args.poll_rate,
-            "achieved_rate": round(len(polls) / duration, 1),
-            "errors": len(polls) - len(poll_ok),
-            "p50_ms": round(percentile(poll_ok, 50) * 1000, 1),
-            "p99_ms": round(percentile(poll_ok, 99) * 1000, 1),
-            "max_ms": round(max(poll_ok) * 1000, 1) if poll_ok else None,
-            "p99_send_lag_ms": round(percentile([lag for _, lag, _, _ in polls], 99) * 1000, 1),
-            "idle_p50_ms": round(percentile(idle, 50) * 1000, 1),
-            "idle_p99_ms": round(percentile(idle, 99) * 1000, 1),
-            "during_uploads_p50_ms": round(percentile(during, 50) * 1000, 1),
-            "during_uploads_p99_ms": round(percentile(during, 99) * 1000, 1),
-        },
-        "aggregation_seconds": _seconds(published.aggregating_at, published.closed_at),
-        "published_inputs": len(published.manifest.inputs) if published.manifest else 0,
-        "worker_peak_rss_mb": {
+        "update_bytes": bursts[0]["update_bytes"] if bursts else 0,
+        "bursts": bursts,
+        "summary": summary(bursts),
+        "one_pool_worker_peak_rss_mb": {
             "after_start_and_setup": _rounded(baseline),
             "after_4MB_uploads": _rounded(after_4mb),
-            "after_31MB_uploads": _rounded(after_31mb),
-            "big_update_bytes": big_size,
-            "big_uploads_accepted": sum(isinstance(u[2], UpdateReceipt) for u in big_uploads),
+            **memory,
         },
+    }
+
+
+def burst(
+    portal: Portal,
+    layout: str,
+    uploaders: Uploaders,
+    banks: dict[str, tuple[str, Any]],
+    rnd: RoundInfo,
+    updates: dict,
+    rate: float,
+) -> dict[str, Any]:
+    """Poll alone, then every bank uploads at once, then poll alone again: the figures."""
+    reads, uploads = portal.routes(layout)
+    credentials = {slug: credential for slug, (credential, _) in banks.items()}
+    poller = Poller(reads.url, next(iter(credentials.values())), rate)
+    poller.start()
+    time.sleep(QUIET_SECONDS)
+    parts = {"poll_pool": reads.proc.pid, "upload_pool": uploads.proc.pid,
+             "uploaders": uploaders.pid, "poller": poller.pid}  # fmt: skip
+    cpu_before = {name: tree_cpu_seconds(pid) for name, pid in parts.items()}
+    load_before, busy_before = os.getloadavg()[0], cpu_jiffies()
+    t0 = time.monotonic()
+    results = uploaders.burst(uploads.url, credentials, rnd.number, updates)
+    window = (t0, time.monotonic())
+    load_after, busy_after = os.getloadavg()[0], cpu_jiffies()
+    cpu = {name: round(tree_cpu_seconds(pid) - cpu_before[name], 2) for name, pid in parts.items()}
+    time.sleep(QUIET_SECONDS)
+    poller.finish()
+    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    size = next(iter(updates.values()))[0].stat().st_size
+    return {
+        "round": rnd.number,
+        "layout": layout,
+        "poll_pool": reads.spec.describe(),
+        "upload_pool": uploads.spec.describe(),
+        "uploaders_niceness": uploaders.niceness,
+        "update_bytes": size,
+        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        "cpu_busy_percent_during_uploads": round(100 * busy, 1),
+        # CPU seconds each part used during the burst (one pool: both pool figures are it).
+        "cpu_seconds_during_uploads": cpu,
+        "uploads": upload_figures(results, window, size),
+        "polls": poll_figures(poller, window, rate),
+    }
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def upload_figures(
+    results: list[UploadResult], window: tuple[float, float], size: int
+) -> dict[str, Any]:
+    ok = [u for u in results if u.accepted]
+    wall = window[1] - window[0]
+    return {
+        "accepted": len(ok),
+        "errors": len(results) - len(ok),
+        "busy_answers_retried": sum(u.retries for u in results),
+        "error_samples": [u.error for u in results if not u.accepted][:3],
+        "wall_seconds": round(wall, 2),
+        "throughput_MB_s": round(len(ok) * size / wall / 1e6, 1),
+        "p50_s": round(percentile([u.seconds for u in ok], 50), 2),
+        "p99_s": round(percentile([u.seconds for u in ok], 99), 2),
+    }
+
+
+def poll_figures(poller: Poller, window: tuple[float, float], rate: float) -> dict[str, Any]:
+    polls = poller.samples
+    good = [(at, lag, lat) for at, lag, lat, status in polls if status in (200, 204)]
+    during = [s for s in good if window[0] <= s[0] <= window[1]]
+    idle = [s for s in good if not window[0] <= s[0] <= window[1]]
+
+    def ms(samples: list[tuple[float, float, float]], q: float, index: int = 2) -> float:
+        return round(percentile([s[index] for s in samples], q) * 1000, 1)
+
+    return {
+        "sent": len(polls),
+        "target_rate": rate,
+        "achieved_rate": round(len(polls) / (poller.ended - poller.started), 1),
+        "errors": len(polls) - len(good),
+        "idle_p50_ms": ms(idle, 50),
+        "idle_p99_ms": ms(idle, 99),
+        "during_uploads_p50_ms": ms(during, 50),
+        "during_uploads_p99_ms": ms(during, 99),
+        "during_uploads_max_ms": ms(during, 100),
+        "p99_send_lag_ms": ms(good, 99, index=1),
+        "during_uploads_p99_send_lag_ms": ms(during, 99, index=1),
+    }
+
+
+def summary(bursts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per layout and uploaders' niceness: the median over repeats of the key figures."""
+    rows = []
+    keys = sorted({(b["layout"], b["uploaders_niceness"]) for b in bursts})
+    for layout, nice in keys:
+        mine = [b for b in bursts if (b["layout"], b["uploaders_niceness"]) == (layout, nice)]
+
+        def median(part: str, key: str, runs: list[dict[str, Any]] = mine) -> float:
+            return round(float(np.median([b[part][key] for b in runs])), 1)
+
+        rows.append(
+            {
+                "layout": layout,
+                "uploaders_niceness": nice,
+                "bursts": len(mine),
+                "accepted": sum(b["uploads"]["accepted"] for b in mine),
+                "errors": sum(b["uploads"]["errors"] for b in mine),
+                "median_poll_during_uploads_p99_ms": median("polls", "during_uploads_p99_ms"),
+                "median_poll_during_uploads_p50_ms": median("polls", "during_uploads_p50_ms"),
+                "median_poll_idle_p99_ms": median("polls", "idle_p99_ms"),
+                "median_upload_wall_seconds": median("uploads", "wall_seconds"),
+            }
+        )
+    return rows
+
+
+def memory_comparison(
+    op: OperatorClient,
+    pool: Pool,
+    big: dict[str, Any],
+    banks: dict[str, tuple[str, Any]],
+    secret: Any,
+    fp: str,
+    work: Path,
+    uploaders: Uploaders,
+) -> dict[str, Any]:
+    """Two banks upload ~31 MB each to the one pool: its workers' peak RSS after."""
+    op._json("POST", f"policies/{big['id']}/activate")
+    rnd = wait_round(op, "open", 0)
+    two = dict(list(banks.items())[:2])
+    updates = make_updates(secret, fp, rnd.number, rnd.vector_length, two, work)
+    credentials = {slug: credential for slug, (credential, _) in two.items()}
+    results = uploaders.burst(pool.url, credentials, rnd.number, updates)
+    return {
+        "after_31MB_uploads": _rounded(pool.peak_rss_mb()),
+        "big_update_bytes": next(iter(updates.values()))[0].stat().st_size,
+        "big_uploads_accepted": sum(u.accepted for u in results),
     }
 
 

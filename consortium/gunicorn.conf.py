@@ -8,6 +8,11 @@ Each worker writes its counters and histograms to files in ``PROMETHEUS_MULTIPRO
 and ``/metrics`` adds them up (see consortium/metrics/). When the variable is not set,
 a fresh temporary directory is used (and removed at exit): several workers never count
 separately by accident. The Helm chart sets it to a memory-backed emptyDir.
+
+``CONSORTIUM_WEB_NICENESS`` (0-19, default 0) lowers every worker's CPU priority by that
+much: a pool that serves only uploads runs niced, so that on a shared host the pool
+answering status polls gets the cores first (docs/operations.md, "Uploads do not starve
+reads").
 """
 
 from __future__ import annotations
@@ -17,6 +22,25 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def worker_niceness(raw: str | None) -> int:
+    """``CONSORTIUM_WEB_NICENESS`` as a niceness 0-19; unset or empty is 0.
+
+    A bad value stops gunicorn before it starts a worker, naming the variable.
+    """
+    if raw is None or not raw.strip():
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise SystemExit(f"CONSORTIUM_WEB_NICENESS must be a whole number 0-19, not {raw!r}")
+    return value
+
+
+WORKER_NICENESS = worker_niceness(os.environ.get("CONSORTIUM_WEB_NICENESS"))
 
 # Set here, in the master, before any worker imports prometheus_client.
 _OWN_DIR = None
@@ -36,6 +60,13 @@ def on_starting(server: Any) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """Lower this worker's CPU priority (``CONSORTIUM_WEB_NICENESS``); its validation
+    process, started next, is niced further from there."""
+    if WORKER_NICENESS:
+        os.nice(WORKER_NICENESS)
 
 
 def post_worker_init(worker: Any) -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from tests.helm.test_chart_extensions import BANK_VALUES, PORTAL_S3_VALUES, PORTAL_VALUES
 from tests.helm.test_chart_serve import SERVE_VALUES
+from tests.helm.test_chart_uploads import UPLOADS_VALUES
 from tests.helm.test_charts import BANK_NODE, PORTAL, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +95,8 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
     ),
     # Ciphertexts in an S3-compatible bucket: staging emptyDirs, no claim.
     "portal-s3-retention": (PORTAL, PORTAL_S3_VALUES),
+    # The uploads pool beside the web pods, the Ingress sending it the bulk paths.
+    "portal-uploads-ingress": (PORTAL, UPLOADS_VALUES),
 }
 PINNED = {"portal-pinned-env-secrets", "bank-monitoring-pinned"}
 # Each a deliberate choice, explained in the chart's checkov.io/skip annotations.
@@ -132,6 +135,9 @@ def test_the_combinations_render_the_optional_kinds():
     assert kinds["bank-paused-closed"] == {"Deployment", "ConfigMap"}
     assert "CronJob" in kinds["portal-retention-proxy-ca-extras"]
     assert {"PodDisruptionBudget", "Service", "NetworkPolicy"} <= kinds["bank-serve"]
+    uploads = [o for o in documents(*COMBINATIONS["portal-uploads-ingress"])
+               if o["metadata"]["name"].endswith("-uploads")]  # fmt: skip
+    assert sorted(o["kind"] for o in uploads) == ["Deployment", "PodDisruptionBudget", "Service"]
 
 
 def _kubernetes_validate() -> str:

@@ -1,11 +1,13 @@
 """consortium/gunicorn.conf.py: the multiprocess directory is always set, clean at start,
-and a directory the config made itself is removed at exit."""
+and a directory the config made itself is removed at exit; workers are niced as asked."""
 
 from __future__ import annotations
 
 import os
 import runpy
 from pathlib import Path
+
+import pytest
 
 CONF = Path(__file__).resolve().parents[2] / "consortium" / "gunicorn.conf.py"
 
@@ -32,3 +34,27 @@ def test_a_given_directory_is_emptied_at_start_and_kept_at_exit(monkeypatch, tmp
     assert sorted(p.name for p in given.iterdir()) == ["notes.txt"]
     hooks["on_exit"](None)
     assert given.is_dir()
+
+
+@pytest.mark.parametrize(
+    ("raw", "niceness"), [(None, 0), ("", 0), ("0", 0), ("10", 10), ("19", 19)]
+)
+def test_each_worker_is_niced_by_the_configured_amount(monkeypatch, raw, niceness):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "placeholder")
+    if raw is None:
+        monkeypatch.delenv("CONSORTIUM_WEB_NICENESS", raising=False)
+    else:
+        monkeypatch.setenv("CONSORTIUM_WEB_NICENESS", raw)
+    calls: list[int] = []
+    monkeypatch.setattr(os, "nice", calls.append)
+    hooks = runpy.run_path(str(CONF))
+    hooks["post_fork"](None, None)
+    assert calls == ([niceness] if niceness else [])
+
+
+@pytest.mark.parametrize("raw", ["20", "-5", "ten", "1.5"])
+def test_a_bad_niceness_stops_gunicorn_naming_the_variable(monkeypatch, raw):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "placeholder")
+    monkeypatch.setenv("CONSORTIUM_WEB_NICENESS", raw)
+    with pytest.raises(SystemExit, match="CONSORTIUM_WEB_NICENESS must be a whole number 0-19"):
+        runpy.run_path(str(CONF))
