@@ -33,6 +33,7 @@ from models.counterparty_sketch import (
     SketchShape,
     add_noise,
     build_sketches,
+    dates_per_flow,
     features_as_of,
     flow_sensitivity,
     gaussian_sigma,
@@ -70,8 +71,9 @@ def spec_shape(spec: SketchSpec) -> SketchShape:
 
 
 def spec_sigma(spec: SketchSpec) -> float:
-    """Each bank's Gaussian noise: (epsilon, delta)-DP for one flow over all its sketches."""
-    sensitivity = flow_sensitivity(spec_shape(spec), len(spec.as_of))
+    """Each bank's Gaussian noise: (epsilon, delta)-DP for one flow over all its sketches
+    (one flow is in at most ``dates_per_flow`` of them, whose windows overlap)."""
+    sensitivity = flow_sensitivity(spec_shape(spec), dates_per_flow(spec_dates(spec)))
     return gaussian_sigma(spec.epsilon, spec.delta, sensitivity)
 
 

@@ -183,9 +183,26 @@ def flow_sensitivity(shape: SketchShape, n_dates: int) -> float:
     """L2 change of a bank's stacked sketches when one flow is added or removed.
 
     One flow adds 1 to ``depth`` cells in each of the four channels (receiver in, sender
-    out, labelled or not) in every sketch whose window holds it: at most ``n_dates``.
+    out, labelled or not) in every sketch whose window holds it: at most ``n_dates``
+    (`dates_per_flow` of the as-of dates).
     """
     return math.sqrt(len(CHANNELS) * shape.depth * n_dates)
+
+
+def dates_per_flow(dates: Sequence[AsOf]) -> int:
+    """The most sketches of ``dates`` whose windows can hold one timestamp.
+
+    A flow at ``t`` is in the sketch as of ``D`` when ``D - window <= t < D``: half-open
+    intervals, so the most that overlap all hold the start of one of them. Weekly dates
+    with a 28-day window give at most 4, however many dates the spec lists, so the noise
+    need not grow with the number of dates beyond that.
+    """
+    ends = np.array([d.date.astype("datetime64[s]") for d in dates], dtype="datetime64[s]")
+    spans = np.array([d.window_seconds for d in dates], dtype="timedelta64[s]")
+    starts = ends - spans
+    # holds[i, j]: the window of date j holds the start of window i.
+    holds = (starts[None, :] <= starts[:, None]) & (starts[:, None] < ends[None, :])
+    return int(holds.sum(axis=1).max(initial=0))
 
 
 def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:

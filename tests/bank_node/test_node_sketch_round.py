@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import stat
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,9 @@ def test_a_bank_sketch_is_noised_at_the_policys_scale(ckks, tmp_path, world):
     residual = values - np.rint(values)
     assert values.size == spec.values
     sigma = spec_sigma(spec)
-    assert sigma > 10  # epsilon 1, delta 1e-6 over two dates: about 4.9 x sqrt(24)
+    # epsilon 1, delta 1e-6; the two 14-day windows (to 09-15 and 10-01) do not overlap, so
+    # a flow is in one sketch at most: 4.9 x sqrt(4 channels x depth 3 x 1 date), about 17.
+    assert sigma == pytest.approx(math.sqrt(2 * math.log(1.25e6)) * math.sqrt(12))
     assert np.std(values) >= 0.8 * sigma
     assert np.abs(residual).max() > 0  # noise, not integer counts
 
