@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -174,6 +175,8 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
+    # One thread: on a shared machine more threads spin against each other for nothing.
+    torch.set_num_threads(1)
     columns: dict[str, list[int] | None] = {"without": None}
     columns.update({f"with {name}": SUBSETS[name] for name in args.subsets.split(",")})
     per_world = []
