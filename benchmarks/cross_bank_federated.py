@@ -37,7 +37,7 @@ from simulation.world import generate_world  # noqa: E402
 LR = 3e-3
 
 
-def mean_test_auprc(model, xs: list[np.ndarray], banks: list[Bank]) -> float:
+def mean_test_auprc(model: torch.nn.Module, xs: list[np.ndarray], banks: list[Bank]) -> float:
     scores = [
         auprc(b.y[b.parts[2]], predict_scores(model, x[b.parts[2]]))
         for x, b in zip(xs, banks, strict=True)
@@ -53,7 +53,9 @@ def centralised(xs: list[np.ndarray], banks: list[Bank], seed: int, epochs: int)
     return mean_test_auprc(model, xs, banks)
 
 
-def federated(xs: list[np.ndarray], banks: list[Bank], seed: int, args) -> float:
+def federated(
+    xs: list[np.ndarray], banks: list[Bank], seed: int, args: argparse.Namespace
+) -> float:
     spec = {**SPEC, "seed": seed, "lr": LR}
 
     def train(party: int, base: np.ndarray | None, number: int) -> tuple[np.ndarray, int]:

@@ -120,7 +120,9 @@ def test_auprc(x: np.ndarray, bank: Bank, epochs: int, seed: int) -> float:
     return float(auprc(bank.y[te], predict_scores(model, x[te])))
 
 
-def world_scores(banks: list[Bank], columns: dict[str, list[int] | None], args) -> np.ndarray:
+def world_scores(
+    banks: list[Bank], columns: dict[str, list[int] | None], args: argparse.Namespace
+) -> np.ndarray:
     """AUPRC ``(columns, banks, seeds)``: each column's features standardised, then trained."""
     out = np.zeros((len(columns), len(banks), len(args.model_seeds)))
     for c, subset in enumerate(columns.values()):
