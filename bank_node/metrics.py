@@ -139,9 +139,9 @@ LAST_SUCCESSFUL_ROUND = Gauge(
 )
 PRIVACY_EPSILON_SPENT = Gauge(
     "bank_node_privacy_epsilon_spent",
-    "Differential-privacy budget (epsilon) this bank has spent across rounds with DP-SGD, "
-    "as Opacus's accountant computes it (kept in state.json across restarts); 0 while "
-    "the policy asks for no DP.",
+    "Differential-privacy budget (epsilon) this bank has spent across rounds with DP-SGD "
+    "and counterparty sketch rounds, as Opacus's accountant computes it (kept in "
+    "state.json across restarts); 0 while no round asked for DP.",
 )
 
 # Bounded influence (bank_node/influence.py sets them): this bank's own step, on its node.
@@ -318,7 +318,7 @@ def unexpected_error(step: str) -> None:
 
 
 def set_privacy_spent(epsilon: float) -> None:
-    """The total epsilon this bank has spent so far (from the DP-SGD accountant)."""
+    """The total epsilon this bank has spent so far (DP-SGD and sketch rounds, one accountant)."""
     PRIVACY_EPSILON_SPENT.set(epsilon)
 
 

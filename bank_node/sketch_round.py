@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bank_node import metrics as node_metrics
 from bank_node.checks import Refused
 from bank_node.config import Evaluation, NodeConfig
 from bank_node.data import load_transactions
@@ -33,12 +34,14 @@ from models.counterparty_sketch import (
     SketchShape,
     add_noise,
     build_sketches,
+    dates_per_flow,
     features_as_of,
     flow_sensitivity,
     gaussian_sigma,
     others_sketch,
     sketch_key,
 )
+from models.privacy import epsilon_after, record_gaussian_release
 from protocol import RoundInfo, SketchSpec
 
 log = logging.getLogger("bank_node")
@@ -69,10 +72,15 @@ def spec_shape(spec: SketchSpec) -> SketchShape:
     return SketchShape(depth=spec.depth, width=spec.width)
 
 
+def spec_sensitivity(spec: SketchSpec) -> float:
+    """L2 change of a bank's sketches for one flow, which is in at most ``dates_per_flow``
+    of them (those whose windows overlap)."""
+    return flow_sensitivity(spec_shape(spec), dates_per_flow(spec_dates(spec)))
+
+
 def spec_sigma(spec: SketchSpec) -> float:
     """Each bank's Gaussian noise: (epsilon, delta)-DP for one flow over all its sketches."""
-    sensitivity = flow_sensitivity(spec_shape(spec), len(spec.as_of))
-    return gaussian_sigma(spec.epsilon, spec.delta, sensitivity)
+    return gaussian_sigma(spec.epsilon, spec.delta, spec_sensitivity(spec))
 
 
 def check_sketch_sum(number: int, values: np.ndarray, spec: SketchSpec) -> None:
@@ -131,9 +139,25 @@ class SketchRounds:
         frame = load_transactions(self.config.data_file)
         exact = build_sketches(frame, self.key(rnd.key_epoch), spec_shape(spec), spec_dates(spec))
         noised = add_noise(exact, spec_sigma(spec))  # exact counts never leave this function
+        self.spend(rnd, spec)
         path = own_sketch_file(self.config.state_dir, rnd.number)
         _write_private(path, noised)
         return noised.ravel(), 1
+
+    def spend(self, rnd: RoundInfo, spec: SketchSpec) -> None:
+        """Count the sketches' noise in this bank's privacy budget, as DP-SGD rounds are.
+
+        A flow is a training row too, so the same accountant composes both; a later DP
+        round's claim and budget check start from it. Saved before the upload: a crash and
+        a second noising count twice, the safe direction.
+        """
+        state = self._state()
+        z = spec_sigma(spec) / spec_sensitivity(spec)
+        state.dp_accountant = record_gaussian_release(state.dp_accountant, z)
+        delta = rnd.policy.dp_delta if rnd.policy.dp_enabled else spec.delta
+        state.epsilon = epsilon_after(state.dp_accountant, delta)
+        state.save(state_file(self.config.state_dir))
+        node_metrics.set_privacy_spent(state.epsilon)
 
     def conclude(self, rnd: RoundInfo) -> CrossBankSketch:
         """Decrypt a published sketch round, subtract this bank's own share, keep the rest."""

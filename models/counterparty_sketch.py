@@ -168,24 +168,46 @@ def build_sketches(
     return np.stack([build_sketch(frame, key, shape, as_of) for as_of in dates])
 
 
-def query(sketch: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Count-min estimates ``(len(cells), channels)``: the smallest of an id's cells.
+def query(sketch: np.ndarray, cells: np.ndarray, *, noised: bool = False) -> np.ndarray:
+    """Estimates ``(len(cells), channels)`` of each id's counts from its ``depth`` cells.
 
-    Without noise a count-min estimate never undercounts: every cell of an id holds its
-    count plus the counts of ids that collide there.
+    Exact sketches: the count-min estimate, the smallest of an id's cells, which never
+    undercounts (every cell holds the id's count plus those of ids colliding there).
+    Noised sketches (``noised``): the mean of its cells. The minimum of ``depth`` cells
+    with independent N(0, s^2) noise is biased down by about ``s`` (1.03 s for 4 rows), so
+    a count well below the noise would read as zero after clipping; the mean is unbiased
+    for the noise, its spread ``s / sqrt(depth)``, at the price of averaging the (small,
+    for a wide sketch) overcount of collisions rather than taking the least of it.
     """
     depth = sketch.shape[1]
     picked = sketch[:, np.arange(depth)[None, :], cells]  # (channels, n, depth)
-    return picked.min(axis=2).T
+    return (picked.mean(axis=2) if noised else picked.min(axis=2)).T
 
 
 def flow_sensitivity(shape: SketchShape, n_dates: int) -> float:
     """L2 change of a bank's stacked sketches when one flow is added or removed.
 
     One flow adds 1 to ``depth`` cells in each of the four channels (receiver in, sender
-    out, labelled or not) in every sketch whose window holds it: at most ``n_dates``.
+    out, labelled or not) in every sketch whose window holds it: at most ``n_dates``
+    (`dates_per_flow` of the as-of dates).
     """
     return math.sqrt(len(CHANNELS) * shape.depth * n_dates)
+
+
+def dates_per_flow(dates: Sequence[AsOf]) -> int:
+    """The most sketches of ``dates`` whose windows can hold one timestamp.
+
+    A flow at ``t`` is in the sketch as of ``D`` when ``D - window <= t < D``: half-open
+    intervals, so the most that overlap all hold the start of one of them. Weekly dates
+    with a 28-day window give at most 4, however many dates the spec lists, so the noise
+    need not grow with the number of dates beyond that.
+    """
+    ends = np.array([d.date.astype("datetime64[s]") for d in dates], dtype="datetime64[s]")
+    spans = np.array([d.window_seconds for d in dates], dtype="timedelta64[s]")
+    starts = ends - spans
+    # holds[i, j]: the window of date j holds the start of window i.
+    holds = (starts[None, :] <= starts[:, None]) & (starts[:, None] < ends[None, :])
+    return int(holds.sum(axis=1).max(initial=0))
 
 
 def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
@@ -224,12 +246,19 @@ def others_sketch(consortium_sum: np.ndarray, own: np.ndarray) -> np.ndarray:
 
 
 def sketch_features(
-    others: np.ndarray, key: bytes, shape: SketchShape, frame: pd.DataFrame
+    others: np.ndarray,
+    key: bytes,
+    shape: SketchShape,
+    frame: pd.DataFrame,
+    *,
+    noised: bool = True,
 ) -> np.ndarray:
     """``SKETCH_FEATURE_NAMES`` for each row of ``frame`` from one others-only sketch.
 
-    Counts are clipped to ``[0, FEATURE_CLIP]`` (noise can make them negative) and scaled
-    by ``log1p(x) / log1p(FEATURE_CLIP)`` into [0, 1].
+    ``noised``: the sketch holds the members' DP noise (a node's always does), so each
+    count is the mean of the account's cells, not their minimum (`query`). Counts are
+    clipped to ``[0, FEATURE_CLIP]`` (noise can make them negative) and scaled by
+    ``log1p(x) / log1p(FEATURE_CLIP)`` into [0, 1].
     """
     if len(frame) == 0:
         return np.zeros((0, len(SKETCH_FEATURE_NAMES)), dtype=np.float32)
@@ -237,6 +266,7 @@ def sketch_features(
         end: query(
             others,
             account_cells(key, account_ids(frame[f"{side}_bank"], frame[f"{side}_account"]), shape),
+            noised=noised,
         )
         for end, side in (("dst", "to"), ("src", "from"))
     }
@@ -251,12 +281,15 @@ def features_as_of(
     key: bytes,
     shape: SketchShape,
     frame: pd.DataFrame,
+    *,
+    noised: bool = True,
 ) -> np.ndarray:
     """Each row's features from the latest sketch dated on or before its own timestamp.
 
     ``others`` is ``(len(dates), channels, depth, width)``. A sketch as of ``D`` counts
     only flows before ``D`` and labels known before ``D``, so a row at ``t >= D`` sees
     nothing of its own period; a row before the first date gets zeros (no sketch yet).
+    ``noised`` as in `sketch_features`.
     """
     out = np.zeros((len(frame), len(SKETCH_FEATURE_NAMES)), dtype=np.float32)
     if len(frame) == 0 or not dates:
@@ -268,5 +301,5 @@ def features_as_of(
     for slot in np.unique(which[which >= 0]):
         rows = np.flatnonzero(which == slot)
         index = int(ordered[slot])
-        out[rows] = sketch_features(others[index], key, shape, frame.iloc[rows])
+        out[rows] = sketch_features(others[index], key, shape, frame.iloc[rows], noised=noised)
     return out

@@ -223,6 +223,22 @@ def state_from_history(history: History) -> AccountantState:
     }
 
 
+def record_gaussian_release(
+    accountant_state: Mapping[str, Any] | None, noise_multiplier: float
+) -> AccountantState:
+    """``accountant_state`` after one release of the Gaussian mechanism outside DP-SGD.
+
+    ``noise_multiplier`` is the noise's sigma over the release's L2 sensitivity to one
+    training row (for a counterparty sketch round, one flow). Recorded as one step at
+    sample rate 1, whose RDP is Opacus's ``alpha / (2 z^2)``, the Gaussian mechanism's own,
+    so a bank's ε composes its sketch rounds with its DP-SGD rounds in one budget.
+    """
+    if not noise_multiplier > 0:
+        raise ValueError(f"noise_multiplier must be positive (got {noise_multiplier})")
+    plan = RoundPlan(noise_multiplier=noise_multiplier, sample_rate=1.0, steps=1)
+    return state_from_history(_with_round(history_of(accountant_state), plan))
+
+
 def history_of(state: Mapping[str, Any] | None) -> History:
     """Check a stored accountant state and return its history as Opacus's tuples."""
     if not state:

@@ -38,6 +38,7 @@ from models.dp_budget import (
     noise_multiplier_for,
     plan_round,
     poisson_schedule,
+    record_gaussian_release,
     state_from_history,
     would_exceed,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "noise_multiplier_for",
     "plan_round",
     "poisson_schedule",
+    "record_gaussian_release",
     "state_from_history",
     "train_local_dp",
     "would_exceed",

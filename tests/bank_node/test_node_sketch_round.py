@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import stat
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bank_node.sketch_round import others_sketch_file, own_sketch_file, spec_sigma
+from bank_node.sketch_round import (
+    others_sketch_file,
+    own_sketch_file,
+    spec_sensitivity,
+    spec_sigma,
+)
+from bank_node.state import NodeState, state_file
 from he.errors import HEError
 from he.keys import load_public_context
 from he.ring import kit_from_tenseal
 from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.dp_budget import history_of
 from models.features import FEATURE_NAMES
 from protocol import PolicySnapshot, RoundInfo, SketchSpec
 from simulation.world import generate_world
@@ -126,9 +134,29 @@ def test_a_bank_sketch_is_noised_at_the_policys_scale(ckks, tmp_path, world):
     residual = values - np.rint(values)
     assert values.size == spec.values
     sigma = spec_sigma(spec)
-    assert sigma > 10  # epsilon 1, delta 1e-6 over two dates: about 4.9 x sqrt(24)
+    # epsilon 1, delta 1e-6; the two 14-day windows (to 09-15 and 10-01) do not overlap, so
+    # a flow is in one sketch at most: 4.9 x sqrt(4 channels x depth 3 x 1 date), about 17.
+    assert sigma == pytest.approx(math.sqrt(2 * math.log(1.25e6)) * math.sqrt(12))
     assert np.std(values) >= 0.8 * sigma
     assert np.abs(residual).max() > 0  # noise, not integer counts
+
+
+def test_a_sketch_rounds_noise_is_counted_in_the_banks_privacy_budget(ckks, tmp_path, world):
+    ceremony = found()
+    rnd = dataclasses.replace(_sketch_round(ckks.fingerprint), state="open")
+    roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
+    agent = _agents(tmp_path, world, ckks, ceremony, roster, RelayPortal(tmp_path, rnd))["alpha"]
+    spec = SketchSpec.from_dict(SKETCH)
+    agent.sketches.contribution(rnd)
+    z = spec_sigma(spec) / spec_sensitivity(spec)
+    assert history_of(agent.state.dp_accountant) == [(pytest.approx(z), 1.0, 1)]
+    first = agent.state.epsilon
+    # RDP's conversion is tighter than the classical bound the noise was sized with.
+    assert first is not None and 0.5 * spec.epsilon < first <= spec.epsilon
+    agent.sketches.contribution(rnd)  # noised again (a retry): spent again
+    assert agent.state.epsilon is not None and agent.state.epsilon > first
+    saved = NodeState.load(state_file(agent.config.state_dir))
+    assert saved.epsilon == agent.state.epsilon
 
 
 def _training_round(fingerprint: str) -> RoundInfo:

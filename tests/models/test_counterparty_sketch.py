@@ -19,6 +19,8 @@ from models.counterparty_sketch import (
     add_noise,
     build_sketch,
     build_sketches,
+    counted,
+    dates_per_flow,
     features_as_of,
     flow_sensitivity,
     gaussian_sigma,
@@ -202,6 +204,45 @@ def test_the_noise_has_the_gaussian_mechanisms_scale() -> None:
     assert abs(noise.mean()) < 4 * sigma / math.sqrt(noise.size)
 
 
+@pytest.mark.parametrize(
+    ("days", "window", "most"),
+    [(["2022-09-08", "2022-09-15", "2022-09-22", "2022-09-29", "2022-10-06"], 28, 4),
+     (["2022-09-08", "2022-09-15", "2022-09-22"], 7, 1),
+     (["2022-09-08", "2022-09-15", "2022-09-22"], 8, 2),
+     (["2022-09-08", "2022-12-01"], 366, 2), (["2022-09-08"], 1, 1)],
+)  # fmt: skip
+def test_the_noise_counts_only_the_sketches_one_flow_can_be_in_together(
+    days: list[str], window: int, most: int
+) -> None:
+    dates = [AsOf(np.datetime64(d), window * DAY) for d in days]
+    assert dates_per_flow(dates) == most
+    # Brute force, one flow every hour of the span: the most sketches any of them is in.
+    stamps = np.arange(
+        np.datetime64(days[0]) - np.timedelta64(window, "D"), np.datetime64(days[-1]),
+        np.timedelta64(1, "h"),
+    ).astype("datetime64[s]")  # fmt: skip
+    frame = flows(*[("1", "a", "2", "m", 0, str(t)) for t in stamps])
+    counts = np.array([counted(frame, d)[0] for d in dates]).sum(axis=0)
+    assert counts.max() == most
+
+
+def test_a_noised_sketch_is_read_by_the_mean_of_its_cells_which_the_noise_does_not_bias() -> None:
+    shape = SketchShape(depth=4, width=1 << 16)
+    accounts = [str(i) for i in range(500)]
+    frame = flows(*[("1", "a", "2", acc, 0, "2022-09-05") for acc in accounts for _ in range(20)])
+    noised = add_noise(build_sketch(frame, KEY, shape, WEEK), 40.0, np.random.default_rng(3))
+    cells = account_cells(KEY, account_ids(pd.Series(["2"] * 500), pd.Series(accounts)), shape)
+    flows_in = CHANNELS.index("flows_in")
+    by_mean = query(noised, cells, noised=True)[:, flows_in]
+    by_min = query(noised, cells)[:, flows_in]
+    assert abs(by_mean.mean() - 20) < 3  # 500 estimates with spread 40 / 2
+    assert by_min.mean() < 20 - 30  # the least of 4 noisy cells: about 1.03 sigma low
+    exact = query(build_sketch(frame, KEY, shape, WEEK), cells, noised=True)[:, flows_in]
+    # Without noise the mean still never undercounts; a few ids share a cell in some row.
+    assert exact.min() == 20.0
+    assert np.median(exact) == 20.0
+
+
 def test_two_noise_draws_from_the_operating_system_differ() -> None:
     zeros = np.zeros(64)
     assert not np.array_equal(add_noise(zeros, 1.0), add_noise(zeros, 1.0))
@@ -226,3 +267,53 @@ def test_the_key_depends_on_the_secret_and_the_epoch() -> None:
 def test_a_shape_outside_its_range_is_refused(depth: int, width: int) -> None:
     with pytest.raises(ValueError):
         SketchShape(depth=depth, width=width)
+
+
+def _random_flows(rng: np.random.Generator, n: int, days: int) -> pd.DataFrame:
+    """``n`` flows among a few accounts of banks 1-3 over ``days`` days, a third labelled."""
+    start = np.datetime64("2022-09-01T00:00:00")
+    stamps = start + rng.integers(0, days * DAY, n).astype("timedelta64[s]")
+    return pd.DataFrame({
+        "from_bank": rng.choice(["1", "2", "3"], n), "from_account": rng.choice(list("abcd"), n),
+        "to_bank": rng.choice(["1", "2", "3"], n), "to_account": rng.choice(list("abcd"), n),
+        "label": (rng.random(n) < 0.35).astype(int), "timestamp": pd.to_datetime(stamps),
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("delay_days", [0, 3, 10])
+def test_no_row_reads_a_flow_from_its_own_time_or_a_label_not_yet_known_at_it(
+    delay_days: int,
+) -> None:
+    """Point in time: a row at ``t`` gets the features it would get if the other members'
+    data held only the flows before ``t``, labelled only where the label was known before
+    ``t`` (``timestamp + label_delay < t``). So no row, in training or in scoring, sees the
+    other bank's copy of its own flow, a later flow, or a label of its own period."""
+    rng = np.random.default_rng(delay_days)
+    shape = SketchShape(depth=2, width=1 << 16)
+    dates = [
+        AsOf(np.datetime64(d), 14 * DAY, delay_days * DAY)
+        for d in ("2022-09-08", "2022-09-15", "2022-09-22", "2022-09-29")
+    ]
+    theirs = _random_flows(rng, 400, 40)
+    others = build_sketches(theirs, KEY, shape, dates)
+    rows = _random_flows(rng, 40, 40)
+    features = features_as_of(others, dates, KEY, shape, rows)
+    for i in range(len(rows)):
+        t = rows["timestamp"].iloc[i]
+        before = theirs[theirs["timestamp"] < t].copy()
+        unknown = before["timestamp"] + pd.Timedelta(days=delay_days) >= t
+        before.loc[unknown, "label"] = 0
+        truncated = build_sketches(before, KEY, shape, dates)
+        expected = features_as_of(truncated, dates, KEY, shape, rows.iloc[[i]])
+        np.testing.assert_array_equal(features[i], expected[0])
+
+
+def test_a_cross_bank_flow_never_counts_towards_its_own_row_through_the_other_banks_copy() -> None:
+    shape = SketchShape(depth=4, width=1 << 20)
+    dates = [AsOf(np.datetime64(d), 28 * DAY) for d in ("2022-09-08", "2022-09-15")]
+    flow = ("1", "a", "2", "m", 1, "2022-09-08 10:00")  # labelled at both banks at once
+    at_bank_2 = build_sketches(flows(flow), KEY, shape, dates)
+    own_row = features_as_of(at_bank_2, dates, KEY, shape, flows(flow))
+    assert not own_row[0, :6].any()
+    week_later = flows(("1", "b", "2", "m", 0, "2022-09-15 10:00"))
+    assert features_as_of(at_bank_2, dates, KEY, shape, week_later)[0, 0] > 0

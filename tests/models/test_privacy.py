@@ -24,6 +24,7 @@ from models.privacy import (
     noise_multiplier_for,
     plan_round,
     poisson_schedule,
+    record_gaussian_release,
     train_local_dp,
     would_exceed,
 )
@@ -347,3 +348,16 @@ def test_a_policy_snapshot_becomes_a_config_planned_over_its_max_rounds() -> Non
     assert dp == DPConfig(target_epsilon=4.0, delta=1e-6, max_grad_norm=0.5,
                           planned_rounds=10, local_epochs=2, batch_size=128)  # fmt: skip
     assert not DPConfig.from_policy({"max_rounds": 3, "local_epochs": 1, "batch_size": 8}).enabled
+
+
+def test_a_gaussian_release_outside_dp_sgd_composes_with_the_rounds_in_one_budget() -> None:
+    # The classical sigma for (1, 1e-6)-DP at sensitivity 1: one release spends at most 1.
+    z = math.sqrt(2 * math.log(1.25e6))
+    once = record_gaussian_release(None, z)
+    assert once["history"] == [[z, 1.0, 1]]
+    assert 0.5 < epsilon_after(once, 1e-6) <= 1.0
+    twice = record_gaussian_release(once, z)
+    assert twice["history"] == [[z, 1.0, 2]]  # merged, as Opacus merges equal steps
+    assert epsilon_after(twice, 1e-6) > epsilon_after(once, 1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        record_gaussian_release(once, 0.0)
