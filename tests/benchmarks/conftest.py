@@ -36,6 +36,11 @@ def quality() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
+def quality_columns() -> ModuleType:
+    return _load_script("quality_columns")
+
+
+@pytest.fixture(scope="session")
 def robustness() -> ModuleType:
     return _load_script("robustness")
 
