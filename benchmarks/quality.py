@@ -54,6 +54,7 @@ from quality_columns import (  # noqa: E402
     encrypted_models,
     evaluate,
     personalised,
+    policy_of,  # noqa: F401  (robustness.py takes the quality benchmark's policy from here)
     save_columns,
     saved_columns,
     stats_round_of,
