@@ -30,8 +30,10 @@ from bank_node.data import _positions, _read_header, detect_format
 from bank_node.schemas import IBM
 
 # The header's columns in IBM order, as the staged schema names them.
-_NAMES = ["timestamp", "from_bank", "from_account", "to_bank", "to_account", "amount_received",
-          "receiving_currency", "amount_paid", "payment_currency", "payment_format", "label"]  # fmt: skip
+_NAMES = [
+    "timestamp", "from_bank", "from_account", "to_bank", "to_account", "amount_received",
+    "receiving_currency", "amount_paid", "payment_currency", "payment_format", "label",
+]  # fmt: skip
 _WORDS = pa.dictionary(pa.int32(), pa.string())  # banks, currencies, formats, labels: few values
 _TYPES = {
     "timestamp": pa.string(), "from_bank": _WORDS, "from_account": pa.string(),
@@ -91,14 +93,32 @@ def _open(
             ),
             # A blank line or a quoted newline is a row pandas numbers differently: refuse.
             parse_options=pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: _TYPES[name] for c, name in rename.items()},
-                include_columns=list(rename),
-                null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
-            ),  # fmt: skip
+            convert_options=_convert_options(rename),
         )
     except (pa.ArrowException, UnicodeDecodeError) as exc:
         raise NotFast(f"{path}: {exc}") from None
+
+
+def _convert_options(rename: dict[str, str]) -> pacsv.ConvertOptions:
+    """Typed columns, and no cell read as null: an empty cell is for pandas to name."""
+    return pacsv.ConvertOptions(
+        column_types={c: _TYPES[name] for c, name in rename.items()},
+        include_columns=list(rename),
+        null_values=[],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+
+
+def _convert_options(rename: dict[str, str]) -> pacsv.ConvertOptions:
+    """Typed columns, and no cell read as null: an empty cell is for pandas to name."""
+    return pacsv.ConvertOptions(
+        column_types={c: _TYPES[name] for c, name in rename.items()},
+        include_columns=list(rename),
+        null_values=[],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
 
 
 def _staged(table: pa.Table, path: Path, *, source: int, line: int, rid: int) -> pa.Table:

@@ -13,6 +13,7 @@ memory speed, and memory-mapped when read back).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,12 +153,12 @@ def _write_buckets(
     }  # fmt: skip
     if layout.buckets == 1:
         every = pa.array(np.ones(len(table), bool))
-        writers.write(layout.bucket(0), pa.table({**columns, "want_src": every,
-                                                   "want_dst": every}, schema=BUCKET_SCHEMA))  # fmt: skip
+        flags = {"want_src": every, "want_dst": every}
+        writers.write(layout.bucket(0), pa.table(columns | flags, schema=BUCKET_SCHEMA))
         return
     to_src, to_dst = bucket_of(src, layout.buckets), bucket_of(dst, layout.buckets)
-    both = pa.table({**columns, "want_src": pa.array(np.zeros(len(table), bool)),
-                     "want_dst": pa.array(np.zeros(len(table), bool))}, schema=BUCKET_SCHEMA)  # fmt: skip
+    none = pa.array(np.zeros(len(table), bool))
+    both = pa.table(columns | {"want_src": none, "want_dst": none}, schema=BUCKET_SCHEMA)
     for b in np.unique(np.concatenate([to_src, to_dst])):
         want_src, want_dst = to_src == b, to_dst == b
         keep = want_src | want_dst
@@ -179,19 +180,23 @@ def bucket_features(layout: Layout, b: int) -> None:
     if not path.exists():
         return
     table = read_ipc(path)
-    tick = table["tick"].to_numpy()
-    order = np.argsort(tick, kind="stable")  # rows came in rid order: this is (tick, rid)
-    table = table.take(pa.array(order))
-    codes = pa.chunked_array([table["src"], table["dst"]]).combine_chunks().dictionary_encode()
+    # Account codes first: they do not depend on the order, and the strings are not moved.
+    keys = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks])
+    codes = keys.dictionary_encode()
     account = codes.indices.to_numpy().astype(np.int64)
     n = len(table)
+    tick = table["tick"].to_numpy()
+    # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
+    # file in time order needs no sort at all.
+    order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else slice(None)
     rows = AccountRows(
-        account[:n], account[n:], table["secs"].to_numpy(), table["amount_paid"].to_numpy(),
-        table["amount_received"].to_numpy(), table["want_src"].to_numpy(zero_copy_only=False),
-        table["want_dst"].to_numpy(zero_copy_only=False),
+        account[:n][order], account[n:][order], table["secs"].to_numpy()[order],
+        table["amount_paid"].to_numpy()[order], table["amount_received"].to_numpy()[order],
+        table["want_src"].to_numpy(zero_copy_only=False)[order],
+        table["want_dst"].to_numpy(zero_copy_only=False)[order],
     )  # fmt: skip
     columns = account_columns(rows)
-    rid = table["rid"].to_numpy()
+    rid = table["rid"].to_numpy()[order]
     _write_parts(layout, "src", b, rid[columns.src_rows], columns.src, SRC_FEATURES)
     _write_parts(layout, "dst", b, rid[columns.dst_rows], columns.dst, DST_FEATURES)
     path.unlink()
@@ -202,14 +207,15 @@ def _write_parts(
     names: list[str],
 ) -> None:  # fmt: skip
     """One side's features (float32, as compute_features casts them) split by range."""
-    order = np.argsort(rid, kind="stable")
-    rid = rid[order]
-    table = pa.table({"rid": rid, **{n: cols[n][order].astype(np.float32) for n in names}})
-    bounds = np.searchsorted(rid, np.arange(0, (int(rid[-1]) if len(rid) else 0) + 1,
-                                            layout.range_rows))  # fmt: skip
-    bounds = np.append(bounds, len(rid))
-    for r in range(len(bounds) - 1):
-        if bounds[r + 1] > bounds[r]:
-            with pa.ipc.new_stream(pa.OSFile(str(layout.part(side, r, b)), "wb"),
-                                   table.schema) as writer:  # fmt: skip
-                writer.write_table(table.slice(bounds[r], bounds[r + 1] - bounds[r]))
+    ranges = rid // layout.range_rows
+    table = pa.table({"rid": rid, **{n: cols[n].astype(np.float32) for n in names}})
+    if len(rid) and ranges.min() != ranges.max():
+        # Range numbers are small integers: a stable sort of them is a radix sort.
+        order = np.argsort(ranges.astype(np.uint16 if ranges.max() < 2**16 else np.int64),
+                           kind="stable")  # fmt: skip
+        table, ranges = table.take(pa.array(order)), ranges[order]
+    bounds = np.flatnonzero(np.r_[True, ranges[1:] != ranges[:-1], True])
+    for start, stop in itertools.pairwise(bounds):
+        path = layout.part(side, int(ranges[start]), b)
+        with pa.ipc.new_stream(pa.OSFile(str(path), "wb"), table.schema) as writer:
+            writer.write_table(table.slice(start, stop - start))

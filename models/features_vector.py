@@ -129,12 +129,13 @@ def _events(rows: AccountRows) -> _Events:
 def _pair_seen(rows: AccountRows) -> np.ndarray:
     """Earlier rows of each row's (sender, receiver) pair (pandas' grouped ``cumcount``)."""
     width = int(max(rows.src.max(initial=0), rows.dst.max(initial=0))) + 1
-    key = rows.src.astype(np.int64) * width + rows.dst
-    order = np.argsort(key, kind="stable")
-    ordered = key[order]
+    pair = pd.factorize(rows.src.astype(np.int64) * width + rows.dst)[0].astype(np.int64)
+    n = len(pair)
+    order = np.argsort(pair * n + np.arange(n))  # unique keys: a fast sort, stable by row
+    ordered = pair[order]
     first = np.r_[True, ordered[1:] != ordered[:-1]]
-    index = np.arange(len(key))
-    seen = np.empty(len(key), np.int64)
+    index = np.arange(n)
+    seen = np.empty(n, np.int64)
     seen[order] = index - np.maximum.accumulate(np.where(first, index, 0))
     return seen
 
@@ -159,9 +160,12 @@ def _in_window(prefix: np.ndarray, begin: np.ndarray, at: np.ndarray) -> np.ndar
 
 
 def _kahan_running(ev: _Events, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-account running sums exactly as pandas' grouped cumsum gives them."""
-    running = pd.DataFrame(columns).groupby(ev.account, sort=False).cumsum()
-    return {name: running[name].to_numpy() for name in columns}
+    """Per-account running sums exactly as pandas' grouped cumsum gives them (one Series at a
+    time: a DataFrame would first copy the columns into one block)."""
+    return {
+        name: pd.Series(values).groupby(ev.account, sort=False).cumsum().to_numpy()
+        for name, values in columns.items()
+    }
 
 
 def _windowed(running: np.ndarray, begin: np.ndarray, ev: _Events, at: np.ndarray) -> np.ndarray:
