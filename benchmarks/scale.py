@@ -2,7 +2,8 @@
 
 For each size a synthetic bank's IBM-format CSV is written in chunks (bounded memory),
 then each engine featurises it in a child process of its own, so that process's peak RSS
-(``os.wait4``'s ``ru_maxrss``) is that engine's alone:
+(``os.wait4``'s ``ru_maxrss``) is that engine's alone, and so is its CPU time (user +
+system, every thread: on a shared machine the figure that load does not inflate):
 
 * ``pandas``: ``bank_node.data.load_transactions`` + ``models.features.compute_features``,
   the whole file in memory (today's node);
@@ -102,7 +103,9 @@ def run_engine(
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{engine} on {source} exited with {process.returncode}")
-    return json.loads(output.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+    report = json.loads(output.decode().strip().splitlines()[-1])
+    report["cpu_s"] = usage.ru_utime + usage.ru_stime  # all the child's threads
+    return report, usage.ru_maxrss / 1024
 
 
 def _train_child(features: Path, batching: str) -> dict[str, Any]:
@@ -207,7 +210,8 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"  {r['engine']:>6} {r['rows']:>12,} rows  read {r['read_s']:7.1f} s  features "
         f"{r['features_s']:7.1f} s  total {r['total_s']:7.1f} s  "
-        f"{r['tx_per_s'] / 1e3:7.0f}k tx/s  peak RSS {r['peak_rss_mib']:8.1f} MiB"
+        f"{r['tx_per_s'] / 1e3:7.0f}k tx/s  peak RSS {r['peak_rss_mib']:8.1f} MiB  "
+        f"CPU {r.get('cpu_s', 0.0):7.1f} s"
     )
 
 
