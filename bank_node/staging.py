@@ -97,7 +97,9 @@ def _file_tables(path: Path, index: int, rid: int, chunk_rows: int) -> Iterator[
     done = 0
     if path.suffix.lower() in CSV_SUFFIXES:
         try:
-            for table in arrow_tables(path, source=index, first_rid=rid):
+            # Blocks of about chunk_rows rows (an IBM row is 100-160 bytes of text).
+            blocks = arrow_tables(path, source=index, first_rid=rid, block_bytes=chunk_rows * 160)
+            for table in blocks:
                 done += len(table)
                 yield table
             return
