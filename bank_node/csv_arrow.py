@@ -110,17 +110,6 @@ def _convert_options(rename: dict[str, str]) -> pacsv.ConvertOptions:
     )
 
 
-def _convert_options(rename: dict[str, str]) -> pacsv.ConvertOptions:
-    """Typed columns, and no cell read as null: an empty cell is for pandas to name."""
-    return pacsv.ConvertOptions(
-        column_types={c: _TYPES[name] for c, name in rename.items()},
-        include_columns=list(rename),
-        null_values=[],
-        strings_can_be_null=False,
-        quoted_strings_can_be_null=False,
-    )
-
-
 def _staged(table: pa.Table, path: Path, *, source: int, line: int, rid: int) -> pa.Table:
     """One parsed block checked as `bank_node.schemas` would, with the staged row identity."""
     stamps = table["timestamp"]
