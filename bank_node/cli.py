@@ -350,10 +350,8 @@ def parser() -> argparse.ArgumentParser:
         "columns, or a directory of them (scored in bounded memory)",
     )
     sc.add_argument("--memory-limit", default="2GB", help="the feature engine's memory ceiling")
-    sc.add_argument(
-        "--engine", choices=FEATURE_ENGINES, default=None,
-        help="the feature engine (default: the config's [training] engine)",
-    )  # fmt: skip
+    sc.add_argument("--engine", choices=FEATURE_ENGINES, default=None,
+                    help="feature engine (default: the config's [training] engine)")  # fmt: skip
     sc.add_argument(
         "--work-dir",
         metavar="DIR",

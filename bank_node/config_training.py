@@ -71,8 +71,8 @@ TRAINING_REFERENCE: dict[str, tuple[str | None, str]] = {
         None,
         "Streamed training (and bank-node score): the engine that writes the features, "
         '"duckdb" (the SQL of models/features_sql.py, which Spark SQL also runs) or "numpy" '
-        "(bank_node/features_numpy.py: bit-identical to the in-memory features, several "
-        "times faster); both within memory_limit (docs/scale.md).",
+        "(bank_node/features_numpy.py: bit-identical to the in-memory features, a third of "
+        "DuckDB's CPU); both within memory_limit (docs/scale.md).",
     ),
     "training.buffer_rows": (
         None,

@@ -3,7 +3,8 @@
 Both give `models.features.compute_features`' values from a CSV, a Parquet file or a
 directory of them, within ``EngineSettings.memory_limit`` (docs/scale.md): ``duckdb`` runs
 the SQL of `models.features_sql` (the same text Spark SQL runs on a cluster); ``numpy``
-(`bank_node.features_numpy`) is bit-identical to pandas and several times faster. The node
+(`bank_node.features_numpy`) is bit-identical to pandas, with a third of DuckDB's CPU and
+two thirds of pandas' (benchmarks/RESULTS.md), on every core. The node
 picks one with ``[training] engine``; ``bank-node score --engine`` overrides it.
 """
 
