@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bank_node import config_reference, registry_cli, roster_cli, serve_cli
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
+from bank_node.config_training import FEATURE_ENGINES
 from protocol import DEFAULT_CKKS_PARAMS
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     counts = None if args.model else drift_counter(state, model.round)
     summary = score_input(
         model, Path(args.input), Path(args.out), settings=settings, reasons=args.reasons,
-        drift=counts,
+        drift=counts, engine=args.engine or config.training.engine,
     )  # fmt: skip
     drift = None
     if counts is not None and model.round is not None and summary.rows:
@@ -351,6 +352,8 @@ def parser() -> argparse.ArgumentParser:
         "columns, or a directory of them (scored in bounded memory)",
     )
     sc.add_argument("--memory-limit", default="2GB", help="the feature engine's memory ceiling")
+    sc.add_argument("--engine", choices=FEATURE_ENGINES, default=None,
+                    help="feature engine (default: the config's [training] engine)")  # fmt: skip
     sc.add_argument(
         "--work-dir",
         metavar="DIR",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 TRAINING_DATA = ("memory", "stream")
+# The out-of-core feature engines (bank_node.feature_engines): the same values either way.
+FEATURE_ENGINES = ("duckdb", "numpy")
 ACCELERATORS = ("auto", "cpu", "gpu")
 # ``ddp`` (and ``auto`` on several devices, which picks it) starts each extra process by
 # running the node's own command line again: each would poll the portal and upload. Under
@@ -28,6 +30,7 @@ class TrainingConfig:
 
     # memory: the whole file as arrays (small banks, as before); stream: Parquet features.
     data: str = "memory"
+    engine: str = "duckdb"
     buffer_rows: int = 262_144
     memory_limit: str = "2GB"
     # Where the staged rows and the Parquet features go; unset: state_dir/train-work.
@@ -64,12 +67,23 @@ TRAINING_REFERENCE: dict[str, tuple[str | None, str]] = {
         "Parquet by day (DuckDB, within memory_limit), the statistics round's moments in "
         "one pass and training in batches, memory independent of the number of rows.",
     ),
+    "training.engine": (
+        None,
+        "Streamed training (and bank-node score): the engine that writes the features, "
+        '"duckdb" (the SQL of models/features_sql.py, which Spark SQL also runs) or "numpy" '
+        "(bank_node/features_numpy.py: bit-identical to the in-memory features, a third of "
+        "DuckDB's CPU); both within memory_limit (docs/scale.md).",
+    ),
     "training.buffer_rows": (
         None,
         "Streamed training: rows shuffled together; a row only meets rows of its own buffer "
         "(a few days' rows at a time when small; every row: a full shuffle).",
     ),
-    "training.memory_limit": (None, "Streamed training: DuckDB's memory limit (e.g. 2GB)."),
+    "training.memory_limit": (
+        None,
+        "Streamed training: the feature engine's memory limit (e.g. 2GB; DuckDB's, or the "
+        "size of the numpy engine's account buckets).",
+    ),
     "training.work_dir": (
         '"state/train-work"',
         "Streamed training: where the staged rows, the Parquet features and DuckDB's spills "
@@ -133,6 +147,7 @@ def _path(name: str, value: Any, base: Path) -> Path:
 
 TRAINING_READERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "data": _choice(TRAINING_DATA),
+    "engine": _choice(FEATURE_ENGINES),
     "buffer_rows": _count,
     "memory_limit": _memory,
     "work_dir": _path,

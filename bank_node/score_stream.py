@@ -1,11 +1,12 @@
 """Score transactions at volume: out-of-core features, then the model batch by batch.
 
-`score_input` takes a CSV, a Parquet file or a directory of them, stages it, has DuckDB
-write its features to one Parquet file in input order (`bank_node.features_duckdb`), then
+`score_input` takes a CSV, a Parquet file or a directory of them, has a feature engine
+(`bank_node.feature_engines`: DuckDB or numpy) write its features to one Parquet file in
+input order, then
 reads that file ``batch_rows`` rows at a time (``ParquetFile.iter_batches``) through the
 model's own steps (`bank_node.scoring_model.ScoringModel`: ``normalise``, ``scores``,
-``alerts``) and appends each batch's rows to the output CSV. Memory is DuckDB's limit plus
-one batch, whatever the input's size.
+``alerts``) and appends each batch's rows to the output CSV. Memory is the engine's limit
+plus one batch, whatever the input's size.
 
 Output: ``line,score,alert,model_version,reasons``, one row per input row in input order
 (``model_version``: the version that scored the row, `ScoringModel.model_version`;
@@ -35,10 +36,11 @@ import pyarrow.parquet as pq
 
 from bank_node.data import DataError, load_transactions
 from bank_node.explain import DEFAULT_REASONS, alert_reasons
-from bank_node.features_duckdb import EngineSettings, write_features
+from bank_node.feature_engines import features_in_order
+from bank_node.features_duckdb import EngineSettings
 from bank_node.score_output import open_sink
 from bank_node.scoring_model import ScoringModel
-from bank_node.staging import PARQUET_SUFFIXES, input_files, stage
+from bank_node.staging import PARQUET_SUFFIXES, input_files
 from models.drift import DailyCounts
 from models.feature_sets import FeatureSet
 from models.features import FEATURE_NAMES
@@ -83,11 +85,12 @@ def score_input(
     batch_rows: int = BATCH_ROWS,
     reasons: int = DEFAULT_REASONS,
     drift: DailyCounts | None = None,
+    engine: str = "duckdb",
 ) -> ScoreSummary:
     """Score every row of ``source`` with ``model`` into the CSV ``out``, in bounded memory.
 
     Intermediate files (the staged input, the features) go to a temporary directory under
-    ``settings.temp_directory`` and are removed afterwards.
+    ``settings.temp_directory`` and are removed afterwards; ``engine`` writes the features.
     """
     if model.policy.feature_set != SQL_FEATURE_SET:
         names = [p.name for p in input_files(source)] if source.is_dir() else None
@@ -97,11 +100,8 @@ def score_input(
     settings.temp_directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.temp_directory, prefix="score-") as tmp:
         work = Path(tmp)
-        staged = stage(source, work / "staged.parquet")
-        features = write_features(
-            staged, work / "features.parquet", settings=settings, partition_by_date=False
-        )
-        names = [p.name for p in staged.files] if source.is_dir() else None
+        features, files = features_in_order(engine, source, work, settings)
+        names = [p.name for p in files] if source.is_dir() else None
         batches = _batches(features, names, batch_rows)
         return _write_scores(model, batches, out, names is not None, _Options(reasons, drift))
 

@@ -10,7 +10,11 @@ identity the features and scores join back on:
 ``line``    a CSV row's line (the header is line 1); a Parquet row's 1-based position
 ``tick``, ``secs``, ``day``  the timestamp in nanoseconds, in seconds, and its date
 
-Only one chunk of ``chunk_rows`` rows is in memory at a time.
+Only one chunk of ``chunk_rows`` rows (or one block of an IBM CSV) is in memory at a time.
+An IBM CSV is read by pyarrow's CSV reader (`bank_node.csv_arrow`) when it can vouch for
+every value, and by `bank_node.data` otherwise (the same values, or the same error).
+`staged_tables` yields the staged rows without writing them (the numpy feature engine reads
+them so).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bank_node.csv_arrow import NotFast, arrow_tables
 from bank_node.data import DataError, iter_transactions
 from models.features import REQUIRED_COLUMNS
 
@@ -68,11 +73,43 @@ def stage(source: Path, out: Path, *, chunk_rows: int = 200_000) -> StagedInput:
     files = input_files(source)
     rid = 0
     with pq.ParquetWriter(out, SCHEMA) as writer:
-        for index, path in enumerate(files):
-            for frame, lines in _frames(path, chunk_rows):
-                writer.write_table(_table(frame, lines, rid, index))
-                rid += len(frame)
+        for table in staged_tables(files, chunk_rows=chunk_rows):
+            writer.write_table(table.cast(SCHEMA))
+            rid += len(table)
     return StagedInput(out, rid, tuple(files))
+
+
+def staged_tables(files: list[Path], *, chunk_rows: int = 200_000) -> Iterator[pa.Table]:
+    """The staged rows of ``files`` (`input_files`' order), a chunk at a time.
+
+    Columns as `SCHEMA`; text columns may come dictionary-encoded (``table.cast(SCHEMA)``
+    makes them plain strings).
+    """
+    rid = 0
+    for index, path in enumerate(files):
+        for table in _file_tables(path, index, rid, chunk_rows):
+            rid += len(table)
+            yield table
+
+
+def _file_tables(path: Path, index: int, rid: int, chunk_rows: int) -> Iterator[pa.Table]:
+    """One file's staged rows: pyarrow's reader while it vouches for them, then pandas'."""
+    done = 0
+    if path.suffix.lower() in CSV_SUFFIXES:
+        try:
+            # Blocks of about chunk_rows rows (an IBM row is 100-160 bytes of text).
+            blocks = arrow_tables(path, source=index, first_rid=rid, block_bytes=chunk_rows * 160)
+            for table in blocks:
+                done += len(table)
+                yield table
+            return
+        except NotFast:
+            pass  # bank_node.data reads the rows after `done`: its values, or its DataError
+    for frame, lines in _frames(path, chunk_rows):
+        position = lines - (2 if path.suffix.lower() in CSV_SUFFIXES else 1)
+        keep = position >= done
+        if keep.any():
+            yield _table(frame[keep], lines[keep], rid + int(position[keep][0]), index)
 
 
 def _frames(path: Path, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:

@@ -1,7 +1,8 @@
 """Streamed local work (``[training] data = "stream"``): Parquet features, moments, a round.
 
-The bank's file is staged and featurised by DuckDB into Parquet partitioned by day
-(`bank_node.features_duckdb`, within ``memory_limit``), once per file; the training period
+The bank's file is featurised into Parquet partitioned by day by the engine of
+``[training] engine`` (`bank_node.feature_engines`: DuckDB or numpy, within
+``memory_limit``), once per file; the training period
 is the in-memory split's (`bank_node.splits`: the first 60% of the time span, or before
 ``[evaluation] train_before`` less its validation share), as a bound on each row's
 timestamp; the statistics round's moments and the round's training read those rows batch by
@@ -21,7 +22,8 @@ import torch
 from bank_node.checks import Refused
 from bank_node.config import Evaluation, NodeConfig
 from bank_node.config_training import TrainingConfig
-from bank_node.features_duckdb import EngineSettings, features_of
+from bank_node.feature_engines import features_by_date
+from bank_node.features_duckdb import EngineSettings
 from bank_node.stream_periods import (
     PeriodEdges,
     PeriodScores,
@@ -63,8 +65,9 @@ class StreamedData:
 def streamed_data(config: NodeConfig) -> StreamedData:
     """The node's data file featurised to Parquet (once per file and settings), with its split."""
     stat = config.data_file.stat()
+    training = config.training
     return _streamed(config.data_file, stat.st_mtime_ns, config.evaluation, _work_dir(config),
-                     config.training.memory_limit)  # fmt: skip
+                     (training.engine, training.memory_limit))  # fmt: skip
 
 
 def _work_dir(config: NodeConfig) -> Path:
@@ -73,13 +76,15 @@ def _work_dir(config: NodeConfig) -> Path:
 
 @functools.lru_cache(maxsize=2)
 def _streamed(
-    source: Path, mtime_ns: int, evaluation: Evaluation, work: Path, memory_limit: str
+    source: Path, mtime_ns: int, evaluation: Evaluation, work: Path, engine: tuple[str, str]
 ) -> StreamedData:
+    """``engine``: the feature engine's name and its memory limit."""
     # A previous run's features would be mixed with these (DuckDB's COPY adds files).
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    name, memory_limit = engine
     settings = EngineSettings(memory_limit=memory_limit, temp_directory=work / "spill")
-    files = parquet_files(features_of(source, work, settings=settings))
+    files = parquet_files(features_by_date(name, source, work, settings))
     (work / "staged.parquet").unlink(missing_ok=True)  # the features carry all we need
     return StreamedData(files, period_edges(files, evaluation))
 

@@ -1,13 +1,17 @@
-"""Feature pipeline at scale: peak memory and throughput, pandas against DuckDB (issue 18).
+"""Feature pipeline at scale: peak memory and throughput, pandas, DuckDB and numpy (issue 18).
 
 For each size a synthetic bank's IBM-format CSV is written in chunks (bounded memory),
 then each engine featurises it in a child process of its own, so that process's peak RSS
-(``os.wait4``'s ``ru_maxrss``) is that engine's alone:
+(``os.wait4``'s ``ru_maxrss``) is that engine's alone, and so is its CPU time (user +
+system, every thread: on a shared machine the figure that load does not inflate):
 
 * ``pandas``: ``bank_node.data.load_transactions`` + ``models.features.compute_features``,
   the whole file in memory (today's node);
 * ``duckdb``: ``bank_node.staging.stage`` (chunked CSV to Parquet) + ``bank_node.
   features_duckdb.write_features`` (the SQL of ``models.features_sql``, Parquet by date);
+* ``numpy``: ``bank_node.features_numpy.write_features`` (CSV read by pyarrow, accounts in
+  hash buckets, ``models.features_vector``; Parquet by date), ``--memory-limit`` sizing its
+  buckets;
 * ``train`` (``--train``): on DuckDB's Parquet features, the statistics round's moments in
   one streaming pass (``models.stream_data.stream_moments``) and one local epoch streamed
   (``models.training.train_stream``, the demo policy's model, ``--batch-size`` rows a step,
@@ -16,6 +20,7 @@ then each engine featurises it in a child process of its own, so that process's 
 
 Usage:
   python benchmarks/scale.py --sizes 1000000 5000000 20000000 --pandas-max 5000000 --train
+  python benchmarks/scale.py --sizes 20000000 50000000 --engines numpy
 """
 
 from __future__ import annotations
@@ -98,7 +103,9 @@ def run_engine(
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{engine} on {source} exited with {process.returncode}")
-    return json.loads(output.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+    report = json.loads(output.decode().strip().splitlines()[-1])
+    report["cpu_s"] = usage.ru_utime + usage.ru_stime  # all the child's threads
+    return report, usage.ru_maxrss / 1024
 
 
 def _train_child(features: Path, batching: str) -> dict[str, Any]:
@@ -145,6 +152,14 @@ def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool)
         if save:
             np.save(work / "pandas.npy", features)
         report = {"rows": len(frame), "read_s": loaded - start}
+    elif engine == "numpy":
+        from bank_node.features_duckdb import EngineSettings
+        from bank_node.features_numpy import write_features as numpy_features
+
+        settings = EngineSettings(memory_limit=memory_limit, temp_directory=work / "spill")
+        _, _, rows = numpy_features(source, work / "features", settings=settings)
+        loaded = start  # one pass reads and computes: no separate read time
+        report = {"rows": rows, "read_s": 0.0}
     else:
         from bank_node.features_duckdb import EngineSettings, write_features
         from bank_node.staging import stage
@@ -163,7 +178,7 @@ def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool)
 def measure(
     size: int, work: Path, engines: list[str], memory_limit: str, batching: str | None = None
 ) -> list[dict[str, Any]]:
-    """Both engines on one generated bank of ``size`` rows (the CSV is kept for re-runs);
+    """The engines on one generated bank of ``size`` rows (the CSV is kept for re-runs);
     with ``batching`` (``"batch_size,buffer_rows"``), one streamed epoch on DuckDB's features."""
     work.mkdir(parents=True, exist_ok=True)
     source = work / f"bank_{size}.csv"
@@ -176,7 +191,7 @@ def measure(
         out = work / f"{engine}-{size}"
         shutil.rmtree(out, ignore_errors=True)  # a previous run's features
         results.append(_record(run_engine(engine, source, out, memory_limit=memory_limit)))
-        if engine == "duckdb" and batching is not None:
+        if engine in ("duckdb", "numpy") and batching is not None:
             results.append(
                 _record(run_engine("train", out / "features", out, memory_limit=batching))
             )
@@ -195,31 +210,43 @@ def _line(r: dict[str, Any]) -> str:
     return (
         f"  {r['engine']:>6} {r['rows']:>12,} rows  read {r['read_s']:7.1f} s  features "
         f"{r['features_s']:7.1f} s  total {r['total_s']:7.1f} s  "
-        f"{r['tx_per_s'] / 1e3:7.0f}k tx/s  peak RSS {r['peak_rss_mib']:8.1f} MiB"
+        f"{r['tx_per_s'] / 1e3:7.0f}k tx/s  peak RSS {r['peak_rss_mib']:8.1f} MiB  "
+        f"CPU {r.get('cpu_s', 0.0):7.1f} s"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=["numpy", "duckdb", "pandas"],
+        choices=["numpy", "duckdb", "pandas"],
+        help="in this order, each size",
+    )
     p.add_argument("--pandas-max", type=int, default=5_000_000, help="largest size for pandas")
-    p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory_limit")
+    p.add_argument("--duckdb-max", type=int, default=5_000_000, help="largest size for DuckDB")
+    p.add_argument("--memory-limit", default="2GB", help="DuckDB's memory_limit, numpy's budget")
     p.add_argument("--work", type=Path, default=Path("var/scale-bench"))
     p.add_argument("--train", action="store_true", help="also one streamed epoch (and moments)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per step when training")
     p.add_argument("--buffer-rows", type=int, default=262_144, help="the shuffle buffer")
     args = p.parse_args(argv)
     batching = f"{args.batch_size},{args.buffer_rows}" if args.train else None
-    print(f"cores: {len(os.sched_getaffinity(0))}, DuckDB memory_limit {args.memory_limit}")
-    duck = []
+    print(f"cores: {len(os.sched_getaffinity(0))}, memory_limit {args.memory_limit}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
+    largest = {"pandas": args.pandas_max, "duckdb": args.duckdb_max}
+    peaks: dict[str, list[dict[str, Any]]] = {}
     for size in args.sizes:
         print(f"{size:,} transactions", flush=True)
-        engines = ["duckdb", *(["pandas"] if size <= args.pandas_max else [])]
-        results = measure(size, args.work, engines, args.memory_limit, batching)
-        duck.append(results[0])
-    if len(duck) > 1:
-        ratio = duck[-1]["peak_rss_mib"] / duck[0]["peak_rss_mib"]
-        print(f"duckdb peak RSS {duck[-1]['rows']:,} / {duck[0]['rows']:,} rows: {ratio:.2f}")
+        engines = [e for e in args.engines if size <= largest.get(e, size)]
+        for report in measure(size, args.work, engines, args.memory_limit, batching):
+            peaks.setdefault(report["engine"], []).append(report)
+    for engine, runs in peaks.items():
+        if len(runs) > 1:
+            ratio = runs[-1]["peak_rss_mib"] / runs[0]["peak_rss_mib"]
+            print(f"{engine} peak RSS {runs[-1]['rows']:,} / {runs[0]['rows']:,} rows: {ratio:.2f}")
     return 0
 
 

@@ -44,9 +44,15 @@ def test_a_streaming_ddp_table_is_read_with_its_work_dir_relative_to_the_file(tm
     assert training.trainer_kwargs()["strategy"] == "ddp_spawn"
 
 
+def test_the_feature_engine_is_duckdb_unless_the_table_names_numpy(tmp_path: Path):
+    assert _load(tmp_path, 'data = "stream"\n').engine == "duckdb"
+    assert _load(tmp_path, 'data = "stream"\nengine = "numpy"\n').engine == "numpy"
+
+
 @pytest.mark.parametrize(
     ("lines", "words"),
     [('data = "disk"', 'training.data must be one of "memory", "stream"'),
+     ('engine = "spark"', 'training.engine must be one of "duckdb", "numpy"'),
      ('strategy = "ddp"', 'training.strategy must be one of "auto", "ddp_spawn"'),
      ('accelerator = "tpu"', "training.accelerator must be one of"),
      ("devices = 0", "training.devices must be a whole number >= 1"),

@@ -24,7 +24,8 @@ from bank_node.features_spark import spark_features, spark_session
 from bank_node.staging import StagedInput, stage
 from models.features import FEATURE_NAMES, compute_features
 from models.stream_data import StreamSpec, parquet_files, stream_moments
-from tests.bank_node.test_features_duckdb import NOT_BIT_EXACT, RATIO_MASK, adversarial
+from tests.bank_node.feature_frames import adversarial
+from tests.bank_node.test_features_duckdb import NOT_BIT_EXACT, RATIO_MASK
 
 pytestmark = pytest.mark.e2e
 

@@ -95,6 +95,24 @@ def test_a_single_csv_is_scored_as_it_was_before_streaming(
     assert not list((tmp_path / "work").iterdir())  # intermediate files removed
 
 
+def test_the_numpy_engine_scores_a_file_and_a_directory_as_duckdb_does(
+    model: ScoringModel, world: Path, tmp_path: Path
+) -> None:
+    for source in (world / "bank_2.csv", world):
+        duck, numpy = tmp_path / "duck.csv", tmp_path / "numpy.csv"
+        score_input(model, source, duck, settings=settings(tmp_path))
+        score_input(model, source, numpy, settings=settings(tmp_path), engine="numpy")
+        ours, theirs = scored(numpy), scored(duck)
+        assert [(r.get("file"), r["line"], r["alert"]) for r in ours] == [
+            (r.get("file"), r["line"], r["alert"]) for r in theirs
+        ]
+        gap = np.abs(
+            np.array([r["score"] for r in ours], float) - [float(r["score"]) for r in theirs]
+        )
+        assert gap.max() <= 1e-6  # DuckDB's sums are within one float32 ulp of numpy's
+    assert not list((tmp_path / "work").iterdir())  # intermediate files removed
+
+
 def test_small_batches_give_the_same_output_as_one_batch(
     model: ScoringModel, world: Path, tmp_path: Path
 ) -> None:
@@ -227,6 +245,9 @@ def test_the_score_command_scores_a_directory_and_refuses_a_bad_memory_limit(
         == len(scored(out))
         == sum(len(load_transactions(f)) for f in sorted(world.glob("bank_*.csv")))
     )
+    by_numpy = tmp_path / "numpy.csv"
+    assert main([*argv, "--out", str(by_numpy), "--engine", "numpy"]) == 0
+    assert [r["line"] for r in scored(by_numpy)] == [r["line"] for r in scored(out)]
 
 
 def test_drift_counted_while_streaming_equals_the_same_features_counted_at_once(

@@ -1,4 +1,4 @@
-"""benchmarks/scale.py at CI size: both engines agree and report their memory and speed."""
+"""benchmarks/scale.py at CI size: the engines agree and report their memory and speed."""
 
 from __future__ import annotations
 
@@ -43,3 +43,17 @@ def test_duckdb_and_pandas_agree_on_20k_rows_and_report_their_peak_memory(
     np.testing.assert_allclose(ours, np.load(tmp_path / "pandas.npy"), rtol=2**-23, atol=1e-9)
     report = {**duck, "peak_rss_mib": duck_rss, "tx_per_s": ROWS / duck["total_s"]}
     assert "peak RSS" in scale._line(report) and duck["total_s"] > 0
+
+
+def test_the_numpy_engine_equals_pandas_bit_for_bit_on_20k_rows_split_into_buckets(
+    scale: ModuleType, tmp_path: Path
+) -> None:
+    source = scale.write_bank(tmp_path / "bank.csv", ROWS, seed=2)
+    # 4MB: two threads with a budget of about 2,000 rows each, so several buckets and ranges.
+    ours, rss = scale.run_engine("numpy", source, tmp_path / "numpy", memory_limit="4MB")
+    panda, _ = scale.run_engine("pandas", source, tmp_path, save=True)
+    assert ours["rows"] == panda["rows"] == ROWS and rss > 50 and ours["cpu_s"] > 0
+    features = pd.read_parquet(tmp_path / "numpy" / "features").sort_values("line")
+    assert features["line"].tolist() == list(range(2, ROWS + 2))
+    expected = np.load(tmp_path / "pandas.npy")
+    np.testing.assert_array_equal(features[FEATURE_NAMES].to_numpy(np.float32), expected)
