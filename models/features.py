@@ -57,25 +57,32 @@ def _seconds(frame: pd.DataFrame) -> np.ndarray:
     return frame["timestamp"].to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
-def _row_features(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Features of the row alone: calendar, amount shape, banks, currency, format."""
-    secs = _seconds(frame)
+def calendar_amount_columns(secs: np.ndarray, paid: np.ndarray) -> dict[str, np.ndarray]:
+    """The row features of its time (UTC seconds) and amount paid; one definition for the
+    pandas path and the numpy engine (``models.features_vector``)."""
     hour = (secs % 86_400) / 3_600
     weekday = (secs // 86_400 + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-    paid = frame["amount_paid"].to_numpy(dtype=np.float64)
     cents = np.round(paid * 100).astype(np.int64)
-    fmt = frame["payment_format"].to_numpy()
     day_angle, week_angle = 2 * np.pi * hour / 24, 2 * np.pi * weekday / 7
-    cols = {
+    return {
         "hour_sin": np.sin(day_angle), "hour_cos": np.cos(day_angle),
         "weekday_sin": np.sin(week_angle), "weekday_cos": np.cos(week_angle),
         "is_night": hour < 6, "is_weekend": weekday >= 5,
         "log_amount": np.log1p(paid) / 10,
         "below_threshold": (paid >= 0.9 * REPORTING_THRESHOLD) & (paid < REPORTING_THRESHOLD),
         "round_amount": (cents > 0) & (cents % 10_000 == 0),
+    }  # fmt: skip
+
+
+def _row_features(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Features of the row alone: calendar, amount shape, banks, currency, format."""
+    paid = frame["amount_paid"].to_numpy(dtype=np.float64)
+    fmt = frame["payment_format"].to_numpy()
+    cols = {
+        **calendar_amount_columns(_seconds(frame), paid),
         "cross_bank": _differ(frame, "from_bank", "to_bank"),
         "currency_mismatch": _differ(frame, "payment_currency", "receiving_currency"),
-    }  # fmt: skip
+    }
     for name in PAYMENT_FORMATS:
         cols["fmt_" + name.lower().replace(" ", "_")] = fmt == name
     return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}

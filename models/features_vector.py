@@ -25,7 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from models.features import _NO_HISTORY_MINUTES, PAYMENT_FORMATS, REPORTING_THRESHOLD, WINDOWS
+from models.features import (
+    _NO_HISTORY_MINUTES,
+    PAYMENT_FORMATS,
+    WINDOWS,
+    calendar_amount_columns,
+)
 
 SRC_FEATURES: list[str] = [
     *[f"src_out_count_{w}" for w in WINDOWS], *[f"src_out_sum_{w}" for w in WINDOWS],
@@ -69,19 +74,7 @@ def row_columns(
     ``format_code``: each row's index in `PAYMENT_FORMATS` (-1 for another format);
     ``differ``: the boolean columns ``cross_bank``, ``currency_mismatch``, ``self_transfer``.
     """
-    hour = (secs % 86_400) / 3_600
-    weekday = (secs // 86_400 + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-    cents = np.round(paid * 100).astype(np.int64)
-    day_angle, week_angle = 2 * np.pi * hour / 24, 2 * np.pi * weekday / 7
-    cols = {
-        "hour_sin": np.sin(day_angle), "hour_cos": np.cos(day_angle),
-        "weekday_sin": np.sin(week_angle), "weekday_cos": np.cos(week_angle),
-        "is_night": hour < 6, "is_weekend": weekday >= 5,
-        "log_amount": np.log1p(paid) / 10,
-        "below_threshold": (paid >= 0.9 * REPORTING_THRESHOLD) & (paid < REPORTING_THRESHOLD),
-        "round_amount": (cents > 0) & (cents % 10_000 == 0),
-        **differ,
-    }  # fmt: skip
+    cols = {**calendar_amount_columns(secs, paid), **differ}
     for code, name in enumerate(FORMAT_FEATURES):
         cols[name] = format_code == code
     return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
