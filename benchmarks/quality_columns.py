@@ -7,6 +7,7 @@ step, so they differ from the encrypted run by the encryption alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bank_node.baseline import default_policy  # noqa: E402
 from bank_node.training import (  # noqa: E402
     Normalizer,
     feature_moments,
@@ -34,12 +36,7 @@ from models.personalise import personalise  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import model_to_vector, vector_length, vector_to_model  # noqa: E402
 from protocol import (  # noqa: E402
-    DEFAULT_GATE_ALERT_RATE,
-    DEFAULT_SECURE_AGGREGATION,
-    MIN_BANKS_FLOOR,
-    SERVER_OPT_DEFAULTS,
     PolicySnapshot,
-    default_ckks_params,
 )
 from simulation.bank_data import Bank  # noqa: E402
 
@@ -51,29 +48,14 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
     aggregation) do not touch plaintext FedAvg and keep the protocol's defaults.
     """
     keys = ("model_spec", "local_epochs", "batch_size", "learning_rate", "fedprox_mu")
-    return PolicySnapshot(
+    return dataclasses.replace(
+        default_policy(),
         name="benchmark",
         version=1,
         **{k: hyper[k] for k in keys},
-        n_features=len(FEATURE_NAMES),
         vector_length=vector_length(fresh_model(hyper)) + TRAILER_SLOTS,  # + count and tag
-        min_banks=MIN_BANKS_FLOOR,
         deadline_seconds=3600,
         max_rounds=hyper["rounds"],
-        ckks_params=default_ckks_params(),
-        normalize_features=True,
-        dp_target_epsilon=None,
-        dp_delta=1e-5,
-        dp_max_grad_norm=1.0,
-        dp_noise_multiplier=None,
-        # Plaintext FedAvg never reads these; any valid value will do.
-        secure_aggregation=DEFAULT_SECURE_AGGREGATION,
-        aggregate_checkers=0,
-        max_bank_share=None,
-        update_clip_norm=None,
-        gate_tolerance=None,
-        gate_alert_rate=DEFAULT_GATE_ALERT_RATE,
-        **SERVER_OPT_DEFAULTS,
     )
 
 
