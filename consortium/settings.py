@@ -346,7 +346,7 @@ REST_FRAMEWORK = {
     ],
     # Deny by default: every view names who may call it (tests/security/test_authorisation.py).
     "DEFAULT_PERMISSION_CLASSES": ["consortium.api.auth.DenyAll"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "consortium.api.schema.ConsortiumAutoSchema",
     "EXCEPTION_HANDLER": "consortium.api.errors.exception_handler",
     # JSON with a nesting-depth and element bound (a deep body is a 400, not a 500).
     "DEFAULT_PARSER_CLASSES": [

@@ -196,3 +196,18 @@ def test_the_node_client_does_not_retry_a_refusal(client, operator):
     with pytest.raises(PortalError, match="min_banks"):
         portal.policy_create(**{**POLICY, "min_banks": 1})
     assert portal.retries_made == 0
+
+
+def test_the_openapi_schema_offers_the_key_on_the_idempotent_posts_only(client):
+    paths = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+
+    def headers(path: str, method: str) -> set[str]:
+        parameters = paths[path][method].get("parameters", [])
+        return {p["name"] for p in parameters if p["in"] == "header"}
+
+    assert "Idempotency-Key" in headers("/api/v1/policies/", "post")
+    assert "Idempotency-Key" in headers("/api/v1/banks/", "post")
+    assert "Idempotency-Key" not in headers("/api/v1/policies/", "get")
+    assert "Idempotency-Key" not in headers("/api/v1/rounds/{number}/update", "put")
+    offered = sum("Idempotency-Key" in headers(p, "post") for p in paths if "post" in paths[p])
+    assert offered >= 10  # every POST view wears the decorator (14 when written)
