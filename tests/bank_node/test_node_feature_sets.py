@@ -16,6 +16,7 @@ from bank_node.checks import Refused, check_feature_set
 from bank_node.config import ConfigError, NodeConfig, load_config
 from bank_node.data import DataError, check_header, load_transactions
 from bank_node.keys import PARAMS, SECRET_CONTEXT, SIGNING_KEY, ckks_keygen, keyring_load
+from bank_node.model_files import MODEL_META
 from bank_node.passport import passport_for
 from bank_node.schemas import FORMATS
 from bank_node.score_stream import score_input
@@ -179,10 +180,18 @@ def test_score_refuses_data_without_the_models_feature_set_naming_it(tmp_path: P
         score_input(model, files["ibm"], tmp_path / "scores.csv")
 
 
-def test_serve_refuses_a_model_of_a_set_it_cannot_compute_online(tmp_path: Path):
+def test_serve_loads_a_card_model_and_refuses_one_whose_set_it_does_not_know(tmp_path: Path):
+    # Every registered set is served online (bank_node/serve_sets.py); an unknown one is not.
     slot = ModelHolder(_card_model(tmp_path / "model"))
-    assert not slot.load()
-    assert "feature set 'card-v1'" in (slot.problem or "")
+    assert slot.load() and slot.model is not None
+    assert slot.model.policy.feature_set == "card-v1"
+    meta = tmp_path / "model" / MODEL_META
+    text = meta.read_text()
+    assert '"card-v1"' in text
+    meta.write_text(text.replace('"card-v1"', '"cheque-v9"'))
+    unknown = ModelHolder(tmp_path / "model")
+    assert not unknown.load()
+    assert "cheque-v9" in (unknown.problem or "")
 
 
 def test_an_aml_model_still_loads_for_serving(tmp_path: Path):

@@ -181,15 +181,19 @@ def peak_rss_kib(out: Path, *, chunk_days: int, days: int) -> int:
 
 
 def test_a_chunked_worlds_peak_memory_does_not_grow_with_its_length(tmp_path: Path) -> None:
-    short = peak_rss_kib(tmp_path / "short", chunk_days=7, days=7)
-    long = peak_rss_kib(tmp_path / "long", chunk_days=7, days=56)  # 8 times the rows
-    in_memory = peak_rss_kib(tmp_path / "memory", chunk_days=0, days=56)
+    # Both worlds span several windows: a world of one week is one window, whose peak
+    # depends on which schemes fall in it (measured: 17 MB below a longer world's), so
+    # lengths are compared from three windows on.
+    short = peak_rss_kib(tmp_path / "short", chunk_days=7, days=21)
+    long = peak_rss_kib(tmp_path / "long", chunk_days=7, days=84)  # 4 times the rows
+    in_memory = peak_rss_kib(tmp_path / "memory", chunk_days=0, days=84)
     manifest = json.loads((tmp_path / "long" / "manifest.json").read_text())
     assert manifest["totals"]["rows"] > 200_000
-    # Most of a process's peak is Python and its libraries; compare what the rows add.
+    # Most of a process's peak is Python and its libraries; compare what the rows add
+    # (measured: 1.2-1.5 MB from 21 to 84 days chunked; 57 MB more for 84 days in memory).
     assert long - short < 6_000, (short, long)
     # The same long world in memory adds clearly more: the bound above is not trivial.
-    assert in_memory - long > 12_000, (long, in_memory)
+    assert in_memory - long > 24_000, (long, in_memory)
 
 
 def test_the_large_presets_are_about_ibms_medium_and_large_sizes_and_chunked() -> None:
