@@ -19,6 +19,11 @@ GENESIS = "0" * 64
 BODY_FIELDS = ("seq", "created_at", "actor", "action", "object_type", "object_id", "data")
 CHECKPOINT_DOMAIN = "consortium-audit-checkpoint-v1"
 REPORT_DOMAIN = "consortium-audit-report-v1"
+# A report's signature block, as the portal writes it (an evidence pack's manifest has the
+# same without body_sha256). The block is outside what is signed, so a verifier accepts
+# exactly these members.
+SIGNATURE_ALGORITHM = "Ed25519"
+SIGNATURE_MEMBERS = frozenset({"algorithm", "public_key", "body_sha256", "value"})
 # How far back a renumbered event may have moved and still be recognised as shifted.
 _MAX_SHIFT = 16
 
@@ -47,6 +52,21 @@ def report_body_sha256(report: Mapping[str, Any]) -> str:
     """SHA-256 of a report's canonical encoding, without its ``signature`` member."""
     body = {k: v for k, v in report.items() if k != "signature"}
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def signature_block_problem(
+    signature: Any, members: frozenset[str] = SIGNATURE_MEMBERS
+) -> str | None:
+    """Why a signature block is not one the portal writes (None when it is).
+
+    Its members are not covered by the signature; without this check a changed
+    ``algorithm`` (or a member added beside the others) would go unnoticed.
+    """
+    if not isinstance(signature, Mapping) or set(signature) != members:
+        return f"the signature block must hold exactly {', '.join(sorted(members))}"
+    if signature["algorithm"] != SIGNATURE_ALGORITHM:
+        return f"the signature's algorithm must be {SIGNATURE_ALGORITHM}"
+    return None
 
 
 def report_message(body_sha256: str) -> bytes:

@@ -19,13 +19,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit.chain import canonical
+from audit.chain import SIGNATURE_MEMBERS, canonical, signature_block_problem
 from he.signing import public_key_b64, sign, verify
 
 PACK_FORMAT = "consortium-evidence-pack-v1"
 MANIFEST = "manifest.json"
 # The pack's files in the order they are listed and zipped.
 FILES = ("report.json", "report.csv", "report.pdf")
+
+MANIFEST_SIGNATURE = SIGNATURE_MEMBERS - {"body_sha256"}  # the manifest is hashed whole
 
 
 class PackMalformed(Exception):
@@ -142,6 +144,8 @@ def _manifest_of(contents: Mapping[str, bytes]) -> dict[str, Any]:
 
 def _check_signature(manifest: Mapping[str, Any], trusted: Sequence[str]) -> None:
     signature = manifest["signature"]
+    if (problem := signature_block_problem(signature, MANIFEST_SIGNATURE)) is not None:
+        raise PackInvalid(f"{MANIFEST}: {problem}")
     if signature.get("public_key") not in set(trusted):
         raise PackInvalid(f"{MANIFEST}: signed by a key that is not the portal's trusted key")
     message = manifest_message(_body_sha256(manifest))

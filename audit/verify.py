@@ -46,6 +46,7 @@ from audit.chain import (
     encode_report,
     report_body_sha256,
     report_message,
+    signature_block_problem,
     verify_events,
 )
 from audit.disputes import check_disputes
@@ -235,6 +236,8 @@ def _check_round(rnd: dict[str, Any], accepted: dict[Any, Any], published: dict[
 
 def _check_signature(report: dict[str, Any], raw: bytes | None, trusted: set[str]) -> str:
     signature = report["signature"]
+    if (problem := signature_block_problem(signature)) is not None:
+        raise Invalid(f"the report: {problem}")
     if signature["public_key"] not in trusted:
         raise Invalid("the report is signed by a key that is not the portal's trusted key")
     if report_body_sha256(report) != signature["body_sha256"]:

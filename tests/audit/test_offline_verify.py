@@ -329,3 +329,19 @@ def test_a_roster_section_of_the_wrong_shape_exits_2(exported):
     done = _run(str(path), "--public-key", str(key))
     assert done.returncode == 2
     assert "roster: versions is missing or not a list of objects" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [(b'"algorithm": "Ed25519"', b'"algorithm": "Ed25510"', "algorithm must be Ed25519"),
+     (b'"algorithm"', b'"a0gorithm"', "signature block must hold exactly algorithm")],
+)  # fmt: skip
+def test_the_signature_blocks_own_members_cannot_be_changed(exported, old, new, words):
+    # The block is outside what is signed: found by changing every byte of a report once.
+    path, key, _ = exported
+    original = path.read_bytes()
+    assert original.count(old) == 1
+    path.write_bytes(original.replace(old, new))
+    done = _run(str(path), "--public-key", str(key))
+    assert done.returncode == 1
+    assert words in done.stdout
