@@ -22,11 +22,8 @@ import pyarrow.parquet as pq
 from bank_node.config import ConfigError
 from bank_node.staging import StagedInput, stage
 from models.features import FEATURE_NAMES
-from models.features_sql import features_query
+from models.features_sql import CARRY, features_query
 
-# Staged columns the feature rows keep besides ``rid``: where each row came from, its day
-# (the partition), and for streamed training its timestamp (the split) and its label.
-CARRY = ("source", "line", "day", "tick", "label")
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE)
 
 

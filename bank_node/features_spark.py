@@ -20,10 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from models.features_sql import features_query
+from models.features_sql import CARRY, features_query
 
-# As bank_node.features_duckdb.CARRY: where a row came from, its day, its time and label.
-CARRY = ("source", "line", "day", "tick", "label")
 STAGED_VIEW = "consortium_staged"
 
 

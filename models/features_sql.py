@@ -45,6 +45,9 @@ from models.features import (
     WINDOWS,
 )
 
+# The staged columns an engine's feature rows keep besides ``rid``: where each row came from,
+# its day (the partition), its timestamp (the split) and its label (training).
+CARRY = ("source", "line", "day", "tick", "label")
 _ROW_ORDER = "ORDER BY tick, rid"
 _EVENT_ORDER = "ORDER BY tick, rid, is_out DESC"
 _ACCOUNT = "PARTITION BY bank, account"
