@@ -246,7 +246,13 @@ def _run_round(
     """One v2 round: everyone shares keys, the ``drop`` banks vanish before uploading."""
     number = fed.next_round(after)
     stay = tuple(s for s in SLUGS if s not in drop)
-    until(lambda: fed.state(number) != "sharing" or fed.step(*SLUGS))
+
+    def sharing() -> list[str]:
+        # A dropped bank is stepped only until its mask key is in: stepped again once the
+        # round has opened (mid-way through a pass over the banks), it would train and upload.
+        return [s for s in SLUGS if s not in drop or not _advertised(fed, number, s)]
+
+    until(lambda: fed.state(number) != "sharing" or fed.step(*sharing()))
     assert fed.state(number) == "open", fed.sql(
         "SELECT failure_reason FROM rounds_round WHERE number = %s", number
     )
@@ -255,6 +261,7 @@ def _run_round(
         return [s for s in stay if str(number) not in fed.agents[s].state.submitted]
 
     until(lambda: not waiting() or fed.step(*waiting()))
+    assert not [s for s in drop if str(number) in fed.agents[s].state.submitted]
     if at_unmasking is not None:
         until(lambda: fed.state(number) != "open", timeout=DEADLINE * 2)
         at_unmasking(number)
@@ -264,6 +271,17 @@ def _run_round(
         "SELECT failure_reason FROM rounds_round WHERE number = %s", number
     )
     return number
+
+
+def _advertised(fed: Fed, number: int, slug: str) -> bool:
+    return bool(
+        fed.sql(
+            "SELECT 1 FROM rounds_maskkey k JOIN rounds_round r ON r.id = k.round_id "
+            "JOIN members_bank b ON b.id = k.bank_id WHERE r.number = %s AND b.slug = %s",
+            number,
+            slug,
+        )
+    )
 
 
 def _fedavg(fed: Fed, number: int) -> tuple[np.ndarray, float]:
