@@ -30,7 +30,7 @@ class TrainingConfig:
 
     # memory: the whole file as arrays (small banks, as before); stream: Parquet features.
     data: str = "memory"
-    engine: str = "duckdb"
+    engine: str = "numpy"
     buffer_rows: int = 262_144
     memory_limit: str = "2GB"
     # Where the staged rows and the Parquet features go; unset: state_dir/train-work.
@@ -64,15 +64,15 @@ TRAINING_REFERENCE: dict[str, tuple[str | None, str]] = {
     "training.data": (
         None,
         '"memory": the whole file as arrays (small banks); "stream": features written to '
-        "Parquet by day (DuckDB, within memory_limit), the statistics round's moments in "
-        "one pass and training in batches, memory independent of the number of rows.",
+        "Parquet by day (by the engine below, within memory_limit), the statistics round's "
+        "moments in one pass and training in batches, memory independent of the number of rows.",
     ),
     "training.engine": (
         None,
         "Streamed training (and bank-node score): the engine that writes the features, "
-        '"duckdb" (the SQL of models/features_sql.py, which Spark SQL also runs) or "numpy" '
-        "(bank_node/features_numpy.py: bit-identical to the in-memory features, a third of "
-        "DuckDB's CPU); both within memory_limit (docs/scale.md).",
+        '"numpy" (bank_node/features_numpy.py: bit-identical to the in-memory features, a '
+        'third of DuckDB\'s CPU) or "duckdb" (the SQL of models/features_sql.py, which Spark '
+        "SQL also runs); both within memory_limit (docs/scale.md).",
     ),
     "training.buffer_rows": (
         None,

@@ -85,7 +85,7 @@ def score_input(
     batch_rows: int = BATCH_ROWS,
     reasons: int = DEFAULT_REASONS,
     drift: DailyCounts | None = None,
-    engine: str = "duckdb",
+    engine: str = "numpy",
 ) -> ScoreSummary:
     """Score every row of ``source`` with ``model`` into the CSV ``out``, in bounded memory.
 

@@ -44,9 +44,9 @@ def test_a_streaming_ddp_table_is_read_with_its_work_dir_relative_to_the_file(tm
     assert training.trainer_kwargs()["strategy"] == "ddp_spawn"
 
 
-def test_the_feature_engine_is_duckdb_unless_the_table_names_numpy(tmp_path: Path):
-    assert _load(tmp_path, 'data = "stream"\n').engine == "duckdb"
-    assert _load(tmp_path, 'data = "stream"\nengine = "numpy"\n').engine == "numpy"
+def test_the_feature_engine_is_numpy_unless_the_table_names_duckdb(tmp_path: Path):
+    assert _load(tmp_path, 'data = "stream"\n').engine == "numpy"
+    assert _load(tmp_path, 'data = "stream"\nengine = "duckdb"\n').engine == "duckdb"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from bank_node.baseline import default_policy, save_model
 from bank_node.cli import main
 from bank_node.config import ConfigError
 from bank_node.data import DataError, load_transactions
-from bank_node.features_duckdb import EngineSettings, frame_features
+from bank_node.features_duckdb import EngineSettings
+from bank_node.features_numpy import frame_features
 from bank_node.score_stream import score_input
 from bank_node.scoring_model import ScoringModel, load_scoring_model
 from bank_node.training import Normalizer
@@ -263,7 +264,7 @@ def test_drift_counted_while_streaming_equals_the_same_features_counted_at_once(
         model, world / "bank_1.csv", tmp_path / "s.csv", settings=settings(tmp_path),
         batch_rows=999, reasons=0, drift=counts,
     )  # fmt: skip
-    # The same engine's features of the whole file at once, in memory.
+    # The same engine's (numpy, the default) features of the whole file at once, in memory.
     raw = frame_features(frame)
     scores = model.scores(model.normalise(raw))
     whole = daily_drift(reference, raw, scores, frame["timestamp"].to_numpy())
