@@ -199,6 +199,29 @@ def measure(
     return results
 
 
+def featurise_world(world: Path, work: Path, engine: str, memory_limit: str) -> None:
+    """Every ``bank_*.csv`` of a generated world featurised by ``engine``, one child process
+    a bank (largest first), each bank's features removed before the next: the `hi-large`
+    run of issue 18. Prints a line a bank and the totals."""
+    banks = sorted(world.glob("bank_*.csv"), key=lambda f: f.stat().st_size, reverse=True)
+    if not banks:
+        raise SystemExit(
+            f"{world}: no bank_*.csv files (write one with python -m simulation synth)"
+        )
+    rows, seconds, peak = 0, 0.0, 0.0
+    for bank in banks:
+        out = work / f"{engine}-{bank.stem}"
+        shutil.rmtree(out, ignore_errors=True)
+        print(f"{bank.name}: {bank.stat().st_size / 2**20:,.0f} MiB", flush=True)
+        report = _record(run_engine(engine, bank, out, memory_limit=memory_limit))
+        shutil.rmtree(out, ignore_errors=True)
+        rows += report["rows"]
+        seconds += report["total_s"]
+        peak = max(peak, report["peak_rss_mib"])
+    print(f"world {world}: {len(banks)} banks, {rows:,} rows in {seconds:,.0f} s "
+          f"({rows / seconds / 1e3:,.0f}k tx/s), largest peak RSS {peak:,.1f} MiB")  # fmt: skip
+
+
 def _record(run: tuple[dict[str, Any], float]) -> dict[str, Any]:
     report, rss = run
     report |= {"peak_rss_mib": round(rss, 1), "tx_per_s": report["rows"] / report["total_s"]}
@@ -232,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", action="store_true", help="also one streamed epoch (and moments)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per step when training")
     p.add_argument("--buffer-rows", type=int, default=262_144, help="the shuffle buffer")
+    p.add_argument("--world", type=Path, help="featurise this world's bank files instead")
     args = p.parse_args(argv)
+    if args.world is not None:
+        featurise_world(args.world, args.work, args.engines[0], args.memory_limit)
+        return 0
     batching = f"{args.batch_size},{args.buffer_rows}" if args.train else None
     print(f"cores: {len(os.sched_getaffinity(0))}, memory_limit {args.memory_limit}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip

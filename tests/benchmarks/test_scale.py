@@ -57,3 +57,23 @@ def test_the_numpy_engine_equals_pandas_bit_for_bit_on_20k_rows_split_into_bucke
     assert features["line"].tolist() == list(range(2, ROWS + 2))
     expected = np.load(tmp_path / "pandas.npy")
     np.testing.assert_array_equal(features[FEATURE_NAMES].to_numpy(np.float32), expected)
+
+
+def test_a_whole_world_is_featurised_bank_by_bank_and_its_rows_add_up(
+    scale: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = tmp_path / "world"
+    world.mkdir()
+    scale.write_bank(world / "bank_1.csv", 3_000, seed=3)
+    scale.write_bank(world / "bank_2.csv", 1_200, seed=4)
+    assert (
+        scale.main(["--world", str(world), "--engines", "numpy", "--work", str(tmp_path / "w")])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "world " in printed and "2 banks, 4,200 rows" in printed
+    # Largest bank first, and no bank's features are left behind.
+    assert printed.index("bank_1.csv") < printed.index("bank_2.csv")
+    assert not list((tmp_path / "w").glob("numpy-*"))
+    with pytest.raises(SystemExit, match="no bank_"):
+        scale.main(["--world", str(tmp_path / "w"), "--work", str(tmp_path / "w")])
