@@ -92,10 +92,16 @@ class TrainSession:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise SessionError(f"not a training session of format {FORMAT!r}")
         fields = {k: v for k, v in raw.items() if k != "format"}
+        if set(fields) != set(_FIELD_TYPES):
+            odd = sorted(set(fields) ^ set(_FIELD_TYPES))
+            raise SessionError(f"a training session with missing or unknown fields: {odd}")
+        for name, kind in _FIELD_TYPES.items():
+            if not isinstance(fields[name], kind) or isinstance(fields[name], bool):
+                raise SessionError(f"a training session whose {name} is {fields[name]!r}")
         try:
             return cls(**{**fields, "model": ModelRecipe(**fields["model"])})
-        except (KeyError, TypeError) as exc:
-            raise SessionError(f"a malformed training session: {exc}") from exc
+        except TypeError as exc:
+            raise SessionError(f"a training session with a malformed model: {exc}") from exc
 
     def settings(self) -> TrainerSettings:
         return TrainerSettings(
@@ -119,6 +125,15 @@ class TrainSession:
 
     def answer_path(self, directory: Path, node_rank: int) -> Path:
         return directory / f"session-{self.session_id}.node-{node_rank}.json"
+
+
+_NUMBER = (int, float)
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "session_id": str, "announced_at": _NUMBER, "join_timeout_seconds": _NUMBER,
+    "master_addr": str, "master_port": int, "accelerator": str, "devices": (int, str),
+    "num_nodes": int, "strategy": str, "model": dict, "stream": dict, "file_rows": list,
+    "arrays_sha256": str, "epochs": int, "lr": _NUMBER, "seed": int,
+}  # fmt: skip
 
 
 def file_rows(files: tuple[Path, ...]) -> list[int]:

@@ -44,6 +44,7 @@ class Worker:
     num_nodes: int
     devices: int | str
     master_port: int | None  # MASTER_PORT, if set here; unset: the session's
+    master_addr: str | None = None  # MASTER_ADDR, if set here; unset: the session's
 
 
 def worker_from_env(session_dir: Path, num_nodes: int, devices: int | str) -> Worker:
@@ -61,7 +62,8 @@ def worker_from_env(session_dir: Path, num_nodes: int, devices: int | str) -> Wo
         raise ConfigError(f"MASTER_PORT must be a port number, not {port!r}")
     if not session_dir.is_dir():
         raise ConfigError(f"--session-dir {session_dir} is not a directory")
-    return Worker(session_dir, int(rank), num_nodes, devices, int(port) if port else None)
+    address = os.environ.get("MASTER_ADDR") or None
+    return Worker(session_dir, int(rank), num_nodes, devices, int(port) if port else None, address)
 
 
 def read_session(directory: Path) -> TrainSession | None:
@@ -121,17 +123,24 @@ def answer(session: TrainSession, worker: Worker, joined: bool, message: str = "
     write_atomically(path, json.dumps(body).encode())
 
 
+def refuse(session: TrainSession, worker: Worker, reason: str) -> bool:
+    log.error("refusing training session %s: %s", session.session_id, reason)
+    answer(session, worker, False, reason)
+    return False
+
+
 def take_part(session: TrainSession, worker: Worker) -> bool:
     """Join ``session`` and train, or refuse it; True when its training completed."""
     try:
         model, spec = prepare(session, worker)
     except (SessionError, ValueError) as exc:
-        log.error("refusing training session %s: %s", session.session_id, exc)
-        answer(session, worker, False, str(exc))
-        return False
-    # Lightning reads the rendezvous address from the environment.
-    os.environ.setdefault("MASTER_ADDR", session.master_addr)
-    os.environ.setdefault("MASTER_PORT", str(session.master_port))
+        return refuse(session, worker, str(exc))
+    except (KeyError, TypeError) as exc:  # a stream or model the session's writer garbled
+        return refuse(session, worker, f"a malformed session: {type(exc).__name__}: {exc}")
+    # Lightning reads the rendezvous address from the environment; this session's, not the
+    # last one's, where the worker's own environment left them unset.
+    os.environ["MASTER_ADDR"] = worker.master_addr or session.master_addr
+    os.environ["MASTER_PORT"] = str(session.master_port)  # checked equal to ours, if set
     answer(session, worker, True)
     log.info("joined training session %s as NODE_RANK %d", session.session_id, worker.node_rank)
     try:

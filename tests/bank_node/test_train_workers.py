@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from bank_node.cli import main
 from bank_node.config_training import TrainingConfig
 from bank_node.stream_periods import PeriodEdges
 from bank_node.train_session import SESSION_FILE, SessionError, TrainSession
-from bank_node.train_worker import Worker, check_session, read_session
+from bank_node.train_worker import Worker, check_session, read_session, serve_sessions, take_part
 from bank_node.training import Normalizer
 from bank_node.training_stream import StreamedData, train_round_stream
 from models.features import FEATURE_NAMES
@@ -159,19 +160,22 @@ def test_a_worker_refuses_a_session_with_another_num_nodes_and_the_node_fails_wi
     assert "refusing training session" in stderr and "--num-nodes 3" in stderr
 
 
-def _session(data: StreamedData, **changes: object) -> TrainSession:
-    raw = {
+def _session_dict(files: tuple[Path, ...]) -> dict[str, object]:
+    return {
         "format": "consortium-train-session-1", "session_id": "s1", "announced_at": 0.0,
         "join_timeout_seconds": 60.0, "master_addr": "127.0.0.1", "master_port": 29500,
         "accelerator": "cpu", "devices": 1, "num_nodes": 2, "strategy": "ddp_spawn",
         "model": {"spec": POLICY.model_spec, "n_features": 44, "lr": 1e-3, "fedprox_mu": 0.0},
-        "stream": {"files": [str(f) for f in data.files], "columns": list(FEATURE_NAMES),
+        "stream": {"files": [str(f) for f in files], "columns": list(FEATURE_NAMES),
                    "batch_size": 100, "buffer_rows": 1000, "shuffle": True, "seed": 1,
                    "before_tick": None, "read_rows": 1000},
-        "file_rows": [200] * len(data.files), "arrays_sha256": "0" * 64, "epochs": 1,
+        "file_rows": [200] * len(files), "arrays_sha256": "0" * 64, "epochs": 1,
         "lr": 1e-3, "seed": 1,
     }  # fmt: skip
-    return TrainSession.from_dict(raw | changes)
+
+
+def _session(data: StreamedData, **changes: object) -> TrainSession:
+    return TrainSession.from_dict(_session_dict(data.files) | changes)
 
 
 @pytest.mark.parametrize(
@@ -199,6 +203,10 @@ def test_a_worker_refuses_a_feature_file_it_cannot_read(data: StreamedData, tmp_
 def test_a_malformed_session_file_is_an_error_naming_it_not_a_traceback(tmp_path: Path):
     (tmp_path / SESSION_FILE).write_text(json.dumps({"format": "something else"}))
     with pytest.raises(SessionError, match="not a training session"):
+        read_session(tmp_path)
+    wrong = _session_dict(()) | {"num_nodes": "2"}
+    (tmp_path / SESSION_FILE).write_text(json.dumps(wrong))
+    with pytest.raises(SessionError, match="a training session whose num_nodes is '2'"):
         read_session(tmp_path)
     (tmp_path / SESSION_FILE).write_text("{not json")
     with pytest.raises(SessionError, match=r"cannot read .*session\.json"):
@@ -229,3 +237,23 @@ def test_the_node_needs_the_rendezvous_address_in_its_environment(
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(SessionError, match=r"set MASTER_ADDR .* MASTER_PORT"):
         train_round_stream(data, two_machines(tmp_path, 5), POLICY, None, SEED, None)
+
+
+def test_a_worker_refuses_starting_weights_that_do_not_match_their_digest(
+    data: StreamedData, tmp_path: Path
+) -> None:
+    session = _session(data)
+    session.arrays_path(tmp_path).write_bytes(b"a partial copy")
+    worker = Worker(tmp_path, 1, 2, 1, None)
+    assert not take_part(session, worker)
+    answer = json.loads(session.answer_path(tmp_path, 1).read_text())
+    assert answer["joined"] is False
+    assert "does not match the session's SHA-256" in answer["message"]
+
+
+def test_a_worker_ignores_a_session_past_its_join_deadline(data: StreamedData, tmp_path: Path):
+    stale = _session_dict(data.files) | {"announced_at": time.time() - 61}  # 60 s to join
+    (tmp_path / SESSION_FILE).write_text(json.dumps(stale))
+    worker = Worker(tmp_path, 1, 2, 1, None)
+    assert serve_sessions(worker, idle_exit_seconds=0.3, poll=0.05) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [SESSION_FILE]  # no answer
