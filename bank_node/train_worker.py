@@ -47,12 +47,20 @@ class Worker:
     master_addr: str | None = None  # MASTER_ADDR, if set here; unset: the session's
 
 
-def worker_from_env(session_dir: Path, num_nodes: int, devices: int | str) -> Worker:
+def worker_from_env(
+    session_dir: Path, num_nodes: int, devices: int | str, pod_index_env: str | None = None
+) -> Worker:
     """This machine's worker, NODE_RANK and MASTER_PORT read from the environment.
 
+    ``pod_index_env``: NODE_RANK is one more than the number in that variable (a
+    StatefulSet's pod index). Creates ``session_dir`` in its parent if it is missing.
     Raises ConfigError naming what is wrong.
     """
-    rank, port = os.environ.get("NODE_RANK", ""), os.environ.get("MASTER_PORT", "")
+    rank = os.environ.get("NODE_RANK", "")
+    if pod_index_env is not None:
+        index = os.environ.get(pod_index_env, "")
+        rank = str(int(index) + 1) if index.isdigit() else f"{pod_index_env}={index!r} + 1"
+    port = os.environ.get("MASTER_PORT", "")
     if num_nodes < 2 or not rank.isdigit() or not 1 <= int(rank) < num_nodes:
         raise ConfigError(
             f"NODE_RANK must be set to this machine's rank, 1 to {num_nodes - 1} for "
@@ -60,8 +68,10 @@ def worker_from_env(session_dir: Path, num_nodes: int, devices: int | str) -> Wo
         )
     if port and not port.isdigit():
         raise ConfigError(f"MASTER_PORT must be a port number, not {port!r}")
-    if not session_dir.is_dir():
-        raise ConfigError(f"--session-dir {session_dir} is not a directory")
+    try:
+        session_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--session-dir {session_dir}: {exc.strerror}") from exc
     address = os.environ.get("MASTER_ADDR") or None
     return Worker(session_dir, int(rank), num_nodes, devices, int(port) if port else None, address)
 
@@ -141,6 +151,7 @@ def take_part(session: TrainSession, worker: Worker) -> bool:
     # last one's, where the worker's own environment left them unset.
     os.environ["MASTER_ADDR"] = worker.master_addr or session.master_addr
     os.environ["MASTER_PORT"] = str(session.master_port)  # checked equal to ours, if set
+    os.environ["NODE_RANK"] = str(worker.node_rank)  # also when it came from a pod index
     answer(session, worker, True)
     log.info("joined training session %s as NODE_RANK %d", session.session_id, worker.node_rank)
     try:

@@ -14,7 +14,8 @@ def cmd_train_worker(args: argparse.Namespace) -> int:
     # The ML stack loads only for this sub-command.
     from bank_node.train_worker import serve_sessions, worker_from_env
 
-    worker = worker_from_env(Path(args.session_dir), args.num_nodes, args.devices)
+    session_dir = Path(args.session_dir)
+    worker = worker_from_env(session_dir, args.num_nodes, args.devices, args.pod_index_env)
     log.info("NODE_RANK %d of %d waiting for training sessions in %s",
              worker.node_rank, worker.num_nodes, worker.session_dir)  # fmt: skip
     serve_sessions(worker, max_sessions=args.max_sessions,
@@ -41,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the node's [training] num_nodes")  # fmt: skip
     w.add_argument("--devices", type=_devices, default=1,
                    help="the node's [training] devices (default 1)")  # fmt: skip
+    w.add_argument("--pod-index-env", metavar="NAME",
+                   help="NODE_RANK is 1 + the number in this environment variable (a "
+                   "StatefulSet's pod index); default: read NODE_RANK")  # fmt: skip
     w.add_argument("--max-sessions", type=int, default=0,
                    help="exit after taking part in N sessions (0: never)")  # fmt: skip
     w.add_argument("--idle-exit-seconds", type=float, default=0,

@@ -23,10 +23,18 @@ import pytest
 
 from bank_node.baseline import default_policy
 from bank_node.cli import main
+from bank_node.config import ConfigError
 from bank_node.config_training import TrainingConfig
 from bank_node.stream_periods import PeriodEdges
 from bank_node.train_session import SESSION_FILE, SessionError, TrainSession
-from bank_node.train_worker import Worker, check_session, read_session, serve_sessions, take_part
+from bank_node.train_worker import (
+    Worker,
+    check_session,
+    read_session,
+    serve_sessions,
+    take_part,
+    worker_from_env,
+)
 from bank_node.training import Normalizer
 from bank_node.training_stream import StreamedData, train_round_stream
 from models.features import FEATURE_NAMES
@@ -257,3 +265,16 @@ def test_a_worker_ignores_a_session_past_its_join_deadline(data: StreamedData, t
     worker = Worker(tmp_path, 1, 2, 1, None)
     assert serve_sessions(worker, idle_exit_seconds=0.3, poll=0.05) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [SESSION_FILE]  # no answer
+
+
+def test_a_statefulset_worker_takes_node_rank_one_more_than_its_pod_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NODE_RANK", raising=False)
+    monkeypatch.setenv("POD_INDEX", "1")
+    worker = worker_from_env(tmp_path / "sessions", 3, 1, "POD_INDEX")
+    assert worker.node_rank == 2 and (tmp_path / "sessions").is_dir()
+    with pytest.raises(ConfigError, match="1 to 1 for --num-nodes 2"):
+        worker_from_env(tmp_path / "sessions", 2, 1, "POD_INDEX")
+    with pytest.raises(ConfigError, match=r"--session-dir .*missing/sessions"):
+        worker_from_env(tmp_path / "missing" / "sessions", 3, 1, "POD_INDEX")
