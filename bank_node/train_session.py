@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -98,6 +99,10 @@ class TrainSession:
         for name, kind in _FIELD_TYPES.items():
             if not isinstance(fields[name], kind) or isinstance(fields[name], bool):
                 raise SessionError(f"a training session whose {name} is {fields[name]!r}")
+        if not re.fullmatch(r"[0-9a-f]{32}", fields["session_id"]):  # it names files
+            raise SessionError(f"a training session id {fields['session_id']!r} is not 32 hex")
+        if len(fields["file_rows"]) != len(fields["stream"].get("files", ())):
+            raise SessionError("a training session whose file_rows do not match its files")
         try:
             return cls(**{**fields, "model": ModelRecipe(**fields["model"])})
         except TypeError as exc:

@@ -170,7 +170,7 @@ def test_a_worker_refuses_a_session_with_another_num_nodes_and_the_node_fails_wi
 
 def _session_dict(files: tuple[Path, ...]) -> dict[str, object]:
     return {
-        "format": "consortium-train-session-1", "session_id": "s1", "announced_at": 0.0,
+        "format": "consortium-train-session-1", "session_id": "5e" * 16, "announced_at": 0.0,
         "join_timeout_seconds": 60.0, "master_addr": "127.0.0.1", "master_port": 29500,
         "accelerator": "cpu", "devices": 1, "num_nodes": 2, "strategy": "ddp_spawn",
         "model": {"spec": POLICY.model_spec, "n_features": 44, "lr": 1e-3, "fedprox_mu": 0.0},
@@ -215,6 +215,9 @@ def test_a_malformed_session_file_is_an_error_naming_it_not_a_traceback(tmp_path
     wrong = _session_dict(()) | {"num_nodes": "2"}
     (tmp_path / SESSION_FILE).write_text(json.dumps(wrong))
     with pytest.raises(SessionError, match="a training session whose num_nodes is '2'"):
+        read_session(tmp_path)
+    (tmp_path / SESSION_FILE).write_text(json.dumps(_session_dict(()) | {"session_id": "../x"}))
+    with pytest.raises(SessionError, match="is not 32 hex"):
         read_session(tmp_path)
     (tmp_path / SESSION_FILE).write_text("{not json")
     with pytest.raises(SessionError, match=r"cannot read .*session\.json"):
