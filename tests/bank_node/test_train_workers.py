@@ -108,7 +108,8 @@ def start_worker(tmp_path: Path, rendezvous: str) -> Iterator[object]:
     started: list[subprocess.Popen[str]] = []
 
     def start(session_dir: Path, *arguments: str) -> subprocess.Popen[str]:
-        env = {**os.environ, "NODE_RANK": "1", "PYTHONPATH": str(REPO)}
+        # One torch thread: its processes share two cores with the node's and CI's.
+        env = {**os.environ, "NODE_RANK": "1", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         command = [sys.executable, "-m", "bank_node.cli", "train-worker", "--session-dir",
                    str(session_dir), "--max-sessions", "1", "--poll-seconds", "0.2", *arguments]  # fmt: skip
         process = subprocess.Popen(command, cwd=REPO, env=env, text=True,
@@ -126,11 +127,11 @@ def start_worker(tmp_path: Path, rendezvous: str) -> Iterator[object]:
 def test_a_node_and_a_worker_machine_train_the_same_model_as_one_process(
     data: StreamedData, norm: Normalizer, base: np.ndarray, tmp_path: Path, start_worker
 ) -> None:
-    alone = TrainingConfig(data="stream", accelerator="cpu")
-    one, rows_one = train_round_stream(data, alone, POLICY, base, SEED, norm)
     session_dir = tmp_path / "sessions"
     session_dir.mkdir()
-    worker = start_worker(session_dir, "--num-nodes", "2")
+    worker = start_worker(session_dir, "--num-nodes", "2")  # first: it takes a while to start
+    alone = TrainingConfig(data="stream", accelerator="cpu")
+    one, rows_one = train_round_stream(data, alone, POLICY, base, SEED, norm)
     two, rows_two = train_round_stream(data, two_machines(session_dir, 120), POLICY, base, SEED,
                                        norm)  # fmt: skip
     _, stderr = worker.communicate(timeout=120)
