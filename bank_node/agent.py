@@ -28,6 +28,7 @@ from bank_node.roster import RosterKeeper
 from bank_node.secagg_steps import SecAggSteps
 from bank_node.sketch_round import SketchRounds
 from bank_node.state import NodeState, state_file
+from bank_node.train_session import SessionError
 from bank_node.training import (
     LocalData,
     evaluate,
@@ -239,8 +240,9 @@ class Agent(UpdateSteps):
         except Refused as exc:
             self.sit_out(rnd.number, exc)
             return False
-        except (HEError, PrivacyBudgetExceeded) as exc:
-            # e.g. the base aggregate is under a key epoch this node never held
+        except (HEError, PrivacyBudgetExceeded, SessionError) as exc:
+            # e.g. the base aggregate is under a key epoch this node never held, or the
+            # bank's other training machines did not join (num_nodes > 1): nothing to object to
             log.error("round %s: sitting out: %s", key, exc)
             self.state.skipped[key] = str(exc)
             self.state.save(self.state_path)

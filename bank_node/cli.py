@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_node import config_reference, registry_cli, roster_cli, serve_cli
+from bank_node import config_reference, registry_cli, roster_cli, serve_cli, train_worker_cli
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
 from bank_node.config_training import FEATURE_ENGINES
 from protocol import DEFAULT_CKKS_PARAMS
@@ -375,6 +375,7 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--reasons", type=_reason_count, default=3, metavar="N", help=reasons)
     sc.set_defaults(func=cmd_score)
     serve_cli.add_parser(sub)
+    train_worker_cli.add_parser(sub)
 
     return p
 

@@ -39,6 +39,10 @@ class TrainingConfig:
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    # num_nodes > 1: where this node announces each training session to the other machines'
+    # `bank-node train-worker` (bank_node/train_session.py), and how long it waits for them.
+    session_dir: Path | None = None
+    join_timeout_seconds: float = 600.0
 
     @property
     def streams(self) -> bool:
@@ -101,13 +105,27 @@ TRAINING_REFERENCE: dict[str, tuple[str | None, str]] = {
     ),
     "training.num_nodes": (
         None,
-        "Machines training together (Lightning's num_nodes; each needs MASTER_ADDR, "
-        'MASTER_PORT and NODE_RANK); more than 1 needs strategy = "ddp_spawn".',
+        "Machines training together (Lightning's num_nodes): this node is NODE_RANK 0 and "
+        "each other machine runs `bank-node train-worker` (docs/scale.md, 'Several "
+        "machines'); more than 1 needs strategy = ddp_spawn, session_dir, and MASTER_ADDR "
+        "and MASTER_PORT in the environment of every machine.",
     ),
     "training.strategy": (
         None,
         '"auto" (one process) or "ddp_spawn" (data-parallel over devices x num_nodes '
         "processes; policy batch_size is the rows of one step over all of them together).",
+    ),
+    "training.session_dir": (
+        '"/shared/sessions"',
+        "num_nodes > 1: a directory every machine mounts (like the Parquet features in "
+        "work_dir, which every machine reads at the same path), where this node announces "
+        "each training session and the workers answer.",
+    ),
+    "training.join_timeout_seconds": (
+        None,
+        "num_nodes > 1: how long this node waits for every worker to join a session (and "
+        "each training process for the others at a collective) before the round's training "
+        "fails with an error naming the missing machines.",
     ),
 }
 
@@ -130,6 +148,12 @@ def _count(name: str, value: Any, base: Path) -> int:
 
 def _devices(name: str, value: Any, base: Path) -> int | str:
     return "auto" if value == "auto" else _count(name, value, base)
+
+
+def _seconds(name: str, value: Any, base: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
+    return float(value)
 
 
 def _memory(name: str, value: Any, base: Path) -> str:
@@ -155,6 +179,8 @@ TRAINING_READERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "devices": _devices,
     "num_nodes": _count,
     "strategy": _choice(STRATEGIES),
+    "session_dir": _path,
+    "join_timeout_seconds": _seconds,
 }
 
 
@@ -174,5 +200,10 @@ def read_training(name: str, table: dict[str, Any], base: Path) -> TrainingConfi
         raise ValueError(
             f'{name}: several training processes need data = "stream" (each reads its own '
             "shard of the streamed rows)"
+        )
+    if config.num_nodes > 1 and config.session_dir is None:
+        raise ValueError(
+            f"{name}: num_nodes = {config.num_nodes} needs session_dir, a directory every "
+            "machine mounts, where this node announces training sessions to the workers"
         )
     return config

@@ -31,6 +31,7 @@ from bank_node.stream_periods import (
     period_edges,
     training_reference,
 )
+from bank_node.train_session import ModelRecipe, train_on_nodes
 from bank_node.training import Normalizer, _local_fit, _round_start, metrics_from_scores
 from models.drift import Reference
 from models.features import FEATURE_NAMES
@@ -134,6 +135,9 @@ def train_round_stream(
 
     The policy's ``batch_size`` is the rows of one optimiser step over all training
     processes together, so the devices change the speed, not the model (within rounding).
+    Under ``num_nodes > 1`` this is NODE_RANK 0: it announces the session to the other
+    machines' workers and fails (`SessionError`) unless they all join
+    (`bank_node.train_session`).
     """
     if policy.dp_enabled:
         raise Refused(
@@ -146,7 +150,17 @@ def train_round_stream(
     spec = data.spec(training, batch_size=fit["batch_size"], seed=seed, **scale)
     model = _round_start(policy, base)
     settings = TrainerSettings(**training.trainer_kwargs())
-    n = train_stream(model, spec, epochs=fit["epochs"], lr=fit["lr"], seed=seed, settings=settings)
+    epochs, lr = fit["epochs"], fit["lr"]
+    if settings.num_nodes == 1:
+        n = train_stream(model, spec, epochs=epochs, lr=lr, seed=seed, settings=settings)
+        return model_to_vector(model), n
+    if training.session_dir is None:  # the config's reader refuses this already
+        raise ValueError("[training] num_nodes > 1 needs session_dir")
+    recipe = ModelRecipe(policy.model_spec, policy.n_features, lr, policy.fedprox_mu)
+    n = train_on_nodes(
+        model, spec, recipe, epochs=epochs, lr=lr, seed=seed, settings=settings,
+        directory=training.session_dir, join_timeout_seconds=training.join_timeout_seconds,
+    )  # fmt: skip
     return model_to_vector(model), n
 
 

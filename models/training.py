@@ -7,11 +7,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import DDPStrategy
 
 from models.data import FraudDataModule, StreamDataModule
 from models.stream_data import StreamSpec, count_rows
@@ -24,19 +26,26 @@ class TrainerSettings:
     """Where Lightning trains: its ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``.
 
     The default is one CPU process, as a node trained before these settings existed.
+    ``timeout_seconds`` (``ddp_spawn`` only): how long a process waits for the others at the
+    rendezvous and at each collective before failing, instead of torch's 30 minutes.
     """
 
     accelerator: str = "cpu"
     devices: int | str = 1
     num_nodes: int = 1
     strategy: str = "auto"
+    timeout_seconds: float | None = None
 
     def trainer_kwargs(self) -> dict[str, Any]:
+        strategy: str | DDPStrategy = self.strategy
+        if self.strategy == "ddp_spawn" and self.timeout_seconds is not None:
+            timeout = timedelta(seconds=self.timeout_seconds)
+            strategy = DDPStrategy(start_method="spawn", timeout=timeout)
         return {
             "accelerator": self.accelerator,
             "devices": self.devices,
             "num_nodes": self.num_nodes,
-            "strategy": self.strategy,
+            "strategy": strategy,
         }
 
 

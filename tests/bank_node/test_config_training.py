@@ -44,6 +44,17 @@ def test_a_streaming_ddp_table_is_read_with_its_work_dir_relative_to_the_file(tm
     assert training.trainer_kwargs()["strategy"] == "ddp_spawn"
 
 
+def test_several_machines_read_the_session_dir_and_join_timeout(tmp_path: Path):
+    training = _load(
+        tmp_path,
+        'data = "stream"\nstrategy = "ddp_spawn"\nnum_nodes = 3\nsession_dir = "shared/s"\n'
+        "join_timeout_seconds = 45\n",
+    )
+    assert training.session_dir == tmp_path / "shared" / "s"
+    assert training.join_timeout_seconds == 45.0 and training.num_nodes == 3
+    assert _load(tmp_path, "").join_timeout_seconds == 600.0
+
+
 def test_the_feature_engine_is_numpy_unless_the_table_names_duckdb(tmp_path: Path):
     assert _load(tmp_path, 'data = "stream"\n').engine == "numpy"
     assert _load(tmp_path, 'data = "stream"\nengine = "duckdb"\n').engine == "duckdb"
@@ -62,6 +73,8 @@ def test_the_feature_engine_is_numpy_unless_the_table_names_duckdb(tmp_path: Pat
      ('memory_limit = "lots"', 'training.memory_limit must be a size like "2GB"'),
      ('data = "stream"\ndevices = 2', 'need strategy = "ddp_spawn"'),
      ('strategy = "ddp_spawn"\nnum_nodes = 2', 'several training processes need data = "stream"'),
+     ('data = "stream"\nstrategy = "ddp_spawn"\nnum_nodes = 2', "num_nodes = 2 needs session_dir"),
+     ("join_timeout_seconds = 0", "training.join_timeout_seconds must be a number of seconds > 0"),
      ("buffer = 5", "did you mean 'buffer_rows'?")],
 )  # fmt: skip
 def test_a_bad_training_value_is_named(tmp_path: Path, lines: str, words: str):

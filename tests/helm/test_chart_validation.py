@@ -19,6 +19,7 @@ import yaml
 
 from tests.helm.test_chart_extensions import BANK_VALUES, PORTAL_S3_VALUES, PORTAL_VALUES
 from tests.helm.test_chart_serve import SERVE_VALUES
+from tests.helm.test_chart_train_workers import TRAIN_VALUES
 from tests.helm.test_chart_uploads import UPLOADS_VALUES
 from tests.helm.test_charts import BANK_NODE, PORTAL, render
 
@@ -88,6 +89,8 @@ COMBINATIONS: dict[str, tuple[Path, dict[str, Any] | None]] = {
     "bank-proxy-ca-mtls-extras": (BANK_NODE, BANK_VALUES),
     # The scoring service beside the node, with the bank's callers allowed in.
     "bank-serve": (BANK_NODE, SERVE_VALUES),
+    # Two more training machines: the workers' StatefulSet, Services and NetworkPolicy.
+    "bank-train-workers": (BANK_NODE, TRAIN_VALUES),
     # Retention CronJob, proxy, CA bundle, extras; one scheduler.
     "portal-retention-proxy-ca-extras": (
         PORTAL,
@@ -135,6 +138,7 @@ def test_the_combinations_render_the_optional_kinds():
     assert kinds["bank-paused-closed"] == {"Deployment", "ConfigMap"}
     assert "CronJob" in kinds["portal-retention-proxy-ca-extras"]
     assert {"PodDisruptionBudget", "Service", "NetworkPolicy"} <= kinds["bank-serve"]
+    assert "StatefulSet" in kinds["bank-train-workers"]
     uploads = [o for o in documents(*COMBINATIONS["portal-uploads-ingress"])
                if o["metadata"]["name"].endswith("-uploads")]  # fmt: skip
     assert sorted(o["kind"] for o in uploads) == ["Deployment", "PodDisruptionBudget", "Service"]

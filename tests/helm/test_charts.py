@@ -56,7 +56,7 @@ def the(objs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[st
 
 def pod_specs(objs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
     for obj in objs:
-        if obj["kind"] in {"Deployment", "Job"}:
+        if obj["kind"] in {"Deployment", "Job", "StatefulSet"}:
             yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
 
 

@@ -150,6 +150,10 @@ max_model_parameters = {{ int .maxModelParameters }}
 {{- end }}
 accepted_key_epochs = {{ .acceptedKeyEpochs | toJson }}
 {{- end }}
+{{- if .Values.trainWorkers.enabled }}
+
+{{ include "bankNode.trainingToml" . }}
+{{- end }}
 {{- end }}
 
 {{/* The scoring service (bank-node serve): its own name, so no selector of the node's
@@ -188,5 +192,47 @@ max_batch = {{ .Values.serve.maxBatch }}
 token_file = {{ printf "%s/%s" (include "bankNode.serveTokenDir" .) .Values.serve.token.key | toJson }}
 {{- with .Values.serve.modelDir }}
 model_dir = {{ printf "%s/%s" $.Values.data.mountPath . | toJson }}
+{{- end }}
+{{- end }}
+
+{{/* The training workers (bank-node train-worker, trainWorkers.enabled): their own name,
+so no selector of the node's matches their pods. */}}
+{{- define "bankNode.trainName" -}}
+{{- printf "%s-train-worker" (include "bankNode.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels of the training workers' pods. */}}
+{{- define "bankNode.trainSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-train-worker" (include "bankNode.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object of the training workers. */}}
+{{- define "bankNode.trainLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "bankNode.trainSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: consortium
+app.kubernetes.io/component: train-worker
+{{- end }}
+
+{{/* The node's rendezvous address for the workers (MASTER_ADDR): a headless Service. */}}
+{{- define "bankNode.rendezvousName" -}}
+{{- printf "%s-rendezvous" (include "bankNode.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The node's [training] table when the workers are on: NODE_RANK 0 of replicas + 1. */}}
+{{- define "bankNode.trainingToml" -}}
+{{- with .Values.trainWorkers }}
+[training]
+data = "stream"
+strategy = "ddp_spawn"
+accelerator = {{ .accelerator | toJson }}
+devices = {{ int .devices }}
+num_nodes = {{ add1 (int .replicas) }}
+work_dir = {{ printf "%s/train-work" .mountPath | toJson }}
+session_dir = {{ printf "%s/sessions" .mountPath | toJson }}
+join_timeout_seconds = {{ .joinTimeoutSeconds }}
 {{- end }}
 {{- end }}
