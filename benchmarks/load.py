@@ -2,7 +2,7 @@
 
     bash scripts/with-postgres.sh .venv/bin/python benchmarks/load.py \
         [--banks 50] [--poll-rate 200] [--layouts one,split] [--client-niceness 0,19] \
-        [--repeats 1] [--workers 3] [--threads 8] [--read-workers 2] [--upload-niceness 10]
+        [--repeats 1] [--workers 3] [--threads 8] [--read-workers 2] [--upload-niceness 10|idle]
 
 Starts the portal on a fresh database next to the one DATABASE_URL names: the scheduler
 and the gunicorn pools the layouts need (``load_pools.py``: ``one`` pool for everything,
@@ -113,7 +113,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=8, help="threads per worker (gthread)")
     parser.add_argument("--read-workers", type=int, default=2, help="workers of the reads pool")
-    parser.add_argument("--upload-niceness", type=int, default=10, help="of the uploads pool")
+    parser.add_argument(
+        "--upload-niceness", default="10", help="of the uploads pool: 0-19, or idle (SCHED_IDLE)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     args.layouts = tuple(args.layouts.split(","))
@@ -122,6 +124,10 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--layouts takes {', '.join(LAYOUTS)}, not {','.join(args.layouts)}")
     if not all(0 <= n <= 19 for n in args.client_niceness):
         parser.error("--client-niceness takes numbers 0-19")
+    if args.upload_niceness != "idle":
+        if not (args.upload_niceness.isdigit() and 0 <= int(args.upload_niceness) <= 19):
+            parser.error("--upload-niceness takes a number 0-19 or idle")
+        args.upload_niceness = int(args.upload_niceness)
     return args
 
 

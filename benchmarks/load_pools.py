@@ -45,7 +45,7 @@ class PoolSpec:
 
     workers: int
     threads: int
-    niceness: int = 0
+    niceness: int | str = 0  # 0-19, or "idle" (SCHED_IDLE): CONSORTIUM_WEB_NICENESS
 
     def describe(self) -> str:
         nice = f", nice {self.niceness}" if self.niceness else ""

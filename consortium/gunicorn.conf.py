@@ -12,7 +12,8 @@ separately by accident. The Helm chart sets it to a memory-backed emptyDir.
 ``CONSORTIUM_WEB_NICENESS`` (0-19, default 0) lowers every worker's CPU priority by that
 much: a pool that serves only uploads runs niced, so that on a shared host the pool
 answering status polls gets the cores first (docs/operations.md, "Uploads do not starve
-reads").
+reads"). ``idle`` puts the workers (and their validation processes, which inherit it) in
+Linux's ``SCHED_IDLE`` class instead: they run only when no other process wants the CPU.
 """
 
 from __future__ import annotations
@@ -23,20 +24,28 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+IDLE = "idle"
 
-def worker_niceness(raw: str | None) -> int:
-    """``CONSORTIUM_WEB_NICENESS`` as a niceness 0-19; unset or empty is 0.
+
+def worker_niceness(raw: str | None) -> int | str:
+    """``CONSORTIUM_WEB_NICENESS`` as a niceness 0-19 or ``"idle"``; unset or empty is 0.
 
     A bad value stops gunicorn before it starts a worker, naming the variable.
     """
     if raw is None or not raw.strip():
         return 0
+    if raw.strip().lower() == IDLE:
+        if not hasattr(os, "SCHED_IDLE"):
+            raise SystemExit("CONSORTIUM_WEB_NICENESS=idle needs Linux (SCHED_IDLE)")
+        return IDLE
     try:
         value = int(raw)
     except ValueError:
         value = -1
     if not 0 <= value <= 19:
-        raise SystemExit(f"CONSORTIUM_WEB_NICENESS must be a whole number 0-19, not {raw!r}")
+        raise SystemExit(
+            f"CONSORTIUM_WEB_NICENESS must be a whole number 0-19 or idle, not {raw!r}"
+        )
     return value
 
 
@@ -64,9 +73,12 @@ def on_starting(server: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     """Lower this worker's CPU priority (``CONSORTIUM_WEB_NICENESS``); its validation
-    process, started next, is niced further from there."""
-    if WORKER_NICENESS:
-        os.nice(WORKER_NICENESS)
+    process, started next, is niced further from there (or, under ``idle``, inherits
+    ``SCHED_IDLE``, as do the worker's threads: none exists yet)."""
+    if WORKER_NICENESS == IDLE:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif WORKER_NICENESS:
+        os.nice(int(WORKER_NICENESS))
 
 
 def post_worker_init(worker: Any) -> None:

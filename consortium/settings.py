@@ -270,6 +270,10 @@ MAX_CONCURRENT_UPLOADS = env_int("CONSORTIUM_MAX_CONCURRENT_UPLOADS", 4, minimum
 VALIDATION_PROCESS = env_bool("CONSORTIUM_VALIDATION_PROCESS", True)
 # How long a worker reuses its answer to GET /api/v1/rounds/current (seconds; 0 = never).
 STATUS_CACHE_SECONDS = float(env("CONSORTIUM_STATUS_CACHE_SECONDS", "1") or 0)
+# How long a worker trusts a bank credential it checked for a read (GET) without asking the
+# database again (0 = never): a suspension or a replaced credential reaches reads within
+# this bound; writes always ask the database (consortium/api/auth_cache.py).
+AUTH_CACHE_SECONDS = env_int("CONSORTIUM_AUTH_CACHE_SECONDS", 5, maximum=60)
 # After a rotation the old API credential keeps working until the node first uses the new
 # one or this many hours pass (0: refused at once), so a node is not cut off mid-round.
 CREDENTIAL_GRACE = timedelta(hours=env_int("CONSORTIUM_CREDENTIAL_GRACE_HOURS", 24, maximum=720))

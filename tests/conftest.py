@@ -45,8 +45,10 @@ def ckks() -> Ckks:
 @pytest.fixture(autouse=True)
 def _blob_dir(settings: Any, tmp_path: Any) -> None:
     settings.BLOB_DIR = tmp_path / "blobs"
-    # In-process tests change rounds and read them back at once: no status caching.
+    # In-process tests change rounds and banks and read them back at once: no status
+    # caching, no cached credentials (tests/security/test_auth_cache.py turns it on).
     settings.STATUS_CACHE_SECONDS = 0
+    settings.AUTH_CACHE_SECONDS = 0
 
 
 @dataclass

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from consortium.api.auth_cache import bank_cache
 from consortium.members.credentials import (
     CREDENTIAL_PREFIX,
     bank_credential_switch,
@@ -49,12 +51,20 @@ class BankCredentialAuthentication(authentication.BaseAuthentication):
         parts = credential.split("_", 2)
         if len(parts) != 3 or parts[0] != CREDENTIAL_PREFIX:
             raise exceptions.AuthenticationFailed("malformed bank credential")
+        presented = credential_hash(credential)
+        # Reads may trust a recent answer (auth_cache.py states the bound); writes never do.
+        ttl = settings.AUTH_CACHE_SECONDS if request.method in permissions.SAFE_METHODS else 0
+        cached = bank_cache.get(presented, ttl)
+        if cached is not None:
+            if cached[1]:
+                _grace_check(cached[0])
+            return BankPrincipal(cached[0]), None
         bank, previous = _bank_of(parts[1])
         # Compare even when no row matched, so timing does not reveal valid prefixes.
         stored = "0" * 64
         if bank is not None:
             stored = bank.previous_credential_hash if previous else bank.credential_hash
-        if not hmac.compare_digest(stored, credential_hash(credential)) or bank is None:
+        if not hmac.compare_digest(stored, presented) or bank is None:
             raise exceptions.AuthenticationFailed("invalid bank credential")
         if bank.status != BankStatus.ACTIVE:
             raise exceptions.AuthenticationFailed(
@@ -64,6 +74,7 @@ class BankCredentialAuthentication(authentication.BaseAuthentication):
             _grace_check(bank)
         elif bank.previous_credential_prefix:
             bank = bank_credential_switch(bank=bank)  # first call with the new credential
+        bank_cache.put(presented, bank, previous, ttl)
         return BankPrincipal(bank), None
 
     def authenticate_header(self, request: Request) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -41,6 +41,7 @@ from consortium.rounds.serializers import (
     SubmissionAcceptedSerializer,
     UploadHeadersSerializer,
 )
+from consortium.rounds.status_cache import StatusCache
 from protocol import MetricsReceipt
 
 # Admission control for uploads in this worker process (settings.MAX_CONCURRENT_UPLOADS).
@@ -91,22 +92,31 @@ class RoundCurrentView(APIView):
 
 
 # Every bank polls this and every bank gets the same answer, so a worker keeps it for
-# CONSORTIUM_STATUS_CACHE_SECONDS (default 1 s): at hundreds of polls a second the database
-# sees about one query per worker per second instead of one per poll. A poller may see a
-# state change up to that long after it happened; uploads and transitions never use it.
-_current_cache: tuple[float, dict[str, Any] | None] | None = None
+# CONSORTIUM_STATUS_CACHE_SECONDS (default 1 s) and refreshes it off the request path
+# (status_cache.py): at hundreds of polls a second the database sees about one query per
+# worker per second instead of one per poll. A poller may see a state change up to twice
+# that long after it happened; uploads and transitions never use it.
+def _round_payload() -> dict[str, Any] | None:
+    rnd = selectors.round_in_flight()
+    # No gate lookup: a round in flight is never a gated candidate with a verdict yet.
+    return None if rnd is None else dict(RoundSerializer(rnd).data)
+
+
+def _round_payload_in_background() -> dict[str, Any] | None:
+    # The refresh thread is no request: Django's request signals do not manage its
+    # connection, so it does as they do (drop a broken or expired one) around each use.
+    close_old_connections()
+    try:
+        return _round_payload()
+    finally:
+        close_old_connections()
+
+
+_current = StatusCache(_round_payload, background=_round_payload_in_background)
 
 
 def _current_round_payload() -> dict[str, Any] | None:
-    global _current_cache
-    ttl = settings.STATUS_CACHE_SECONDS
-    now = time.monotonic()
-    if ttl > 0 and _current_cache is not None and now - _current_cache[0] < ttl:
-        return _current_cache[1]
-    rnd = selectors.round_in_flight()
-    # No gate lookup: a round in flight is never a gated candidate with a verdict yet.
-    data = None if rnd is None else dict(RoundSerializer(rnd).data)
-    _current_cache = (now, data)
+    data: dict[str, Any] | None = _current.get(settings.STATUS_CACHE_SECONDS)
     return data
 
 

@@ -83,10 +83,23 @@ def test_the_summary_takes_the_median_of_the_repeats_of_each_layout_and_niceness
 
 
 @pytest.mark.parametrize(
-    "argv", [["--layouts", "one,two"], ["--client-niceness", "20"], ["--client-niceness", "-1"]]
+    "argv",
+    [
+        ["--layouts", "one,two"],
+        ["--client-niceness", "20"],
+        ["--client-niceness", "-1"],
+        ["--upload-niceness", "20"],
+        ["--upload-niceness", "lowest"],
+    ],
 )
 def test_bad_arguments_are_refused_before_anything_starts(load, monkeypatch, argv):
     monkeypatch.setattr(sys, "argv", ["load.py", *argv])
     with pytest.raises(SystemExit) as stopped:
         load.parse_args()
     assert stopped.value.code == 2
+
+
+@pytest.mark.parametrize(("raw", "niceness"), [("10", 10), ("0", 0), ("idle", "idle")])
+def test_the_uploads_pool_takes_a_niceness_or_idle(load, monkeypatch, raw, niceness):
+    monkeypatch.setattr(sys, "argv", ["load.py", "--upload-niceness", raw])
+    assert load.parse_args().upload_niceness == niceness

@@ -103,9 +103,10 @@ class Federation:
         return int(until(lambda: self.sql("SELECT number FROM rounds_round WHERE state='open'")))
 
     def settle(self) -> None:
-        """Wait out the portal's per-worker cache of round answers (1 s by default), so
-        that what the operator wrote in the database is what the nodes are served."""
-        time.sleep(STATUS_CACHE_SECONDS + 0.5)
+        """Wait out the portal's per-worker cache of round answers (at most twice its 1 s
+        default old), so that what the operator wrote in the database is what the nodes
+        are served."""
+        time.sleep(2 * STATUS_CACHE_SECONDS + 0.5)
 
     def fail_open_rounds(self, why: str) -> None:
         self.sql(

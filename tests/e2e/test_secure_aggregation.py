@@ -430,7 +430,7 @@ def test_a_substituted_aggregate_is_refused_by_every_node_which_keeps_its_model(
         json.dumps(manifest),
         number,
     )
-    time.sleep(STATUS_CACHE_SECONDS + 0.5)
+    time.sleep(2 * STATUS_CACHE_SECONDS + 0.5)  # an answer is at most 2 x that old
     fed.step_until_done(number, tuple(survivors), timeout=120)
     for slug in survivors:
         agent = fed.agents[slug]

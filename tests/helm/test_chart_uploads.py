@@ -186,17 +186,41 @@ def test_the_notes_name_the_uploads_pods_and_their_paths():
     assert "/api/v1/rounds/[0-9]+/update$" in text
 
 
+def test_idle_niceness_reaches_the_uploads_workers_and_the_notes_say_so():
+    values = copy.deepcopy(UPLOADS_VALUES)
+    values["uploads"]["niceness"] = "idle"
+    assert (
+        env_of(container(objects(PORTAL, copy.deepcopy(values)), "uploads"))[
+            "CONSORTIUM_WEB_NICENESS"
+        ]["value"]
+        == "idle"
+    )
+    with helm.Chart.load(PORTAL) as loaded:
+        notes = loaded.render(values, name="rel", namespace="consortium")
+    text = next(v for k, v in notes.items() if k.endswith("NOTES.txt"))
+    assert "(2 pods, gunicorn workers at idle priority, SCHED_IDLE)" in text
+
+
 @pytest.mark.parametrize(
     ("values", "where"),
     [
         ({"uploads": {"niceness": 20}}, "/uploads/niceness"),
         ({"uploads": {"niceness": -1}}, "/uploads/niceness"),
+        ({"uploads": {"niceness": "lowest"}}, "/uploads/niceness"),
         ({"uploads": {"paths": []}}, "/uploads/paths"),
         ({"uploads": {"paths": [{"path": "api", "pathType": "Prefix"}]}}, "/uploads/paths/0"),
         ({"uploads": {"workers": 0}}, "/uploads/workers"),
         ({"uploads": {"replicas": 2}}, "replicas"),
     ],
-    ids=["nice-20", "nice-negative", "no-paths", "relative-path", "no-workers", "unknown-key"],
+    ids=[
+        "nice-20",
+        "nice-negative",
+        "nice-word",
+        "no-paths",
+        "relative-path",
+        "no-workers",
+        "unknown-key",
+    ],
 )
 def test_the_schema_rejects_a_bad_uploads_value(values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,9 +54,32 @@ def test_each_worker_is_niced_by_the_configured_amount(monkeypatch, raw, nicenes
     assert calls == ([niceness] if niceness else [])
 
 
-@pytest.mark.parametrize("raw", ["20", "-5", "ten", "1.5"])
+@pytest.mark.parametrize("raw", ["20", "-5", "ten", "1.5", "idle19"])
 def test_a_bad_niceness_stops_gunicorn_naming_the_variable(monkeypatch, raw):
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "placeholder")
     monkeypatch.setenv("CONSORTIUM_WEB_NICENESS", raw)
-    with pytest.raises(SystemExit, match="CONSORTIUM_WEB_NICENESS must be a whole number 0-19"):
+    with pytest.raises(
+        SystemExit, match="CONSORTIUM_WEB_NICENESS must be a whole number 0-19 or idle"
+    ):
         runpy.run_path(str(CONF))
+
+
+@pytest.mark.parametrize("raw", ["idle", "IDLE", " idle "])
+def test_idle_puts_the_worker_and_what_it_starts_in_the_idle_scheduling_class(tmp_path, raw):
+    # In a child process of its own: SCHED_IDLE cannot be undone without privileges.
+    script = f"""
+import os, runpy, subprocess, sys
+hooks = runpy.run_path({str(CONF)!r})
+hooks["post_fork"](None, None)
+child = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"],
+    capture_output=True, text=True, check=True,
+)
+print(os.sched_getscheduler(0), child.stdout.strip(), os.SCHED_IDLE)
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "CONSORTIUM_WEB_NICENESS": raw}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    worker, helper, idle = out.stdout.split()
+    assert worker == helper == idle
