@@ -62,7 +62,9 @@ def explain_alerts(
     model: ScoringModel, normalised: np.ndarray, raw: np.ndarray, scores: np.ndarray
 ) -> list[list[dict[str, Any]]]:
     """The top reasons of each alerting transaction (none for the others), in plain words."""
-    rows = alert_reason_lists(model.net, normalised, raw, scores, model.threshold)
+    rows = alert_reason_lists(
+        model.net, normalised, raw, scores, model.threshold, feature_names=model.feature_names
+    )
     return [
         [
             {"feature": r.feature, "contribution": round(r.contribution, 6), "text": r.text}
