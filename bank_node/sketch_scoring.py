@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bank_node.config import ConfigError
+from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check
+from bank_node.keys import Keyring, keyring_load
+from bank_node.online_features import Transaction
 from bank_node.sketch_round import CrossBankSketch, kept_round, others_sketch_file, spec_shape
 from bank_node.staging import SCHEMA, staged_tables
 from bank_node.state import NodeState, state_file
@@ -28,8 +30,8 @@ from he.errors import HEError
 from models.counterparty_sketch import SKETCH_FEATURE_NAMES, sketch_key
 from protocol import SketchSpec
 
-if TYPE_CHECKING:
-    from bank_node.keys import Keyring
+if TYPE_CHECKING:  # scoring_model imports this module
+    from bank_node.scoring_model import ScoringModel
 
 KEY_EPOCH = "key_epoch"  # in a model's global_model.json: the epoch its round ran under
 
@@ -40,6 +42,21 @@ class SketchSource:
 
     state_dir: Path
     keyring: Callable[[], Keyring]
+
+
+def node_sketch_source(config: NodeConfig) -> SketchSource:
+    """The node's kept sketch rounds and its keys, as `bank-node score` and `serve` read them."""
+
+    def keyring() -> Keyring:
+        files_check(config, *KEY_FIELDS)
+        return keyring_load(
+            config.secret_context_file,
+            config.ckks_params_file,
+            config.signing_key_file,
+            config.previous_key_dirs,
+        )
+
+    return SketchSource(config.state_dir, keyring)
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,30 @@ def _staged_frame(table: pa.Table) -> pd.DataFrame:
     )
     frame["timestamp"] = plain.column("tick").to_numpy().astype("datetime64[ns]")
     return frame
+
+
+def served_cross_bank(columns: CrossBankColumns, transactions: Sequence[Transaction]) -> np.ndarray:
+    """The cross-bank columns of transactions `bank-node serve` was asked to score."""
+    frame = pd.DataFrame(
+        {
+            "timestamp": np.array([t.timestamp for t in transactions], "datetime64[s]"),
+            "from_bank": [t.from_bank for t in transactions],
+            "from_account": [t.from_account for t in transactions],
+            "to_bank": [t.to_bank for t in transactions],
+            "to_account": [t.to_account for t in transactions],
+        }
+    )
+    return columns.features(frame)
+
+
+def check_sketch_served(model: ScoringModel, history: bool) -> None:
+    """A sketch model is served only for a feature set whose requests name both accounts."""
+    if model.cross_bank is not None and not history:
+        raise ConfigError(
+            f"{model.source}: the model reads cross-bank sketch features, and requests for "
+            f"feature set {model.policy.feature_set!r} carry no accounts to look up; score "
+            "it in batches: bank-node score"
+        )
 
 
 def model_key_epoch(meta: dict[str, Any], directory: Path) -> str | None:

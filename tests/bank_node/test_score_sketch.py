@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,11 +21,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bank_node.config import ConfigError, NodeConfig
 from bank_node.data import load_transactions
+from bank_node.explain import alert_reason_lists
+from bank_node.feature_store import SqliteStore
 from bank_node.features_duckdb import EngineSettings
 from bank_node.keys import Keyring
+from bank_node.schemas import TIMESTAMP_FORMAT
 from bank_node.score_output import read_scored
 from bank_node.score_stream import score_input
 from bank_node.scoring_model import MODEL_META, ScoringModel, SketchSource, load_scoring_model
+from bank_node.serve import ModelHolder, ScoringService
 from bank_node.sketch_round import (
     SketchRounds,
     others_sketch_file,
@@ -41,6 +46,7 @@ from models.nets import build_model
 from models.vector import model_to_vector
 from protocol import RoundInfo, SketchSpec
 from simulation.world import generate_world
+from tests.bank_node.serve_helpers import TOKEN, answer, post, transaction
 from tests.conftest import PARAMS
 from tests.protocol.messages import policy_dict, round_dict, sketch_dict
 
@@ -49,6 +55,9 @@ WIDTH = len(FEATURE_NAMES) + len(SKETCH_FEATURE_NAMES)
 SKETCH = sketch_dict(as_of=["2022-09-15", "2022-10-01"], depth=3, width=256, window_days=14)
 SPEC = SketchSpec.from_dict(SKETCH)
 SKETCH_ROUND, STATS_ROUND, TRAINING_ROUND = 5, 6, 7
+THRESHOLD = 0.999  # few alerts: each costs an explanation (~64 passes), not what is tested
+SENT = ["from_bank", "from_account", "to_bank", "to_account", "receiving_currency",
+        "payment_currency", "payment_format"]  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +129,7 @@ def model_dir(node: Node, ckks) -> Path:
     state_dir = node.config.state_dir
     normalizer = Normalizer(rng.normal(0.0, 0.2, WIDTH), rng.uniform(0.5, 2.0, WIDTH), STATS_ROUND)
     (state_dir / f"normalization-round-{STATS_ROUND}.json").write_text(normalizer.to_json())
-    save_global_model(state_dir, rnd, weights, 0.5)
+    save_global_model(state_dir, rnd, weights, THRESHOLD)
     return state_dir
 
 
@@ -174,12 +183,29 @@ def test_scoring_streamed_in_batches_gives_the_training_matrixs_scores(
     out = tmp_path / "scores.parquet"  # every digit (the CSV shows six decimals)
     settings = EngineSettings(memory_limit="512MB", temp_directory=tmp_path / "work")
     summary = score_input(
-        model, node.config.data_file, out, settings=settings, batch_rows=700, engine=engine
+        model,
+        node.config.data_file,
+        out,
+        settings=settings,
+        batch_rows=700,
+        engine=engine,
+        reasons=1,
     )
     _, rows = read_scored(out)
     scored = {int(r["line"]): float(r["score"]) for r in rows}
     assert summary.rows == len(scored)
     _check(scored, expected)
+
+
+def test_the_reasons_of_an_alert_name_the_models_columns(model, node):
+    frame = load_transactions(node.config.data_file).iloc[-3:]
+    raw = model.features(frame)
+    x = model.normalise(raw)
+    rows = alert_reason_lists(
+        model.net, x, raw, model.scores(x), 0.0, feature_names=model.feature_names
+    )
+    named = {reason.feature for row in rows for reason in row}
+    assert named and named <= set(model.feature_names)
 
 
 def test_a_row_before_the_first_as_of_date_reads_zeros_and_later_rows_do_not(model, node):
@@ -263,3 +289,39 @@ def test_a_frame_of_one_row_reads_the_same_columns_as_in_the_whole_file(model, n
     row = frame.index[-1]
     one = model.cross_bank.features(pd.DataFrame(frame.loc[[row]]))
     np.testing.assert_array_equal(one[0], whole[-1])
+
+
+def _service(model_dir: Path, source: SketchSource | None, tmp_path: Path) -> ScoringService:
+    holder = ModelHolder(model_dir, source)
+    holder.load()
+    store = SqliteStore(tmp_path / "serve" / "accounts.sqlite3")
+    return ScoringService(models=holder, store=store, token=TOKEN, max_batch=100_000)
+
+
+def _as_sent(row: Any) -> dict[str, Any]:
+    sent: dict[str, Any] = {name: str(getattr(row, name)) for name in SENT}
+    sent["timestamp"] = row.timestamp.strftime(TIMESTAMP_FORMAT)
+    sent["amount_paid"], sent["amount_received"] = row.amount_paid, row.amount_received
+    return sent
+
+
+def test_serve_scores_each_transaction_as_score_does(model_dir, node, model, tmp_path):
+    service = _service(model_dir, node.source, tmp_path)
+    assert service.models.model is not None, service.models.problem
+    # Every 20th row: the whole period (before and after each as-of date) in few requests.
+    frame = load_transactions(node.config.data_file).iloc[::20].reset_index(drop=True)
+    assert (frame["timestamp"] < np.datetime64(SPEC.as_of[0])).any()
+    order = np.argsort(frame["timestamp"].to_numpy(), kind="stable")
+    sent = [_as_sent(frame.iloc[i]) for i in order]
+    results = answer(post(service, {"transactions": sent}))["results"]
+    served = np.empty(len(frame))
+    served[order] = [r["score"] for r in results]
+    assert np.max(np.abs(served - model.score_frame(frame))) <= 1e-6
+
+
+def test_serve_without_the_nodes_sketches_refuses_the_model_and_says_why(model_dir, node, tmp_path):
+    service = _service(model_dir, SketchSource(tmp_path, lambda: node.keys), tmp_path)
+    assert service.models.model is None
+    assert "keeps no published sketch round" in (service.models.problem or "")
+    response = post(service, transaction())
+    assert response.status == 503 and b"keeps no published sketch round" in response.body
