@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
 from models.feature_sets import FEATURE_SETS
 from models.reasons import Reason, explain
 
@@ -22,6 +23,13 @@ def feature_names_for(width: int) -> list[str]:
         if spec.n_features == width:
             return list(spec.feature_names)
     return [f"feature_{i}" for i in range(width)]
+
+
+def policy_feature_names(feature_set_name: str, sketched: bool) -> list[str]:
+    """A policy's columns by name: its feature set's, then the cross-bank ones if it reads
+    them (a width alone is ambiguous: ``aml-v1`` plus six is ``paysim-v1``'s 50)."""
+    names = list(FEATURE_SETS[feature_set_name].feature_names)
+    return [*names, *SKETCH_FEATURE_NAMES] if sketched else names
 
 
 def alert_reasons(

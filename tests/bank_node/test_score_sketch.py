@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bank_node.cli import main
 from bank_node.config import ConfigError, NodeConfig
 from bank_node.data import load_transactions
+from bank_node.drift_state import drift_reference_save, reference_file
 from bank_node.explain import alert_reason_lists
 from bank_node.feature_store import SqliteStore
 from bank_node.features_duckdb import EngineSettings
-from bank_node.keys import Keyring
+from bank_node.keys import SECRET_CONTEXT, SIGNING_KEY, Keyring, ckks_keygen, signing_keygen
 from bank_node.schemas import TIMESTAMP_FORMAT
 from bank_node.score_output import read_scored
 from bank_node.score_stream import score_input
@@ -37,6 +37,7 @@ from bank_node.sketch_round import (
     spec_dates,
     spec_shape,
 )
+from bank_node.sketch_scoring import node_sketch_source
 from bank_node.splits import split_frame
 from bank_node.state import NodeState, save_global_model, state_file
 from bank_node.training import Normalizer, local_data
@@ -44,7 +45,7 @@ from models.counterparty_sketch import SKETCH_FEATURE_NAMES, build_sketches, ske
 from models.features import FEATURE_NAMES
 from models.nets import build_model
 from models.vector import model_to_vector
-from protocol import RoundInfo, SketchSpec
+from protocol import PolicySnapshot, RoundInfo, SketchSpec
 from simulation.world import generate_world
 from tests.bank_node.serve_helpers import TOKEN, answer, post, transaction
 from tests.conftest import PARAMS
@@ -92,20 +93,23 @@ def _round(number: int, kind: str, fingerprint: str, stats_round: int | None) ->
 
 
 @pytest.fixture(scope="module")
-def node(ckks, world: Path, tmp_path_factory: pytest.TempPathFactory) -> Node:
-    """Bank 1's node after concluding a sketch round that banks 2 and 3 took part in."""
-    state_dir = tmp_path_factory.mktemp("state")
-    none = state_dir / "none"
+def node(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Node:
+    """Bank 1's node, with key files from the ceremony, after concluding a sketch round that
+    banks 2 and 3 took part in."""
+    home = tmp_path_factory.mktemp("node")
+    keydir = home / "keys"
+    ckks_keygen(keydir, PARAMS)
+    signing_keygen(keydir)
     config = NodeConfig(
-        portal_url="http://127.0.0.1:9", bank="alpha", credential_file=none,
-        signing_key_file=none, secret_context_file=none, ckks_params_file=none,
-        data_file=world / "bank_1.csv", state_dir=state_dir,
+        portal_url="http://127.0.0.1:9", bank="alpha", credential_file=home / "credential",
+        signing_key_file=keydir / SIGNING_KEY, secret_context_file=keydir / SECRET_CONTEXT,
+        ckks_params_file=keydir / "ckks_params.json", data_file=world / "bank_1.csv",
+        state_dir=home / "state",
     )  # fmt: skip
-    keys = Keyring(
-        secret_context=ckks.secret, params=PARAMS, fingerprint=ckks.fingerprint,
-        signing_key=Ed25519PrivateKey.generate(), integrity_key=os.urandom(32),
-    )  # fmt: skip
-    key = sketch_key(keys.integrity_key, ckks.fingerprint)
+    config.state_dir.mkdir()
+    config.credential_file.write_text("not-a-real-credential")
+    keys = node_sketch_source(config).keyring()  # the loader `score` and `serve` use
+    key = sketch_key(keys.integrity_key, keys.fingerprint)
     others = sum(
         build_sketches(load_transactions(world / f"bank_{i}.csv"), key, spec_shape(SPEC),
                        spec_dates(SPEC))
@@ -115,15 +119,15 @@ def node(ckks, world: Path, tmp_path_factory: pytest.TempPathFactory) -> Node:
     rounds = SketchRounds(
         config, keys, lambda n, e: (others.ravel() / 2, 2.0), lambda: state, lambda: []
     )
-    rounds.conclude(_round(SKETCH_ROUND, "sketch", ckks.fingerprint, None))
+    rounds.conclude(_round(SKETCH_ROUND, "sketch", keys.fingerprint, None))
     return Node(config, keys)
 
 
 @pytest.fixture(scope="module")
-def model_dir(node: Node, ckks) -> Path:
+def model_dir(node: Node) -> Path:
     """A model saved as the agent saves an evaluated one, normalising all 50 columns."""
     rng = np.random.default_rng(2)
-    rnd = _round(TRAINING_ROUND, "training", ckks.fingerprint, STATS_ROUND)
+    rnd = _round(TRAINING_ROUND, "training", node.keys.fingerprint, STATS_ROUND)
     initial = model_to_vector(build_model(rnd.policy.model_spec, WIDTH))
     weights = initial + rng.normal(0.0, 0.3, initial.shape)  # scores that vary with the rows
     state_dir = node.config.state_dir
@@ -176,7 +180,42 @@ def test_scoring_in_memory_gives_the_training_matrixs_scores(model, node, expect
     _check(dict(zip((frame.index + 2).tolist(), scores.tolist(), strict=True)), expected)
 
 
-@pytest.mark.parametrize("engine", ["numpy", "duckdb"])
+def _config_file(node: Node, tmp_path: Path, **paths: Path) -> Path:
+    """A node.toml of ``node``'s files (a field in ``paths`` pointed elsewhere)."""
+    config = node.config
+    files = {
+        "credential_file": config.credential_file, "signing_key_file": config.signing_key_file,
+        "secret_context_file": config.secret_context_file,
+        "ckks_params_file": config.ckks_params_file, "data_file": config.data_file,
+        "state_dir": config.state_dir, **paths,
+    }  # fmt: skip
+    lines = [f'{name} = "{path}"' for name, path in files.items()]
+    path = tmp_path / "node.toml"
+    path.write_text('portal_url = "http://127.0.0.1:9"\nbank = "alpha"\n' + "\n".join(lines))
+    return path
+
+
+def test_bank_node_score_gives_the_training_matrixs_scores(node, expected, tmp_path, capsys):
+    out = tmp_path / "scores.parquet"  # every digit (the CSV shows six decimals)
+    config = _config_file(node, tmp_path)
+    argv = ["score", "--config", str(config), "--input", str(node.config.data_file)]
+    assert main([*argv, "--out", str(out), "--work-dir", str(tmp_path / "work")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["global_model_round"] == TRAINING_ROUND
+    _, rows = read_scored(out)
+    _check({int(r["line"]): float(r["score"]) for r in rows}, expected)
+
+
+def test_bank_node_score_without_the_key_files_names_the_field(node, tmp_path, capsys):
+    config = _config_file(node, tmp_path, secret_context_file=tmp_path / "gone.secret")
+    argv = ["score", "--config", str(config), "--input", str(node.config.data_file)]
+    assert main([*argv, "--out", str(tmp_path / "out.csv")]) == 2
+    error = capsys.readouterr().err
+    assert "bank-node score: error: secret_context_file" in error and "no such file" in error
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("engine", ["duckdb"])
 def test_scoring_streamed_in_batches_gives_the_training_matrixs_scores(
     model, node, expected, tmp_path, engine
 ):
@@ -232,7 +271,7 @@ def test_a_node_that_keeps_no_sketch_round_of_the_spec_is_told_what_to_do(
         load_scoring_model(model_dir, sketches=empty)
 
 
-def test_a_node_without_the_models_epoch_key_is_told_which_key_it_needs(model_dir, node, ckks):
+def test_a_node_without_the_models_epoch_key_is_told_which_key_it_needs(model_dir, node):
     stranger = dataclasses.replace(node.keys, fingerprint="ab" * 32)
     source = SketchSource(node.config.state_dir, lambda: stranger)
     with pytest.raises(ConfigError, match=r"integrity\.key of key epoch .*previous_key_dirs"):
@@ -325,3 +364,18 @@ def test_serve_without_the_nodes_sketches_refuses_the_model_and_says_why(model_d
     assert "keeps no published sketch round" in (service.models.problem or "")
     response = post(service, transaction())
     assert response.status == 503 and b"keeps no published sketch round" in response.body
+
+
+def test_the_drift_reference_of_a_sketch_model_names_its_columns(node, model_dir, tmp_path):
+    config = node.config
+    key = sketch_key(node.keys.integrity_key, node.keys.fingerprint)
+    base = local_data(config.data_file, config.evaluation, "aml-v1")
+    data = sketched_local_data(
+        config.data_file, config.evaluation, config.state_dir, SKETCH_ROUND, key, base
+    )
+    policy = PolicySnapshot.from_dict(json.loads((model_dir / MODEL_META).read_text())["policy"])
+    weights = np.load(model_dir / "global_model.npy")
+    drift_reference_save(tmp_path, TRAINING_ROUND, policy, weights, data, None)
+    kept = json.loads(reference_file(tmp_path, TRAINING_ROUND).read_text())
+    # aml-v1's 44 columns and 6 more are 50, as many as paysim-v1 has: named by the policy.
+    assert kept["features"] == [*FEATURE_NAMES, *SKETCH_FEATURE_NAMES]
