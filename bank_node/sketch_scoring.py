@@ -100,7 +100,8 @@ def cross_bank_file(columns: CrossBankColumns, files: Sequence[Path], work: Path
         for table in staged_tables(list(files)):
             if len(table) and table.column("rid")[0].as_py() != rows:
                 raise RuntimeError(f"staged rows of {files} are not in input order")  # a bug
-            out.write(np.ascontiguousarray(columns.features(_staged_frame(table))).tobytes())
+            extra = columns.features(_staged_frame(table))
+            out.write(np.ascontiguousarray(extra, dtype=np.float32).tobytes())
             rows += len(table)
     width = len(SKETCH_FEATURE_NAMES)
     if rows == 0:
