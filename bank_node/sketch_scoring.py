@@ -23,6 +23,7 @@ import pyarrow as pa
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check
 from bank_node.keys import Keyring, keyring_load
 from bank_node.online_features import Transaction
+from bank_node.passport import PASSPORT_FILE
 from bank_node.sketch_round import CrossBankSketch, kept_round, others_sketch_file, spec_shape
 from bank_node.staging import SCHEMA, staged_tables
 from bank_node.state import NodeState, state_file
@@ -152,7 +153,7 @@ def model_key_epoch(meta: dict[str, Any], directory: Path) -> str | None:
     epoch = meta.get(KEY_EPOCH)
     if isinstance(epoch, str) and epoch:
         return epoch
-    passport = directory / "passport.json"
+    passport = directory / PASSPORT_FILE
     try:
         epoch = json.loads(passport.read_text()).get(KEY_EPOCH)
     except (OSError, ValueError, AttributeError):

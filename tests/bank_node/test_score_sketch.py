@@ -25,6 +25,7 @@ from bank_node.explain import alert_reason_lists
 from bank_node.feature_store import SqliteStore
 from bank_node.features_duckdb import EngineSettings
 from bank_node.keys import SECRET_CONTEXT, SIGNING_KEY, Keyring, ckks_keygen, signing_keygen
+from bank_node.passport import passport_for, write_passport
 from bank_node.schemas import TIMESTAMP_FORMAT
 from bank_node.score_output import read_scored
 from bank_node.score_stream import score_input
@@ -291,6 +292,10 @@ def test_a_model_without_a_recorded_key_epoch_is_refused_with_the_file_named(
     (copy / MODEL_META).write_text(json.dumps(meta))
     with pytest.raises(ConfigError, match=r"global_model\.json: records no key_epoch"):
         load_scoring_model(copy, sketches=node.source)
+    # A registry version saved before descriptions recorded it: its passport's epoch.
+    rnd = _round(TRAINING_ROUND, "training", node.keys.fingerprint, STATS_ROUND)
+    write_passport(copy, passport_for(rnd, "alpha", {}, THRESHOLD))
+    assert load_scoring_model(copy, sketches=node.source).cross_bank is not None
 
 
 @pytest.mark.parametrize(
