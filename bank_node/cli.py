@@ -221,10 +221,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     from bank_node.features_duckdb import EngineSettings
     from bank_node.score_stream import score_input
     from bank_node.scoring_model import load_scoring_model
+    from bank_node.sketch_scoring import node_sketch_source
 
     config = _config(args)
     state = Path(args.model) if args.model else config.state_dir
-    model = load_scoring_model(state, hint=_no_model_hint(args.model))
+    # A sketch policy's model reads the sketch rounds the node keeps, keyed by its keys.
+    sketches = node_sketch_source(config)
+    model = load_scoring_model(state, hint=_no_model_hint(args.model), sketches=sketches)
     work = Path(args.work_dir) if args.work_dir else config.state_dir / "score-work"
     settings = EngineSettings(memory_limit=args.memory_limit, temp_directory=work)
     # Drift is the node's own record: kept only when scoring against its state dir.

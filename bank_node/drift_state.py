@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from bank_node.explain import feature_names_for
+from bank_node.explain import feature_names_for, policy_feature_names
 from bank_node.training import LocalData, Normalizer, model_from_vector
 from models.drift import DailyCounts, Reference, WindowDrift, reference_from
+from models.feature_sets import FEATURE_SETS
 from models.training import predict_scores
 from protocol import PolicySnapshot
 
@@ -61,7 +62,11 @@ def drift_reference_save(
         return
     model = model_from_vector(policy.model_spec, policy.n_features, weights)
     x = data.x_train if norm is None else norm.apply(data.x_train)
-    names = feature_names_for(data.x_train.shape[1])
+    sketched = policy.counterparty_sketch is not None
+    if policy.feature_set in FEATURE_SETS:
+        names = policy_feature_names(policy.feature_set, sketched)
+    else:
+        names = feature_names_for(data.x_train.shape[1])
     drift_reference_keep(
         state_dir, number, reference_from(data.x_train, predict_scores(model, x), names)
     )

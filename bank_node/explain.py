@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
 from models.feature_sets import FEATURE_SETS
 from models.reasons import Reason, explain
 
@@ -22,6 +25,13 @@ def feature_names_for(width: int) -> list[str]:
     return [f"feature_{i}" for i in range(width)]
 
 
+def policy_feature_names(feature_set_name: str, sketched: bool) -> list[str]:
+    """A policy's columns by name: its feature set's, then the cross-bank ones if it reads
+    them (a width alone is ambiguous: ``aml-v1`` plus six is ``paysim-v1``'s 50)."""
+    names = list(FEATURE_SETS[feature_set_name].feature_names)
+    return [*names, *SKETCH_FEATURE_NAMES] if sketched else names
+
+
 def alert_reasons(
     model: torch.nn.Module,
     x: np.ndarray,
@@ -30,6 +40,7 @@ def alert_reasons(
     threshold: float | None,
     *,
     top_k: int = DEFAULT_REASONS,
+    feature_names: Sequence[str] | None = None,
 ) -> list[str]:
     """One cell per row: the top ``top_k`` reasons' texts joined by "; ", for alerts only.
 
@@ -37,8 +48,12 @@ def alert_reasons(
     ``scores`` the model's scores of them. Rows below ``threshold`` (every row when there is
     none) and every row when ``top_k`` is 0 get an empty cell: explaining every row would
     cost ~64 forward and backward passes each, too slow at a bank's volume.
+    ``feature_names``: the model's columns (`ScoringModel.feature_names`); by default
+    those of the feature set of ``x``'s width (`feature_names_for`).
     """
-    rows = alert_reason_lists(model, x, raw, scores, threshold, top_k=top_k)
+    rows = alert_reason_lists(
+        model, x, raw, scores, threshold, top_k=top_k, feature_names=feature_names
+    )
     return [SEPARATOR.join(reason.text for reason in row) for row in rows]
 
 
@@ -50,6 +65,7 @@ def alert_reason_lists(
     threshold: float | None,
     *,
     top_k: int = DEFAULT_REASONS,
+    feature_names: Sequence[str] | None = None,
 ) -> list[list[Reason]]:
     """`alert_reasons` as structured reasons (feature, contribution, text) per row."""
     if top_k < 0:
@@ -60,7 +76,7 @@ def alert_reason_lists(
     alerting = np.flatnonzero(np.asarray(scores) >= threshold)
     if alerting.size == 0:
         return rows
-    names = feature_names_for(x.shape[1])
+    names = list(feature_names) if feature_names is not None else feature_names_for(x.shape[1])
     reasons = explain(model, x[alerting], feature_names=names, raw=raw[alerting], top_k=top_k)
     for row, row_reasons in zip(alerting, reasons, strict=True):
         rows[row] = list(row_reasons)

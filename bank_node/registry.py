@@ -135,6 +135,7 @@ class ModelRegistry:
             "round": rnd.number,
             "policy": rnd.policy.to_dict(),
             "stats_round": rnd.stats_round,
+            "key_epoch": rnd.key_epoch,  # keys a sketch policy's cross-bank columns at scoring
             "threshold": passport.threshold,
         }
         (building / MODEL_META).write_text(json.dumps(about, indent=2))

@@ -20,6 +20,11 @@ The SQL (`models.features_sql`) defines the ``aml-v1`` feature set only. A model
 set (``card-v1``, ``paysim-v1``: `models.feature_sets`) is scored from CSV input with the
 set's own pandas function over the whole input in memory, then batch by batch as above; a
 Parquet input is refused for it, naming the feature set.
+
+A model of a ``counterparty_sketch`` policy reads six cross-bank columns after its feature
+set's (`ScoringModel.cross_bank`). On the SQL path they are computed in one more pass over
+the staged input rows, a chunk at a time, into a float32 file indexed by ``rid`` that each
+batch joins on (24 bytes a row on disk, in the temporary directory).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from bank_node.feature_engines import features_in_order
 from bank_node.features_duckdb import EngineSettings
 from bank_node.score_output import open_sink
 from bank_node.scoring_model import ScoringModel
+from bank_node.sketch_scoring import cross_bank_file
 from bank_node.staging import PARQUET_SUFFIXES, input_files
 from models.drift import DailyCounts
 from models.feature_sets import FeatureSet
@@ -102,11 +108,15 @@ def score_input(
         work = Path(tmp)
         features, files = features_in_order(engine, source, work, settings)
         names = [p.name for p in files] if source.is_dir() else None
-        batches = _batches(features, names, batch_rows)
+        extra = None if model.cross_bank is None else cross_bank_file(model.cross_bank, files, work)
+        batches = _batches(features, names, batch_rows, extra)
         return _write_scores(model, batches, out, names is not None, _Options(reasons, drift))
 
 
-def _batches(path: Path, names: list[str] | None, batch_rows: int) -> Iterator[_Batch]:
+def _batches(
+    path: Path, names: list[str] | None, batch_rows: int, extra: np.ndarray | None = None
+) -> Iterator[_Batch]:
+    """The feature file's rows in batches; ``extra`` (rows by ``rid``) appended to each."""
     columns = ["rid", "source", "line", "day", *FEATURE_NAMES]
     last_rid = -1
     for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
@@ -115,6 +125,8 @@ def _batches(path: Path, names: list[str] | None, batch_rows: int) -> Iterator[_
             raise RuntimeError(f"{path}: feature rows are not in input order")  # an engine bug
         last_rid = int(rid[-1]) if len(rid) else last_rid
         raw = np.column_stack([batch.column(n).to_numpy() for n in FEATURE_NAMES])
+        if extra is not None:
+            raw = np.hstack([raw, extra[rid]])
         files = None if names is None else [names[i] for i in batch.column("source").to_pylist()]
         days = np.asarray(batch.column("day").to_numpy(zero_copy_only=False), "datetime64[D]")
         yield _Batch(files, batch.column("line").to_numpy(), raw.astype(np.float32), days)
@@ -191,8 +203,9 @@ def _batch_columns(model: ScoringModel, batch: _Batch, options: _Options) -> dic
     columns["alert"] = alerts.astype(int).tolist()
     columns["model_version"] = [model.model_version] * len(scores)
     columns["reasons"] = alert_reasons(
-        model.net, normalised, batch.raw, scores, model.threshold, top_k=options.reasons
-    )
+        model.net, normalised, batch.raw, scores, model.threshold, top_k=options.reasons,
+        feature_names=model.feature_names,
+    )  # fmt: skip
     if options.drift is not None and len(scores):
         options.drift.add(batch.raw, scores, batch.days)
     return columns

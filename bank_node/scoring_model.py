@@ -4,7 +4,9 @@ The format is the one the agent writes for the newest evaluated global model
 (``bank_node.state.save_global_model``) and ``bank-node baseline --save`` writes for a
 local-only model: ``global_model.npy`` (the weights), ``global_model.json`` (round, policy
 snapshot, statistics round, alert threshold) and, when the policy normalises features,
-``normalization-round-N.json``. Everything that scores — ``bank-node score``, ``bank-node
+``normalization-round-N.json``. A model of a ``counterparty_sketch`` policy reads the
+cross-bank columns after its feature set's, from the sketch round the node keeps
+(``bank_node.sketch_scoring``). Everything that scores — ``bank-node score``, ``bank-node
 serve``, the model registry — loads a model through `load_scoring_model` and uses the same
 four steps: raw features, normalised features, scores, alerts.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,12 +29,19 @@ import torch
 from bank_node.config import ConfigError
 from bank_node.model_files import MODEL_META, MODEL_WEIGHTS, promoted_directory
 from bank_node.passport import version_name
+from bank_node.sketch_scoring import (
+    CrossBankColumns,
+    SketchSource,
+    cross_bank_columns,
+    model_key_epoch,
+)
 from bank_node.training import Normalizer, model_from_vector
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES, sketch_feature_count
 from models.feature_sets import FeatureSet, feature_set
 from models.training import predict_scores
 from protocol import PolicySnapshot, ProtocolError
 
-__all__ = ["MODEL_META", "MODEL_WEIGHTS", "ScoringModel", "load_scoring_model"]
+__all__ = ["MODEL_META", "MODEL_WEIGHTS", "ScoringModel", "SketchSource", "load_scoring_model"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,7 @@ class ScoringModel:
     label: str  # "global" or "local-only"
     source: Path
     version: str | None = None  # the registry version, when loaded from the registry
+    cross_bank: CrossBankColumns | None = None  # a counterparty_sketch policy's columns
 
     @property
     def feature_set(self) -> FeatureSet:
@@ -65,13 +76,15 @@ class ScoringModel:
 
     @property
     def feature_names(self) -> list[str]:
-        return list(self.feature_set.feature_names)
+        extra = SKETCH_FEATURE_NAMES if self.cross_bank is not None else []
+        return [*self.feature_set.feature_names, *extra]
 
     def features(self, frame: pd.DataFrame) -> np.ndarray:
         """Raw (un-normalised) features of a normalised transaction frame, in frame order.
 
         A frame without the columns the model's feature set needs is a ValueError naming
-        the set and the columns.
+        the set and the columns. A model of a sketch policy appends each row's cross-bank
+        columns, as training does (`bank_node.sketch_round.sketched_local_data`).
         """
         spec = self.feature_set
         if missing := spec.missing(frame.columns):
@@ -79,7 +92,10 @@ class ScoringModel:
                 f"the model reads feature set {spec.name!r}, which needs columns {missing} "
                 "this data does not have"
             )
-        return spec.compute(frame)
+        own = spec.compute(frame)
+        if self.cross_bank is None:
+            return own
+        return np.hstack([own, self.cross_bank.features(frame)])
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
         return raw if self.normalizer is None else self.normalizer.apply(raw)
@@ -97,10 +113,13 @@ class ScoringModel:
         return self.scores(self.normalise(self.features(frame)))
 
 
-def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
+def load_scoring_model(
+    directory: Path, *, hint: str = "", sketches: SketchSource | None = None
+) -> ScoringModel:
     """The model in ``directory`` (its promoted version, if it holds a registry).
 
-    A ConfigError names the missing or bad file.
+    ``sketches``: where the node keeps its sketch rounds and keys, needed for a model of a
+    ``counterparty_sketch`` policy. A ConfigError names the missing or bad file.
     """
     directory, version = promoted_directory(directory)
     meta_path = directory / MODEL_META
@@ -111,21 +130,7 @@ def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
         policy = PolicySnapshot.from_dict(meta.get("policy"))
     except (json.JSONDecodeError, ProtocolError, AttributeError) as exc:
         raise ConfigError(f"{meta_path}: not a model description: {exc}") from exc
-    if policy.counterparty_sketch is not None:
-        raise ConfigError(
-            f"{meta_path}: the model reads cross-bank sketch features, which `bank-node score` "
-            "and `bank-node serve` do not compute yet (issue 15 item 2); score with a model of "
-            "a policy without counterparty_sketch"
-        )
-    try:
-        spec = feature_set(policy.feature_set)
-    except ValueError as exc:
-        raise ConfigError(f"{meta_path}: {exc}; this node cannot compute its features") from exc
-    if spec.n_features != policy.n_features:
-        raise ConfigError(
-            f"{meta_path}: the policy reads {policy.n_features} features, its feature set "
-            f"{spec.name!r} computes {spec.n_features}"
-        )
+    _check_width(meta_path, policy)
     weights_path = directory / MODEL_WEIGHTS
     if not weights_path.exists():
         raise ConfigError(f"{weights_path} does not exist (its {MODEL_META} does)")
@@ -142,7 +147,37 @@ def load_scoring_model(directory: Path, *, hint: str = "") -> ScoringModel:
         label=meta.get("model", "global"),
         source=directory,
         version=version,
+        cross_bank=_cross_bank(meta_path, meta, policy, sketches),
     )
+
+
+def _check_width(meta_path: Path, policy: PolicySnapshot) -> None:
+    """The policy's width is its feature set's plus the cross-bank columns it reads."""
+    try:
+        spec = feature_set(policy.feature_set)
+    except ValueError as exc:
+        raise ConfigError(f"{meta_path}: {exc}; this node cannot compute its features") from exc
+    sketched = sketch_feature_count(policy.counterparty_sketch)
+    if spec.n_features + sketched != policy.n_features:
+        plus = f" plus {sketched} cross-bank sketch features" if sketched else ""
+        raise ConfigError(
+            f"{meta_path}: the policy reads {policy.n_features} features, its feature set "
+            f"{spec.name!r} computes {spec.n_features}{plus}"
+        )
+
+
+def _cross_bank(
+    meta_path: Path, meta: dict[str, Any], policy: PolicySnapshot, sketches: SketchSource | None
+) -> CrossBankColumns | None:
+    spec = policy.counterparty_sketch
+    if spec is None:
+        return None
+    if sketches is None:  # a caller with no node state: never a model scored without them
+        raise ConfigError(
+            f"{meta_path}: the model reads cross-bank sketch features, computed from the "
+            "sketch rounds and keys of a node's state_dir; score it with `bank-node score`"
+        )
+    return cross_bank_columns(sketches, spec, model_key_epoch(meta, meta_path.parent), meta_path)
 
 
 def _normalizer(directory: Path, stats_round: int | None) -> Normalizer | None:

@@ -31,6 +31,7 @@ from bank_node.online_features import OnlineFeatures, order_problem
 from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS, ScoringModel, load_scoring_model
 from bank_node.serve_input import InputError, ScoreRequest, parse_body
 from bank_node.serve_sets import SERVED_SETS, ServedSet, check_consistent
+from bank_node.sketch_scoring import SketchSource, check_sketch_served, served_cross_bank
 
 log = logging.getLogger("bank_node.serve")
 
@@ -62,7 +63,9 @@ def explain_alerts(
     model: ScoringModel, normalised: np.ndarray, raw: np.ndarray, scores: np.ndarray
 ) -> list[list[dict[str, Any]]]:
     """The top reasons of each alerting transaction (none for the others), in plain words."""
-    rows = alert_reason_lists(model.net, normalised, raw, scores, model.threshold)
+    rows = alert_reason_lists(
+        model.net, normalised, raw, scores, model.threshold, feature_names=model.feature_names
+    )
     return [
         [
             {"feature": r.feature, "contribution": round(r.contribution, 6), "text": r.text}
@@ -101,8 +104,9 @@ class ModelHolder:
     A load that fails keeps the model served before (if any) and says why in `problem`.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sketches: SketchSource | None = None) -> None:
         self.directory = directory
+        self.sketches = sketches  # a sketch policy's model reads the node's kept sketches
         self.model: ScoringModel | None = None
         self.problem: str | None = "not loaded yet"
         self._seen: tuple[tuple[int, int, int] | None, ...] | None = None
@@ -118,14 +122,15 @@ class ModelHolder:
         with self._lock:
             seen = _fingerprint(self._watched())
             try:
-                # Checks the width against the feature set, refuses sketch models.
-                model = load_scoring_model(self.directory)
+                # Checks the width against the feature set (and its cross-bank columns).
+                model = load_scoring_model(self.directory, sketches=self.sketches)
                 if model.policy.feature_set not in SERVED_SETS:
                     raise ConfigError(
                         f"{model.source}: the model reads feature set "
                         f"{model.policy.feature_set!r}; bank-node serve computes "
                         f"{', '.join(SERVED_SETS)} online (score it in batches: bank-node score)"
                     )
+                check_sketch_served(model, SERVED_SETS[model.policy.feature_set].fields.history)
             except (ConfigError, OSError, ValueError) as exc:
                 self.problem = str(exc)
                 self._seen = seen
@@ -284,6 +289,8 @@ class ScoringService:
         request = parse_body(body, max_batch=self.max_batch, fields=served.fields)
         check_consistent(served, request)
         raw = self._features(request, served)
+        if model.cross_bank is not None:  # the two accounts in the latest sketch dated <= t
+            raw = np.hstack([raw, served_cross_bank(model.cross_bank, request.transactions)])
         normalised = model.normalise(raw.astype(np.float32))
         scores = served_scores(model, normalised)
         alerts = model.alerts(scores)

@@ -39,13 +39,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bank_node.feature_store import SqliteStore, StoreError
     from bank_node.serve import ModelHolder, ScoringService
     from bank_node.serve_http import make_server, serve_forever
+    from bank_node.sketch_scoring import node_sketch_source
 
     config = load_config(Path(args.config))
     serve = config.serve
     token = read_token(config)
     torch.set_num_threads(max(1, config.torch_threads))
     model_dir = Path(args.model) if args.model else (serve.model_dir or config.state_dir)
-    models = ModelHolder(model_dir)
+    models = ModelHolder(model_dir, node_sketch_source(config))
     models.load()  # without a model it still starts, unready, and loads one when it appears
     try:
         store = SqliteStore(config.state_dir / STATE_FILE)

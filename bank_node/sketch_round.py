@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -179,9 +180,7 @@ class SketchRounds:
 
     def kept_for(self, spec: SketchSpec) -> int | None:
         """The newest kept sketch round of ``spec``, or None when this node has none."""
-        kept = self._state().sketches
-        same = [int(n) for n, about in kept.items() if about["spec"] == spec.to_dict()]
-        return max(same, default=None)
+        return kept_round(self._state().sketches, spec)
 
     def conclude_listed(self, spec: SketchSpec) -> int | None:
         """Conclude the newest published sketch round of ``spec`` the portal lists, if any."""
@@ -217,6 +216,15 @@ class SketchRounds:
             self.key(rnd.key_epoch),
             base,
         )
+
+
+def kept_round(kept: dict[str, Any], spec: SketchSpec) -> int | None:
+    """The newest round of ``spec`` among a node state's kept ``sketches``, or None."""
+    same = [
+        int(n) for n, about in kept.items()
+        if isinstance(about, dict) and about.get("spec") == spec.to_dict()
+    ]  # fmt: skip
+    return max(same, default=None)
 
 
 def round_spec(rnd: RoundInfo) -> SketchSpec:

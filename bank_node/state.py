@@ -107,6 +107,7 @@ def _write_model(
         "round": rnd.number,
         "policy": rnd.policy.to_dict(),
         "stats_round": rnd.stats_round,
+        "key_epoch": rnd.key_epoch,  # keys a sketch policy's cross-bank columns at scoring
         "threshold": threshold,
     }
     (state_dir / f"{stem}.json").write_text(json.dumps(about, indent=2))

@@ -76,10 +76,13 @@ def test_weights_that_do_not_fit_the_policy_are_refused(tmp_path: Path):
         load_scoring_model(directory)
 
 
-def test_a_model_with_cross_bank_features_is_refused_for_scoring_with_the_reason(tmp_path: Path):
+def test_a_sketch_policy_whose_width_leaves_out_the_cross_bank_columns_is_refused(
+    tmp_path: Path,
+):
+    # Scoring a sketch model itself: tests/bank_node/test_score_sketch.py.
     directory, _ = _saved(tmp_path, norm=False)
     meta = json.loads((directory / MODEL_META).read_text())
     meta["policy"]["counterparty_sketch"] = sketch_dict()
     (directory / MODEL_META).write_text(json.dumps(meta))
-    with pytest.raises(ConfigError, match="cross-bank sketch features"):
+    with pytest.raises(ConfigError, match=f"computes {N} plus 6 cross-bank sketch features"):
         load_scoring_model(directory)
