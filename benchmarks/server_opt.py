@@ -28,13 +28,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The scripts it shares code with live beside it (a script folder, not a package; a site
+# package is named benchmarks).
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# Run as a script, its own folder is on sys.path (a site package is named benchmarks).
-from quality import HYPER, Bank, consortium_norm, policy_of  # noqa: E402
+from quality import HYPER, Bank  # noqa: E402
+from quality_columns import centralised, consortium_norm, local_norm, local_only, policy_of  # noqa: E402
 from update_norms import load_world  # noqa: E402
 
 from bank_node.server_chain import server_params  # noqa: E402
-from bank_node.training import LocalData, model_from_vector, train_round  # noqa: E402
+from bank_node.training import LocalData, Normalizer, model_from_vector, train_round  # noqa: E402
 from models.features import FEATURE_NAMES  # noqa: E402
 from models.federation import fedavg  # noqa: E402
 from models.metrics import auprc  # noqa: E402
@@ -51,6 +54,7 @@ class Config:
     name: str
     server: dict[str, Any]
     fedprox_mu: float = 0.0
+    training: tuple[tuple[str, Any], ...] = ()  # local_epochs, learning_rate, batch_size
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -64,6 +68,16 @@ CONFIGS: tuple[Config, ...] = (
     Config("fedyogi lr=0.03", {"server_optimizer": "fedyogi", "server_lr": 0.03}),
     Config("fedprox mu=0.01", {}, fedprox_mu=0.01),
     Config("fedprox mu=0.1", {}, fedprox_mu=0.1),
+    # The local step itself (how far each bank drifts from the round's base): `--only` them.
+    Config("fedavg e1", {}, training=(("local_epochs", 1),)),
+    Config("fedavg e4 lr=1e-3", {}, training=(("local_epochs", 4), ("learning_rate", 1e-3))),
+    Config("fedavg lr=1e-3", {}, training=(("learning_rate", 1e-3),)),
+    Config("fedavg b1024 lr=1e-2", {}, training=(("batch_size", 1024), ("learning_rate", 1e-2))),
+    Config(
+        "fedavgm m=0.5 lr=1e-3",
+        {"server_optimizer": "fedavgm", "server_momentum": 0.5},
+        training=(("learning_rate", 1e-3),),
+    ),
 )
 
 
@@ -74,6 +88,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", default=None, help="comma-separated config names to run")
+    p.add_argument(
+        "--references", action="store_true",
+        help="also the centralised and local-only models' validation AUPRC (rounds x local epochs)",
+    )  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "server-opt"))
     p.add_argument("--train-before", default=None)
     p.add_argument("--evaluate-from", default=None)
@@ -82,7 +100,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def config_policy(base: PolicySnapshot, config: Config) -> PolicySnapshot:
     """The demo's policy with this column's server optimiser and μ (validated as on the wire)."""
-    fields = {**SERVER_OPT_DEFAULTS, **config.server, "fedprox_mu": config.fedprox_mu}
+    fields = {
+        **SERVER_OPT_DEFAULTS, **config.server, **dict(config.training),
+        "fedprox_mu": config.fedprox_mu,
+    }  # fmt: skip
     return PolicySnapshot.from_dict(replace(base, **fields).to_dict())
 
 
@@ -93,18 +114,42 @@ def validation_auprc(weights: np.ndarray, views: list[LocalData]) -> float:
     return float(np.nanmean([auprc(v.y_val, predict_scores(model, v.x_val)) for v in views]))
 
 
+def references(
+    banks: list[Bank], views: list[LocalData], norm: Normalizer, rounds: int
+) -> dict[str, float]:
+    """The centralised model (consortium normalisation) and each bank alone (its own), on the
+    validation rows, trained for as many epochs as the federation runs (as `quality.py`)."""
+    hyper = {**HYPER, "rounds": rounds}
+    central = centralised(banks, norm, hyper)
+    alone = local_only(banks, [local_norm(b) for b in banks], hyper)
+    local_views = [b.data.normalized(local_norm(b)) for b in banks]
+
+    def mean_auprc(models: list[torch.nn.Module], data: list[LocalData]) -> float:
+        pairs = zip(models, data, strict=True)
+        return float(np.nanmean([auprc(v.y_val, predict_scores(m, v.x_val)) for m, v in pairs]))
+
+    figures = {
+        "local-only": mean_auprc(list(alone), local_views),
+        "centralised": mean_auprc([central] * len(views), views),
+    }
+    for name, value in figures.items():
+        print(f"[server_opt] {name}: {value:.4f}", flush=True)
+    return figures
+
+
 class Updates:
     """Every bank's trained update from a base, computed once per (base, μ, round)."""
 
     def __init__(self, views: list[LocalData]) -> None:
         self.views = views
-        self.cache: dict[tuple[str, float, int], list[tuple[np.ndarray, int]]] = {}
+        self.cache: dict[tuple[Any, ...], list[tuple[np.ndarray, int]]] = {}
 
     def __call__(
         self, policy: PolicySnapshot, base: np.ndarray, number: int
     ) -> list[tuple[np.ndarray, int]]:
-        key = (model_digest(base), policy.fedprox_mu, number)
-        if key not in self.cache:  # the first round starts every FedAvg-μ column alike
+        local = (policy.fedprox_mu, policy.local_epochs, policy.learning_rate, policy.batch_size)
+        key = (model_digest(base), *local, number)
+        if key not in self.cache:  # the first round starts every column of one local step alike
             self.cache[key] = [train_round(v, policy, base, seed=number) for v in self.views]
         return self.cache[key]
 
@@ -129,10 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     torch.set_num_threads(1)  # as the nodes run (torch_threads = 1)
     banks: list[Bank] = load_world(args)
-    views = [b.data.normalized(consortium_norm(banks, 1)) for b in banks]
+    norm = consortium_norm(banks, 1)
+    views = [b.data.normalized(norm) for b in banks]
     base = policy_of({**HYPER, "rounds": args.rounds})
     wanted = set(args.only.split(",")) if args.only else None
     updates, results = Updates(views), {}
+    refs = references(banks, views, norm, args.rounds) if args.references else {}
     for config in CONFIGS:
         if wanted is None or config.name in wanted:
             results[config.name] = run_config(
@@ -146,10 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, figures in results.items():
         print(f"{name:<22}" + "".join(f"{f:>8.4f}" for f in figures))
+    for name, value in refs.items():
+        print(f"{name:<22}{value:>8.4f} (trained {args.rounds} x {HYPER['local_epochs']} epochs)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.preset}-{args.seed}-r{args.rounds}.json").write_text(
-        json.dumps({"args": vars(args), "validation_auprc": results}, indent=2)
+        json.dumps({"args": vars(args), "validation_auprc": results, "references": refs}, indent=2)
     )
     return 0
 

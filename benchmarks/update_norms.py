@@ -23,16 +23,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The scripts it shares code with live beside it (a script folder, not a package; a site
+# package is named benchmarks).
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# Run as a script, its own folder is on sys.path (a site package is named benchmarks).
-from quality import (  # noqa: E402
-    HYPER,
-    Bank,
-    consortium_norm,
-    evaluation_of,
-    load_bank,
-    policy_of,
-)
+from quality import HYPER, Bank, evaluation_of, load_bank  # noqa: E402
+from quality_columns import consortium_norm, policy_of  # noqa: E402
 
 from bank_node.training import train_round  # noqa: E402
 from models.features import FEATURE_NAMES  # noqa: E402

@@ -48,3 +48,8 @@ def robustness() -> ModuleType:
 @pytest.fixture(scope="session")
 def scale() -> ModuleType:
     return _load_script("scale")
+
+
+@pytest.fixture(scope="session")
+def server_opt() -> ModuleType:
+    return _load_script("server_opt")

@@ -1,0 +1,45 @@
+"""benchmarks/server_opt.py at tiny size: the columns it compares are the ones it names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROUNDS = 2
+COLUMNS = ["fedavg", "fedavgm lr=1 m=0.5", "fedavg e1"]
+
+
+@pytest.fixture(scope="module")
+def figures(server_opt: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("server-opt")
+    argv = ["--preset", "tiny", "--banks", "2", "--seed", "3", "--rounds", str(ROUNDS),
+            "--only", ",".join(COLUMNS), "--references", "--out", str(out)]  # fmt: skip
+    assert server_opt.main(argv) == 0
+    return json.loads((out / f"tiny-3-r{ROUNDS}.json").read_text())
+
+
+def test_every_asked_column_has_a_validation_figure_after_each_round(figures: dict) -> None:
+    assert list(figures["validation_auprc"]) == COLUMNS
+    for name, values in figures["validation_auprc"].items():
+        assert len(values) == ROUNDS, name
+        assert all(0.0 < v <= 1.0 for v in values), name
+
+
+def test_fedavgm_starts_as_fedavg_and_then_departs_from_it(figures: dict) -> None:
+    # With an empty momentum buffer and server lr 1, FedAvgM's first step is the average.
+    fedavg, fedavgm = (figures["validation_auprc"][n] for n in COLUMNS[:2])
+    assert fedavgm[0] == fedavg[0]
+    assert fedavgm[1] != fedavg[1]
+
+
+def test_a_column_with_another_local_step_trains_its_own_updates(figures: dict) -> None:
+    # The updates are cached per local step: one epoch a round is not two from round one.
+    assert figures["validation_auprc"]["fedavg e1"][0] != figures["validation_auprc"]["fedavg"][0]
+
+
+def test_the_references_are_the_centralised_and_local_only_models(figures: dict) -> None:
+    assert set(figures["references"]) == {"centralised", "local-only"}
+    assert all(0.0 < v <= 1.0 for v in figures["references"].values())
