@@ -25,6 +25,7 @@ from bank_node.passport import (
     write_passport,
 )
 from bank_node.scoring_model import MODEL_META, load_scoring_model
+from bank_node.serve import ModelHolder
 from he.codec import TRAILER_SLOTS
 from models.counterparty_sketch import SKETCH_FEATURE_NAMES
 from models.feature_sets import FEATURE_SETS
@@ -116,6 +117,14 @@ def test_a_plain_model_whose_passport_says_cross_bank_columns_is_refused(tmp_pat
     message = str(err.value)
     assert f"{PASSPORT_FILE}: the model was trained on other columns (cross-bank" in message
     assert "makes every scorer feed it feature set 'aml-v1' (44 columns) only" in message
+
+
+def test_serve_refuses_such_a_model_and_says_why(tmp_path: Path):
+    directory = _saved(tmp_path, default_policy())
+    write_passport(directory, passport_for(_round(sketch_policy()), "alpha", {}, 0.5))
+    holder = ModelHolder(directory)
+    assert holder.load() is False and holder.model is None
+    assert f"{PASSPORT_FILE}: the model was trained on other columns" in (holder.problem or "")
 
 
 def test_a_sketch_model_whose_passport_says_its_feature_set_only_is_refused(tmp_path: Path):
