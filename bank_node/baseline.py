@@ -2,8 +2,15 @@
 
 A saved model is a directory in the format the node keeps its global model in
 (``global_model.npy`` with the weights, ``global_model.json`` with the policy, the
-validation-chosen alert threshold and, when features are normalised, the statistics
-file beside it), so ``bank-node score --model DIR`` reads either.
+validation-chosen alert threshold, the digest of the columns it reads and, when features
+are normalised, the statistics file beside it), so ``bank-node score --model DIR`` reads
+either.
+
+Under a policy with a ``counterparty_sketch`` the baseline reads the feature set's columns
+only (`local_only_policy`): the cross-bank columns are the other members' counts, which a
+local-only reference is by definition without. What it was trained under says so: the
+printed ``inputs`` and ``left_out``, and the saved policy and ``global_model.json``, so
+``score`` feeds the saved model the same columns.
 """
 
 from __future__ import annotations
@@ -11,13 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bank_node.config import ConfigError, NodeConfig
+from bank_node.passport import describe_inputs, policy_inputs_version
 from bank_node.portal_client import BankClient, PortalError
 from bank_node.scoring_model import MODEL_META, MODEL_WEIGHTS
 from bank_node.training import (
@@ -28,6 +36,8 @@ from bank_node.training import (
     model_from_vector,
 )
 from he.codec import TRAILER_SLOTS
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.feature_sets import feature_set
 from models.features import FEATURE_NAMES
 from models.nets import FraudMLP, build_model
 from models.training import train_local
@@ -170,6 +180,29 @@ def policy_from_portal(config: NodeConfig, name: str, version: int) -> PolicySna
         ) from exc
 
 
+def local_only_policy(policy: PolicySnapshot) -> PolicySnapshot:
+    """``policy`` as a model of this bank's data alone reads it: its feature set's columns,
+    without the cross-bank sketch columns (the other members' counts) it may add."""
+    if policy.counterparty_sketch is None:
+        return policy
+    n_features = feature_set(policy.feature_set).n_features
+    length = vector_length(build_model(policy.model_spec, n_features)) + TRAILER_SLOTS
+    return replace(policy, counterparty_sketch=None, n_features=n_features, vector_length=length)
+
+
+def left_out(policy: PolicySnapshot) -> dict[str, Any] | None:
+    """What a local-only model of ``policy`` does not read, and why (None: nothing)."""
+    if policy.counterparty_sketch is None:
+        return None
+    return {
+        "counterparty_sketch": policy.counterparty_sketch.to_dict(),
+        "policy": {"name": policy.name, "version": policy.version, "digest": policy.digest()},
+        "why": "the cross-bank sketch columns are the other members' counts, which a "
+        "local-only model is trained without; the saved model reads the feature set's "
+        "columns only, and `bank-node score --model DIR` feeds it those",
+    }
+
+
 def train_baseline(
     data: LocalData, policy: PolicySnapshot, epochs: int
 ) -> tuple[FraudMLP, Normalizer | None]:
@@ -195,13 +228,30 @@ def train_baseline(
 def run_baseline(
     data: LocalData, chosen: BaselinePolicy, epochs: int, save: Path | None
 ) -> dict[str, Any]:
-    """Train, evaluate on the held-out period and, if asked, save; the figures to print."""
-    model, norm = train_baseline(data, chosen.policy, epochs)
+    """Train, evaluate on the held-out period and, if asked, save; the figures to print.
+
+    A policy's cross-bank sketch columns are left out (`local_only_policy`), and the
+    figures say so.
+    """
+    policy = local_only_policy(chosen.policy)
+    dropped = left_out(chosen.policy)
+    if dropped is not None:
+        log.warning(
+            "baseline: policy %s v%s adds %d cross-bank sketch columns, the other members' "
+            "counts; the local-only model reads %s",
+            chosen.policy.name,
+            chosen.policy.version,
+            len(SKETCH_FEATURE_NAMES),
+            describe_inputs(policy),
+        )
+    model, norm = train_baseline(data, policy, epochs)
     metrics = evaluate(model, data.normalized(norm))
     if save is not None:
-        save_model(save, model_to_vector(model), chosen.policy, metrics["threshold"], norm)
+        weights = model_to_vector(model)
+        save_model(save, weights, policy, metrics["threshold"], norm, left_out=dropped)
     return {**metrics, "epochs": epochs, "policy_source": chosen.source,
-            "saved": None if save is None else str(save)}  # fmt: skip
+            "inputs": describe_inputs(policy), "feature_set": policy_inputs_version(policy),
+            "left_out": dropped, "saved": None if save is None else str(save)}  # fmt: skip
 
 
 def save_model(
@@ -210,8 +260,15 @@ def save_model(
     policy: PolicySnapshot,
     threshold: float | None,
     norm: Normalizer | None,
+    *,
+    left_out: dict[str, Any] | None = None,
 ) -> None:
-    """Write a local-only model in the node's global-model format (``round`` is null)."""
+    """Write a local-only model in the node's global-model format (``round`` is null).
+
+    ``feature_set`` records the digest of the columns it reads
+    (`bank_node.passport.inputs_version`), which loading it checks against its policy's;
+    ``left_out``, what of the chosen policy it does not read (`left_out`).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     np.save(directory / MODEL_WEIGHTS, weights)
     stats_round = None
@@ -219,7 +276,10 @@ def save_model(
         stats_round = norm.round_number
         (directory / f"normalization-round-{stats_round}.json").write_text(norm.to_json())
     meta = {"round": None, "model": "local-only", "policy": policy.to_dict(),
-            "stats_round": stats_round, "threshold": threshold}  # fmt: skip
+            "stats_round": stats_round, "threshold": threshold,
+            "feature_set": policy_inputs_version(policy)}  # fmt: skip
+    if left_out is not None:
+        meta["left_out"] = left_out
     (directory / MODEL_META).write_text(json.dumps(meta, indent=2))
 
 

@@ -5,7 +5,9 @@ Every version in the node's registry (``bank_node.registry``) carries one, writt
 alert (``bank-node cases export``): the published round, the policy it was trained under
 (name, version and the digest the banks signed), the key epoch, this bank's signed ε,
 the digests of the aggregate and of every update in it, the consortium's evaluation (the
-gate's figures, under a gated policy), this bank's own evaluation, and the feature set.
+gate's figures, under a gated policy), this bank's own evaluation, and the digest of the
+exact columns the model reads (its feature set's, then a sketch policy's cross-bank ones),
+which loading the model for scoring checks (``bank_node.scoring_model``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bank_node.config import ConfigError
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES
 from models.feature_sets import feature_set
 from models.features import FEATURE_NAMES
-from protocol import DEFAULT_FEATURE_SET, ProtocolError, RoundInfo
+from protocol import DEFAULT_FEATURE_SET, PolicySnapshot, ProtocolError, RoundInfo, SketchSpec
 from protocol.codec import decode, encode
 
 PASSPORT_FILE = "passport.json"
@@ -41,8 +44,42 @@ CONSORTIUM_FIGURES = (
 
 def feature_set_version(names: Sequence[str] = FEATURE_NAMES) -> str:
     """A short digest of the feature names in order: a model only fits the features it knew."""
-    digest = hashlib.sha256(",".join(names).encode()).hexdigest()
-    return f"sha256:{digest[:16]}"
+    return _short_digest(",".join(names))
+
+
+def inputs_version(feature_set_name: str, sketch: SketchSpec | None) -> str:
+    """The digest of the exact columns a model reads, in order (a passport's ``feature_set``).
+
+    Without a sketch: `feature_set_version` of the set's names, the digest every passport
+    carried before sketches existed. With one: the set's names, then
+    ``SKETCH_FEATURE_NAMES``, then the whole sketch spec (as-of dates, window, label delay,
+    depth, width, epsilon, delta), since each field changes the value a column holds for the
+    same transaction. The key epoch is left out: it chooses the cells, not what they count,
+    and the passport records it apart.
+    """
+    names = list(feature_set(feature_set_name).feature_names)
+    if sketch is None:
+        return feature_set_version(names)
+    spec = json.dumps(sketch.to_dict(), sort_keys=True, separators=(",", ":"))
+    return _short_digest(",".join([*names, *SKETCH_FEATURE_NAMES]) + "|counterparty_sketch:" + spec)
+
+
+def policy_inputs_version(policy: PolicySnapshot) -> str:
+    """`inputs_version` of the columns a model of ``policy`` reads, as every scorer feeds them."""
+    return inputs_version(policy.feature_set, policy.counterparty_sketch)
+
+
+def describe_inputs(policy: PolicySnapshot) -> str:
+    """The columns a model of ``policy`` reads, in words (for error messages)."""
+    spec = feature_set(policy.feature_set)
+    text = f"feature set {spec.name!r} ({spec.n_features} columns)"
+    if policy.counterparty_sketch is None:
+        return text + " only"
+    return f"{text} and {len(SKETCH_FEATURE_NAMES)} cross-bank sketch columns"
+
+
+def _short_digest(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def version_name(round_number: int) -> str:
@@ -79,7 +116,7 @@ class Passport:
     input_digests: dict[str, Any]  # bank -> the digest of its update in the aggregate
     local_evaluation: dict[str, Any]
     consortium_evaluation: dict[str, Any] | None
-    feature_set: str
+    feature_set: str  # `inputs_version`: the digest of the columns the model reads
     threshold: float | None
     gated: bool
     adopted: bool
@@ -132,7 +169,7 @@ def passport_for(
         input_digests={i.bank: i.digest for i in inputs},
         local_evaluation={name: _finite(value) for name, value in local.items()},
         consortium_evaluation=None,
-        feature_set=feature_set_version(feature_set(rnd.policy.feature_set).feature_names),
+        feature_set=policy_inputs_version(rnd.policy),
         feature_set_name=rnd.policy.feature_set,
         threshold=_finite(threshold),
         gated=rnd.policy.gated,

@@ -28,7 +28,14 @@ import torch
 
 from bank_node.config import ConfigError
 from bank_node.model_files import MODEL_META, MODEL_WEIGHTS, promoted_directory
-from bank_node.passport import version_name
+from bank_node.passport import (
+    PASSPORT_FILE,
+    describe_inputs,
+    inputs_version,
+    policy_inputs_version,
+    read_passport,
+    version_name,
+)
 from bank_node.sketch_scoring import (
     CrossBankColumns,
     SketchSource,
@@ -131,6 +138,7 @@ def load_scoring_model(
     except (json.JSONDecodeError, ProtocolError, AttributeError) as exc:
         raise ConfigError(f"{meta_path}: not a model description: {exc}") from exc
     _check_width(meta_path, policy)
+    _check_inputs(meta_path, meta, policy)
     weights_path = directory / MODEL_WEIGHTS
     if not weights_path.exists():
         raise ConfigError(f"{weights_path} does not exist (its {MODEL_META} does)")
@@ -164,6 +172,46 @@ def _check_width(meta_path: Path, policy: PolicySnapshot) -> None:
             f"{meta_path}: the policy reads {policy.n_features} features, its feature set "
             f"{spec.name!r} computes {spec.n_features}{plus}"
         )
+
+
+def _check_inputs(meta_path: Path, meta: dict[str, Any], policy: PolicySnapshot) -> None:
+    """The columns every scorer feeds (the policy's) are those the model's records say it read.
+
+    A registry version's ``passport.json`` and a local-only model's ``global_model.json``
+    record their digest (`bank_node.passport.inputs_version`). A model stored before either
+    did records none, and only its width is checked (`_check_width`).
+    """
+    fed = policy_inputs_version(policy)
+    recorded = [(meta_path, meta.get("feature_set"))]
+    if (meta_path.parent / PASSPORT_FILE).exists():
+        recorded.append((meta_path.parent / PASSPORT_FILE, _passport_inputs(meta_path, policy)))
+    for path, digest in recorded:
+        if digest is None or digest == fed:
+            continue
+        if digest == inputs_version(policy.feature_set, None):
+            said = f"feature set {policy.feature_set!r} only"
+        else:
+            said = "other columns (cross-bank sketch columns, or another spec of them)"
+        raise ConfigError(
+            f"{path}: the model was trained on {said} (inputs {digest}), but the policy in "
+            f"{meta_path.name} makes every scorer feed it {describe_inputs(policy)} (inputs "
+            f"{fed}); the two files describe different models: restore the directory from a "
+            "backup, or score another version (`bank-node models list`)"
+        )
+
+
+def _passport_inputs(meta_path: Path, policy: PolicySnapshot) -> str:
+    """The inputs a version's passport records, reading a sketch model's passport written
+    before the digest covered the cross-bank columns as what its own policy digest says."""
+    passport = read_passport(meta_path.parent)
+    legacy = inputs_version(policy.feature_set, None)
+    if (
+        policy.counterparty_sketch is not None
+        and passport.feature_set == legacy
+        and passport.policy.digest == policy.digest()
+    ):
+        return policy_inputs_version(policy)
+    return passport.feature_set
 
 
 def _cross_bank(

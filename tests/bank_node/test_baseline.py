@@ -13,8 +13,13 @@ import pytest
 from bank_node import baseline
 from bank_node.cli import main
 from bank_node.config import load_config
+from bank_node.passport import feature_set_version
+from bank_node.scoring_model import load_scoring_model
+from models.features import FEATURE_NAMES
+from protocol import PolicySnapshot
 from simulation.processes import free_port
 from simulation.world import generate_world
+from tests.bank_node.test_passport_inputs import sketch_policy
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +70,40 @@ def test_a_saved_baseline_is_scored_by_score_with_its_own_threshold(
     assert scored["model"] == "local-only" and scored["threshold"] == figures["threshold"]
     assert scored["rows"] == len(rows) == sum(1 for _ in bank_file.open()) - 1
     assert scored["alerts"] == sum(int(r["alert"]) for r in rows) > 0
+
+
+def test_under_a_sketch_policy_the_baseline_reads_its_feature_set_only_and_says_so(
+    node_toml: Path, bank_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    policy = sketch_policy()
+    (tmp_path / "sketch.json").write_text(json.dumps(policy.to_dict()))
+    saved = tmp_path / "baseline-model"
+    argv = ["baseline", "--config", str(node_toml), "--policy", str(tmp_path / "sketch.json")]
+    assert main([*argv, "--epochs", "1", "--save", str(saved)]) == 0
+    figures = _last_json(capsys.readouterr().out)
+    assert figures["inputs"] == f"feature set 'aml-v1' ({len(FEATURE_NAMES)} columns) only"
+    assert policy.counterparty_sketch is not None
+    assert figures["left_out"]["counterparty_sketch"] == policy.counterparty_sketch.to_dict()
+    assert figures["left_out"]["policy"]["digest"] == policy.digest()
+    meta = json.loads((saved / "global_model.json").read_text())
+    trained = PolicySnapshot.from_dict(meta["policy"])
+    assert trained.counterparty_sketch is None and trained.n_features == len(FEATURE_NAMES)
+    assert meta["feature_set"] == figures["feature_set"] == feature_set_version()
+    assert meta["left_out"] == figures["left_out"]
+    # `score` feeds the saved model the columns it was trained on: no sketch round, no keys.
+    assert load_scoring_model(saved).feature_names == FEATURE_NAMES
+    out = tmp_path / "scores.csv"
+    argv = ["score", "--config", str(node_toml), "--model", str(saved), "--input", str(bank_file)]
+    assert main([*argv, "--out", str(out)]) == 0
+    scored = _last_json(capsys.readouterr().out)
+    assert scored["rows"] == sum(1 for _ in bank_file.open()) - 1
+    assert scored["threshold"] == figures["threshold"]
+
+
+def test_the_local_only_policy_of_a_sketch_policy_is_its_plain_policy():
+    plain = baseline.default_policy()
+    assert baseline.local_only_policy(sketch_policy()) == plain
+    assert baseline.local_only_policy(plain) is plain and baseline.left_out(plain) is None
 
 
 def test_score_without_a_saved_model_says_how_to_make_one(

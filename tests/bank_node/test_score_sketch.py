@@ -25,7 +25,8 @@ from bank_node.explain import alert_reason_lists
 from bank_node.feature_store import SqliteStore
 from bank_node.features_duckdb import EngineSettings
 from bank_node.keys import SECRET_CONTEXT, SIGNING_KEY, Keyring, ckks_keygen, signing_keygen
-from bank_node.passport import passport_for, write_passport
+from bank_node.passport import feature_set_version, inputs_version, passport_for, write_passport
+from bank_node.registry import ModelRegistry
 from bank_node.schemas import TIMESTAMP_FORMAT
 from bank_node.score_output import read_scored
 from bank_node.score_stream import score_input
@@ -296,6 +297,27 @@ def test_a_model_without_a_recorded_key_epoch_is_refused_with_the_file_named(
     rnd = _round(TRAINING_ROUND, "training", node.keys.fingerprint, STATS_ROUND)
     write_passport(copy, passport_for(rnd, "alpha", {}, THRESHOLD))
     assert load_scoring_model(copy, sketches=node.source).cross_bank is not None
+
+
+def test_a_registry_version_of_a_sketch_model_loads_by_its_passports_inputs(
+    model_dir, node, tmp_path
+):
+    rnd = _round(TRAINING_ROUND, "training", node.keys.fingerprint, STATS_ROUND)
+    name = f"normalization-round-{STATS_ROUND}.json"
+    (tmp_path / name).write_bytes((model_dir / name).read_bytes())
+    registry = ModelRegistry(tmp_path, 0.02)
+    passport = passport_for(rnd, "alpha", {}, THRESHOLD)
+    version = registry.store(rnd, np.load(model_dir / "global_model.npy"), passport)
+    assert passport.feature_set == inputs_version("aml-v1", SPEC) != feature_set_version()
+    assert load_scoring_model(version, sketches=node.source).cross_bank is not None
+    # A passport stored before the digest covered the cross-bank columns: its policy's
+    # digest is the sketch policy's, so it is read as that policy's inputs.
+    write_passport(version, dataclasses.replace(passport, feature_set=feature_set_version()))
+    assert load_scoring_model(version, sketches=node.source).cross_bank is not None
+    plain = RoundInfo.from_dict(round_dict(number=TRAINING_ROUND, state="published"))
+    write_passport(version, passport_for(plain, "alpha", {}, THRESHOLD))
+    with pytest.raises(ConfigError, match=r"passport\.json: the model was trained on feature set"):
+        load_scoring_model(version, sketches=node.source)
 
 
 @pytest.mark.parametrize(
