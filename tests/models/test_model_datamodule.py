@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from models.data import FraudDataModule
 
@@ -57,3 +58,25 @@ def test_without_validation_data_the_val_loader_is_empty() -> None:
 def test_malformed_arrays_are_refused_at_setup(x: np.ndarray, y: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FraudDataModule(x, y).setup("fit")
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_whole_batches_are_the_rows_per_row_collation_would_stack(shuffle: bool) -> None:
+    # 23 rows in batches of 8: the last batch is short. The per-row DataLoader is the one
+    # FraudDataModule used before it fetched a batch by one index per tensor.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(23, 5)).astype(np.float32)
+    y = (rng.random(23) < 0.3).astype(np.float32)
+    data = FraudDataModule(x, y, batch_size=8, seed=11, shuffle=shuffle)
+    data.setup("fit")
+    rows = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    per_row = DataLoader(
+        rows, batch_size=8, shuffle=shuffle, generator=torch.Generator().manual_seed(11)
+    )
+    loader = data.train_dataloader()  # Lightning asks once and iterates it every epoch
+    for epoch in range(2):  # the generator moves on between epochs in both
+        ours, theirs = list(loader), list(per_row)
+        assert [b[0].shape[0] for b in ours] == [8, 8, 7], epoch
+        for (bx, by), (rx, ry) in zip(ours, theirs, strict=True):
+            assert torch.equal(bx, rx) and torch.equal(by, ry)
+            assert bx.dtype == rx.dtype and by.shape == ry.shape
