@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -134,7 +136,7 @@ class BatchedTensorDataset(TensorDataset):
         return tuple(tensor[index] for tensor in self.tensors)
 
 
-def _as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+def _as_batch(batch: Any) -> Any:
     """The collation of a `BatchedTensorDataset` batch: it is one already."""
     return batch
 
