@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from models.features import PAYMENT_FORMATS
+from models.features_sliced import sliced_account_columns
 from models.features_vector import DST_FEATURES, SRC_FEATURES, AccountRows, account_columns
 
 _SEP = "\x1f"  # between bank and account id: ids are only unique within a bank
@@ -44,11 +45,14 @@ BUCKET_SCHEMA = pa.schema([
 @dataclass(frozen=True)
 class Layout:
     """Where the passes put their files, and how rows are cut: ``buckets`` account buckets,
-    ranges of ``range_rows`` consecutive rids."""
+    ranges of ``range_rows`` consecutive rids; a bucket with more than ``slice_events``
+    events (0: no limit) is computed in time slices of at most that many, history included
+    (`models.features_sliced`)."""
 
     work: Path
     buckets: int
     range_rows: int
+    slice_events: int = 0
 
     def rows(self, r: int) -> Path:
         return self.work / f"rows-{r:05d}.arrow"
@@ -174,48 +178,133 @@ def read_ipc(path: Path) -> pa.Table:
         return pa.ipc.open_stream(source).read_all()
 
 
-def bucket_features(layout: Layout, b: int) -> None:
-    """Pass 2: bucket ``b``'s sender and receiver features, one part file per range and side."""
+def bucket_features(layout: Layout, b: int) -> list[int]:
+    """Pass 2: bucket ``b``'s sender and receiver features, one part file per range and side.
+
+    Returns the events computed at once: one figure for the whole bucket, or one per slice.
+    """
     path = layout.bucket(b)
     if not path.exists():
-        return
+        return []
     table = read_ipc(path)
     # Account codes first: they do not depend on the order, and the strings are not moved.
     keys = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks])
     codes = keys.dictionary_encode()
-    account = codes.indices.to_numpy().astype(np.int64)
+    account = codes.indices.to_numpy()
     n = len(table)
     tick = table["tick"].to_numpy()
     # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
     # file in time order needs no sort at all.
-    order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else slice(None)
-    rows = AccountRows(
-        account[:n][order], account[n:][order], table["secs"].to_numpy()[order],
-        table["amount_paid"].to_numpy()[order], table["amount_received"].to_numpy()[order],
-        table["want_src"].to_numpy(zero_copy_only=False)[order],
-        table["want_dst"].to_numpy(zero_copy_only=False)[order],
-    )  # fmt: skip
-    columns = account_columns(rows)
-    rid = table["rid"].to_numpy()[order]
-    _write_parts(layout, "src", b, rid[columns.src_rows], columns.src, SRC_FEATURES)
-    _write_parts(layout, "dst", b, rid[columns.dst_rows], columns.dst, DST_FEATURES)
+    order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else None
+    del tick
+    want = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
+    events = want[0].astype(np.int8) + want[1]
+    with _PartWriters(layout, b) as parts:
+        if layout.slice_events and int(events.sum()) > layout.slice_events:
+            held = _sliced(layout, table, (account, len(codes.dictionary)), order, parts)
+        else:
+            at = slice(None) if order is None else order
+            rows = AccountRows(
+                account[:n][at].astype(np.int64), account[n:][at].astype(np.int64),
+                table["secs"].to_numpy()[at], table["amount_paid"].to_numpy()[at],
+                table["amount_received"].to_numpy()[at], want[0][at], want[1][at],
+            )  # fmt: skip
+            columns = account_columns(rows)
+            rid = table["rid"].to_numpy()[at]
+            parts.write("src", rid[columns.src_rows], columns.src)
+            parts.write("dst", rid[columns.dst_rows], columns.dst)
+            held = [int(events.sum())]
     path.unlink()
+    return held
 
 
-def _write_parts(
-    layout: Layout, side: str, b: int, rid: np.ndarray, cols: dict[str, np.ndarray],
-    names: list[str],
-) -> None:  # fmt: skip
-    """One side's features (float32, as compute_features casts them) split by range."""
-    ranges = rid // layout.range_rows
-    table = pa.table({"rid": rid, **{n: cols[n].astype(np.float32) for n in names}})
-    if len(rid) and ranges.min() != ranges.max():
-        # Range numbers are small integers: a stable sort of them is a radix sort.
-        order = np.argsort(ranges.astype(np.uint16 if ranges.max() < 2**16 else np.int64),
-                           kind="stable")  # fmt: skip
-        table, ranges = table.take(pa.array(order)), ranges[order]
-    bounds = np.flatnonzero(np.r_[True, ranges[1:] != ranges[:-1], True])
-    for start, stop in itertools.pairwise(bounds):
-        path = layout.part(side, int(ranges[start]), b)
-        with pa.ipc.new_stream(pa.OSFile(str(path), "wb"), table.schema) as writer:
-            writer.write_table(table.slice(start, stop - start))
+def _sliced(
+    layout: Layout,
+    table: pa.Table,
+    codes: tuple[np.ndarray, int],
+    order: np.ndarray | None,
+    parts: _PartWriters,
+) -> list[int]:
+    """A bucket too large for its budget, in time slices. The bucket-wide arrays are its
+    account codes, time order and events a row (some 20 bytes a row); each slice's columns
+    are gathered from the (memory-mapped) bucket file when it is computed."""
+    account, accounts = codes
+    n = len(table)
+    bounds = np.cumsum([0, *(len(c) for c in table["rid"].chunks)])
+
+    def positions(start: int, stop: int) -> np.ndarray:
+        return np.arange(start, stop) if order is None else order[start:stop]
+
+    def rows_of(start: int, stop: int) -> AccountRows:
+        at = positions(start, stop)
+        return AccountRows(
+            account[at].astype(np.int64), account[n + at].astype(np.int64),
+            *(_gather(table[c], at, bounds) for c in ("secs", "amount_paid", "amount_received")),
+            *(_gather(table[c], at, bounds) for c in ("want_src", "want_dst")),
+        )  # fmt: skip
+
+    def secs_at(i: int) -> int:
+        return int(table["secs"][i if order is None else int(order[i])].as_py())
+
+    flags = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
+    events = flags[0].astype(np.int8) + flags[1]
+    del flags
+    held = []
+    for start, stop, size, cols in sliced_account_columns(
+        rows_of, events if order is None else events[order], secs_at, accounts,
+        layout.slice_events,
+    ):  # fmt: skip
+        rid = _gather(table["rid"], positions(start, stop), bounds)
+        parts.write("src", rid[cols.src_rows], cols.src)
+        parts.write("dst", rid[cols.dst_rows], cols.dst)
+        held.append(size)
+    return held
+
+
+def _gather(column: pa.ChunkedArray, at: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``column[at]`` chunk by chunk (``bounds``: the chunks' first rows, then the length):
+    Arrow's ``take`` on a chunked column first joins every chunk into one copy."""
+    chunk = np.searchsorted(bounds, at, side="right") - 1
+    by_chunk = np.argsort(chunk, kind="stable")
+    edges = np.searchsorted(chunk[by_chunk], np.arange(len(bounds)))
+    out: np.ndarray | None = None
+    for c in np.unique(chunk):
+        mine = by_chunk[edges[c] : edges[c + 1]]
+        values = column.chunk(int(c)).to_numpy(zero_copy_only=False)[at[mine] - bounds[c]]
+        if out is None:
+            out = np.empty(len(at), values.dtype)
+        out[mine] = values
+    return out if out is not None else column.chunk(0).to_numpy(zero_copy_only=False)[:0]
+
+
+class _PartWriters:
+    """A bucket's part files, one per side and range, written a slice at a time."""
+
+    def __init__(self, layout: Layout, b: int) -> None:
+        self.layout, self.b = layout, b
+        self.writers = {
+            side: _Writers(pa.schema([("rid", pa.int64()), *((n, pa.float32()) for n in names)]))
+            for side, names in (("src", SRC_FEATURES), ("dst", DST_FEATURES))
+        }
+
+    def __enter__(self) -> _PartWriters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writers in self.writers.values():
+            writers.close()
+
+    def write(self, side: str, rid: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        """One side's features (float32, as compute_features casts them) split by range."""
+        names = SRC_FEATURES if side == "src" else DST_FEATURES
+        ranges = rid // self.layout.range_rows
+        table = pa.table({"rid": rid, **{n: cols[n].astype(np.float32) for n in names}})
+        if len(rid) and ranges.min() != ranges.max():
+            # Range numbers are small integers: a stable sort of them is a radix sort.
+            order = np.argsort(ranges.astype(np.uint16 if ranges.max() < 2**16 else np.int64),
+                               kind="stable")  # fmt: skip
+            table, ranges = table.take(pa.array(order)), ranges[order]
+        bounds = np.flatnonzero(np.r_[True, ranges[1:] != ranges[:-1], True])
+        for start, stop in itertools.pairwise(bounds):
+            path = self.layout.part(side, int(ranges[start]), self.b)
+            self.writers[side].write(path, table.slice(start, stop - start))

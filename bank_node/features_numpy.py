@@ -42,6 +42,9 @@ from models.features_vector import DST_FEATURES, SRC_FEATURES, row_columns
 # together and written. With 2GB on 2 threads the peak RSS was 1.8-2.1 GB from 5M to 20M rows.
 _BUCKET_BYTES_PER_ROW = 1_000
 _RANGE_BYTES_PER_ROW = 600
+# Buckets hold this share of a bucket's budget on average: hashing spreads accounts evenly,
+# so a bucket is only over its budget with a very busy account, and then is sliced.
+_BUCKET_FILL = 0.8
 # Below this many rows one bucket on one thread is quicker than splitting the work.
 _SPLIT_ROWS = 200_000
 _CARRY = [("rid", pa.int64()), ("source", pa.int32()), ("line", pa.int64()),
@@ -80,16 +83,23 @@ def estimate_rows(files: list[Path]) -> int:
     return total
 
 
-def layout_for(work: Path, rows: int, settings: EngineSettings) -> Layout:
+def layout_for(work: Path, rows: int, settings: EngineSettings, *, slicing: bool = True) -> Layout:
     """Buckets and ranges small enough that ``threads`` of them fit in ``memory_limit``, and
-    at least one per thread (above `_SPLIT_ROWS`), so that every core has one to work on."""
+    at least one per thread (above `_SPLIT_ROWS`), so that every core has one to work on.
+
+    A bucket's budget is ``2 * budget_rows`` events (a row is an event at each end); buckets
+    are sized to hold 80 % of that on average, so that only a bucket with a very busy account
+    (or a rare uneven one) is over it and computed in time slices (``slicing=False``: never,
+    the engine before slicing, for comparisons).
+    """
     budget = memory_bytes(settings.memory_limit) // settings.threads
-    buckets = math.ceil(rows / max(100, budget // _BUCKET_BYTES_PER_ROW))
+    budget_rows = max(100, budget // _BUCKET_BYTES_PER_ROW)
+    buckets = math.ceil(rows / (budget_rows * _BUCKET_FILL))
     range_rows = max(100, budget // _RANGE_BYTES_PER_ROW)
     if rows >= _SPLIT_ROWS:
         buckets = max(buckets, settings.threads)
         range_rows = min(range_rows, math.ceil(rows / settings.threads))
-    return Layout(work, max(1, buckets), range_rows)
+    return Layout(work, max(1, buckets), range_rows, 2 * budget_rows if slicing else 0)
 
 
 def write_features(
@@ -123,7 +133,7 @@ def write_features(
 
 
 def _in_threads(
-    task: Callable[[int], None], items: Iterable[int], settings: EngineSettings
+    task: Callable[[int], object], items: Iterable[int], settings: EngineSettings
 ) -> None:
     """``task`` for every item, ``threads`` at a time (numpy and Arrow release the GIL)."""
     with ThreadPoolExecutor(max_workers=settings.threads) as pool:
