@@ -5,8 +5,9 @@
 the bucket file of its sender's account and of its receiver's (``hash(bank, account) %
 buckets``; once when both are in one bucket), flagged with which of its ends belong there.
 A bucket therefore holds every event of its accounts. `bucket_features` computes one bucket's
-account features with `models.features_vector.account_columns` and writes them as one part
-file per range, so a range's rows can be put together without reading any other range.
+account features with `models.features_vector.account_columns` (a bucket over its budget of
+events, as a very busy account's is, in time slices: `models.features_sliced`) and writes them
+as part files by range, so a range's rows can be put together without reading any other range.
 Intermediate files are Arrow IPC streams (no compression, no encoding: written and read at
 memory speed, and memory-mapped when read back).
 """
@@ -188,9 +189,9 @@ def bucket_features(layout: Layout, b: int) -> list[int]:
         return []
     table = read_ipc(path)
     # Account codes first: they do not depend on the order, and the strings are not moved.
-    keys = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks])
-    codes = keys.dictionary_encode()
-    account = codes.indices.to_numpy()
+    codes = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks]).dictionary_encode()
+    account, accounts = np.array(codes.indices), len(codes.dictionary)
+    del codes  # the joined strings and the dictionary: no longer needed
     n = len(table)
     tick = table["tick"].to_numpy()
     # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
@@ -201,7 +202,7 @@ def bucket_features(layout: Layout, b: int) -> list[int]:
     events = want[0].astype(np.int8) + want[1]
     with _PartWriters(layout, b) as parts:
         if layout.slice_events and int(events.sum()) > layout.slice_events:
-            held = _sliced(layout, table, (account, len(codes.dictionary)), order, parts)
+            held = _sliced(layout, table, (account, accounts), order, parts)
         else:
             at = slice(None) if order is None else order
             rows = AccountRows(
@@ -231,6 +232,18 @@ def _sliced(
     account, accounts = codes
     n = len(table)
     bounds = np.cumsum([0, *(len(c) for c in table["rid"].chunks)])
+    flags = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
+    # The bucket's own accounts (those whose features are computed) first: the carried state
+    # is per own account, while the other ends (a busy account's many counterparties) only
+    # need a code for the pair counts.
+    own = np.zeros(accounts, bool)
+    own[account[:n][flags[0]]] = True
+    own[account[n:][flags[1]]] = True
+    recode = np.empty(accounts, np.int32)
+    recode[own] = np.arange(int(own.sum()), dtype=np.int32)
+    recode[~own] = np.arange(int(own.sum()), accounts, dtype=np.int32)
+    account = recode[account]
+    del recode
 
     def positions(start: int, stop: int) -> np.ndarray:
         return np.arange(start, stop) if order is None else order[start:stop]
@@ -246,13 +259,12 @@ def _sliced(
     def secs_at(i: int) -> int:
         return int(table["secs"][i if order is None else int(order[i])].as_py())
 
-    flags = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
     events = flags[0].astype(np.int8) + flags[1]
     del flags
     held = []
     for start, stop, size, cols in sliced_account_columns(
-        rows_of, events if order is None else events[order], secs_at, accounts,
-        layout.slice_events,
+        rows_of, events if order is None else events[order], secs_at,
+        (int(own.sum()), accounts), layout.slice_events,
     ):  # fmt: skip
         rid = _gather(table["rid"], positions(start, stop), bounds)
         parts.write("src", rid[cols.src_rows], cols.src)

@@ -12,7 +12,8 @@ Three passes over files in a work directory (`bank_node.feature_buckets`):
    training, or as one file in ``rid`` order for scoring.
 
 Memory is set by ``memory_limit``: it sizes the buckets (the number of rows whose account
-features are computed at once) and the ranges, so it does not grow with the input. The values
+features are computed at once) and the ranges, so it does not grow with the input; a bucket
+over its budget (one with a very busy account) is computed in time slices that fit it. The values
 equal `models.features.compute_features` bit for bit (after and before the float32 cast).
 """
 
@@ -108,17 +109,19 @@ def write_features(
     *,
     settings: EngineSettings,
     partition_by_date: bool = True,
+    slicing: bool = True,
 ) -> tuple[Path, tuple[Path, ...], int]:
     """Features of every row of ``source`` (CSV, Parquet or a directory) to Parquet at ``out``.
 
     Returns ``(out, the input files in rid order, rows)``. ``partition_by_date``: a directory
     ``out`` with one ``day=...`` folder per date; otherwise the single file ``out``, rows in
     ``rid`` order. Intermediate files go under ``settings.temp_directory`` and are removed.
+    ``slicing=False``: every bucket in one piece, however large (for comparisons).
     """
     files = input_files(source)
     settings.temp_directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.temp_directory, prefix="numpy-") as tmp:
-        layout = layout_for(Path(tmp), estimate_rows(files), settings)
+        layout = layout_for(Path(tmp), estimate_rows(files), settings, slicing=slicing)
         rows = partition(staged_tables(files), layout)
         _in_threads(lambda b: bucket_features(layout, b), range(layout.buckets), settings)
         ranges = range(math.ceil(rows / layout.range_rows))

@@ -43,14 +43,16 @@ _HISTORY_SUMS = ("out_amount", "in_amount")  # the windows need these; the z-sco
 
 @dataclass
 class Carry:
-    """State after the slices so far, for accounts coded ``0 .. accounts - 1``.
+    """State after the slices so far: per own account (codes ``0 .. own - 1``, those whose
+    features are computed), and per pair of any accounts (codes below ``accounts``).
 
-    ``count``: (accounts, 4) running counts (`COUNTS`); ``total``, ``comp``: (accounts, 4)
+    ``count``: (own, 4) running counts (`COUNTS`); ``total``, ``comp``: (own, 4)
     Kahan sums and compensations (`SUMS`); ``history``: events sorted by account then time,
     columns ``account``, ``t`` and the running values of `COUNTS` and `_HISTORY_SUMS`;
     ``pairs``, ``pair_rows``: sorted pair keys (``src * accounts + dst``) and their rows.
     """
 
+    own: int
     accounts: int
     count: np.ndarray
     total: np.ndarray
@@ -60,14 +62,14 @@ class Carry:
     pair_rows: np.ndarray
 
     @classmethod
-    def empty(cls, accounts: int) -> Carry:
+    def empty(cls, own: int, accounts: int) -> Carry:
         history = {"account": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
         history |= {n: np.zeros(0, np.int64) for n in COUNTS}
         history |= {n: np.zeros(0, np.float64) for n in _HISTORY_SUMS}
         zeros = np.zeros(0, np.int64)
         return cls(
-            accounts, np.zeros((accounts, 4), np.int64), np.zeros((accounts, 4)),
-            np.zeros((accounts, 4)), history, zeros, zeros.copy(),
+            own, accounts, np.zeros((own, 4), np.int64), np.zeros((own, 4)), np.zeros((own, 4)),
+            history, zeros, zeros.copy(),
         )  # fmt: skip
 
     @property
@@ -133,7 +135,7 @@ class _Joined:
 def _join(
     ev: _Events, carry: Carry, count: dict[str, np.ndarray], sums: dict[str, np.ndarray]
 ) -> _Joined:
-    present = np.zeros(carry.accounts, bool)
+    present = np.zeros(carry.own, bool)
     present[ev.account] = True
     keep = present[carry.history["account"]]
     history = {k: v[keep] for k, v in carry.history.items()}
@@ -167,8 +169,9 @@ def _windowed(running: np.ndarray, begin: np.ndarray, ev: _Events, at: np.ndarra
 
 
 def slice_columns(rows: AccountRows, carry: Carry, next_secs: int | None) -> AccountColumns:
-    """`account_columns` of the slice ``rows`` (account codes below ``carry.accounts``), from
-    and then into ``carry``; ``next_secs``: the next slice's first time (None: the last)."""
+    """`account_columns` of the slice ``rows`` (wanted ends' codes below ``carry.own``, all
+    below ``carry.accounts``), from and then into ``carry``; ``next_secs``: the next slice's
+    first time (None: the last)."""
     ev = _events(rows)
     seen, (carry.pairs, carry.pair_rows) = _slice_pairs(rows, carry)
     pair_seen = seen[ev.row]
@@ -280,18 +283,19 @@ def sliced_account_columns(
     rows_of: Callable[[int, int], AccountRows],
     events_per_row: np.ndarray,
     secs_at: Callable[[int], int],
-    accounts: int,
+    accounts: tuple[int, int],
     max_events: int,
 ) -> Iterator[tuple[int, int, int, AccountColumns]]:
     """`account_columns` of a set of accounts' rows, in ``(tick, rid)`` order, slice by slice.
 
-    ``rows_of(start, stop)``: those rows (account codes below ``accounts``); ``events_per_row``:
+    ``rows_of(start, stop)``: those rows, with account codes below ``accounts[1]``, and the
+    wanted ends' (the accounts of the set) below ``accounts[0]``; ``events_per_row``:
     each row's wanted ends (1 or 2); ``secs_at(i)``: row ``i``'s time. Each slice takes as many rows
     as keep its events plus the history's at most ``max_events`` (at least a quarter of it
     when the history alone is larger). Yields ``(start, stop, events computed at once,
     columns)``, the columns' rows relative to ``start``.
     """
-    carry = Carry.empty(accounts)
+    carry = Carry.empty(*accounts)
     ends = np.cumsum(events_per_row, dtype=np.int64)
     start, n = 0, len(events_per_row)
     while start < n:

@@ -49,7 +49,8 @@ def sliced(rows: AccountRows, accounts: int, max_events: int) -> tuple[dict, lis
     cols: dict[str, np.ndarray] = {}
     plan = []
     for start, _, held, part in sliced_account_columns(
-        lambda a, b: rows_between(rows, a, b), events, lambda i: int(rows.secs[i]), accounts,
+        lambda a, b: rows_between(rows, a, b), events, lambda i: int(rows.secs[i]),
+        (accounts, accounts),
         max_events,
     ):  # fmt: skip
         plan.append((start, held))
@@ -76,6 +77,8 @@ def test_slices_with_the_carried_state_equal_the_whole_account_set_bit_for_bit(
     seed: int, max_events: int
 ) -> None:
     rows, accounts = ordered_rows(heavy(seed, n=2_500))
+    busiest = np.bincount(np.concatenate([rows.src, rows.dst])).argmax()
+    assert ((rows.src == busiest) & (rows.dst == busiest)).sum() > 10  # its self-transfers
     whole = by_row(account_columns(rows), len(rows.src))
     cols, plan = sliced(rows, accounts, max_events)
     assert len(plan) > 2
