@@ -14,7 +14,9 @@ memory speed, and memory-mapped when read back).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import mmap
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bank_node.bucket_slices import HashCollision, key_hashes, sliced_bucket
 from models.features import PAYMENT_FORMATS
-from models.features_sliced import sliced_account_columns
 from models.features_vector import DST_FEATURES, SRC_FEATURES, AccountRows, account_columns
 
 _SEP = "\x1f"  # between bank and account id: ids are only unique within a bank
-_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # splitmix64's finaliser
-_POWERS = np.cumprod(np.full(64, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)  # FNV prime
 ROW_SCHEMA = pa.schema([
     ("rid", pa.int64()), ("source", pa.int32()), ("line", pa.int64()), ("tick", pa.int64()),
     ("day", pa.date32()), ("label", pa.int8()), ("secs", pa.int64()),
@@ -46,14 +46,15 @@ BUCKET_SCHEMA = pa.schema([
 @dataclass(frozen=True)
 class Layout:
     """Where the passes put their files, and how rows are cut: ``buckets`` account buckets,
-    ranges of ``range_rows`` consecutive rids; a bucket with more than ``slice_events``
-    events (0: no limit) is computed in time slices of at most that many, history included
-    (`models.features_sliced`)."""
+    ranges of ``range_rows`` consecutive rids; a bucket with more than ``bucket_events``
+    events is computed in time slices of at most ``slice_events`` (history included:
+    `models.features_sliced`; 0: never)."""
 
     work: Path
     buckets: int
     range_rows: int
     slice_events: int = 0
+    bucket_events: int = 0
 
     def rows(self, r: int) -> Path:
         return self.work / f"rows-{r:05d}.arrow"
@@ -134,17 +135,7 @@ def _write_ranges(writers: _Writers, layout: Layout, table: pa.Table) -> None:
 
 def bucket_of(keys: pa.Array, buckets: int) -> np.ndarray:
     """A stable hash of each key string (FNV-like over its bytes, then mixed), ``% buckets``."""
-    keys = keys.cast(pa.string())
-    offsets = np.frombuffer(keys.buffers()[1], np.int32, len(keys) + 1, keys.offset * 4)
-    data = np.frombuffer(keys.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
-    position = np.arange(len(data)) - np.repeat(starts, lengths)
-    weighted = (data.astype(np.uint64) + np.uint64(1)) * _POWERS[position % 64]
-    h = np.add.reduceat(weighted, starts) if len(data) else np.zeros(0, np.uint64)
-    h = np.where(lengths > 0, h, np.uint64(0))  # reduceat's value for an empty string
-    for shift, factor in ((30, _MIX[0]), (27, _MIX[1])):
-        h = (h ^ (h >> np.uint64(shift))) * factor
-    return ((h ^ (h >> np.uint64(31))) % np.uint64(buckets)).astype(np.int64)
+    return (key_hashes(keys) % np.uint64(buckets)).astype(np.int64)
 
 
 def _write_buckets(
@@ -187,106 +178,56 @@ def bucket_features(layout: Layout, b: int) -> list[int]:
     path = layout.bucket(b)
     if not path.exists():
         return []
-    table = read_ipc(path)
-    # Account codes first: they do not depend on the order, and the strings are not moved.
-    codes = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks]).dictionary_encode()
-    account, accounts = np.array(codes.indices), len(codes.dictionary)
-    del codes  # the joined strings and the dictionary: no longer needed
-    n = len(table)
-    tick = table["tick"].to_numpy()
-    # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
-    # file in time order needs no sort at all.
-    order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else None
-    del tick
-    want = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
-    events = want[0].astype(np.int8) + want[1]
+    table, pages = _mapped(path)
     with _PartWriters(layout, b) as parts:
-        if layout.slice_events and int(events.sum()) > layout.slice_events:
-            held = _sliced(layout, table, (account, accounts), order, parts)
+        want = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
+        events = want[0].astype(np.int8) + want[1]
+        del want
+        tick = table["tick"].to_numpy()
+        # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
+        # file in time order needs no sort at all.
+        order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else None
+        del tick
+        if layout.slice_events and int(events.sum()) > layout.bucket_events:
+            drop = functools.partial(pages.madvise, mmap.MADV_DONTNEED)
+            try:
+                held = sliced_bucket(table, order, events, (layout.slice_events, drop), parts.write)
+            except HashCollision:  # two accounts' keys share a 64-bit hash: in one piece, exactly
+                parts.reset()
+                held = [int(events.sum())]
+                _whole(table, order, parts)
         else:
-            at = slice(None) if order is None else order
-            rows = AccountRows(
-                account[:n][at].astype(np.int64), account[n:][at].astype(np.int64),
-                table["secs"].to_numpy()[at], table["amount_paid"].to_numpy()[at],
-                table["amount_received"].to_numpy()[at], want[0][at], want[1][at],
-            )  # fmt: skip
-            columns = account_columns(rows)
-            rid = table["rid"].to_numpy()[at]
-            parts.write("src", rid[columns.src_rows], columns.src)
-            parts.write("dst", rid[columns.dst_rows], columns.dst)
             held = [int(events.sum())]
+            _whole(table, order, parts)
     path.unlink()
     return held
 
 
-def _sliced(
-    layout: Layout,
-    table: pa.Table,
-    codes: tuple[np.ndarray, int],
-    order: np.ndarray | None,
-    parts: _PartWriters,
-) -> list[int]:
-    """A bucket too large for its budget, in time slices. The bucket-wide arrays are its
-    account codes, time order and events a row (some 20 bytes a row); each slice's columns
-    are gathered from the (memory-mapped) bucket file when it is computed."""
-    account, accounts = codes
+def _whole(table: pa.Table, order: np.ndarray | None, parts: _PartWriters) -> None:
+    """A bucket within its budget, in one piece."""
+    # Account codes first: they do not depend on the order, and the strings are not moved.
+    keys = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks])
+    account = keys.dictionary_encode().indices.to_numpy().astype(np.int64)
     n = len(table)
-    bounds = np.cumsum([0, *(len(c) for c in table["rid"].chunks)])
-    flags = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
-    # The bucket's own accounts (those whose features are computed) first: the carried state
-    # is per own account, while the other ends (a busy account's many counterparties) only
-    # need a code for the pair counts.
-    own = np.zeros(accounts, bool)
-    own[account[:n][flags[0]]] = True
-    own[account[n:][flags[1]]] = True
-    recode = np.empty(accounts, np.int32)
-    recode[own] = np.arange(int(own.sum()), dtype=np.int32)
-    recode[~own] = np.arange(int(own.sum()), accounts, dtype=np.int32)
-    account = recode[account]
-    del recode
-
-    def positions(start: int, stop: int) -> np.ndarray:
-        return np.arange(start, stop) if order is None else order[start:stop]
-
-    def rows_of(start: int, stop: int) -> AccountRows:
-        at = positions(start, stop)
-        return AccountRows(
-            account[at].astype(np.int64), account[n + at].astype(np.int64),
-            *(_gather(table[c], at, bounds) for c in ("secs", "amount_paid", "amount_received")),
-            *(_gather(table[c], at, bounds) for c in ("want_src", "want_dst")),
-        )  # fmt: skip
-
-    def secs_at(i: int) -> int:
-        return int(table["secs"][i if order is None else int(order[i])].as_py())
-
-    events = flags[0].astype(np.int8) + flags[1]
-    del flags
-    held = []
-    for start, stop, size, cols in sliced_account_columns(
-        rows_of, events if order is None else events[order], secs_at,
-        (int(own.sum()), accounts), layout.slice_events,
-    ):  # fmt: skip
-        rid = _gather(table["rid"], positions(start, stop), bounds)
-        parts.write("src", rid[cols.src_rows], cols.src)
-        parts.write("dst", rid[cols.dst_rows], cols.dst)
-        held.append(size)
-    return held
+    at = slice(None) if order is None else order
+    rows = AccountRows(
+        account[:n][at], account[n:][at], table["secs"].to_numpy()[at],
+        table["amount_paid"].to_numpy()[at], table["amount_received"].to_numpy()[at],
+        table["want_src"].to_numpy(zero_copy_only=False)[at],
+        table["want_dst"].to_numpy(zero_copy_only=False)[at],
+    )  # fmt: skip
+    columns = account_columns(rows)
+    rid = table["rid"].to_numpy()[at]
+    parts.write("src", rid[columns.src_rows], columns.src)
+    parts.write("dst", rid[columns.dst_rows], columns.dst)
 
 
-def _gather(column: pa.ChunkedArray, at: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """``column[at]`` chunk by chunk (``bounds``: the chunks' first rows, then the length):
-    Arrow's ``take`` on a chunked column first joins every chunk into one copy."""
-    chunk = np.searchsorted(bounds, at, side="right") - 1
-    by_chunk = np.argsort(chunk, kind="stable")
-    edges = np.searchsorted(chunk[by_chunk], np.arange(len(bounds)))
-    out: np.ndarray | None = None
-    for c in np.unique(chunk):
-        mine = by_chunk[edges[c] : edges[c + 1]]
-        values = column.chunk(int(c)).to_numpy(zero_copy_only=False)[at[mine] - bounds[c]]
-        if out is None:
-            out = np.empty(len(at), values.dtype)
-        out[mine] = values
-    return out if out is not None else column.chunk(0).to_numpy(zero_copy_only=False)[:0]
+def _mapped(path: Path) -> tuple[pa.Table, mmap.mmap]:
+    """An IPC stream file as a table over a memory map of it, and the map (a sliced bucket
+    drops the map's pages from this process as it goes: `bank_node.bucket_slices`)."""
+    with path.open("rb") as handle:
+        pages = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    return pa.ipc.open_stream(pa.BufferReader(pa.py_buffer(pages))).read_all(), pages
 
 
 class _PartWriters:
@@ -305,6 +246,12 @@ class _PartWriters:
     def __exit__(self, *exc: object) -> None:
         for writers in self.writers.values():
             writers.close()
+
+    def reset(self) -> None:
+        """Start the part files again (the next writes truncate them)."""
+        for writers in self.writers.values():
+            writers.close()
+            writers.open.clear()
 
     def write(self, side: str, rid: np.ndarray, cols: dict[str, np.ndarray]) -> None:
         """One side's features (float32, as compute_features casts them) split by range."""

@@ -43,6 +43,9 @@ from models.features_vector import DST_FEATURES, SRC_FEATURES, row_columns
 # together and written. With 2GB on 2 threads the peak RSS was 1.8-2.1 GB from 5M to 20M rows.
 _BUCKET_BYTES_PER_ROW = 1_000
 _RANGE_BYTES_PER_ROW = 600
+# Peak bytes per event while a slice of a bucket over its budget is computed (the slice's
+# events joined with their history, four running sums by a Python loop; measured: some 800).
+_SLICE_BYTES_PER_EVENT = 800
 # Buckets hold this share of a bucket's budget on average: hashing spreads accounts evenly,
 # so a bucket is only over its budget with a very busy account, and then is sliced.
 _BUCKET_FILL = 0.8
@@ -90,8 +93,9 @@ def layout_for(work: Path, rows: int, settings: EngineSettings, *, slicing: bool
 
     A bucket's budget is ``2 * budget_rows`` events (a row is an event at each end); buckets
     are sized to hold 80 % of that on average, so that only a bucket with a very busy account
-    (or a rare uneven one) is over it and computed in time slices (``slicing=False``: never,
-    the engine before slicing, for comparisons).
+    (or a rare uneven one) is over it. Such a bucket is computed in time slices of at most
+    ``budget / 800 bytes`` events, history included (``slicing=False``: never, for
+    comparisons).
     """
     budget = memory_bytes(settings.memory_limit) // settings.threads
     budget_rows = max(100, budget // _BUCKET_BYTES_PER_ROW)
@@ -100,7 +104,8 @@ def layout_for(work: Path, rows: int, settings: EngineSettings, *, slicing: bool
     if rows >= _SPLIT_ROWS:
         buckets = max(buckets, settings.threads)
         range_rows = min(range_rows, math.ceil(rows / settings.threads))
-    return Layout(work, max(1, buckets), range_rows, 2 * budget_rows if slicing else 0)
+    slice_events = max(100, budget // _SLICE_BYTES_PER_EVENT) if slicing else 0
+    return Layout(work, max(1, buckets), range_rows, slice_events, 2 * budget_rows)
 
 
 def write_features(

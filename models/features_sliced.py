@@ -39,21 +39,22 @@ from models.features_vector import (
 COUNTS = ("out", "in", "new_out", "new_in")
 SUMS = ("out_amount", "in_amount", "s", "s2")
 _HISTORY_SUMS = ("out_amount", "in_amount")  # the windows need these; the z-score's only totals
+PAIR_WIDTH = 2**31  # account codes are below this; a pair's key is src * PAIR_WIDTH + dst
 
 
 @dataclass
 class Carry:
     """State after the slices so far: per own account (codes ``0 .. own - 1``, those whose
-    features are computed), and per pair of any accounts (codes below ``accounts``).
+    features are computed; grown as slices meet new ones), and per pair of any accounts
+    (codes below `PAIR_WIDTH`).
 
     ``count``: (own, 4) running counts (`COUNTS`); ``total``, ``comp``: (own, 4)
     Kahan sums and compensations (`SUMS`); ``history``: events sorted by account then time,
     columns ``account``, ``t`` and the running values of `COUNTS` and `_HISTORY_SUMS`;
-    ``pairs``, ``pair_rows``: sorted pair keys (``src * accounts + dst``) and their rows.
+    ``pairs``, ``pair_rows``: sorted pair keys (``src * PAIR_WIDTH + dst``) and their rows.
     """
 
     own: int
-    accounts: int
     count: np.ndarray
     total: np.ndarray
     comp: np.ndarray
@@ -62,15 +63,27 @@ class Carry:
     pair_rows: np.ndarray
 
     @classmethod
-    def empty(cls, own: int, accounts: int) -> Carry:
+    def empty(cls, own: int = 0) -> Carry:
         history = {"account": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
         history |= {n: np.zeros(0, np.int64) for n in COUNTS}
         history |= {n: np.zeros(0, np.float64) for n in _HISTORY_SUMS}
         zeros = np.zeros(0, np.int64)
         return cls(
-            own, accounts, np.zeros((own, 4), np.int64), np.zeros((own, 4)), np.zeros((own, 4)),
-            history, zeros, zeros.copy(),
+            own, np.zeros((own, 4), np.int64), np.zeros((own, 4)), np.zeros((own, 4)), history,
+            zeros, zeros.copy(),
         )  # fmt: skip
+
+    def grow(self, own: int) -> None:
+        """Room for own account codes below ``own`` (new accounts start at zero)."""
+        if own <= self.own:
+            return
+        size = max(own, 2 * self.own)
+        for name in ("count", "total", "comp"):
+            old = getattr(self, name)
+            new = np.zeros((size, 4), old.dtype)
+            new[: self.own] = old
+            setattr(self, name, new)
+        self.own = size
 
     @property
     def events(self) -> int:
@@ -110,7 +123,7 @@ def _slice_pairs(
     rows: AccountRows, carry: Carry
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Each row's earlier rows of its pair (over every slice), and the pairs' new totals."""
-    key = rows.src.astype(np.int64) * carry.accounts + rows.dst
+    key = rows.src.astype(np.int64) * PAIR_WIDTH + rows.dst
     seen = _pair_seen(rows)
     if len(carry.pairs):
         at = np.minimum(np.searchsorted(carry.pairs, key), len(carry.pairs) - 1)
@@ -169,10 +182,10 @@ def _windowed(running: np.ndarray, begin: np.ndarray, ev: _Events, at: np.ndarra
 
 
 def slice_columns(rows: AccountRows, carry: Carry, next_secs: int | None) -> AccountColumns:
-    """`account_columns` of the slice ``rows`` (wanted ends' codes below ``carry.own``, all
-    below ``carry.accounts``), from and then into ``carry``; ``next_secs``: the next slice's
-    first time (None: the last)."""
+    """`account_columns` of the slice ``rows`` (codes below `PAIR_WIDTH`), from and then into
+    ``carry``; ``next_secs``: the next slice's first time (None: the last)."""
     ev = _events(rows)
+    carry.grow(int(ev.account.max(initial=-1)) + 1)
     seen, (carry.pairs, carry.pair_rows) = _slice_pairs(rows, carry)
     pair_seen = seen[ev.row]
     new_pair = pair_seen == 0
@@ -283,19 +296,19 @@ def sliced_account_columns(
     rows_of: Callable[[int, int], AccountRows],
     events_per_row: np.ndarray,
     secs_at: Callable[[int], int],
-    accounts: tuple[int, int],
+    own: int,
     max_events: int,
 ) -> Iterator[tuple[int, int, int, AccountColumns]]:
     """`account_columns` of a set of accounts' rows, in ``(tick, rid)`` order, slice by slice.
 
-    ``rows_of(start, stop)``: those rows, with account codes below ``accounts[1]``, and the
-    wanted ends' (the accounts of the set) below ``accounts[0]``; ``events_per_row``:
+    ``rows_of(start, stop)``: those rows, account codes below `PAIR_WIDTH` (the state is kept
+    per code of a wanted end: best numbered from 0, ``own`` of them expected); ``events_per_row``:
     each row's wanted ends (1 or 2); ``secs_at(i)``: row ``i``'s time. Each slice takes as many rows
     as keep its events plus the history's at most ``max_events`` (at least a quarter of it
     when the history alone is larger). Yields ``(start, stop, events computed at once,
     columns)``, the columns' rows relative to ``start``.
     """
-    carry = Carry.empty(*accounts)
+    carry = Carry.empty(own)
     ends = np.cumsum(events_per_row, dtype=np.int64)
     start, n = 0, len(events_per_row)
     while start < n:

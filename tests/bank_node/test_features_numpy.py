@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bank_node import bucket_slices
 from bank_node.data import load_ibm_csv
 from bank_node.feature_buckets import bucket_features, bucket_of, partition
 from bank_node.features_duckdb import EngineSettings
@@ -139,7 +140,29 @@ def test_a_bucket_with_a_busy_account_is_computed_in_slices_within_its_budget(
     partition(staged_tables([tmp_path / "input.parquet"]), layout)
     held = [bucket_features(layout, b) for b in range(layout.buckets)]
     assert max(len(h) for h in held) > 2  # the busy account's bucket, in slices
-    assert max(max(h, default=0) for h in held) <= layout.slice_events == 2_000
+    assert max(max(h, default=0) for h in held) <= layout.slice_events == 1_250
     unsliced = layout_for(tmp_path, 4000, EngineSettings(memory_limit="2MB", threads=2),
                           slicing=False)  # fmt: skip
     assert unsliced.slice_events == 0
+
+
+def test_accounts_get_one_code_whichever_slice_meets_them_and_a_hash_collision_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codes = bucket_slices._Codes(0)
+    first = codes(pa.array(["1\x1fA", "1\x1fB", "1\x1fA"]))
+    assert first.tolist() == [0, 1, 0]
+    assert codes(pa.array(["1\x1fC", "1\x1fB"])).tolist() == [2, 1]
+    monkeypatch.setattr(bucket_slices, "key_hashes", lambda keys: np.zeros(len(keys), np.uint64))
+    with pytest.raises(bucket_slices.HashCollision):
+        bucket_slices._Codes(0)(pa.array(["1\x1fA", "1\x1fB"]))
+
+
+def test_a_sliced_bucket_whose_keys_collide_is_computed_in_one_piece_with_the_same_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = heavy(5, n=2_000, shares=(0.7,))
+    # Injected fault: every key hashes alike in the slices' coder (not in the bucket hash).
+    monkeypatch.setattr(bucket_slices, "key_hashes", lambda keys: np.zeros(len(keys), np.uint64))
+    ours = frame_features(frame, memory_limit="1MB")
+    np.testing.assert_array_equal(ours, compute_features(frame))

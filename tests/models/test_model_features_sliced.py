@@ -50,7 +50,7 @@ def sliced(rows: AccountRows, accounts: int, max_events: int) -> tuple[dict, lis
     plan = []
     for start, _, held, part in sliced_account_columns(
         lambda a, b: rows_between(rows, a, b), events, lambda i: int(rows.secs[i]),
-        (accounts, accounts),
+        accounts,
         max_events,
     ):  # fmt: skip
         plan.append((start, held))
