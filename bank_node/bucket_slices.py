@@ -2,12 +2,12 @@
 
 `sliced_bucket` walks the bucket's rows in ``(tick, rid)`` order a slice at a time and hands
 each to `models.features_sliced`, which carries every account's state from slice to slice.
-Nothing it keeps grows with the slice's budget times anything: per row of the bucket, its
-events (1 byte) and their running count (8 bytes), and its time order (8 bytes) only when
-the file is not in time order; per account met so far, a code (`_Codes`); the carried state.
-Account codes are therefore assigned as slices meet the accounts, not by encoding the
-bucket's every key at once (some 140 bytes a row with Arrow's dictionary encoding), and the
-memory-mapped file's pages are dropped from the process after each slice.
+Besides a slice, it keeps per row of the bucket its events (1 byte) and their running count
+(8 bytes), and its time order (8 bytes) only when the file is not in time order; per account
+met so far, a code and its key (`_Codes`); the carried state. Account codes are assigned as
+slices meet the accounts rather than by encoding the bucket's every key at once (some 140
+bytes a row with Arrow's dictionary encoding), and the memory-mapped file's pages are
+dropped from the process after each slice.
 """
 
 from __future__ import annotations
