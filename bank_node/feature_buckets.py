@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import mmap
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,7 +189,11 @@ def bucket_features(layout: Layout, b: int) -> list[int]:
         order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else None
         del tick
         if layout.slice_events and int(events.sum()) > layout.bucket_events:
-            drop = functools.partial(pages.madvise, mmap.MADV_DONTNEED)
+            drop: Callable[[], None] = (
+                functools.partial(pages.madvise, mmap.MADV_DONTNEED)
+                if hasattr(mmap, "MADV_DONTNEED")  # not on Windows: the pages stay
+                else lambda: None
+            )
             try:
                 held = sliced_bucket(table, order, events, (layout.slice_events, drop), parts.write)
             except HashCollision:  # two accounts' keys share a 64-bit hash: in one piece, exactly
