@@ -5,16 +5,19 @@
 the bucket file of its sender's account and of its receiver's (``hash(bank, account) %
 buckets``; once when both are in one bucket), flagged with which of its ends belong there.
 A bucket therefore holds every event of its accounts. `bucket_features` computes one bucket's
-account features with `models.features_vector.account_columns` and writes them as one part
-file per range, so a range's rows can be put together without reading any other range.
+account features with `models.features_vector.account_columns` (a bucket over its budget of
+events, as a very busy account's is, in time slices: `models.features_sliced`) and writes them
+as part files by range, so a range's rows can be put together without reading any other range.
 Intermediate files are Arrow IPC streams (no compression, no encoding: written and read at
 memory speed, and memory-mapped when read back).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterable
+import mmap
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bank_node.bucket_slices import HashCollision, key_hashes, sliced_bucket
 from models.features import PAYMENT_FORMATS
 from models.features_vector import DST_FEATURES, SRC_FEATURES, AccountRows, account_columns
 
 _SEP = "\x1f"  # between bank and account id: ids are only unique within a bank
-_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))  # splitmix64's finaliser
-_POWERS = np.cumprod(np.full(64, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)  # FNV prime
 ROW_SCHEMA = pa.schema([
     ("rid", pa.int64()), ("source", pa.int32()), ("line", pa.int64()), ("tick", pa.int64()),
     ("day", pa.date32()), ("label", pa.int8()), ("secs", pa.int64()),
@@ -44,11 +46,15 @@ BUCKET_SCHEMA = pa.schema([
 @dataclass(frozen=True)
 class Layout:
     """Where the passes put their files, and how rows are cut: ``buckets`` account buckets,
-    ranges of ``range_rows`` consecutive rids."""
+    ranges of ``range_rows`` consecutive rids; a bucket with more than ``bucket_events``
+    events is computed in time slices of at most ``slice_events`` (history included:
+    `models.features_sliced`; 0: never)."""
 
     work: Path
     buckets: int
     range_rows: int
+    slice_events: int = 0
+    bucket_events: int = 0
 
     def rows(self, r: int) -> Path:
         return self.work / f"rows-{r:05d}.arrow"
@@ -129,17 +135,7 @@ def _write_ranges(writers: _Writers, layout: Layout, table: pa.Table) -> None:
 
 def bucket_of(keys: pa.Array, buckets: int) -> np.ndarray:
     """A stable hash of each key string (FNV-like over its bytes, then mixed), ``% buckets``."""
-    keys = keys.cast(pa.string())
-    offsets = np.frombuffer(keys.buffers()[1], np.int32, len(keys) + 1, keys.offset * 4)
-    data = np.frombuffer(keys.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
-    position = np.arange(len(data)) - np.repeat(starts, lengths)
-    weighted = (data.astype(np.uint64) + np.uint64(1)) * _POWERS[position % 64]
-    h = np.add.reduceat(weighted, starts) if len(data) else np.zeros(0, np.uint64)
-    h = np.where(lengths > 0, h, np.uint64(0))  # reduceat's value for an empty string
-    for shift, factor in ((30, _MIX[0]), (27, _MIX[1])):
-        h = (h ^ (h >> np.uint64(shift))) * factor
-    return ((h ^ (h >> np.uint64(31))) % np.uint64(buckets)).astype(np.int64)
+    return (key_hashes(keys) % np.uint64(buckets)).astype(np.int64)
 
 
 def _write_buckets(
@@ -174,48 +170,104 @@ def read_ipc(path: Path) -> pa.Table:
         return pa.ipc.open_stream(source).read_all()
 
 
-def bucket_features(layout: Layout, b: int) -> None:
-    """Pass 2: bucket ``b``'s sender and receiver features, one part file per range and side."""
+def bucket_features(layout: Layout, b: int) -> list[int]:
+    """Pass 2: bucket ``b``'s sender and receiver features, one part file per range and side.
+
+    Returns the events computed at once: one figure for the whole bucket, or one per slice.
+    """
     path = layout.bucket(b)
     if not path.exists():
-        return
-    table = read_ipc(path)
+        return []
+    table, pages = _mapped(path)
+    with _PartWriters(layout, b) as parts:
+        want = [table[c].to_numpy(zero_copy_only=False) for c in ("want_src", "want_dst")]
+        events = want[0].astype(np.int8) + want[1]
+        del want
+        tick = table["tick"].to_numpy()
+        # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
+        # file in time order needs no sort at all.
+        order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else None
+        del tick
+        if layout.slice_events and int(events.sum()) > layout.bucket_events:
+            drop: Callable[[], None] = (
+                functools.partial(pages.madvise, mmap.MADV_DONTNEED)
+                if hasattr(mmap, "MADV_DONTNEED")  # not on Windows: the pages stay
+                else lambda: None
+            )
+            try:
+                held = sliced_bucket(table, order, events, (layout.slice_events, drop), parts.write)
+            except HashCollision:  # two accounts' keys share a 64-bit hash: in one piece, exactly
+                parts.reset()
+                held = [int(events.sum())]
+                _whole(table, order, parts)
+        else:
+            held = [int(events.sum())]
+            _whole(table, order, parts)
+    path.unlink()
+    return held
+
+
+def _whole(table: pa.Table, order: np.ndarray | None, parts: _PartWriters) -> None:
+    """A bucket within its budget, in one piece."""
     # Account codes first: they do not depend on the order, and the strings are not moved.
     keys = pa.concat_arrays([*table["src"].chunks, *table["dst"].chunks])
-    codes = keys.dictionary_encode()
-    account = codes.indices.to_numpy().astype(np.int64)
+    account = keys.dictionary_encode().indices.to_numpy().astype(np.int64)
     n = len(table)
-    tick = table["tick"].to_numpy()
-    # Rows came in rid order, so sorting on tick alone (stable) gives (tick, rid) order; a
-    # file in time order needs no sort at all.
-    order = np.argsort(tick, kind="stable") if (np.diff(tick) < 0).any() else slice(None)
+    at = slice(None) if order is None else order
     rows = AccountRows(
-        account[:n][order], account[n:][order], table["secs"].to_numpy()[order],
-        table["amount_paid"].to_numpy()[order], table["amount_received"].to_numpy()[order],
-        table["want_src"].to_numpy(zero_copy_only=False)[order],
-        table["want_dst"].to_numpy(zero_copy_only=False)[order],
+        account[:n][at], account[n:][at], table["secs"].to_numpy()[at],
+        table["amount_paid"].to_numpy()[at], table["amount_received"].to_numpy()[at],
+        table["want_src"].to_numpy(zero_copy_only=False)[at],
+        table["want_dst"].to_numpy(zero_copy_only=False)[at],
     )  # fmt: skip
     columns = account_columns(rows)
-    rid = table["rid"].to_numpy()[order]
-    _write_parts(layout, "src", b, rid[columns.src_rows], columns.src, SRC_FEATURES)
-    _write_parts(layout, "dst", b, rid[columns.dst_rows], columns.dst, DST_FEATURES)
-    path.unlink()
+    rid = table["rid"].to_numpy()[at]
+    parts.write("src", rid[columns.src_rows], columns.src)
+    parts.write("dst", rid[columns.dst_rows], columns.dst)
 
 
-def _write_parts(
-    layout: Layout, side: str, b: int, rid: np.ndarray, cols: dict[str, np.ndarray],
-    names: list[str],
-) -> None:  # fmt: skip
-    """One side's features (float32, as compute_features casts them) split by range."""
-    ranges = rid // layout.range_rows
-    table = pa.table({"rid": rid, **{n: cols[n].astype(np.float32) for n in names}})
-    if len(rid) and ranges.min() != ranges.max():
-        # Range numbers are small integers: a stable sort of them is a radix sort.
-        order = np.argsort(ranges.astype(np.uint16 if ranges.max() < 2**16 else np.int64),
-                           kind="stable")  # fmt: skip
-        table, ranges = table.take(pa.array(order)), ranges[order]
-    bounds = np.flatnonzero(np.r_[True, ranges[1:] != ranges[:-1], True])
-    for start, stop in itertools.pairwise(bounds):
-        path = layout.part(side, int(ranges[start]), b)
-        with pa.ipc.new_stream(pa.OSFile(str(path), "wb"), table.schema) as writer:
-            writer.write_table(table.slice(start, stop - start))
+def _mapped(path: Path) -> tuple[pa.Table, mmap.mmap]:
+    """An IPC stream file as a table over a memory map of it, and the map (a sliced bucket
+    drops the map's pages from this process as it goes: `bank_node.bucket_slices`)."""
+    with path.open("rb") as handle:
+        pages = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    return pa.ipc.open_stream(pa.BufferReader(pa.py_buffer(pages))).read_all(), pages
+
+
+class _PartWriters:
+    """A bucket's part files, one per side and range, written a slice at a time."""
+
+    def __init__(self, layout: Layout, b: int) -> None:
+        self.layout, self.b = layout, b
+        self.writers = {
+            side: _Writers(pa.schema([("rid", pa.int64()), *((n, pa.float32()) for n in names)]))
+            for side, names in (("src", SRC_FEATURES), ("dst", DST_FEATURES))
+        }
+
+    def __enter__(self) -> _PartWriters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for writers in self.writers.values():
+            writers.close()
+
+    def reset(self) -> None:
+        """Start the part files again (the next writes truncate them)."""
+        for writers in self.writers.values():
+            writers.close()
+            writers.open.clear()
+
+    def write(self, side: str, rid: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        """One side's features (float32, as compute_features casts them) split by range."""
+        names = SRC_FEATURES if side == "src" else DST_FEATURES
+        ranges = rid // self.layout.range_rows
+        table = pa.table({"rid": rid, **{n: cols[n].astype(np.float32) for n in names}})
+        if len(rid) and ranges.min() != ranges.max():
+            # Range numbers are small integers: a stable sort of them is a radix sort.
+            order = np.argsort(ranges.astype(np.uint16 if ranges.max() < 2**16 else np.int64),
+                               kind="stable")  # fmt: skip
+            table, ranges = table.take(pa.array(order)), ranges[order]
+        bounds = np.flatnonzero(np.r_[True, ranges[1:] != ranges[:-1], True])
+        for start, stop in itertools.pairwise(bounds):
+            path = self.layout.part(side, int(ranges[start]), self.b)
+            self.writers[side].write(path, table.slice(start, stop - start))

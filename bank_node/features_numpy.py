@@ -12,7 +12,8 @@ Three passes over files in a work directory (`bank_node.feature_buckets`):
    training, or as one file in ``rid`` order for scoring.
 
 Memory is set by ``memory_limit``: it sizes the buckets (the number of rows whose account
-features are computed at once) and the ranges, so it does not grow with the input. The values
+features are computed at once) and the ranges, so it does not grow with the input; a bucket
+over its budget (one with a very busy account) is computed in time slices that fit it. The values
 equal `models.features.compute_features` bit for bit (after and before the float32 cast).
 """
 
@@ -42,6 +43,12 @@ from models.features_vector import DST_FEATURES, SRC_FEATURES, row_columns
 # together and written. With 2GB on 2 threads the peak RSS was 1.8-2.1 GB from 5M to 20M rows.
 _BUCKET_BYTES_PER_ROW = 1_000
 _RANGE_BYTES_PER_ROW = 600
+# Peak bytes per event while a slice of a bucket over its budget is computed (the slice's
+# events joined with their history, four running sums by a Python loop; measured: some 800).
+_SLICE_BYTES_PER_EVENT = 800
+# Buckets hold this share of a bucket's budget on average: hashing spreads accounts evenly,
+# so a bucket is only over its budget with a very busy account, and then is sliced.
+_BUCKET_FILL = 0.8
 # Below this many rows one bucket on one thread is quicker than splitting the work.
 _SPLIT_ROWS = 200_000
 _CARRY = [("rid", pa.int64()), ("source", pa.int32()), ("line", pa.int64()),
@@ -80,16 +87,25 @@ def estimate_rows(files: list[Path]) -> int:
     return total
 
 
-def layout_for(work: Path, rows: int, settings: EngineSettings) -> Layout:
+def layout_for(work: Path, rows: int, settings: EngineSettings, *, slicing: bool = True) -> Layout:
     """Buckets and ranges small enough that ``threads`` of them fit in ``memory_limit``, and
-    at least one per thread (above `_SPLIT_ROWS`), so that every core has one to work on."""
+    at least one per thread (above `_SPLIT_ROWS`), so that every core has one to work on.
+
+    A bucket's budget is ``2 * budget_rows`` events (a row is an event at each end); buckets
+    are sized to hold 80 % of that on average, so that only a bucket with a very busy account
+    (or a rare uneven one) is over it. Such a bucket is computed in time slices of at most
+    ``budget / 800 bytes`` events, history included (``slicing=False``: never, for
+    comparisons).
+    """
     budget = memory_bytes(settings.memory_limit) // settings.threads
-    buckets = math.ceil(rows / max(100, budget // _BUCKET_BYTES_PER_ROW))
+    budget_rows = max(100, budget // _BUCKET_BYTES_PER_ROW)
+    buckets = math.ceil(rows / (budget_rows * _BUCKET_FILL))
     range_rows = max(100, budget // _RANGE_BYTES_PER_ROW)
     if rows >= _SPLIT_ROWS:
         buckets = max(buckets, settings.threads)
         range_rows = min(range_rows, math.ceil(rows / settings.threads))
-    return Layout(work, max(1, buckets), range_rows)
+    slice_events = max(100, budget // _SLICE_BYTES_PER_EVENT) if slicing else 0
+    return Layout(work, max(1, buckets), range_rows, slice_events, 2 * budget_rows)
 
 
 def write_features(
@@ -98,17 +114,19 @@ def write_features(
     *,
     settings: EngineSettings,
     partition_by_date: bool = True,
+    slicing: bool = True,
 ) -> tuple[Path, tuple[Path, ...], int]:
     """Features of every row of ``source`` (CSV, Parquet or a directory) to Parquet at ``out``.
 
     Returns ``(out, the input files in rid order, rows)``. ``partition_by_date``: a directory
     ``out`` with one ``day=...`` folder per date; otherwise the single file ``out``, rows in
     ``rid`` order. Intermediate files go under ``settings.temp_directory`` and are removed.
+    ``slicing=False``: every bucket in one piece, however large (for comparisons).
     """
     files = input_files(source)
     settings.temp_directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=settings.temp_directory, prefix="numpy-") as tmp:
-        layout = layout_for(Path(tmp), estimate_rows(files), settings)
+        layout = layout_for(Path(tmp), estimate_rows(files), settings, slicing=slicing)
         rows = partition(staged_tables(files), layout)
         _in_threads(lambda b: bucket_features(layout, b), range(layout.buckets), settings)
         ranges = range(math.ceil(rows / layout.range_rows))
@@ -123,7 +141,7 @@ def write_features(
 
 
 def _in_threads(
-    task: Callable[[int], None], items: Iterable[int], settings: EngineSettings
+    task: Callable[[int], object], items: Iterable[int], settings: EngineSettings
 ) -> None:
     """``task`` for every item, ``threads`` at a time (numpy and Arrow release the GIL)."""
     with ThreadPoolExecutor(max_workers=settings.threads) as pool:

@@ -21,6 +21,7 @@ system, every thread: on a shared machine the figure that load does not inflate)
 Usage:
   python benchmarks/scale.py --sizes 1000000 5000000 20000000 --pandas-max 5000000 --train
   python benchmarks/scale.py --sizes 20000000 50000000 --engines numpy
+  python benchmarks/scale.py --sizes 5000000 --heavy 0.4 --heavy-limits 256MB 1GB
 """
 
 from __future__ import annotations
@@ -47,12 +48,16 @@ from simulation.world.presets import IBM_HEADER  # noqa: E402
 FORMATS = ["ACH", "Wire", "Cheque", "Credit Card", "Cash", "Bitcoin", "Reinvestment"]
 
 
-def write_bank(path: Path, rows: int, *, seed: int = 0, chunk_rows: int = 500_000) -> Path:
+def write_bank(
+    path: Path, rows: int, *, seed: int = 0, chunk_rows: int = 500_000, heavy: float = 0.0
+) -> Path:
     """A bank's CSV of ``rows`` transactions over a year, written ``chunk_rows`` at a time.
 
     Bank "1" is the sender or the receiver of every row; about one account per 40 rows,
     with skewed activity (a few accounts very busy), 20 counterparty banks, amounts
     log-normal, one row in a thousand labelled. Rows are in time order, as banks' files are.
+    ``heavy``: the share of rows whose bank-1 end is one account (as `hi-large`'s bank 1,
+    whose busiest account is in 14 % of its rows).
     """
     rng = np.random.default_rng(seed)
     accounts = max(1_000, rows // 40)
@@ -63,15 +68,19 @@ def write_bank(path: Path, rows: int, *, seed: int = 0, chunk_rows: int = 500_00
         for i in range(chunks):
             n = min(chunk_rows, rows - i * chunk_rows)
             lo, hi = i * minutes // chunks, (i + 1) * minutes // chunks
-            _chunk(rng, n, accounts, np.sort(rng.integers(lo, hi, n))).to_csv(
+            _chunk(rng, n, accounts, np.sort(rng.integers(lo, hi, n)), heavy).to_csv(
                 handle, header=False, index=False, lineterminator="\n"
             )
     return path
 
 
-def _chunk(rng: np.random.Generator, n: int, accounts: int, minute: np.ndarray) -> pd.DataFrame:
+def _chunk(
+    rng: np.random.Generator, n: int, accounts: int, minute: np.ndarray, heavy: float = 0.0
+) -> pd.DataFrame:
     own = rng.random(n) < 0.5  # is bank 1 the sender?
     mine = (accounts * rng.random(n) ** 3).astype(np.int64)  # skewed: few busy accounts
+    if heavy:
+        mine[rng.random(n) < heavy] = accounts  # one account beyond the others
     other = (accounts * rng.random(n) ** 2).astype(np.int64)
     other_bank = np.where(rng.random(n) < 0.3, "1", rng.integers(2, 22, n).astype(str))
     src_bank, dst_bank = np.where(own, "1", other_bank), np.where(own, other_bank, "1")
@@ -89,14 +98,22 @@ def _chunk(rng: np.random.Generator, n: int, accounts: int, minute: np.ndarray) 
 
 
 def run_engine(
-    engine: str, source: Path, work: Path, *, memory_limit: str = "2GB", save: bool = False
+    engine: str,
+    source: Path,
+    work: Path,
+    *,
+    memory_limit: str = "2GB",
+    save: bool = False,
+    slicing: bool = True,
 ) -> tuple[dict[str, Any], float]:
     """Run one engine in a child process; its JSON report and its peak RSS in MiB.
 
-    For ``train``, ``memory_limit`` is ``"batch_size,buffer_rows"``.
+    For ``train``, ``memory_limit`` is ``"batch_size,buffer_rows"``; ``slicing=False``: the
+    numpy engine computes every bucket in one piece (as before busy accounts were sliced).
     """
     argv = [sys.executable, __file__, "child", engine, str(source), str(work), memory_limit]
-    process = subprocess.Popen([*argv, *(["--save"] if save else [])], stdout=subprocess.PIPE)
+    flags = [*(["--save"] if save else []), *([] if slicing else ["--no-slicing"])]
+    process = subprocess.Popen([*argv, *flags], stdout=subprocess.PIPE)
     assert process.stdout is not None
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -136,7 +153,9 @@ def _train_child(features: Path, batching: str) -> dict[str, Any]:
     return {"rows": rows, "read_s": counted - start, "features_s": end - counted}
 
 
-def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool) -> None:
+def _child(
+    engine: str, source: Path, work: Path, memory_limit: str, save: bool, slicing: bool = True
+) -> None:
     start = time.perf_counter()
     report: dict[str, Any]
     if engine == "train":
@@ -157,9 +176,9 @@ def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool)
         from bank_node.features_numpy import write_features as numpy_features
 
         settings = EngineSettings(memory_limit=memory_limit, temp_directory=work / "spill")
-        _, _, rows = numpy_features(source, work / "features", settings=settings)
+        _, _, rows = numpy_features(source, work / "features", settings=settings, slicing=slicing)
         loaded = start  # one pass reads and computes: no separate read time
-        report = {"rows": rows, "read_s": 0.0}
+        report = {"rows": rows, "read_s": 0.0, **({} if slicing else {"engine": "numpy*"})}
     else:
         from bank_node.features_duckdb import EngineSettings, write_features
         from bank_node.staging import stage
@@ -171,7 +190,7 @@ def _child(engine: str, source: Path, work: Path, memory_limit: str, save: bool)
         write_features(staged, work / "features", settings=settings)
         report = {"rows": staged.rows, "read_s": loaded - start}
     end = time.perf_counter()
-    report |= {"engine": engine, "features_s": end - loaded, "total_s": end - start}
+    report = {"engine": engine} | report | {"features_s": end - loaded, "total_s": end - start}
     print(json.dumps(report))
 
 
@@ -197,6 +216,24 @@ def measure(
             )
         shutil.rmtree(out, ignore_errors=True)
     return results
+
+
+def measure_heavy(size: int, work: Path, share: float, limits: list[str]) -> None:
+    """The numpy engine on a bank where one account is in ``share`` of the rows, at each
+    memory limit, with its buckets computed in one piece and then in time slices."""
+    work.mkdir(parents=True, exist_ok=True)
+    source = work / f"bank_{size}_heavy{round(share * 100)}.csv"
+    if not source.exists():
+        started = time.perf_counter()
+        write_bank(source.with_suffix(".tmp"), size, heavy=share).rename(source)
+        print(f"  wrote {source.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    for limit in limits:
+        for slicing in (False, True):
+            out = work / f"numpy-{size}-heavy"
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  memory_limit {limit}, slicing {'on' if slicing else 'off'}:", flush=True)
+            _record(run_engine("numpy", source, out, memory_limit=limit, slicing=slicing))
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def featurise_world(world: Path, work: Path, engine: str, memory_limit: str) -> None:
@@ -256,7 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256, help="rows per step when training")
     p.add_argument("--buffer-rows", type=int, default=262_144, help="the shuffle buffer")
     p.add_argument("--world", type=Path, help="featurise this world's bank files instead")
+    p.add_argument(
+        "--heavy",
+        type=float,
+        help="instead: the numpy engine on a bank with one account in this share of the rows "
+        "(each --sizes), slicing off then on, at each --heavy-limits",
+    )
+    p.add_argument("--heavy-limits", nargs="+", default=["256MB", "1GB"])
     args = p.parse_args(argv)
+    if args.heavy is not None:
+        for size in args.sizes:
+            load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+            print(f"{size:,} rows, one account in {args.heavy:.0%}; load {load}", flush=True)
+            measure_heavy(size, args.work, args.heavy, args.heavy_limits)
+        return 0
     if args.world is not None:
         featurise_world(args.world, args.work, args.engines[0], args.memory_limit)
         return 0
@@ -280,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["child"]:
         engine, source, work, memory_limit = sys.argv[2:6]
-        _child(engine, Path(source), Path(work), memory_limit, "--save" in sys.argv[6:])
+        flags = sys.argv[6:]
+        _child(engine, Path(source), Path(work), memory_limit, "--save" in flags,
+               "--no-slicing" not in flags)  # fmt: skip
         sys.exit(0)
     sys.exit(main())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -42,3 +44,37 @@ def adversarial(seed: int, n: int = 3000) -> pd.DataFrame:
         "payment_format": rng.choice(["ACH", "Wire", "Credit Card", "Cash", "Bitcoin"], n),
         "label": 0,
     })  # fmt: skip
+
+
+def heavy(seed: int, n: int = 4000, shares: tuple[float, ...] = (0.5, 0.2)) -> pd.DataFrame:
+    """A bank where one or two accounts are in most rows (``shares`` of the rows each, as
+    sender or receiver), over 60 days on a one-hour grid (rows tie on the second, and many
+    rows are exactly 1h, 24h or 7d after others), with self-transfers of the busy accounts.
+    Rows are in time order, as a bank's file is, except a few."""
+    rng = np.random.default_rng(seed)
+    hours = np.sort(rng.integers(0, 60 * 24, n))
+    seconds = hours * 3_600
+    seconds[rng.random(n) < 0.02] += 1  # a few rows one second after a window edge
+    light = np.array([f"L{i}" for i in range(300)])
+    src, dst = rng.choice(light, n), rng.choice(light, n)
+    pick = rng.random(n)
+    edges = np.cumsum([0.0, *shares])
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        busy = (pick >= lo) & (pick < hi)
+        sends = rng.random(n) < 0.5
+        src[busy & sends], dst[busy & ~sends] = f"H{i}", f"H{i}"
+        dst[busy & (rng.random(n) < 0.05)] = f"H{i}"  # self-transfers when it also sends
+    amounts = np.round(np.exp(rng.normal(5, 2, n)), 2) + rng.choice([0.0, 0.005, 1e-6], n)
+    order = np.arange(n)
+    swap = rng.integers(0, n - 1, 5)
+    order[swap], order[swap + 1] = order[swap + 1], order[swap]
+    frame = pd.DataFrame({
+        "timestamp": pd.Timestamp("2023-03-01") + pd.to_timedelta(seconds, unit="s"),
+        "from_bank": "1", "from_account": src, "to_bank": rng.choice(["1", "2"], n),
+        "to_account": dst, "amount_received": amounts * rng.choice([1.0, 0.95], n),
+        "amount_paid": amounts, "receiving_currency": "US Dollar", "payment_currency": "US Dollar",
+        "payment_format": rng.choice(["ACH", "Wire", "Cash"], n), "label": 0,
+    })  # fmt: skip
+    busy_dst = frame["to_account"].str.startswith("H")
+    frame.loc[busy_dst, "to_bank"] = "1"  # a busy account is one account, at bank 1
+    return frame.iloc[order].reset_index(drop=True)

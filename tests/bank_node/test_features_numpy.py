@@ -11,13 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from bank_node import bucket_slices
 from bank_node.data import load_ibm_csv
-from bank_node.feature_buckets import bucket_of
+from bank_node.feature_buckets import bucket_features, bucket_of, partition
 from bank_node.features_duckdb import EngineSettings
 from bank_node.features_numpy import features_of, frame_features, layout_for, write_features
+from bank_node.staging import staged_tables
 from models.features import FEATURE_NAMES, compute_features
 from simulation.world import generate_world
-from tests.bank_node.feature_frames import adversarial
+from tests.bank_node.feature_frames import adversarial, heavy
 
 # "1MB" leaves each of the two threads a budget of a few hundred rows: a 3000-row frame is
 # split into several account buckets and rid ranges, as a large bank's file is.
@@ -118,3 +120,51 @@ def test_an_account_lands_in_the_same_bucket_from_every_chunk_and_buckets_share_
     np.testing.assert_array_equal(bucket_of(keys.slice(1_000, 10), 8), buckets[1_000:1_010])
     shares = np.bincount(buckets, minlength=8) / len(keys)
     assert shares.min() > 0.09 and shares.max() < 0.16
+
+
+@pytest.mark.parametrize("shares", [(0.5, 0.2), (0.8,)])
+@pytest.mark.parametrize("memory_limit", ["1MB", "2MB"])
+def test_a_bank_whose_busy_accounts_hold_most_rows_gives_compute_features_values_bit_for_bit(
+    shares: tuple[float, ...], memory_limit: str
+) -> None:
+    frame = heavy(3, shares=shares)
+    ours = frame_features(frame, memory_limit=memory_limit)
+    np.testing.assert_array_equal(ours, compute_features(frame))
+
+
+def test_a_bucket_with_a_busy_account_is_computed_in_slices_within_its_budget(
+    tmp_path: Path,
+) -> None:
+    heavy(4, shares=(0.7,)).to_parquet(tmp_path / "input.parquet")
+    layout = layout_for(tmp_path, 4000, EngineSettings(memory_limit="2MB", threads=2))
+    partition(staged_tables([tmp_path / "input.parquet"]), layout)
+    held = [bucket_features(layout, b) for b in range(layout.buckets)]
+    sliced = [h for h in held if len(h) > 1]
+    assert len(sliced) == 1 and len(sliced[0]) > 2  # the busy account's bucket, in slices
+    assert max(sliced[0]) <= layout.slice_events == 1_250  # a slice and its history
+    assert max(h[0] for h in held if len(h) == 1) <= layout.bucket_events == 2_000
+    unsliced = layout_for(tmp_path, 4000, EngineSettings(memory_limit="2MB", threads=2),
+                          slicing=False)  # fmt: skip
+    assert unsliced.slice_events == 0
+
+
+def test_accounts_get_one_code_whichever_slice_meets_them_and_a_hash_collision_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codes = bucket_slices._Codes(0)
+    first = codes(pa.array(["1\x1fA", "1\x1fB", "1\x1fA"]))
+    assert first.tolist() == [0, 1, 0]
+    assert codes(pa.array(["1\x1fC", "1\x1fB"])).tolist() == [2, 1]
+    monkeypatch.setattr(bucket_slices, "key_hashes", lambda keys: np.zeros(len(keys), np.uint64))
+    with pytest.raises(bucket_slices.HashCollision):
+        bucket_slices._Codes(0)(pa.array(["1\x1fA", "1\x1fB"]))
+
+
+def test_a_sliced_bucket_whose_keys_collide_is_computed_in_one_piece_with_the_same_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = heavy(5, n=2_000, shares=(0.7,))
+    # Injected fault: every key hashes alike in the slices' coder (not in the bucket hash).
+    monkeypatch.setattr(bucket_slices, "key_hashes", lambda keys: np.zeros(len(keys), np.uint64))
+    ours = frame_features(frame, memory_limit="1MB")
+    np.testing.assert_array_equal(ours, compute_features(frame))
