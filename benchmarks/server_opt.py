@@ -68,6 +68,8 @@ CONFIGS: tuple[Config, ...] = (
     Config("fedyogi lr=0.03", {"server_optimizer": "fedyogi", "server_lr": 0.03}),
     Config("fedprox mu=0.01", {}, fedprox_mu=0.01),
     Config("fedprox mu=0.1", {}, fedprox_mu=0.1),
+    Config("fedprox mu=0.03", {}, fedprox_mu=0.03),
+    Config("fedprox mu=0.003", {}, fedprox_mu=0.003),
     # The local step itself (how far each bank drifts from the round's base): `--only` them.
     Config("fedavg e1", {}, training=(("local_epochs", 1),)),
     Config("fedavg e4 lr=1e-3", {}, training=(("local_epochs", 4), ("learning_rate", 1e-3))),
