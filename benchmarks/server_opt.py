@@ -109,11 +109,16 @@ def config_policy(base: PolicySnapshot, config: Config) -> PolicySnapshot:
     return PolicySnapshot.from_dict(replace(base, **fields).to_dict())
 
 
+def mean_validation_auprc(models: list[torch.nn.Module], views: list[LocalData]) -> float:
+    """Mean over banks of AUPRC of each bank's model on its validation rows (never the test)."""
+    pairs = zip(models, views, strict=True)
+    return float(np.nanmean([auprc(v.y_val, predict_scores(m, v.x_val)) for m, v in pairs]))
+
+
 def validation_auprc(weights: np.ndarray, views: list[LocalData]) -> float:
-    """Mean over banks of AUPRC on each bank's validation rows (never the test period)."""
-    spec = HYPER["model_spec"]
-    model = model_from_vector(spec, len(FEATURE_NAMES), weights)
-    return float(np.nanmean([auprc(v.y_val, predict_scores(model, v.x_val)) for v in views]))
+    """The mean validation AUPRC of one shared model, every bank scoring it."""
+    model = model_from_vector(HYPER["model_spec"], len(FEATURE_NAMES), weights)
+    return mean_validation_auprc([model] * len(views), views)
 
 
 def references(
@@ -123,16 +128,12 @@ def references(
     validation rows, trained for as many epochs as the federation runs (as `quality.py`)."""
     hyper = {**HYPER, "rounds": rounds}
     central = centralised(banks, norm, hyper)
-    alone = local_only(banks, [local_norm(b) for b in banks], hyper)
-    local_views = [b.data.normalized(local_norm(b)) for b in banks]
-
-    def mean_auprc(models: list[torch.nn.Module], data: list[LocalData]) -> float:
-        pairs = zip(models, data, strict=True)
-        return float(np.nanmean([auprc(v.y_val, predict_scores(m, v.x_val)) for m, v in pairs]))
-
+    own_norms = [local_norm(b) for b in banks]
+    alone = local_only(banks, list(own_norms), hyper)
+    own_views = [b.data.normalized(n) for b, n in zip(banks, own_norms, strict=True)]
     figures = {
-        "local-only": mean_auprc(list(alone), local_views),
-        "centralised": mean_auprc([central] * len(views), views),
+        "local-only": mean_validation_auprc(list(alone), own_views),
+        "centralised": mean_validation_auprc([central] * len(views), views),
     }
     for name, value in figures.items():
         print(f"[server_opt] {name}: {value:.4f}", flush=True)
