@@ -122,7 +122,7 @@ def prepare(session: TrainSession, worker: Worker) -> tuple[pl.LightningModule, 
     recipe = session.model
     weights = arrays["weights"]
     model = model_from_vector(recipe.spec, recipe.n_features, weights, recipe.lr, recipe.fedprox_mu)
-    if recipe.fedprox_mu > 0:  # as bank_node.training._round_start anchors it
+    if recipe.fedprox_mu > 0:  # as bank_node.training.round_start anchors it
         model.set_fedprox_reference(weights)
     return model, session.spec(arrays)
 

@@ -163,7 +163,7 @@ def model_from_vector(
     return model
 
 
-def _round_start(policy: PolicySnapshot, base: np.ndarray | None) -> FraudMLP:
+def round_start(policy: PolicySnapshot, base: np.ndarray | None) -> FraudMLP:
     """The policy's model at the round's base, with FedProx anchored there when asked."""
     model = model_from_vector(
         policy.model_spec,
@@ -197,7 +197,7 @@ def train_round(
     data: LocalData, policy: PolicySnapshot, base: np.ndarray | None, seed: int
 ) -> tuple[np.ndarray, int]:
     """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
-    model = _round_start(policy, base)
+    model = round_start(policy, base)
     n = train_local(model, data.x_train, data.y_train, seed=seed, **_local_fit(policy))
     return model_to_vector(model), n
 
@@ -218,7 +218,7 @@ def train_round_private(
     # Imported here, not at the top: Opacus is heavy and only a DP round needs it.
     from models.privacy import train_local_dp
 
-    model = _round_start(policy, base)
+    model = round_start(policy, base)
     n, epsilon, state = train_local_dp(
         model,
         data.x_train,

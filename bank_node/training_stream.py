@@ -32,7 +32,7 @@ from bank_node.stream_periods import (
     training_reference,
 )
 from bank_node.train_session import ModelRecipe, train_on_nodes
-from bank_node.training import Normalizer, _local_fit, _round_start, metrics_from_scores
+from bank_node.training import Normalizer, _local_fit, metrics_from_scores, round_start
 from models.drift import Reference
 from models.features import FEATURE_NAMES
 from models.stream_data import StreamSpec, parquet_files, stream_moments
@@ -148,7 +148,7 @@ def train_round_stream(
     fit = _local_fit(policy)
     scale = {"mean": norm.mean, "std": norm.std} if norm is not None else {}
     spec = data.spec(training, batch_size=fit["batch_size"], seed=seed, **scale)
-    model = _round_start(policy, base)
+    model = round_start(policy, base)
     settings = TrainerSettings(**training.trainer_kwargs())
     epochs, lr = fit["epochs"], fit["lr"]
     if settings.num_nodes == 1:

@@ -37,13 +37,21 @@ from quality_columns import centralised, consortium_norm, local_norm, local_only
 from update_norms import load_world  # noqa: E402
 
 from bank_node.server_chain import server_params  # noqa: E402
-from bank_node.training import LocalData, Normalizer, model_from_vector, train_round  # noqa: E402
+from bank_node.training import (  # noqa: E402
+    LocalData,
+    Normalizer,
+    model_from_vector,
+    round_start,
+    train_round,
+)
 from models.features import FEATURE_NAMES  # noqa: E402
 from models.federation import fedavg  # noqa: E402
 from models.metrics import auprc  # noqa: E402
 from models.nets import initial_vector  # noqa: E402
+from models.scaffold import full_gradient, weighted_mean  # noqa: E402
 from models.server_opt import ServerOptState, model_digest, step  # noqa: E402
-from models.training import predict_scores  # noqa: E402
+from models.training import predict_scores, train_local  # noqa: E402
+from models.vector import model_to_vector  # noqa: E402
 from protocol import SERVER_OPT_DEFAULTS, PolicySnapshot  # noqa: E402
 
 
@@ -55,6 +63,8 @@ class Config:
     server: dict[str, Any]
     fedprox_mu: float = 0.0
     training: tuple[tuple[str, Any], ...] = ()  # local_epochs, learning_rate, batch_size
+    scaffold: bool = False  # SCAFFOLD's control variates (models/scaffold.py), option I
+    sgd_momentum: float | None = None  # local SGD with this momentum instead of Adam
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -79,6 +89,19 @@ CONFIGS: tuple[Config, ...] = (
         "fedavgm m=0.5 lr=1e-3",
         {"server_optimizer": "fedavgm", "server_momentum": 0.5},
         training=(("learning_rate", 1e-3),),
+    ),
+    Config("scaffold", {}, scaffold=True),
+    Config("scaffold fedprox mu=0.01", {}, fedprox_mu=0.01, scaffold=True),
+    Config("scaffold lr=1e-3", {}, scaffold=True, training=(("learning_rate", 1e-3),)),
+    # SCAFFOLD is an SGD method: under Adam its constant correction is normalised into a
+    # full-size step on every coordinate, every step. The same local SGD with and without it.
+    Config("sgd lr=0.02 m=0.9", {}, sgd_momentum=0.9, training=(("learning_rate", 0.02),)),
+    Config(
+        "scaffold sgd lr=0.02 m=0.9",
+        {},
+        scaffold=True,
+        sgd_momentum=0.9,
+        training=(("learning_rate", 0.02),),
     ),
 )
 
@@ -157,6 +180,43 @@ class Updates:
         return self.cache[key]
 
 
+def _sgd(model: torch.nn.Module, policy: PolicySnapshot, momentum: float) -> Any:
+    def configure() -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=policy.learning_rate, momentum=momentum)
+
+    return configure
+
+
+class ScaffoldUpdates:
+    """SCAFFOLD's local step at every bank: each trains with ``c - c_i`` from the previous
+    round (none in the first), then its control variate at this round's base joins the sum."""
+
+    def __init__(self, views: list[LocalData], config: Config) -> None:
+        self.views, self.config = views, config
+        self.own: list[np.ndarray] | None = None  # each bank's c_i, at the previous base
+        self.consortium: np.ndarray | None = None  # c, their row-weighted mean
+
+    def __call__(
+        self, policy: PolicySnapshot, base: np.ndarray, number: int
+    ) -> list[tuple[np.ndarray, int]]:
+        out, variates = [], []
+        for i, view in enumerate(self.views):
+            model = round_start(policy, base)
+            variates.append((full_gradient(model, view.x_train, view.y_train), view.y_train.size))
+            if self.config.scaffold and self.own is not None and self.consortium is not None:
+                model.set_control_correction(self.consortium - self.own[i])
+            if self.config.sgd_momentum is not None:
+                model.configure_optimizers = _sgd(model, policy, self.config.sgd_momentum)  # type: ignore[method-assign]
+            n = train_local(
+                model, view.x_train, view.y_train, seed=number, epochs=policy.local_epochs,
+                batch_size=policy.batch_size, lr=policy.learning_rate,
+            )  # fmt: skip
+            out.append((model_to_vector(model), n))
+        self.own = [v for v, _ in variates]
+        self.consortium = weighted_mean(variates)
+        return out
+
+
 def run_config(
     config: Config, policy: PolicySnapshot, updates: Updates, rounds: int
 ) -> list[float]:
@@ -165,8 +225,10 @@ def run_config(
     model = initial_vector(policy.model_spec, policy.n_features)
     state: ServerOptState | None = None
     figures = []
+    own_step = config.scaffold or config.sgd_momentum is not None
+    local = ScaffoldUpdates(updates.views, config) if own_step else updates
     for number in range(2, 2 + rounds):  # round 1: the statistics round
-        average = fedavg(updates(policy, model, number))
+        average = fedavg(local(policy, model, number))
         model, state = step(state, model, average, params)
         figures.append(validation_auprc(model, updates.views))
         print(f"[server_opt] {config.name}: round {number} {figures[-1]:.4f}", flush=True)

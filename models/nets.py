@@ -1,4 +1,4 @@
-"""The fraud-scoring LightningModule (an MLP with optional FedProx) and its spec factory."""
+"""The fraud-scoring LightningModule (an MLP with optional FedProx and SCAFFOLD correction)."""
 
 from __future__ import annotations
 
@@ -66,30 +66,41 @@ class FraudMLP(pl.LightningModule):
             self.net = _mlp(n_features, hidden)
         _init_weights(self.net, seed)
         self._fedprox_reference: list[torch.Tensor] | None = None
+        self._control_correction: list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
 
-    def set_fedprox_reference(self, vec: np.ndarray | torch.Tensor | None) -> None:
-        """Keep a detached copy of the global weights (a `model_to_vector` vector), or clear it."""
-        if vec is None:
-            self._fedprox_reference = None
-            return
+    def _pieces(self, vec: np.ndarray | torch.Tensor, what: str) -> list[torch.Tensor]:
+        """A detached copy of a `model_to_vector` vector, cut to the shapes of the parameters."""
         flat = torch.as_tensor(
             np.asarray(vec, dtype=np.float64) if not torch.is_tensor(vec) else vec
         )
         flat = flat.detach().to(torch.float64).reshape(-1)
         if flat.numel() != vector_length(self):
-            raise ValueError(
-                f"FedProx reference has {flat.numel()} values, model has {vector_length(self)}"
-            )
+            raise ValueError(f"{what} has {flat.numel()} values, model has {vector_length(self)}")
         pieces, offset = [], 0
         for param in self.parameters():
             pieces.append(
                 flat[offset : offset + param.numel()].view_as(param).to(param.dtype).clone()
             )
             offset += param.numel()
-        self._fedprox_reference = pieces
+        return pieces
+
+    def set_fedprox_reference(self, vec: np.ndarray | torch.Tensor | None) -> None:
+        """Keep a detached copy of the global weights (a `model_to_vector` vector), or clear it."""
+        self._fedprox_reference = None if vec is None else self._pieces(vec, "FedProx reference")
+
+    def set_control_correction(self, vec: np.ndarray | torch.Tensor | None) -> None:
+        """SCAFFOLD's drift correction ``c - c_i`` (Karimireddy et al., ICML 2020), or none.
+
+        Training adds ``<w, c - c_i>`` to the loss, so every step's gradient becomes
+        ``g - c_i + c``: the bank's own gradient with its estimated drift from the
+        consortium's gradient taken out.
+        """
+        self._control_correction = (
+            None if vec is None else self._pieces(vec, "control-variate correction")
+        )
 
     def _proximal_term(self) -> torch.Tensor:
         mu = float(self.hparams["fedprox_mu"])
@@ -100,6 +111,15 @@ class FraudMLP(pl.LightningModule):
             for p, ref in zip(self.parameters(), self._fedprox_reference, strict=True)
         ]
         return mu / 2 * torch.stack(squares).sum()
+
+    def _control_term(self) -> torch.Tensor:
+        if self._control_correction is None:
+            return torch.zeros((), device=self.device)
+        products = [
+            (p * corr.to(p.device)).sum()
+            for p, corr in zip(self.parameters(), self._control_correction, strict=True)
+        ]
+        return torch.stack(products).sum()
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         weight = torch.where(y > 0.5, float(self.hparams["pos_weight"]), 1.0)
@@ -114,7 +134,7 @@ class FraudMLP(pl.LightningModule):
         loss = self._loss(self(x), y)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         if stage == "train":
-            loss = loss + self._proximal_term()
+            loss = loss + self._proximal_term() + self._control_term()
         return loss
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
