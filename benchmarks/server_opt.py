@@ -65,6 +65,7 @@ class Config:
     training: tuple[tuple[str, Any], ...] = ()  # local_epochs, learning_rate, batch_size
     scaffold: bool = False  # SCAFFOLD's control variates (models/scaffold.py), option I
     sgd_momentum: float | None = None  # local SGD with this momentum instead of Adam
+    lr_decay: float = 1.0  # the local learning rate times this, each training round after the first
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -90,6 +91,9 @@ CONFIGS: tuple[Config, ...] = (
         {"server_optimizer": "fedavgm", "server_momentum": 0.5},
         training=(("learning_rate", 1e-3),),
     ),
+    Config("fedprox mu=0.01 decay=0.8", {}, fedprox_mu=0.01, lr_decay=0.8),
+    Config("fedprox mu=0.01 decay=0.65", {}, fedprox_mu=0.01, lr_decay=0.65),
+    Config("fedprox mu=0.03 decay=0.8", {}, fedprox_mu=0.03, lr_decay=0.8),
     Config("scaffold", {}, scaffold=True),
     Config("scaffold fedprox mu=0.01", {}, fedprox_mu=0.01, scaffold=True),
     Config("scaffold lr=1e-3", {}, scaffold=True, training=(("learning_rate", 1e-3),)),
@@ -117,6 +121,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--references", action="store_true",
         help="also the centralised and local-only models' validation AUPRC (rounds x local epochs)",
     )  # fmt: skip
+    p.add_argument(
+        "--hidden", default=None,
+        help="the MLP's hidden widths for every column and reference, e.g. 128,64",
+    )  # fmt: skip
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "server-opt"))
     p.add_argument("--train-before", default=None)
     p.add_argument("--evaluate-from", default=None)
@@ -138,18 +146,17 @@ def mean_validation_auprc(models: list[torch.nn.Module], views: list[LocalData])
     return float(np.nanmean([auprc(v.y_val, predict_scores(m, v.x_val)) for m, v in pairs]))
 
 
-def validation_auprc(weights: np.ndarray, views: list[LocalData]) -> float:
+def validation_auprc(weights: np.ndarray, views: list[LocalData], spec: dict[str, Any]) -> float:
     """The mean validation AUPRC of one shared model, every bank scoring it."""
-    model = model_from_vector(HYPER["model_spec"], len(FEATURE_NAMES), weights)
+    model = model_from_vector(spec, len(FEATURE_NAMES), weights)
     return mean_validation_auprc([model] * len(views), views)
 
 
 def references(
-    banks: list[Bank], views: list[LocalData], norm: Normalizer, rounds: int
+    banks: list[Bank], views: list[LocalData], norm: Normalizer, hyper: dict[str, Any]
 ) -> dict[str, float]:
     """The centralised model (consortium normalisation) and each bank alone (its own), on the
     validation rows, trained for as many epochs as the federation runs (as `quality.py`)."""
-    hyper = {**HYPER, "rounds": rounds}
     central = centralised(banks, norm, hyper)
     own_norms = [local_norm(b) for b in banks]
     alone = local_only(banks, list(own_norms), hyper)
@@ -228,9 +235,10 @@ def run_config(
     own_step = config.scaffold or config.sgd_momentum is not None
     local = ScaffoldUpdates(updates.views, config) if own_step else updates
     for number in range(2, 2 + rounds):  # round 1: the statistics round
-        average = fedavg(local(policy, model, number))
+        lr = policy.learning_rate * config.lr_decay ** (number - 2)
+        average = fedavg(local(replace(policy, learning_rate=lr), model, number))
         model, state = step(state, model, average, params)
-        figures.append(validation_auprc(model, updates.views))
+        figures.append(validation_auprc(model, updates.views, policy.model_spec))
         print(f"[server_opt] {config.name}: round {number} {figures[-1]:.4f}", flush=True)
     return figures
 
@@ -241,17 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     banks: list[Bank] = load_world(args)
     norm = consortium_norm(banks, 1)
     views = [b.data.normalized(norm) for b in banks]
-    base = policy_of({**HYPER, "rounds": args.rounds})
+    hyper = {**HYPER, "rounds": args.rounds}
+    if args.hidden:
+        hidden = [int(h) for h in args.hidden.split(",")]
+        hyper["model_spec"] = {**HYPER["model_spec"], "hidden": hidden}
+    base = policy_of(hyper)
     wanted = set(args.only.split(",")) if args.only else None
     updates, results = Updates(views), {}
-    refs = references(banks, views, norm, args.rounds) if args.references else {}
+    refs = references(banks, views, norm, hyper) if args.references else {}
     for config in CONFIGS:
         if wanted is None or config.name in wanted:
             results[config.name] = run_config(
                 config, config_policy(base, config), updates, args.rounds
             )
     rows = sum(int(v.y_val.size) for v in views)
-    print(f"\npreset {args.preset}, {len(banks)} banks, seed {args.seed}, {args.rounds} rounds; "
+    print(f"\npreset {args.preset}, {len(banks)} banks, seed {args.seed}, {args.rounds} rounds, "
+          f"hidden {hyper['model_spec']['hidden']}; "
           f"mean validation AUPRC over banks ({rows:,} validation rows)")  # fmt: skip
     print(
         f"{'configuration':<22}" + "".join(f"{'r' + str(n):>8}" for n in range(2, 2 + args.rounds))

@@ -8,7 +8,7 @@ from types import ModuleType
 import pytest
 
 ROUNDS = 2
-COLUMNS = ["fedavg", "fedavgm lr=1 m=0.5", "fedavg e1"]
+COLUMNS = ["fedavg", "fedavgm lr=1 m=0.5", "fedavg e1", "scaffold"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,13 @@ def test_fedavgm_starts_as_fedavg_and_then_departs_from_it(figures: dict) -> Non
 def test_a_column_with_another_local_step_trains_its_own_updates(figures: dict) -> None:
     # The updates are cached per local step: one epoch a round is not two from round one.
     assert figures["validation_auprc"]["fedavg e1"][0] != figures["validation_auprc"]["fedavg"][0]
+
+
+def test_scaffold_trains_as_fedavg_until_it_has_control_variates(figures: dict) -> None:
+    # Round one has no c or c_i yet; round two trains with c - c_i from round one's base.
+    fedavg, scaffold = (figures["validation_auprc"][n] for n in ("fedavg", "scaffold"))
+    assert scaffold[0] == fedavg[0]
+    assert scaffold[1] != fedavg[1]
 
 
 def test_the_references_are_the_centralised_and_local_only_models(figures: dict) -> None:
