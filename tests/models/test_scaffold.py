@@ -20,6 +20,16 @@ def _rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def _grads(model) -> np.ndarray:
+    return np.concatenate(
+        [
+            p.grad.detach().double().reshape(-1).numpy()
+            for p in model.parameters()
+            if p.grad is not None
+        ]
+    )
+
+
 def _autograd_on_all_rows(model, x, y) -> np.ndarray:
     model.zero_grad()
     model._loss(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
@@ -51,17 +61,17 @@ def test_the_correction_adds_exactly_c_minus_c_i_to_every_training_gradient():
     batch = (torch.from_numpy(x), torch.from_numpy(y))
     model.zero_grad()
     model._common_step(batch, "train").backward()
-    plain = np.concatenate([p.grad.double().reshape(-1).numpy() for p in model.parameters()])
+    plain = _grads(model)
     correction = np.linspace(-1.0, 1.0, vector_length(model))
     model.set_control_correction(correction)
     model.zero_grad()
     model._common_step(batch, "train").backward()
-    corrected = np.concatenate([p.grad.double().reshape(-1).numpy() for p in model.parameters()])
+    corrected = _grads(model)
     np.testing.assert_allclose(corrected - plain, correction, rtol=1e-5, atol=1e-6)
     model.set_control_correction(None)
     model.zero_grad()
     model._common_step(batch, "train").backward()
-    cleared = np.concatenate([p.grad.double().reshape(-1).numpy() for p in model.parameters()])
+    cleared = _grads(model)
     np.testing.assert_allclose(cleared, plain, rtol=1e-6)
 
 
