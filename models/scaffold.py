@@ -2,12 +2,13 @@
 for Federated Learning", ICML 2020), option I: a bank's control variate is its full local
 gradient at the round's base.
 
-Pure: no I/O. A bank computes ``c_i = full_gradient(model at base, its rows)`` each round and
-adds it, weighted by its rows like its weights, to what it sums with the others; the
-decrypted sum's second half is the consortium's ``c``, the gradient of the row-weighted
-objective at the same base. In the next round the bank trains with ``c - c_i`` added to
-every gradient (`FraudMLP.set_control_correction`), both taken at the previous base: the
-drift of its data from the consortium's, as the paper's option I estimates it.
+Pure: no I/O. As `benchmarks/server_opt.py` runs it (it is not in the round protocol:
+it diverged on `small`, docs/server-optimisers.md), each round a bank computes
+``c_i = full_gradient(model at base, its rows)``; the row-weighted mean over banks is the
+consortium's ``c``, the gradient of the row-weighted objective at the same base. In the
+next round the bank trains with ``c - c_i`` added to every gradient
+(`FraudMLP.set_control_correction`), both taken at the previous base: the drift of its
+data from the consortium's, as the paper's option I estimates it.
 """
 
 from __future__ import annotations
