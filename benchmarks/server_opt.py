@@ -66,6 +66,8 @@ class Config:
     scaffold: bool = False  # SCAFFOLD's control variates (models/scaffold.py), option I
     sgd_momentum: float | None = None  # local SGD with this momentum instead of Adam
     lr_decay: float = 1.0  # the local learning rate times this, each training round after the first
+    tail: int = 1  # score the mean of the last `tail` global models (training goes on unchanged)
+    per_bank: bool = False  # every bank weighs the same in the average, not by its rows
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -107,6 +109,13 @@ CONFIGS: tuple[Config, ...] = (
         sgd_momentum=0.9,
         training=(("learning_rate", 0.02),),
     ),
+    # Two levers that cost no extra encrypted sum: scoring the mean of the last few global
+    # models (tail averaging, Polyak & Juditsky 1992; SWA, Izmailov et al. 2018), which every
+    # node can compute from the chain it already holds; and each bank weighing the same.
+    Config("fedprox mu=0.01 tail=2", {}, fedprox_mu=0.01, tail=2),
+    Config("fedprox mu=0.01 tail=3", {}, fedprox_mu=0.01, tail=3),
+    Config("fedprox mu=0.01 tail=4", {}, fedprox_mu=0.01, tail=4),
+    Config("fedprox mu=0.01 per-bank", {}, fedprox_mu=0.01, per_bank=True),
 )
 
 
@@ -231,14 +240,18 @@ def run_config(
     params = server_params(policy)
     model = initial_vector(policy.model_spec, policy.n_features)
     state: ServerOptState | None = None
-    figures = []
+    figures: list[float] = []
+    chain: list[np.ndarray] = []
     own_step = config.scaffold or config.sgd_momentum is not None
     local = ScaffoldUpdates(updates.views, config) if own_step else updates
     for number in range(2, 2 + rounds):  # round 1: the statistics round
         lr = policy.learning_rate * config.lr_decay ** (number - 2)
-        average = fedavg(local(replace(policy, learning_rate=lr), model, number))
+        trained = local(replace(policy, learning_rate=lr), model, number)
+        average = fedavg([(w, 1) for w, _ in trained] if config.per_bank else trained)
         model, state = step(state, model, average, params)
-        figures.append(validation_auprc(model, updates.views, policy.model_spec))
+        chain = [*chain, model][-config.tail :]
+        scored = np.mean(chain, axis=0)
+        figures.append(validation_auprc(scored, updates.views, policy.model_spec))
         print(f"[server_opt] {config.name}: round {number} {figures[-1]:.4f}", flush=True)
     return figures
 
