@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bank_node import config_reference, registry_cli, roster_cli, serve_cli, train_worker_cli
+from bank_node import (
+    config_reference,
+    personalise_cli,
+    registry_cli,
+    roster_cli,
+    serve_cli,
+    train_worker_cli,
+)
 from bank_node.config import KEY_FIELDS, ConfigError, NodeConfig, files_check, load_config
 from bank_node.config_training import FEATURE_ENGINES
 from protocol import DEFAULT_CKKS_PARAMS
@@ -344,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
             _baseline_arguments(c)
 
     roster_cli.add_parser(sub)
+    personalise_cli.add_parser(sub)
     registry_cli.add_parser(sub)
 
     sc = sub.add_parser("score", help="score transactions with the current global model")

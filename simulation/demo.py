@@ -42,6 +42,7 @@ from simulation.datadir import (
     slug_of,
 )
 from simulation.demo_policy import add_policy_arguments, policy_fields
+from simulation.demo_results import baseline_results, personalised_results, report
 from simulation.demo_serve import report_serving, serve_demo
 from simulation.processes import (
     PY,
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     started = time.monotonic()
-    manifest, files = _bank_data(work, args)
+    _, files = _bank_data(work, args)
 
     print("[demo] key ceremony: one consortium CKKS key and integrity key, shared by the banks")
     params = CkksParams()
@@ -135,12 +136,13 @@ def run(args: argparse.Namespace) -> int:
         _wait_nodes(nodes, op, args)
         rounds = [r.to_dict() for r in op.rounds()]
         (work / "policy-snapshot.json").write_text(json.dumps(rounds[0]["policy"], indent=2))
-        baselines = {} if args.skip_baselines else _baselines(work, nodes, args)
+        baselines = {} if args.skip_baselines else baseline_results(work, nodes, args)
+        personal = {} if args.skip_personalised else personalised_results(nodes)
         serving = serve_demo(nodes[0][0], nodes[0][1], procs)
     finally:
         procs.stop_all()
 
-    _report(work, nodes, rounds, baselines, manifest)
+    report(work, nodes, rounds, baselines, personal)
     report_serving(serving, work)
     print(
         f"[demo] finished in {time.monotonic() - started:.0f}s; portal database, blobs and "
@@ -247,122 +249,6 @@ def _wait_nodes(nodes: list[Any], op: OperatorClient, args: argparse.Namespace) 
         raise RuntimeError(f"bank nodes failed: {', '.join(failed)}; see their node.log")
 
 
-def _baselines(work: Path, nodes: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Local-only: each bank trains alone for as many epochs as the federation ran."""
-    print("[demo] training local-only baselines for comparison")
-    results: dict[str, Any] = {}
-    epochs = str(args.rounds * args.local_epochs)
-    pending = list(nodes)
-    while pending:
-        batch, pending = pending[:2], pending[2:]  # two cores
-        running = [
-            (
-                slug,
-                subprocess.Popen(
-                    [
-                        PY,
-                        "-m",
-                        "bank_node.cli",
-                        "baseline",
-                        "--config",
-                        str(config),
-                        "--policy",
-                        str(work / "policy-snapshot.json"),
-                        "--epochs",
-                        epochs,
-                    ],
-                    cwd=ROOT,
-                    stdout=subprocess.PIPE,
-                ),
-            )
-            for slug, config, _ in batch
-        ]
-        for slug, proc in running:
-            out, _ = proc.communicate(timeout=600)
-            results[slug] = json.loads(out.decode().strip().splitlines()[-1])
-    return results
-
-
-def _gate(rnd: dict[str, Any]) -> str:
-    """A training round's gate in words: adopted, rejected, pending, or blank if ungated."""
-    if rnd.get("candidate_round"):
-        return f"gates round {rnd['candidate_round']}"
-    if rnd.get("gate_round") is None:
-        return ""
-    return {"adopt": "adopted", "reject": "rejected"}.get(rnd.get("gate_decision") or "", "pending")
-
-
-def _served(state: dict[str, Any]) -> str:
-    """The newest round whose model the node serves: evaluated and, if gated, adopted."""
-    pending = set(state.get("gated", []))
-    adopted = {k for k, v in state.get("verdicts", {}).items() if v.get("decision") == "adopt"}
-    usable = [k for k in state["evaluated"] if k not in pending or k in adopted]
-    return max(usable or state["evaluated"], key=int)
-
-
-def _fmt(value: float | None) -> str:
-    return "  n/a " if value is None else f"{value:6.3f}"
-
-
-def _report(
-    work: Path,
-    nodes: list[Any],
-    rounds: list[dict[str, Any]],
-    baselines: dict[str, Any],
-    manifest: dict[str, Any] | None,
-) -> None:
-    print("\nRounds")
-    print(f"{'round':>5}  {'kind':<10} {'state':<10} {'updates':>7}  {'aggregate bytes':>15}  gate")
-    for rnd in sorted(rounds, key=lambda r: r["number"]):
-        print(
-            f"{rnd['number']:>5}  {rnd.get('kind', 'training'):<10} {rnd['state']:<10} "
-            f"{rnd['submissions']:>7}  {rnd['aggregate_size'] or 0:>15,}  {_gate(rnd)}"
-        )
-    print("\nHeld-out AUPRC per bank (its test period; by default the last 20% of its timeline)")
-    print(f"{'bank':<10} {'base rate':>9} {'local-only':>10} {'federated':>10} {'gain':>7}")
-    fed_all, loc_all = [], []
-    finals = {}
-    for slug, _, _ in nodes:
-        state = json.loads((work / "banks" / slug / "state" / "state.json").read_text())
-        last = state["evaluated"][_served(state)]
-        finals[slug] = last
-        local = baselines.get(slug, {"auprc": None})
-        fed, loc = last["auprc"], local["auprc"]
-        gain = f"{fed / loc:6.2f}x" if fed and loc else "   n/a"
-        print(f"{slug:<10} {last['base_rate']:>9.4f} {_fmt(loc):>10} {_fmt(fed):>10} {gain:>7}")
-        if fed is not None and loc is not None:
-            fed_all.append(fed)
-            loc_all.append(loc)
-    if fed_all:
-        mean_f, mean_l = sum(fed_all) / len(fed_all), sum(loc_all) / len(loc_all)
-        print(f"{'mean':<10} {'':>9} {mean_l:>10.3f} {mean_f:>10.3f} {mean_f / mean_l:>6.2f}x")
-    _report_more(finals, baselines)
-    (work / "results.json").write_text(
-        json.dumps(
-            {"rounds": rounds, "federated": finals, "baselines": baselines}, indent=2, default=str
-        )
-    )
-
-
-def _report_more(finals: dict[str, Any], baselines: dict[str, Any]) -> None:
-    """Recall at the 0.5% alert budget and F1 at the validation-chosen threshold."""
-    if not baselines:
-        return
-    for key, title in [
-        ("recall_at_0.5pct", "Recall at a 0.5% alert budget"),
-        ("f1", "F1 at the threshold each bank chose on its validation split"),
-    ]:
-        print(f"\n{title}")
-        print(f"{'bank':<10} {'local-only':>10} {'federated':>10}")
-        for slug, fed in finals.items():
-            loc = baselines.get(slug, {})
-            print(f"{slug:<10} {_fmt(loc.get(key)):>10} {_fmt(fed.get(key)):>10}")
-    print(
-        "\nFor the full comparison (centralised and plaintext-federated too, per typology): "
-        "python benchmarks/quality.py --preset tiny"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "demo-output"))
@@ -376,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-baselines",
         action="store_true",
         help="skip the local-only baselines (benchmarks compute their own)",
+    )
+    p.add_argument(
+        "--skip-personalised",
+        action="store_true",
+        help="skip each bank's fine-tuned model (`bank-node personalise`)",
     )
     args = p.parse_args(argv)
     check_data_arguments(p, args)

@@ -57,6 +57,7 @@ LOCAL_IMPORT_REASONS: dict[str, str] = {
     # `bank-node --help`, `keygen` and `register` start in well under a second.
     "bank_node/cli.py": "lazy loading of the ML stack per sub-command",
     "bank_node/serve_cli.py": "lazy loading of the ML stack per sub-command (bank-node serve)",
+    "bank_node/personalise_cli.py": "lazy loading of the ML stack (bank-node personalise)",
     "bank_node/train_worker_cli.py": "lazy loading of the ML stack (bank-node train-worker)",
     "bank_node/training.py": "Opacus is loaded only when a policy asks for DP",
     # gunicorn reads its config in the master before Django is set up; the validation

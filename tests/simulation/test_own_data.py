@@ -159,6 +159,12 @@ def test_the_demo_federates_the_banks_own_files_with_their_date_split(
     assert sorted(results["federated"]) == ["our-bank-1", "our-bank-2", "our-bank-3"]
     toml = (out / "banks" / "our-bank-1" / "node.toml").read_text()
     assert '[evaluation]\ntrain_before = "2022-10-10"\nevaluate_from = "2022-10-10"' in toml
+    # Each bank fine-tuned the model it serves, chosen on its own validation rows.
+    assert sorted(results["personalised"]) == sorted(results["federated"])
+    for slug, personal in results["personalised"].items():
+        assert personal["val_auprc"][personal["choice"]] == max(personal["val_auprc"].values())
+        assert personal["global"]["auprc"] == pytest.approx(results["federated"][slug]["auprc"])
+    assert "personalised" in done.stdout.split("Held-out AUPRC per bank", 1)[1].splitlines()[1]
 
     # The ending: our-bank-1 promoted the federated model and scored through bank-node serve.
     serving = json.loads((out / "serving.json").read_text())
