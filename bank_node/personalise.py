@@ -20,6 +20,7 @@ writes over the node's state directory, which holds the consortium's model.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,8 @@ def run_personalise(
         "round": model.round,
         "version": model.model_version,
         "choice": chosen.choice.name,
-        "val_auprc": chosen.val_auprc,
+        # NaN (a validation period without a positive) is written as null, as in `evaluate`.
+        "val_auprc": {k: v if math.isfinite(v) else None for k, v in chosen.val_auprc.items()},
         "global": global_figures,
         "personalised": figures,
         "saved": None if save is None else str(save),

@@ -26,6 +26,7 @@ from bank_node.feature_store import SqliteStore
 from bank_node.features_duckdb import EngineSettings
 from bank_node.keys import SECRET_CONTEXT, SIGNING_KEY, Keyring, ckks_keygen, signing_keygen
 from bank_node.passport import feature_set_version, inputs_version, passport_for, write_passport
+from bank_node.personalise import run_personalise
 from bank_node.registry import ModelRegistry
 from bank_node.schemas import TIMESTAMP_FORMAT
 from bank_node.score_output import read_scored
@@ -42,10 +43,10 @@ from bank_node.sketch_round import (
 from bank_node.sketch_scoring import node_sketch_source
 from bank_node.splits import split_frame
 from bank_node.state import NodeState, save_global_model, state_file
-from bank_node.training import Normalizer, local_data
+from bank_node.training import Normalizer, evaluate, local_data
 from models.counterparty_sketch import SKETCH_FEATURE_NAMES, build_sketches, sketch_key
 from models.features import FEATURE_NAMES
-from models.nets import build_model
+from models.nets import FraudMLP, build_model
 from models.vector import model_to_vector
 from protocol import PolicySnapshot, RoundInfo, SketchSpec
 from simulation.world import generate_world
@@ -406,3 +407,24 @@ def test_the_drift_reference_of_a_sketch_model_names_its_columns(node, model_dir
     kept = json.loads(reference_file(tmp_path, TRAINING_ROUND).read_text())
     # aml-v1's 44 columns and 6 more are 50, as many as paysim-v1 has: named by the policy.
     assert kept["features"] == [*FEATURE_NAMES, *SKETCH_FEATURE_NAMES]
+
+
+def test_personalise_fine_tunes_a_sketch_model_on_the_columns_training_read(
+    node: Node, model: ScoringModel, tmp_path: Path
+) -> None:
+    config = node.config
+    key = sketch_key(node.keys.integrity_key, node.keys.fingerprint)
+    base = local_data(config.data_file, config.evaluation, "aml-v1")
+    data = sketched_local_data(
+        config.data_file, config.evaluation, config.state_dir, SKETCH_ROUND, key, base
+    ).normalized(model.normalizer)
+    assert isinstance(model.net, FraudMLP)
+    save = tmp_path / "personal"
+    out = run_personalise(config, save=save)
+    # The served model's figures are those of the training path's matrix, sketch columns in.
+    assert out["global"] == evaluate(model.net, data)
+    saved = load_scoring_model(save, sketches=node.source)
+    assert saved.label == "personalised" and saved.round == TRAINING_ROUND
+    assert saved.cross_bank is not None and saved.cross_bank.round_number == SKETCH_ROUND
+    assert isinstance(saved.net, FraudMLP)
+    assert evaluate(saved.net, data)["auprc"] == pytest.approx(out["personalised"]["auprc"])
