@@ -13,7 +13,11 @@ Run: ``.venv/bin/python benchmarks/quality.py [--preset small|tiny] [--seed 0] [
 3. Personalised: each bank fine-tunes the final federated model (the CKKS one each bank
    decrypted; the plaintext one under ``--no-encrypted``) on its own training rows, the
    way of fine-tuning chosen on its own validation rows (`models.personalise`).
-4. All columns are scored by one function on each bank's held-out last 20% of time:
+4. Federated + cross-bank features (`quality_crossbank`): each bank's noised counterparty
+   sketches (ε ``--sketch-epsilon``, weekly as-of dates) summed as a sketch round would,
+   the six cross-bank columns appended to every row, plaintext FedAvg as in 2 on them.
+   ``--no-cross-bank`` leaves it out.
+5. All columns are scored by one function on each bank's held-out last 20% of time:
    AUPRC, recall at a 0.5% alert budget, F1 at the validation-chosen threshold, and per
    holdout typology the recall at the alert budget at the banks that never saw it while
    training. Issue 15's targets are printed with pass/fail (`models.comparison`).
@@ -60,6 +64,7 @@ from quality_columns import (  # noqa: E402
     stats_round_of,
     train_columns,
 )
+from quality_crossbank import cross_bank_column  # noqa: E402
 
 from bank_node.config import Evaluation  # noqa: E402
 from bank_node.data import DataError  # noqa: E402
@@ -145,6 +150,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="leave out the CKKS column (no portal, no node processes)",
     )
+    p.add_argument(
+        "--no-cross-bank",
+        action="store_true",
+        help="leave out the federated column with the cross-bank counterparty features",
+    )
+    p.add_argument("--sketch-epsilon", type=float, default=1.0,
+                   help="each bank's (ε, 1e-6)-DP noise on its sketches (default 1)")  # fmt: skip
     p.add_argument("--deadline", type=int, default=3600, help="round deadline (s) for the demo")
     p.add_argument("--timeout", type=int, default=14_400, help="demo timeout (s)")
     for key in ("rounds", "local_epochs", "batch_size"):
@@ -207,13 +219,24 @@ def run(args: argparse.Namespace) -> int:
     columns = [c for c in COLUMNS if not (args.no_encrypted and c == "fed_enc")]
     if "fed_enc" in columns:
         models["fed_enc"], norms["fed_enc"] = encrypted_models(demo, banks, hyper["rounds"])
+    column_banks = {c: banks for c in columns}  # the cross-bank column's rows are wider
+    if not args.no_cross_bank:
+        started = time.monotonic()
+        models["fed_xb"], norms["fed_xb"], column_banks["fed_xb"] = cross_bank_column(
+            work, key, banks, files, evaluation, hyper, (args.sketch_epsilon, args.seed),
+            args.reuse_demo,
+        )  # fmt: skip
+        timings["fed_xb"] = time.monotonic() - started
+        columns.append("fed_xb")
+        print(f"[quality] fed + cross-bank ready in {timings['fed_xb']:.0f}s", flush=True)
     choices = add_personalised(columns, models, norms, banks, hyper, timings)
+    column_banks["personal"] = banks
     notes = [*notes, "personalised: each bank's fine-tuning, chosen on its validation rows: "
              + ", ".join(f"{bank} {choice}" for bank, choice in choices.items())]  # fmt: skip
     typologies = list(manifest["typologies"])
     results = {
         c: {b.bank_id: evaluate(m, b, n, typologies)
-            for b, m, n in zip(banks, models[c], norms[c], strict=True)}
+            for b, m, n in zip(column_banks[c], models[c], norms[c], strict=True)}
         for c in columns
     }  # fmt: skip
     lines, summary = report(results, banks, manifest, notes, source, hyper, evaluation)

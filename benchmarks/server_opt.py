@@ -68,6 +68,7 @@ class Config:
     lr_decay: float = 1.0  # the local learning rate times this, each training round after the first
     tail: int = 1  # score the mean of the last `tail` global models (training goes on unchanged)
     per_bank: bool = False  # every bank weighs the same in the average, not by its rows
+    by_positives: bool = False  # each bank weighs by its labelled positives, not by its rows
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -116,6 +117,15 @@ CONFIGS: tuple[Config, ...] = (
     Config("fedprox mu=0.01 tail=3", {}, fedprox_mu=0.01, tail=3),
     Config("fedprox mu=0.01 tail=4", {}, fedprox_mu=0.01, tail=4),
     Config("fedprox mu=0.01 per-bank", {}, fedprox_mu=0.01, per_bank=True),
+    # A typology only a few banks train on (structuring, at one bank of `small`) enters the
+    # average at that bank's share of rows; weighing by positives gives fraud-rich banks the
+    # say. And a server step past the average (FedAvgM with no momentum, lr > 1).
+    Config("fedprox mu=0.01 by-positives", {}, fedprox_mu=0.01, by_positives=True),
+    Config(
+        "fedprox mu=0.01 server-lr=1.5",
+        {"server_optimizer": "fedavgm", "server_momentum": 0.0, "server_lr": 1.5},
+        fedprox_mu=0.01,
+    ),
 )
 
 
@@ -233,6 +243,17 @@ class ScaffoldUpdates:
         return out
 
 
+def weighed(
+    config: Config, trained: list[tuple[np.ndarray, int]], views: list[LocalData]
+) -> list[tuple[np.ndarray, int]]:
+    """The ``(weights, count)`` pairs the average takes, under the column's weighting."""
+    if config.per_bank:
+        return [(w, 1) for w, _ in trained]
+    if config.by_positives:
+        return [(w, max(1, int(v.y_train.sum()))) for (w, _), v in zip(trained, views, strict=True)]
+    return trained
+
+
 def run_config(
     config: Config, policy: PolicySnapshot, updates: Updates, rounds: int
 ) -> list[float]:
@@ -247,7 +268,7 @@ def run_config(
     for number in range(2, 2 + rounds):  # round 1: the statistics round
         lr = policy.learning_rate * config.lr_decay ** (number - 2)
         trained = local(replace(policy, learning_rate=lr), model, number)
-        average = fedavg([(w, 1) for w, _ in trained] if config.per_bank else trained)
+        average = fedavg(weighed(config, trained, updates.views))
         model, state = step(state, model, average, params)
         chain = [*chain, model][-config.tail :]
         scored = np.mean(chain, axis=0)

@@ -53,3 +53,8 @@ def scale() -> ModuleType:
 @pytest.fixture(scope="session")
 def server_opt() -> ModuleType:
     return _load_script("server_opt")
+
+
+@pytest.fixture(scope="session")
+def quality_crossbank() -> ModuleType:
+    return _load_script("quality_crossbank")

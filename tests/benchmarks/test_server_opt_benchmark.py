@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from types import ModuleType
 
+import numpy as np
 import pytest
+
+from bank_node.training import LocalData
 
 ROUNDS = 2
 COLUMNS = [
@@ -72,3 +75,22 @@ def test_weighing_every_bank_alike_is_not_the_row_weighted_average(figures: dict
 def test_the_references_are_the_centralised_and_local_only_models(figures: dict) -> None:
     assert set(figures["references"]) == {"centralised", "local-only"}
     assert all(0.0 < v <= 1.0 for v in figures["references"].values())
+
+
+def test_each_weighting_gives_the_average_its_own_counts(server_opt: ModuleType) -> None:
+    def view(positives: int, rows: int) -> LocalData:
+        y = np.zeros(rows, dtype=np.float32)
+        y[:positives] = 1
+        x = np.zeros((rows, 1), dtype=np.float32)
+        return LocalData(x, y, x, y, x, y)
+
+    views = [view(30, 1000), view(0, 50), view(5, 4000)]
+    trained = [(np.full(2, float(i)), v.y_train.size) for i, v in enumerate(views)]
+
+    def counts(**kind: bool) -> list[int]:
+        config = server_opt.Config("c", {}, **kind)
+        return [n for _, n in server_opt.weighed(config, trained, views)]
+
+    assert counts() == [1000, 50, 4000]  # by rows: what a node sends
+    assert counts(per_bank=True) == [1, 1, 1]
+    assert counts(by_positives=True) == [30, 1, 5]  # a bank without positives still counts once

@@ -78,6 +78,20 @@ def test_the_ckks_gap_target_passes_within_0_002_and_fails_beyond() -> None:
         assert [t["pass"] for t in gap] == [ok], enc
 
 
+@pytest.mark.parametrize(("xb", "ok"), [(0.72, True), (0.719, False)])
+def test_the_cross_bank_column_is_held_to_the_centralised_model_without_its_features(
+    xb: float, ok: bool
+) -> None:
+    auprc = {"central": 0.72, "fed_plain": 0.6, "fed_xb": xb}
+    results = {c: {b: _metrics(a, 0, 0) for b in "123"} for c, a in auprc.items()}
+    lines, summary = comparison_report(results, BANKS, MANIFEST)
+    cross = [t for t in summary["targets"] if t["target"].startswith("fed + cross-bank")]
+    assert [t["pass"] for t in cross] == [ok]
+    assert f"{xb:.3f} >= centralised without them 0.720" in cross[0]["target"]
+    header = next(line for line in lines if line.startswith(" bank"))
+    assert header.index("fed plain") < header.index("fed + cross-bank")
+
+
 def test_a_column_title_longer_than_the_default_width_keeps_the_table_aligned() -> None:
     results = {c: {b: _metrics(0.5, 0, 0) for b in "123"} for c in ("fed_enc", "personal")}
     lines, _ = comparison_report(results, BANKS, MANIFEST)

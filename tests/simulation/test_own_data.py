@@ -84,7 +84,7 @@ def test_quality_compares_local_central_and_federated_on_own_files_without_typol
     assert "note: per-typology figures skipped: no Typology column" in done.stdout
     assert "split: train before 2022-10-10" in done.stdout
     result = json.loads((tmp_path / "quality.json").read_text())
-    assert sorted(result["results"]) == ["central", "fed_plain", "local", "personal"]
+    assert sorted(result["results"]) == ["central", "fed_plain", "fed_xb", "local", "personal"]
     assert sorted(result["personalised"]) == ["Our Bank 1", "Our Bank 2", "Our Bank 3"]
     for column in result["results"].values():
         assert sorted(column) == ["Our Bank 1", "Our Bank 2", "Our Bank 3"]
