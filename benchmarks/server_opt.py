@@ -69,6 +69,8 @@ class Config:
     tail: int = 1  # score the mean of the last `tail` global models (training goes on unchanged)
     per_bank: bool = False  # every bank weighs the same in the average, not by its rows
     by_positives: bool = False  # each bank weighs by its labelled positives, not by its rows
+    steps: int | None = None  # every bank takes exactly this many local steps a round
+    nova: bool = False  # FedNova: each update rescaled to the row-weighted mean step count
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -126,6 +128,13 @@ CONFIGS: tuple[Config, ...] = (
         {"server_optimizer": "fedavgm", "server_momentum": 0.0, "server_lr": 1.5},
         fedprox_mu=0.01,
     ),
+    # Objective inconsistency (Wang et al., "Tackling the Objective Inconsistency Problem in
+    # Heterogeneous Federated Optimization", NeurIPS 2020): with E local epochs a bank of n
+    # rows takes E n / B steps, so FedAvg drifts to the optimum of sum n_i^2 F_i, not the
+    # centralised sum n_i F_i. Equal step counts, or FedNova's normalised updates, remove it.
+    Config("fedprox mu=0.01 steps=300", {}, fedprox_mu=0.01, steps=300),
+    Config("fedprox mu=0.01 steps=600", {}, fedprox_mu=0.01, steps=600),
+    Config("fedprox mu=0.01 fednova", {}, fedprox_mu=0.01, nova=True),
 )
 
 
@@ -197,13 +206,26 @@ class Updates:
         self.cache: dict[tuple[Any, ...], list[tuple[np.ndarray, int]]] = {}
 
     def __call__(
-        self, policy: PolicySnapshot, base: np.ndarray, number: int
+        self, policy: PolicySnapshot, base: np.ndarray, number: int, steps: int | None = None
     ) -> list[tuple[np.ndarray, int]]:
         local = (policy.fedprox_mu, policy.local_epochs, policy.learning_rate, policy.batch_size)
-        key = (model_digest(base), *local, number)
+        key = (model_digest(base), *local, number, steps)
         if key not in self.cache:  # the first round starts every column of one local step alike
-            self.cache[key] = [train_round(v, policy, base, seed=number) for v in self.views]
+            self.cache[key] = [self._train(v, policy, base, number, steps) for v in self.views]
         return self.cache[key]
+
+    @staticmethod
+    def _train(
+        view: LocalData, policy: PolicySnapshot, base: np.ndarray, number: int, steps: int | None
+    ) -> tuple[np.ndarray, int]:
+        if steps is None:
+            return train_round(view, policy, base, seed=number)
+        model = round_start(policy, base)
+        n = train_local(
+            model, view.x_train, view.y_train, seed=number, epochs=policy.local_epochs,
+            batch_size=policy.batch_size, lr=policy.learning_rate, max_steps=steps,
+        )  # fmt: skip
+        return model_to_vector(model), n
 
 
 def _sgd(model: torch.nn.Module, policy: PolicySnapshot, momentum: float) -> Any:
@@ -243,6 +265,19 @@ class ScaffoldUpdates:
         return out
 
 
+def normalised(
+    trained: list[tuple[np.ndarray, int]], base: np.ndarray, policy: PolicySnapshot
+) -> list[tuple[np.ndarray, int]]:
+    """FedNova's updates: each bank's step ``w_i - base`` divided by its local step count
+    ``tau_i`` and multiplied by their row-weighted mean ``tau_eff``, so that every bank's
+    update counts as much per row whatever its size (weights stay by rows)."""
+    taus = [policy.local_epochs * -(-n // policy.batch_size) for _, n in trained]
+    tau_eff = sum(n * t for (_, n), t in zip(trained, taus, strict=True)) / sum(
+        n for _, n in trained
+    )
+    return [(base + (w - base) * (tau_eff / t), n) for (w, n), t in zip(trained, taus, strict=True)]
+
+
 def weighed(
     config: Config, trained: list[tuple[np.ndarray, int]], views: list[LocalData]
 ) -> list[tuple[np.ndarray, int]]:
@@ -267,7 +302,13 @@ def run_config(
     local = ScaffoldUpdates(updates.views, config) if own_step else updates
     for number in range(2, 2 + rounds):  # round 1: the statistics round
         lr = policy.learning_rate * config.lr_decay ** (number - 2)
-        trained = local(replace(policy, learning_rate=lr), model, number)
+        step_policy = replace(policy, learning_rate=lr)
+        if config.steps is not None:
+            trained = updates(step_policy, model, number, config.steps)
+        else:
+            trained = local(step_policy, model, number)
+        if config.nova:
+            trained = normalised(trained, model, policy)
         average = fedavg(weighed(config, trained, updates.views))
         model, state = step(state, model, average, params)
         chain = [*chain, model][-config.tail :]

@@ -49,11 +49,16 @@ class TrainerSettings:
         }
 
 
-def _trainer(epochs: int, settings: TrainerSettings, limit_val_batches: int | None) -> pl.Trainer:
+def _trainer(
+    epochs: int,
+    settings: TrainerSettings,
+    limit_val_batches: int | None,
+    max_steps: int = -1,
+) -> pl.Trainer:
     return pl.Trainer(
-        max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, deterministic=True, num_sanity_val_steps=0,
-        limit_val_batches=limit_val_batches, **settings.trainer_kwargs(),
+        max_epochs=epochs, max_steps=max_steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, deterministic=True,
+        num_sanity_val_steps=0, limit_val_batches=limit_val_batches, **settings.trainer_kwargs(),
     )  # fmt: skip
 
 
@@ -70,15 +75,20 @@ def train_local(
     y_val: np.ndarray | None = None,
     shuffle: bool = True,
     settings: TrainerSettings = TrainerSettings(),
+    max_steps: int | None = None,
 ) -> int:
     """Train ``model`` in place on one bank's rows and return the number of training rows.
 
+    ``max_steps``: exactly that many optimiser steps instead of ``epochs`` epochs, however
+    many rows the bank holds (the data cycles, reshuffled each epoch).
     ``lr`` overrides the model's learning rate for this call only. Shuffling and any
     randomness inside the model follow ``seed`` and leave torch's global RNG untouched;
     the thread count is the caller's choice (``torch.set_num_threads``).
     """
-    if epochs < 1 or batch_size < 1:
-        raise ValueError("epochs and batch_size must be positive")
+    if epochs < 1 or batch_size < 1 or (max_steps is not None and max_steps < 1):
+        raise ValueError("epochs, batch_size and max_steps must be positive")
+    if max_steps is not None:
+        epochs = -(-max_steps // -(-len(x_train) // batch_size))  # enough to reach max_steps
     data = FraudDataModule(
         x_train, y_train, x_val=x_val, y_val=y_val, batch_size=batch_size, seed=seed,
         shuffle=shuffle,
@@ -87,7 +97,8 @@ def train_local(
     limit_val_batches = None if data.has_validation else 0
     with _learning_rate(model, lr), _quiet(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        _trainer(epochs, settings, limit_val_batches).fit(model, datamodule=data)
+        trainer = _trainer(epochs, settings, limit_val_batches, max_steps or -1)
+        trainer.fit(model, datamodule=data)
     return len(x_train)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from bank_node.data import chronological_split
@@ -68,3 +69,27 @@ def test_predict_scores_gives_probabilities_and_restores_the_training_mode() -> 
     assert ((scores > 0) & (scores < 1)).all()
     assert model.training
     assert predict_scores(model, x[:0]).shape == (0,)
+
+
+def _trained(**fit: int) -> np.ndarray:
+    x, y = small_problem()  # 600 rows: 10 batches of 64 an epoch (the last one of 24)
+    model = build_model(SPEC, 4)
+    train_local(model, x, y, batch_size=64, seed=5, **fit)
+    return model_to_vector(model)
+
+
+def test_max_steps_takes_exactly_that_many_steps_across_epochs() -> None:
+    # 20 steps are two whole epochs, whatever `epochs` says; 15 stop halfway through the
+    # second (the data cycles, reshuffled); 16 take one more step than 15.
+    two_epochs = _trained(epochs=2)
+    np.testing.assert_array_equal(_trained(epochs=1, max_steps=20), two_epochs)
+    np.testing.assert_array_equal(_trained(epochs=7, max_steps=20), two_epochs)
+    fifteen = _trained(epochs=1, max_steps=15)
+    assert not np.array_equal(fifteen, two_epochs)
+    assert not np.array_equal(fifteen, _trained(epochs=1, max_steps=16))
+    assert not np.array_equal(fifteen, _trained(epochs=1))
+
+
+def test_max_steps_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_steps must be positive"):
+        _trained(epochs=1, max_steps=0)
