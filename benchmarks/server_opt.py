@@ -71,6 +71,7 @@ class Config:
     by_positives: bool = False  # each bank weighs by its labelled positives, not by its rows
     steps: int | None = None  # every bank takes exactly this many local steps a round
     nova: bool = False  # FedNova: each update rescaled to the row-weighted mean step count
+    dyn: bool = False  # FedDyn (Acar et al., ICLR 2021), its alpha the FedProx mu
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -123,10 +124,13 @@ CONFIGS: tuple[Config, ...] = (
     # average at that bank's share of rows; weighing by positives gives fraud-rich banks the
     # say. And a server step past the average (FedAvgM with no momentum, lr > 1).
     Config("fedprox mu=0.01 by-positives", {}, fedprox_mu=0.01, by_positives=True),
-    Config(
-        "fedprox mu=0.01 server-lr=1.5",
-        {"server_optimizer": "fedavgm", "server_momentum": 0.0, "server_lr": 1.5},
-        fedprox_mu=0.01,
+    *(
+        Config(
+            f"fedprox mu=0.01 server-lr={lr}",
+            {"server_optimizer": "fedavgm", "server_momentum": 0.0, "server_lr": lr},
+            fedprox_mu=0.01,
+        )
+        for lr in (1.5, 2.5)
     ),
     # Objective inconsistency (Wang et al., "Tackling the Objective Inconsistency Problem in
     # Heterogeneous Federated Optimization", NeurIPS 2020): with E local epochs a bank of n
@@ -135,6 +139,11 @@ CONFIGS: tuple[Config, ...] = (
     Config("fedprox mu=0.01 steps=300", {}, fedprox_mu=0.01, steps=300),
     Config("fedprox mu=0.01 steps=600", {}, fedprox_mu=0.01, steps=600),
     Config("fedprox mu=0.01 fednova", {}, fedprox_mu=0.01, nova=True),
+    # FedDyn: each bank's local loss gains a linear term from its own past updates, and the
+    # server state h (computable from the published averages at every node) corrects the
+    # average, so the fixed point is the centralised objective's; no second encrypted sum.
+    Config("feddyn a=0.01", {}, fedprox_mu=0.01, dyn=True),
+    Config("feddyn a=0.03", {}, fedprox_mu=0.03, dyn=True),
 )
 
 
@@ -265,6 +274,32 @@ class ScaffoldUpdates:
         return out
 
 
+class DynUpdates:
+    """FedDyn's local step: bank k minimises ``L_k(w) - <h_k, w> + a/2 ||w - base||^2`` and
+    then updates its own state ``h_k -= a (w_k - base)`` (a = the policy's FedProx mu)."""
+
+    def __init__(self, views: list[LocalData]) -> None:
+        self.views = views
+        self.own: list[np.ndarray] = []  # each bank's h_k, zero before its first round
+
+    def __call__(
+        self, policy: PolicySnapshot, base: np.ndarray, number: int
+    ) -> list[tuple[np.ndarray, int]]:
+        alpha, out = policy.fedprox_mu, []
+        self.own = self.own or [np.zeros_like(base) for _ in self.views]
+        for i, view in enumerate(self.views):
+            model = round_start(policy, base)
+            model.set_control_correction(-self.own[i])
+            n = train_local(
+                model, view.x_train, view.y_train, seed=number, epochs=policy.local_epochs,
+                batch_size=policy.batch_size, lr=policy.learning_rate,
+            )  # fmt: skip
+            weights = model_to_vector(model)
+            self.own[i] = self.own[i] - alpha * (weights - base)
+            out.append((weights, n))
+        return out
+
+
 def normalised(
     trained: list[tuple[np.ndarray, int]], base: np.ndarray, policy: PolicySnapshot
 ) -> list[tuple[np.ndarray, int]]:
@@ -299,7 +334,10 @@ def run_config(
     figures: list[float] = []
     chain: list[np.ndarray] = []
     own_step = config.scaffold or config.sgd_momentum is not None
-    local = ScaffoldUpdates(updates.views, config) if own_step else updates
+    local: Any = ScaffoldUpdates(updates.views, config) if own_step else updates
+    if config.dyn:
+        local = DynUpdates(updates.views)
+    h = np.zeros_like(model)  # FedDyn's server state
     for number in range(2, 2 + rounds):  # round 1: the statistics round
         lr = policy.learning_rate * config.lr_decay ** (number - 2)
         step_policy = replace(policy, learning_rate=lr)
@@ -310,6 +348,9 @@ def run_config(
         if config.nova:
             trained = normalised(trained, model, policy)
         average = fedavg(weighed(config, trained, updates.views))
+        if config.dyn:  # h -= a (mean w_k - base); the next base is the mean less h / a
+            h = h - policy.fedprox_mu * (average - model)
+            average = average - h / policy.fedprox_mu
         model, state = step(state, model, average, params)
         chain = [*chain, model][-config.tail :]
         scored = np.mean(chain, axis=0)

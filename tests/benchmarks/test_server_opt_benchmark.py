@@ -8,7 +8,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from bank_node.training import LocalData
+from bank_node.training import LocalData, train_round
 
 ROUNDS = 2
 COLUMNS = [
@@ -94,3 +94,28 @@ def test_each_weighting_gives_the_average_its_own_counts(server_opt: ModuleType)
     assert counts() == [1000, 50, 4000]  # by rows: what a node sends
     assert counts(per_bank=True) == [1, 1, 1]
     assert counts(by_positives=True) == [30, 1, 5]  # a bank without positives still counts once
+
+
+def test_feddyn_trains_as_fedprox_until_a_bank_has_state_and_then_keeps_its_own(
+    server_opt: ModuleType,
+) -> None:
+    rng = np.random.default_rng(1)
+    views = []
+    for shift in (0.0, 1.0):
+        x = rng.normal(shift, 1.0, size=(300, 4)).astype(np.float32)
+        y = (x[:, 0] > shift + 0.8).astype(np.float32)
+        views.append(LocalData(x, y, x, y, x, y))
+    hyper = {"rounds": 2, "local_epochs": 1, "batch_size": 64, "learning_rate": 3e-3,
+             "fedprox_mu": 0.03, "model_spec": {"kind": "mlp", "hidden": [8], "seed": 7}}  # fmt: skip
+    policy = server_opt.replace(server_opt.policy_of(hyper), n_features=4)
+    base = server_opt.initial_vector(policy.model_spec, 4)
+    dyn = server_opt.DynUpdates(views)
+    first = dyn(policy, base, 2)
+    for (w, n), view, h in zip(first, views, dyn.own, strict=True):
+        plain, _ = train_round(view, policy, base, seed=2)  # no state yet: FedProx exactly
+        np.testing.assert_array_equal(w, plain)
+        np.testing.assert_allclose(h, -0.03 * (w - base), rtol=1e-6)
+        assert n == 300
+    second = dyn(policy, first[0][0], 3)
+    plain, _ = train_round(views[0], policy, first[0][0], seed=3)
+    assert np.abs(second[0][0] - plain).max() > 1e-6  # its linear term now pulls

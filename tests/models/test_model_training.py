@@ -71,10 +71,10 @@ def test_predict_scores_gives_probabilities_and_restores_the_training_mode() -> 
     assert predict_scores(model, x[:0]).shape == (0,)
 
 
-def _trained(**fit: int) -> np.ndarray:
+def _trained(epochs: int, max_steps: int | None = None) -> np.ndarray:
     x, y = small_problem()  # 600 rows: 10 batches of 64 an epoch (the last one of 24)
     model = build_model(SPEC, 4)
-    train_local(model, x, y, batch_size=64, seed=5, **fit)
+    train_local(model, x, y, epochs=epochs, batch_size=64, seed=5, max_steps=max_steps)
     return model_to_vector(model)
 
 
