@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from bank_node import metrics as node_metrics
+from bank_node.aggregate_guard import initial_weights
 from bank_node.config import NodeConfig
 from bank_node.counts import pack_checked
+from bank_node.feddyn import OwnDrift, uses_feddyn
 from bank_node.gate import EvaluationGate
 from bank_node.global_models import PublishedModels
 from bank_node.influence import bound_update
@@ -69,16 +71,32 @@ class UpdateSteps:
             )
             return moments, n, None
         policy = rnd.policy
-        if streams:
-            base, norm = self.base_weights(rnd), self.normalizer(rnd.stats_round)
-            weights, n = node_train_round(self.config, policy, base, rnd.number, norm)
-            return (*self.bound(rnd, weights, n, base), None)
-        data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
         base = self.base_weights(rnd)
-        if not policy.dp_enabled:
-            weights, n = train_round(data, policy, base, seed=rnd.number)
-            return (*self.bound(rnd, weights, n, base), None)
-        return self.private_update(rnd, data, base)
+        if policy.dp_enabled and not streams:  # streamed, train_round_stream refuses DP
+            data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
+            return self.private_update(rnd, data, base)
+        drift, own = self.own_drift(rnd, base)
+        correction = -own[0] if own is not None else None
+        if streams:
+            norm = self.normalizer(rnd.stats_round)
+            weights, n = node_train_round(self.config, policy, base, rnd.number, norm, correction)
+        else:
+            data = self.round_data(rnd).normalized(self.normalizer(rnd.stats_round))
+            weights, n = train_round(data, policy, base, rnd.number, correction)
+        if drift is not None and own is not None:  # FedDyn: h_k from this round's own step
+            drift.after_round(rnd, own[0], weights, own[1])
+        return (*self.bound(rnd, weights, n, base), None)
+
+    def own_drift(
+        self, rnd: RoundInfo, base: np.ndarray | None
+    ) -> tuple[OwnDrift | None, tuple[np.ndarray, np.ndarray] | None]:
+        """Under FedDyn, the bank's state file and (``h_k``, the weights it trains from)."""
+        if not uses_feddyn(rnd.policy):
+            return None, None
+        policy, drift = rnd.policy, OwnDrift(self.config.state_dir)
+        if base is None:
+            base = initial_weights(rnd.number, policy.model_spec, policy.n_features)
+        return drift, (drift.before_round(rnd, base.size), base)
 
     def private_update(
         self, rnd: RoundInfo, data: LocalData, base: np.ndarray | None

@@ -49,6 +49,7 @@ def server_params(policy: PolicySnapshot) -> ServerOptParams:
         beta1=policy.server_beta1,
         beta2=policy.server_beta2,
         tau=policy.server_tau,
+        alpha=policy.fedprox_mu,
     )
 
 

@@ -252,15 +252,19 @@ def train_on_nodes(
     settings: TrainerSettings,
     directory: Path,
     join_timeout_seconds: float,
+    correction: np.ndarray | None = None,
 ) -> int:
     """`models.training.train_stream` as NODE_RANK 0 of ``settings.num_nodes`` machines.
 
-    ``model`` is at the session's starting weights (and FedProx anchor); it ends with the
-    weights the machines agreed on. Raises `SessionError` when a worker refuses, does not
+    ``model`` is at the session's starting weights (and FedProx anchor, and FedDyn's
+    ``correction``, which every worker gets too); it ends with the weights the machines
+    agreed on. Raises `SessionError` when a worker refuses, does not
     join in time, or the distributed training fails.
     """
     address, port = rendezvous_address()
     arrays = {"weights": model_to_vector(model)}
+    if correction is not None:
+        arrays["correction"] = np.asarray(correction, dtype=np.float64)
     if spec.mean is not None and spec.std is not None:
         arrays |= {"mean": spec.mean, "std": spec.std}
     stream = {k: getattr(spec, k) for k in ("batch_size", "buffer_rows", "shuffle", "read_rows")}

@@ -124,6 +124,8 @@ def prepare(session: TrainSession, worker: Worker) -> tuple[pl.LightningModule, 
     model = model_from_vector(recipe.spec, recipe.n_features, weights, recipe.lr, recipe.fedprox_mu)
     if recipe.fedprox_mu > 0:  # as bank_node.training.round_start anchors it
         model.set_fedprox_reference(weights)
+    if "correction" in arrays:  # FedDyn's -h_k, as round_start adds it at rank 0
+        model.set_control_correction(arrays["correction"])
     return model, session.spec(arrays)
 
 

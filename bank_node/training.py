@@ -163,8 +163,11 @@ def model_from_vector(
     return model
 
 
-def round_start(policy: PolicySnapshot, base: np.ndarray | None) -> FraudMLP:
-    """The policy's model at the round's base, with FedProx anchored there when asked."""
+def round_start(
+    policy: PolicySnapshot, base: np.ndarray | None, correction: np.ndarray | None = None
+) -> FraudMLP:
+    """The policy's model at the round's base, with FedProx anchored there when asked, and
+    ``correction`` (FedDyn's ``-h_k``: ``bank_node.feddyn``) added to every gradient."""
     model = model_from_vector(
         policy.model_spec,
         policy.n_features,
@@ -174,6 +177,8 @@ def round_start(policy: PolicySnapshot, base: np.ndarray | None) -> FraudMLP:
     )
     if policy.fedprox_mu > 0:
         model.set_fedprox_reference(model_to_vector(model))
+    if correction is not None:
+        model.set_control_correction(correction)
     return model
 
 
@@ -194,10 +199,14 @@ def _local_fit(policy: PolicySnapshot) -> _LocalFit:
 
 
 def train_round(
-    data: LocalData, policy: PolicySnapshot, base: np.ndarray | None, seed: int
+    data: LocalData,
+    policy: PolicySnapshot,
+    base: np.ndarray | None,
+    seed: int,
+    correction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """Train from ``base`` for the policy's local epochs; return (weights, sample count)."""
-    model = round_start(policy, base)
+    model = round_start(policy, base, correction)
     n = train_local(model, data.x_train, data.y_train, seed=seed, **_local_fit(policy))
     return model_to_vector(model), n
 

@@ -118,9 +118,11 @@ def node_train_round(
     base: np.ndarray | None,
     seed: int,
     norm: Normalizer | None,
+    correction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """A training round on the node's own data, streamed; (weights, sample count)."""
-    return train_round_stream(streamed_data(config), config.training, policy, base, seed, norm)
+    data = streamed_data(config)
+    return train_round_stream(data, config.training, policy, base, seed, norm, correction)
 
 
 def train_round_stream(
@@ -130,6 +132,7 @@ def train_round_stream(
     base: np.ndarray | None,
     seed: int,
     norm: Normalizer | None,
+    correction: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int]:
     """`bank_node.training.train_round` on the streamed rows; (weights, sample count).
 
@@ -148,7 +151,7 @@ def train_round_stream(
     fit = _local_fit(policy)
     scale = {"mean": norm.mean, "std": norm.std} if norm is not None else {}
     spec = data.spec(training, batch_size=fit["batch_size"], seed=seed, **scale)
-    model = round_start(policy, base)
+    model = round_start(policy, base, correction)
     settings = TrainerSettings(**training.trainer_kwargs())
     epochs, lr = fit["epochs"], fit["lr"]
     if settings.num_nodes == 1:
@@ -160,6 +163,7 @@ def train_round_stream(
     n = train_on_nodes(
         model, spec, recipe, epochs=epochs, lr=lr, seed=seed, settings=settings,
         directory=training.session_dir, join_timeout_seconds=training.join_timeout_seconds,
+        correction=correction,
     )  # fmt: skip
     return model_to_vector(model), n
 

@@ -71,6 +71,7 @@ from bank_node.data import DataError  # noqa: E402
 from bank_node.training import Normalizer  # noqa: E402
 from models.comparison import BankInfo, comparison_report  # noqa: E402
 from models.nets import FraudMLP  # noqa: E402
+from protocol import SERVER_OPTIMIZERS  # noqa: E402
 from simulation.bank_data import Bank, load_bank  # noqa: E402
 from simulation.datadir import (  # noqa: E402
     DataDirError,
@@ -92,6 +93,7 @@ HYPER: dict[str, Any] = {
     "batch_size": 256,
     "learning_rate": 3e-3,
     "fedprox_mu": 0.01,
+    "server_optimizer": "fedavg",
     "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10.0},
 }
 COLUMNS = ["local", "central", "fed_plain", "fed_enc"]  # then "personal", from the federated
@@ -128,6 +130,7 @@ def demo_argv(args: argparse.Namespace, hyper: dict[str, Any], out: Path) -> lis
         "--batch-size", str(hyper["batch_size"]),
         "--learning-rate", repr(hyper["learning_rate"]),
         "--fedprox-mu", repr(hyper["fedprox_mu"]),
+        "--server-optimizer", hyper["server_optimizer"],
         "--model-spec", json.dumps(hyper["model_spec"]),
         "--deadline", str(args.deadline), "--timeout", str(args.timeout),
         "--max-bank-share", "off", "--update-clip-norm", "off", "--gate-tolerance", "off",
@@ -163,6 +166,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument("--" + key.replace("_", "-"), type=int, default=HYPER[key])
     for key in ("learning_rate", "fedprox_mu"):
         p.add_argument("--" + key.replace("_", "-"), type=float, default=HYPER[key])
+    p.add_argument("--server-optimizer", default=HYPER["server_optimizer"],
+                   choices=SERVER_OPTIMIZERS)  # fmt: skip
     p.add_argument("--model-spec", default=json.dumps(HYPER["model_spec"]))
     add_data_arguments(p)
     args = p.parse_args(argv)

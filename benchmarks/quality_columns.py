@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bank_node.baseline import default_policy  # noqa: E402
+from bank_node.server_chain import server_params  # noqa: E402
 from bank_node.training import (  # noqa: E402
+    LocalData,
     Normalizer,
     feature_moments,
     model_from_vector,
@@ -30,9 +32,10 @@ from bank_node.training import (  # noqa: E402
 from he.codec import TRAILER_SLOTS  # noqa: E402
 from models.comparison import TITLES, score_bank  # noqa: E402
 from models.features import FEATURE_NAMES  # noqa: E402
-from models.federation import fedavg, run_fedavg  # noqa: E402
-from models.nets import FraudMLP, build_model  # noqa: E402
+from models.federation import fedavg  # noqa: E402
+from models.nets import FraudMLP, build_model, initial_vector  # noqa: E402
 from models.personalise import personalise  # noqa: E402
+from models.server_opt import FEDDYN, ServerOptState, step  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import model_to_vector, vector_length, vector_to_model  # noqa: E402
 from protocol import (  # noqa: E402
@@ -53,6 +56,7 @@ def policy_of(hyper: dict[str, Any]) -> PolicySnapshot:
         name="benchmark",
         version=1,
         **{k: hyper[k] for k in keys},
+        server_optimizer=hyper.get("server_optimizer", "fedavg"),
         vector_length=vector_length(fresh_model(hyper)) + TRAILER_SLOTS,  # + count and tag
         deadline_seconds=3600,
         max_rounds=hyper["rounds"],
@@ -117,14 +121,33 @@ def centralised(banks: list[Bank], norm: Normalizer | None, hyper: dict[str, Any
 def federated_plaintext(
     banks: list[Bank], norm: Normalizer | None, hyper: dict[str, Any], first_round: int
 ) -> np.ndarray:
-    """In-process FedAvg with the node's own training step; returns the final weights."""
-    policy = policy_of(hyper)
+    """In-process federation with the node's own training step; returns the final weights."""
     views = [b.data.normalized(norm) for b in banks]
+    return federate(views, policy_of(hyper), hyper["rounds"], first_round)
 
-    def train(party: int, base: np.ndarray | None, number: int) -> tuple[np.ndarray, int]:
-        return train_round(views[party], policy, base, seed=number)
 
-    return run_fedavg(train, len(banks), hyper["rounds"], first_round=first_round)[-1]
+def federate(
+    views: list[LocalData], policy: PolicySnapshot, rounds: int, first_round: int
+) -> np.ndarray:
+    """The rounds as the nodes run them, the CKKS sum aside: every bank trains from the base
+    with `train_round` (under FedDyn with its own ``-h_k``, then ``h_k -= alpha (w_k - base)``,
+    as `bank_node.feddyn`), the updates are averaged by rows (`fedavg`), and the policy's
+    server optimiser (`models.server_opt.step`, as `bank_node.server_chain`) makes the next
+    base. Returns the last round's model."""
+    params = server_params(policy)
+    base = initial_vector(policy.model_spec, policy.n_features)
+    state: ServerOptState | None = None
+    own = [np.zeros_like(base) for _ in views] if params.optimizer == FEDDYN else None
+    for number in range(first_round, first_round + rounds):
+        trained = []
+        for i, view in enumerate(views):
+            correction = -own[i] if own is not None else None
+            weights, n = train_round(view, policy, base, number, correction)
+            if own is not None:
+                own[i] = own[i] - policy.fedprox_mu * (weights - base)
+            trained.append((weights, n))
+        base, state = step(state, base, fedavg(trained), params)
+    return base
 
 
 def encrypted_models(

@@ -11,9 +11,10 @@ In process, with the node's own code for each step a sketch policy adds:
 3. each bank appends the six cross-bank columns to its rows, each row from the latest
    sketch dated on or before it (``features_as_of``, so no label of a row's own period is
    read), with ``bank_node.sketch_round.with_cross_bank`` on the benchmark's own split;
-4. a statistics round's pooled moments normalise the wider rows, and plaintext FedAvg
-   trains with the node's ``train_round`` under the same hyperparameters as the other
-   federated columns, the policy widened by the six columns.
+4. a statistics round's pooled moments normalise the wider rows, and the plaintext
+   federation (``quality_columns.federate``: the node's ``train_round``, the row-weighted
+   average, the policy's server optimiser) trains under the same hyperparameters as the
+   other federated columns, the policy widened by the six columns.
 
 The sketches' hash key and noise are seeded from ``seed`` so that a rerun gives the same
 column; a node draws both from secrets (the integrity key's HKDF, the OS's generator).
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts beside this one
 
-from quality_columns import policy_of  # noqa: E402  (the benchmark's policy)
+from quality_columns import federate, policy_of  # noqa: E402  (the benchmark's own)
 
 from bank_node.config import Evaluation  # noqa: E402
 from bank_node.data import load_transactions  # noqa: E402
@@ -46,7 +47,7 @@ from bank_node.sketch_round import (  # noqa: E402
     with_cross_bank,
 )
 from bank_node.splits import split_frame  # noqa: E402
-from bank_node.training import Normalizer, feature_moments, train_round  # noqa: E402
+from bank_node.training import Normalizer, feature_moments  # noqa: E402
 from he.codec import TRAILER_SLOTS  # noqa: E402
 from models.counterparty_sketch import (  # noqa: E402
     SKETCH_FEATURE_NAMES,
@@ -57,7 +58,7 @@ from models.counterparty_sketch import (  # noqa: E402
     sketch_key,
 )
 from models.features import FEATURE_NAMES  # noqa: E402
-from models.federation import fedavg, run_fedavg  # noqa: E402
+from models.federation import fedavg  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.vector import model_to_vector, vector_length, vector_to_model  # noqa: E402
 from protocol import PolicySnapshot, SketchSpec  # noqa: E402
@@ -132,14 +133,11 @@ def sketch_policy(
 def federated_cross_bank(
     banks: list[Bank], policy: PolicySnapshot, rounds: int, first_round: int
 ) -> tuple[FraudMLP, Normalizer]:
-    """Plaintext FedAvg on the wider rows, normalised by their pooled training moments."""
+    """The plaintext federation (`quality_columns.federate`) on the wider rows, normalised by
+    their pooled training moments."""
     norm = Normalizer.from_moments(fedavg([feature_moments(b.data) for b in banks]), 1)
     views = [b.data.normalized(norm) for b in banks]
-
-    def train(party: int, base: np.ndarray | None, number: int) -> tuple[np.ndarray, int]:
-        return train_round(views[party], policy, base, seed=number)
-
-    weights = run_fedavg(train, len(banks), rounds, first_round=first_round)[-1]
+    weights = federate(views, policy, rounds, first_round)
     model = build_model(policy.model_spec, WIDTH)
     vector_to_model(model, weights)
     return model, norm

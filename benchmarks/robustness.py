@@ -360,7 +360,9 @@ def build(args: argparse.Namespace, work: Path) -> Setup:
     if args.attacker not in {b.bank_id for b in banks}:
         raise SystemExit(f"--attacker {args.attacker}: no such bank in {data}")
     quality = _quality_module()
-    policy = quality.policy_of({**quality.HYPER, "rounds": args.rounds})
+    # Its own loop averages plainly: the server optimiser stays FedAvg, as measured.
+    hyper = {**quality.HYPER, "rounds": args.rounds, "server_optimizer": "fedavg"}
+    policy = quality.policy_of(hyper)
     settings = {k: getattr(args, k) for k in DEFAULTS}
     return Setup(banks, policy, Consortium(work / "uploads"), total,
                  training_count_unit(total), settings, args.attacker)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Server optimisers every node applies to the decrypted average: FedAvg, FedAvgM, FedAdam, FedYogi.
+"""Server optimisers every node applies to the decrypted average: FedAvg(M), FedAdam/Yogi, FedDyn.
 
 The portal never sees the average, but every member decrypts the same one, so the server
 step of Reddi et al., "Adaptive Federated Optimization" (ICLR 2021, arXiv:2003.00295,
@@ -15,6 +15,12 @@ decrypted FedAvg of their weights, ``d = a - x`` Reddi's pseudo-gradient Δ):
 - ``fedadam``: ``m' = beta1 * m + (1 - beta1) * d``; ``v' = beta2 * v + (1 - beta2) * (d * d)``;
   ``x' = x + (lr * m') / (sqrt(v') + tau)``.
 - ``fedyogi``: as ``fedadam`` but ``v' = v - ((1 - beta2) * (d * d)) * sign(v - d * d)``.
+- ``feddyn`` (Acar et al., "Federated Learning Based on Dynamic Regularization", ICLR 2021,
+  Algorithm 1, every bank taking part): ``h' = h - alpha * d``; ``x' = a - h' / alpha``, with
+  ``alpha`` the policy's FedProx mu (each bank's proximal weight). The state ``h`` (kept in
+  ``m``) is the running sum of the banks' drift; each bank also keeps its own ``h_k``
+  (``bank_node.feddyn``), so that the fixed point is the pooled objective's, not the one
+  that unequal local work tilts towards the big banks.
 
 Every product, sum, quotient and square root is one element-wise IEEE 754 operation,
 each correctly rounded, evaluated in the order the parentheses above give; there is no
@@ -32,7 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FEDAVG = "fedavg"
-SERVER_OPTIMIZERS: tuple[str, ...] = (FEDAVG, "fedavgm", "fedadam", "fedyogi")
+FEDDYN = "feddyn"
+SERVER_OPTIMIZERS: tuple[str, ...] = (FEDAVG, "fedavgm", "fedadam", "fedyogi", FEDDYN)
 ADAPTIVE = frozenset({"fedadam", "fedyogi"})
 
 
@@ -46,6 +53,7 @@ class ServerOptParams:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
+    alpha: float = 0.0  # FedDyn's regulariser: the policy's fedprox_mu
 
     def __post_init__(self) -> None:
         if self.optimizer not in SERVER_OPTIMIZERS:
@@ -53,14 +61,17 @@ class ServerOptParams:
                 f"server optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, "
                 f"got {self.optimizer!r}"
             )
+        if self.optimizer == FEDDYN and not self.alpha > 0.0:
+            raise ValueError(f"feddyn needs alpha (fedprox_mu) > 0, got {self.alpha}")
 
 
 @dataclass(frozen=True)
 class ServerOptState:
     """What the server step carries from one round to the next.
 
-    ``m`` is the momentum (FedAvgM) or first moment (FedAdam/FedYogi), ``v`` the second
-    moment (adaptive only); both None for FedAvg. ``steps`` counts the steps taken.
+    ``m`` is the momentum (FedAvgM), first moment (FedAdam/FedYogi) or the drift sum ``h``
+    (FedDyn), ``v`` the second moment (adaptive only); both None for FedAvg. ``steps``
+    counts the steps taken.
     """
 
     optimizer: str
@@ -110,6 +121,9 @@ def step(
     if params.optimizer == "fedavgm":
         m = params.momentum * state.m + d
         return x + params.lr * m, ServerOptState(params.optimizer, state.steps + 1, m)
+    if params.optimizer == FEDDYN:
+        h = state.m - params.alpha * d
+        return a - h / params.alpha, ServerOptState(FEDDYN, state.steps + 1, h)
     return _adaptive(state, x, d, params)
 
 

@@ -40,7 +40,7 @@ MIN_BANKS_FLOOR_TEXT = (
 DEFAULT_GATE_ALERT_RATE = 0.01
 
 # The server optimiser every node applies to the decrypted average (models.server_opt).
-SERVER_OPTIMIZERS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "fedyogi")
+SERVER_OPTIMIZERS: tuple[str, ...] = ("fedavg", "fedavgm", "fedadam", "fedyogi", "feddyn")
 # Their fields' defaults: plain FedAvg, today's behaviour. While a snapshot holds exactly
 # these, its canonical JSON leaves them out, so the digests banks signed before the fields
 # existed still name the same policies.
@@ -122,8 +122,9 @@ class PolicySnapshot:
     # The alert budget at which the gate reports recall: this fraction of rows is flagged.
     gate_alert_rate: float
     # The server optimiser each node applies to the decrypted average (models.server_opt,
-    # Reddi et al. 2021): "fedavg" (the average itself), "fedavgm", "fedadam" or "fedyogi";
-    # its learning rate, FedAvgM's momentum, and the adaptive ones' beta1, beta2 and tau.
+    # Reddi et al. 2021): "fedavg" (the average itself), "fedavgm", "fedadam", "fedyogi" or
+    # "feddyn" (Acar et al. 2021, its alpha the fedprox_mu); its learning rate, FedAvgM's
+    # momentum, and the adaptive ones' beta1, beta2 and tau.
     server_optimizer: str
     server_lr: float
     server_momentum: float
@@ -205,6 +206,19 @@ class PolicySnapshot:
                 raise ProtocolError(name, f"must be in [0, 1) (got {value})")
         if not 0.0 < self.server_tau <= 1.0:
             raise ProtocolError("server_tau", f"must be in (0, 1] (got {self.server_tau})")
+        if self.server_optimizer == "feddyn":
+            if not self.fedprox_mu > 0.0:
+                raise ProtocolError(
+                    "fedprox_mu",
+                    "feddyn takes its alpha from fedprox_mu: set it above 0 (0.01 was chosen "
+                    f"on the validation split; got {self.fedprox_mu})",
+                )
+            if self.dp_enabled:
+                raise ProtocolError(
+                    "server_optimizer",
+                    "feddyn is not available with DP-SGD (a DP budget or noise multiplier "
+                    "is set): choose fedavg, fedavgm, fedadam or fedyogi",
+                )
 
     @property
     def gated(self) -> bool:

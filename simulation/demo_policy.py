@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from protocol import MIN_BANKS_FLOOR
+from protocol import MIN_BANKS_FLOOR, SERVER_OPTIMIZERS
 
 # Bounded influence (docs/robustness.md): no bank weighs more than half the consortium's
 # rows, and no bank's step is longer than 6.0 (L2), above every honest step measured on
@@ -29,6 +29,13 @@ def add_policy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--fedprox-mu", type=float, default=0.0)
+    p.add_argument(
+        "--server-optimizer",
+        choices=SERVER_OPTIMIZERS,
+        default="fedavg",
+        help="what every node does with the decrypted average (feddyn: alpha = --fedprox-mu; "
+        "docs/server-optimisers.md)",
+    )
     p.add_argument(
         "--model-spec",
         default='{"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10}',
@@ -71,6 +78,7 @@ def policy_fields(args: argparse.Namespace, ckks_params: dict[str, Any]) -> dict
         "batch_size": args.batch_size,
         "learning_rate": args.learning_rate,
         "fedprox_mu": args.fedprox_mu,
+        "server_optimizer": args.server_optimizer,
         "dp_target_epsilon": args.dp_epsilon,
         "model_spec": json.loads(args.model_spec),
         "max_rounds": args.rounds,

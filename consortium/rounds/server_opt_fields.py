@@ -17,6 +17,7 @@ OPTIMIZER_CHOICES = [
     ("fedavgm", "FedAvgM: server momentum"),
     ("fedadam", "FedAdam (Reddi et al. 2021)"),
     ("fedyogi", "FedYogi (Reddi et al. 2021)"),
+    ("feddyn", "FedDyn (Acar et al. 2021): alpha = FedProx mu"),
 ]
 assert tuple(name for name, _ in OPTIMIZER_CHOICES) == SERVER_OPTIMIZERS
 

@@ -7,6 +7,7 @@ the scheduler does) is test_node_influence.py's.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from bank_node.agent import Agent
+from bank_node.feddyn import STATE_FILE
 from bank_node.keys import PUBLIC_CONTEXT
 from bank_node.server_chain import server_params
 from bank_node.training import model_from_vector
@@ -95,6 +97,43 @@ def test_every_node_produces_trains_from_and_reports_the_same_stepped_model(
     average2, _ = agents[0].global_weights(2, fp)
     by_hand2, _ = step(state, by_hand, average2, params)
     assert all(np.array_equal(_served(agent), by_hand2) for agent in agents)
+    assert portal.digests[2] == [model_digest(by_hand2)] * len(agents)
+
+
+def test_under_feddyn_every_node_keeps_its_own_drift_and_they_produce_one_model(
+    federation: tuple[list[Agent], DigestPortal],
+) -> None:
+    agents, portal = federation
+    fp = agents[0].keys.fingerprint
+    first = training(1, fp, policy=policy(server_optimizer="feddyn", fedprox_mu=0.05))
+    _play(agents, portal, first)
+
+    start = initial_vector(SPEC, FEATURES)
+    average, _ = agents[0].global_weights(1, fp)
+    by_hand, state = step(None, start, average, server_params(first.policy))
+    assert all(np.array_equal(_served(agent), by_hand) for agent in agents)
+    assert portal.digests[1] == [model_digest(by_hand)] * len(agents)
+    # Each bank's h_k = -alpha (w_k - start), private; their row-weighted mean is the server's
+    # h = -alpha (average - start), up to the CKKS error of the decrypted average.
+    own, rows = [], []
+    for agent in agents:
+        path = agent.config.state_dir / STATE_FILE
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with np.load(path) as kept:
+            assert int(kept["number"]) == 1 and not kept["before"].any()
+            own.append(np.array(kept["after"]))
+        rows.append(agent.round_data(first).y_train.size)
+    assert not np.array_equal(own[0], own[1])
+    assert state.m is not None
+    np.testing.assert_allclose(np.average(own, axis=0, weights=rows), state.m, atol=1e-6)
+
+    second = training(2, fp, base=1, policy=first.policy.to_dict())
+    _play(agents, portal, second)  # each trains with -h_k against the stepped base
+    for agent, h in zip(agents, own, strict=True):
+        with np.load(agent.config.state_dir / STATE_FILE) as kept:
+            assert int(kept["number"]) == 2 and np.array_equal(kept["before"], h)
+    average2, _ = agents[0].global_weights(2, fp)
+    by_hand2, _ = step(state, by_hand, average2, server_params(second.policy))
     assert portal.digests[2] == [model_digest(by_hand2)] * len(agents)
 
 

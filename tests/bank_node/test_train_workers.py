@@ -124,16 +124,27 @@ def start_worker(tmp_path: Path, rendezvous: str) -> Iterator[object]:
         process.communicate()
 
 
+@pytest.mark.parametrize("feddyn", [False, True], ids=["fedprox", "feddyn-correction"])
 def test_a_node_and_a_worker_machine_train_the_same_model_as_one_process(
-    data: StreamedData, norm: Normalizer, base: np.ndarray, tmp_path: Path, start_worker
+    data: StreamedData,
+    norm: Normalizer,
+    base: np.ndarray,
+    tmp_path: Path,
+    start_worker,
+    feddyn: bool,
 ) -> None:
     session_dir = tmp_path / "sessions"
     session_dir.mkdir()
     worker = start_worker(session_dir, "--num-nodes", "2")  # first: it takes a while to start
     alone = TrainingConfig(data="stream", accelerator="cpu")
-    one, rows_one = train_round_stream(data, alone, POLICY, base, SEED, norm)
+    # FedDyn's -h_k reaches the worker machine with the starting weights.
+    fix = np.random.default_rng(2).normal(scale=0.05, size=base.size) if feddyn else None
+    one, rows_one = train_round_stream(data, alone, POLICY, base, SEED, norm, fix)
     two, rows_two = train_round_stream(data, two_machines(session_dir, 120), POLICY, base, SEED,
-                                       norm)  # fmt: skip
+                                       norm, fix)  # fmt: skip
+    if fix is not None:  # and it does change what the round trains
+        plain, _ = train_round_stream(data, alone, POLICY, base, SEED, norm)
+        assert np.abs(plain - one).max() > 1e-3
     _, stderr = worker.communicate(timeout=120)
     assert worker.returncode == 0, stderr
     assert "joined training session" in stderr and "done" in stderr

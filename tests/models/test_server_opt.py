@@ -83,7 +83,7 @@ def test_the_adaptive_state_starts_at_tau_squared():
 def test_two_nodes_with_the_same_history_compute_the_same_digest(optimizer):
     rng = np.random.default_rng(5)
     history = [rng.normal(size=200) for _ in range(5)]
-    params = ServerOptParams(optimizer, lr=0.3, momentum=0.8, tau=1e-2)
+    params = ServerOptParams(optimizer, lr=0.3, momentum=0.8, tau=1e-2, alpha=0.01)
 
     def node() -> str:
         model, state = np.array(history[0]), None
@@ -93,6 +93,22 @@ def test_two_nodes_with_the_same_history_compute_the_same_digest(optimizer):
         return model_digest(model)
 
     assert node() == node()
+
+
+def test_feddyn_adds_the_running_drift_to_the_average_as_acar_et_al_algorithm_1():
+    params = ServerOptParams("feddyn", alpha=0.01)
+    first, state = step(None, BASE, AVERAGE, params)
+    # h = 0 - 0.01 * d = [-0.005, 0.005]; x' = a - h / 0.01 = a + d = [2.0, -3.0]
+    assert state.m is not None and state.m.tolist() == [-0.005, 0.005]
+    assert first.tolist() == [2.0, -3.0]
+    # A second round whose average is its base adds nothing new: h stays, x' = a + (sum d)
+    second, state = step(state, first, first.copy(), params)
+    assert second.tolist() == [2.5, -3.5] and state.steps == 2
+
+
+def test_feddyn_without_alpha_is_refused():
+    with pytest.raises(ValueError, match=r"feddyn needs alpha \(fedprox_mu\) > 0"):
+        ServerOptParams("feddyn")
 
 
 def test_a_state_of_another_optimiser_or_length_starts_afresh():
@@ -105,7 +121,7 @@ def test_a_state_of_another_optimiser_or_length_starts_afresh():
 
 
 def test_an_unknown_optimiser_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"fedavg, fedavgm, fedadam, fedyogi.*'sgd'"):
+    with pytest.raises(ValueError, match=r"fedavg, fedavgm, fedadam, fedyogi, feddyn.*'sgd'"):
         ServerOptParams("sgd")
 
 

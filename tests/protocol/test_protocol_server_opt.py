@@ -15,13 +15,19 @@ from tests.protocol.test_protocol_policy import CANONICAL
 @pytest.mark.parametrize(
     ("fields", "field", "words"),
     [
-        ({"server_optimizer": "adam"}, "server_optimizer", "fedavg, fedavgm, fedadam, fedyogi"),
+        ({"server_optimizer": "adam"}, "server_optimizer", "fedadam, fedyogi, feddyn"),
         ({"server_lr": 0.0}, "server_lr", "(0, 10]"),
         ({"server_lr": 11.0}, "server_lr", "(0, 10]"),
         ({"server_momentum": 1.0}, "server_momentum", "[0, 1)"),
         ({"server_beta1": -0.1}, "server_beta1", "[0, 1)"),
         ({"server_beta2": 1.0}, "server_beta2", "[0, 1)"),
         ({"server_tau": 0.0}, "server_tau", "(0, 1]"),
+        ({"server_optimizer": "feddyn"}, "fedprox_mu", "feddyn takes its alpha from fedprox_mu"),
+        (
+            {"server_optimizer": "feddyn", "fedprox_mu": 0.01, "dp_target_epsilon": 8.0},
+            "server_optimizer",
+            "feddyn is not available with DP-SGD",
+        ),
     ],
 )
 def test_a_snapshot_with_a_server_optimiser_no_node_can_run_is_refused(fields, field, words):
