@@ -35,6 +35,15 @@ def test_the_policy_api_sets_the_server_optimiser_into_the_snapshot(client, oper
     assert snapshot["server_tau"] == 0.01 and snapshot["server_beta2"] == 0.99
 
 
+def test_the_policy_api_takes_feddyn_with_its_alpha_from_fedprox_mu(client, operator):
+    client.force_login(operator)
+    response = _post(client, server_optimizer="feddyn", fedprox_mu=0.01)
+    assert response.status_code == 201, response.content
+    snapshot = PolicySnapshot.from_dict(response.json()["snapshot"])
+    assert (snapshot.server_optimizer, snapshot.fedprox_mu) == ("feddyn", 0.01)
+    assert b'"server_optimizer":"feddyn"' in snapshot.canonical_json()  # in what banks sign
+
+
 def test_a_policy_made_without_the_fields_runs_fedavg_with_its_old_digest(client, operator):
     client.force_login(operator)
     data = _post(client).json()
@@ -52,6 +61,11 @@ def test_a_policy_made_without_the_fields_runs_fedavg_with_its_old_digest(client
         ({"server_beta1": -0.5}, "server_beta1: must be in [0, 1)"),
         ({"server_beta2": 1.5}, "server_beta2: must be in [0, 1)"),
         ({"server_tau": 0}, "server_tau: must be in (0, 1]"),
+        ({"server_optimizer": "feddyn"}, "fedprox_mu: feddyn takes its alpha from fedprox_mu"),
+        (
+            {"server_optimizer": "feddyn", "fedprox_mu": 0.01, "dp_target_epsilon": 5.0},
+            "server_optimizer: feddyn is not available with DP-SGD",
+        ),
     ],
 )
 def test_the_policy_api_refuses_a_bad_server_optimiser_naming_the_field(
