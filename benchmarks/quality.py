@@ -85,7 +85,8 @@ from simulation.world import PRESETS  # noqa: E402
 
 # The one place the hyperparameters live: the in-process columns use them directly and
 # the encrypted run gets them through the demo's command-line flags. FedProx μ = 0.01 was
-# chosen on `small`'s validation rows over 8 rounds (benchmarks/server_opt.py; RESULTS.md,
+# chosen on `small`'s validation rows over 8 rounds, then FedDyn with alpha = that mu
+# (benchmarks/server_opt.py; RESULTS.md, "FedDyn, FedNova, equal local steps"; and
 # "Server optimisers ... on `small`"); it touches only the federated columns.
 HYPER: dict[str, Any] = {
     "rounds": 4,
@@ -93,7 +94,7 @@ HYPER: dict[str, Any] = {
     "batch_size": 256,
     "learning_rate": 3e-3,
     "fedprox_mu": 0.01,
-    "server_optimizer": "fedavg",
+    "server_optimizer": "feddyn",
     "model_spec": {"kind": "mlp", "hidden": [32, 16], "seed": 7, "loss": "bce", "pos_weight": 10.0},
 }
 COLUMNS = ["local", "central", "fed_plain", "fed_enc"]  # then "personal", from the federated
