@@ -44,6 +44,13 @@ class Kept:
     after: np.ndarray
 
 
+def next_own(own: np.ndarray, weights: np.ndarray, base: np.ndarray, alpha: float) -> np.ndarray:
+    """``h_k - alpha (w_k - base)``: the bank's state after training ``weights`` from ``base``."""
+    return own - alpha * (
+        np.asarray(weights, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    )
+
+
 def _policy_id(policy: PolicySnapshot) -> str:
     return f"{policy.name} v{policy.version}"
 
@@ -73,9 +80,7 @@ class OwnDrift:
     ) -> np.ndarray:
         """Record ``h_k - alpha (w_k - base)`` after training ``rnd`` from ``base`` with
         ``used``; returns it."""
-        after = used - rnd.policy.fedprox_mu * (
-            np.asarray(weights, dtype=np.float64) - np.asarray(base, dtype=np.float64)
-        )
+        after = next_own(used, weights, base, rnd.policy.fedprox_mu)
         self._save(Kept(rnd.number, _policy_id(rnd.policy), used, after))
         return after
 

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bank_node.baseline import default_policy  # noqa: E402
+from bank_node.feddyn import next_own  # noqa: E402
 from bank_node.server_chain import server_params  # noqa: E402
 from bank_node.training import (  # noqa: E402
     LocalData,
@@ -144,7 +145,7 @@ def federate(
             correction = -own[i] if own is not None else None
             weights, n = train_round(view, policy, base, number, correction)
             if own is not None:
-                own[i] = own[i] - policy.fedprox_mu * (weights - base)
+                own[i] = next_own(own[i], weights, base, policy.fedprox_mu)
             trained.append((weights, n))
         base, state = step(state, base, fedavg(trained), params)
     return base

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts beside this one
 
-from quality_columns import federate, policy_of  # noqa: E402  (the benchmark's own)
+from cross_bank_sketch import weekly  # noqa: E402  (the scripts beside this one)
+from quality_columns import consortium_norm, federate, policy_of  # noqa: E402
 
 from bank_node.config import Evaluation  # noqa: E402
 from bank_node.data import load_transactions  # noqa: E402
@@ -47,7 +48,7 @@ from bank_node.sketch_round import (  # noqa: E402
     with_cross_bank,
 )
 from bank_node.splits import split_frame  # noqa: E402
-from bank_node.training import Normalizer, feature_moments  # noqa: E402
+from bank_node.training import Normalizer  # noqa: E402
 from he.codec import TRAILER_SLOTS  # noqa: E402
 from models.counterparty_sketch import (  # noqa: E402
     SKETCH_FEATURE_NAMES,
@@ -58,28 +59,19 @@ from models.counterparty_sketch import (  # noqa: E402
     sketch_key,
 )
 from models.features import FEATURE_NAMES  # noqa: E402
-from models.federation import fedavg  # noqa: E402
 from models.nets import FraudMLP, build_model  # noqa: E402
 from models.vector import model_to_vector, vector_length, vector_to_model  # noqa: E402
 from protocol import PolicySnapshot, SketchSpec  # noqa: E402
 from simulation.bank_data import Bank  # noqa: E402
 from simulation.datadir import BankFile  # noqa: E402
 
-MAX_DATES = 16  # weekly dates a spec lists at most here (the policy's size bound allows more)
 WIDTH = len(FEATURE_NAMES) + len(SKETCH_FEATURE_NAMES)
-
-
-def weekly_dates(frames: list[pd.DataFrame]) -> list[str]:
-    """As-of dates every 7 days from a week after the first flow, the last before the end."""
-    start = min(f["timestamp"].min() for f in frames).normalize() + pd.Timedelta(days=7)
-    end = max(f["timestamp"].max() for f in frames)
-    return [d.strftime("%Y-%m-%d") for d in pd.date_range(start, end, freq="7D")][:MAX_DATES]
 
 
 def sketch_spec(frames: list[pd.DataFrame], epsilon: float) -> SketchSpec:
     """The spec a consortium's policy would carry: 28-day windows, labels known at once."""
     return SketchSpec.from_dict({
-        "as_of": weekly_dates(frames), "window_days": 28, "label_delay_days": 0,
+        "as_of": weekly(frames), "window_days": 28, "label_delay_days": 0,
         "depth": 4, "width": 4096, "epsilon": epsilon, "delta": 1e-6,
     })  # fmt: skip
 
@@ -131,16 +123,14 @@ def sketch_policy(
 
 
 def federated_cross_bank(
-    banks: list[Bank], policy: PolicySnapshot, rounds: int, first_round: int
-) -> tuple[FraudMLP, Normalizer]:
-    """The plaintext federation (`quality_columns.federate`) on the wider rows, normalised by
-    their pooled training moments."""
-    norm = Normalizer.from_moments(fedavg([feature_moments(b.data) for b in banks]), 1)
+    banks: list[Bank], norm: Normalizer, policy: PolicySnapshot, rounds: int, first_round: int
+) -> FraudMLP:
+    """The plaintext federation (`quality_columns.federate`) on the wider rows."""
     views = [b.data.normalized(norm) for b in banks]
     weights = federate(views, policy, rounds, first_round)
     model = build_model(policy.model_spec, WIDTH)
     vector_to_model(model, weights)
-    return model, norm
+    return model
 
 
 def cross_bank_column(
@@ -164,13 +154,13 @@ def cross_bank_column(
     meta, saved = work / "crossbank.json", work / "crossbank.npy"
     full_key = json.loads(json.dumps({**key, "sketch": list(sketch)}, sort_keys=True))
     first_round = 1 if key["stats_round"] is None else key["stats_round"] + 1
+    norm = consortium_norm(xb, 1)  # the wider rows' pooled training moments
     if reuse and meta.exists() and saved.exists() and json.loads(meta.read_text()) == full_key:
-        norm = Normalizer.from_moments(fedavg([feature_moments(b.data) for b in xb]), 1)
         model = build_model(policy.model_spec, WIDTH)
         vector_to_model(model, np.load(saved))
         print(f"[quality] fed + cross-bank: reused from {work}", flush=True)
     else:
-        model, norm = federated_cross_bank(xb, policy, hyper["rounds"], first_round)
+        model = federated_cross_bank(xb, norm, policy, hyper["rounds"], first_round)
         np.save(saved, model_to_vector(model))
         meta.write_text(json.dumps(full_key, sort_keys=True, indent=1))
     return [model] * len(banks), [norm] * len(banks), xb

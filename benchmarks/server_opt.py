@@ -36,6 +36,7 @@ from quality import HYPER, Bank  # noqa: E402
 from quality_columns import centralised, consortium_norm, local_norm, local_only, policy_of  # noqa: E402
 from update_norms import load_world  # noqa: E402
 
+from bank_node.feddyn import next_own  # noqa: E402
 from bank_node.server_chain import server_params  # noqa: E402
 from bank_node.training import (  # noqa: E402
     LocalData,
@@ -49,7 +50,7 @@ from models.federation import fedavg  # noqa: E402
 from models.metrics import auprc  # noqa: E402
 from models.nets import initial_vector  # noqa: E402
 from models.scaffold import full_gradient, weighted_mean  # noqa: E402
-from models.server_opt import ServerOptState, model_digest, step  # noqa: E402
+from models.server_opt import FEDDYN, ServerOptState, model_digest, step  # noqa: E402
 from models.training import predict_scores, train_local  # noqa: E402
 from models.vector import model_to_vector  # noqa: E402
 from protocol import SERVER_OPT_DEFAULTS, PolicySnapshot  # noqa: E402
@@ -71,7 +72,6 @@ class Config:
     by_positives: bool = False  # each bank weighs by its labelled positives, not by its rows
     steps: int | None = None  # every bank takes exactly this many local steps a round
     nova: bool = False  # FedNova: each update rescaled to the row-weighted mean step count
-    dyn: bool = False  # FedDyn (Acar et al., ICLR 2021), its alpha the FedProx mu
 
 
 # Hyperparameters from Reddi et al. (2021)'s grids, around the scale of the demo's steps
@@ -142,8 +142,8 @@ CONFIGS: tuple[Config, ...] = (
     # FedDyn: each bank's local loss gains a linear term from its own past updates, and the
     # server state h (computable from the published averages at every node) corrects the
     # average, so the fixed point is the centralised objective's; no second encrypted sum.
-    Config("feddyn a=0.01", {}, fedprox_mu=0.01, dyn=True),
-    Config("feddyn a=0.03", {}, fedprox_mu=0.03, dyn=True),
+    Config("feddyn a=0.01", {"server_optimizer": "feddyn"}, fedprox_mu=0.01),
+    Config("feddyn a=0.03", {"server_optimizer": "feddyn"}, fedprox_mu=0.03),
 )
 
 
@@ -285,17 +285,11 @@ class DynUpdates:
     def __call__(
         self, policy: PolicySnapshot, base: np.ndarray, number: int
     ) -> list[tuple[np.ndarray, int]]:
-        alpha, out = policy.fedprox_mu, []
+        out = []
         self.own = self.own or [np.zeros_like(base) for _ in self.views]
-        for i, view in enumerate(self.views):
-            model = round_start(policy, base)
-            model.set_control_correction(-self.own[i])
-            n = train_local(
-                model, view.x_train, view.y_train, seed=number, epochs=policy.local_epochs,
-                batch_size=policy.batch_size, lr=policy.learning_rate,
-            )  # fmt: skip
-            weights = model_to_vector(model)
-            self.own[i] = self.own[i] - alpha * (weights - base)
+        for i, view in enumerate(self.views):  # the node's own step (bank_node.agent_update)
+            weights, n = train_round(view, policy, base, number, -self.own[i])
+            self.own[i] = next_own(self.own[i], weights, base, policy.fedprox_mu)
             out.append((weights, n))
         return out
 
@@ -335,9 +329,8 @@ def run_config(
     chain: list[np.ndarray] = []
     own_step = config.scaffold or config.sgd_momentum is not None
     local: Any = ScaffoldUpdates(updates.views, config) if own_step else updates
-    if config.dyn:
+    if policy.server_optimizer == FEDDYN:  # each bank's half; the server's is `step`
         local = DynUpdates(updates.views)
-    h = np.zeros_like(model)  # FedDyn's server state
     for number in range(2, 2 + rounds):  # round 1: the statistics round
         lr = policy.learning_rate * config.lr_decay ** (number - 2)
         step_policy = replace(policy, learning_rate=lr)
@@ -348,9 +341,6 @@ def run_config(
         if config.nova:
             trained = normalised(trained, model, policy)
         average = fedavg(weighed(config, trained, updates.views))
-        if config.dyn:  # h -= a (mean w_k - base); the next base is the mean less h / a
-            h = h - policy.fedprox_mu * (average - model)
-            average = average - h / policy.fedprox_mu
         model, state = step(state, model, average, params)
         chain = [*chain, model][-config.tail :]
         scored = np.mean(chain, axis=0)
