@@ -378,8 +378,12 @@ def test_updates_accepted_rejected_and_bytes_agree_between_portal_and_node(
 def test_the_published_round_is_counted_and_timed_by_the_scheduler(prometheus, evaluated):
     assert prometheus.eventually('consortium_rounds{state="published"}', 1) == 1
     assert prometheus.eventually("consortium_round_in_flight_number", 0) == 0
-    assert prometheus.scalar('consortium_aggregation_duration_seconds_count{job="scheduler"}') == 1
-    assert prometheus.scalar('consortium_round_open_to_publish_seconds_count{job="scheduler"}') == 1
+    # The round's state comes from the portal's scrape; the scheduler's histograms from its
+    # own, which may come a scrape later: wait for them too.
+    aggregations = 'consortium_aggregation_duration_seconds_count{job="scheduler"}'
+    assert prometheus.eventually(aggregations, 1) == 1
+    open_to_publish = 'consortium_round_open_to_publish_seconds_count{job="scheduler"}'
+    assert prometheus.eventually(open_to_publish, 1) == 1
     assert prometheus.scalar("consortium_round_open_to_publish_seconds_sum") > 0
     assert prometheus.scalar('consortium_bank_missed_rounds{bank="alpha"}') == 0
 
