@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,8 +81,16 @@ def spec_sensitivity(spec: SketchSpec) -> float:
 
 
 def spec_sigma(spec: SketchSpec) -> float:
-    """Each bank's Gaussian noise: (epsilon, delta)-DP for one flow over all its sketches."""
+    """The Gaussian mechanism's noise: (epsilon, delta)-DP for one flow over all of a bank's
+    sketches. It is what protects a bank: its own noise and that of ``noise_split - 1`` more
+    contributors outside any coalition (``bank_sigma``)."""
     return gaussian_sigma(spec.epsilon, spec.delta, spec_sensitivity(spec))
+
+
+def bank_sigma(spec: SketchSpec) -> float:
+    """The noise each bank adds to its own sketches: its share, ``sigma / sqrt(noise_split)``, so
+    that any ``noise_split`` contributors' noise together has ``spec_sigma``'s variance."""
+    return spec_sigma(spec) / math.sqrt(spec.noise_split)
 
 
 def check_sketch_sum(number: int, values: np.ndarray, spec: SketchSpec) -> None:
@@ -139,7 +148,7 @@ class SketchRounds:
         spec = round_spec(rnd)
         frame = load_transactions(self.config.data_file)
         exact = build_sketches(frame, self.key(rnd.key_epoch), spec_shape(spec), spec_dates(spec))
-        noised = add_noise(exact, spec_sigma(spec))  # exact counts never leave this function
+        noised = add_noise(exact, bank_sigma(spec))  # exact counts never leave this function
         self.spend(rnd, spec)
         path = own_sketch_file(self.config.state_dir, rnd.number)
         _write_private(path, noised)
@@ -150,7 +159,9 @@ class SketchRounds:
 
         A flow is a training row too, so the same accountant composes both; a later DP
         round's claim and budget check start from it. Saved before the upload: a crash and
-        a second noising count twice, the safe direction.
+        a second noising count twice, the safe direction. The multiplier is the mechanism's
+        (``spec_sigma``), whose noise, under ``noise_split > 1``, is this bank's together
+        with that of the other contributors the spec counts on (docs/threat-model.md).
         """
         state = self._state()
         z = spec_sigma(spec) / spec_sensitivity(spec)

@@ -160,7 +160,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="leave out the federated column with the cross-bank counterparty features",
     )
     p.add_argument("--sketch-epsilon", type=float, default=1.0,
-                   help="each bank's (ε, 1e-6)-DP noise on its sketches (default 1)")  # fmt: skip
+                   help="the sketches' (ε, 1e-6)-DP guarantee per flow (default 1)")  # fmt: skip
+    p.add_argument("--sketch-noise-split", type=int, default=1,
+                   help="how many banks' noise gives that guarantee together (the spec's "
+                        "noise_split; default 1: each bank's own)")  # fmt: skip
     p.add_argument("--deadline", type=int, default=3600, help="round deadline (s) for the demo")
     p.add_argument("--timeout", type=int, default=14_400, help="demo timeout (s)")
     for key in ("rounds", "local_epochs", "batch_size"):
@@ -229,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_cross_bank:
         started = time.monotonic()
         models["fed_xb"], norms["fed_xb"], column_banks["fed_xb"] = cross_bank_column(
-            work, key, banks, files, evaluation, hyper, (args.sketch_epsilon, args.seed),
-            args.reuse_demo,
+            work, key, banks, files, evaluation, hyper,
+            (args.sketch_epsilon, args.seed, args.sketch_noise_split), args.reuse_demo,
         )  # fmt: skip
         timings["fed_xb"] = time.monotonic() - started
         columns.append("fed_xb")

@@ -3,7 +3,7 @@
 In process, with the node's own code for each step a sketch policy adds:
 
 1. every bank builds its counterparty sketches (``models.counterparty_sketch``) for weekly
-   as-of dates, noised at the spec's ε and δ (``bank_node.sketch_round.spec_sigma``), as
+   as-of dates, noised at the spec's ε and δ (``bank_node.sketch_round.bank_sigma``), as
    ``bank_node.sketch_round`` does in a sketch round;
 2. their sum stands in for the decrypted aggregate of that round (the CKKS sum of the same
    numbers; its error is far below the noise), and each bank subtracts its own
@@ -42,9 +42,9 @@ from quality_columns import consortium_norm, federate, policy_of  # noqa: E402
 from bank_node.config import Evaluation  # noqa: E402
 from bank_node.data import load_transactions  # noqa: E402
 from bank_node.sketch_round import (  # noqa: E402
+    bank_sigma,
     spec_dates,
     spec_shape,
-    spec_sigma,
     with_cross_bank,
 )
 from bank_node.splits import split_frame  # noqa: E402
@@ -68,11 +68,14 @@ from simulation.datadir import BankFile  # noqa: E402
 WIDTH = len(FEATURE_NAMES) + len(SKETCH_FEATURE_NAMES)
 
 
-def sketch_spec(frames: list[pd.DataFrame], epsilon: float) -> SketchSpec:
+def sketch_spec(
+    frames: list[pd.DataFrame], epsilon: float, window: int = 28, noise_split: int = 1
+) -> SketchSpec:
     """The spec a consortium's policy would carry: 28-day windows, labels known at once."""
     return SketchSpec.from_dict({
-        "as_of": weekly(frames), "window_days": 28, "label_delay_days": 0,
+        "as_of": weekly(frames), "window_days": window, "label_delay_days": 0,
         "depth": 4, "width": 4096, "epsilon": epsilon, "delta": 1e-6,
+        "noise_split": noise_split,
     })  # fmt: skip
 
 
@@ -81,30 +84,44 @@ def bench_key(seed: int) -> bytes:
     return sketch_key(hashlib.sha256(f"quality-sketch-{seed}".encode()).digest(), "00" * 32)
 
 
-def others_sketches(frames: list[pd.DataFrame], spec: SketchSpec, seed: int) -> list[np.ndarray]:
-    """What each bank decrypts and keeps after a sketch round: the others' noised sum."""
+def others_sketches(
+    frames: list[pd.DataFrame], spec: SketchSpec, seed: int, *, exact: bool = False
+) -> list[np.ndarray]:
+    """What each bank decrypts and keeps after a sketch round: the others' noised sum, each
+    bank's noise its share of the spec's (``bank_sigma``); ``exact``: no noise at all."""
     key, dates, shape = bench_key(seed), spec_dates(spec), spec_shape(spec)
     rng = np.random.default_rng(seed)
-    own = [add_noise(build_sketches(f, key, shape, dates), spec_sigma(spec), rng) for f in frames]
+    sigma = 0.0 if exact else bank_sigma(spec)
+    own = [add_noise(build_sketches(f, key, shape, dates), sigma, rng) for f in frames]
     total = np.sum(own, axis=0)  # what the sketch round's decrypted aggregate holds
     return [others_sketch(total, mine) for mine in own]
 
 
 def cross_bank_banks(
-    banks: list[Bank], files: list[BankFile], evaluation: Evaluation, epsilon: float, seed: int
+    banks: list[Bank],
+    files: list[BankFile],
+    evaluation: Evaluation,
+    epsilon: float,
+    seed: int,
+    *,
+    window: int = 28,
+    noise_split: int = 1,
+    exact: bool = False,
 ) -> tuple[list[Bank], SketchSpec]:
-    """Every bank with the six cross-bank columns appended to its splits, and the spec."""
+    """Every bank with the six cross-bank columns appended to its splits, and the spec.
+
+    ``exact``: sketches without noise, read as count-min (an upper bound, not a policy).
+    """
     frames = [load_transactions(f.path) for f in files]
-    spec = sketch_spec(frames, epsilon)
+    spec = sketch_spec(frames, epsilon, window, noise_split)
     key, dates, shape = bench_key(seed), spec_dates(spec), spec_shape(spec)
+    sums = others_sketches(frames, spec, seed, exact=exact)
     out = []
-    for bank, file, frame, others in zip(
-        banks, files, frames, others_sketches(frames, spec, seed), strict=True
-    ):
+    for bank, file, frame, others in zip(banks, files, frames, sums, strict=True):
         parts = [
             frame.index.get_indexer(p.index) for p in split_frame(frame, evaluation, file.path)
         ]
-        extra = features_as_of(others, dates, key, shape, frame, noised=True)
+        extra = features_as_of(others, dates, key, shape, frame, noised=not exact)
         out.append(dataclasses.replace(bank, data=with_cross_bank(bank.data, parts, extra)))
     return out, spec
 
@@ -117,6 +134,7 @@ def sketch_policy(
     return dataclasses.replace(
         policy,
         counterparty_sketch=spec,
+        min_banks=max(policy.min_banks, spec.noise_split + 1),  # the protocol's bound
         n_features=WIDTH,
         vector_length=vector_length(model) + TRAILER_SLOTS,
     )
@@ -140,16 +158,17 @@ def cross_bank_column(
     files: list[BankFile],
     evaluation: Evaluation,
     hyper: dict[str, Any],
-    sketch: tuple[float, int],
+    sketch: tuple[float, int, int],
     reuse: bool,
 ) -> tuple[list[FraudMLP], list[Normalizer | None], list[Bank]]:
     """The column's model at every bank, its normalisation, and the banks' wider rows.
 
-    ``sketch`` is (ε, seed). Under ``reuse`` the weights a run with the same ``key`` and
-    sketch settings saved are loaded instead of trained (the sketches are rebuilt: they
-    are seeded, so the rows are the same).
+    ``sketch`` is (ε, seed, noise_split). Under ``reuse`` the weights a run with the same
+    ``key`` and sketch settings saved are loaded instead of trained (the sketches are
+    rebuilt: they are seeded, so the rows are the same).
     """
-    xb, spec = cross_bank_banks(banks, files, evaluation, *sketch)
+    epsilon, seed, noise_split = sketch
+    xb, spec = cross_bank_banks(banks, files, evaluation, epsilon, seed, noise_split=noise_split)
     policy = sketch_policy(policy_of(hyper), spec, hyper)
     meta, saved = work / "crossbank.json", work / "crossbank.npy"
     full_key = json.loads(json.dumps({**key, "sketch": list(sketch)}, sort_keys=True))

@@ -45,7 +45,6 @@ from bank_node.training import (  # noqa: E402
     round_start,
     train_round,
 )
-from models.features import FEATURE_NAMES  # noqa: E402
 from models.federation import fedavg  # noqa: E402
 from models.metrics import auprc  # noqa: E402
 from models.nets import initial_vector  # noqa: E402
@@ -144,6 +143,8 @@ CONFIGS: tuple[Config, ...] = (
     # average, so the fixed point is the centralised objective's; no second encrypted sum.
     Config("feddyn a=0.01", {"server_optimizer": "feddyn"}, fedprox_mu=0.01),
     Config("feddyn a=0.03", {"server_optimizer": "feddyn"}, fedprox_mu=0.03),
+    Config("feddyn a=0.003", {"server_optimizer": "feddyn"}, fedprox_mu=0.003),
+    Config("feddyn a=0.01 tail=3", {"server_optimizer": "feddyn"}, fedprox_mu=0.01, tail=3),
 )
 
 
@@ -185,7 +186,7 @@ def mean_validation_auprc(models: list[torch.nn.Module], views: list[LocalData])
 
 def validation_auprc(weights: np.ndarray, views: list[LocalData], spec: dict[str, Any]) -> float:
     """The mean validation AUPRC of one shared model, every bank scoring it."""
-    model = model_from_vector(spec, len(FEATURE_NAMES), weights)
+    model = model_from_vector(spec, views[0].x_val.shape[1], weights)  # cross-bank: wider
     return mean_validation_auprc([model] * len(views), views)
 
 

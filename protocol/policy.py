@@ -163,6 +163,15 @@ class PolicySnapshot:
                 f"must be at least {MIN_BANKS_FLOOR} (got {self.min_banks}): "
                 f"{MIN_BANKS_FLOOR_TEXT}",
             )
+        sketch = self.counterparty_sketch
+        if sketch is not None and sketch.noise_split > self.min_banks - 1:
+            raise ProtocolError(
+                "counterparty_sketch.noise_split",
+                f"is {sketch.noise_split}, above min_banks - 1 = {self.min_banks - 1}: a "
+                f"sketch sum may hold only {self.min_banks} banks, and against any one of "
+                "them the others' noise must still add up to the guarantee; lower it or "
+                "raise min_banks",
+            )
         try:
             CkksParams.from_dict(self.ckks_params)
         except HEError as exc:
@@ -244,8 +253,12 @@ class PolicySnapshot:
         return decode(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The snapshot as stored in ``Round.policy_snapshot`` and sent to banks."""
-        return encode(self)
+        """The snapshot as stored in ``Round.policy_snapshot`` and sent to banks (the
+        sketch spec as ``SketchSpec.to_dict`` writes it: ``noise_split`` only when not 1)."""
+        data = encode(self)
+        if self.counterparty_sketch is not None:
+            data["counterparty_sketch"] = self.counterparty_sketch.to_dict()
+        return data
 
     def canonical_json(self) -> bytes:
         """The deterministic encoding that ``digest()`` hashes.

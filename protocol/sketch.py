@@ -24,6 +24,8 @@ MAX_SKETCH_DATES = 16
 # Large enough for 16 dates x 4 channels x 4 rows x 4096 cells; an upload of this many
 # values is about 33 MB at the default CKKS parameters.
 MAX_SKETCH_VALUES = 2**20
+# More contributors than any consortium we plan for; the policy also keeps it below min_banks.
+MAX_NOISE_SPLIT = 1000
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,17 @@ class SketchSpec:
 
     ``as_of`` are ISO dates ``D``, strictly increasing: one sketch each, counting flows in
     ``[D - window_days, D)`` and labels known before ``D`` (a label is taken as known
-    ``label_delay_days`` after its flow). ``epsilon``/``delta``: each bank's Gaussian
-    mechanism over all its sketches for one flow (docs/threat-model.md).
+    ``label_delay_days`` after its flow). ``epsilon``/``delta``: the Gaussian mechanism over
+    all of a bank's sketches for one flow (docs/threat-model.md).
+
+    ``noise_split``: how many contributors' noise that mechanism's variance is split over
+    (distributed DP: Truex et al., "A Hybrid Approach to Privacy-Preserving Federated
+    Learning", AISec 2019; Kairouz et al., "The Distributed Discrete Gaussian Mechanism for
+    Federated Learning with Secure Aggregation", ICML 2021). Each bank adds ``σ² / t``, so
+    the guarantee for a bank holds against any coalition of members that leaves at least
+    ``t`` contributors, that bank included, outside it. 1 (the default): a bank's own noise
+    protects it even against every other member together. The policy keeps ``t`` at most
+    ``min_banks - 1``, so that against any single member it always holds.
     """
 
     as_of: tuple[str, ...]
@@ -43,6 +54,8 @@ class SketchSpec:
     width: int
     epsilon: float
     delta: float
+    # Last, with a default: specs stored before it existed read as 1 (each bank alone).
+    noise_split: int = 1
 
     def __post_init__(self) -> None:
         self._check_dates()
@@ -68,6 +81,12 @@ class SketchSpec:
             )
         if not 0.0 < self.delta <= 1e-3:
             raise ProtocolError("delta", f"must be in (0, 0.001] (got {self.delta})")
+        if not 1 <= self.noise_split <= MAX_NOISE_SPLIT:
+            raise ProtocolError(
+                "noise_split",
+                f"must be in [1, {MAX_NOISE_SPLIT}]: the number of banks whose noise together "
+                f"gives the (epsilon, delta) guarantee (got {self.noise_split})",
+            )
 
     def _check_dates(self) -> None:
         if not 1 <= len(self.as_of) <= MAX_SKETCH_DATES:
@@ -89,4 +108,9 @@ class SketchSpec:
         return decode(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
-        return encode(self)
+        """The spec's fields; ``noise_split`` only when it is not 1, so that a spec written
+        before the field existed encodes, and a policy that holds it hashes, as it did."""
+        data = encode(self)
+        if data["noise_split"] == 1:
+            del data["noise_split"]
+        return data

@@ -26,6 +26,7 @@ from consortium.rounds.models import (
 )
 from consortium.rounds.selectors_epsilon import epsilon_newest_signed
 from he.params import CkksParams
+from protocol import ProtocolError, SketchSpec
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +164,19 @@ def round_sketch_for(policy: RoundPolicy, epoch: KeyEpoch) -> Round | None:
     candidates = Round.objects.filter(
         kind=RoundKind.SKETCH, state=RoundState.PUBLISHED, key_epoch=epoch, vector_length=length
     ).order_by("-number")[:BASE_CANDIDATES]
-    spec = policy.counterparty_sketch
-    same = [r for r in candidates if r.policy_snapshot.get("counterparty_sketch") == spec]
+    spec = policy.sketch_spec
+    same = [r for r in candidates if _snapshot_spec(r) == spec]
     return _undisputed(same)
+
+
+def _snapshot_spec(rnd: Round) -> SketchSpec | None:
+    """The sketch spec a round's snapshot holds, decoded: ``{"noise_split": 1, ...}`` as
+    entered and ``{...}`` as a snapshot writes it are one spec."""
+    raw = rnd.policy_snapshot.get("counterparty_sketch")
+    try:
+        return SketchSpec.from_dict(raw) if raw is not None else None
+    except ProtocolError:  # a snapshot no node could run: not this policy's sketch
+        return None
 
 
 def round_base_for(policy: RoundPolicy) -> Round | None:

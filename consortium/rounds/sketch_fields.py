@@ -22,7 +22,9 @@ class CounterpartySketchFields(models.Model):
         blank=True,
         default=None,
         help_text="Cross-bank counterparty sketches (docs/threat-model.md): as_of dates, "
-        "window_days, label_delay_days, depth, width, epsilon, delta; empty = off.",
+        "window_days, label_delay_days, depth, width, epsilon, delta, and optionally "
+        "noise_split (how many banks' noise makes up the guarantee; 1 by default); "
+        "empty = off.",
     )
 
     class Meta:

@@ -17,17 +17,21 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bank_node.data import load_transactions
 from bank_node.sketch_round import (
+    bank_sigma,
     others_sketch_file,
     own_sketch_file,
+    spec_dates,
     spec_sensitivity,
+    spec_shape,
     spec_sigma,
 )
 from bank_node.state import NodeState, state_file
 from he.errors import HEError
 from he.keys import load_public_context
 from he.ring import kit_from_tenseal
-from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES, build_sketches
 from models.dp_budget import history_of
 from models.features import FEATURE_NAMES
 from protocol import PolicySnapshot, RoundInfo, SketchSpec
@@ -51,11 +55,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _sketch_round(fingerprint: str) -> RoundInfo:
+def _sketch_round(fingerprint: str, sketch: dict[str, Any] = SKETCH) -> RoundInfo:
     policy = policy_dict(
-        counterparty_sketch=SKETCH, normalize_features=False, min_banks=3, n_features=WIDTH
+        counterparty_sketch=sketch, normalize_features=False, min_banks=3, n_features=WIDTH
     )
-    spec = SketchSpec.from_dict(SKETCH)
+    spec = SketchSpec.from_dict(sketch)
     fields = {
         "number": NUMBER,
         "kind": "sketch",
@@ -139,6 +143,33 @@ def test_a_bank_sketch_is_noised_at_the_policys_scale(ckks, tmp_path, world):
     assert sigma == pytest.approx(math.sqrt(2 * math.log(1.25e6)) * math.sqrt(12))
     assert np.std(values) >= 0.8 * sigma
     assert np.abs(residual).max() > 0  # noise, not integer counts
+
+
+@pytest.mark.parametrize("split", [1, 2])
+def test_each_bank_adds_its_share_of_the_noise_and_counts_the_whole_mechanism(
+    ckks, tmp_path, world, split
+):
+    """``noise_split`` t: the bank's own noise is sigma / sqrt(t), so that t contributors'
+    noise together is the mechanism's; its accountant records the mechanism (the guarantee
+    the spec states), not its share."""
+    ceremony = found()
+    sketch = {**SKETCH, "noise_split": split}
+    rnd = dataclasses.replace(_sketch_round(ckks.fingerprint, sketch), state="open")
+    roster = _roster(ceremony, ckks.fingerprint, PolicySnapshot.from_dict(rnd.policy.to_dict()))
+    agent = _agents(tmp_path, world, ckks, ceremony, roster, RelayPortal(tmp_path, rnd))["alpha"]
+    spec = SketchSpec.from_dict(sketch)
+    values, _ = agent.sketches.contribution(rnd)
+    frame = load_transactions(agent.config.data_file)
+    exact = build_sketches(
+        frame, agent.sketches.key(ckks.fingerprint), spec_shape(spec), spec_dates(spec)
+    )
+    noise = values - exact.ravel()
+    assert bank_sigma(spec) == pytest.approx(spec_sigma(spec) / math.sqrt(split))
+    # 6,144 cells: the sample's spread is within a few percent of the bank's share.
+    assert np.std(noise) == pytest.approx(bank_sigma(spec), rel=0.05)
+    assert abs(np.mean(noise)) < 0.1 * bank_sigma(spec)
+    z = spec_sigma(spec) / spec_sensitivity(spec)
+    assert history_of(agent.state.dp_accountant) == [(pytest.approx(z), 1.0, 1)]
 
 
 def test_a_sketch_rounds_noise_is_counted_in_the_banks_privacy_budget(ckks, tmp_path, world):

@@ -12,9 +12,15 @@ import pytest
 
 from bank_node.config import Evaluation
 from bank_node.data import load_transactions
-from bank_node.sketch_round import others_sketch_file, sketched_local_data
+from bank_node.sketch_round import (
+    others_sketch_file,
+    sketched_local_data,
+    spec_dates,
+    spec_shape,
+    spec_sigma,
+)
 from he.codec import TRAILER_SLOTS
-from models.counterparty_sketch import SKETCH_FEATURE_NAMES
+from models.counterparty_sketch import SKETCH_FEATURE_NAMES, build_sketches
 from models.features import FEATURE_NAMES
 from models.nets import build_model
 from models.vector import model_to_vector, vector_length
@@ -87,7 +93,7 @@ def test_reuse_reloads_the_saved_column_and_a_new_epsilon_trains_again(
 
     def column(epsilon: float, reuse: bool) -> np.ndarray:
         models, norms, wide = quality_crossbank.cross_bank_column(
-            tmp_path, key, banks, files, evaluation, hyper, (epsilon, SEED), reuse
+            tmp_path, key, banks, files, evaluation, hyper, (epsilon, SEED, 1), reuse
         )
         assert len(models) == len(norms) == len(wide) == len(banks)
         return model_to_vector(models[0])
@@ -97,4 +103,23 @@ def test_reuse_reloads_the_saved_column_and_a_new_epsilon_trains_again(
     np.testing.assert_allclose(column(1.0, reuse=True), first + 1.0, atol=1e-6)
     again = column(0.5, reuse=True)  # another ε: another key, so it trains
     assert np.abs(again - first).max() > 0 and np.abs(again - (first + 1.0)).max() > 0.5
-    assert json.loads((tmp_path / "crossbank.json").read_text())["sketch"] == [0.5, SEED]
+    assert json.loads((tmp_path / "crossbank.json").read_text())["sketch"] == [0.5, SEED, 1]
+
+
+def test_a_noise_split_shares_the_noise_and_exact_sketches_carry_none(
+    quality_crossbank: ModuleType, world: Path
+) -> None:
+    frames = [load_transactions(f.path) for f in bank_files(world)]
+    alone = quality_crossbank.sketch_spec(frames, 1.0)
+    shared = quality_crossbank.sketch_spec(frames, 1.0, noise_split=2)
+    key, dates = quality_crossbank.bench_key(SEED), spec_dates(alone)
+    own = [build_sketches(f, key, spec_shape(alone), dates) for f in frames]
+    exact = quality_crossbank.others_sketches(frames, alone, SEED, exact=True)
+    np.testing.assert_allclose(exact[0], own[1] + own[2])  # the others' counts, no noise
+    residual = {
+        t: np.std(quality_crossbank.others_sketches(frames, spec, SEED)[0] - exact[0])
+        for t, spec in ((1, alone), (2, shared))
+    }
+    # Two other banks' noise in bank 0's view: sqrt(2) sigma alone, sigma split over two.
+    assert residual[1] == pytest.approx(np.sqrt(2) * spec_sigma(alone), rel=0.05)
+    assert residual[2] == pytest.approx(spec_sigma(shared), rel=0.05)

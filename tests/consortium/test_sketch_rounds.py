@@ -101,6 +101,8 @@ def test_a_policy_without_sketches_keeps_the_digest_it_had_before_the_field(epoc
         (sketch_dict(epsilon=5.0), "counterparty_sketch.epsilon"),
         (sketch_dict(width=3), "counterparty_sketch.width"),
         ({"as_of": ["2022-09-08"]}, "counterparty_sketch.window_days"),
+        # min_banks 3: against one curious member two others' noise must make the guarantee.
+        (sketch_dict(noise_split=3), "counterparty_sketch.noise_split"),
     ],
 )
 def test_a_bad_sketch_spec_is_refused_with_the_field_named(epoch, spec, words):
@@ -124,3 +126,17 @@ def test_the_api_refuses_a_bad_sketch_with_a_400_naming_it(client, operator):
     )
     assert response.status_code == 400, response.content
     assert "counterparty_sketch.depth" in response.json()["message"]
+
+
+def test_a_spec_entered_with_its_default_noise_split_finds_its_published_sketch_round(
+    client, ckks, epoch, bank_alpha, bank_beta, bank_gamma
+):
+    """The snapshot leaves ``noise_split: 1`` out (the digest banks signed before it existed);
+    the policy as entered holds it: still one spec, so training follows, not a second sketch."""
+    policy = _policy(counterparty_sketch=sketch_dict(noise_split=1))
+    assert "noise_split" not in policy.snapshot()["counterparty_sketch"]
+    personas = [bank_alpha, bank_beta, bank_gamma]
+    scheduler_tick()
+    _publish(client, ckks, Round.objects.get(state=RoundState.OPEN), personas)
+    assert Round.objects.get(state=RoundState.OPEN).kind == RoundKind.STATISTICS
+    assert Round.objects.filter(kind=RoundKind.SKETCH).count() == 1

@@ -72,3 +72,37 @@ def test_a_spec_counts_one_sketch_per_date_of_four_channels():
 def test_a_sketch_round_is_a_round_kind_of_its_own():
     rnd = RoundInfo.from_dict(round_dict(kind="sketch", stats_round=None, base_round=None))
     assert rnd.is_sketch and not rnd.is_training and not rnd.is_evaluation
+
+
+@pytest.mark.parametrize("split", [0, -1, 1001])
+def test_a_noise_split_out_of_range_is_refused_naming_the_field(split):
+    with pytest.raises(ProtocolError) as caught:
+        SketchSpec.from_dict(sketch_dict(noise_split=split))
+    assert caught.value.field == "noise_split"
+    assert "[1, 1000]" in caught.value.problem
+
+
+def test_a_noise_split_no_single_member_could_be_safe_under_is_refused():
+    """An operator (or a careless policy) asking each bank for less noise than a round of
+    min_banks banks can make up against one curious member: refused at every decoder."""
+    too_thin = policy_dict(min_banks=4, counterparty_sketch=sketch_dict(noise_split=4))
+    with pytest.raises(ProtocolError) as caught:
+        PolicySnapshot.from_dict(too_thin)
+    assert caught.value.field == "counterparty_sketch.noise_split"
+    assert "min_banks - 1 = 3" in caught.value.problem
+    fits = PolicySnapshot.from_dict({**too_thin, "min_banks": 5})
+    assert fits.counterparty_sketch is not None and fits.counterparty_sketch.noise_split == 4
+
+
+def test_a_noise_split_is_signed_with_the_policy_and_its_default_changes_no_digest():
+    def snapshot(**sketch: object) -> PolicySnapshot:
+        return PolicySnapshot.from_dict(
+            policy_dict(min_banks=5, counterparty_sketch=sketch_dict(**sketch))
+        )
+
+    plain, explicit, split = snapshot(), snapshot(noise_split=1), snapshot(noise_split=4)
+    assert explicit.canonical_json() == plain.canonical_json()  # as before the field existed
+    assert "noise_split" not in plain.to_dict()["counterparty_sketch"]
+    assert b'"noise_split":4' in split.canonical_json()
+    assert split.digest() != plain.digest()  # approving one policy does not approve the other
+    assert PolicySnapshot.from_dict(split.to_dict()) == split
