@@ -6,6 +6,7 @@ node (``tests/e2e/malicious_node.py``) overrides one of them and keeps the other
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,8 @@ class UpdateSteps:
         policy, drift = rnd.policy, OwnDrift(self.config.state_dir)
         if base is None:
             base = initial_weights(rnd.number, policy.model_spec, policy.n_features)
-        return drift, (drift.before_round(rnd, base.size), base)
+        counted = functools.partial(self.models.counted_in_chain, rnd, self.config.bank)
+        return drift, (drift.before_round(rnd, base.size, counted), base)
 
     def private_update(
         self, rnd: RoundInfo, data: LocalData, base: np.ndarray | None

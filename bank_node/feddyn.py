@@ -11,13 +11,20 @@ trained weights, before any clip or share cap. The consortium's half, the server
 by the node's user alone, like its sketches; it never leaves the node. It starts at zero,
 and again whenever the policy (name and version) or the model's length changes. The file
 keeps ``h_k`` as it was before the round it last trained too, so that training the same
-round again (a crash between training and upload) does not count that round twice.
+round again (a crash between training and upload) does not count that round twice, and
+so that a round whose average never took this bank's update does not count at all: in
+Algorithm 1 only the clients a round sums update their ``h_k``, as only their updates
+move the server's ``h``. The bank's step counts when its round is in the chain of bases
+the next round trains from and the bank is in that round's manifest; otherwise (it
+dropped out after training, missed the deadline, the round was aborted, refused by the
+gate or disputed) the bank goes on from ``h_k`` as it was before that round.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +68,14 @@ class OwnDrift:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / STATE_FILE
 
-    def before_round(self, rnd: RoundInfo, length: int) -> np.ndarray:
-        """``h_k`` to train round ``rnd`` with (float64, ``length`` values)."""
+    def before_round(
+        self, rnd: RoundInfo, length: int, counted: Callable[[int], bool] | None = None
+    ) -> np.ndarray:
+        """``h_k`` to train round ``rnd`` with (float64, ``length`` values).
+
+        ``counted(n)``: whether the round ``n`` this bank last trained is a base ``rnd``
+        builds on whose average holds this bank's update (None: taken as counted).
+        """
         kept = self._load()
         if kept is None:
             return np.zeros(length)
@@ -73,7 +86,16 @@ class OwnDrift:
                 rnd.number, kept.policy, kept.after.size, _policy_id(rnd.policy),
             )  # fmt: skip
             return np.zeros(length)
-        return kept.before if kept.number == rnd.number else kept.after
+        if kept.number == rnd.number:  # trained again: the first attempt does not count
+            return kept.before
+        if counted is not None and not counted(kept.number):
+            log.info(
+                "round %s: round %s, which this bank last trained, is not in the average "
+                "this round builds on; its FedDyn step is not counted",
+                rnd.number, kept.number,
+            )  # fmt: skip
+            return kept.before
+        return kept.after
 
     def after_round(
         self, rnd: RoundInfo, used: np.ndarray, weights: np.ndarray, base: np.ndarray

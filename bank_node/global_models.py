@@ -105,6 +105,18 @@ class PublishedModels:
         weights, _, info = self.checked(number, epoch, against_base=against_base)
         return self.chain.produced(info, weights)
 
+    def counted_in_chain(self, rnd: RoundInfo, bank: str, number: int) -> bool:
+        """Whether round ``number`` is one of the bases ``rnd`` builds on (its base, that
+        round's base, ...) and its verified manifest sums ``bank``'s update."""
+        base = rnd.base_round
+        while base is not None and base > number:
+            base = self.client.round(base).base_round
+        if base != number:  # aborted, refused by the gate, disputed: no base of rnd's
+            return False
+        info = self.client.round(number)
+        check_manifest(self.roster, info, info.manifest, self.config.guardrails)
+        return info.manifest is not None and bank in info.manifest.banks
+
     def _base_average(self, number: int, epoch: str) -> tuple[np.ndarray, RoundInfo]:
         """A base round's checked average, for the server optimiser's chain."""
         weights, _, info = self.checked(number, epoch, against_base=False)

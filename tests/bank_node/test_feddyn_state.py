@@ -68,3 +68,28 @@ def test_an_unreadable_state_file_starts_from_zero_with_a_warning(
         h = OwnDrift(tmp_path).before_round(_round(4), 3)
     assert h.tolist() == [0.0, 0.0, 0.0]
     assert "unreadable" in caplog.text
+
+
+def test_a_step_no_average_took_is_not_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bank trained round 5 and saved its step, but round 5's average does not hold it
+    (it dropped out before its upload was summed, or round 5 was aborted): round 6 trains
+    from h_k as before round 5, as Algorithm 1 updates only the clients a round sums."""
+    drift, base = OwnDrift(tmp_path), np.zeros(2)
+    h1 = drift.after_round(_round(4), np.zeros(2), np.array([1.0, 1.0]), base)
+    h2 = drift.after_round(_round(5), h1, np.array([1.0, -1.0]), base)
+    asked: list[int] = []
+
+    def counted(number: int, answer: bool) -> bool:
+        asked.append(number)
+        return answer
+
+    with caplog.at_level(logging.INFO, logger="bank_node"):
+        dropped = drift.before_round(_round(6), 2, lambda n: counted(n, False))
+    assert np.array_equal(dropped, h1) and asked == [5]
+    assert "its FedDyn step is not counted" in caplog.text
+    assert np.array_equal(drift.before_round(_round(6), 2, lambda n: counted(n, True)), h2)
+    # Training round 5 again asks nothing: its own first attempt never counts.
+    assert np.array_equal(drift.before_round(_round(5), 2, lambda n: counted(n, True)), h1)
+    assert asked == [5, 5]

@@ -137,6 +137,35 @@ def test_under_feddyn_every_node_keeps_its_own_drift_and_they_produce_one_model(
     assert portal.digests[2] == [model_digest(by_hand2)] * len(agents)
 
 
+def test_under_feddyn_a_step_of_an_aborted_round_is_not_counted(
+    federation: tuple[list[Agent], DigestPortal],
+) -> None:
+    """Round 2 is trained and uploaded by every bank but never published (aborted, say at
+    its deadline); round 3 builds on round 1. Each bank trains round 3 from its h_k after
+    round 1, not after round 2: the server's h never saw round 2's updates either."""
+    agents, portal = federation
+    fp = agents[0].keys.fingerprint
+    first = training(1, fp, policy=policy(server_optimizer="feddyn", fedprox_mu=0.05))
+    _play(agents, portal, first)
+    after_first = []
+    for agent in agents:
+        with np.load(agent.config.state_dir / STATE_FILE) as kept:
+            after_first.append(np.array(kept["after"]))
+    aborted = training(2, fp, base=1, policy=first.policy.to_dict())
+    portal.open = aborted
+    for agent in agents:
+        assert agent.participate(aborted) is True  # trained, its step saved, uploaded
+        with np.load(agent.config.state_dir / STATE_FILE) as kept:
+            assert int(kept["number"]) == 2 and kept["after"].any()
+    portal.open = None  # never published
+    third = training(3, fp, base=1, policy=first.policy.to_dict())
+    _play(agents, portal, third)
+    for agent, h in zip(agents, after_first, strict=True):
+        with np.load(agent.config.state_dir / STATE_FILE) as kept:
+            assert int(kept["number"]) == 3 and np.array_equal(kept["before"], h)
+    assert len(set(portal.digests[3])) == 1  # and the nodes still agree on the model
+
+
 def test_under_fedavg_a_node_serves_the_average_and_reports_no_digest(
     federation: tuple[list[Agent], DigestPortal],
 ) -> None:

@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('rounds', '0013_server_optimizer_feddyn'),
+        ("rounds", "0013_server_optimizer_feddyn"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='roundpolicy',
-            name='counterparty_sketch',
-            field=models.JSONField(blank=True, default=None, help_text="Cross-bank counterparty sketches (docs/threat-model.md): as_of dates, window_days, label_delay_days, depth, width, epsilon, delta, and optionally noise_split (how many banks' noise makes up the guarantee; 1 by default); empty = off.", null=True),
+            model_name="roundpolicy",
+            name="counterparty_sketch",
+            field=models.JSONField(
+                blank=True,
+                default=None,
+                help_text="Cross-bank counterparty sketches (docs/threat-model.md): as_of dates, window_days, label_delay_days, depth, width, epsilon, delta, and optionally noise_split (how many banks' noise makes up the guarantee; 1 by default); empty = off.",
+                null=True,
+            ),
         ),
     ]
