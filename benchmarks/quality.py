@@ -65,6 +65,7 @@ from quality_columns import (  # noqa: E402
     train_columns,
 )
 from quality_crossbank import cross_bank_column  # noqa: E402
+from quality_twin import TwinUnavailable, last_round_twin  # noqa: E402
 
 from bank_node.config import Evaluation  # noqa: E402
 from bank_node.data import DataError  # noqa: E402
@@ -228,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
     columns = [c for c in COLUMNS if not (args.no_encrypted and c == "fed_enc")]
     if "fed_enc" in columns:
         models["fed_enc"], norms["fed_enc"] = encrypted_models(demo, banks, hyper["rounds"])
+        notes = [*notes, *add_twin(demo, banks, models, norms, timings)]
     column_banks = {c: banks for c in columns}  # the cross-bank column's rows are wider
     if not args.no_cross_bank:
         started = time.monotonic()
@@ -243,10 +245,12 @@ def run(args: argparse.Namespace) -> int:
     notes = [*notes, "personalised: each bank's fine-tuning, chosen on its validation rows: "
              + ", ".join(f"{bank} {choice}" for bank, choice in choices.items())]  # fmt: skip
     typologies = list(manifest["typologies"])
+    scored = [*columns, *(["fed_twin"] if "fed_twin" in models else [])]
+    column_banks["fed_twin"] = banks
     results = {
         c: {b.bank_id: evaluate(m, b, n, typologies)
             for b, m, n in zip(column_banks[c], models[c], norms[c], strict=True)}
-        for c in columns
+        for c in scored
     }  # fmt: skip
     lines, summary = report(results, banks, manifest, notes, source, hyper, evaluation)
     lines += ["", "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
@@ -278,6 +282,27 @@ def in_process_columns(
     timings.update(trained)
     save_columns(work, key, models)
     return models
+
+
+def add_twin(
+    demo: Path,
+    banks: list[Bank],
+    models: dict[str, list[FraudMLP]],
+    norms: dict[str, list[Normalizer | None]],
+    timings: dict[str, float],
+) -> list[str]:
+    """The CKKS column's plaintext twin (``quality_twin``), scored for its target; notes."""
+    started = time.monotonic()
+    try:
+        twin = last_round_twin(demo, banks, norms["fed_enc"])
+    except TwinUnavailable as exc:
+        return [f"plaintext twin: not computed: {exc}"]
+    models["fed_twin"], norms["fed_twin"] = [twin.model] * len(banks), norms["fed_enc"]
+    timings["fed_twin"] = time.monotonic() - started
+    print(f"[quality] plaintext twin ready in {timings['fed_twin']:.0f}s", flush=True)
+    return [f"plaintext twin: round {twin.round_number}'s updates recomputed from what each "
+            f"node used and averaged in float64; max |published - twin| weight "
+            f"{twin.max_weight_gap:.2e}"]  # fmt: skip
 
 
 def add_personalised(

@@ -171,7 +171,8 @@ def cross_bank_column(
     xb, spec = cross_bank_banks(banks, files, evaluation, epsilon, seed, noise_split=noise_split)
     policy = sketch_policy(policy_of(hyper), spec, hyper)
     meta, saved = work / "crossbank.json", work / "crossbank.npy"
-    full_key = json.loads(json.dumps({**key, "sketch": list(sketch)}, sort_keys=True))
+    named = list(sketch) if noise_split != 1 else [epsilon, seed]  # runs before the split
+    full_key = json.loads(json.dumps({**key, "sketch": named}, sort_keys=True))
     first_round = 1 if key["stats_round"] is None else key["stats_round"] + 1
     norm = consortium_norm(xb, 1)  # the wider rows' pooled training moments
     if reuse and meta.exists() and saved.exists() and json.loads(meta.read_text()) == full_key:

@@ -103,7 +103,7 @@ def test_reuse_reloads_the_saved_column_and_a_new_epsilon_trains_again(
     np.testing.assert_allclose(column(1.0, reuse=True), first + 1.0, atol=1e-6)
     again = column(0.5, reuse=True)  # another ε: another key, so it trains
     assert np.abs(again - first).max() > 0 and np.abs(again - (first + 1.0)).max() > 0.5
-    assert json.loads((tmp_path / "crossbank.json").read_text())["sketch"] == [0.5, SEED, 1]
+    assert json.loads((tmp_path / "crossbank.json").read_text())["sketch"] == [0.5, SEED]
 
 
 def test_a_noise_split_shares_the_noise_and_exact_sketches_carry_none(

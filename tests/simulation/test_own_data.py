@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
+from types import ModuleType
 
 import pandas as pd
 import pytest
 
+from bank_node.config import Evaluation
+from simulation.bank_data import load_bank
 from simulation.datadir import DataDirError, bank_files, typology_manifest
 from simulation.formats import as_paysim
 from simulation.world import generate_world
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _script(name: str) -> ModuleType:
+    """A benchmark script, loaded by path (a script folder, not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"own_data_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +198,12 @@ def test_the_demo_federates_the_banks_own_files_with_their_date_split(
     scored = [line for line in printed if f"model {serving['version']}" in line]
     assert len(scored) == 4
     assert any("bank-node serve stopped on SIGTERM, exit code 0" in line for line in printed)
+
+    # The quality benchmark's plaintext twin of this encrypted run: each node's last-round
+    # update recomputed in the clear and averaged is the published model up to CKKS error.
+    twin_module, columns = _script("quality_twin"), _script("quality_columns")
+    evaluation = Evaluation(train_before=date(2022, 10, 10), evaluate_from=date(2022, 10, 10))
+    banks = [load_bank(f, evaluation) for f in bank_files(own_data)]
+    _, norms = columns.encrypted_models(out, banks, 1)
+    twin = twin_module.last_round_twin(out, banks, norms)
+    assert twin.max_weight_gap < 1e-5  # a wrong seed, base or normaliser: about 1e-2
