@@ -219,7 +219,7 @@ class PolicySnapshot:
             if not self.fedprox_mu > 0.0:
                 raise ProtocolError(
                     "fedprox_mu",
-                    "feddyn takes its alpha from fedprox_mu: set it above 0 (0.01 was chosen "
+                    "feddyn takes its alpha from fedprox_mu: set it above 0 (0.003 was chosen "
                     f"on the validation split; got {self.fedprox_mu})",
                 )
             if self.dp_enabled:
