@@ -15,8 +15,8 @@ the CKKS sum alone. Training is deterministic on the CPU, so each bank's recompu
 is its node's: under FedDyn the twin checks it against ``h_k`` after the round, bit for bit.
 
 It needs what the nodes keep in their state directories (``models/round-N``, the server
-optimiser's cache, ``feddyn-own.npz``), and it covers policies without a clip norm or a
-share cap (the quality benchmark sets neither); otherwise it says why it cannot.
+optimiser's cache, ``feddyn-own.npz``); a clip norm and a share cap are applied as the node
+applies them (``bank_node.influence``). Without them it says why it cannot.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 from bank_node.server_chain import server_params
 from bank_node.training import Normalizer, train_round
 from models.federation import fedavg
+from models.influence import capped_rows, clip_update
 from models.nets import FraudMLP, build_model, initial_vector
 from models.server_opt import FEDAVG, FEDDYN, ServerOptState, step
 from models.vector import model_to_vector, vector_to_model
@@ -75,12 +76,23 @@ def _base(state: Path, policy: PolicySnapshot, last: int) -> tuple[np.ndarray, S
     return weights, carried
 
 
+def _bounded(
+    policy: PolicySnapshot, weights: np.ndarray, n: int, base: np.ndarray, norm: Normalizer | None
+) -> tuple[np.ndarray, int]:
+    """The policy's clip and share cap, as ``bank_node.influence.bound_update`` applies them."""
+    if policy.update_clip_norm is not None:
+        weights, _ = clip_update(weights, base, policy.update_clip_norm)
+    if policy.max_bank_share is not None:
+        if norm is None or not norm.rows:
+            raise TwinUnavailable("a share cap without the statistics round's total")
+        n = capped_rows(n, norm.rows, policy.max_bank_share)
+    return weights, n
+
+
 def last_round_twin(demo: Path, banks: list[Bank], norms: list[Normalizer | None]) -> Twin:
     """The plaintext twin of the encrypted run in ``demo`` (``quality_columns`` layout)."""
     states = [demo / "banks" / b.slug / "state" for b in banks]
     policy, last = _policy_and_round(states[0])
-    if policy.update_clip_norm is not None or policy.max_bank_share is not None:
-        raise TwinUnavailable("the policy clips or caps updates; the twin models neither")
     base, opt_state = _base(states[0], policy, last)
     trained = []
     for bank, state, norm in zip(banks, states, norms, strict=True):
@@ -95,7 +107,7 @@ def last_round_twin(demo: Path, banks: list[Bank], norms: list[Normalizer | None
         if correction is not None:  # the node's own step, recomputed: the same bits
             if not np.array_equal(before - policy.fedprox_mu * (weights - base), after):
                 raise TwinUnavailable(f"{bank.slug}: its update is not the one its node made")
-        trained.append((weights, n))
+        trained.append(_bounded(policy, weights, n, base, norm))
     twin, _ = step(opt_state, base, fedavg(trained), server_params(policy))
     published = np.load(states[0] / "models" / f"round-{last}" / "global_model.npy")
     model = build_model(policy.model_spec, policy.n_features)
