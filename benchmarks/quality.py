@@ -87,8 +87,8 @@ from simulation.world import PRESETS  # noqa: E402
 # The one place the hyperparameters live: the in-process columns use them directly and
 # the encrypted run gets them through the demo's command-line flags. FedDyn was chosen on
 # `small`'s validation rows over 8 rounds, and its alpha (the policy's fedprox_mu) on both
-# worlds' validation rows (benchmarks/server_opt.py; RESULTS.md, "FedDyn's α on the
-# validation split, both seeds"); it touches only the federated columns.
+# worlds' validation rows (benchmarks/server_opt.py; RESULTS.md, the section on FedDyn's
+# alpha on the validation split, both seeds); it touches only the federated columns.
 HYPER: dict[str, Any] = {
     "rounds": 4,
     "local_epochs": 2,
