@@ -58,6 +58,11 @@ def cache_file(state_dir: Path, number: int) -> Path:
     return state_dir / f"server-opt-round-{number}.npz"
 
 
+def kept_result(state_dir: Path, number: int) -> Produced | None:
+    """Round ``number``'s cached model and optimiser state; None when absent or unreadable."""
+    return _load(cache_file(state_dir, number))
+
+
 class ServerChain:
     """Produced models of training rounds, for one node; ``average_of`` fetches a base's."""
 
@@ -74,13 +79,12 @@ class ServerChain:
         params = server_params(info.policy)
         if params.optimizer == FEDAVG:
             return Produced(average, ServerOptState(FEDAVG), model_digest(average))
-        path = cache_file(self.state_dir, info.number)
-        if (cached := _load(path)) is not None:
+        if (cached := kept_result(self.state_dir, info.number)) is not None:
             return cached
         base = self._base(info)
         weights, state = step(base.state, base.weights, average, params)
         result = Produced(weights, state, model_digest(weights))
-        _save(path, result)
+        _save(cache_file(self.state_dir, info.number), result)
         log.info(
             "round %s: %s step %d from %s; model %s",
             info.number,

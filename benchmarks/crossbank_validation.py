@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             policy = sketch_policy(base, spec, hyper)
         norm = consortium_norm(wide, 1)
         views = [b.data.normalized(norm) for b in wide]
-        results[name] = run_config(replace_name(config, name), policy, Updates(views), args.rounds)
+        results[name] = run_config(replace(config, name=name), policy, Updates(views), args.rounds)
     print(f"\npreset {args.preset}, {len(banks)} banks, seed {args.seed}, {args.rounds} rounds, "
           f"{HYPER['server_optimizer']}; mean validation AUPRC over banks")  # fmt: skip
     for name, figures in results.items():
@@ -98,11 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"args": vars(args), "validation_auprc": results}, indent=2)
     )
     return 0
-
-
-def replace_name(config: Config, name: str) -> Config:
-    """The same column under the variant's name (run_config prints it each round)."""
-    return Config(name, config.server, config.fedprox_mu)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bank_node.server_chain import server_params
+from bank_node.feddyn import next_own
+from bank_node.server_chain import kept_result, server_params
 from bank_node.training import Normalizer, train_round
 from models.federation import fedavg
 from models.influence import capped_rows, clip_update
 from models.nets import FraudMLP, build_model, initial_vector
 from models.server_opt import FEDAVG, FEDDYN, ServerOptState, step
-from models.vector import model_to_vector, vector_to_model
+from models.vector import vector_to_model
 from protocol import PolicySnapshot
 from simulation.bank_data import Bank
 
@@ -47,7 +48,7 @@ class Twin:
     """The twin's model (one for every bank) and how far it is from the published one."""
 
     model: FraudMLP
-    max_weight_gap: float  # max |published - twin| over the weights
+    max_weight_gap: float  # max |published - twin| over the float64 weights
     round_number: int
 
 
@@ -67,13 +68,10 @@ def _base(state: Path, policy: PolicySnapshot, last: int) -> tuple[np.ndarray, S
     weights = np.load(state / "models" / f"round-{number}" / "global_model.npy")
     if policy.server_optimizer == FEDAVG:
         return weights, ServerOptState(FEDAVG)
-    with np.load(state / f"server-opt-round-{number}.npz", allow_pickle=False) as cached:
-        m = np.array(cached["m"]) if "m" in cached else None
-        v = np.array(cached["v"]) if "v" in cached else None
-        carried = ServerOptState(str(cached["optimizer"]), int(cached["steps"]), m, v)
-        if not np.array_equal(cached["weights"], weights):
-            raise TwinUnavailable(f"{state}: round {number}'s cache is not its model")
-    return weights, carried
+    cached = kept_result(state, number)
+    if cached is None or not np.array_equal(cached.weights, weights):
+        raise TwinUnavailable(f"{state}: round {number}'s server-optimiser cache is not its model")
+    return weights, cached.state
 
 
 def _bounded(
@@ -105,12 +103,11 @@ def last_round_twin(demo: Path, banks: list[Bank], norms: list[Normalizer | None
             correction = -before
         weights, n = train_round(bank.data.normalized(norm), policy, base, last, correction)
         if correction is not None:  # the node's own step, recomputed: the same bits
-            if not np.array_equal(before - policy.fedprox_mu * (weights - base), after):
+            if not np.array_equal(next_own(before, weights, base, policy.fedprox_mu), after):
                 raise TwinUnavailable(f"{bank.slug}: its update is not the one its node made")
         trained.append(_bounded(policy, weights, n, base, norm))
     twin, _ = step(opt_state, base, fedavg(trained), server_params(policy))
     published = np.load(states[0] / "models" / f"round-{last}" / "global_model.npy")
     model = build_model(policy.model_spec, policy.n_features)
-    vector_to_model(model, twin)
-    gap = float(np.max(np.abs(published - model_to_vector(model))))
-    return Twin(model, gap, last)
+    vector_to_model(model, twin)  # float32 parameters: compare the float64 vectors
+    return Twin(model, float(np.max(np.abs(published - twin))), last)
