@@ -20,6 +20,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             preset=args.preset,
             seed=args.seed,
             chunk_days=args.chunk_days,
+            **_overrides(args.set),
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -27,6 +28,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
     summary = {k: manifest[k] for k in manifest if k != "parameters"}
     print(json.dumps(summary, indent=2, default=str)[:4000])
     return 0
+
+
+def _overrides(pairs: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs, each value read as JSON (``0.5``, ``true``, ``{"cycle": ["1"]}``)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. mule_reuse_share=0.5")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--set {key}: {text!r} is not a JSON value ({exc.msg})") from exc
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +59,14 @@ def parser() -> argparse.ArgumentParser:
         help="generate and write this many days at a time, in bounded memory (another world "
         "than the in-memory one for the seed); 0 = all in memory; default: 0, except for the "
         f"presets {', '.join(f'{p} ({d})' for p, d in CHUNK_DAYS.items())}",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="replace one generator parameter of the preset (a JSON value), e.g. "
+        "--set mule_reuse_share=0.5; repeatable",
     )
     g.set_defaults(func=cmd_synth)
     # Listed for --help only: main() hands everything after "demo" to the demo's own parser.

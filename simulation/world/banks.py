@@ -79,6 +79,24 @@ class Accounts:
         return np.concatenate(self._bank)
 
 
+class Recruited:
+    """Accounts the world's schemes have used, per bank, in the order they were first used."""
+
+    def __init__(self) -> None:
+        self._order: dict[int, list[int]] = {}
+        self._seen: set[int] = set()
+
+    def add(self, bank: int, account: int) -> None:
+        if account not in self._seen:
+            self._seen.add(account)
+            self._order.setdefault(bank, []).append(account)
+
+    def pick(self, bank: int, u: float) -> int | None:
+        """The account at quantile ``u`` (in [0, 1)) of the bank's list; None if it is empty."""
+        pool = self._order.get(bank)
+        return pool[int(u * len(pool))] if pool else None
+
+
 class World:
     """Banks, accounts and calendar of one generated world; flows read from it."""
 
@@ -94,6 +112,9 @@ class World:
         # generation) sees the period from inside, so these then differ from 0 and `minutes`.
         self.period_start, self.period_end = 0, self.minutes
         self.attempt_base = 0  # id of this object's first laundering attempt
+        # Accounts schemes have used, per bank, when the world reuses mules (a window
+        # shares the whole world's, like its accounts).
+        self.recruited = Recruited()
         self._calendar()
         self._banks()
         self.accounts = Accounts()

@@ -65,7 +65,9 @@ def generate_world(
         ``holdout={"cycle": ["1"], "account_takeover": ["2"]}`` (those typologies occur in
         the training period only at the named banks), ``typology_alpha=0.3`` (each bank's
         training typology mix ~ Dirichlet(0.3)), ``size_skew`` (Zipf exponent of bank
-        sizes), ``base_rate_spread``, ``cross_bank_share``.
+        sizes), ``base_rate_spread``, ``cross_bank_share``, and ``mule_reuse_share`` (in no
+        preset: the chance that a scheme uses again an account an earlier scheme at that
+        bank used; the manifest names it only when it is given).
     chunk_days : generate and write this many days at a time in bounded memory
         (`simulation.world.chunked`: the same design, but another world than the
         in-memory path draws for the seed); 0 = the whole world in memory. Default: the

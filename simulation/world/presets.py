@@ -117,6 +117,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "attempts_per_day": 192.0,
     },
 }
+# Knobs no preset sets: a world is written (manifest included) as it was before the knob
+# existed unless an override names one. Value: the default, which changes nothing.
+OPTIONAL_KNOBS: dict[str, Any] = {
+    # Chance that an account a scheme involves is, instead, one that an earlier scheme at
+    # the same bank already used: a mule recruited once and used again (0: never).
+    "mule_reuse_share": 0.0,
+}
 # Presets generated a window of days at a time by default (1M to 1.5M transactions a window).
 CHUNK_DAYS: dict[str, int] = {"hi-medium": 6, "hi-large": 3}
 
@@ -135,11 +142,12 @@ def resolve_params(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     params = dict(PRESETS[preset])
-    unknown = sorted(set(overrides) - set(params))
+    known = {**OPTIONAL_KNOBS, **params}
+    unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(f"unknown generator parameters {unknown}; known: {sorted(params)}")
+        raise ValueError(f"unknown generator parameters {unknown}; known: {sorted(known)}")
     for key, value in overrides.items():
-        expected = type(params[key])
+        expected = type(known[key])
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if type(value) is not expected:
@@ -149,6 +157,8 @@ def resolve_params(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("need days >= 7, external_banks >= 1 and 0 < train_fraction < 1")
     if params["typology_alpha"] < 0 or params["base_rate_spread"] < 0:
         raise ValueError("typology_alpha and base_rate_spread must not be negative")
+    if not 0 <= params.get("mule_reuse_share", 0.0) <= 1:
+        raise ValueError("mule_reuse_share must be in [0, 1]")
     return params
 
 
