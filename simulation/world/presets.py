@@ -124,6 +124,13 @@ OPTIONAL_KNOBS: dict[str, Any] = {
     # the same bank already used: a mule recruited once and used again (0: never).
     "mule_reuse_share": 0.0,
 }
+
+
+def knob(params: dict[str, Any], key: str) -> Any:
+    """A generator parameter, or an optional knob's default when no override set it."""
+    return params[key] if key in params else OPTIONAL_KNOBS[key]
+
+
 # Presets generated a window of days at a time by default (1M to 1.5M transactions a window).
 CHUNK_DAYS: dict[str, int] = {"hi-medium": 6, "hi-large": 3}
 
@@ -157,7 +164,7 @@ def resolve_params(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("need days >= 7, external_banks >= 1 and 0 < train_fraction < 1")
     if params["typology_alpha"] < 0 or params["base_rate_spread"] < 0:
         raise ValueError("typology_alpha and base_rate_spread must not be negative")
-    if not 0 <= params.get("mule_reuse_share", 0.0) <= 1:
+    if not 0 <= knob(params, "mule_reuse_share") <= 1:
         raise ValueError("mule_reuse_share must be in [0, 1]")
     return params
 

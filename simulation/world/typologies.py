@@ -14,6 +14,7 @@ from simulation.world.presets import (
     LAUNDER_FORMAT_P,
     REPORTING_THRESHOLD,
     TYPOLOGIES,
+    knob,
 )
 
 
@@ -78,27 +79,26 @@ def _mule_or_customer(w: World, bank: np.ndarray) -> np.ndarray:
     new = w.accounts.add(bank[fresh])
     out = w.existing_person(bank)
     out[fresh] = new
-    reuse = float(w.p.get("mule_reuse_share", 0.0))
+    reuse = float(knob(w.p, "mule_reuse_share"))
     return _reuse_mules(w, bank, out, reuse) if reuse > 0 else out
 
 
 def _reuse_mules(w: World, bank: np.ndarray, accounts: np.ndarray, share: float) -> np.ndarray:
-    """With chance ``share`` each account becomes one an earlier scheme used at its bank
-    (when there is one); then all of them join their banks' recruited accounts.
+    """With chance ``share`` each of ``accounts`` (changed in place) becomes one an earlier
+    scheme used at its bank (when there is one); then all join their banks' recruited ones.
 
     Real mule accounts serve scheme after scheme until the bank closes them; what a member
     saw one of them receive is then what the cross-bank counterparty sketches can carry.
     """
-    out = accounts.copy()
     pick = w.rng.random(len(bank)) < share
     draw = w.rng.random(len(bank))
     for i in np.flatnonzero(pick):
         earlier = w.recruited.pick(int(bank[i]), float(draw[i]))
         if earlier is not None:
-            out[i] = earlier
-    for b, account in zip(bank.tolist(), out.tolist(), strict=True):
+            accounts[i] = earlier
+    for b, account in zip(bank.tolist(), accounts.tolist(), strict=True):
         w.recruited.add(b, account)
-    return out
+    return accounts
 
 
 def _cross(w: World, typical: float | None = None) -> float:
